@@ -1,0 +1,568 @@
+#include "broker.hpp"
+
+#include <capnp/serialize.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/file.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+
+#include <spdlog/spdlog.h>
+
+#include "atomics.hpp"
+#include "codec.hpp"
+#include "hms/ffi/registry.capnp.h"
+#include "paths.hpp"
+#include "shm_layout.hpp"
+#include "wait.hpp"
+
+namespace hms::ffi::broker {
+
+using detail::UniqueFd;
+
+namespace {
+
+constexpr uint64_t kListenTag = UINT64_MAX;
+constexpr uint64_t kSignalTag = UINT64_MAX - 1;
+constexpr uint64_t kStopTag = UINT64_MAX - 2;
+
+bool validServiceId(std::string_view id) {
+  if (id.empty() || id.size() > 200 || id.front() == '.' || id.back() == '.') return false;
+  char prev = 0;
+  for (char c : id) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    c == '_' || c == '-' || c == '.';
+    if (!ok || (c == '.' && prev == '.')) return false;
+    prev = c;
+  }
+  return true;
+}
+
+std::string versionText(uint32_t a, uint32_t b, uint32_t c) {
+  return std::to_string(a) + "." + std::to_string(b) + "." + std::to_string(c);
+}
+
+}  // namespace
+
+Broker::Broker(BrokerOptions options) : options_(std::move(options)) {
+  socketPath_ = detail::resolveSocketPath(options_.socketPath);
+}
+
+Broker::~Broker() {
+  if (socketCreated_) ::unlink(socketPath_.c_str());
+}
+
+Status Broker::start() {
+  namespace fs = std::filesystem;
+  const fs::path path(socketPath_);
+  std::error_code ec;
+  if (path.has_parent_path()) {
+    fs::create_directories(path.parent_path(), ec);
+    if (ec) {
+      return Status(StatusCode::kFailedPrecondition, "cannot create the runtime directory " +
+                                                         path.parent_path().string() + ": " +
+                                                         ec.message());
+    }
+  }
+  // The lock file decides which broker owns the path, without races between two starting at once.
+  const std::string lockPath = socketPath_ + ".lock";
+  lockFd_.reset(::open(lockPath.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  if (!lockFd_) {
+    return Status(StatusCode::kFailedPrecondition, detail::errnoText(("open " + lockPath).c_str(), errno));
+  }
+  if (::flock(lockFd_.get(), LOCK_EX | LOCK_NB) != 0) {
+    char buf[32] = {};
+    (void)!::pread(lockFd_.get(), buf, sizeof(buf) - 1, 0);
+    return Status(StatusCode::kFailedPrecondition,
+                  "another hms-ffid (pid " + std::string(buf[0] ? buf : "?") + ") already serves " +
+                      socketPath_ + "; stop it first or give this one another --socket");
+  }
+  const std::string pid = std::to_string(::getpid());
+  (void)!::ftruncate(lockFd_.get(), 0);
+  (void)!::pwrite(lockFd_.get(), pid.data(), pid.size(), 0);
+
+  struct stat st;
+  if (::lstat(socketPath_.c_str(), &st) == 0) {
+    if (!S_ISSOCK(st.st_mode)) {
+      return Status(StatusCode::kFailedPrecondition,
+                    socketPath_ + " exists and is not a socket; remove it or choose another --socket");
+    }
+    spdlog::info("removing stale socket {} left by a broker that is gone", socketPath_);
+    ::unlink(socketPath_.c_str());
+  }
+  auto listen = detail::listenSeqpacket(socketPath_);
+  if (!listen.ok()) return listen.status();
+  listenFd_ = std::move(*listen);
+  socketCreated_ = true;
+  ::chmod(socketPath_.c_str(), 0660);
+
+  auto registry = detail::RegistryWriter::create(options_.registryBytes, uint32_t(::getpid()));
+  if (!registry.ok()) return registry.status();
+  registry_ = std::make_unique<detail::RegistryWriter>(std::move(*registry));
+  publishRegistry();
+
+  sigset_t mask;
+  sigemptyset(&mask);
+  sigaddset(&mask, SIGTERM);
+  sigaddset(&mask, SIGINT);
+  sigaddset(&mask, SIGHUP);
+  ::pthread_sigmask(SIG_BLOCK, &mask, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
+  signalFd_.reset(::signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK));
+  stopFd_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  epollFd_.reset(::epoll_create1(EPOLL_CLOEXEC));
+  if (!signalFd_ || !stopFd_ || !epollFd_) {
+    return Status(StatusCode::kInternal, detail::errnoText("signalfd/eventfd/epoll", errno));
+  }
+  for (auto [fd, tag] : {std::pair{listenFd_.get(), kListenTag}, std::pair{signalFd_.get(), kSignalTag},
+                         std::pair{stopFd_.get(), kStopTag}}) {
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.u64 = tag;
+    ::epoll_ctl(epollFd_.get(), EPOLL_CTL_ADD, fd, &ev);
+  }
+  spdlog::info("hms-ffid {} serving on {} (pid {})", "0.1.0", socketPath_, ::getpid());
+  return Status();
+}
+
+void Broker::requestStop() {
+  const uint64_t one = 1;
+  (void)!::write(stopFd_.get(), &one, sizeof(one));
+}
+
+Status Broker::run() {
+  epoll_event events[64];
+  for (;;) {
+    const int n = ::epoll_wait(epollFd_.get(), events, 64, -1);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Status(StatusCode::kInternal, detail::errnoText("epoll_wait", errno));
+    }
+    for (int i = 0; i < n; ++i) {
+      const uint64_t tag = events[i].data.u64;
+      if (tag == kListenTag) {
+        accept();
+      } else if (tag == kSignalTag) {
+        signalfd_siginfo si;
+        while (::read(signalFd_.get(), &si, sizeof(si)) == sizeof(si)) {
+          if (si.ssi_signo == SIGHUP) {
+            spdlog::info("SIGHUP: no policy file configured; nothing to reload");
+            continue;
+          }
+          spdlog::info("{}: stopping; {} client(s) connected", strsignal(int(si.ssi_signo)),
+                       conns_.size());
+          return Status();
+        }
+      } else if (tag == kStopTag) {
+        return Status();
+      } else {
+        onReadable(tag);
+      }
+    }
+  }
+}
+
+void Broker::accept() {
+  for (;;) {
+    UniqueFd fd(::accept4(listenFd_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
+    if (!fd) {
+      if (errno != EAGAIN && errno != EINTR) spdlog::warn("accept: {}", std::strerror(errno));
+      return;
+    }
+    auto cred = detail::peerCredentials(fd.get());
+    if (!cred.ok()) {
+      spdlog::warn("dropping a connection: {}", cred.status().toString());
+      continue;
+    }
+    auto c = std::make_unique<Conn>();
+    c->id = nextConnId_++;
+    c->cred = *cred;
+    c->sock = std::move(fd);
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.u64 = c->id;
+    ::epoll_ctl(epollFd_.get(), EPOLL_CTL_ADD, c->sock.get(), &ev);
+    spdlog::debug("client {} connected (pid {}, uid {})", c->id, c->cred.pid, c->cred.uid);
+    conns_.emplace(c->id, std::move(c));
+  }
+}
+
+void Broker::onReadable(uint64_t connId) {
+  auto it = conns_.find(connId);
+  if (it == conns_.end()) return;
+  Conn& c = *it->second;
+  for (;;) {
+    auto d = detail::receiveDatagram(c.sock.get());
+    if (!d.ok()) {
+      if (d.status().message().find("Resource temporarily unavailable") != std::string::npos) return;
+      if (d.status().code() == StatusCode::kInvalidArgument) {
+        spdlog::warn("client {} (pid {}) sent an oversized message; disconnecting it", c.id,
+                     c.cred.pid);
+      }
+      disconnect(connId, "control socket error");
+      return;
+    }
+    if (d->bytes.empty()) {
+      disconnect(connId, "connection closed");
+      return;
+    }
+    if (auto s = handle(c, d->bytes, d->fds); !s) {
+      if (s.code() == StatusCode::kUnavailable) {  // the reply found the client gone
+        disconnect(connId, "connection closed");
+        return;
+      }
+      spdlog::warn("client {} (pid {}): {}; disconnecting it", c.id, c.cred.pid, s.toString());
+      disconnect(connId, "protocol error");
+      return;
+    }
+  }
+}
+
+Status Broker::reply(Conn& c, capnp::MessageBuilder& msg, const int* fds, size_t n) {
+  auto flat = detail::encodeMessage(msg);
+  return detail::sendDatagram(c.sock.get(), flat.begin(), flat.size() * 8, fds, n);
+}
+
+Status Broker::replyError(Conn& c, uint64_t requestId, const Status& s) {
+  capnp::MallocMessageBuilder mb;
+  auto r = mb.initRoot<wire::BrokerMessage>().initReply();
+  r.setId(requestId);
+  r.initStatus().setCode(uint32_t(s.code()));
+  r.getStatus().setMessage(s.message());
+  r.setNone();
+  return reply(c, mb);
+}
+
+void Broker::sendEvent(uint64_t connId, capnp::MessageBuilder& msg, const int* fds, size_t n) {
+  auto it = conns_.find(connId);
+  if (it == conns_.end()) return;
+  if (auto s = reply(*it->second, msg, fds, n); !s) {
+    // A client that does not read its control socket cannot be served; it is treated as gone.
+    spdlog::warn("client {} does not take events ({}); disconnecting it", connId, s.toString());
+    disconnect(connId, "not reading its control socket");
+  }
+}
+
+Status Broker::handle(Conn& c, const std::vector<uint8_t>& bytes, std::vector<UniqueFd>& fds) {
+  auto msg = detail::DecodedMessage::decode(bytes);
+  if (!msg.ok()) return msg.status();
+  wire::Request::Reader req;
+  try {
+    req = (*msg)->root<wire::ClientMessage>().getRequest();
+  } catch (const kj::Exception& e) {
+    return Status(StatusCode::kInvalidArgument, e.getDescription().cStr());
+  }
+  const uint64_t rid = req.getId();
+  if (!c.helloed && !req.isHello()) {
+    return replyError(c, rid, Status(StatusCode::kFailedPrecondition, "say hello first"));
+  }
+  switch (req.which()) {
+    case wire::Request::HELLO:
+      return onHello(c, rid, req.getHello(), fds);
+    case wire::Request::REGISTER:
+      return onRegister(c, rid, req.getRegister());
+    case wire::Request::UNREGISTER:
+      return onUnregister(c, rid, req.getUnregister());
+    case wire::Request::OPEN_CHANNEL:
+      return onOpen(c, rid, req.getOpenChannel().getServiceKey());
+    case wire::Request::CLOSE_CHANNEL:
+      return onClose(c, rid, req.getCloseChannel());
+  }
+  return replyError(c, rid, Status(StatusCode::kUnimplemented, "unknown control request"));
+}
+
+Status Broker::onHello(Conn& c, uint64_t rid, wire::Hello::Reader hello,
+                       std::vector<UniqueFd>& fds) {
+  if (c.helloed) {
+    return replyError(c, rid, Status(StatusCode::kFailedPrecondition, "hello sent twice"));
+  }
+  if (hello.getProtocolVersion() != wire::PROTOCOL_VERSION) {
+    return replyError(c, rid,
+                      Status(StatusCode::kFailedPrecondition,
+                             "control protocol " + std::to_string(hello.getProtocolVersion()) +
+                                 " is not this broker's " + std::to_string(wire::PROTOCOL_VERSION) +
+                                 "; use a libhmsffi of the broker's release"));
+  }
+  c.name = std::string(hello.getClientName().cStr()).substr(0, 128);
+  if (hello.getHasDoorbell() && !fds.empty()) {
+    // A client reconnecting after a broker restart keeps the doorbell its channels already use.
+    auto size = detail::segmentSize(fds[0].get());
+    auto map = size.ok() && *size == detail::kDoorbellBytes
+                   ? detail::Mapping::map(fds[0].get(), detail::kDoorbellBytes, true)
+                   : Result<detail::Mapping>(Status(StatusCode::kInvalidArgument, "bad doorbell"));
+    if (!map.ok() || map->as<detail::DoorbellSegment>()->magic != detail::kDoorbellMagic) {
+      return replyError(c, rid, Status(StatusCode::kInvalidArgument,
+                                       "the doorbell handed back is not an HMS-FFI doorbell"));
+    }
+    c.doorbellFd = std::move(fds[0]);
+    c.doorbell = std::move(*map);
+  } else {
+    auto fd = detail::createSegment("hms-ffi-doorbell", detail::kDoorbellBytes);
+    if (!fd.ok()) return replyError(c, rid, fd.status());
+    auto map = detail::Mapping::map(fd->get(), detail::kDoorbellBytes, true);
+    if (!map.ok()) return replyError(c, rid, map.status());
+    auto* db = map->as<detail::DoorbellSegment>();
+    db->magic = detail::kDoorbellMagic;
+    db->layoutVersion = detail::kDoorbellLayoutVersion;
+    c.doorbellFd = std::move(*fd);
+    c.doorbell = std::move(*map);
+  }
+  c.helloed = true;
+  spdlog::info("client {} '{}' connected (pid {}, uid {})", c.id, c.name, c.cred.pid, c.cred.uid);
+  capnp::MallocMessageBuilder mb;
+  auto r = mb.initRoot<wire::BrokerMessage>().initReply();
+  r.setId(rid);
+  r.initStatus().setCode(0);
+  auto h = r.initHello();
+  h.setClientId(c.id);
+  h.setRegistryBytes(registry_->segmentBytes());
+  h.setBrokerPid(uint32_t(::getpid()));
+  const int out[2] = {registry_->fd(), c.doorbellFd.get()};
+  return reply(c, mb, out, 2);
+}
+
+Status Broker::onRegister(Conn& c, uint64_t rid, wire::RegisterService::Reader reg) {
+  auto d = reg.getDescriptor();
+  const std::string id = d.getId().cStr();
+  auto v = d.getVersion();
+  if (!validServiceId(id)) {
+    return replyError(c, rid, Status(StatusCode::kInvalidArgument,
+                                     "service id '" + id.substr(0, 64) +
+                                         "' is not a dotted name of letters, digits, '_' and '-' "
+                                         "(e.g. hms.emr.patient)"));
+  }
+  const uint32_t ring = d.getRingBytes();
+  if (ring < detail::kMinRingBytes || ring > detail::kMaxRingBytes || (ring & (ring - 1)) != 0) {
+    return replyError(c, rid, Status(StatusCode::kInvalidArgument,
+                                     "ringBytes must be a power of two from 4096 to 1 GiB"));
+  }
+  for (const auto& [key, s] : services_) {
+    if (s.id == id && s.major == v.getMajor() && s.minor == v.getMinor() &&
+        s.patch == v.getPatch()) {
+      const auto& owner = *conns_.at(s.clientId);
+      return replyError(c, rid,
+                        Status(StatusCode::kAlreadyExists,
+                               "service " + id + " " + versionText(s.major, s.minor, s.patch) +
+                                   " is already provided by '" + owner.name + "' (pid " +
+                                   std::to_string(owner.cred.pid) +
+                                   "); stop it or register another version"));
+    }
+  }
+  Service s;
+  s.key = nextServiceKey_++;
+  s.clientId = c.id;
+  s.tag = reg.getTag();
+  s.id = id;
+  s.major = v.getMajor();
+  s.minor = v.getMinor();
+  s.patch = v.getPatch();
+  s.ringBytes = ring;
+  capnp::MallocMessageBuilder copy;
+  copy.setRoot(d);
+  auto flat = capnp::messageToFlatArray(copy);
+  s.descriptor.assign(flat.begin(), flat.end());
+  c.services.insert(s.key);
+  const uint64_t key = s.key;
+  services_.emplace(key, std::move(s));
+  publishRegistry();
+  spdlog::info("registered {} {} (key {}) for client {} '{}'", id,
+               versionText(v.getMajor(), v.getMinor(), v.getPatch()), key, c.id, c.name);
+  capnp::MallocMessageBuilder mb;
+  auto r = mb.initRoot<wire::BrokerMessage>().initReply();
+  r.setId(rid);
+  r.initStatus().setCode(0);
+  r.initRegister().setServiceKey(key);
+  return reply(c, mb);
+}
+
+Status Broker::onUnregister(Conn& c, uint64_t rid, uint64_t key) {
+  auto it = services_.find(key);
+  if (it == services_.end() || it->second.clientId != c.id) {
+    return replyError(c, rid, Status(StatusCode::kNotFound,
+                                     "this client has no registration with key " + std::to_string(key)));
+  }
+  removeService(key, detail::kEndClosed, "unregistered");
+  publishRegistry();
+  capnp::MallocMessageBuilder mb;
+  auto r = mb.initRoot<wire::BrokerMessage>().initReply();
+  r.setId(rid);
+  r.initStatus().setCode(0);
+  r.setNone();
+  return reply(c, mb);
+}
+
+Status Broker::onOpen(Conn& c, uint64_t rid, uint64_t key) {
+  auto it = services_.find(key);
+  if (it == services_.end()) {
+    return replyError(c, rid, Status(StatusCode::kUnavailable,
+                                     "that registration is gone (its provider stopped); discover "
+                                     "the service again"));
+  }
+  Service& svc = it->second;
+  Conn& provider = *conns_.at(svc.clientId);
+  const uint64_t bytes = detail::channelSegmentBytes(svc.ringBytes);
+  auto fd = detail::createSegment("hms-ffi-channel", bytes);
+  if (!fd.ok()) return replyError(c, rid, fd.status());
+  auto map = detail::Mapping::map(fd->get(), bytes, true);
+  if (!map.ok()) return replyError(c, rid, map.status());
+  Channel ch;
+  ch.id = nextChannelId_++;
+  ch.callerClient = c.id;
+  ch.serviceClient = svc.clientId;
+  ch.serviceKey = key;
+  auto* h = map->as<detail::ChannelHeader>();
+  h->magic = detail::kChannelMagic;
+  h->layoutVersion = detail::kChannelLayoutVersion;
+  h->headerBytes = detail::kPageBytes;
+  h->channelId = ch.id;
+  h->segmentBytes = bytes;
+  h->ringBytes = svc.ringBytes;
+  h->maxMessageBytes = detail::maxMessageBytesForRing(svc.ringBytes);
+  h->callerPid = uint32_t(c.cred.pid);
+  h->servicePid = uint32_t(provider.cred.pid);
+  ch.fd = std::move(*fd);
+  ch.map = std::move(*map);
+
+  // The provider first, so that it maps the channel while the caller builds its first request.
+  {
+    capnp::MallocMessageBuilder mb;
+    auto o = mb.initRoot<wire::BrokerMessage>().initEvent().initChannelOpened();
+    o.setChannelId(ch.id);
+    o.setServiceKey(key);
+    o.setServiceTag(svc.tag);
+    o.setSegmentBytes(bytes);
+    o.setCallerClientId(c.id);
+    o.setCallerPid(uint32_t(c.cred.pid));
+    o.setCallerUid(uint32_t(c.cred.uid));
+    o.setCallerName(c.name);
+    auto flat = detail::encodeMessage(mb);
+    const int out[1] = {ch.fd.get()};
+    if (auto s = detail::sendDatagram(provider.sock.get(), flat.begin(), flat.size() * 8, out, 1);
+        !s) {
+      return replyError(c, rid, Status(StatusCode::kUnavailable,
+                                       "the provider of " + svc.id + " is not answering"));
+    }
+  }
+  capnp::MallocMessageBuilder mb;
+  auto r = mb.initRoot<wire::BrokerMessage>().initReply();
+  r.setId(rid);
+  r.initStatus().setCode(0);
+  auto o = r.initOpenChannel();
+  o.setChannelId(ch.id);
+  o.setSegmentBytes(bytes);
+  const int out[2] = {ch.fd.get(), provider.doorbellFd.get()};
+  c.channels.insert(ch.id);
+  provider.channels.insert(ch.id);
+  svc.channels.insert(ch.id);
+  const uint64_t id = ch.id;
+  channels_.emplace(id, std::move(ch));
+  spdlog::debug("channel {}: client {} -> {} (key {})", id, c.id, svc.id, key);
+  return reply(c, mb, out, 2);
+}
+
+Status Broker::onClose(Conn& c, uint64_t rid, uint64_t channelId) {
+  auto it = channels_.find(channelId);
+  if (it != channels_.end() &&
+      (it->second.callerClient == c.id || it->second.serviceClient == c.id)) {
+    endChannel(channelId, it->second.callerClient == c.id, detail::kEndClosed, "closed by its end");
+  }
+  capnp::MallocMessageBuilder mb;
+  auto r = mb.initRoot<wire::BrokerMessage>().initReply();
+  r.setId(rid);
+  r.initStatus().setCode(0);
+  r.setNone();
+  return reply(c, mb);
+}
+
+void Broker::endChannel(uint64_t channelId, bool callerSide, uint32_t state, const char* why) {
+  auto it = channels_.find(channelId);
+  if (it == channels_.end()) return;
+  Channel ch = std::move(it->second);
+  channels_.erase(it);
+  auto* h = ch.map.as<detail::ChannelHeader>();
+  uint32_t& mine = callerSide ? h->callerState : h->serviceState;
+  if (detail::loadAcquire(mine) == detail::kEndOpen) detail::storeRelease(mine, state);
+  // Wake whoever may sleep on this channel: the caller on its response ring, either producer on
+  // a full ring, and the service's dispatcher on its doorbell.
+  detail::wakeAlways(h->response.consumerWake);
+  detail::wakeAlways(h->request.producerWake);
+  detail::wakeAlways(h->response.producerWake);
+  const uint64_t other = callerSide ? ch.serviceClient : ch.callerClient;
+  if (auto pc = conns_.find(ch.serviceClient); pc != conns_.end() && pc->second->doorbell.data()) {
+    detail::wakeAlways(pc->second->doorbell.as<detail::DoorbellSegment>()->wake);
+  }
+  for (uint64_t cid : {ch.callerClient, ch.serviceClient}) {
+    if (auto pc = conns_.find(cid); pc != conns_.end()) pc->second->channels.erase(channelId);
+  }
+  if (auto s = services_.find(ch.serviceKey); s != services_.end()) s->second.channels.erase(channelId);
+  spdlog::debug("channel {} ended ({})", channelId, why);
+  capnp::MallocMessageBuilder mb;
+  auto cc = mb.initRoot<wire::BrokerMessage>().initEvent().initChannelClosed();
+  cc.setChannelId(channelId);
+  cc.setReason(why);
+  sendEvent(other, mb);
+}
+
+void Broker::removeService(uint64_t key, uint32_t channelState, const char* why) {
+  auto it = services_.find(key);
+  if (it == services_.end()) return;
+  std::set<uint64_t> chans = it->second.channels;
+  for (uint64_t ch : chans) endChannel(ch, false, channelState, why);
+  if (auto pc = conns_.find(it->second.clientId); pc != conns_.end()) pc->second->services.erase(key);
+  spdlog::info("{} {}.{}.{} left the registry ({})", it->second.id, it->second.major,
+               it->second.minor, it->second.patch, why);
+  services_.erase(key);
+}
+
+void Broker::disconnect(uint64_t connId, const char* why) {
+  auto it = conns_.find(connId);
+  if (it == conns_.end()) return;
+  std::unique_ptr<Conn> c = std::move(it->second);
+  conns_.erase(it);
+  ::epoll_ctl(epollFd_.get(), EPOLL_CTL_DEL, c->sock.get(), nullptr);
+  spdlog::info("client {} '{}' (pid {}) gone: {}", c->id, c->name, c->cred.pid, why);
+  // Everything the client provided leaves the registry; every channel it had ends. Its peers wake
+  // at once and fail their calls with UNAVAILABLE.
+  const bool hadServices = !c->services.empty();
+  for (uint64_t key : std::set<uint64_t>(c->services)) {
+    removeService(key, detail::kEndDead, "provider gone");
+  }
+  for (uint64_t ch : std::set<uint64_t>(c->channels)) {
+    auto cit = channels_.find(ch);
+    if (cit == channels_.end()) continue;
+    endChannel(ch, cit->second.callerClient == c->id, detail::kEndDead, "peer gone");
+  }
+  if (hadServices) publishRegistry();
+}
+
+void Broker::publishRegistry() {
+  capnp::MallocMessageBuilder mb;
+  auto snap = mb.initRoot<wire::RegistrySnapshot>();
+  snap.setGeneration(registry_->generation() + 1);
+  snap.setBrokerPid(uint32_t(::getpid()));
+  auto list = snap.initServices(uint(services_.size()));
+  uint i = 0;
+  for (const auto& [key, s] : services_) {
+    auto e = list[i++];
+    e.setKey(key);
+    capnp::FlatArrayMessageReader d(kj::arrayPtr(s.descriptor.data(), s.descriptor.size()));
+    e.setDescriptor(d.getRoot<wire::ServiceDescriptor>());
+    const Conn& owner = *conns_.at(s.clientId);
+    e.setProviderClientId(s.clientId);
+    e.setProviderPid(uint32_t(owner.cred.pid));
+    e.setProviderUid(uint32_t(owner.cred.uid));
+    e.setProviderName(owner.name);
+    e.setState(wire::ServiceState::SERVING);
+  }
+  if (auto s = registry_->publish(mb); !s) spdlog::error("registry not published: {}", s.toString());
+}
+
+}  // namespace hms::ffi::broker

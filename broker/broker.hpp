@@ -1,0 +1,111 @@
+// hms-ffid: the control plane. One thread, one epoll loop: it accepts clients on the control
+// socket, keeps the registry, creates every segment, and notices when a client goes. It is never on
+// the data path: once a channel is open, calls flow between the two clients' mappings only.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "hms/ffi/control.capnp.h"
+#include "hms/ffi/status.hpp"
+#include "os.hpp"
+#include "registry_segment.hpp"
+
+namespace hms::ffi::broker {
+
+struct BrokerOptions {
+  std::string socketPath;  // empty: the library's default rules
+  uint64_t registryBytes = detail::kDefaultRegistryBytes;
+};
+
+class Broker {
+ public:
+  explicit Broker(BrokerOptions options);
+  ~Broker();
+
+  // Takes the socket path: refuses (FAILED_PRECONDITION) when another broker serves it, removes
+  // a stale socket left by a dead one.
+  Status start();
+  // Serves until SIGTERM or SIGINT (or requestStop()).
+  Status run();
+  void requestStop();
+
+  const std::string& socketPath() const { return socketPath_; }
+
+ private:
+  struct Conn {
+    uint64_t id = 0;
+    detail::UniqueFd sock;
+    detail::PeerCredentials cred;
+    std::string name;
+    bool helloed = false;
+    detail::UniqueFd doorbellFd;
+    detail::Mapping doorbell;
+    std::set<uint64_t> services;  // keys
+    std::set<uint64_t> channels;  // ids, as caller or as service
+  };
+  struct Service {
+    uint64_t key = 0;
+    uint64_t clientId = 0;
+    uint64_t tag = 0;
+    std::vector<capnp::word> descriptor;  // flat wire::ServiceDescriptor, copied from the request
+    std::string id;
+    uint32_t major = 0, minor = 0, patch = 0;
+    uint32_t ringBytes = 0;
+    std::set<uint64_t> channels;
+  };
+  struct Channel {
+    uint64_t id = 0;
+    uint64_t callerClient = 0;
+    uint64_t serviceClient = 0;
+    uint64_t serviceKey = 0;
+    detail::UniqueFd fd;
+    detail::Mapping map;
+  };
+
+  void accept();
+  void onReadable(uint64_t connId);
+  void disconnect(uint64_t connId, const char* why);
+  Status handle(Conn& c, const std::vector<uint8_t>& bytes, std::vector<detail::UniqueFd>& fds);
+  Status reply(Conn& c, capnp::MessageBuilder& msg, const int* fds = nullptr, size_t n = 0);
+  Status replyError(Conn& c, uint64_t requestId, const Status& s);
+  void sendEvent(uint64_t connId, capnp::MessageBuilder& msg, const int* fds = nullptr,
+                 size_t n = 0);
+
+  Status onHello(Conn& c, uint64_t rid, wire::Hello::Reader hello,
+                 std::vector<detail::UniqueFd>& fds);
+  Status onRegister(Conn& c, uint64_t rid, wire::RegisterService::Reader reg);
+  Status onUnregister(Conn& c, uint64_t rid, uint64_t key);
+  Status onOpen(Conn& c, uint64_t rid, uint64_t key);
+  Status onClose(Conn& c, uint64_t rid, uint64_t channelId);
+
+  // Marks one end of a channel (closed by it, or dead), wakes whoever waits on the other end,
+  // tells the other end's client and forgets the channel.
+  void endChannel(uint64_t channelId, bool callerSide, uint32_t state, const char* why);
+  void removeService(uint64_t key, uint32_t channelState, const char* why);
+  void publishRegistry();
+
+  BrokerOptions options_;
+  std::string socketPath_;
+  detail::UniqueFd lockFd_;
+  detail::UniqueFd listenFd_;
+  detail::UniqueFd epollFd_;
+  detail::UniqueFd signalFd_;
+  detail::UniqueFd stopFd_;
+  std::unique_ptr<detail::RegistryWriter> registry_;
+  std::map<uint64_t, std::unique_ptr<Conn>> conns_;
+  std::map<uint64_t, Service> services_;
+  std::map<uint64_t, Channel> channels_;
+  uint64_t nextConnId_ = 1;
+  uint64_t nextServiceKey_ = 1;
+  uint64_t nextChannelId_ = 1;
+  bool socketCreated_ = false;
+};
+
+}  // namespace hms::ffi::broker

@@ -1,0 +1,85 @@
+// hms-ffid: the HMS-FFI broker daemon.
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <string_view>
+
+#include "broker.hpp"
+
+namespace {
+
+void usage(FILE* out) {
+  std::fputs(
+      "usage: hms-ffid [--socket PATH] [--log-level LEVEL] [--registry-bytes N]\n"
+      "\n"
+      "The HMS-FFI broker: control socket, service registry, shared-memory segments, liveness.\n"
+      "\n"
+      "  --socket PATH        control socket (default: $HMS_FFI_SOCKET, else\n"
+      "                       $XDG_RUNTIME_DIR/hms-ffi/broker.sock, else /run/hms-ffi/broker.sock\n"
+      "                       as root)\n"
+      "  --log-level LEVEL    trace, debug, info (default), warn, error, critical, off\n"
+      "  --registry-bytes N   size of the registry segment (default 4194304)\n"
+      "  --version            print the version\n"
+      "\n"
+      "SIGTERM or SIGINT stop it gracefully.\n",
+      out);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  hms::ffi::broker::BrokerOptions options;
+  std::string level = "info";
+  for (int i = 1; i < argc; ++i) {
+    std::string_view a = argv[i];
+    auto value = [&](const char* name) -> const char* {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "hms-ffid: %s needs a value\n", name);
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (a == "--socket") {
+      options.socketPath = value("--socket");
+    } else if (a == "--log-level") {
+      level = value("--log-level");
+    } else if (a == "--registry-bytes") {
+      options.registryBytes = std::strtoull(value("--registry-bytes"), nullptr, 10);
+    } else if (a == "--version") {
+      std::puts("hms-ffid 0.1.0");
+      return 0;
+    } else if (a == "--help" || a == "-h") {
+      usage(stdout);
+      return 0;
+    } else {
+      std::fprintf(stderr, "hms-ffid: unknown option '%s'\n", argv[i]);
+      usage(stderr);
+      return 2;
+    }
+  }
+  auto logger = spdlog::stderr_color_mt("hms-ffid");
+  spdlog::set_default_logger(logger);
+  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
+  const auto lvl = spdlog::level::from_str(level);
+  if (lvl == spdlog::level::off && level != "off") {
+    std::fprintf(stderr, "hms-ffid: unknown --log-level '%s'\n", level.c_str());
+    return 2;
+  }
+  spdlog::set_level(lvl);
+
+  hms::ffi::broker::Broker broker(options);
+  if (auto s = broker.start(); !s) {
+    spdlog::critical("cannot start: {}", s.message());
+    return 1;
+  }
+  if (auto s = broker.run(); !s) {
+    spdlog::critical("{}", s.toString());
+    return 1;
+  }
+  spdlog::info("stopped");
+  return 0;
+}

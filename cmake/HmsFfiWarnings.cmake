@@ -1,0 +1,14 @@
+# One interface target carries the project's warnings and sanitizer flags; no global flags.
+add_library(hms_ffi_warnings INTERFACE)
+target_compile_options(hms_ffi_warnings INTERFACE -Wall -Wextra -Wpedantic -Wno-missing-field-initializers)
+if(HMS_FFI_WERROR)
+  target_compile_options(hms_ffi_warnings INTERFACE -Werror)
+endif()
+
+set(HMS_FFI_SANITIZE "" CACHE STRING "Sanitizers to build with: 'address;undefined' or 'thread'")
+if(HMS_FFI_SANITIZE)
+  list(JOIN HMS_FFI_SANITIZE "," _hms_san)
+  target_compile_options(hms_ffi_warnings INTERFACE -fsanitize=${_hms_san} -fno-omit-frame-pointer
+                                                    -fno-sanitize-recover=all)
+  target_link_options(hms_ffi_warnings INTERFACE -fsanitize=${_hms_san})
+endif()

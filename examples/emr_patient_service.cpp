@@ -1,0 +1,98 @@
+// HMS-EMR: serves hms.emr.patient (PatientService) from an in-memory record store until SIGTERM.
+#include <chrono>
+#include <cstdio>
+#include <map>
+#include <string>
+
+#include "common.hpp"
+#include "hms/emr/patient.capnp.h"
+#include "hms/ffi/client.hpp"
+
+using hms::emr::PatientService;
+using hms::ffi::CallContext;
+using hms::ffi::Status;
+using hms::ffi::StatusCode;
+
+namespace {
+
+struct Record {
+  std::string mrn, given, family, birth;
+  hms::emr::Sex sex;
+  std::vector<std::pair<std::string, std::string>> allergies;
+};
+
+const std::map<std::string, Record>& store() {
+  static const std::map<std::string, Record> records = {
+      {"p-1001", {"MRN-55120", "Amina", "Okafor", "1984-03-12", hms::emr::Sex::FEMALE,
+                  {{"penicillin", "severe"}}}},
+      {"p-1002", {"MRN-55121", "Lars", "Nilsson", "1957-11-02", hms::emr::Sex::MALE, {}}},
+      {"p-1003", {"MRN-55122", "Mei", "Okafor", "2001-07-23", hms::emr::Sex::FEMALE,
+                  {{"latex", "mild"}, {"peanut", "moderate"}}}},
+  };
+  return records;
+}
+
+void fill(hms::emr::Patient::Builder p, const std::string& id, const Record& r, bool allergies) {
+  p.setPatientId(id);
+  p.setMrn(r.mrn);
+  p.setGivenName(r.given);
+  p.setFamilyName(r.family);
+  p.setBirthDate(r.birth);
+  p.setSex(r.sex);
+  p.setUpdatedAtUnixMs(1'790'000'000'000);
+  if (allergies) {
+    auto list = p.initAllergies(uint(r.allergies.size()));
+    for (size_t i = 0; i < r.allergies.size(); ++i) {
+      list[uint(i)].setSubstance(r.allergies[i].first);
+      list[uint(i)].setSeverity(r.allergies[i].second);
+    }
+  }
+}
+
+}  // namespace
+
+int main() {
+  examples::blockStopSignals();
+  auto client = hms::ffi::Client::connect({.name = "hms-emr"});
+  if (!client) {
+    std::fprintf(stderr, "hms-emr: %s\n", client.status().toString().c_str());
+    return 1;
+  }
+  hms::ffi::ServiceDefinition<PatientService> def;
+  def.on<&PatientService::Client::getPatientRequest>(
+      [](CallContext& ctx, PatientService::GetPatientParams::Reader params,
+         PatientService::GetPatientResults::Builder results) -> Status {
+        const std::string id = params.getPatientId();
+        auto it = store().find(id);
+        if (it == store().end()) {
+          return Status(StatusCode::kNotFound, "no patient with id '" + id + "'");
+        }
+        fill(results.initPatient(), id, it->second, params.getIncludeAllergies());
+        std::printf("hms-emr: getPatient(%s) for pid %d\n", id.c_str(), int(ctx.callerPid()));
+        std::fflush(stdout);
+        return Status();
+      });
+  def.on<&PatientService::Client::searchPatientsRequest>(
+      [](CallContext&, PatientService::SearchPatientsParams::Reader params,
+         PatientService::SearchPatientsResults::Builder results) -> Status {
+        std::vector<const std::pair<const std::string, Record>*> hits;
+        for (const auto& e : store()) {
+          if (e.second.family == params.getFamilyName().cStr()) hits.push_back(&e);
+        }
+        if (params.getLimit() > 0 && hits.size() > params.getLimit()) hits.resize(params.getLimit());
+        auto list = results.initPatients(uint(hits.size()));
+        for (size_t i = 0; i < hits.size(); ++i) fill(list[uint(i)], hits[i]->first, hits[i]->second, false);
+        return Status();
+      });
+  auto handle = (*client)->serve("hms.emr.patient", {1, 2, 0}, std::move(def),
+                                 {.displayName = "EMR patient records",
+                                  .description = "Patient demographics and allergies (HMS-EMR)"});
+  if (!handle) {
+    std::fprintf(stderr, "hms-emr: %s\n", handle.status().toString().c_str());
+    return 1;
+  }
+  std::printf("hms-emr: serving hms.emr.patient 1.2.0\n");
+  std::fflush(stdout);
+  examples::waitForStopSignal();
+  return 0;
+}

@@ -1,0 +1,404 @@
+// libhmsffi: connect to the broker, serve services and call them, zero-copy over shared memory.
+//
+// A service contract is a Cap'n Proto `interface`. A method is named by the request method Cap'n
+// Proto generates for it on the interface's Client class, e.g.
+//
+//     &hms::emr::PatientService::Client::getPatientRequest
+//
+// from which the library deduces the interface, the params and the results types, and finds the
+// method's ordinal by schema reflection. Calling code fills the generated params builder, which
+// lives in the channel's shared-memory ring, and reads the generated results reader, which points
+// into the other ring: nothing is serialised or copied on the way.
+//
+//     auto client = hms::ffi::Client::connect().valueOrThrow();
+//     auto patients = client->bind<PatientService>("hms.emr.patient", "^1.0").valueOrThrow();
+//     auto call = patients.newCall<&PatientService::Client::getPatientRequest>().valueOrThrow();
+//     call.params().setPatientId("p-1");
+//     auto reply = std::move(call).send();          // Result<Reply<GetPatientResults>>
+//     if (reply) use(reply->results().getPatient());
+//
+// Threads: a Client and its Stubs may be used from any thread. A Stub holds one channel and runs
+// one call at a time on it (a second thread waits for the first call's Reply to be destroyed);
+// bind one Stub per thread for parallel calls. Handlers run on the client's dispatcher thread, or
+// on a service's worker pool (ServiceOptions::workerThreads).
+#pragma once
+
+#include <capnp/any.h>
+#include <capnp/capability.h>
+#include <capnp/message.h>
+#include <capnp/schema.h>
+#include <sys/types.h>
+
+#include <array>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "hms/ffi/status.hpp"
+#include "hms/ffi/version.hpp"
+
+namespace hms::ffi {
+
+// How a thread waits for its peer (a reply, a request, ring space).
+enum class WaitMode : uint8_t {
+  kSpin,      // poll until the deadline; lowest latency, burns a core while waiting
+  kAdaptive,  // poll for ClientOptions::spinBudget, then sleep on a futex (default)
+  kBlocking,  // sleep on a futex at once
+};
+
+struct ClientOptions {
+  // The broker's socket. Empty: $HMS_FFI_SOCKET, else $XDG_RUNTIME_DIR/hms-ffi/broker.sock, else
+  // /run/hms-ffi/broker.sock (root) or /tmp/hms-ffi-<uid>/broker.sock.
+  std::string socketPath;
+  // Shown in the registry and the broker's log. Empty: "<program>[<pid>]".
+  std::string name;
+  WaitMode waitMode = WaitMode::kAdaptive;
+  // How long kAdaptive polls before it sleeps. An idle process uses no CPU after it.
+  std::chrono::nanoseconds spinBudget = std::chrono::microseconds(50);
+  // Deadline of a call that sets none.
+  std::chrono::nanoseconds defaultTimeout = std::chrono::seconds(30);
+  // Bound on each control round trip to the broker (connect, register, bind).
+  std::chrono::milliseconds controlTimeout = std::chrono::seconds(5);
+  // Reconnect to a broker that went away (back-off 50 ms doubling to 2 s) and register the
+  // client's services again. Open channels keep working meanwhile.
+  bool reconnect = true;
+};
+
+struct ServiceOptions {
+  std::string displayName;
+  std::string description;
+  // Size of each of the two rings of every channel to this service. The largest message is a
+  // little under half of it (see Client::maxMessageBytes); raise it for larger messages.
+  uint32_t ringBytes = 1u << 20;
+  // 0: handlers run on the client's dispatcher thread, one call at a time. N: on a pool of N
+  // worker threads (calls on different channels run in parallel; one channel stays in order).
+  unsigned workerThreads = 0;
+};
+
+// W3C trace context carried in the record header.
+struct TraceContext {
+  std::array<uint8_t, 16> traceId{};
+  std::array<uint8_t, 8> spanId{};
+  uint8_t flags = 0;
+};
+
+struct CallOptions {
+  // Zero: ClientOptions::defaultTimeout.
+  std::chrono::nanoseconds timeout{0};
+  std::optional<TraceContext> trace;
+};
+
+struct MethodInfo {
+  std::string name;
+  uint16_t ordinal = 0;
+  uint64_t paramSchemaId = 0;
+  uint64_t resultSchemaId = 0;
+};
+
+// A live service as the registry describes it.
+struct ServiceInfo {
+  uint64_t key = 0;  // the broker's handle of this registration
+  std::string id;
+  Version version;
+  uint64_t interfaceId = 0;
+  std::string interfaceName;
+  std::vector<MethodInfo> methods;
+  std::string displayName;
+  std::string description;
+  uint32_t ringBytes = 0;
+  uint64_t providerClientId = 0;
+  pid_t providerPid = 0;
+  uid_t providerUid = 0;
+  std::string providerName;
+};
+
+namespace detail {
+class Dispatcher;
+}
+
+// What a handler knows about the call it serves.
+class CallContext {
+ public:
+  const std::string& serviceId() const noexcept { return *serviceId_; }
+  uint16_t methodOrdinal() const noexcept { return method_; }
+  // The caller's identity, as the kernel told the broker (SO_PEERCRED): unforgeable.
+  pid_t callerPid() const noexcept { return callerPid_; }
+  uid_t callerUid() const noexcept { return callerUid_; }
+  const std::string& callerName() const noexcept { return *callerName_; }
+  // Absolute CLOCK_MONOTONIC deadline in ns (INT64_MAX: none) and the time left until it.
+  int64_t deadlineNs() const noexcept { return deadlineNs_; }
+  std::chrono::nanoseconds timeLeft() const noexcept;
+  const std::optional<TraceContext>& trace() const noexcept { return trace_; }
+
+ private:
+  friend class detail::Dispatcher;
+  const std::string* serviceId_ = nullptr;
+  const std::string* callerName_ = nullptr;
+  uint16_t method_ = 0;
+  pid_t callerPid_ = 0;
+  uid_t callerUid_ = 0;
+  int64_t deadlineNs_ = 0;
+  std::optional<TraceContext> trace_;
+};
+
+using Handler =
+    std::function<Status(CallContext&, capnp::MessageReader& params, capnp::MessageBuilder& results)>;
+
+namespace detail {
+
+class ClientImpl;
+class CallerChannel;
+
+// The interface, params and results of a generated `fooRequest` member of Interface::Client.
+template <class F>
+struct RequestFnTraits;
+template <class C, class P, class R>
+struct RequestFnTraits<capnp::Request<P, R> (C::*)(kj::Maybe<capnp::MessageSize>)> {
+  using Interface = typename C::Calls;
+  using Params = P;
+  using Results = R;
+};
+
+struct MethodRef {
+  bool found = false;
+  uint16_t ordinal = 0;
+  uint64_t paramSchemaId = 0;
+  uint64_t resultSchemaId = 0;
+  std::string name;
+};
+
+// Finds the method of `iface` whose params and results are the given structs.
+MethodRef findMethod(capnp::InterfaceSchema iface, uint64_t paramId, uint64_t resultId);
+std::vector<MethodInfo> describeMethods(capnp::InterfaceSchema iface);
+
+template <auto RequestFn>
+const MethodRef& methodRef() {
+  using T = RequestFnTraits<decltype(RequestFn)>;
+  static const MethodRef ref =
+      findMethod(capnp::Schema::from<typename T::Interface>().asInterface(),
+                 capnp::typeId<typename T::Params>(), capnp::typeId<typename T::Results>());
+  return ref;
+}
+
+// The non-template call engine behind Stub, Call and Reply (client.cpp).
+Result<capnp::MessageBuilder*> beginCall(CallerChannel& ch, const MethodRef& method,
+                                         const CallOptions& options) noexcept;
+Result<capnp::MessageReader*> finishCall(CallerChannel& ch) noexcept;
+void abandonCall(CallerChannel& ch) noexcept;
+void releaseReply(CallerChannel& ch) noexcept;
+const ServiceInfo& boundService(const CallerChannel& ch) noexcept;
+
+struct ServiceSpec {
+  std::string id;
+  Version version;
+  uint64_t interfaceId = 0;
+  std::string interfaceName;
+  std::vector<MethodInfo> methods;
+  std::map<uint16_t, Handler> handlers;
+  ServiceOptions options;
+};
+
+}  // namespace detail
+
+// The results of a call, read in place in the channel's response ring. Valid while the Reply
+// lives; the channel's next call waits until it is destroyed.
+template <class Results>
+class Reply {
+ public:
+  Reply(Reply&& o) noexcept : ch_(std::move(o.ch_)), reader_(o.reader_) {}
+  Reply& operator=(Reply&&) = delete;
+  ~Reply() {
+    if (ch_) detail::releaseReply(*ch_);
+  }
+  // May throw kj::Exception if the service rewrites the ring under the reader (a hostile peer);
+  // the message was validated when it arrived.
+  typename Results::Reader results() const { return reader_->getRoot<Results>(); }
+
+ private:
+  template <class, class>
+  friend class Call;
+  Reply(std::shared_ptr<detail::CallerChannel> ch, capnp::MessageReader* reader)
+      : ch_(std::move(ch)), reader_(reader) {}
+  std::shared_ptr<detail::CallerChannel> ch_;
+  capnp::MessageReader* reader_;
+};
+
+// A call being built: params() is a builder in the request ring. send() publishes it and waits for
+// the reply; a Call destroyed unsent is abandoned and its ring space given back.
+template <class Params, class Results>
+class Call {
+ public:
+  Call(Call&& o) noexcept : ch_(std::move(o.ch_)), params_(o.params_) {}
+  Call& operator=(Call&&) = delete;
+  ~Call() {
+    if (ch_) detail::abandonCall(*ch_);
+  }
+
+  typename Params::Builder params() noexcept { return params_; }
+
+  Result<Reply<Results>> send() && {
+    auto ch = std::move(ch_);
+    auto reader = detail::finishCall(*ch);
+    if (!reader.ok()) return reader.status();
+    return Reply<Results>(std::move(ch), *reader);
+  }
+
+ private:
+  template <class>
+  friend class Stub;
+  Call(std::shared_ptr<detail::CallerChannel> ch, typename Params::Builder params)
+      : ch_(std::move(ch)), params_(params) {}
+  std::shared_ptr<detail::CallerChannel> ch_;
+  typename Params::Builder params_;
+};
+
+// A caller's handle on one service: one channel, re-opened on the next call if the provider went
+// away (the registry is asked again for the highest version in the range).
+template <class Interface>
+class Stub {
+ public:
+  template <auto RequestFn>
+  using ParamsOf = typename detail::RequestFnTraits<decltype(RequestFn)>::Params;
+  template <auto RequestFn>
+  using ResultsOf = typename detail::RequestFnTraits<decltype(RequestFn)>::Results;
+
+  template <auto RequestFn>
+  Result<Call<ParamsOf<RequestFn>, ResultsOf<RequestFn>>> newCall(const CallOptions& options = {}) {
+    using T = detail::RequestFnTraits<decltype(RequestFn)>;
+    static_assert(std::is_same_v<typename T::Interface, Interface>,
+                  "the method belongs to another interface than this Stub's");
+    auto builder = detail::beginCall(*ch_, detail::methodRef<RequestFn>(), options);
+    if (!builder.ok()) return builder.status();
+    typename T::Params::Builder params = (*builder)->template initRoot<typename T::Params>();
+    return Call<typename T::Params, typename T::Results>(ch_, params);
+  }
+
+  // newCall, fill(params), send: the one-line form.
+  template <auto RequestFn, class Fill>
+  Result<Reply<ResultsOf<RequestFn>>> call(Fill&& fill, const CallOptions& options = {}) {
+    auto c = newCall<RequestFn>(options);
+    if (!c.ok()) return c.status();
+    fill(c->params());
+    return std::move(*c).send();
+  }
+
+  // The provider the channel is bound to now.
+  const ServiceInfo& service() const noexcept { return detail::boundService(*ch_); }
+
+ private:
+  friend class Client;
+  explicit Stub(std::shared_ptr<detail::CallerChannel> ch) : ch_(std::move(ch)) {}
+  std::shared_ptr<detail::CallerChannel> ch_;
+};
+
+// The handlers of one service, by method.
+template <class Interface>
+class ServiceDefinition {
+ public:
+  // handler: Status(CallContext&, Params::Reader, Results::Builder). It may also throw
+  // hms::ffi::Error to answer with that status; any other exception becomes INTERNAL.
+  template <auto RequestFn, class F>
+  ServiceDefinition& on(F handler) {
+    using T = detail::RequestFnTraits<decltype(RequestFn)>;
+    static_assert(std::is_same_v<typename T::Interface, Interface>,
+                  "the method belongs to another interface than this definition's");
+    const auto& ref = detail::methodRef<RequestFn>();
+    handlers_[ref.ordinal] = [h = std::move(handler)](CallContext& ctx, capnp::MessageReader& params,
+                                                      capnp::MessageBuilder& results) -> Status {
+      return h(ctx, params.getRoot<typename T::Params>(), results.initRoot<typename T::Results>());
+    };
+    return *this;
+  }
+
+ private:
+  friend class Client;
+  std::map<uint16_t, Handler> handlers_;
+};
+
+// A registration: the service stays in the registry until stop() or destruction.
+class ServiceHandle {
+ public:
+  ServiceHandle() = default;
+  ServiceHandle(ServiceHandle&&) noexcept = default;
+  ServiceHandle& operator=(ServiceHandle&&) noexcept;
+  ~ServiceHandle();
+
+  const std::string& id() const noexcept { return id_; }
+  const Version& version() const noexcept { return version_; }
+  // Leaves the registry; calls already queued are answered UNAVAILABLE.
+  Status stop();
+
+ private:
+  friend class detail::ClientImpl;
+  std::weak_ptr<detail::ClientImpl> client_;
+  uint64_t localKey_ = 0;
+  std::string id_;
+  Version version_;
+};
+
+class Client {
+ public:
+  // Connects to the broker (see ClientOptions::socketPath) and maps the registry.
+  static Result<std::unique_ptr<Client>> connect(ClientOptions options = {});
+  ~Client();
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+
+  // Every live registration of `id`, highest version first (read from the registry segment; no
+  // round trip to the broker).
+  Result<std::vector<ServiceInfo>> discover(std::string_view id) const;
+  // Every live registration whose id starts with `prefix`, sorted by id then version (highest first).
+  Result<std::vector<ServiceInfo>> discoverPrefix(std::string_view prefix) const;
+  // The highest version of `id` inside `range` (see VersionRange). NOT_FOUND with what is live.
+  Result<ServiceInfo> resolve(std::string_view id, std::string_view range = "*") const;
+
+  // Opens a channel to the highest version of `id` in `range` that implements Interface.
+  template <class Interface>
+  Result<Stub<Interface>> bind(std::string_view id, std::string_view range = "*") {
+    auto schema = capnp::Schema::from<Interface>();
+    auto ch = bindImpl(id, range, schema.getProto().getId(), schema.getShortDisplayName().cStr());
+    if (!ch.ok()) return ch.status();
+    return Stub<Interface>(std::move(*ch));
+  }
+
+  // Registers `id` at `version` with the given handlers and serves it until the handle goes.
+  template <class Interface>
+  Result<ServiceHandle> serve(std::string_view id, Version version,
+                              ServiceDefinition<Interface> definition,
+                              ServiceOptions options = {}) {
+    auto schema = capnp::Schema::from<Interface>();
+    detail::ServiceSpec spec;
+    spec.id = std::string(id);
+    spec.version = version;
+    spec.interfaceId = schema.getProto().getId();
+    spec.interfaceName = schema.getShortDisplayName().cStr();
+    spec.methods = detail::describeMethods(schema.asInterface());
+    spec.handlers = std::move(definition.handlers_);
+    spec.options = std::move(options);
+    return serveImpl(std::move(spec));
+  }
+
+  // The largest Cap'n Proto message a channel with rings of `ringBytes` carries.
+  static uint32_t maxMessageBytes(uint32_t ringBytes) noexcept;
+
+  uint64_t clientId() const noexcept;
+  const ClientOptions& options() const noexcept;
+
+ private:
+  explicit Client(std::shared_ptr<detail::ClientImpl> impl) : impl_(std::move(impl)) {}
+  Result<std::shared_ptr<detail::CallerChannel>> bindImpl(std::string_view id,
+                                                          std::string_view range,
+                                                          uint64_t interfaceId,
+                                                          std::string interfaceName);
+  Result<ServiceHandle> serveImpl(detail::ServiceSpec spec);
+
+  std::shared_ptr<detail::ClientImpl> impl_;
+};
+
+}  // namespace hms::ffi

@@ -1,0 +1,234 @@
+// Private state of a Client: the control connection, the registry view, the caller channels and
+// the dispatcher that serves this client's services.
+#pragma once
+
+#include <capnp/message.h>
+#include <concurrentqueue/blockingconcurrentqueue.h>
+#include <concurrentqueue/concurrentqueue.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <vector>
+
+#include "codec.hpp"
+#include "hms/ffi/client.hpp"
+#include "hms/ffi/control.capnp.h"
+#include "os.hpp"
+#include "registry_segment.hpp"
+#include "ring.hpp"
+#include "ring_message.hpp"
+#include "wait.hpp"
+
+namespace hms::ffi::detail {
+
+WaitPolicy toWaitPolicy(const ClientOptions& o);
+
+// A registry snapshot parsed once per generation: services sorted by id, then version descending.
+struct RegistryView {
+  uint64_t generation = 0;
+  std::vector<ServiceInfo> services;
+};
+
+// A reply from the broker, with the descriptors that came with it.
+struct ControlReply {
+  std::unique_ptr<DecodedMessage> message;
+  std::vector<UniqueFd> fds;
+  wire::Reply::Reader reply() { return message->root<wire::BrokerMessage>().getReply(); }
+};
+
+class Dispatcher;
+
+class ClientImpl : public std::enable_shared_from_this<ClientImpl> {
+ public:
+  explicit ClientImpl(ClientOptions options);
+  ~ClientImpl();
+
+  Status start();
+  void shutdown();
+
+  using BuildRequest = std::function<void(wire::Request::Builder)>;
+  // Sends a request and waits (ClientOptions::controlTimeout) for its reply. A non-OK reply status
+  // becomes the returned Status.
+  Result<ControlReply> roundTrip(const BuildRequest& build, const int* fds = nullptr,
+                                 size_t fdCount = 0);
+  // Sends a request whose reply nobody waits for.
+  void sendOneWay(const BuildRequest& build);
+
+  Result<std::shared_ptr<const RegistryView>> registryView();
+
+  Result<ServiceHandle> serve(ServiceSpec spec);
+  Status unregister(uint64_t tag);
+
+  Mapping& doorbell() { return doorbell_; }
+  int doorbellFd() const { return doorbellFd_.get(); }
+
+  const ClientOptions options;
+  const WaitPolicy policy;
+  const std::string socketPath;
+  std::atomic<uint64_t> clientId{0};
+
+ private:
+  struct Pending {
+    std::mutex m;
+    std::condition_variable cv;
+    bool done = false;
+    Status status;
+    ControlReply reply;
+  };
+  struct Served {
+    ServiceSpec spec;  // kept for re-registration after a broker restart
+    uint64_t brokerKey = 0;
+  };
+
+  Status connectAndHello(UniqueFd& sock, std::shared_ptr<RegistryReader>& registry);
+  Result<ControlReply> directRoundTrip(int sock, capnp::MessageBuilder& request, const int* fds,
+                                       size_t fdCount);
+  void controlLoop();
+  void handleMessage(std::vector<uint8_t> bytes, std::vector<UniqueFd> fds);
+  void failAllPending(const Status& why);
+  bool reconnect();
+  Status registerWith(int sock, uint64_t tag, Served& served, bool direct);
+
+  std::mutex sendMu_;  // guards sock_ writes and its replacement
+  UniqueFd sock_;
+  UniqueFd stopFd_;  // eventfd that wakes the control thread for shutdown
+  std::thread controlThread_;
+  std::atomic<bool> closing_{false};
+  std::atomic<uint64_t> nextRequestId_{1};
+
+  std::mutex pendingMu_;
+  std::map<uint64_t, std::shared_ptr<Pending>> pending_;
+
+  mutable std::mutex registryMu_;
+  std::shared_ptr<RegistryReader> registry_;
+  std::shared_ptr<const RegistryView> view_;
+
+  UniqueFd doorbellFd_;
+  Mapping doorbell_;
+
+  std::mutex servedMu_;
+  std::map<uint64_t, Served> served_;  // by tag
+  uint64_t nextTag_ = 1;
+  std::unique_ptr<Dispatcher> dispatcher_;
+};
+
+// One caller->service channel and the call in progress on it.
+class CallerChannel {
+ public:
+  CallerChannel(std::shared_ptr<ClientImpl> client, std::string serviceId, VersionRange range,
+                uint64_t interfaceId, std::string interfaceName);
+  ~CallerChannel();
+
+  // Opens (or re-opens) the channel to the best provider. `initial` picks NOT_FOUND over
+  // UNAVAILABLE when nothing is live.
+  Status open(bool initial);
+
+  // The lease: one call at a time per channel, held from beginCall until the Reply is gone.
+  Status acquire(int64_t deadlineNs);
+  void releaseLease();
+
+  bool peerGone() const noexcept {
+    return hdr_ && loadAcquire(hdr_->serviceState) != kEndOpen;
+  }
+  Status peerGoneStatus() const;
+  void closeChannel(uint32_t myState);
+
+  std::shared_ptr<ClientImpl> client;
+  const std::string serviceId;
+  const VersionRange range;
+  const uint64_t interfaceId;
+  const std::string interfaceName;
+
+  // Channel (valid while isOpen).
+  bool isOpen = false;
+  uint64_t channelId = 0;
+  ServiceInfo service;
+  Mapping segment;
+  Mapping doorbellMap;
+  ChannelHeader* hdr_ = nullptr;
+  RingProducer requests;
+  RingConsumer responses;
+  uint32_t maxMessageBytes = 0;
+  std::string limitHint;
+
+  // The call in progress.
+  uint64_t nextCallId = 1;
+  uint64_t callId = 0;
+  int64_t deadlineNs = 0;
+  std::string methodName;
+  RingProducer::Slot slot;
+  RecordHeader pendingHeader{};
+  TraceContextWire trace{};
+  std::optional<RingMessageBuilder> builder;
+  kj::ArrayPtr<const capnp::word> replySegment[1];
+  std::optional<capnp::SegmentArrayMessageReader> reader;
+  RingConsumer::Record replyRecord{};
+  bool holdingReply = false;
+
+ private:
+  std::mutex leaseMu_;
+  std::condition_variable leaseCv_;
+  bool leased_ = false;
+  std::thread::id owner_;
+};
+
+// Serves the client's services: one thread watches every channel's request ring and sleeps on the
+// client's doorbell when all are idle. No thread and no futex per caller.
+class Dispatcher {
+ public:
+  Dispatcher(ClientImpl& client);
+  ~Dispatcher();
+
+  struct ChannelOpenedEvent {
+    uint64_t channelId = 0;
+    uint64_t tag = 0;
+    uint64_t segmentBytes = 0;
+    pid_t callerPid = 0;
+    uid_t callerUid = 0;
+    std::string callerName;
+    std::shared_ptr<UniqueFd> fd;
+  };
+  void addService(uint64_t tag, const ServiceSpec& spec);
+  void removeService(uint64_t tag);
+  void channelOpened(ChannelOpenedEvent ev);
+  void channelClosed(uint64_t channelId);
+  void stop();
+
+ private:
+  struct Service;
+  struct Channel;
+  struct Work {
+    Channel* channel;
+    RingConsumer::Record record;
+  };
+  struct Event {
+    enum Kind { kAddService, kRemoveService, kOpen, kClose, kStop } kind;
+    uint64_t id = 0;
+    std::shared_ptr<Service> service;
+    ChannelOpenedEvent open;
+  };
+
+  void post(Event ev);
+  void run();
+  bool drainEvents();
+  bool pollChannels();
+  void handle(Channel& ch, const RingConsumer::Record& rec);
+  void closeChannelLocal(Channel& ch, uint32_t myState, const char* why);
+  void reapClosed();
+
+  ClientImpl& client_;
+  WakeWord* doorbell_;
+  moodycamel::ConcurrentQueue<Event> events_;
+  std::atomic<bool> stopping_{false};
+  std::map<uint64_t, std::shared_ptr<Service>> services_;  // by tag; dispatcher thread only
+  std::vector<std::unique_ptr<Channel>> channels_;         // dispatcher thread only
+  std::thread thread_;
+};
+
+}  // namespace hms::ffi::detail

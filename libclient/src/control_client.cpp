@@ -1,0 +1,455 @@
+// ClientImpl: the control connection to the broker, its reconnection, and the registry view.
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+
+#include <spdlog/spdlog.h>
+
+#include "client_impl.hpp"
+#include "hms/ffi/registry.capnp.h"
+#include "paths.hpp"
+
+namespace hms::ffi::detail {
+
+WaitPolicy toWaitPolicy(const ClientOptions& o) {
+  WaitPolicy p;
+  p.kind = o.waitMode == WaitMode::kSpin       ? WaitKind::kSpin
+           : o.waitMode == WaitMode::kBlocking ? WaitKind::kBlocking
+                                               : WaitKind::kAdaptive;
+  p.spinNs = std::chrono::duration_cast<std::chrono::nanoseconds>(o.spinBudget).count();
+  return p;
+}
+
+namespace {
+
+std::string defaultClientName() {
+  return std::string(program_invocation_short_name) + "[" + std::to_string(::getpid()) + "]";
+}
+
+ClientOptions withDefaults(ClientOptions o) {
+  if (o.name.empty()) o.name = defaultClientName();
+  if (o.defaultTimeout <= std::chrono::nanoseconds::zero()) o.defaultTimeout = std::chrono::seconds(30);
+  if (o.controlTimeout <= std::chrono::milliseconds::zero()) o.controlTimeout = std::chrono::seconds(5);
+  return o;
+}
+
+Status statusFromReply(wire::Reply::Reader reply) {
+  auto st = reply.getStatus();
+  if (st.getCode() == 0) return Status();
+  return Status(statusCodeFromWire(st.getCode()), st.getMessage().cStr());
+}
+
+ServiceInfo toServiceInfo(wire::ServiceEntry::Reader e) {
+  ServiceInfo s;
+  auto d = e.getDescriptor();
+  s.key = e.getKey();
+  s.id = d.getId().cStr();
+  s.version = Version{d.getVersion().getMajor(), d.getVersion().getMinor(), d.getVersion().getPatch()};
+  s.interfaceId = d.getInterfaceId();
+  s.interfaceName = d.getInterfaceName().cStr();
+  for (auto m : d.getMethods()) {
+    s.methods.push_back(
+        MethodInfo{m.getName().cStr(), m.getOrdinal(), m.getParamSchemaId(), m.getResultSchemaId()});
+  }
+  s.displayName = d.getDisplayName().cStr();
+  s.description = d.getDescription().cStr();
+  s.ringBytes = d.getRingBytes();
+  s.providerClientId = e.getProviderClientId();
+  s.providerPid = pid_t(e.getProviderPid());
+  s.providerUid = uid_t(e.getProviderUid());
+  s.providerName = e.getProviderName().cStr();
+  return s;
+}
+
+}  // namespace
+
+ClientImpl::ClientImpl(ClientOptions o)
+    : options(withDefaults(std::move(o))),
+      policy(toWaitPolicy(options)),
+      socketPath(resolveSocketPath(options.socketPath)) {}
+
+ClientImpl::~ClientImpl() { shutdown(); }
+
+Result<ControlReply> ClientImpl::directRoundTrip(int sock, capnp::MessageBuilder& request,
+                                                 const int* fds, size_t fdCount) {
+  auto flat = encodeMessage(request);
+  const uint64_t id = request.getRoot<wire::ClientMessage>().getRequest().getId();
+  if (auto s = sendDatagram(sock, flat.begin(), flat.size() * 8, fds, fdCount); !s) return s;
+  const auto deadline = std::chrono::steady_clock::now() + options.controlTimeout;
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) {
+      return Status(StatusCode::kDeadlineExceeded, "the broker did not answer within " +
+                                                       std::to_string(options.controlTimeout.count()) +
+                                                       " ms");
+    }
+    pollfd p{sock, POLLIN, 0};
+    const int n = ::poll(&p, 1, int(left.count()));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) continue;
+    auto d = receiveDatagram(sock);
+    if (!d.ok()) return d.status();
+    if (d->bytes.empty()) return Status(StatusCode::kUnavailable, "the broker closed the connection");
+    auto msg = DecodedMessage::decode(d->bytes);
+    if (!msg.ok()) return msg.status();
+    auto root = (*msg)->root<wire::BrokerMessage>();
+    if (!root.isReply() || root.getReply().getId() != id) continue;  // nothing else is expected yet
+    ControlReply r{std::move(*msg), std::move(d->fds)};
+    if (auto s = statusFromReply(r.reply()); !s) return s;
+    return r;
+  }
+}
+
+Status ClientImpl::connectAndHello(UniqueFd& sock, std::shared_ptr<RegistryReader>& registry) {
+  auto fd = connectSeqpacket(socketPath);
+  if (!fd.ok()) return fd.status();
+  capnp::MallocMessageBuilder mb;
+  auto req = mb.initRoot<wire::ClientMessage>().initRequest();
+  req.setId(nextRequestId_++);
+  auto hello = req.initHello();
+  hello.setProtocolVersion(wire::PROTOCOL_VERSION);
+  hello.setClientName(options.name);
+  const int myDoorbell = doorbellFd_.get();
+  hello.setHasDoorbell(myDoorbell >= 0);
+  auto reply = directRoundTrip(fd->get(), mb, myDoorbell >= 0 ? &myDoorbell : nullptr,
+                               myDoorbell >= 0 ? 1 : 0);
+  if (!reply.ok()) return reply.status();
+  auto r = reply->reply();
+  if (!r.isHello() || reply->fds.size() < 2) {
+    return Status(StatusCode::kInternal, "the broker's hello reply lacks its segments");
+  }
+  auto h = r.getHello();
+  auto reader = RegistryReader::attach(std::move(reply->fds[0]), h.getRegistryBytes());
+  if (!reader.ok()) return reader.status();
+  if (myDoorbell < 0) {
+    doorbellFd_ = std::move(reply->fds[1]);
+    auto map = Mapping::map(doorbellFd_.get(), kDoorbellBytes, true);
+    if (!map.ok()) return map.status();
+    const auto* db = map->as<DoorbellSegment>();
+    if (db->magic != kDoorbellMagic || db->layoutVersion != kDoorbellLayoutVersion) {
+      return Status(StatusCode::kFailedPrecondition,
+                    "doorbell segment has an unknown layout; use a libhmsffi of the broker's release");
+    }
+    doorbell_ = std::move(*map);
+  }
+  clientId.store(h.getClientId(), std::memory_order_relaxed);
+  registry = std::make_shared<RegistryReader>(std::move(*reader));
+  sock = std::move(*fd);
+  return Status();
+}
+
+Status ClientImpl::start() {
+  stopFd_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!stopFd_) return Status(StatusCode::kInternal, errnoText("eventfd", errno));
+  std::shared_ptr<RegistryReader> registry;
+  if (auto s = connectAndHello(sock_, registry); !s) return s;
+  {
+    std::lock_guard lock(registryMu_);
+    registry_ = std::move(registry);
+  }
+  controlThread_ = std::thread([this] { controlLoop(); });
+  return Status();
+}
+
+void ClientImpl::shutdown() {
+  if (closing_.exchange(true)) return;
+  if (dispatcher_) dispatcher_->stop();
+  if (stopFd_) {
+    const uint64_t one = 1;
+    (void)!::write(stopFd_.get(), &one, sizeof(one));
+  }
+  if (controlThread_.joinable()) controlThread_.join();
+  dispatcher_.reset();
+  failAllPending(Status(StatusCode::kUnavailable, "the client is shutting down"));
+  std::lock_guard lock(sendMu_);
+  sock_.reset();
+}
+
+Result<ControlReply> ClientImpl::roundTrip(const BuildRequest& build, const int* fds,
+                                           size_t fdCount) {
+  if (closing_.load()) return Status(StatusCode::kUnavailable, "the client is shutting down");
+  capnp::MallocMessageBuilder mb;
+  auto req = mb.initRoot<wire::ClientMessage>().initRequest();
+  const uint64_t id = nextRequestId_++;
+  req.setId(id);
+  build(req);
+  auto flat = encodeMessage(mb);
+  auto pending = std::make_shared<Pending>();
+  {
+    std::lock_guard lock(pendingMu_);
+    pending_[id] = pending;
+  }
+  Status sent;
+  {
+    std::lock_guard lock(sendMu_);
+    sent = sock_ ? sendDatagram(sock_.get(), flat.begin(), flat.size() * 8, fds, fdCount)
+                 : Status(StatusCode::kUnavailable, "not connected to the broker (reconnecting)");
+  }
+  if (sent) {
+    std::unique_lock lock(pending->m);
+    pending->cv.wait_for(lock, options.controlTimeout, [&] { return pending->done; });
+  }
+  {
+    std::lock_guard lock(pendingMu_);
+    pending_.erase(id);
+  }
+  if (!sent) return sent;
+  std::lock_guard lock(pending->m);
+  if (!pending->done) {
+    return Status(StatusCode::kDeadlineExceeded,
+                  "the broker did not answer within " +
+                      std::to_string(options.controlTimeout.count()) + " ms");
+  }
+  if (!pending->status) return pending->status;
+  if (auto s = statusFromReply(pending->reply.reply()); !s) return s;
+  return std::move(pending->reply);
+}
+
+void ClientImpl::sendOneWay(const BuildRequest& build) {
+  capnp::MallocMessageBuilder mb;
+  auto req = mb.initRoot<wire::ClientMessage>().initRequest();
+  req.setId(nextRequestId_++);
+  build(req);
+  auto flat = encodeMessage(mb);
+  std::lock_guard lock(sendMu_);
+  if (sock_) (void)sendDatagram(sock_.get(), flat.begin(), flat.size() * 8);
+}
+
+void ClientImpl::failAllPending(const Status& why) {
+  std::lock_guard lock(pendingMu_);
+  for (auto& [id, p] : pending_) {
+    std::lock_guard pl(p->m);
+    if (!p->done) {
+      p->done = true;
+      p->status = why;
+      p->cv.notify_all();
+    }
+  }
+}
+
+void ClientImpl::handleMessage(std::vector<uint8_t> bytes, std::vector<UniqueFd> fds) {
+  auto msg = DecodedMessage::decode(bytes);
+  if (!msg.ok()) {
+    spdlog::error("hms-ffi: ignoring a malformed message from the broker: {}",
+                  msg.status().toString());
+    return;
+  }
+  auto root = (*msg)->root<wire::BrokerMessage>();
+  if (root.isReply()) {
+    std::shared_ptr<Pending> p;
+    {
+      std::lock_guard lock(pendingMu_);
+      auto it = pending_.find(root.getReply().getId());
+      if (it == pending_.end()) return;  // a one-way request's reply, or one that timed out
+      p = it->second;
+    }
+    std::lock_guard pl(p->m);
+    p->reply = ControlReply{std::move(*msg), std::move(fds)};
+    p->done = true;
+    p->cv.notify_all();
+    return;
+  }
+  auto ev = root.getEvent();
+  if (ev.isChannelOpened()) {
+    auto o = ev.getChannelOpened();
+    if (fds.empty()) return;
+    Dispatcher::ChannelOpenedEvent e;
+    e.channelId = o.getChannelId();
+    e.tag = o.getServiceTag();
+    e.segmentBytes = o.getSegmentBytes();
+    e.callerPid = pid_t(o.getCallerPid());
+    e.callerUid = uid_t(o.getCallerUid());
+    e.callerName = o.getCallerName().cStr();
+    e.fd = std::make_shared<UniqueFd>(std::move(fds[0]));
+    std::lock_guard lock(servedMu_);
+    if (dispatcher_) dispatcher_->channelOpened(std::move(e));
+  } else if (ev.isChannelClosed()) {
+    std::lock_guard lock(servedMu_);
+    if (dispatcher_) dispatcher_->channelClosed(ev.getChannelClosed().getChannelId());
+  }
+}
+
+void ClientImpl::controlLoop() {
+  for (;;) {
+    int sock;
+    {
+      std::lock_guard lock(sendMu_);
+      sock = sock_.get();
+    }
+    pollfd fds[2] = {{sock, POLLIN, 0}, {stopFd_.get(), POLLIN, 0}};
+    const int n = ::poll(fds, 2, -1);
+    if (closing_.load()) return;
+    if (n < 0) continue;
+    if (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+      auto d = receiveDatagram(sock);
+      if (d.ok() && !d->bytes.empty()) {
+        handleMessage(std::move(d->bytes), std::move(d->fds));
+        continue;
+      }
+      // The broker went away. Open channels keep working; the control plane comes back.
+      spdlog::warn("hms-ffi: lost the connection to the broker at {}{}", socketPath,
+                   options.reconnect ? "; reconnecting" : "");
+      {
+        std::lock_guard lock(sendMu_);
+        sock_.reset();
+      }
+      failAllPending(Status(StatusCode::kUnavailable, "lost the connection to the broker"));
+      if (!options.reconnect || !reconnect()) return;
+    }
+  }
+}
+
+Status ClientImpl::registerWith(int sock, uint64_t tag, Served& served, bool direct) {
+  const ServiceSpec& spec = served.spec;
+  auto fill = [&](wire::Request::Builder req) {
+    auto r = req.initRegister();
+    r.setTag(tag);
+    auto d = r.initDescriptor();
+    d.setId(spec.id);
+    auto v = d.initVersion();
+    v.setMajor(spec.version.major);
+    v.setMinor(spec.version.minor);
+    v.setPatch(spec.version.patch);
+    d.setInterfaceId(spec.interfaceId);
+    d.setInterfaceName(spec.interfaceName);
+    auto methods = d.initMethods(uint(spec.methods.size()));
+    for (size_t i = 0; i < spec.methods.size(); ++i) {
+      methods[uint(i)].setName(spec.methods[i].name);
+      methods[uint(i)].setOrdinal(spec.methods[i].ordinal);
+      methods[uint(i)].setParamSchemaId(spec.methods[i].paramSchemaId);
+      methods[uint(i)].setResultSchemaId(spec.methods[i].resultSchemaId);
+    }
+    d.setDisplayName(spec.options.displayName);
+    d.setDescription(spec.options.description);
+    d.setRingBytes(spec.options.ringBytes);
+  };
+  Result<ControlReply> reply = Status(StatusCode::kInternal, "unreachable");
+  if (direct) {
+    capnp::MallocMessageBuilder mb;
+    auto req = mb.initRoot<wire::ClientMessage>().initRequest();
+    req.setId(nextRequestId_++);
+    fill(req);
+    reply = directRoundTrip(sock, mb, nullptr, 0);
+  } else {
+    reply = roundTrip(fill);
+  }
+  if (!reply.ok()) return reply.status();
+  served.brokerKey = reply->reply().getRegister().getServiceKey();
+  return Status();
+}
+
+bool ClientImpl::reconnect() {
+  auto backoff = std::chrono::milliseconds(50);
+  while (!closing_.load()) {
+    pollfd p{stopFd_.get(), POLLIN, 0};
+    (void)::poll(&p, 1, int(backoff.count()));
+    if (closing_.load()) return false;
+    UniqueFd sock;
+    std::shared_ptr<RegistryReader> registry;
+    Status s = connectAndHello(sock, registry);
+    if (s) {
+      std::lock_guard lock(servedMu_);
+      for (auto& [tag, served] : served_) {
+        if (auto rs = registerWith(sock.get(), tag, served, true); !rs) {
+          spdlog::error("hms-ffi: could not register {} {} again after reconnecting: {}",
+                        served.spec.id, served.spec.version.toString(), rs.toString());
+        }
+      }
+    }
+    if (s) {
+      {
+        std::lock_guard lock(registryMu_);
+        registry_ = std::move(registry);
+        view_.reset();
+      }
+      std::lock_guard lock(sendMu_);
+      sock_ = std::move(sock);
+      spdlog::info("hms-ffi: reconnected to the broker at {}", socketPath);
+      return true;
+    }
+    backoff = std::min(backoff * 2, std::chrono::milliseconds(2000));
+  }
+  return false;
+}
+
+Result<std::shared_ptr<const RegistryView>> ClientImpl::registryView() {
+  std::lock_guard lock(registryMu_);
+  if (!registry_) return Status(StatusCode::kUnavailable, "not connected to the broker");
+  const uint64_t gen = registry_->generation();
+  if (view_ && view_->generation == gen) return view_;
+  std::vector<capnp::word> words;
+  auto copied = registry_->copySnapshot(words);
+  if (!copied.ok()) return copied.status();
+  auto view = std::make_shared<RegistryView>();
+  view->generation = *copied;
+  if (!words.empty()) {
+    try {
+      capnp::FlatArrayMessageReader reader(kj::arrayPtr(words.data(), words.size()),
+                                           controlReaderOptions());
+      for (auto e : reader.getRoot<wire::RegistrySnapshot>().getServices()) {
+        view->services.push_back(toServiceInfo(e));
+      }
+    } catch (const kj::Exception& e) {
+      return Status(StatusCode::kDataLoss,
+                    std::string("registry snapshot is malformed: ") + e.getDescription().cStr());
+    }
+  }
+  std::sort(view->services.begin(), view->services.end(), [](const auto& a, const auto& b) {
+    return a.id != b.id ? a.id < b.id : a.version > b.version;
+  });
+  view_ = view;
+  return std::shared_ptr<const RegistryView>(view_);
+}
+
+Result<ServiceHandle> ClientImpl::serve(ServiceSpec spec) {
+  if (spec.options.ringBytes < kMinRingBytes || spec.options.ringBytes > kMaxRingBytes ||
+      (spec.options.ringBytes & (spec.options.ringBytes - 1)) != 0) {
+    return Status(StatusCode::kInvalidArgument,
+                  "ServiceOptions::ringBytes must be a power of two from 4096 to 1 GiB, not " +
+                      std::to_string(spec.options.ringBytes));
+  }
+  uint64_t tag;
+  {
+    std::lock_guard lock(servedMu_);
+    if (!dispatcher_) dispatcher_ = std::make_unique<Dispatcher>(*this);
+    tag = nextTag_++;
+    // The dispatcher knows the service before the broker can send a channel for it.
+    dispatcher_->addService(tag, spec);
+  }
+  Served served{std::move(spec), 0};
+  if (auto s = registerWith(-1, tag, served, false); !s) {
+    std::lock_guard lock(servedMu_);
+    dispatcher_->removeService(tag);
+    return s;
+  }
+  ServiceHandle h;
+  h.client_ = weak_from_this();
+  h.localKey_ = tag;
+  h.id_ = served.spec.id;
+  h.version_ = served.spec.version;
+  std::lock_guard lock(servedMu_);
+  served_.emplace(tag, std::move(served));
+  return h;
+}
+
+Status ClientImpl::unregister(uint64_t tag) {
+  uint64_t key;
+  {
+    std::lock_guard lock(servedMu_);
+    auto it = served_.find(tag);
+    if (it == served_.end()) return Status();
+    key = it->second.brokerKey;
+    served_.erase(it);
+  }
+  auto reply = roundTrip([&](wire::Request::Builder req) { req.setUnregister(key); });
+  std::lock_guard lock(servedMu_);
+  if (dispatcher_) dispatcher_->removeService(tag);
+  return reply.ok() ? Status() : reply.status();
+}
+
+}  // namespace hms::ffi::detail

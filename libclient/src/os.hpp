@@ -1,0 +1,99 @@
+// Thin RAII over the OS objects HMS-FFI uses: file descriptors, memfd segments and their
+// mappings, and SOCK_SEQPACKET Unix sockets that carry file descriptors.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "hms/ffi/status.hpp"
+
+namespace hms::ffi::detail {
+
+class UniqueFd {
+ public:
+  UniqueFd() = default;
+  explicit UniqueFd(int fd) noexcept : fd_(fd) {}
+  UniqueFd(UniqueFd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
+  UniqueFd& operator=(UniqueFd&& o) noexcept {
+    if (this != &o) reset(std::exchange(o.fd_, -1));
+    return *this;
+  }
+  ~UniqueFd() { reset(); }
+  int get() const noexcept { return fd_; }
+  int release() noexcept { return std::exchange(fd_, -1); }
+  void reset(int fd = -1) noexcept;
+  explicit operator bool() const noexcept { return fd_ >= 0; }
+
+ private:
+  int fd_ = -1;
+};
+
+// "what: strerror(errno)"
+std::string errnoText(const char* what, int err);
+
+// A shared mapping of a whole segment; unmapped on destruction.
+class Mapping {
+ public:
+  Mapping() = default;
+  Mapping(Mapping&& o) noexcept
+      : addr_(std::exchange(o.addr_, nullptr)), bytes_(std::exchange(o.bytes_, 0)) {}
+  Mapping& operator=(Mapping&& o) noexcept;
+  ~Mapping();
+
+  // Maps `bytes` of fd MAP_SHARED, read-write or read-only.
+  static Result<Mapping> map(int fd, uint64_t bytes, bool writable);
+
+  uint8_t* data() const noexcept { return static_cast<uint8_t*>(addr_); }
+  uint64_t size() const noexcept { return bytes_; }
+  template <class T>
+  T* as() const noexcept {
+    return reinterpret_cast<T*>(addr_);
+  }
+
+ private:
+  void* addr_ = nullptr;
+  uint64_t bytes_ = 0;
+};
+
+// A new anonymous memfd of `bytes`, zero-filled, that cannot shrink (F_SEAL_SHRINK), so a peer
+// cannot make our mapping fault by truncating it.
+Result<UniqueFd> createSegment(const char* name, uint64_t bytes);
+// Seals a segment against any new writable mapping (F_SEAL_FUTURE_WRITE): the broker keeps
+// writing through its own mapping; every client can only map it read-only.
+Status sealReadOnlyForOthers(int fd);
+// The segment's size, checked against what the peer claimed.
+Result<uint64_t> segmentSize(int fd);
+
+struct PeerCredentials {
+  pid_t pid = 0;
+  uid_t uid = 0;
+  gid_t gid = 0;
+};
+Result<PeerCredentials> peerCredentials(int socketFd);
+
+// One datagram with its file descriptors. `fds` are owned by the receiver.
+struct Datagram {
+  std::vector<uint8_t> bytes;
+  std::vector<UniqueFd> fds;
+};
+
+inline constexpr size_t kMaxControlMessageBytes = 64 * 1024;
+inline constexpr size_t kMaxFdsPerMessage = 4;
+
+// Sends one SOCK_SEQPACKET datagram with up to kMaxFdsPerMessage descriptors (not consumed).
+Status sendDatagram(int socketFd, const void* data, size_t size, const int* fds = nullptr,
+                    size_t fdCount = 0);
+// Receives one datagram. Returns an empty datagram with status OK at EOF (peer closed).
+// Truncated datagrams and unexpected control data are errors.
+Result<Datagram> receiveDatagram(int socketFd);
+
+// Makes a listening SOCK_SEQPACKET socket at `path` (which must not exist).
+Result<UniqueFd> listenSeqpacket(const std::string& path, int backlog = 128);
+// Connects to the broker's socket at `path`.
+Result<UniqueFd> connectSeqpacket(const std::string& path);
+
+}  // namespace hms::ffi::detail

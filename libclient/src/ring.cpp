@@ -1,0 +1,109 @@
+#include "ring.hpp"
+
+#include <algorithm>
+
+#include "atomics.hpp"
+
+namespace hms::ffi::detail {
+
+bool RingProducer::refreshHead() noexcept {
+  const uint64_t head = loadAcquire(control_->head);
+  // The consumer can only have consumed what was published, in whole records.
+  if (tail_ - head > capacity_ || (head & (kRecordAlign - 1)) != 0) return false;
+  cachedHead_ = head;
+  return true;
+}
+
+bool RingProducer::hasSpaceFor(uint32_t bytes) noexcept {
+  const uint32_t need = roundUpRecord(bytes);
+  const uint32_t toEnd = capacity_ - uint32_t(tail_ & mask_);
+  const uint64_t required = toEnd >= need ? need : uint64_t(toEnd) + need;
+  if (freeBytes() >= required) return true;
+  return refreshHead() && freeBytes() >= required;
+}
+
+RingStatus RingProducer::tryReserve(uint32_t minBytes, uint32_t maxBytes, Slot& slot) noexcept {
+  const uint32_t need = roundUpRecord(minBytes);
+  if (need > capacity_ / 2) return RingStatus::kFull;  // callers check limits first
+  uint32_t pos = uint32_t(tail_ & mask_);
+  uint32_t toEnd = capacity_ - pos;
+  const uint64_t required = toEnd >= need ? need : uint64_t(toEnd) + need;
+  if (freeBytes() < required) {
+    if (!refreshHead()) return RingStatus::kCorrupt;
+    if (freeBytes() < required) return RingStatus::kFull;
+  }
+  if (toEnd < need) {
+    // Skip the tail end: a padding record running to the end of the ring. Its body is already
+    // zero (free space always is); only the header is written.
+    auto* pad = reinterpret_cast<RecordHeader*>(data_ + pos);
+    pad->kind = kRecordPadding;
+    storeRelease(pad->length, toEnd);  // SYNC POINT WRITE, pairs with RingConsumer::peek()
+    tail_ += toEnd;
+    pos = 0;
+    toEnd = capacity_;
+  }
+  const uint64_t avail = std::min<uint64_t>(toEnd, freeBytes());
+  slot.record = data_ + pos;
+  slot.bytes = uint32_t(std::min<uint64_t>(avail, maxBytes & ~(kRecordAlign - 1)));
+  if (slot.bytes < need) slot.bytes = need;
+  return RingStatus::kOk;
+}
+
+void RingProducer::commit(const Slot& slot, uint32_t usedBytes) noexcept {
+  const uint32_t length = roundUpRecord(usedBytes);
+  auto* header = reinterpret_cast<RecordHeader*>(slot.record);
+  storeRelease(header->length, length);  // SYNC POINT WRITE, pairs with RingConsumer::peek()
+  tail_ += length;
+  addRelaxed(control_->records, uint64_t{1});
+  addRelaxed(control_->bytes, uint64_t{length});
+  wakeIfSleeping(*consumerWake_);
+}
+
+void RingProducer::abort(const Slot& slot, uint32_t touchedBytes) noexcept {
+  std::memset(slot.record, 0, std::min(touchedBytes, slot.bytes));
+}
+
+RingStatus RingConsumer::peek(Record& record) noexcept {
+  for (;;) {
+    const uint32_t pos = uint32_t(head_ & mask_);
+    const auto* shared = reinterpret_cast<const RecordHeader*>(data_ + pos);
+    const uint32_t length = loadAcquire(const_cast<uint32_t&>(shared->length));
+    if (length == 0) return RingStatus::kEmpty;
+    // Copy the header out once; validate the copy, never re-read the shared one.
+    std::memcpy(&record.header, shared, sizeof(RecordHeader));
+    record.header.length = length;
+    if (length % kRecordAlign != 0 || length > capacity_ - pos) return RingStatus::kCorrupt;
+    if (record.header.kind == kRecordPadding) {
+      if (pos + length != capacity_) return RingStatus::kCorrupt;
+      std::memset(const_cast<uint8_t*>(data_ + pos), 0, sizeof(RecordHeader));
+      advance(length);
+      continue;
+    }
+    if (record.header.kind != kRecordRequest && record.header.kind != kRecordResponse) {
+      return RingStatus::kCorrupt;
+    }
+    const uint32_t traceBytes =
+        (record.header.flags & kRecordHasTrace) ? uint32_t(sizeof(TraceContextWire)) : 0;
+    const uint64_t needed = sizeof(RecordHeader) + traceBytes + uint64_t(record.header.words) * 8;
+    if (needed > length) return RingStatus::kCorrupt;
+    record.base = data_ + pos;
+    record.trace = traceBytes ? reinterpret_cast<const TraceContextWire*>(record.base +
+                                                                          sizeof(RecordHeader))
+                              : nullptr;
+    record.words = reinterpret_cast<const uint64_t*>(record.base + sizeof(RecordHeader) + traceBytes);
+    return RingStatus::kOk;
+  }
+}
+
+void RingConsumer::release(const Record& record) noexcept {
+  std::memset(const_cast<uint8_t*>(record.base), 0, record.header.length);
+  advance(record.header.length);
+}
+
+void RingConsumer::advance(uint32_t length) noexcept {
+  head_ += length;
+  storeRelease(control_->head, head_);  // SYNC POINT WRITE, pairs with RingProducer::refreshHead()
+  wakeIfSleeping(control_->producerWake);
+}
+
+}  // namespace hms::ffi::detail

@@ -1,0 +1,113 @@
+// Single-producer / single-consumer byte ring of records in shared memory (layout: shm_layout.hpp).
+//
+// Guarantees: records arrive in the order committed, each whole or not at all. The producer never
+// reads what the consumer writes except `head`; the consumer never trusts anything it reads: every
+// length, kind and size is copied out and bounds-checked, and a violation reports kCorrupt instead
+// of touching memory outside the ring. Not guaranteed: anything with more than one producer or
+// more than one consumer thread at a time (callers serialise; see CallerChannel and Dispatcher).
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+#include "shm_layout.hpp"
+#include "wait.hpp"
+
+namespace hms::ffi::detail {
+
+constexpr uint32_t roundUpRecord(uint64_t bytes) {
+  return uint32_t((bytes + kRecordAlign - 1) & ~uint64_t(kRecordAlign - 1));
+}
+
+enum class RingStatus : uint8_t { kOk, kFull, kEmpty, kCorrupt };
+
+class RingProducer {
+ public:
+  RingProducer() = default;
+  RingProducer(RingControl* control, uint8_t* data, uint32_t capacity, WakeWord* consumerWake)
+      : control_(control),
+        data_(data),
+        capacity_(capacity),
+        mask_(capacity - 1),
+        consumerWake_(consumerWake) {}
+
+  // A reserved region at a record boundary: `bytes` contiguous zeroed bytes at `record`.
+  struct Slot {
+    uint8_t* record = nullptr;
+    uint32_t bytes = 0;
+  };
+
+  // Reserves one record's space: at least `minBytes`, at most `maxBytes` (both including the
+  // header), as much as is free and contiguous. Writes a padding record when it must wrap.
+  // kFull when the consumer has not freed enough yet; kCorrupt when `head` is impossible.
+  RingStatus tryReserve(uint32_t minBytes, uint32_t maxBytes, Slot& slot) noexcept;
+
+  // Publishes the record in `slot` (header fields other than `length` already written) whose
+  // header, trace and message take `usedBytes`. SYNC POINT WRITE: the release store of `length`
+  // pairs with the acquire load in RingConsumer::peek().
+  void commit(const Slot& slot, uint32_t usedBytes) noexcept;
+
+  // Gives a reservation back unpublished, zeroing the `touchedBytes` the builder wrote.
+  void abort(const Slot& slot, uint32_t touchedBytes) noexcept;
+
+  // True when a record of `bytes` could be reserved now (reads `head`).
+  bool hasSpaceFor(uint32_t bytes) noexcept;
+
+  WakeWord& spaceWake() noexcept { return control_->producerWake; }
+  uint32_t capacity() const noexcept { return capacity_; }
+  bool attached() const noexcept { return data_ != nullptr; }
+
+ private:
+  bool refreshHead() noexcept;  // false when the consumer's head is impossible
+  uint64_t freeBytes() const noexcept { return capacity_ - (tail_ - cachedHead_); }
+
+  RingControl* control_ = nullptr;
+  uint8_t* data_ = nullptr;
+  uint32_t capacity_ = 0;
+  uint32_t mask_ = 0;
+  WakeWord* consumerWake_ = nullptr;
+  uint64_t tail_ = 0;        // bytes published; private to the producer
+  uint64_t cachedHead_ = 0;  // last `head` read; re-read only when it says the ring is full
+};
+
+class RingConsumer {
+ public:
+  RingConsumer() = default;
+  RingConsumer(RingControl* control, const uint8_t* data, uint32_t capacity)
+      : control_(control), data_(data), capacity_(capacity), mask_(capacity - 1) {}
+
+  // A record, its header copied out of shared memory and validated.
+  struct Record {
+    RecordHeader header;                 // header.length is the validated length
+    const uint8_t* base = nullptr;       // the record in the ring
+    const TraceContextWire* trace = nullptr;
+    const uint64_t* words = nullptr;     // the Cap'n Proto segment, header.words long
+  };
+
+  // The next committed record (padding is consumed on the way), kEmpty, or kCorrupt.
+  // SYNC POINT READ: the acquire load of `length` pairs with RingProducer::commit().
+  RingStatus peek(Record& record) noexcept;
+
+  // Zeroes the record and hands its space back. SYNC POINT WRITE: the release store of `head`
+  // pairs with the acquire load in RingProducer::refreshHead().
+  void release(const Record& record) noexcept;
+
+  // Whether a record (or padding) is committed at the head: the cheap check for wait loops.
+  bool hasData() const noexcept {
+    const auto* h = reinterpret_cast<const RecordHeader*>(data_ + (head_ & mask_));
+    return loadAcquire(const_cast<uint32_t&>(h->length)) != 0;
+  }
+
+  bool attached() const noexcept { return data_ != nullptr; }
+
+ private:
+  void advance(uint32_t length) noexcept;
+
+  RingControl* control_ = nullptr;
+  const uint8_t* data_ = nullptr;
+  uint32_t capacity_ = 0;
+  uint32_t mask_ = 0;
+  uint64_t head_ = 0;  // bytes consumed; published in control_->head
+};
+
+}  // namespace hms::ffi::detail

@@ -1,0 +1,131 @@
+// Cap'n Proto messages built and read in place in a ring record.
+#pragma once
+
+#include <capnp/message.h>
+
+#include <cstring>
+#include <vector>
+
+#include "hms/ffi/status.hpp"
+#include "ring.hpp"
+
+namespace hms::ffi::detail {
+
+// A MessageBuilder whose first segment is ring space (already zero: the ring's invariant). A
+// message that outgrows it spills into heap segments, which publishRecord() copies into the ring
+// (the slow path) or refuses when over the limit; a message that fits is never copied.
+class RingMessageBuilder final : public capnp::MessageBuilder {
+ public:
+  explicit RingMessageBuilder(kj::ArrayPtr<capnp::word> space) : space_(space) {}
+
+  kj::ArrayPtr<capnp::word> allocateSegment(uint minimumSize) override {
+    if (!gaveSpace_) {
+      gaveSpace_ = true;
+      if (space_.size() >= minimumSize && space_.size() > 0) return space_;
+    }
+    const size_t words = std::max<size_t>(minimumSize, 1024);
+    auto seg = kj::heapArray<capnp::word>(words);
+    std::memset(seg.begin(), 0, words * sizeof(capnp::word));
+    auto ptr = seg.asPtr();
+    spill_.push_back(kj::mv(seg));
+    return ptr;
+  }
+
+  // Words of ring space the builder wrote into (to zero on abort).
+  size_t ringWordsTouched() {
+    if (!gaveSpace_) return 0;
+    auto segs = getSegmentsForOutput();
+    if (segs.size() > 0 && segs[0].begin() == space_.begin()) return segs[0].size();
+    return 0;
+  }
+
+  // Whether the whole message is the one segment in the ring space.
+  bool inPlace() {
+    auto segs = getSegmentsForOutput();
+    return segs.size() == 1 && segs[0].begin() == space_.begin();
+  }
+
+ private:
+  kj::ArrayPtr<capnp::word> space_;
+  bool gaveSpace_ = false;
+  std::vector<kj::Array<capnp::word>> spill_;
+};
+
+// Reader options for messages read from a ring: the traversal limit is proportional to the
+// message (a message whose pointers alias each other cannot make a reader do unbounded work).
+inline capnp::ReaderOptions ringReaderOptions(uint64_t words) {
+  capnp::ReaderOptions o;
+  o.traversalLimitInWords = words * 8 + 1024;
+  o.nestingLimit = 64;
+  return o;
+}
+
+inline uint32_t payloadOffset(uint16_t flags) {
+  return sizeof(RecordHeader) + ((flags & kRecordHasTrace) ? sizeof(TraceContextWire) : 0);
+}
+
+// Publishes the message in `builder`, which was built over `slot`. `header` holds every field but
+// length and words. If the message spilled out of the slot, it is copied into a new reservation
+// once `waitSpace(bytes)` says there is room (the slow path); RESOURCE_EXHAUSTED when it is over
+// `maxMessageBytes`. On any error the slot is given back.
+template <class WaitSpace>
+Status publishRecord(RingProducer& ring, const RingProducer::Slot& slot,
+                     RingMessageBuilder& builder, RecordHeader header,
+                     const TraceContextWire* trace, uint32_t maxMessageBytes,
+                     const std::string& limitHint, WaitSpace&& waitSpace) {
+  const uint32_t offset = payloadOffset(header.flags);
+  if (builder.inPlace()) {
+    const size_t words = builder.getSegmentsForOutput()[0].size();
+    if (words * 8 > maxMessageBytes) {
+      ring.abort(slot, uint32_t(offset + words * 8));
+      return Status(StatusCode::kResourceExhausted,
+                    "message of " + std::to_string(words * 8) + " bytes exceeds the limit of " +
+                        std::to_string(maxMessageBytes) + " bytes; " + limitHint);
+    }
+    header.words = uint32_t(words);
+    std::memcpy(slot.record + sizeof(uint32_t), reinterpret_cast<const uint8_t*>(&header) + 4,
+                sizeof(RecordHeader) - 4);
+    if (trace) std::memcpy(slot.record + sizeof(RecordHeader), trace, sizeof(TraceContextWire));
+    ring.commit(slot, uint32_t(offset + words * 8));
+    return Status();
+  }
+  // Slow path: flatten to one heap segment, give the slot back, reserve exactly, copy.
+  size_t total = 0;
+  for (auto seg : builder.getSegmentsForOutput()) total += seg.size();
+  const size_t touched = builder.ringWordsTouched();
+  if (total * 8 > maxMessageBytes) {
+    ring.abort(slot, uint32_t(std::min<size_t>(offset + touched * 8, slot.bytes)));
+    return Status(StatusCode::kResourceExhausted,
+                  "message of about " + std::to_string(total * 8) + " bytes exceeds the limit of " +
+                      std::to_string(maxMessageBytes) + " bytes; " + limitHint);
+  }
+  capnp::MallocMessageBuilder flat(uint(total + 16), capnp::AllocationStrategy::FIXED_SIZE);
+  flat.setRoot(builder.getRoot<capnp::AnyPointer>().asReader());
+  auto segs = flat.getSegmentsForOutput();
+  if (segs.size() != 1 || segs[0].size() * 8 > maxMessageBytes) {
+    ring.abort(slot, uint32_t(std::min<size_t>(offset + touched * 8, slot.bytes)));
+    return Status(StatusCode::kResourceExhausted,
+                  "message exceeds the limit of " + std::to_string(maxMessageBytes) + " bytes; " +
+                      limitHint);
+  }
+  ring.abort(slot, uint32_t(std::min<size_t>(offset + touched * 8, slot.bytes)));
+  const uint32_t bytes = uint32_t(offset + segs[0].size() * 8);
+  RingProducer::Slot exact;
+  for (;;) {
+    const RingStatus st = ring.tryReserve(bytes, bytes, exact);
+    if (st == RingStatus::kOk) break;
+    if (st == RingStatus::kCorrupt) {
+      return Status(StatusCode::kDataLoss, "ring index corrupt while publishing a message");
+    }
+    if (auto s = waitSpace(bytes); !s) return s;
+  }
+  header.words = uint32_t(segs[0].size());
+  std::memcpy(exact.record + sizeof(uint32_t), reinterpret_cast<const uint8_t*>(&header) + 4,
+              sizeof(RecordHeader) - 4);
+  if (trace) std::memcpy(exact.record + sizeof(RecordHeader), trace, sizeof(TraceContextWire));
+  std::memcpy(exact.record + offset, segs[0].begin(), segs[0].size() * 8);
+  ring.commit(exact, bytes);
+  return Status();
+}
+
+}  // namespace hms::ffi::detail

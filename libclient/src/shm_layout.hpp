@@ -1,0 +1,202 @@
+// The shared-memory layouts of HMS-FFI, defined once; the broker and the library both use them.
+//
+// Every struct here is trivially copyable and standard layout, holds no pointer (only offsets)
+// and has its size and offsets static_asserted. Shared words are accessed with std::atomic_ref
+// and an explicit memory order (see atomics.hpp). Each field's comment names its single writer.
+// Bump the layout version of a segment on any incompatible change: attach refuses a mismatch.
+//
+// Channel segment (one per caller<->service pair, created by the broker with memfd_create):
+//
+//   0            4096                       4096+R                     4096+2R
+//   +------------+--------------------------+--------------------------+
+//   | Channel-   | request ring data (R)    | response ring data (R)   |
+//   | Header     | caller -> service        | service -> caller        |
+//   +------------+--------------------------+--------------------------+
+//
+// A ring is a byte ring of records, single producer / single consumer. A record starts on a
+// 32-byte boundary and never wraps; the producer writes a padding record to skip the tail end.
+//
+//    0        4        6        8                16               24       26       28       32
+//   +--------+--------+--------+----------------+----------------+--------+--------+--------+
+//   | length | kind   | flags  | callId         | deadlineNs     | method | status | words  |
+//   +--------+--------+--------+----------------+----------------+--------+--------+--------+
+//   [ TraceContext, 32 bytes, if flags & kRecordHasTrace ]
+//   [ Cap'n Proto message: one segment of `words` words, built and read in place ]
+//
+// `length` is the record's size in bytes (a multiple of 32), written last with release order; 0
+// means "not committed yet". Free ring space is always zero: the consumer zeroes a record before
+// it hands the space back, which is what lets the producer hand the space to Cap'n Proto as an
+// already-zeroed segment.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+
+namespace hms::ffi::detail {
+
+inline constexpr std::size_t kCacheLine = 64;
+inline constexpr std::size_t kPageBytes = 4096;
+
+// ---- wake words ----------------------------------------------------------------------------
+
+// A futex word a consumer sleeps on. The sleeper writes 1 before FUTEX_WAIT; a producer that
+// reads 1 after publishing (and only then) swaps it to 0 and makes the FUTEX_WAKE syscall.
+struct alignas(kCacheLine) WakeWord {
+  uint32_t sleeping;  // writer: the sleeper (1), any waker (0)
+  uint32_t pad0;
+  uint64_t wakes;     // writer: wakers (relaxed counter of FUTEX_WAKE syscalls, for stats)
+  uint8_t pad1[kCacheLine - 16];
+};
+static_assert(sizeof(WakeWord) == kCacheLine);
+static_assert(std::is_trivially_copyable_v<WakeWord> && std::is_standard_layout_v<WakeWord>);
+
+// ---- rings ---------------------------------------------------------------------------------
+
+struct alignas(kCacheLine) RingControl {
+  uint64_t head;  // writer: consumer. Bytes consumed so far (monotonic, mod 2^64).
+  uint8_t pad0[kCacheLine - 8];
+  WakeWord consumerWake;  // the consumer sleeps here while the ring is empty (response rings;
+                          // a service sleeps on its doorbell instead)
+  WakeWord producerWake;  // the producer sleeps here while the ring is full
+  uint64_t records;       // writer: producer. Records committed (relaxed, for stats).
+  uint64_t bytes;         // writer: producer. Bytes committed (relaxed, for stats).
+  uint8_t pad1[kCacheLine - 16];
+};
+static_assert(sizeof(RingControl) == 4 * kCacheLine);
+static_assert(offsetof(RingControl, consumerWake) == kCacheLine);
+static_assert(offsetof(RingControl, producerWake) == 2 * kCacheLine);
+
+enum RecordKind : uint16_t {
+  kRecordPadding = 1,   // skip to the end of the ring
+  kRecordRequest = 2,   // a call; expects a kRecordResponse with the same callId
+  kRecordResponse = 3,  // status + results (OK) or wire::RpcError (not OK)
+};
+inline constexpr uint16_t kRecordHasTrace = 1u << 0;
+
+struct RecordHeader {
+  uint32_t length;     // writer: producer, last, release. Bytes of the whole record, 0 = none.
+  uint16_t kind;       // RecordKind
+  uint16_t flags;      // kRecordHasTrace
+  uint64_t callId;     // chosen by the caller, echoed by the response
+  int64_t deadlineNs;  // absolute CLOCK_MONOTONIC ns; 0 = none
+  uint16_t method;     // method ordinal (requests)
+  uint16_t status;     // StatusCode (responses)
+  uint32_t words;      // size of the Cap'n Proto segment that follows
+};
+static_assert(sizeof(RecordHeader) == 32);
+static_assert(offsetof(RecordHeader, callId) == 8);
+static_assert(offsetof(RecordHeader, words) == 28);
+static_assert(std::is_trivially_copyable_v<RecordHeader> && std::is_standard_layout_v<RecordHeader>);
+
+// W3C trace context, as carried in a record when kRecordHasTrace is set.
+struct TraceContextWire {
+  uint8_t traceId[16];
+  uint8_t spanId[8];
+  uint8_t traceFlags;
+  uint8_t pad[7];
+};
+static_assert(sizeof(TraceContextWire) == 32);
+
+inline constexpr uint32_t kRecordAlign = 32;
+inline constexpr uint32_t kRecordOverhead = sizeof(RecordHeader) + sizeof(TraceContextWire);
+
+// ---- channel segment ----------------------------------------------------------------------
+
+inline constexpr uint64_t kChannelMagic = 0x4e48'4346'4653'4d48ULL;  // "HMSFFCHN"
+inline constexpr uint32_t kChannelLayoutVersion = 1;
+
+enum EndState : uint32_t {
+  kEndOpen = 0,     // zero-initialised: open
+  kEndClosed = 1,   // the end closed the channel in order
+  kEndDead = 2,     // the broker saw the end's process go (exit, crash, kill -9)
+  kEndCorrupt = 3,  // the end found the channel corrupt and closed it (DATA_LOSS)
+};
+
+struct ChannelHeader {
+  // Written once by the broker before any client sees the segment; read-only afterwards.
+  uint64_t magic;
+  uint32_t layoutVersion;
+  uint32_t headerBytes;      // offset of the request ring
+  uint64_t channelId;
+  uint64_t segmentBytes;
+  uint32_t ringBytes;        // each ring; a power of two
+  uint32_t maxMessageBytes;  // largest Cap'n Proto message a record may carry
+  uint32_t callerPid;
+  uint32_t servicePid;
+  uint8_t pad0[kCacheLine - 48];
+
+  uint32_t callerState;   // writer: caller, or the broker when the caller dies. EndState.
+  uint32_t serviceState;  // writer: service, or the broker when the service dies. EndState.
+  uint8_t pad1[kCacheLine - 8];
+
+  RingControl request;   // producer: caller, consumer: service
+  RingControl response;  // producer: service, consumer: caller
+};
+static_assert(offsetof(ChannelHeader, callerState) == kCacheLine);
+static_assert(offsetof(ChannelHeader, request) == 2 * kCacheLine);
+static_assert(sizeof(ChannelHeader) <= kPageBytes);
+static_assert(std::is_trivially_copyable_v<ChannelHeader> && std::is_standard_layout_v<ChannelHeader>);
+
+inline constexpr uint32_t kMinRingBytes = 4096;
+inline constexpr uint32_t kMaxRingBytes = 1u << 30;
+inline constexpr uint32_t kDefaultRingBytes = 1u << 20;
+
+// A record never wraps, so a ring can always place a record of up to half its size: the largest
+// message is what fits in half the ring after the record overhead.
+constexpr uint32_t maxMessageBytesForRing(uint32_t ringBytes) {
+  return (ringBytes / 2 - kRecordOverhead) & ~7u;
+}
+constexpr uint64_t channelSegmentBytes(uint32_t ringBytes) {
+  return kPageBytes + 2ull * ringBytes;
+}
+
+// ---- doorbell segment (one per serving client) --------------------------------------------
+
+inline constexpr uint64_t kDoorbellMagic = 0x4c42'4446'4653'4d48ULL;  // "HMSFFDBL"
+inline constexpr uint32_t kDoorbellLayoutVersion = 1;
+
+struct DoorbellSegment {
+  uint64_t magic;          // writer: broker, at creation
+  uint32_t layoutVersion;  // writer: broker, at creation
+  uint32_t pad0;
+  uint8_t pad1[kCacheLine - 16];
+  WakeWord wake;  // the service's dispatcher sleeps here; every caller's producer may wake it
+};
+static_assert(offsetof(DoorbellSegment, wake) == kCacheLine);
+inline constexpr uint64_t kDoorbellBytes = kPageBytes;
+
+// ---- registry segment ---------------------------------------------------------------------
+//
+// The broker publishes the registry as a wire::RegistrySnapshot in one of two slots. Each slot is
+// a seqlock: its `seq` is odd while the broker writes it. `current` names the generation most
+// recently published; its slot is generation & 1.
+
+inline constexpr uint64_t kRegistryMagic = 0x4745'5246'4653'4d48ULL;  // "HMSFFREG"
+inline constexpr uint32_t kRegistryLayoutVersion = 1;
+inline constexpr uint64_t kDefaultRegistryBytes = 4ull << 20;
+
+struct alignas(kCacheLine) RegistrySlotHeader {
+  uint64_t seq;      // writer: broker. Odd while writing. SYNC POINT WRITE (release) at the end.
+  uint64_t words;    // writer: broker. Size of the snapshot message in the slot.
+  uint64_t offset;   // writer: broker, at creation. Byte offset of the slot from the segment start.
+  uint64_t capacity; // writer: broker, at creation. Bytes of the slot.
+  uint8_t pad[kCacheLine - 32];
+};
+
+struct RegistryHeader {
+  uint64_t magic;          // writer: broker, at creation
+  uint32_t layoutVersion;  // writer: broker, at creation
+  uint32_t brokerPid;      // writer: broker, at creation
+  uint64_t segmentBytes;   // writer: broker, at creation
+  uint8_t pad0[kCacheLine - 24];
+  uint64_t current;  // writer: broker. Generation last published. SYNC POINT WRITE (release).
+  uint8_t pad1[kCacheLine - 8];
+  RegistrySlotHeader slots[2];
+};
+static_assert(offsetof(RegistryHeader, current) == kCacheLine);
+static_assert(offsetof(RegistryHeader, slots) == 2 * kCacheLine);
+static_assert(sizeof(RegistryHeader) <= kPageBytes);
+static_assert(std::is_trivially_copyable_v<RegistryHeader>);
+
+}  // namespace hms::ffi::detail
