@@ -51,11 +51,12 @@ class RingMessageBuilder final : public capnp::MessageBuilder {
   std::vector<kj::Array<capnp::word>> spill_;
 };
 
-// Reader options for messages read from a ring: the traversal limit is proportional to the
-// message (a message whose pointers alias each other cannot make a reader do unbounded work).
+// Reader options for messages read from a ring. The traversal limit bounds the work a message
+// whose pointers alias each other can cause; it counts every getter call, so it must leave room
+// for user code that reads a field in a loop: Cap'n Proto's default (64 MiB), or 64x the message.
 inline capnp::ReaderOptions ringReaderOptions(uint64_t words) {
   capnp::ReaderOptions o;
-  o.traversalLimitInWords = words * 8 + 1024;
+  o.traversalLimitInWords = std::max<uint64_t>(8ull << 20, words * 64);
   o.nestingLimit = 64;
   return o;
 }

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The main job: installs what is missing, builds, starts hms-ffid on a private runtime dir, runs
+# the example components as separate processes and prints what they did. Cleans up on exit.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+"$here/scripts/install-deps.sh"
+build="$here/build/release"
+cmake --preset release -S "$here" >/dev/null
+cmake --build "$build" --target hms-ffid hms-ffi hms-example-emr_patient_service \
+  hms-example-api_gateway hms-example-cdf_debate_service hms-example-sys_policy_caller
+
+runtime=$(mktemp -d /tmp/hms-ffi-demo-XXXXXX)
+export HMS_FFI_SOCKET="$runtime/broker.sock"
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$runtime"
+}
+trap cleanup EXIT
+
+echo "== starting hms-ffid on $HMS_FFI_SOCKET"
+"$build/broker/hms-ffid" --log-level info 2>"$runtime/broker.log" &
+pids+=($!)
+for _ in $(seq 100); do [ -S "$HMS_FFI_SOCKET" ] && break; sleep 0.05; done
+
+echo "== starting the services (HMS-EMR, HMS-CDF)"
+"$build/examples/hms-example-emr_patient_service" >"$runtime/emr.log" 2>&1 &
+pids+=($!)
+"$build/examples/hms-example-cdf_debate_service" >"$runtime/cdf.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do
+  "$build/tools/hms-ffi" list 2>/dev/null | grep -q hms.cdf.debate &&
+    "$build/tools/hms-ffi" list 2>/dev/null | grep -q hms.emr.patient && break
+  sleep 0.05
+done
+
+echo "== registry (hms-ffi list)"
+"$build/tools/hms-ffi" list
+echo
+echo "== HMS-API -> HMS-EMR: hms.emr.patient getPatient / searchPatients"
+"$build/examples/hms-example-api_gateway"
+echo
+echo "== HMS-SYS -> HMS-CDF: hms.cdf.debate evaluatePolicy"
+"$build/examples/hms-example-sys_policy_caller"
+echo
+echo "== what the EMR service saw"
+cat "$runtime/emr.log"
+echo
+echo "== broker log"
+cat "$runtime/broker.log"

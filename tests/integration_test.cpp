@@ -1,0 +1,483 @@
+// End to end: a real hms-ffid and real service processes on a private socket per test.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "client_impl.hpp"
+#include "hms/ffi/client.hpp"
+#include "support/process.hpp"
+#include "test.capnp.h"
+
+namespace hms::ffi {
+namespace {
+
+using test::OtherService;
+using test::TestService;
+using testing::BrokerFixture;
+using testing::startTestService;
+using testing::Subprocess;
+using testing::waitUntil;
+
+class Integration : public ::testing::Test {
+ protected:
+  std::unique_ptr<Client> connect(ClientOptions o = {}) {
+    o.socketPath = broker.socket();
+    auto c = Client::connect(o);
+    EXPECT_TRUE(c.ok()) << c.status().toString();
+    return std::move(c).valueOrThrow();
+  }
+  Subprocess service(std::vector<std::string> args = {}) {
+    return startTestService(broker.socket(), args);
+  }
+  BrokerFixture broker;
+};
+
+Result<Reply<TestService::EchoResults>> echo(Stub<TestService>& stub, uint64_t seq, size_t size,
+                                             CallOptions opts = {}) {
+  return stub.call<&TestService::Client::echoRequest>(
+      [&](auto p) {
+        p.setSeq(seq);
+        auto d = p.initPayload(uint(size));
+        for (size_t i = 0; i < size; ++i) d[i] = uint8_t(seq + i);
+      },
+      opts);
+}
+
+TEST_F(Integration, RegisterDiscoverCall_ReachesTheProvider) {
+  auto svc = service({"--version", "1.3.0"});
+  auto client = connect();
+  auto found = client->discover("hms.test");
+  ASSERT_TRUE(found.ok()) << found.status().toString();
+  ASSERT_EQ(found->size(), 1u);
+  const ServiceInfo& info = (*found)[0];
+  EXPECT_EQ(info.version, (Version{1, 3, 0}));
+  EXPECT_EQ(info.providerPid, svc.pid());
+  EXPECT_EQ(info.providerName, "test-service");
+  EXPECT_EQ(info.interfaceName, "TestService");
+  ASSERT_EQ(info.methods.size(), 5u);
+  EXPECT_EQ(info.methods[0].name, "echo");
+  EXPECT_EQ(info.methods[4].name, "whoami");
+
+  auto byPrefix = client->discoverPrefix("hms.");
+  ASSERT_TRUE(byPrefix.ok());
+  EXPECT_EQ(byPrefix->size(), 1u);
+  EXPECT_TRUE(client->discoverPrefix("other.")->empty());
+
+  auto stub = client->bind<TestService>("hms.test");
+  ASSERT_TRUE(stub.ok()) << stub.status().toString();
+  auto who = stub->call<&TestService::Client::whoamiRequest>([](auto) {});
+  ASSERT_TRUE(who.ok()) << who.status().toString();
+  EXPECT_EQ(pid_t(who->results().getPid()), svc.pid());
+  EXPECT_EQ(pid_t(who->results().getCallerPid()), ::getpid());  // from SO_PEERCRED via the broker
+  EXPECT_EQ(std::string(who->results().getVersion().cStr()), "1.3.0");
+}
+
+class CallVolume : public Integration,
+                   public ::testing::WithParamInterface<std::pair<WaitMode, const char*>> {};
+
+TEST_P(CallVolume, HundredThousandCalls_EveryReplyChecked) {
+  auto [mode, serviceMode] = GetParam();
+  auto svc = service({"--wait", serviceMode});
+  ClientOptions o;
+  o.waitMode = mode;
+  auto client = connect(o);
+  auto stub = client->bind<TestService>("hms.test");
+  ASSERT_TRUE(stub.ok()) << stub.status().toString();
+  uint64_t wrong = 0;
+  for (uint64_t seq = 0; seq < 100'000; ++seq) {
+    const size_t size = seq % 200;
+    auto r = echo(*stub, seq, size);
+    ASSERT_TRUE(r.ok()) << "call " << seq << ": " << r.status().toString();
+    auto res = r->results();
+    if (res.getSeq() != seq || res.getPayload().size() != size) {
+      ++wrong;
+      continue;
+    }
+    for (size_t i = 0; i < size; ++i) {
+      if (res.getPayload()[i] != uint8_t(seq + i)) {
+        ++wrong;
+        break;
+      }
+    }
+  }
+  EXPECT_EQ(wrong, 0u);
+}
+
+INSTANTIATE_TEST_SUITE_P(WaitModes, CallVolume,
+                         ::testing::Values(std::pair{WaitMode::kAdaptive, "adaptive"},
+                                           std::pair{WaitMode::kBlocking, "blocking"},
+                                           std::pair{WaitMode::kSpin, "spin"}),
+                         [](const auto& info) { return std::string(info.param.second); });
+
+TEST_F(Integration, VersionRange_SelectsTheHighestCompatibleProvider) {
+  auto svc = service({"--version", "1.0.0", "--version", "1.4.2", "--version", "2.0.0"});
+  auto client = connect();
+  auto versionOf = [&](const char* range) -> std::string {
+    auto stub = client->bind<TestService>("hms.test", range);
+    if (!stub.ok()) return statusCodeName(stub.status().code()).data();
+    auto who = stub->call<&TestService::Client::whoamiRequest>([](auto) {});
+    return who.ok() ? who->results().getVersion().cStr() : who.status().toString();
+  };
+  EXPECT_EQ(versionOf("^1.0"), "1.4.2");
+  EXPECT_EQ(versionOf("~1.0.0"), "1.0.0");
+  EXPECT_EQ(versionOf(">=1.1 <2"), "1.4.2");
+  EXPECT_EQ(versionOf("*"), "2.0.0");
+  EXPECT_EQ(versionOf("^2"), "2.0.0");
+  EXPECT_EQ(versionOf("^3"), "NOT_FOUND");
+  auto missing = client->bind<TestService>("hms.test", "^3");
+  EXPECT_NE(missing.status().message().find("live: 2.0.0, 1.4.2, 1.0.0"), std::string::npos)
+      << missing.status().message();
+  auto resolved = client->resolve("hms.test", "~1.4");
+  ASSERT_TRUE(resolved.ok());
+  EXPECT_EQ(resolved->version, (Version{1, 4, 2}));
+}
+
+TEST_F(Integration, DeadlineExceeded_WhenTheServiceIsSlow_AndTheNextCallStillWorks) {
+  auto svc = service();
+  auto client = connect();
+  auto stub = client->bind<TestService>("hms.test");
+  ASSERT_TRUE(stub.ok());
+  CallOptions opts;
+  opts.timeout = std::chrono::milliseconds(100);
+  auto slow = stub->call<&TestService::Client::sleepRequest>([](auto p) { p.setMs(3000); }, opts);
+  ASSERT_FALSE(slow.ok());
+  EXPECT_EQ(slow.status().code(), StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(slow.status().source(), "hms.test");
+  // The late reply of the slow call is dropped; this call gets its own.
+  auto r = echo(*stub, 5, 10);
+  ASSERT_TRUE(r.ok()) << r.status().toString();
+  EXPECT_EQ(r->results().getSeq(), 5u);
+}
+
+TEST_F(Integration, HandlerSeesTheDeadline_AndAnExpiredCallIsNotRun) {
+  auto svc = service();
+  auto client = connect();
+  auto stub = client->bind<TestService>("hms.test");
+  ASSERT_TRUE(stub.ok());
+  CallOptions opts;
+  opts.timeout = std::chrono::milliseconds(50);
+  // The first call keeps the service busy past the second's deadline.
+  auto first = stub->call<&TestService::Client::sleepRequest>([](auto p) { p.setMs(200); }, opts);
+  EXPECT_EQ(first.status().code(), StatusCode::kDeadlineExceeded);
+  auto again = echo(*stub, 1, 1);
+  EXPECT_TRUE(again.ok()) << again.status().toString();
+}
+
+TEST_F(Integration, UnknownMethod_IsUnimplemented) {
+  auto svc = service({"--skip", "blob"});
+  auto client = connect();
+  auto stub = client->bind<TestService>("hms.test");
+  ASSERT_TRUE(stub.ok());
+  auto r = stub->call<&TestService::Client::blobRequest>([](auto p) { p.setSize(1); });
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kUnimplemented);
+  EXPECT_NE(r.status().message().find("blob"), std::string::npos);
+  EXPECT_TRUE(echo(*stub, 1, 1).ok());
+}
+
+TEST_F(Integration, HandlerErrors_CarryCodeMessageSourceAndDetails) {
+  auto svc = service();
+  auto client = connect();
+  auto stub = client->bind<TestService>("hms.test");
+  ASSERT_TRUE(stub.ok());
+  auto r = stub->call<&TestService::Client::failRequest>([](auto p) {
+    p.setCode(uint32_t(StatusCode::kPermissionDenied));
+    p.setMessage("not your record");
+  });
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kPermissionDenied);
+  EXPECT_EQ(r.status().message(), "not your record");
+  EXPECT_EQ(r.status().source(), "hms.test");
+  ASSERT_EQ(r.status().details().size(), 1u);
+  EXPECT_EQ(r.status().details()[0].first, "hint");
+
+  auto thrown = stub->call<&TestService::Client::failRequest>([](auto p) { p.setCode(9999); });
+  EXPECT_EQ(thrown.status().code(), StatusCode::kInternal);
+  EXPECT_NE(thrown.status().message().find("handler exploded"), std::string::npos);
+  EXPECT_TRUE(echo(*stub, 2, 2).ok());
+}
+
+TEST_F(Integration, LargeMessages_AtTheLimitPass_AndOverItAreResourceExhausted) {
+  constexpr uint32_t kRing = 64 << 10;
+  auto svc = service({"--ring-bytes", std::to_string(kRing)});
+  auto client = connect();
+  auto stub = client->bind<TestService>("hms.test");
+  ASSERT_TRUE(stub.ok());
+  const uint32_t limit = Client::maxMessageBytes(kRing);
+  // EchoParams: root pointer + struct (one data word, one pointer) + the payload's words.
+  const size_t atLimit = limit - 3 * 8;
+  {
+    auto ok = echo(*stub, 1, atLimit);
+    ASSERT_TRUE(ok.ok()) << ok.status().toString();
+    EXPECT_EQ(ok->results().getPayload().size(), atLimit);
+    EXPECT_EQ(ok->results().getPayload()[atLimit - 1], uint8_t(1 + atLimit - 1));
+  }  // the Reply goes: the channel is free for the next call
+
+  auto over = echo(*stub, 2, atLimit + 8);
+  ASSERT_FALSE(over.ok());
+  EXPECT_EQ(over.status().code(), StatusCode::kResourceExhausted);
+  EXPECT_NE(over.status().message().find(std::to_string(limit)), std::string::npos)
+      << over.status().message();
+  EXPECT_NE(over.status().message().find("ringBytes"), std::string::npos);
+
+  // A reply over the limit is refused by the service the same way.
+  auto big = stub->call<&TestService::Client::blobRequest>([&](auto p) { p.setSize(limit); });
+  ASSERT_FALSE(big.ok());
+  EXPECT_EQ(big.status().code(), StatusCode::kResourceExhausted);
+  EXPECT_NE(big.status().message().find("ringBytes"), std::string::npos);
+  EXPECT_TRUE(echo(*stub, 3, 100).ok());
+}
+
+TEST_F(Integration, ServiceKilledMidCall_CallerGetsUnavailable_AndARestartIsFoundAgain) {
+  auto svc = service();
+  auto client = connect();
+  auto stub = client->bind<TestService>("hms.test");
+  ASSERT_TRUE(stub.ok());
+  ASSERT_TRUE(echo(*stub, 1, 1).ok());
+
+  std::atomic<bool> done{false};
+  Status result;
+  std::thread caller([&] {
+    auto r = stub->call<&TestService::Client::sleepRequest>([](auto p) { p.setMs(60'000); });
+    result = r.status();
+    done = true;
+  });
+  // Kill the service only once the call is in its handler (the ring's request was consumed).
+  ASSERT_TRUE(waitUntil([&] {
+    auto info = client->discover("hms.test");
+    return info.ok() && !info->empty();
+  }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  svc.signal(SIGKILL);
+  ASSERT_TRUE(waitUntil([&] { return done.load(); }, std::chrono::seconds(10)))
+      << "the caller hung after its service died";
+  caller.join();
+  EXPECT_EQ(result.code(), StatusCode::kUnavailable) << result.toString();
+
+  // The broker keeps serving: the registry forgets the dead provider, new clients connect.
+  ASSERT_TRUE(waitUntil([&] { return client->discover("hms.test")->empty(); }));
+  auto other = connect();
+  EXPECT_TRUE(other->discover("hms.test").ok());
+  auto none = echo(*stub, 2, 1);
+  EXPECT_EQ(none.status().code(), StatusCode::kUnavailable);
+
+  auto restarted = service();
+  auto r = echo(*stub, 3, 3);  // the same Stub finds the new provider
+  ASSERT_TRUE(r.ok()) << r.status().toString();
+  EXPECT_EQ(stub->service().providerPid, restarted.pid());
+}
+
+TEST_F(Integration, CallerKilled_ServiceKeepsServingOthers) {
+  auto svc = service();
+  Subprocess caller({testing::testServiceBinary() + "-caller", broker.socket()});
+  ASSERT_TRUE(caller.waitForLine("calling")) << caller.errors();
+  caller.signal(SIGKILL);
+  caller.wait();
+  auto client = connect();
+  auto stub = client->bind<TestService>("hms.test");
+  ASSERT_TRUE(stub.ok());
+  for (int i = 0; i < 100; ++i) ASSERT_TRUE(echo(*stub, uint64_t(i), 8).ok());
+  EXPECT_TRUE(svc.running());
+}
+
+TEST_F(Integration, DuplicateRegistration_IsAlreadyExists) {
+  auto first = service({"--version", "1.0.0"});
+  Subprocess second({testing::testServiceBinary(), "--socket", broker.socket(), "--version", "1.0.0"});
+  ASSERT_TRUE(second.waitForLine("register failed"));
+  EXPECT_NE(second.output().find("ALREADY_EXISTS"), std::string::npos) << second.output();
+  EXPECT_NE(second.wait(), -1);
+  auto another = service({"--version", "1.0.1"});  // another version is fine
+  auto client = connect();
+  EXPECT_EQ(client->discover("hms.test")->size(), 2u);
+}
+
+TEST_F(Integration, Bind_UnknownServiceIsNotFound_WrongInterfaceIsFailedPrecondition) {
+  auto svc = service();
+  auto client = connect();
+  auto missing = client->bind<TestService>("hms.nothing");
+  EXPECT_EQ(missing.status().code(), StatusCode::kNotFound);
+  auto wrong = client->bind<OtherService>("hms.test");
+  EXPECT_EQ(wrong.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(wrong.status().message().find("TestService"), std::string::npos);
+  auto badRange = client->bind<TestService>("hms.test", ">=banana");
+  EXPECT_EQ(badRange.status().code(), StatusCode::kInvalidArgument);
+}
+
+TEST_F(Integration, ManyCallers_AreServedByOneDispatcherThread) {
+  auto svc = service();
+  auto threadsOf = [](pid_t pid) {
+    int n = 0;
+    std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+    std::string line;
+    while (std::getline(status, line)) {
+      if (line.rfind("Threads:", 0) == 0) n = std::stoi(line.substr(8));
+    }
+    return n;
+  };
+  auto client = connect();
+  {
+    auto warm = client->bind<TestService>("hms.test");
+    ASSERT_TRUE(warm.ok());
+    ASSERT_TRUE(echo(*warm, 0, 1).ok());
+  }
+  const int before = threadsOf(svc.pid());
+  constexpr int kCallers = 8;
+  std::vector<Stub<TestService>> stubs;
+  for (int i = 0; i < kCallers; ++i) stubs.push_back(client->bind<TestService>("hms.test").valueOrThrow());
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kCallers; ++t) {
+    threads.emplace_back([&, t] {
+      for (uint64_t i = 0; i < 2000; ++i) {
+        auto r = echo(stubs[size_t(t)], i * 100 + uint64_t(t), 16);
+        if (!r.ok() || r->results().getSeq() != i * 100 + uint64_t(t)) ++failures;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_EQ(threadsOf(svc.pid()), before) << "the service grew threads per caller";
+}
+
+TEST_F(Integration, WorkerPool_ServesCallersInParallelChannels) {
+  auto svc = service({"--workers", "2"});
+  auto client = connect();
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      auto stub = client->bind<TestService>("hms.test");
+      if (!stub.ok()) {
+        ++failures;
+        return;
+      }
+      for (uint64_t i = 0; i < 2000; ++i) {
+        auto r = echo(*stub, i + uint64_t(t) * 10000, 32);
+        if (!r.ok() || r->results().getSeq() != i + uint64_t(t) * 10000) ++failures;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(failures.load(), 0);
+}
+
+TEST_F(Integration, IdleService_UsesNoCpuAfterItsSpinBudget) {
+  auto svc = service();
+  auto client = connect();
+  auto stub = client->bind<TestService>("hms.test");
+  ASSERT_TRUE(stub.ok());
+  ASSERT_TRUE(echo(*stub, 1, 1).ok());
+  auto cpuTicks = [](pid_t pid) {
+    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+    std::string s((std::istreambuf_iterator<char>(stat)), {});
+    std::istringstream in(s.substr(s.rfind(')') + 2));
+    std::string field;
+    long utime = 0, stime = 0;
+    for (int i = 3; i <= 15 && in >> field; ++i) {
+      if (i == 14) utime = std::stol(field);
+      if (i == 15) stime = std::stol(field);
+    }
+    return utime + stime;
+  };
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));  // past the 50 us spin budget
+  const long before = cpuTicks(svc.pid());
+  const long beforeSelf = cpuTicks(::getpid());
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+  // A spinning thread would burn ~100 ticks (1 s); sleeping ones burn none.
+  EXPECT_LE(cpuTicks(svc.pid()) - before, 5);
+  EXPECT_LE(cpuTicks(::getpid()) - beforeSelf, 5);
+}
+
+TEST_F(Integration, CorruptRequestRing_ClosesThatChannelWithDataLoss_OthersKeepWorking) {
+  auto svc = service();
+  auto client = connect();
+  auto good = client->bind<TestService>("hms.test");
+  ASSERT_TRUE(good.ok());
+  ASSERT_TRUE(echo(*good, 1, 1).ok());
+
+  // A misbehaving caller: opens a channel through the control protocol and writes garbage.
+  ClientOptions o;
+  o.socketPath = broker.socket();
+  auto raw = std::make_shared<detail::ClientImpl>(o);
+  ASSERT_TRUE(raw->start().isOk());
+  auto info = client->resolve("hms.test");
+  ASSERT_TRUE(info.ok());
+  auto reply = raw->roundTrip(
+      [&](wire::Request::Builder req) { req.initOpenChannel().setServiceKey(info->key); });
+  ASSERT_TRUE(reply.ok()) << reply.status().toString();
+  auto seg = detail::Mapping::map(reply->fds[0].get(), reply->reply().getOpenChannel().getSegmentBytes(), true);
+  auto bell = detail::Mapping::map(reply->fds[1].get(), detail::kDoorbellBytes, true);
+  ASSERT_TRUE(seg.ok() && bell.ok());
+  auto* hdr = seg->as<detail::ChannelHeader>();
+  auto* rec = reinterpret_cast<detail::RecordHeader*>(seg->data() + detail::kPageBytes);
+  rec->kind = 99;
+  detail::storeRelease(rec->length, 64u);
+  detail::wakeAlways(bell->as<detail::DoorbellSegment>()->wake);
+  ASSERT_TRUE(waitUntil([&] { return detail::loadAcquire(hdr->serviceState) == detail::kEndCorrupt; }))
+      << "the service did not close the corrupt channel";
+  EXPECT_TRUE(svc.running());
+  for (int i = 0; i < 10; ++i) ASSERT_TRUE(echo(*good, uint64_t(i), 4).ok());
+  raw->shutdown();
+}
+
+TEST_F(Integration, BrokerRestart_OpenChannelsKeepWorking_AndServicesRegisterAgain) {
+  auto svc = service();
+  auto client = connect();
+  auto stub = client->bind<TestService>("hms.test");
+  ASSERT_TRUE(stub.ok());
+  ASSERT_TRUE(echo(*stub, 1, 1).ok());
+  broker.kill9();
+  // The data path does not need the broker.
+  for (uint64_t i = 0; i < 1000; ++i) ASSERT_TRUE(echo(*stub, i, 8).ok()) << i;
+  broker.start();
+  auto fresh = connect();
+  ASSERT_TRUE(waitUntil([&] {
+    auto found = fresh->discover("hms.test");
+    return found.ok() && found->size() == 1;
+  })) << "the service did not register with the new broker";
+  auto stub2 = fresh->bind<TestService>("hms.test");
+  ASSERT_TRUE(stub2.ok()) << stub2.status().toString();
+  EXPECT_TRUE(echo(*stub2, 9, 9).ok());
+  EXPECT_TRUE(echo(*stub, 10, 9).ok());
+}
+
+TEST(Broker, SecondBrokerOnTheSamePath_IsRefused) {
+  BrokerFixture first;
+  Subprocess second({testing::brokerBinary(), "--socket", first.socket()});
+  const int status = second.wait();
+  ASSERT_NE(status, -1);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 1);
+  EXPECT_NE(second.errors().find("already serves"), std::string::npos) << second.errors();
+  ClientOptions o;
+  o.socketPath = first.socket();
+  EXPECT_TRUE(Client::connect(o).ok());  // the first one is untouched
+}
+
+TEST(Broker, StaleSocketOfAKilledBroker_IsReplaced) {
+  BrokerFixture b;
+  b.kill9();
+  ASSERT_TRUE(std::filesystem::exists(b.socket()));  // left behind
+  b.start();
+  ClientOptions o;
+  o.socketPath = b.socket();
+  o.reconnect = false;
+  EXPECT_TRUE(Client::connect(o).ok());
+}
+
+TEST(Broker, ClientWithoutBroker_GetsUnavailableNamingTheSocket) {
+  ClientOptions o;
+  o.socketPath = "/tmp/hms-ffi-no-such-dir/broker.sock";
+  auto c = Client::connect(o);
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.status().code(), StatusCode::kUnavailable);
+  EXPECT_NE(c.status().message().find("/tmp/hms-ffi-no-such-dir/broker.sock"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace hms::ffi
