@@ -145,7 +145,7 @@ TEST_F(Integration, DeadlineExceeded_WhenTheServiceIsSlow_AndTheNextCallStillWor
   ASSERT_TRUE(stub.ok());
   CallOptions opts;
   opts.timeout = std::chrono::milliseconds(100);
-  auto slow = stub->call<&TestService::Client::sleepRequest>([](auto p) { p.setMs(3000); }, opts);
+  auto slow = stub->call<&TestService::Client::sleepRequest>([](auto p) { p.setMs(1000); }, opts);
   ASSERT_FALSE(slow.ok());
   EXPECT_EQ(slow.status().code(), StatusCode::kDeadlineExceeded);
   EXPECT_EQ(slow.status().source(), "hms.test");
@@ -155,18 +155,32 @@ TEST_F(Integration, DeadlineExceeded_WhenTheServiceIsSlow_AndTheNextCallStillWor
   EXPECT_EQ(r->results().getSeq(), 5u);
 }
 
-TEST_F(Integration, HandlerSeesTheDeadline_AndAnExpiredCallIsNotRun) {
+TEST_F(Integration, HandlerSeesTheDeadline_AndACallExpiredInTheQueueIsNotRun) {
   auto svc = service();
   auto client = connect();
-  auto stub = client->bind<TestService>("hms.test");
-  ASSERT_TRUE(stub.ok());
-  CallOptions opts;
-  opts.timeout = std::chrono::milliseconds(50);
-  // The first call keeps the service busy past the second's deadline.
-  auto first = stub->call<&TestService::Client::sleepRequest>([](auto p) { p.setMs(200); }, opts);
-  EXPECT_EQ(first.status().code(), StatusCode::kDeadlineExceeded);
-  auto again = echo(*stub, 1, 1);
-  EXPECT_TRUE(again.ok()) << again.status().toString();
+  auto busy = client->bind<TestService>("hms.test");
+  auto other = client->bind<TestService>("hms.test");
+  ASSERT_TRUE(busy.ok() && other.ok());
+  CallOptions tenSeconds;
+  tenSeconds.timeout = std::chrono::seconds(10);
+  std::thread first([&] {
+    auto r = busy->call<&TestService::Client::sleepRequest>([](auto p) { p.setMs(500); }, tenSeconds);
+    ASSERT_TRUE(r.ok()) << r.status().toString();
+    EXPECT_GT(r->results().getTimeLeftMs(), 0u);  // the handler saw the caller's deadline
+    EXPECT_LE(r->results().getTimeLeftMs(), 10'000u);
+    EXPECT_EQ(r->results().getCalls(), 1u);
+  });
+  // Once the dispatcher is inside the first handler, a call with a short deadline waits in the
+  // queue past it: the caller gives up, and the service must not run it later.
+  ASSERT_TRUE(svc.waitForLine("sleeping 500"));
+  CallOptions short_;
+  short_.timeout = std::chrono::milliseconds(50);
+  auto expired = other->call<&TestService::Client::sleepRequest>([](auto p) { p.setMs(1); }, short_);
+  EXPECT_EQ(expired.status().code(), StatusCode::kDeadlineExceeded);
+  first.join();
+  auto next = other->call<&TestService::Client::sleepRequest>([](auto p) { p.setMs(0); });
+  ASSERT_TRUE(next.ok()) << next.status().toString();
+  EXPECT_EQ(next->results().getCalls(), 2u) << "the expired call ran";
 }
 
 TEST_F(Integration, UnknownMethod_IsUnimplemented) {
@@ -248,12 +262,8 @@ TEST_F(Integration, ServiceKilledMidCall_CallerGetsUnavailable_AndARestartIsFoun
     result = r.status();
     done = true;
   });
-  // Kill the service only once the call is in its handler (the ring's request was consumed).
-  ASSERT_TRUE(waitUntil([&] {
-    auto info = client->discover("hms.test");
-    return info.ok() && !info->empty();
-  }));
-  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  // Kill the service once the call is inside its handler.
+  ASSERT_TRUE(svc.waitForLine("sleeping 60000"));
   svc.signal(SIGKILL);
   ASSERT_TRUE(waitUntil([&] { return done.load(); }, std::chrono::seconds(10)))
       << "the caller hung after its service died";

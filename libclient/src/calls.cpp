@@ -474,7 +474,10 @@ Dispatcher::Dispatcher(ClientImpl& client)
 Dispatcher::~Dispatcher() { stop(); }
 
 void Dispatcher::post(Event ev) {
-  events_.enqueue(std::move(ev));
+  {
+    std::lock_guard lock(postMu_);
+    events_.enqueue(postToken_, std::move(ev));
+  }
   wakeAlways(*doorbell_);
 }
 
@@ -544,31 +547,11 @@ bool Dispatcher::drainEvents() {
         services_.erase(it);
         break;
       }
-      case Event::kOpen: {
-        auto it = services_.find(ev.open.tag);
-        if (it == services_.end()) break;  // stopped meanwhile: the fd closes, the broker cleans up
-        auto map = attachChannel(ev.open.fd->get(), ev.open.segmentBytes);
-        if (!map.ok()) {
-          spdlog::error("hms-ffi: refusing channel {}: {}", ev.id, map.status().toString());
-          break;
-        }
-        auto ch = std::make_unique<Channel>();
-        ch->id = ev.id;
-        ch->service = it->second;
-        ch->segment = std::move(*map);
-        ch->hdr = ch->segment.as<ChannelHeader>();
-        const uint32_t ring = ch->hdr->ringBytes;
-        ch->maxMessageBytes = ch->hdr->maxMessageBytes;
-        uint8_t* base = ch->segment.data() + kPageBytes;
-        ch->requests = RingConsumer(&ch->hdr->request, base, ring);
-        ch->responses = RingProducer(&ch->hdr->response, base + ring, ring,
-                                     &ch->hdr->response.consumerWake);
-        ch->callerPid = ev.open.callerPid;
-        ch->callerUid = ev.open.callerUid;
-        ch->callerName = ev.open.callerName;
-        channels_.push_back(std::move(ch));
+      case Event::kOpen:
+        // An unknown tag means the service was stopped meanwhile: dropping the event closes the
+        // fd, and the broker has already ended the channel.
+        if (services_.count(ev.open.tag)) attach(ev.open);
         break;
-      }
       case Event::kClose:
         for (auto& ch : channels_) {
           if (ch->id == ev.id) ch->closed = true;
@@ -580,6 +563,29 @@ bool Dispatcher::drainEvents() {
   }
   reapClosed();
   return any;
+}
+
+void Dispatcher::attach(const ChannelOpenedEvent& ev) {
+  auto map = attachChannel(ev.fd->get(), ev.segmentBytes);
+  if (!map.ok()) {
+    spdlog::error("hms-ffi: refusing channel {}: {}", ev.channelId, map.status().toString());
+    return;
+  }
+  auto ch = std::make_unique<Channel>();
+  ch->id = ev.channelId;
+  ch->service = services_.at(ev.tag);
+  ch->segment = std::move(*map);
+  ch->hdr = ch->segment.as<ChannelHeader>();
+  const uint32_t ring = ch->hdr->ringBytes;
+  ch->maxMessageBytes = ch->hdr->maxMessageBytes;
+  uint8_t* base = ch->segment.data() + kPageBytes;
+  ch->requests = RingConsumer(&ch->hdr->request, base, ring);
+  ch->responses =
+      RingProducer(&ch->hdr->response, base + ring, ring, &ch->hdr->response.consumerWake);
+  ch->callerPid = ev.callerPid;
+  ch->callerUid = ev.callerUid;
+  ch->callerName = ev.callerName;
+  channels_.push_back(std::move(ch));
 }
 
 void Dispatcher::reapClosed() {

@@ -217,6 +217,7 @@ class Dispatcher {
   void post(Event ev);
   void run();
   bool drainEvents();
+  void attach(const ChannelOpenedEvent& ev);
   bool pollChannels();
   void handle(Channel& ch, const RingConsumer::Record& rec);
   void closeChannelLocal(Channel& ch, uint32_t myState, const char* why);
@@ -224,10 +225,16 @@ class Dispatcher {
 
   ClientImpl& client_;
   WakeWord* doorbell_;
+  // Events arrive from several threads (serve(), the control thread, stop()), and their order
+  // matters: a service must be known before its first channel. The queue is FIFO per producer
+  // only, so every post goes through one producer token, under postMu_ (control events are rare).
   moodycamel::ConcurrentQueue<Event> events_;
+  std::mutex postMu_;
+  moodycamel::ProducerToken postToken_{events_};
   std::atomic<bool> stopping_{false};
   std::map<uint64_t, std::shared_ptr<Service>> services_;  // by tag; dispatcher thread only
   std::vector<std::unique_ptr<Channel>> channels_;         // dispatcher thread only
+
   std::thread thread_;
 };
 

@@ -10,6 +10,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -70,12 +71,14 @@ int main(int argc, char** argv) {
         });
     def.on<&TestService::Client::sleepRequest>(
         [](CallContext& ctx, TestService::SleepParams::Reader p, TestService::SleepResults::Builder r) {
-          // Sleeps in small steps so that it can stop early when the deadline passes.
-          const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(p.getMs());
-          while (std::chrono::steady_clock::now() < until && ctx.timeLeft().count() > 0) {
-            std::this_thread::sleep_for(std::chrono::milliseconds(1));
-          }
-          r.setSlept(true);
+          // Counts the calls that ran, so that a test can tell a call was answered without running.
+          static std::atomic<uint64_t> calls{0};
+          r.setCalls(++calls);
+          r.setTimeLeftMs(uint64_t(
+              std::chrono::duration_cast<std::chrono::milliseconds>(ctx.timeLeft()).count()));
+          std::printf("sleeping %u\n", p.getMs());
+          std::fflush(stdout);
+          std::this_thread::sleep_for(std::chrono::milliseconds(p.getMs()));
           return Status();
         });
     def.on<&TestService::Client::failRequest>(

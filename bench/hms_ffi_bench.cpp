@@ -1,0 +1,482 @@
+// hms-ffi-bench: round-trip latency of HMS-FFI calls beside raw baselines measured in the same run.
+//
+// Every figure is a round trip between two processes. The baselines are as small as they can be:
+//   raw-spin   one 64-byte cache line in shared memory; each side spins on a sequence word in it
+//              and writes 56 payload bytes back (the hardware floor)
+//   raw-futex  the same line; each side sleeps in FUTEX_WAIT until the other wakes it
+//   raw-uds    a SOCK_SEQPACKET socketpair, blocking send/recv of 64 bytes
+// HMS-FFI: a typed call with a 64-byte Data payload each way, built and read in place, through the
+// public API, with caller and service in the same wait mode. The raw-spin floor is probed at the
+// start and the end of the run; a warning says when the two differ by more than 30% (the host
+// moved the vCPUs and ratios across that boundary mean little).
+#include <fcntl.h>
+#include <linux/futex.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <climits>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "hms/ffi/bench.capnp.h"
+#include "hms/ffi/client.hpp"
+
+extern char** environ;
+
+namespace {
+
+using hms::ffi::bench::Echo;
+
+int64_t nowNs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return int64_t(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+
+struct Options {
+  int iterations = 200'000;
+  int warmup = 20'000;
+  bool pin = true;
+  bool json = false;
+  std::vector<std::string> modes = {"spin", "adaptive", "blocking"};
+  std::string brokerPath;
+};
+
+void pinTo(int cpu) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  sched_setaffinity(0, sizeof(set), &set);
+}
+
+struct Stats {
+  std::string name;
+  double p50 = 0, p90 = 0, p99 = 0, p999 = 0, max = 0;  // microseconds
+  int samples = 0;
+};
+
+Stats summarize(std::string name, std::vector<int64_t>& ns) {
+  std::sort(ns.begin(), ns.end());
+  auto at = [&](double q) { return double(ns[std::min(ns.size() - 1, size_t(q * double(ns.size())))]) / 1000.0; };
+  Stats s;
+  s.name = std::move(name);
+  s.p50 = at(0.50);
+  s.p90 = at(0.90);
+  s.p99 = at(0.99);
+  s.p999 = at(0.999);
+  s.max = double(ns.back()) / 1000.0;
+  s.samples = int(ns.size());
+  return s;
+}
+
+template <class RoundTrip>
+std::vector<int64_t> timeLoop(const Options& o, RoundTrip&& rt) {
+  for (int i = 0; i < o.warmup; ++i) rt(i);
+  std::vector<int64_t> ns(size_t(o.iterations));
+  for (int i = 0; i < o.iterations; ++i) {
+    const int64_t t0 = nowNs();
+    rt(o.warmup + i);
+    ns[size_t(i)] = nowNs() - t0;
+  }
+  return ns;
+}
+
+// ---- raw baselines -------------------------------------------------------------------------
+
+struct alignas(64) Line {
+  std::atomic<uint32_t> seq;
+  uint32_t pad;
+  uint8_t payload[56];
+};
+
+inline void pause() { __builtin_ia32_pause(); }
+
+long futex(std::atomic<uint32_t>* w, int op, uint32_t v) {
+  return syscall(SYS_futex, reinterpret_cast<uint32_t*>(w), op, v, nullptr, nullptr, 0);
+}
+
+Stats rawSpin(const Options& o, const char* name) {
+  auto* line = static_cast<Line*>(
+      mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0));
+  new (line) Line{};
+  const int total = o.warmup + o.iterations;
+  const pid_t child = fork();
+  if (child == 0) {
+    if (o.pin) pinTo(1);
+    for (int i = 0; i < total; ++i) {
+      const uint32_t want = uint32_t(2 * i + 1);
+      while (line->seq.load(std::memory_order_acquire) != want) pause();
+      uint8_t sum = 0;
+      for (uint8_t b : line->payload) sum = uint8_t(sum + b);
+      line->payload[0] = sum;
+      line->seq.store(want + 1, std::memory_order_release);
+    }
+    _exit(0);
+  }
+  if (o.pin) pinTo(0);
+  auto ns = timeLoop(o, [&](int i) {
+    std::memset(line->payload, i & 0xff, sizeof(line->payload));
+    line->seq.store(uint32_t(2 * i + 1), std::memory_order_release);
+    while (line->seq.load(std::memory_order_acquire) != uint32_t(2 * i + 2)) pause();
+  });
+  waitpid(child, nullptr, 0);
+  munmap(line, 4096);
+  return summarize(name, ns);
+}
+
+Stats rawFutex(const Options& o) {
+  auto* line = static_cast<Line*>(
+      mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0));
+  new (line) Line{};
+  const int total = o.warmup + o.iterations;
+  const pid_t child = fork();
+  if (child == 0) {
+    if (o.pin) pinTo(1);
+    for (int i = 0; i < total; ++i) {
+      const uint32_t want = uint32_t(2 * i + 1);
+      uint32_t v;
+      while ((v = line->seq.load(std::memory_order_acquire)) != want) futex(&line->seq, FUTEX_WAIT, v);
+      line->payload[0] = uint8_t(line->payload[1] + 1);
+      line->seq.store(want + 1, std::memory_order_release);
+      futex(&line->seq, FUTEX_WAKE, 1);
+    }
+    _exit(0);
+  }
+  if (o.pin) pinTo(0);
+  auto ns = timeLoop(o, [&](int i) {
+    std::memset(line->payload, i & 0xff, sizeof(line->payload));
+    line->seq.store(uint32_t(2 * i + 1), std::memory_order_release);
+    futex(&line->seq, FUTEX_WAKE, 1);
+    uint32_t v;
+    while ((v = line->seq.load(std::memory_order_acquire)) != uint32_t(2 * i + 2)) {
+      futex(&line->seq, FUTEX_WAIT, v);
+    }
+  });
+  waitpid(child, nullptr, 0);
+  munmap(line, 4096);
+  return summarize("raw-futex", ns);
+}
+
+Stats rawUds(const Options& o) {
+  int sv[2];
+  socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv);
+  const int total = o.warmup + o.iterations;
+  const pid_t child = fork();
+  if (child == 0) {
+    close(sv[0]);
+    if (o.pin) pinTo(1);
+    char buf[64];
+    for (int i = 0; i < total; ++i) {
+      if (recv(sv[1], buf, sizeof(buf), 0) != 64) _exit(1);
+      buf[0] = char(buf[1] + 1);
+      send(sv[1], buf, sizeof(buf), 0);
+    }
+    _exit(0);
+  }
+  close(sv[1]);
+  if (o.pin) pinTo(0);
+  char buf[64];
+  auto ns = timeLoop(o, [&](int i) {
+    std::memset(buf, i & 0xff, sizeof(buf));
+    send(sv[0], buf, sizeof(buf), 0);
+    recv(sv[0], buf, sizeof(buf), 0);
+  });
+  waitpid(child, nullptr, 0);
+  close(sv[0]);
+  return summarize("raw-uds-seqpacket", ns);
+}
+
+// ---- HMS-FFI -------------------------------------------------------------------------------
+
+hms::ffi::WaitMode parseMode(const std::string& m) {
+  return m == "spin" ? hms::ffi::WaitMode::kSpin
+         : m == "blocking" ? hms::ffi::WaitMode::kBlocking
+                           : hms::ffi::WaitMode::kAdaptive;
+}
+
+// The service side, run in a child process started by the bench itself.
+int serveEcho(const std::string& socket, const std::string& mode, bool pin) {
+  if (pin) pinTo(1);
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  hms::ffi::ClientOptions o;
+  o.socketPath = socket;
+  o.name = "bench-echo-" + mode;
+  o.waitMode = parseMode(mode);
+  auto client = hms::ffi::Client::connect(o);
+  if (!client) {
+    std::fprintf(stderr, "bench service: %s\n", client.status().toString().c_str());
+    return 1;
+  }
+  hms::ffi::ServiceDefinition<Echo> def;
+  def.on<&Echo::Client::echoRequest>(
+      [](hms::ffi::CallContext&, Echo::EchoParams::Reader p, Echo::EchoResults::Builder r) {
+        r.setPayload(p.getPayload());
+        return hms::ffi::Status();
+      });
+  def.on<&Echo::Client::sinkRequest>(
+      [](hms::ffi::CallContext&, Echo::SinkParams::Reader p, Echo::SinkResults::Builder r) {
+        r.setSize(p.getPayload().size());
+        return hms::ffi::Status();
+      });
+  auto h = (*client)->serve("hms.bench.echo." + mode, {1, 0, 0}, std::move(def),
+                            {.ringBytes = 4u << 20});
+  if (!h) {
+    std::fprintf(stderr, "bench service: %s\n", h.status().toString().c_str());
+    return 1;
+  }
+  std::printf("ready\n");
+  std::fflush(stdout);
+  int sig;
+  sigwait(&set, &sig);
+  return 0;
+}
+
+pid_t spawn(const std::vector<std::string>& argv, int stdoutFd = -1) {
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  if (stdoutFd >= 0) posix_spawn_file_actions_adddup2(&fa, stdoutFd, 1);
+  std::vector<char*> args;
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  pid_t pid = -1;
+  if (posix_spawn(&pid, args[0], &fa, nullptr, args.data(), environ) != 0) pid = -1;
+  posix_spawn_file_actions_destroy(&fa);
+  return pid;
+}
+
+bool waitForLine(int fd, const char* needle, int timeoutMs) {
+  std::string got;
+  const int64_t deadline = nowNs() + int64_t(timeoutMs) * 1'000'000;
+  while (got.find(needle) == std::string::npos) {
+    const int left = int((deadline - nowNs()) / 1'000'000);
+    if (left <= 0) return false;
+    pollfd p{fd, POLLIN, 0};
+    if (poll(&p, 1, left) <= 0) continue;
+    char buf[256];
+    const ssize_t n = read(fd, buf, sizeof(buf));
+    if (n <= 0) return false;
+    got.append(buf, size_t(n));
+  }
+  return true;
+}
+
+std::optional<Stats> ffiCall(const Options& o, const std::string& self, const std::string& socket,
+                             const std::string& mode) {
+  int pipeFd[2];
+  if (pipe(pipeFd) != 0) return std::nullopt;
+  const pid_t server =
+      spawn({self, "--serve", mode, "--socket", socket, o.pin ? "--pin" : "--no-pin"}, pipeFd[1]);
+  close(pipeFd[1]);
+  if (server < 0 || !waitForLine(pipeFd[0], "ready", 20'000)) {
+    std::fprintf(stderr, "hms-ffi-bench: the %s echo service did not start\n", mode.c_str());
+    close(pipeFd[0]);
+    return std::nullopt;
+  }
+  close(pipeFd[0]);
+  if (o.pin) pinTo(0);
+  hms::ffi::ClientOptions co;
+  co.socketPath = socket;
+  co.name = "bench-caller";
+  co.waitMode = parseMode(mode);
+  std::optional<Stats> result;
+  {
+    auto client = hms::ffi::Client::connect(co);
+    auto stub = client ? (*client)->bind<Echo>("hms.bench.echo." + mode)
+                       : hms::ffi::Result<hms::ffi::Stub<Echo>>(client.status());
+    if (!stub) {
+      std::fprintf(stderr, "hms-ffi-bench: %s\n", stub.status().toString().c_str());
+    } else {
+      uint64_t sink = 0;
+      bool failed = false;
+      auto ns = timeLoop(o, [&](int i) {
+        auto call = stub->newCall<&Echo::Client::echoRequest>();
+        if (!call) {
+          failed = true;
+          return;
+        }
+        auto d = call->params().initPayload(64);
+        std::memset(d.begin(), i & 0xff, 64);
+        auto reply = std::move(*call).send();
+        if (!reply) {
+          failed = true;
+          return;
+        }
+        sink += reply->results().getPayload()[63];
+      });
+      if (failed) std::fprintf(stderr, "hms-ffi-bench: some %s calls failed\n", mode.c_str());
+      result = summarize("hms-ffi call, " + mode, ns);
+      if (sink == 42) std::fprintf(stderr, " ");
+    }
+  }
+  kill(server, SIGTERM);
+  waitpid(server, nullptr, 0);
+  return result;
+}
+
+std::string findBroker(const std::string& self, const std::string& given) {
+  if (!given.empty()) return given;
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::path(self).parent_path();
+  for (const fs::path& p : {dir / "../broker/hms-ffid", dir / "hms-ffid", fs::path(HMS_FFI_BROKER_BINARY)}) {
+    if (fs::exists(p)) return fs::canonical(p).string();
+  }
+  return "hms-ffid";
+}
+
+void printRow(const Stats& s, const Stats* base) {
+  std::printf("%-26s %9.2f %9.2f %9.2f %9.2f %9.2f", s.name.c_str(), s.p50, s.p90, s.p99, s.p999,
+              s.max);
+  if (base) std::printf("   %6.2fx %6.2fx  (%s)", s.p50 / base->p50, s.p99 / base->p99, base->name.c_str());
+  std::printf("\n");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options o;
+  std::string serveMode, socket;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto next = [&]() -> std::string { return i + 1 < argc ? argv[++i] : ""; };
+    if (a == "--serve") serveMode = next();
+    else if (a == "--socket") socket = next();
+    else if (a == "--iterations") o.iterations = std::max(1000, std::atoi(next().c_str()));
+    else if (a == "--warmup") o.warmup = std::max(0, std::atoi(next().c_str()));
+    else if (a == "--no-pin") o.pin = false;
+    else if (a == "--pin") o.pin = true;
+    else if (a == "--json") o.json = true;
+    else if (a == "--broker") o.brokerPath = next();
+    else if (a == "--modes") {
+      o.modes.clear();
+      std::string list = next();
+      for (size_t p = 0; p <= list.size();) {
+        size_t c = list.find(',', p);
+        if (c == std::string::npos) c = list.size();
+        o.modes.push_back(list.substr(p, c - p));
+        p = c + 1;
+      }
+    } else if (a == "--help" || a == "-h") {
+      std::puts(
+          "usage: hms-ffi-bench [--iterations N] [--warmup N] [--modes spin,adaptive,blocking]\n"
+          "                     [--no-pin] [--json] [--broker PATH]\n"
+          "Measures 64-byte round trips between two processes: HMS-FFI calls per wait mode and,\n"
+          "in the same run, raw shared-memory spin and futex ping-pongs and a raw UDS seqpacket\n"
+          "ping-pong. Starts its own hms-ffid on a private socket.");
+      return 0;
+    } else {
+      std::fprintf(stderr, "hms-ffi-bench: unknown option '%s' (see --help)\n", a.c_str());
+      return 2;
+    }
+  }
+  if (!serveMode.empty()) return serveEcho(socket, serveMode, o.pin);
+  if (std::thread::hardware_concurrency() < 2) o.pin = false;
+
+  const std::string self = std::filesystem::canonical("/proc/self/exe").string();
+  char tmpl[] = "/tmp/hms-ffi-bench-XXXXXX";
+  if (!mkdtemp(tmpl)) return 1;
+  const std::string dir = tmpl;
+  socket = dir + "/broker.sock";
+  const pid_t broker = spawn({findBroker(self, o.brokerPath), "--socket", socket, "--log-level", "warn"});
+  for (int i = 0; i < 2000 && !std::filesystem::exists(socket); ++i) usleep(1000);
+
+  std::vector<Stats> rows;
+  const Stats floorStart = rawSpin(o, "raw-spin (floor, start)");
+  const Stats futexBase = rawFutex(o);
+  const Stats udsBase = rawUds(o);
+  std::vector<Stats> ffi;
+  for (const auto& m : o.modes) {
+    if (auto s = ffiCall(o, self, socket, m)) ffi.push_back(*s);
+  }
+  const Stats floorEnd = rawSpin(o, "raw-spin (floor, end)");
+  kill(broker, SIGTERM);
+  waitpid(broker, nullptr, 0);
+  std::filesystem::remove_all(dir);
+
+  const Stats& floor = floorStart;
+  const double drift = std::abs(floorEnd.p50 - floorStart.p50) / floorStart.p50;
+  auto find = [&](const std::string& mode) -> const Stats* {
+    for (const auto& s : ffi) {
+      if (s.name == "hms-ffi call, " + mode) return &s;
+    }
+    return nullptr;
+  };
+  const Stats* spin = find("spin");
+  const Stats* adaptive = find("adaptive");
+  const Stats* blocking = find("blocking");
+
+  if (o.json) {
+    std::printf("{\"iterations\":%d,\"pinned\":%s,\"floor_drift\":%.3f,\"results\":[", o.iterations,
+                o.pin ? "true" : "false", drift);
+    bool first = true;
+    for (const Stats* s : std::vector<const Stats*>{&floorStart, &futexBase, &udsBase}) {
+      std::printf("%s{\"name\":\"%s\",\"p50_us\":%.3f,\"p90_us\":%.3f,\"p99_us\":%.3f,"
+                  "\"p999_us\":%.3f,\"max_us\":%.3f}", first ? "" : ",", s->name.c_str(), s->p50,
+                  s->p90, s->p99, s->p999, s->max);
+      first = false;
+    }
+    for (const auto& s : ffi) {
+      std::printf(",{\"name\":\"%s\",\"p50_us\":%.3f,\"p90_us\":%.3f,\"p99_us\":%.3f,"
+                  "\"p999_us\":%.3f,\"max_us\":%.3f}", s.name.c_str(), s.p50, s.p90, s.p99, s.p999,
+                  s.max);
+    }
+    std::printf(",{\"name\":\"%s\",\"p50_us\":%.3f,\"p90_us\":%.3f,\"p99_us\":%.3f,\"p999_us\":%.3f,"
+                "\"max_us\":%.3f}]}\n", floorEnd.name.c_str(), floorEnd.p50, floorEnd.p90,
+                floorEnd.p99, floorEnd.p999, floorEnd.max);
+    return 0;
+  }
+
+  std::printf("hms-ffi-bench: 64-byte round trips between two processes, %d samples each%s\n\n",
+              o.iterations, o.pin ? ", pinned to CPUs 0 and 1" : "");
+  std::printf("%-26s %9s %9s %9s %9s %9s   %s\n", "round trip (us)", "p50", "p90", "p99", "p99.9",
+              "max", "ratio p50, p99 to baseline");
+  printRow(floorStart, nullptr);
+  printRow(futexBase, nullptr);
+  printRow(udsBase, nullptr);
+  if (spin) printRow(*spin, &floor);
+  if (adaptive) printRow(*adaptive, spin ? spin : &floor);
+  if (blocking) printRow(*blocking, &futexBase);
+  printRow(floorEnd, &floorStart);
+  if (drift > 0.30) {
+    std::printf("\nWARNING: the raw floor moved %.0f%% between the start and the end of the run (the "
+                "host placed the vCPUs differently); ratios across that change mean little. Run "
+                "again.\n", drift * 100);
+  }
+  std::printf("\ntargets (../shared/design/PERFORMANCE.md):\n");
+  auto verdict = [](bool met) { return met ? "met" : "MISSED"; };
+  if (spin) {
+    std::printf("  P1 spin p50 %.2fx floor (<= 2.5x): %s; p99 %.2fx (<= 3x): %s; %.1fx faster than "
+                "UDS blocking (>= 20x): %s\n", spin->p50 / floor.p50, verdict(spin->p50 <= 2.5 * floor.p50),
+                spin->p99 / floor.p99, verdict(spin->p99 <= 3 * floor.p99), udsBase.p50 / spin->p50,
+                verdict(udsBase.p50 >= 20 * spin->p50));
+  }
+  if (adaptive && spin) {
+    std::printf("  P2 adaptive p50 %.2fx spin (<= 1.3x): %s\n", adaptive->p50 / spin->p50,
+                verdict(adaptive->p50 <= 1.3 * spin->p50));
+  }
+  if (blocking) {
+    std::printf("  P3 blocking p50 %.2fx raw futex (<= 1.2x): %s\n", blocking->p50 / futexBase.p50,
+                verdict(blocking->p50 <= 1.2 * futexBase.p50));
+  }
+  return 0;
+}
