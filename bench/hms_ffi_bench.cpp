@@ -281,8 +281,19 @@ bool waitForLine(int fd, const char* needle, int timeoutMs) {
   return true;
 }
 
-std::optional<Stats> ffiCall(const Options& o, const std::string& self, const std::string& socket,
-                             const std::string& mode) {
+struct FfiResult {
+  Stats stats;          // all samples of the mode
+  Stats floor;          // the raw-spin samples taken between its slices
+  double ratioP50 = 0;  // median over slices of (mode p50 / adjacent floor p50)
+  double ratioP99 = 0;
+};
+
+// Measures one wait mode in kSlices slices, each preceded by a raw-spin floor slice of the same
+// size, so that every ratio compares figures taken in the same vCPU placement.
+constexpr int kSlices = 8;
+
+std::optional<FfiResult> ffiCall(const Options& o, const std::string& self,
+                                 const std::string& socket, const std::string& mode) {
   int pipeFd[2];
   if (pipe(pipeFd) != 0) return std::nullopt;
   const pid_t server =
@@ -294,12 +305,11 @@ std::optional<Stats> ffiCall(const Options& o, const std::string& self, const st
     return std::nullopt;
   }
   close(pipeFd[0]);
-  if (o.pin) pinTo(0);
   hms::ffi::ClientOptions co;
   co.socketPath = socket;
   co.name = "bench-caller";
   co.waitMode = parseMode(mode);
-  std::optional<Stats> result;
+  std::optional<FfiResult> result;
   {
     auto client = hms::ffi::Client::connect(co);
     auto stub = client ? (*client)->bind<Echo>("hms.bench.echo." + mode)
@@ -309,23 +319,46 @@ std::optional<Stats> ffiCall(const Options& o, const std::string& self, const st
     } else {
       uint64_t sink = 0;
       bool failed = false;
-      auto ns = timeLoop(o, [&](int i) {
-        auto call = stub->newCall<&Echo::Client::echoRequest>();
-        if (!call) {
-          failed = true;
-          return;
-        }
-        auto d = call->params().initPayload(64);
-        std::memset(d.begin(), i & 0xff, 64);
-        auto reply = std::move(*call).send();
-        if (!reply) {
-          failed = true;
-          return;
-        }
-        sink += reply->results().getPayload()[63];
-      });
+      Options slice = o;
+      slice.iterations = std::max(1000, o.iterations / kSlices);
+      std::vector<int64_t> all, floorAll;
+      std::vector<double> r50, r99;
+      for (int k = 0; k < kSlices; ++k) {
+        Options floorSlice = slice;
+        floorSlice.warmup = std::min(o.warmup, 2000);
+        Stats f = rawSpin(floorSlice, "raw-spin");
+        if (o.pin) pinTo(0);
+        auto ns = timeLoop(k == 0 ? slice : floorSlice, [&](int i) {
+          auto call = stub->newCall<&Echo::Client::echoRequest>();
+          if (!call) {
+            failed = true;
+            return;
+          }
+          auto d = call->params().initPayload(64);
+          std::memset(d.begin(), i & 0xff, 64);
+          auto reply = std::move(*call).send();
+          if (!reply) {
+            failed = true;
+            return;
+          }
+          sink += reply->results().getPayload()[63];
+        });
+        all.insert(all.end(), ns.begin(), ns.end());
+        Stats m = summarize("slice", ns);
+        r50.push_back(m.p50 / f.p50);
+        r99.push_back(m.p99 / f.p99);
+        floorAll.push_back(int64_t(f.p50 * 1000));
+      }
       if (failed) std::fprintf(stderr, "hms-ffi-bench: some %s calls failed\n", mode.c_str());
-      result = summarize("hms-ffi call, " + mode, ns);
+      std::sort(r50.begin(), r50.end());
+      std::sort(r99.begin(), r99.end());
+      FfiResult fr;
+      fr.stats = summarize("hms-ffi call, " + mode, all);
+      fr.ratioP50 = r50[r50.size() / 2];
+      fr.ratioP99 = r99[r99.size() / 2];
+      std::sort(floorAll.begin(), floorAll.end());
+      fr.floor.p50 = double(floorAll[floorAll.size() / 2]) / 1000.0;
+      result = fr;
       if (sink == 42) std::fprintf(stderr, " ");
     }
   }
@@ -344,12 +377,6 @@ std::string findBroker(const std::string& self, const std::string& given) {
   return "hms-ffid";
 }
 
-void printRow(const Stats& s, const Stats* base) {
-  std::printf("%-26s %9.2f %9.2f %9.2f %9.2f %9.2f", s.name.c_str(), s.p50, s.p90, s.p99, s.p999,
-              s.max);
-  if (base) std::printf("   %6.2fx %6.2fx  (%s)", s.p50 / base->p50, s.p99 / base->p99, base->name.c_str());
-  std::printf("\n");
-}
 
 }  // namespace
 
@@ -404,79 +431,91 @@ int main(int argc, char** argv) {
   const Stats floorStart = rawSpin(o, "raw-spin (floor, start)");
   const Stats futexBase = rawFutex(o);
   const Stats udsBase = rawUds(o);
-  std::vector<Stats> ffi;
+  std::vector<FfiResult> ffi;
   for (const auto& m : o.modes) {
-    if (auto s = ffiCall(o, self, socket, m)) ffi.push_back(*s);
+    if (auto r = ffiCall(o, self, socket, m)) ffi.push_back(*r);
   }
   const Stats floorEnd = rawSpin(o, "raw-spin (floor, end)");
   kill(broker, SIGTERM);
   waitpid(broker, nullptr, 0);
   std::filesystem::remove_all(dir);
 
-  const Stats& floor = floorStart;
   const double drift = std::abs(floorEnd.p50 - floorStart.p50) / floorStart.p50;
-  auto find = [&](const std::string& mode) -> const Stats* {
-    for (const auto& s : ffi) {
-      if (s.name == "hms-ffi call, " + mode) return &s;
+  auto find = [&](const std::string& mode) -> const FfiResult* {
+    for (const auto& r : ffi) {
+      if (r.stats.name == "hms-ffi call, " + mode) return &r;
     }
     return nullptr;
   };
-  const Stats* spin = find("spin");
-  const Stats* adaptive = find("adaptive");
-  const Stats* blocking = find("blocking");
+  const FfiResult* spin = find("spin");
+  const FfiResult* adaptive = find("adaptive");
+  const FfiResult* blocking = find("blocking");
 
+  auto jsonRow = [](const Stats& s, const char* extra) {
+    std::printf("{\"name\":\"%s\",\"p50_us\":%.3f,\"p90_us\":%.3f,\"p99_us\":%.3f,"
+                "\"p999_us\":%.3f,\"max_us\":%.3f%s}", s.name.c_str(), s.p50, s.p90, s.p99,
+                s.p999, s.max, extra);
+  };
   if (o.json) {
-    std::printf("{\"iterations\":%d,\"pinned\":%s,\"floor_drift\":%.3f,\"results\":[", o.iterations,
-                o.pin ? "true" : "false", drift);
-    bool first = true;
-    for (const Stats* s : std::vector<const Stats*>{&floorStart, &futexBase, &udsBase}) {
-      std::printf("%s{\"name\":\"%s\",\"p50_us\":%.3f,\"p90_us\":%.3f,\"p99_us\":%.3f,"
-                  "\"p999_us\":%.3f,\"max_us\":%.3f}", first ? "" : ",", s->name.c_str(), s->p50,
-                  s->p90, s->p99, s->p999, s->max);
-      first = false;
+    std::printf("{\"iterations\":%d,\"pinned\":%s,\"floor_drift\":%.3f,\"results\":[",
+                o.iterations, o.pin ? "true" : "false", drift);
+    jsonRow(floorStart, "");
+    std::printf(",");
+    jsonRow(futexBase, "");
+    std::printf(",");
+    jsonRow(udsBase, "");
+    for (const auto& r : ffi) {
+      char extra[160];
+      std::snprintf(extra, sizeof(extra),
+                    ",\"adjacent_floor_p50_us\":%.3f,\"ratio_p50_to_floor\":%.3f,"
+                    "\"ratio_p99_to_floor\":%.3f", r.floor.p50, r.ratioP50, r.ratioP99);
+      std::printf(",");
+      jsonRow(r.stats, extra);
     }
-    for (const auto& s : ffi) {
-      std::printf(",{\"name\":\"%s\",\"p50_us\":%.3f,\"p90_us\":%.3f,\"p99_us\":%.3f,"
-                  "\"p999_us\":%.3f,\"max_us\":%.3f}", s.name.c_str(), s.p50, s.p90, s.p99, s.p999,
-                  s.max);
-    }
-    std::printf(",{\"name\":\"%s\",\"p50_us\":%.3f,\"p90_us\":%.3f,\"p99_us\":%.3f,\"p999_us\":%.3f,"
-                "\"max_us\":%.3f}]}\n", floorEnd.name.c_str(), floorEnd.p50, floorEnd.p90,
-                floorEnd.p99, floorEnd.p999, floorEnd.max);
+    std::printf(",");
+    jsonRow(floorEnd, "");
+    std::printf("]}\n");
     return 0;
   }
 
   std::printf("hms-ffi-bench: 64-byte round trips between two processes, %d samples each%s\n\n",
               o.iterations, o.pin ? ", pinned to CPUs 0 and 1" : "");
-  std::printf("%-26s %9s %9s %9s %9s %9s   %s\n", "round trip (us)", "p50", "p90", "p99", "p99.9",
-              "max", "ratio p50, p99 to baseline");
-  printRow(floorStart, nullptr);
-  printRow(futexBase, nullptr);
-  printRow(udsBase, nullptr);
-  if (spin) printRow(*spin, &floor);
-  if (adaptive) printRow(*adaptive, spin ? spin : &floor);
-  if (blocking) printRow(*blocking, &futexBase);
-  printRow(floorEnd, &floorStart);
+  std::printf("%-26s %9s %9s %9s %9s %9s\n", "round trip (us)", "p50", "p90", "p99", "p99.9", "max");
+  auto row = [](const Stats& s) {
+    std::printf("%-26s %9.2f %9.2f %9.2f %9.2f %9.2f\n", s.name.c_str(), s.p50, s.p90, s.p99,
+                s.p999, s.max);
+  };
+  row(floorStart);
+  row(futexBase);
+  row(udsBase);
+  for (const auto& r : ffi) row(r.stats);
+  row(floorEnd);
+  std::printf("\nratios to the raw-spin floor measured between the slices of each mode (median of %d "
+              "slices; the floor next to it in brackets):\n", kSlices);
+  for (const auto& r : ffi) {
+    std::printf("  %-24s p50 %5.2fx  p99 %5.2fx  (floor p50 %.2f us)\n", r.stats.name.c_str(),
+                r.ratioP50, r.ratioP99, r.floor.p50);
+  }
   if (drift > 0.30) {
-    std::printf("\nWARNING: the raw floor moved %.0f%% between the start and the end of the run (the "
-                "host placed the vCPUs differently); ratios across that change mean little. Run "
-                "again.\n", drift * 100);
+    std::printf("\nnote: the raw floor moved %.0f%% between the start and the end of the run (the host "
+                "placed the vCPUs differently); the ratios above compare slices taken side by side, "
+                "absolute figures across the change do not compare.\n", drift * 100);
   }
   std::printf("\ntargets (../shared/design/PERFORMANCE.md):\n");
   auto verdict = [](bool met) { return met ? "met" : "MISSED"; };
   if (spin) {
     std::printf("  P1 spin p50 %.2fx floor (<= 2.5x): %s; p99 %.2fx (<= 3x): %s; %.1fx faster than "
-                "UDS blocking (>= 20x): %s\n", spin->p50 / floor.p50, verdict(spin->p50 <= 2.5 * floor.p50),
-                spin->p99 / floor.p99, verdict(spin->p99 <= 3 * floor.p99), udsBase.p50 / spin->p50,
-                verdict(udsBase.p50 >= 20 * spin->p50));
+                "UDS blocking (>= 20x): %s\n", spin->ratioP50, verdict(spin->ratioP50 <= 2.5),
+                spin->ratioP99, verdict(spin->ratioP99 <= 3), udsBase.p50 / spin->stats.p50,
+                verdict(udsBase.p50 >= 20 * spin->stats.p50));
   }
   if (adaptive && spin) {
-    std::printf("  P2 adaptive p50 %.2fx spin (<= 1.3x): %s\n", adaptive->p50 / spin->p50,
-                verdict(adaptive->p50 <= 1.3 * spin->p50));
+    const double r = adaptive->ratioP50 / spin->ratioP50;
+    std::printf("  P2 adaptive p50 %.2fx spin (<= 1.3x): %s\n", r, verdict(r <= 1.3));
   }
   if (blocking) {
-    std::printf("  P3 blocking p50 %.2fx raw futex (<= 1.2x): %s\n", blocking->p50 / futexBase.p50,
-                verdict(blocking->p50 <= 1.2 * futexBase.p50));
+    const double r = blocking->stats.p50 / futexBase.p50;
+    std::printf("  P3 blocking p50 %.2fx raw futex (<= 1.2x): %s\n", r, verdict(r <= 1.2));
   }
   return 0;
 }

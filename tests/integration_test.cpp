@@ -436,6 +436,42 @@ TEST_F(Integration, CorruptRequestRing_ClosesThatChannelWithDataLoss_OthersKeepW
   raw->shutdown();
 }
 
+TEST_F(Integration, MalformedRequestMessage_IsInvalidArgument_AndTheChannelStaysOpen) {
+  auto svc = service();
+  auto client = connect();
+  ClientOptions o;
+  o.socketPath = broker.socket();
+  auto raw = std::make_shared<detail::ClientImpl>(o);
+  ASSERT_TRUE(raw->start().isOk());
+  auto info = client->resolve("hms.test");
+  ASSERT_TRUE(info.ok());
+  auto reply = raw->roundTrip(
+      [&](wire::Request::Builder req) { req.initOpenChannel().setServiceKey(info->key); });
+  ASSERT_TRUE(reply.ok()) << reply.status().toString();
+  auto seg = detail::Mapping::map(reply->fds[0].get(), reply->reply().getOpenChannel().getSegmentBytes(), true);
+  auto bell = detail::Mapping::map(reply->fds[1].get(), detail::kDoorbellBytes, true);
+  ASSERT_TRUE(seg.ok() && bell.ok());
+  auto* hdr = seg->as<detail::ChannelHeader>();
+  // A well-formed record whose message's root is a far pointer: never valid in one segment.
+  auto* base = seg->data() + detail::kPageBytes;
+  auto* rec = reinterpret_cast<detail::RecordHeader*>(base);
+  rec->kind = detail::kRecordRequest;
+  rec->callId = 77;
+  rec->method = 0;  // echo
+  rec->words = 1;
+  reinterpret_cast<uint64_t*>(base + sizeof(detail::RecordHeader))[0] = 0x12345602u;
+  detail::storeRelease(rec->length, 64u);
+  detail::wakeAlways(bell->as<detail::DoorbellSegment>()->wake);
+  auto* resp = reinterpret_cast<detail::RecordHeader*>(base + hdr->ringBytes);
+  ASSERT_TRUE(waitUntil([&] { return detail::loadAcquire(resp->length) != 0; }));
+  EXPECT_EQ(resp->kind, detail::kRecordResponse);
+  EXPECT_EQ(resp->callId, 77u);
+  EXPECT_EQ(statusCodeFromWire(resp->status), StatusCode::kInvalidArgument);
+  EXPECT_EQ(detail::loadAcquire(hdr->serviceState), uint32_t(detail::kEndOpen));
+  EXPECT_TRUE(svc.running());
+  raw->shutdown();
+}
+
 TEST_F(Integration, BrokerRestart_OpenChannelsKeepWorking_AndServicesRegisterAgain) {
   auto svc = service();
   auto client = connect();

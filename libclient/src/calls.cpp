@@ -8,6 +8,7 @@
 
 #include "client_impl.hpp"
 #include "hms/ffi/error.capnp.h"
+#include "message_check.hpp"
 
 namespace hms::ffi {
 
@@ -20,14 +21,6 @@ namespace detail {
 
 namespace {
 
-Status validateMessage(capnp::MessageReader& reader) {
-  try {
-    (void)reader.getRoot<capnp::AnyPointer>().targetSize();
-    return Status();
-  } catch (const kj::Exception& e) {
-    return Status(StatusCode::kInvalidArgument, e.getDescription().cStr());
-  }
-}
 
 int64_t deadlineFrom(const CallOptions& o, const ClientOptions& c) {
   const auto timeout = o.timeout.count() > 0 ? o.timeout : c.defaultTimeout;
@@ -394,21 +387,16 @@ Result<capnp::MessageReader*> finishCall(CallerChannel& ch) noexcept {
                          ch.serviceId));
     }
   }
-  ch.replySegment[0] =
-      kj::arrayPtr(reinterpret_cast<const capnp::word*>(rec.words), rec.header.words);
-  try {
-    ch.reader.emplace(kj::arrayPtr(ch.replySegment, 1), ringReaderOptions(rec.header.words));
-  } catch (const kj::Exception& e) {
-    ch.responses.release(rec);
-    return fail(Status(StatusCode::kDataLoss, e.getDescription().cStr(), ch.serviceId));
-  }
-  if (auto v = validateMessage(*ch.reader); !v) {
-    ch.reader.reset();
+  if (!validSingleSegmentMessage(rec.words, rec.header.words)) {
     ch.responses.release(rec);
     return fail(Status(StatusCode::kDataLoss,
-                       "the reply from " + ch.serviceId + " is not a valid message: " + v.message(),
+                       "the reply from " + ch.serviceId + "." + ch.methodName +
+                           " is not a valid Cap'n Proto message",
                        ch.serviceId));
   }
+  ch.replySegment[0] =
+      kj::arrayPtr(reinterpret_cast<const capnp::word*>(rec.words), rec.header.words);
+  ch.reader.emplace(kj::arrayPtr(ch.replySegment, 1), ringReaderOptions(rec.header.words));
   if (rec.header.status != 0) {
     Status s(statusCodeFromWire(rec.header.status), "", ch.serviceId);
     try {
@@ -478,6 +466,7 @@ void Dispatcher::post(Event ev) {
     std::lock_guard lock(postMu_);
     events_.enqueue(postToken_, std::move(ev));
   }
+  pendingEvents_.fetch_add(1, std::memory_order_release);
   wakeAlways(*doorbell_);
 }
 
@@ -529,9 +518,14 @@ void Dispatcher::stop() {
 }
 
 bool Dispatcher::drainEvents() {
+  if (pendingEvents_.load(std::memory_order_acquire) == 0) {
+    reapClosed();
+    return false;
+  }
   Event ev;
   bool any = false;
   while (events_.try_dequeue(ev)) {
+    pendingEvents_.fetch_sub(1, std::memory_order_relaxed);
     any = true;
     switch (ev.kind) {
       case Event::kAddService:
@@ -554,7 +548,7 @@ bool Dispatcher::drainEvents() {
         break;
       case Event::kClose:
         for (auto& ch : channels_) {
-          if (ch->id == ev.id) ch->closed = true;
+          if (ch->id == ev.id) ch->closed = anyClosed_ = true;
         }
         break;
       case Event::kStop:
@@ -589,9 +583,13 @@ void Dispatcher::attach(const ChannelOpenedEvent& ev) {
 }
 
 void Dispatcher::reapClosed() {
+  if (!anyClosed_) return;
   std::erase_if(channels_, [](const std::unique_ptr<Channel>& ch) {
     return ch->closed && !ch->busy.load(std::memory_order_acquire);
   });
+  // A closed channel still held by a worker is reaped on a later pass.
+  anyClosed_ = std::any_of(channels_.begin(), channels_.end(),
+                           [](const std::unique_ptr<Channel>& ch) { return ch->closed; });
 }
 
 void Dispatcher::closeChannelLocal(Channel& ch, uint32_t myState, const char* why) {
@@ -599,7 +597,7 @@ void Dispatcher::closeChannelLocal(Channel& ch, uint32_t myState, const char* wh
   storeRelease(ch.hdr->serviceState, myState);
   wakeAlways(ch.hdr->response.consumerWake);
   wakeAlways(ch.hdr->request.producerWake);
-  ch.closed = true;
+  ch.closed = anyClosed_ = true;
   const uint64_t id = ch.id;
   client_.sendOneWay([id](wire::Request::Builder req) { req.setCloseChannel(id); });
   if (myState == kEndCorrupt) {
@@ -614,7 +612,7 @@ bool Dispatcher::pollChannels() {
     Channel& ch = *chp;
     if (ch.closed || ch.busy.load(std::memory_order_acquire)) continue;
     if (loadAcquire(ch.hdr->callerState) != kEndOpen) {
-      ch.closed = true;
+      ch.closed = anyClosed_ = true;
       continue;
     }
     RingConsumer::Record rec;
@@ -682,10 +680,10 @@ void Dispatcher::handle(Channel& ch, const RingConsumer::Record& rec) {
     try {
       capnp::SegmentArrayMessageReader params(kj::arrayPtr(seg, 1),
                                               ringReaderOptions(rec.header.words));
-      if (auto v = validateMessage(params); !v) {
+      if (!validSingleSegmentMessage(rec.words, rec.header.words)) {
         status = Status(StatusCode::kInvalidArgument,
                         "the request to " + svc.spec.id + "." + methodName +
-                            " is not a valid Cap'n Proto message: " + v.message());
+                            " is not a valid Cap'n Proto message");
       } else {
         CallContext ctx;
         ctx.serviceId_ = &svc.spec.id;
@@ -775,7 +773,10 @@ void Dispatcher::run() {
     const bool did = pollChannels();
     if (events || did) continue;
     waitFor(*doorbell_, client_.policy, kNoDeadline, [&] {
-      if (events_.size_approx() > 0 || stopping_.load(std::memory_order_relaxed)) return true;
+      if (pendingEvents_.load(std::memory_order_relaxed) != 0 ||
+          stopping_.load(std::memory_order_relaxed)) {
+        return true;
+      }
       for (auto& ch : channels_) {
         if (!ch->closed && !ch->busy.load(std::memory_order_relaxed) && ch->requests.hasData()) {
           return true;

@@ -231,6 +231,9 @@ class Dispatcher {
   moodycamel::ConcurrentQueue<Event> events_;
   std::mutex postMu_;
   moodycamel::ProducerToken postToken_{events_};
+  // Events posted and not yet taken: the idle loop reads this one word instead of the queue.
+  std::atomic<uint32_t> pendingEvents_{0};
+  bool anyClosed_ = false;  // a channel was marked closed and awaits reaping (dispatcher thread)
   std::atomic<bool> stopping_{false};
   std::map<uint64_t, std::shared_ptr<Service>> services_;  // by tag; dispatcher thread only
   std::vector<std::unique_ptr<Channel>> channels_;         // dispatcher thread only

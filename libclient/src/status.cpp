@@ -20,10 +20,10 @@ StatusCode statusCodeFromWire(uint32_t value) noexcept {
 }
 
 std::string Status::toString() const {
-  std::string s(statusCodeName(code_));
-  if (!message_.empty()) s += ": " + message_;
-  if (!source_.empty()) s += " [source: " + source_ + "]";
-  for (const auto& [k, v] : details_) s += " [" + k + "=" + v + "]";
+  std::string s(statusCodeName(code()));
+  if (!message().empty()) s += ": " + message();
+  if (!source().empty()) s += " [source: " + source() + "]";
+  for (const auto& [k, v] : details()) s += " [" + k + "=" + v + "]";
   return s;
 }
 

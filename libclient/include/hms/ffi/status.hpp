@@ -41,33 +41,50 @@ std::string_view statusCodeName(StatusCode code) noexcept;
 // A code read from the wire: values above 16 become kUnknown.
 StatusCode statusCodeFromWire(uint32_t value) noexcept;
 
+// OK is the common case on the data path, so an OK Status is one null pointer: free to create,
+// move and destroy. The code, message, source and details of an error live behind it.
 class Status {
  public:
   using Details = std::vector<std::pair<std::string, std::string>>;
 
   Status() = default;  // OK
+  // A status with code kOk is OK whatever else is given.
   Status(StatusCode code, std::string message, std::string source = {}, Details details = {})
-      : code_(code),
-        message_(std::move(message)),
-        source_(std::move(source)),
-        details_(std::move(details)) {}
+      : rep_(code == StatusCode::kOk ? nullptr
+                                     : new Rep{code, std::move(message), std::move(source),
+                                               std::move(details)}) {}
+  Status(const Status& o) : rep_(o.rep_ ? new Rep(*o.rep_) : nullptr) {}
+  Status(Status&& o) noexcept : rep_(std::exchange(o.rep_, nullptr)) {}
+  Status& operator=(const Status& o) {
+    if (this != &o) *this = Status(o);
+    return *this;
+  }
+  Status& operator=(Status&& o) noexcept {
+    std::swap(rep_, o.rep_);
+    return *this;
+  }
+  ~Status() { delete rep_; }
 
   static Status ok() { return Status(); }
 
-  bool isOk() const noexcept { return code_ == StatusCode::kOk; }
+  bool isOk() const noexcept { return rep_ == nullptr; }
   explicit operator bool() const noexcept { return isOk(); }
-  StatusCode code() const noexcept { return code_; }
-  const std::string& message() const noexcept { return message_; }
+  StatusCode code() const noexcept { return rep_ ? rep_->code : StatusCode::kOk; }
+  const std::string& message() const noexcept { return rep_ ? rep_->message : empty(); }
   // Id of the service that produced the error, or empty when the library itself did.
-  const std::string& source() const noexcept { return source_; }
-  const Details& details() const noexcept { return details_; }
+  const std::string& source() const noexcept { return rep_ ? rep_->source : empty(); }
+  const Details& details() const noexcept {
+    static const Details kNone;
+    return rep_ ? rep_->details : kNone;
+  }
 
+  // Both do nothing on an OK status.
   Status& withSource(std::string source) & {
-    source_ = std::move(source);
+    if (rep_) rep_->source = std::move(source);
     return *this;
   }
   Status& addDetail(std::string key, std::string value) & {
-    details_.emplace_back(std::move(key), std::move(value));
+    if (rep_) rep_->details.emplace_back(std::move(key), std::move(value));
     return *this;
   }
 
@@ -75,10 +92,17 @@ class Status {
   std::string toString() const;
 
  private:
-  StatusCode code_ = StatusCode::kOk;
-  std::string message_;
-  std::string source_;
-  Details details_;
+  struct Rep {
+    StatusCode code;
+    std::string message;
+    std::string source;
+    Details details;
+  };
+  static const std::string& empty() noexcept {
+    static const std::string kEmpty;
+    return kEmpty;
+  }
+  Rep* rep_ = nullptr;  // owned; null when OK
 };
 
 // Thrown by Result::valueOrThrow(); a handler may throw it to answer with a chosen status.

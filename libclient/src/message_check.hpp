@@ -1,0 +1,18 @@
+// Validation of a single-segment Cap'n Proto message read from shared memory, before any user
+// code reads it.
+//
+// Every pointer reachable from the root must land inside the segment; far pointers and capability
+// pointers are refused (HMS-FFI records always hold one segment and no capabilities); nesting is
+// limited, and so is the number of pointers followed (a message whose pointers alias each other
+// cannot make this walk, or a reader, do unbounded work). This turns corruption into an early,
+// clear error; it is not what keeps readers memory-safe: Cap'n Proto bounds-checks every access
+// on its own.
+#pragma once
+
+#include <cstdint>
+
+namespace hms::ffi::detail {
+
+bool validSingleSegmentMessage(const uint64_t* words, uint32_t count) noexcept;
+
+}  // namespace hms::ffi::detail
