@@ -34,5 +34,11 @@ template <class T>
 inline void addRelaxed(T& word, T delta) noexcept {
   std::atomic_ref<T>(word).fetch_add(delta, std::memory_order_relaxed);
 }
+// For a counter with a single writer: no locked read-modify-write needed.
+template <class T>
+inline void bumpSingleWriter(T& word, T delta) noexcept {
+  std::atomic_ref<T> ref(word);
+  ref.store(ref.load(std::memory_order_relaxed) + delta, std::memory_order_relaxed);
+}
 
 }  // namespace hms::ffi::detail

@@ -663,8 +663,9 @@ void Dispatcher::handle(Channel& ch, const RingConsumer::Record& rec) {
   results.emplace(kj::arrayPtr(reinterpret_cast<capnp::word*>(slot.record + offset),
                                (slot.bytes - offset) / sizeof(capnp::word)));
   Status status;
-  const std::string methodName =
-      rec.header.method < svc.methodNames.size() ? svc.methodNames[rec.header.method] : "";
+  static const std::string kNoName;
+  const std::string& methodName =
+      rec.header.method < svc.methodNames.size() ? svc.methodNames[rec.header.method] : kNoName;
   if (rec.header.deadlineNs > 0 && monotonicNs() >= rec.header.deadlineNs) {
     status = Status(StatusCode::kDeadlineExceeded,
                     "the deadline passed before " + svc.spec.id + "." + methodName + " started");

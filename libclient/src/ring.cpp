@@ -54,8 +54,8 @@ void RingProducer::commit(const Slot& slot, uint32_t usedBytes) noexcept {
   auto* header = reinterpret_cast<RecordHeader*>(slot.record);
   storeRelease(header->length, length);  // SYNC POINT WRITE, pairs with RingConsumer::peek()
   tail_ += length;
-  addRelaxed(control_->records, uint64_t{1});
-  addRelaxed(control_->bytes, uint64_t{length});
+  bumpSingleWriter(control_->records, uint64_t{1});  // single writer: the producer
+  bumpSingleWriter(control_->bytes, uint64_t{length});
   wakeIfSleeping(*consumerWake_);
   // Claim the lines of the next record now, while the peer works on this one. Only lines the
   // consumer has released may be touched (a prefetch writes nothing, but stays inside the ring).
