@@ -61,6 +61,15 @@ Broker::~Broker() {
 }
 
 Status Broker::start() {
+  // Signals first: from the moment the socket exists, a SIGTERM must mean a graceful stop.
+  sigset_t mask;
+  sigemptyset(&mask);
+  sigaddset(&mask, SIGTERM);
+  sigaddset(&mask, SIGINT);
+  sigaddset(&mask, SIGHUP);
+  ::pthread_sigmask(SIG_BLOCK, &mask, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
+  signalFd_.reset(::signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK));
   namespace fs = std::filesystem;
   const fs::path path(socketPath_);
   std::error_code ec;
@@ -109,14 +118,6 @@ Status Broker::start() {
   registry_ = std::make_unique<detail::RegistryWriter>(std::move(*registry));
   publishRegistry();
 
-  sigset_t mask;
-  sigemptyset(&mask);
-  sigaddset(&mask, SIGTERM);
-  sigaddset(&mask, SIGINT);
-  sigaddset(&mask, SIGHUP);
-  ::pthread_sigmask(SIG_BLOCK, &mask, nullptr);
-  ::signal(SIGPIPE, SIG_IGN);
-  signalFd_.reset(::signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK));
   stopFd_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   epollFd_.reset(::epoll_create1(EPOLL_CLOEXEC));
   if (!signalFd_ || !stopFd_ || !epollFd_) {

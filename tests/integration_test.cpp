@@ -374,7 +374,7 @@ TEST_F(Integration, WorkerPool_ServesCallersInParallelChannels) {
     });
   }
   for (auto& t : threads) t.join();
-  EXPECT_EQ(failures.load(), 0);
+  EXPECT_EQ(failures.load(), 0) << svc.errors();
 }
 
 TEST_F(Integration, IdleService_UsesNoCpuAfterItsSpinBudget) {
@@ -491,6 +491,64 @@ TEST_F(Integration, BrokerRestart_OpenChannelsKeepWorking_AndServicesRegisterAga
   ASSERT_TRUE(stub2.ok()) << stub2.status().toString();
   EXPECT_TRUE(echo(*stub2, 9, 9).ok());
   EXPECT_TRUE(echo(*stub, 10, 9).ok());
+}
+
+TEST_F(Integration, StoppedService_LeavesTheRegistry_AndItsCallersGetUnavailable) {
+  auto client = connect();
+  ServiceDefinition<TestService> def;
+  def.on<&TestService::Client::echoRequest>(
+      [](CallContext&, TestService::EchoParams::Reader p, TestService::EchoResults::Builder r) {
+        r.setSeq(p.getSeq() + 1);
+        return Status();
+      });
+  auto handle = client->serve("hms.test.local", {3, 1, 4}, std::move(def),
+                              {.displayName = "Local echo", .description = "served in-process"});
+  ASSERT_TRUE(handle.ok()) << handle.status().toString();
+  auto caller = connect();
+  auto found = caller->discover("hms.test.local");
+  ASSERT_TRUE(found.ok());
+  ASSERT_EQ(found->size(), 1u);
+  EXPECT_EQ((*found)[0].displayName, "Local echo");
+  EXPECT_EQ((*found)[0].description, "served in-process");
+  auto stub = caller->bind<TestService>("hms.test.local");
+  ASSERT_TRUE(stub.ok());
+  {
+    auto r = echo(*stub, 41, 0);
+    ASSERT_TRUE(r.ok()) << r.status().toString();
+    EXPECT_EQ(r->results().getSeq(), 42u);
+  }
+  ASSERT_TRUE(handle->stop().isOk());
+  ASSERT_TRUE(waitUntil([&] { return caller->discover("hms.test.local")->empty(); }));
+  auto after = echo(*stub, 1, 0);
+  EXPECT_EQ(after.status().code(), StatusCode::kUnavailable) << after.status().toString();
+}
+
+TEST_F(Integration, Tool_ListsAndDescribesLiveServices) {
+  auto svc = service({"--version", "2.5.0"});
+  const std::string tool = std::filesystem::path(testing::brokerBinary()).parent_path().parent_path() /
+                           "tools" / "hms-ffi";
+  Subprocess list({tool, "--socket", broker.socket(), "list"});
+  ASSERT_EQ(list.wait(), 0) << list.errors();
+  list.waitForLine("hms.test", std::chrono::seconds(1));
+  EXPECT_NE(list.output().find("hms.test"), std::string::npos) << list.output();
+  EXPECT_NE(list.output().find("2.5.0"), std::string::npos);
+  Subprocess describe({tool, "--socket", broker.socket(), "describe", "hms.test"});
+  ASSERT_EQ(describe.wait(), 0) << describe.errors();
+  describe.waitForLine("whoami", std::chrono::seconds(1));
+  EXPECT_NE(describe.output().find("echo"), std::string::npos) << describe.output();
+  EXPECT_NE(describe.output().find("pid " + std::to_string(svc.pid())), std::string::npos);
+  Subprocess missing({tool, "--socket", broker.socket(), "describe", "hms.nothing"});
+  const int st = missing.wait();
+  EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 1);
+}
+
+TEST(Broker, Sigterm_StopsGracefully_AndRemovesItsSocket) {
+  BrokerFixture b;
+  b.process().signal(SIGTERM);
+  const int st = b.process().wait();
+  ASSERT_NE(st, -1);
+  EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  EXPECT_FALSE(std::filesystem::exists(b.socket()));
 }
 
 TEST(Broker, SecondBrokerOnTheSamePath_IsRefused) {

@@ -779,7 +779,8 @@ void Dispatcher::run() {
         return true;
       }
       for (auto& ch : channels_) {
-        if (!ch->closed && !ch->busy.load(std::memory_order_relaxed) && ch->requests.hasData()) {
+        // Acquire: pairs with a worker's release of `busy`, after which the consumer is ours.
+        if (!ch->closed && !ch->busy.load(std::memory_order_acquire) && ch->requests.hasData()) {
           return true;
         }
       }
