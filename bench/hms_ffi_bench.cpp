@@ -75,7 +75,9 @@ struct Stats {
 
 Stats summarize(std::string name, std::vector<int64_t>& ns) {
   std::sort(ns.begin(), ns.end());
-  auto at = [&](double q) { return double(ns[std::min(ns.size() - 1, size_t(q * double(ns.size())))]) / 1000.0; };
+  auto at = [&](double q) {
+    return double(ns[std::min(ns.size() - 1, size_t(q * double(ns.size())))]) / 1000.0;
+  };
   Stats s;
   s.name = std::move(name);
   s.p50 = at(0.50);
@@ -107,7 +109,9 @@ struct alignas(64) Line {
   uint8_t payload[56];
 };
 
-inline void pause() { __builtin_ia32_pause(); }
+inline void pause() {
+  __builtin_ia32_pause();
+}
 
 long futex(std::atomic<uint32_t>* w, int op, uint32_t v) {
   return syscall(SYS_futex, reinterpret_cast<uint32_t*>(w), op, v, nullptr, nullptr, 0);
@@ -153,7 +157,8 @@ Stats rawFutex(const Options& o) {
     for (int i = 0; i < total; ++i) {
       const uint32_t want = uint32_t(2 * i + 1);
       uint32_t v;
-      while ((v = line->seq.load(std::memory_order_acquire)) != want) futex(&line->seq, FUTEX_WAIT, v);
+      while ((v = line->seq.load(std::memory_order_acquire)) != want)
+        futex(&line->seq, FUTEX_WAIT, v);
       line->payload[0] = uint8_t(line->payload[1] + 1);
       line->seq.store(want + 1, std::memory_order_release);
       futex(&line->seq, FUTEX_WAKE, 1);
@@ -207,7 +212,7 @@ Stats rawUds(const Options& o) {
 // ---- HMS-FFI -------------------------------------------------------------------------------
 
 hms::ffi::WaitMode parseMode(const std::string& m) {
-  return m == "spin" ? hms::ffi::WaitMode::kSpin
+  return m == "spin"       ? hms::ffi::WaitMode::kSpin
          : m == "blocking" ? hms::ffi::WaitMode::kBlocking
                            : hms::ffi::WaitMode::kAdaptive;
 }
@@ -371,12 +376,12 @@ std::string findBroker(const std::string& self, const std::string& given) {
   if (!given.empty()) return given;
   namespace fs = std::filesystem;
   const fs::path dir = fs::path(self).parent_path();
-  for (const fs::path& p : {dir / "../broker/hms-ffid", dir / "hms-ffid", fs::path(HMS_FFI_BROKER_BINARY)}) {
+  for (const fs::path& p :
+       {dir / "../broker/hms-ffid", dir / "hms-ffid", fs::path(HMS_FFI_BROKER_BINARY)}) {
     if (fs::exists(p)) return fs::canonical(p).string();
   }
   return "hms-ffid";
 }
-
 
 }  // namespace
 
@@ -386,14 +391,22 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&]() -> std::string { return i + 1 < argc ? argv[++i] : ""; };
-    if (a == "--serve") serveMode = next();
-    else if (a == "--socket") socket = next();
-    else if (a == "--iterations") o.iterations = std::max(1000, std::atoi(next().c_str()));
-    else if (a == "--warmup") o.warmup = std::max(0, std::atoi(next().c_str()));
-    else if (a == "--no-pin") o.pin = false;
-    else if (a == "--pin") o.pin = true;
-    else if (a == "--json") o.json = true;
-    else if (a == "--broker") o.brokerPath = next();
+    if (a == "--serve")
+      serveMode = next();
+    else if (a == "--socket")
+      socket = next();
+    else if (a == "--iterations")
+      o.iterations = std::max(1000, std::atoi(next().c_str()));
+    else if (a == "--warmup")
+      o.warmup = std::max(0, std::atoi(next().c_str()));
+    else if (a == "--no-pin")
+      o.pin = false;
+    else if (a == "--pin")
+      o.pin = true;
+    else if (a == "--json")
+      o.json = true;
+    else if (a == "--broker")
+      o.brokerPath = next();
     else if (a == "--modes") {
       o.modes.clear();
       std::string list = next();
@@ -424,7 +437,8 @@ int main(int argc, char** argv) {
   if (!mkdtemp(tmpl)) return 1;
   const std::string dir = tmpl;
   socket = dir + "/broker.sock";
-  const pid_t broker = spawn({findBroker(self, o.brokerPath), "--socket", socket, "--log-level", "warn"});
+  const pid_t broker =
+      spawn({findBroker(self, o.brokerPath), "--socket", socket, "--log-level", "warn"});
   for (int i = 0; i < 2000 && !std::filesystem::exists(socket); ++i) usleep(1000);
 
   std::vector<Stats> rows;
@@ -452,13 +466,14 @@ int main(int argc, char** argv) {
   const FfiResult* blocking = find("blocking");
 
   auto jsonRow = [](const Stats& s, const char* extra) {
-    std::printf("{\"name\":\"%s\",\"p50_us\":%.3f,\"p90_us\":%.3f,\"p99_us\":%.3f,"
-                "\"p999_us\":%.3f,\"max_us\":%.3f%s}", s.name.c_str(), s.p50, s.p90, s.p99,
-                s.p999, s.max, extra);
+    std::printf(
+        "{\"name\":\"%s\",\"p50_us\":%.3f,\"p90_us\":%.3f,\"p99_us\":%.3f,"
+        "\"p999_us\":%.3f,\"max_us\":%.3f%s}",
+        s.name.c_str(), s.p50, s.p90, s.p99, s.p999, s.max, extra);
   };
   if (o.json) {
-    std::printf("{\"iterations\":%d,\"pinned\":%s,\"floor_drift\":%.3f,\"results\":[",
-                o.iterations, o.pin ? "true" : "false", drift);
+    std::printf("{\"iterations\":%d,\"pinned\":%s,\"floor_drift\":%.3f,\"results\":[", o.iterations,
+                o.pin ? "true" : "false", drift);
     jsonRow(floorStart, "");
     std::printf(",");
     jsonRow(futexBase, "");
@@ -468,7 +483,8 @@ int main(int argc, char** argv) {
       char extra[160];
       std::snprintf(extra, sizeof(extra),
                     ",\"adjacent_floor_p50_us\":%.3f,\"ratio_p50_to_floor\":%.3f,"
-                    "\"ratio_p99_to_floor\":%.3f", r.floor.p50, r.ratioP50, r.ratioP99);
+                    "\"ratio_p99_to_floor\":%.3f",
+                    r.floor.p50, r.ratioP50, r.ratioP99);
       std::printf(",");
       jsonRow(r.stats, extra);
     }
@@ -480,7 +496,8 @@ int main(int argc, char** argv) {
 
   std::printf("hms-ffi-bench: 64-byte round trips between two processes, %d samples each%s\n\n",
               o.iterations, o.pin ? ", pinned to CPUs 0 and 1" : "");
-  std::printf("%-26s %9s %9s %9s %9s %9s\n", "round trip (us)", "p50", "p90", "p99", "p99.9", "max");
+  std::printf("%-26s %9s %9s %9s %9s %9s\n", "round trip (us)", "p50", "p90", "p99", "p99.9",
+              "max");
   auto row = [](const Stats& s) {
     std::printf("%-26s %9.2f %9.2f %9.2f %9.2f %9.2f\n", s.name.c_str(), s.p50, s.p90, s.p99,
                 s.p999, s.max);
@@ -490,24 +507,30 @@ int main(int argc, char** argv) {
   row(udsBase);
   for (const auto& r : ffi) row(r.stats);
   row(floorEnd);
-  std::printf("\nratios to the raw-spin floor measured between the slices of each mode (median of %d "
-              "slices; the floor next to it in brackets):\n", kSlices);
+  std::printf(
+      "\nratios to the raw-spin floor measured between the slices of each mode (median of %d "
+      "slices; the floor next to it in brackets):\n",
+      kSlices);
   for (const auto& r : ffi) {
     std::printf("  %-24s p50 %5.2fx  p99 %5.2fx  (floor p50 %.2f us)\n", r.stats.name.c_str(),
                 r.ratioP50, r.ratioP99, r.floor.p50);
   }
   if (drift > 0.30) {
-    std::printf("\nnote: the raw floor moved %.0f%% between the start and the end of the run (the host "
-                "placed the vCPUs differently); the ratios above compare slices taken side by side, "
-                "absolute figures across the change do not compare.\n", drift * 100);
+    std::printf(
+        "\nnote: the raw floor moved %.0f%% between the start and the end of the run (the host "
+        "placed the vCPUs differently); the ratios above compare slices taken side by side, "
+        "absolute figures across the change do not compare.\n",
+        drift * 100);
   }
   std::printf("\ntargets (../shared/design/PERFORMANCE.md):\n");
   auto verdict = [](bool met) { return met ? "met" : "MISSED"; };
   if (spin) {
-    std::printf("  P1 spin p50 %.2fx floor (<= 2.5x): %s; p99 %.2fx (<= 3x): %s; %.1fx faster than "
-                "UDS blocking (>= 20x): %s\n", spin->ratioP50, verdict(spin->ratioP50 <= 2.5),
-                spin->ratioP99, verdict(spin->ratioP99 <= 3), udsBase.p50 / spin->stats.p50,
-                verdict(udsBase.p50 >= 20 * spin->stats.p50));
+    std::printf(
+        "  P1 spin p50 %.2fx floor (<= 2.5x): %s; p99 %.2fx (<= 3x): %s; %.1fx faster than "
+        "UDS blocking (>= 20x): %s\n",
+        spin->ratioP50, verdict(spin->ratioP50 <= 2.5), spin->ratioP99,
+        verdict(spin->ratioP99 <= 3), udsBase.p50 / spin->stats.p50,
+        verdict(udsBase.p50 >= 20 * spin->stats.p50));
   }
   if (adaptive && spin) {
     const double r = adaptive->ratioP50 / spin->ratioP50;

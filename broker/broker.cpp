@@ -3,6 +3,7 @@
 #include <capnp/serialize.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <spdlog/spdlog.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/file.h>
@@ -14,8 +15,6 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
-
-#include <spdlog/spdlog.h>
 
 #include "atomics.hpp"
 #include "codec.hpp"
@@ -85,7 +84,8 @@ Status Broker::start() {
   const std::string lockPath = socketPath_ + ".lock";
   lockFd_.reset(::open(lockPath.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
   if (!lockFd_) {
-    return Status(StatusCode::kFailedPrecondition, detail::errnoText(("open " + lockPath).c_str(), errno));
+    return Status(StatusCode::kFailedPrecondition,
+                  detail::errnoText(("open " + lockPath).c_str(), errno));
   }
   if (::flock(lockFd_.get(), LOCK_EX | LOCK_NB) != 0) {
     char buf[32] = {};
@@ -101,8 +101,9 @@ Status Broker::start() {
   struct stat st;
   if (::lstat(socketPath_.c_str(), &st) == 0) {
     if (!S_ISSOCK(st.st_mode)) {
-      return Status(StatusCode::kFailedPrecondition,
-                    socketPath_ + " exists and is not a socket; remove it or choose another --socket");
+      return Status(
+          StatusCode::kFailedPrecondition,
+          socketPath_ + " exists and is not a socket; remove it or choose another --socket");
     }
     spdlog::info("removing stale socket {} left by a broker that is gone", socketPath_);
     ::unlink(socketPath_.c_str());
@@ -123,8 +124,9 @@ Status Broker::start() {
   if (!signalFd_ || !stopFd_ || !epollFd_) {
     return Status(StatusCode::kInternal, detail::errnoText("signalfd/eventfd/epoll", errno));
   }
-  for (auto [fd, tag] : {std::pair{listenFd_.get(), kListenTag}, std::pair{signalFd_.get(), kSignalTag},
-                         std::pair{stopFd_.get(), kStopTag}}) {
+  for (auto [fd, tag] :
+       {std::pair{listenFd_.get(), kListenTag}, std::pair{signalFd_.get(), kSignalTag},
+        std::pair{stopFd_.get(), kStopTag}}) {
     epoll_event ev{};
     ev.events = EPOLLIN;
     ev.data.u64 = tag;
@@ -203,7 +205,8 @@ void Broker::onReadable(uint64_t connId) {
   for (;;) {
     auto d = detail::receiveDatagram(c.sock.get());
     if (!d.ok()) {
-      if (d.status().message().find("Resource temporarily unavailable") != std::string::npos) return;
+      if (d.status().message().find("Resource temporarily unavailable") != std::string::npos)
+        return;
       if (d.status().code() == StatusCode::kInvalidArgument) {
         spdlog::warn("client {} (pid {}) sent an oversized message; disconnecting it", c.id,
                      c.cred.pid);
@@ -300,8 +303,9 @@ Status Broker::onHello(Conn& c, uint64_t rid, wire::Hello::Reader hello,
                    ? detail::Mapping::map(fds[0].get(), detail::kDoorbellBytes, true)
                    : Result<detail::Mapping>(Status(StatusCode::kInvalidArgument, "bad doorbell"));
     if (!map.ok() || map->as<detail::DoorbellSegment>()->magic != detail::kDoorbellMagic) {
-      return replyError(c, rid, Status(StatusCode::kInvalidArgument,
-                                       "the doorbell handed back is not an HMS-FFI doorbell"));
+      return replyError(c, rid,
+                        Status(StatusCode::kInvalidArgument,
+                               "the doorbell handed back is not an HMS-FFI doorbell"));
     }
     c.doorbellFd = std::move(fds[0]);
     c.doorbell = std::move(*map);
@@ -335,26 +339,28 @@ Status Broker::onRegister(Conn& c, uint64_t rid, wire::RegisterService::Reader r
   const std::string id = d.getId().cStr();
   auto v = d.getVersion();
   if (!validServiceId(id)) {
-    return replyError(c, rid, Status(StatusCode::kInvalidArgument,
-                                     "service id '" + id.substr(0, 64) +
-                                         "' is not a dotted name of letters, digits, '_' and '-' "
-                                         "(e.g. hms.emr.patient)"));
+    return replyError(c, rid,
+                      Status(StatusCode::kInvalidArgument,
+                             "service id '" + id.substr(0, 64) +
+                                 "' is not a dotted name of letters, digits, '_' and '-' "
+                                 "(e.g. hms.emr.patient)"));
   }
   const uint32_t ring = d.getRingBytes();
   if (ring < detail::kMinRingBytes || ring > detail::kMaxRingBytes || (ring & (ring - 1)) != 0) {
-    return replyError(c, rid, Status(StatusCode::kInvalidArgument,
-                                     "ringBytes must be a power of two from 4096 to 1 GiB"));
+    return replyError(c, rid,
+                      Status(StatusCode::kInvalidArgument,
+                             "ringBytes must be a power of two from 4096 to 1 GiB"));
   }
   for (const auto& [key, s] : services_) {
     if (s.id == id && s.major == v.getMajor() && s.minor == v.getMinor() &&
         s.patch == v.getPatch()) {
       const auto& owner = *conns_.at(s.clientId);
-      return replyError(c, rid,
-                        Status(StatusCode::kAlreadyExists,
-                               "service " + id + " " + versionText(s.major, s.minor, s.patch) +
-                                   " is already provided by '" + owner.name + "' (pid " +
-                                   std::to_string(owner.cred.pid) +
-                                   "); stop it or register another version"));
+      return replyError(
+          c, rid,
+          Status(StatusCode::kAlreadyExists,
+                 "service " + id + " " + versionText(s.major, s.minor, s.patch) +
+                     " is already provided by '" + owner.name + "' (pid " +
+                     std::to_string(owner.cred.pid) + "); stop it or register another version"));
     }
   }
   Service s;
@@ -387,8 +393,9 @@ Status Broker::onRegister(Conn& c, uint64_t rid, wire::RegisterService::Reader r
 Status Broker::onUnregister(Conn& c, uint64_t rid, uint64_t key) {
   auto it = services_.find(key);
   if (it == services_.end() || it->second.clientId != c.id) {
-    return replyError(c, rid, Status(StatusCode::kNotFound,
-                                     "this client has no registration with key " + std::to_string(key)));
+    return replyError(c, rid,
+                      Status(StatusCode::kNotFound,
+                             "this client has no registration with key " + std::to_string(key)));
   }
   removeService(key, detail::kEndClosed, "unregistered");
   publishRegistry();
@@ -403,9 +410,10 @@ Status Broker::onUnregister(Conn& c, uint64_t rid, uint64_t key) {
 Status Broker::onOpen(Conn& c, uint64_t rid, uint64_t key) {
   auto it = services_.find(key);
   if (it == services_.end()) {
-    return replyError(c, rid, Status(StatusCode::kUnavailable,
-                                     "that registration is gone (its provider stopped); discover "
-                                     "the service again"));
+    return replyError(c, rid,
+                      Status(StatusCode::kUnavailable,
+                             "that registration is gone (its provider stopped); discover "
+                             "the service again"));
   }
   Service& svc = it->second;
   Conn& provider = *conns_.at(svc.clientId);
@@ -448,8 +456,9 @@ Status Broker::onOpen(Conn& c, uint64_t rid, uint64_t key) {
     const int out[1] = {ch.fd.get()};
     if (auto s = detail::sendDatagram(provider.sock.get(), flat.begin(), flat.size() * 8, out, 1);
         !s) {
-      return replyError(c, rid, Status(StatusCode::kUnavailable,
-                                       "the provider of " + svc.id + " is not answering"));
+      return replyError(
+          c, rid,
+          Status(StatusCode::kUnavailable, "the provider of " + svc.id + " is not answering"));
     }
   }
   capnp::MallocMessageBuilder mb;
@@ -503,7 +512,8 @@ void Broker::endChannel(uint64_t channelId, bool callerSide, uint32_t state, con
   for (uint64_t cid : {ch.callerClient, ch.serviceClient}) {
     if (auto pc = conns_.find(cid); pc != conns_.end()) pc->second->channels.erase(channelId);
   }
-  if (auto s = services_.find(ch.serviceKey); s != services_.end()) s->second.channels.erase(channelId);
+  if (auto s = services_.find(ch.serviceKey); s != services_.end())
+    s->second.channels.erase(channelId);
   spdlog::debug("channel {} ended ({})", channelId, why);
   capnp::MallocMessageBuilder mb;
   auto cc = mb.initRoot<wire::BrokerMessage>().initEvent().initChannelClosed();
@@ -517,7 +527,8 @@ void Broker::removeService(uint64_t key, uint32_t channelState, const char* why)
   if (it == services_.end()) return;
   std::set<uint64_t> chans = it->second.channels;
   for (uint64_t ch : chans) endChannel(ch, false, channelState, why);
-  if (auto pc = conns_.find(it->second.clientId); pc != conns_.end()) pc->second->services.erase(key);
+  if (auto pc = conns_.find(it->second.clientId); pc != conns_.end())
+    pc->second->services.erase(key);
   spdlog::info("{} {}.{}.{} left the registry ({})", it->second.id, it->second.major,
                it->second.minor, it->second.patch, why);
   services_.erase(key);
@@ -563,7 +574,8 @@ void Broker::publishRegistry() {
     e.setProviderName(owner.name);
     e.setState(wire::ServiceState::SERVING);
   }
-  if (auto s = registry_->publish(mb); !s) spdlog::error("registry not published: {}", s.toString());
+  if (auto s = registry_->publish(mb); !s)
+    spdlog::error("registry not published: {}", s.toString());
 }
 
 }  // namespace hms::ffi::broker

@@ -65,9 +65,9 @@ int main() {
         }
         return Status();
       });
-  auto handle = (*client)->serve("hms.cdf.debate", {2, 0, 1}, std::move(def),
-                                 {.displayName = "Policy debate",
-                                  .description = "Multi-agent policy evaluation (HMS-CDF)"});
+  auto handle = (*client)->serve(
+      "hms.cdf.debate", {2, 0, 1}, std::move(def),
+      {.displayName = "Policy debate", .description = "Multi-agent policy evaluation (HMS-CDF)"});
   if (!handle) {
     std::fprintf(stderr, "hms-cdf: %s\n", handle.status().toString().c_str());
     return 1;

@@ -23,11 +23,21 @@ struct Record {
 
 const std::map<std::string, Record>& store() {
   static const std::map<std::string, Record> records = {
-      {"p-1001", {"MRN-55120", "Amina", "Okafor", "1984-03-12", hms::emr::Sex::FEMALE,
-                  {{"penicillin", "severe"}}}},
+      {"p-1001",
+       {"MRN-55120",
+        "Amina",
+        "Okafor",
+        "1984-03-12",
+        hms::emr::Sex::FEMALE,
+        {{"penicillin", "severe"}}}},
       {"p-1002", {"MRN-55121", "Lars", "Nilsson", "1957-11-02", hms::emr::Sex::MALE, {}}},
-      {"p-1003", {"MRN-55122", "Mei", "Okafor", "2001-07-23", hms::emr::Sex::FEMALE,
-                  {{"latex", "mild"}, {"peanut", "moderate"}}}},
+      {"p-1003",
+       {"MRN-55122",
+        "Mei",
+        "Okafor",
+        "2001-07-23",
+        hms::emr::Sex::FEMALE,
+        {{"latex", "mild"}, {"peanut", "moderate"}}}},
   };
   return records;
 }
@@ -79,9 +89,11 @@ int main() {
         for (const auto& e : store()) {
           if (e.second.family == params.getFamilyName().cStr()) hits.push_back(&e);
         }
-        if (params.getLimit() > 0 && hits.size() > params.getLimit()) hits.resize(params.getLimit());
+        if (params.getLimit() > 0 && hits.size() > params.getLimit())
+          hits.resize(params.getLimit());
         auto list = results.initPatients(uint(hits.size()));
-        for (size_t i = 0; i < hits.size(); ++i) fill(list[uint(i)], hits[i]->first, hits[i]->second, false);
+        for (size_t i = 0; i < hits.size(); ++i)
+          fill(list[uint(i)], hits[i]->first, hits[i]->second, false);
         return Status();
       });
   auto handle = (*client)->serve("hms.emr.patient", {1, 2, 0}, std::move(def),

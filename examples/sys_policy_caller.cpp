@@ -9,9 +9,12 @@ using hms::cdf::DebateService;
 namespace {
 const char* name(hms::cdf::Decision d) {
   switch (d) {
-    case hms::cdf::Decision::APPROVE: return "APPROVE";
-    case hms::cdf::Decision::DENY: return "DENY";
-    default: return "ESCALATE";
+    case hms::cdf::Decision::APPROVE:
+      return "APPROVE";
+    case hms::cdf::Decision::DENY:
+      return "DENY";
+    default:
+      return "ESCALATE";
   }
 }
 }  // namespace
@@ -32,9 +35,12 @@ int main() {
     std::vector<std::pair<const char*, const char*>> facts;
   };
   const Case cases[] = {
-      {"ER access, no consent", {{"encounter", "emergency"}, {"consent", "no"}, {"dataClass", "sensitive"}}},
-      {"research export, no consent", {{"encounter", "none"}, {"consent", "no"}, {"dataClass", "sensitive"}}},
-      {"routine visit, consent", {{"encounter", "routine"}, {"consent", "yes"}, {"dataClass", "general"}}},
+      {"ER access, no consent",
+       {{"encounter", "emergency"}, {"consent", "no"}, {"dataClass", "sensitive"}}},
+      {"research export, no consent",
+       {{"encounter", "none"}, {"consent", "no"}, {"dataClass", "sensitive"}}},
+      {"routine visit, consent",
+       {{"encounter", "routine"}, {"consent", "yes"}, {"dataClass", "general"}}},
   };
   for (const auto& c : cases) {
     auto reply = cdf->call<&DebateService::Client::evaluatePolicyRequest>([&](auto params) {

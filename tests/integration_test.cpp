@@ -164,7 +164,8 @@ TEST_F(Integration, HandlerSeesTheDeadline_AndACallExpiredInTheQueueIsNotRun) {
   CallOptions tenSeconds;
   tenSeconds.timeout = std::chrono::seconds(10);
   std::thread first([&] {
-    auto r = busy->call<&TestService::Client::sleepRequest>([](auto p) { p.setMs(500); }, tenSeconds);
+    auto r =
+        busy->call<&TestService::Client::sleepRequest>([](auto p) { p.setMs(500); }, tenSeconds);
     ASSERT_TRUE(r.ok()) << r.status().toString();
     EXPECT_GT(r->results().getTimeLeftMs(), 0u);  // the handler saw the caller's deadline
     EXPECT_LE(r->results().getTimeLeftMs(), 10'000u);
@@ -175,7 +176,8 @@ TEST_F(Integration, HandlerSeesTheDeadline_AndACallExpiredInTheQueueIsNotRun) {
   ASSERT_TRUE(svc.waitForLine("sleeping 500"));
   CallOptions short_;
   short_.timeout = std::chrono::milliseconds(50);
-  auto expired = other->call<&TestService::Client::sleepRequest>([](auto p) { p.setMs(1); }, short_);
+  auto expired =
+      other->call<&TestService::Client::sleepRequest>([](auto p) { p.setMs(1); }, short_);
   EXPECT_EQ(expired.status().code(), StatusCode::kDeadlineExceeded);
   first.join();
   auto next = other->call<&TestService::Client::sleepRequest>([](auto p) { p.setMs(0); });
@@ -298,7 +300,8 @@ TEST_F(Integration, CallerKilled_ServiceKeepsServingOthers) {
 
 TEST_F(Integration, DuplicateRegistration_IsAlreadyExists) {
   auto first = service({"--version", "1.0.0"});
-  Subprocess second({testing::testServiceBinary(), "--socket", broker.socket(), "--version", "1.0.0"});
+  Subprocess second(
+      {testing::testServiceBinary(), "--socket", broker.socket(), "--version", "1.0.0"});
   ASSERT_TRUE(second.waitForLine("register failed"));
   EXPECT_NE(second.output().find("ALREADY_EXISTS"), std::string::npos) << second.output();
   EXPECT_NE(second.wait(), -1);
@@ -339,7 +342,8 @@ TEST_F(Integration, ManyCallers_AreServedByOneDispatcherThread) {
   const int before = threadsOf(svc.pid());
   constexpr int kCallers = 8;
   std::vector<Stub<TestService>> stubs;
-  for (int i = 0; i < kCallers; ++i) stubs.push_back(client->bind<TestService>("hms.test").valueOrThrow());
+  for (int i = 0; i < kCallers; ++i)
+    stubs.push_back(client->bind<TestService>("hms.test").valueOrThrow());
   std::atomic<int> failures{0};
   std::vector<std::thread> threads;
   for (int t = 0; t < kCallers; ++t) {
@@ -421,7 +425,8 @@ TEST_F(Integration, CorruptRequestRing_ClosesThatChannelWithDataLoss_OthersKeepW
   auto reply = raw->roundTrip(
       [&](wire::Request::Builder req) { req.initOpenChannel().setServiceKey(info->key); });
   ASSERT_TRUE(reply.ok()) << reply.status().toString();
-  auto seg = detail::Mapping::map(reply->fds[0].get(), reply->reply().getOpenChannel().getSegmentBytes(), true);
+  auto seg = detail::Mapping::map(reply->fds[0].get(),
+                                  reply->reply().getOpenChannel().getSegmentBytes(), true);
   auto bell = detail::Mapping::map(reply->fds[1].get(), detail::kDoorbellBytes, true);
   ASSERT_TRUE(seg.ok() && bell.ok());
   auto* hdr = seg->as<detail::ChannelHeader>();
@@ -429,8 +434,9 @@ TEST_F(Integration, CorruptRequestRing_ClosesThatChannelWithDataLoss_OthersKeepW
   rec->kind = 99;
   detail::storeRelease(rec->length, 64u);
   detail::wakeAlways(bell->as<detail::DoorbellSegment>()->wake);
-  ASSERT_TRUE(waitUntil([&] { return detail::loadAcquire(hdr->serviceState) == detail::kEndCorrupt; }))
-      << "the service did not close the corrupt channel";
+  ASSERT_TRUE(waitUntil([&] {
+    return detail::loadAcquire(hdr->serviceState) == detail::kEndCorrupt;
+  })) << "the service did not close the corrupt channel";
   EXPECT_TRUE(svc.running());
   for (int i = 0; i < 10; ++i) ASSERT_TRUE(echo(*good, uint64_t(i), 4).ok());
   raw->shutdown();
@@ -448,7 +454,8 @@ TEST_F(Integration, MalformedRequestMessage_IsInvalidArgument_AndTheChannelStays
   auto reply = raw->roundTrip(
       [&](wire::Request::Builder req) { req.initOpenChannel().setServiceKey(info->key); });
   ASSERT_TRUE(reply.ok()) << reply.status().toString();
-  auto seg = detail::Mapping::map(reply->fds[0].get(), reply->reply().getOpenChannel().getSegmentBytes(), true);
+  auto seg = detail::Mapping::map(reply->fds[0].get(),
+                                  reply->reply().getOpenChannel().getSegmentBytes(), true);
   auto bell = detail::Mapping::map(reply->fds[1].get(), detail::kDoorbellBytes, true);
   ASSERT_TRUE(seg.ok() && bell.ok());
   auto* hdr = seg->as<detail::ChannelHeader>();
@@ -525,8 +532,9 @@ TEST_F(Integration, StoppedService_LeavesTheRegistry_AndItsCallersGetUnavailable
 
 TEST_F(Integration, Tool_ListsAndDescribesLiveServices) {
   auto svc = service({"--version", "2.5.0"});
-  const std::string tool = std::filesystem::path(testing::brokerBinary()).parent_path().parent_path() /
-                           "tools" / "hms-ffi";
+  const std::string tool =
+      std::filesystem::path(testing::brokerBinary()).parent_path().parent_path() / "tools" /
+      "hms-ffi";
   Subprocess list({tool, "--socket", broker.socket(), "list"});
   ASSERT_EQ(list.wait(), 0) << list.errors();
   list.waitForLine("hms.test", std::chrono::seconds(1));

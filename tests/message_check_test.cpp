@@ -1,16 +1,16 @@
 // The validator of single-segment messages read from shared memory: everything Cap'n Proto builds
 // passes; every pointer that leaves the segment, aliases its way into unbounded work, or is of a
 // kind HMS-FFI never sends, fails.
-#include <gtest/gtest.h>
+#include "message_check.hpp"
 
 #include <capnp/message.h>
+#include <gtest/gtest.h>
 
 #include <cstring>
 #include <vector>
 
 #include "hms/cdf/debate.capnp.h"
 #include "hms/emr/patient.capnp.h"
-#include "message_check.hpp"
 #include "test.capnp.h"
 
 namespace hms::ffi::detail {
@@ -104,8 +104,8 @@ TEST(MessageCheck, BoundsTheWorkOfAliasingPointers) {
   w[0] = (uint64_t(0) << 2) | 1 | (uint64_t(6) << 32) | (uint64_t(4000) << 35);  // list at w[1]
   for (int i = 1; i <= 4000; ++i) {
     const int64_t off = 1 - (i + 1);  // back to w[1]
-    w[size_t(i)] = (uint64_t(uint32_t(int32_t(off) << 2)) | 1) | (uint64_t(6) << 32) |
-                   (uint64_t(4000) << 35);
+    w[size_t(i)] =
+        (uint64_t(uint32_t(int32_t(off) << 2)) | 1) | (uint64_t(6) << 32) | (uint64_t(4000) << 35);
   }
   EXPECT_FALSE(valid(w));
 }

@@ -1,9 +1,8 @@
 // Messages built in place in a ring record and read in place; the slow path for messages that
 // outgrow the reserved space; the limit; control-message decoding of bad input.
+#include <capnp/message.h>
 #include <gtest/gtest.h>
 #include <sys/mman.h>
-
-#include <capnp/message.h>
 
 #include "codec.hpp"
 #include "hms/ffi/control.capnp.h"
@@ -16,7 +15,8 @@ namespace {
 struct Ring {
   explicit Ring(uint32_t capacity) : capacity(capacity) {
     mem.assign(sizeof(RingControl) + sizeof(WakeWord) + capacity + 64, 0);
-    base = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(mem.data()) + 63) & ~uintptr_t(63));
+    base =
+        reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(mem.data()) + 63) & ~uintptr_t(63));
     control = reinterpret_cast<RingControl*>(base);
     wake = reinterpret_cast<WakeWord*>(base + sizeof(RingControl));
     data = base + sizeof(RingControl) + sizeof(WakeWord);
@@ -29,7 +29,9 @@ struct Ring {
   uint8_t* data;
 };
 
-Status noWait(uint32_t) { return Status(StatusCode::kDeadlineExceeded, "full"); }
+Status noWait(uint32_t) {
+  return Status(StatusCode::kDeadlineExceeded, "full");
+}
 
 TEST(InPlaceMessage, IsBuiltInTheRingAndReadInPlace_WithoutACopy) {
   Ring ring(1 << 16);
@@ -114,7 +116,8 @@ TEST(InPlaceMessage, OverTheLimit_IsResourceExhausted_NamingTheLimitAndTheSettin
   EXPECT_NE(s.message().find("ringBytes"), std::string::npos);
   RingConsumer::Record r;
   EXPECT_EQ(c.peek(r), RingStatus::kEmpty);  // nothing was published
-  for (uint32_t i = 0; i < ring.capacity; ++i) ASSERT_EQ(ring.data[i], 0);  // and nothing left behind
+  for (uint32_t i = 0; i < ring.capacity; ++i)
+    ASSERT_EQ(ring.data[i], 0);  // and nothing left behind
 }
 
 TEST(ControlCodec, RejectsBytesThatAreNotAMessage) {

@@ -1,12 +1,12 @@
+#include "registry_segment.hpp"
+
+#include <capnp/message.h>
+#include <capnp/serialize.h>
 #include <gtest/gtest.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include <capnp/message.h>
-#include <capnp/serialize.h>
-
 #include "hms/ffi/registry.capnp.h"
-#include "registry_segment.hpp"
 
 namespace hms::ffi::detail {
 namespace {
@@ -46,8 +46,8 @@ TEST(RegistrySegment, ReaderSeesEachPublishedSnapshot) {
 TEST(RegistrySegment, ClientsCannotMapItWritable) {
   auto writer = RegistryWriter::create(64 << 10, uint32_t(::getpid()));
   ASSERT_TRUE(writer.ok());
-  void* rw = ::mmap(nullptr, writer->segmentBytes(), PROT_READ | PROT_WRITE, MAP_SHARED,
-                    writer->fd(), 0);
+  void* rw =
+      ::mmap(nullptr, writer->segmentBytes(), PROT_READ | PROT_WRITE, MAP_SHARED, writer->fd(), 0);
   EXPECT_EQ(rw, MAP_FAILED);
   EXPECT_EQ(::write(writer->fd(), "x", 1), -1);
   void* ro = ::mmap(nullptr, writer->segmentBytes(), PROT_READ, MAP_SHARED, writer->fd(), 0);

@@ -1,5 +1,7 @@
 // The SPSC record ring: ordering, wrap-around, back-pressure, the zeroed-free-space invariant, and
 // refusal of corrupt shared state; stress across two threads and two processes.
+#include "ring.hpp"
+
 #include <gtest/gtest.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
@@ -11,7 +13,6 @@
 #include <vector>
 
 #include "os.hpp"
-#include "ring.hpp"
 
 namespace hms::ffi::detail {
 namespace {

@@ -1,6 +1,6 @@
-#include <gtest/gtest.h>
-
 #include "hms/ffi/version.hpp"
+
+#include <gtest/gtest.h>
 
 namespace hms::ffi {
 namespace {

@@ -1,10 +1,9 @@
 // The data path: CallerChannel (a caller's end of a channel) and the Dispatcher (a service's).
 #include <capnp/serialize.h>
 #include <kj/exception.h>
+#include <spdlog/spdlog.h>
 
 #include <cstring>
-
-#include <spdlog/spdlog.h>
 
 #include "client_impl.hpp"
 #include "hms/ffi/error.capnp.h"
@@ -20,7 +19,6 @@ std::chrono::nanoseconds CallContext::timeLeft() const noexcept {
 namespace detail {
 
 namespace {
-
 
 int64_t deadlineFrom(const CallOptions& o, const ClientOptions& c) {
   const auto timeout = o.timeout.count() > 0 ? o.timeout : c.defaultTimeout;
@@ -122,16 +120,18 @@ Status CallerChannel::peerGoneStatus() const {
   switch (state) {
     case kEndClosed:
       return Status(StatusCode::kUnavailable,
-                    who + " closed the channel (it stopped serving); the next call looks for "
-                          "another provider",
+                    who +
+                        " closed the channel (it stopped serving); the next call looks for "
+                        "another provider",
                     serviceId);
     case kEndCorrupt:
       return Status(StatusCode::kDataLoss,
                     who + " found the channel's shared memory corrupt and closed it", serviceId);
     default:
       return Status(StatusCode::kUnavailable,
-                    who + " went away (its process exited or lost the broker); a call in flight "
-                          "may or may not have run; the next call looks for another provider",
+                    who +
+                        " went away (its process exited or lost the broker); a call in flight "
+                        "may or may not have run; the next call looks for another provider",
                     serviceId);
   }
 }
@@ -174,10 +174,9 @@ Status CallerChannel::open(bool initial) {
     if (range.contains(s.version) && (!best || s.version > best->version)) best = &s;
   }
   if (!best) {
-    const std::string what =
-        live.empty() ? "no live provider of service '" + serviceId + "'"
-                     : "no live version of '" + serviceId + "' in range '" + range.text() +
-                           "' (live: " + live + ")";
+    const std::string what = live.empty() ? "no live provider of service '" + serviceId + "'"
+                                          : "no live version of '" + serviceId + "' in range '" +
+                                                range.text() + "' (live: " + live + ")";
     return Status(initial ? StatusCode::kNotFound : StatusCode::kUnavailable,
                   what + "; start a provider or widen the version range");
   }
@@ -188,9 +187,8 @@ Status CallerChannel::open(bool initial) {
                       "; bind it with the interface its provider registered");
   }
   ServiceInfo info = *best;
-  auto reply = client->roundTrip([&](wire::Request::Builder req) {
-    req.initOpenChannel().setServiceKey(info.key);
-  });
+  auto reply = client->roundTrip(
+      [&](wire::Request::Builder req) { req.initOpenChannel().setServiceKey(info.key); });
   if (!reply.ok()) return reply.status();
   auto r = reply->reply();
   if (!r.isOpenChannel() || reply->fds.size() < 2) {
@@ -214,7 +212,8 @@ Status CallerChannel::open(bool initial) {
   channelId = r.getOpenChannel().getChannelId();
   service = std::move(info);
   limitHint = "the limit comes from the rings of service " + serviceId + " (" +
-              std::to_string(ring) + " bytes each); its provider can raise ServiceOptions::ringBytes";
+              std::to_string(ring) +
+              " bytes each); its provider can raise ServiceOptions::ringBytes";
   isOpen = true;
   return Status();
 }
@@ -286,9 +285,10 @@ Result<capnp::MessageBuilder*> beginCall(CallerChannel& ch, const MethodRef& met
       });
       if (ch.peerGone()) return fail(ch.peerGoneStatus());
       if (!ready) {
-        return fail(Status(StatusCode::kDeadlineExceeded,
-                           "the request ring to " + ch.serviceId + " stayed full until the deadline",
-                           ch.serviceId));
+        return fail(
+            Status(StatusCode::kDeadlineExceeded,
+                   "the request ring to " + ch.serviceId + " stayed full until the deadline",
+                   ch.serviceId));
       }
     }
     ch.callId = ch.nextCallId++;
@@ -350,9 +350,8 @@ Result<capnp::MessageReader*> finishCall(CallerChannel& ch) noexcept {
 
   RingConsumer::Record rec;
   for (;;) {
-    const bool ready =
-        waitFor(ch.hdr_->response.consumerWake, ch.client->policy, ch.deadlineNs,
-                [&] { return ch.responses.hasData() || ch.peerGone(); });
+    const bool ready = waitFor(ch.hdr_->response.consumerWake, ch.client->policy, ch.deadlineNs,
+                               [&] { return ch.responses.hasData() || ch.peerGone(); });
     const RingStatus st = ch.responses.peek(rec);
     if (st == RingStatus::kOk) {
       if (rec.header.kind != kRecordResponse) {
@@ -381,10 +380,10 @@ Result<capnp::MessageReader*> finishCall(CallerChannel& ch) noexcept {
       return fail(s);
     }
     if (!ready) {
-      return fail(Status(StatusCode::kDeadlineExceeded,
-                         "no reply from " + ch.serviceId + "." + ch.methodName +
-                             " before the deadline",
-                         ch.serviceId));
+      return fail(
+          Status(StatusCode::kDeadlineExceeded,
+                 "no reply from " + ch.serviceId + "." + ch.methodName + " before the deadline",
+                 ch.serviceId));
     }
   }
   if (!validSingleSegmentMessage(rec.words, rec.header.words)) {
@@ -404,7 +403,8 @@ Result<capnp::MessageReader*> finishCall(CallerChannel& ch) noexcept {
       Status::Details details;
       for (auto d : err.getDetails()) details.emplace_back(d.getKey().cStr(), d.getValue().cStr());
       s = Status(statusCodeFromWire(rec.header.status), err.getMessage().cStr(),
-                 err.getSource().size() ? err.getSource().cStr() : ch.serviceId, std::move(details));
+                 err.getSource().size() ? err.getSource().cStr() : ch.serviceId,
+                 std::move(details));
     } catch (const kj::Exception&) {
     }
     ch.reader.reset();
@@ -424,7 +424,9 @@ void releaseReply(CallerChannel& ch) noexcept {
   ch.releaseLease();
 }
 
-const ServiceInfo& boundService(const CallerChannel& ch) noexcept { return ch.service; }
+const ServiceInfo& boundService(const CallerChannel& ch) noexcept {
+  return ch.service;
+}
 
 // ---- service side ----------------------------------------------------------------------------
 
@@ -459,7 +461,9 @@ Dispatcher::Dispatcher(ClientImpl& client)
   thread_ = std::thread([this] { run(); });
 }
 
-Dispatcher::~Dispatcher() { stop(); }
+Dispatcher::~Dispatcher() {
+  stop();
+}
 
 void Dispatcher::post(Event ev) {
   {
@@ -502,14 +506,18 @@ void Dispatcher::addService(uint64_t tag, const ServiceSpec& spec) {
   post(Event{Event::kAddService, tag, std::move(s), {}});
 }
 
-void Dispatcher::removeService(uint64_t tag) { post(Event{Event::kRemoveService, tag, {}, {}}); }
+void Dispatcher::removeService(uint64_t tag) {
+  post(Event{Event::kRemoveService, tag, {}, {}});
+}
 
 void Dispatcher::channelOpened(ChannelOpenedEvent ev) {
   Event e{Event::kOpen, ev.channelId, {}, std::move(ev)};
   post(std::move(e));
 }
 
-void Dispatcher::channelClosed(uint64_t channelId) { post(Event{Event::kClose, channelId, {}, {}}); }
+void Dispatcher::channelClosed(uint64_t channelId) {
+  post(Event{Event::kClose, channelId, {}, {}});
+}
 
 void Dispatcher::stop() {
   if (stopping_.exchange(true)) return;
@@ -601,8 +609,8 @@ void Dispatcher::closeChannelLocal(Channel& ch, uint32_t myState, const char* wh
   const uint64_t id = ch.id;
   client_.sendOneWay([id](wire::Request::Builder req) { req.setCloseChannel(id); });
   if (myState == kEndCorrupt) {
-    spdlog::error("hms-ffi: closed channel {} of {} with DATA_LOSS: {}", ch.id,
-                  ch.service->spec.id, why);
+    spdlog::error("hms-ffi: closed channel {} of {} with DATA_LOSS: {}", ch.id, ch.service->spec.id,
+                  why);
   }
 }
 
@@ -650,9 +658,8 @@ void Dispatcher::handle(Channel& ch, const RingConsumer::Record& rec) {
       closeChannelLocal(ch, kEndCorrupt, "the caller's response-ring index is impossible");
       return;
     }
-    const bool ok = waitFor(ch.responses.spaceWake(), client_.policy, replyDeadline, [&] {
-      return ch.responses.hasSpaceFor(offset + 64) || callerGone();
-    });
+    const bool ok = waitFor(ch.responses.spaceWake(), client_.policy, replyDeadline,
+                            [&] { return ch.responses.hasSpaceFor(offset + 64) || callerGone(); });
     if (!ok || callerGone()) {
       ch.requests.release(rec);  // nobody is left to read the reply
       return;
@@ -682,9 +689,9 @@ void Dispatcher::handle(Channel& ch, const RingConsumer::Record& rec) {
       capnp::SegmentArrayMessageReader params(kj::arrayPtr(seg, 1),
                                               ringReaderOptions(rec.header.words));
       if (!validSingleSegmentMessage(rec.words, rec.header.words)) {
-        status = Status(StatusCode::kInvalidArgument,
-                        "the request to " + svc.spec.id + "." + methodName +
-                            " is not a valid Cap'n Proto message");
+        status = Status(StatusCode::kInvalidArgument, "the request to " + svc.spec.id + "." +
+                                                          methodName +
+                                                          " is not a valid Cap'n Proto message");
       } else {
         CallContext ctx;
         ctx.serviceId_ = &svc.spec.id;
@@ -708,9 +715,11 @@ void Dispatcher::handle(Channel& ch, const RingConsumer::Record& rec) {
       status = Status(StatusCode::kInternal,
                       svc.spec.id + "." + methodName + " failed: " + e.getDescription().cStr());
     } catch (const std::exception& e) {
-      status = Status(StatusCode::kInternal, svc.spec.id + "." + methodName + " threw: " + e.what());
+      status =
+          Status(StatusCode::kInternal, svc.spec.id + "." + methodName + " threw: " + e.what());
     } catch (...) {
-      status = Status(StatusCode::kUnknown, svc.spec.id + "." + methodName + " threw a non-exception");
+      status =
+          Status(StatusCode::kUnknown, svc.spec.id + "." + methodName + " threw a non-exception");
     }
   }
 
@@ -809,14 +818,20 @@ Result<std::unique_ptr<Client>> Client::connect(ClientOptions options) {
   return std::unique_ptr<Client>(new Client(std::move(impl)));
 }
 
-Client::~Client() { impl_->shutdown(); }
+Client::~Client() {
+  impl_->shutdown();
+}
 
 uint32_t Client::maxMessageBytes(uint32_t ringBytes) noexcept {
   return detail::maxMessageBytesForRing(ringBytes);
 }
 
-uint64_t Client::clientId() const noexcept { return impl_->clientId.load(); }
-const ClientOptions& Client::options() const noexcept { return impl_->options; }
+uint64_t Client::clientId() const noexcept {
+  return impl_->clientId.load();
+}
+const ClientOptions& Client::options() const noexcept {
+  return impl_->options;
+}
 
 Result<std::vector<ServiceInfo>> Client::discover(std::string_view id) const {
   auto view = impl_->registryView();
@@ -881,7 +896,9 @@ ServiceHandle& ServiceHandle::operator=(ServiceHandle&& o) noexcept {
   return *this;
 }
 
-ServiceHandle::~ServiceHandle() { (void)stop(); }
+ServiceHandle::~ServiceHandle() {
+  (void)stop();
+}
 
 Status ServiceHandle::stop() {
   if (localKey_ == 0) return Status();

@@ -133,9 +133,7 @@ class CallerChannel {
   Status acquire(int64_t deadlineNs);
   void releaseLease();
 
-  bool peerGone() const noexcept {
-    return hdr_ && loadAcquire(hdr_->serviceState) != kEndOpen;
-  }
+  bool peerGone() const noexcept { return hdr_ && loadAcquire(hdr_->serviceState) != kEndOpen; }
   Status peerGoneStatus() const;
   void closeChannel(uint32_t myState);
 

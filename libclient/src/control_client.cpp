@@ -1,13 +1,12 @@
 // ClientImpl: the control connection to the broker, its reconnection, and the registry view.
 #include <poll.h>
+#include <spdlog/spdlog.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
-
-#include <spdlog/spdlog.h>
 
 #include "client_impl.hpp"
 #include "hms/ffi/registry.capnp.h"
@@ -32,8 +31,10 @@ std::string defaultClientName() {
 
 ClientOptions withDefaults(ClientOptions o) {
   if (o.name.empty()) o.name = defaultClientName();
-  if (o.defaultTimeout <= std::chrono::nanoseconds::zero()) o.defaultTimeout = std::chrono::seconds(30);
-  if (o.controlTimeout <= std::chrono::milliseconds::zero()) o.controlTimeout = std::chrono::seconds(5);
+  if (o.defaultTimeout <= std::chrono::nanoseconds::zero())
+    o.defaultTimeout = std::chrono::seconds(30);
+  if (o.controlTimeout <= std::chrono::milliseconds::zero())
+    o.controlTimeout = std::chrono::seconds(5);
   return o;
 }
 
@@ -48,12 +49,13 @@ ServiceInfo toServiceInfo(wire::ServiceEntry::Reader e) {
   auto d = e.getDescriptor();
   s.key = e.getKey();
   s.id = d.getId().cStr();
-  s.version = Version{d.getVersion().getMajor(), d.getVersion().getMinor(), d.getVersion().getPatch()};
+  s.version =
+      Version{d.getVersion().getMajor(), d.getVersion().getMinor(), d.getVersion().getPatch()};
   s.interfaceId = d.getInterfaceId();
   s.interfaceName = d.getInterfaceName().cStr();
   for (auto m : d.getMethods()) {
-    s.methods.push_back(
-        MethodInfo{m.getName().cStr(), m.getOrdinal(), m.getParamSchemaId(), m.getResultSchemaId()});
+    s.methods.push_back(MethodInfo{m.getName().cStr(), m.getOrdinal(), m.getParamSchemaId(),
+                                   m.getResultSchemaId()});
   }
   s.displayName = d.getDisplayName().cStr();
   s.description = d.getDescription().cStr();
@@ -72,7 +74,9 @@ ClientImpl::ClientImpl(ClientOptions o)
       policy(toWaitPolicy(options)),
       socketPath(resolveSocketPath(options.socketPath)) {}
 
-ClientImpl::~ClientImpl() { shutdown(); }
+ClientImpl::~ClientImpl() {
+  shutdown();
+}
 
 Result<ControlReply> ClientImpl::directRoundTrip(int sock, capnp::MessageBuilder& request,
                                                  const int* fds, size_t fdCount) {
@@ -84,9 +88,9 @@ Result<ControlReply> ClientImpl::directRoundTrip(int sock, capnp::MessageBuilder
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
         deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) {
-      return Status(StatusCode::kDeadlineExceeded, "the broker did not answer within " +
-                                                       std::to_string(options.controlTimeout.count()) +
-                                                       " ms");
+      return Status(StatusCode::kDeadlineExceeded,
+                    "the broker did not answer within " +
+                        std::to_string(options.controlTimeout.count()) + " ms");
     }
     pollfd p{sock, POLLIN, 0};
     const int n = ::poll(&p, 1, int(left.count()));
@@ -94,7 +98,8 @@ Result<ControlReply> ClientImpl::directRoundTrip(int sock, capnp::MessageBuilder
     if (n <= 0) continue;
     auto d = receiveDatagram(sock);
     if (!d.ok()) return d.status();
-    if (d->bytes.empty()) return Status(StatusCode::kUnavailable, "the broker closed the connection");
+    if (d->bytes.empty())
+      return Status(StatusCode::kUnavailable, "the broker closed the connection");
     auto msg = DecodedMessage::decode(d->bytes);
     if (!msg.ok()) return msg.status();
     auto root = (*msg)->root<wire::BrokerMessage>();
@@ -132,8 +137,9 @@ Status ClientImpl::connectAndHello(UniqueFd& sock, std::shared_ptr<RegistryReade
     if (!map.ok()) return map.status();
     const auto* db = map->as<DoorbellSegment>();
     if (db->magic != kDoorbellMagic || db->layoutVersion != kDoorbellLayoutVersion) {
-      return Status(StatusCode::kFailedPrecondition,
-                    "doorbell segment has an unknown layout; use a libhmsffi of the broker's release");
+      return Status(
+          StatusCode::kFailedPrecondition,
+          "doorbell segment has an unknown layout; use a libhmsffi of the broker's release");
     }
     doorbell_ = std::move(*map);
   }

@@ -28,13 +28,19 @@ struct Walk {
       const int64_t n = hi >> 3;
       if (target < 0) return false;
       switch (sizeTag) {
-        case 0: return target <= count;                                 // void
-        case 1: return target + (n + 63) / 64 <= count;                 // bits
-        case 2: return target + (n + 7) / 8 <= count;                   // bytes
-        case 3: return target + (n * 2 + 7) / 8 <= count;
-        case 4: return target + (n * 4 + 7) / 8 <= count;
-        case 5: return target + n <= count;                             // 8-byte values
-        case 6: {                                                       // pointers
+        case 0:
+          return target <= count;  // void
+        case 1:
+          return target + (n + 63) / 64 <= count;  // bits
+        case 2:
+          return target + (n + 7) / 8 <= count;  // bytes
+        case 3:
+          return target + (n * 2 + 7) / 8 <= count;
+        case 4:
+          return target + (n * 4 + 7) / 8 <= count;
+        case 5:
+          return target + n <= count;  // 8-byte values
+        case 6: {                      // pointers
           if (target + n > count) return false;
           for (int64_t i = 0; i < n; ++i) {
             if (!pointer(target + i, depth + 1)) return false;

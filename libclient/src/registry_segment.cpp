@@ -44,8 +44,9 @@ Status RegistryWriter::publish(capnp::MessageBuilder& snapshot) {
   const size_t words = capnp::computeSerializedSizeInWords(snapshot);
   if (words * 8 > slot.capacity) {
     return Status(StatusCode::kResourceExhausted,
-                  "registry snapshot of " + std::to_string(words * 8) + " bytes exceeds the slot of " +
-                      std::to_string(slot.capacity) + " bytes; start hms-ffid with a larger "
+                  "registry snapshot of " + std::to_string(words * 8) +
+                      " bytes exceeds the slot of " + std::to_string(slot.capacity) +
+                      " bytes; start hms-ffid with a larger "
                       "--registry-bytes");
   }
   auto flat = capnp::messageToFlatArray(snapshot);

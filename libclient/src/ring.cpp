@@ -96,10 +96,11 @@ RingStatus RingConsumer::peek(Record& record) noexcept {
     for (uint32_t off = kCacheLine; off < length; off += kCacheLine) {
       __builtin_prefetch(record.base + off, 0, 3);
     }
-    record.trace = traceBytes ? reinterpret_cast<const TraceContextWire*>(record.base +
-                                                                          sizeof(RecordHeader))
-                              : nullptr;
-    record.words = reinterpret_cast<const uint64_t*>(record.base + sizeof(RecordHeader) + traceBytes);
+    record.trace =
+        traceBytes ? reinterpret_cast<const TraceContextWire*>(record.base + sizeof(RecordHeader))
+                   : nullptr;
+    record.words =
+        reinterpret_cast<const uint64_t*>(record.base + sizeof(RecordHeader) + traceBytes);
     return RingStatus::kOk;
   }
 }

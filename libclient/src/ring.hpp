@@ -91,10 +91,10 @@ class RingConsumer {
 
   // A record, its header copied out of shared memory and validated.
   struct Record {
-    RecordHeader header;                 // header.length is the validated length
-    const uint8_t* base = nullptr;       // the record in the ring
+    RecordHeader header;            // header.length is the validated length
+    const uint8_t* base = nullptr;  // the record in the ring
     const TraceContextWire* trace = nullptr;
-    const uint64_t* words = nullptr;     // the Cap'n Proto segment, header.words long
+    const uint64_t* words = nullptr;  // the Cap'n Proto segment, header.words long
   };
 
   // The next committed record (padding is consumed on the way), kEmpty, or kCorrupt.

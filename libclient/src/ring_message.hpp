@@ -105,9 +105,9 @@ Status publishRecord(RingProducer& ring, const RingProducer::Slot& slot,
   auto segs = flat.getSegmentsForOutput();
   if (segs.size() != 1 || segs[0].size() * 8 > maxMessageBytes) {
     ring.abort(slot, uint32_t(std::min<size_t>(offset + touched * 8, slot.bytes)));
-    return Status(StatusCode::kResourceExhausted,
-                  "message exceeds the limit of " + std::to_string(maxMessageBytes) + " bytes; " +
-                      limitHint);
+    return Status(
+        StatusCode::kResourceExhausted,
+        "message exceeds the limit of " + std::to_string(maxMessageBytes) + " bytes; " + limitHint);
   }
   ring.abort(slot, uint32_t(std::min<size_t>(offset + touched * 8, slot.bytes)));
   const uint32_t bytes = uint32_t(offset + segs[0].size() * 8);

@@ -45,7 +45,7 @@ inline constexpr std::size_t kPageBytes = 4096;
 struct alignas(kCacheLine) WakeWord {
   uint32_t sleeping;  // writer: the sleeper (1), any waker (0)
   uint32_t pad0;
-  uint64_t wakes;     // writer: wakers (relaxed counter of FUTEX_WAKE syscalls, for stats)
+  uint64_t wakes;  // writer: wakers (relaxed counter of FUTEX_WAKE syscalls, for stats)
   uint8_t pad1[kCacheLine - 16];
 };
 static_assert(sizeof(WakeWord) == kCacheLine);
@@ -87,7 +87,8 @@ struct RecordHeader {
 static_assert(sizeof(RecordHeader) == 32);
 static_assert(offsetof(RecordHeader, callId) == 8);
 static_assert(offsetof(RecordHeader, words) == 28);
-static_assert(std::is_trivially_copyable_v<RecordHeader> && std::is_standard_layout_v<RecordHeader>);
+static_assert(std::is_trivially_copyable_v<RecordHeader> &&
+              std::is_standard_layout_v<RecordHeader>);
 
 // W3C trace context, as carried in a record when kRecordHasTrace is set.
 struct TraceContextWire {
@@ -117,7 +118,7 @@ struct ChannelHeader {
   // Written once by the broker before any client sees the segment; read-only afterwards.
   uint64_t magic;
   uint32_t layoutVersion;
-  uint32_t headerBytes;      // offset of the request ring
+  uint32_t headerBytes;  // offset of the request ring
   uint64_t channelId;
   uint64_t segmentBytes;
   uint32_t ringBytes;        // each ring; a power of two
@@ -136,7 +137,8 @@ struct ChannelHeader {
 static_assert(offsetof(ChannelHeader, callerState) == kCacheLine);
 static_assert(offsetof(ChannelHeader, request) == 2 * kCacheLine);
 static_assert(sizeof(ChannelHeader) <= kPageBytes);
-static_assert(std::is_trivially_copyable_v<ChannelHeader> && std::is_standard_layout_v<ChannelHeader>);
+static_assert(std::is_trivially_copyable_v<ChannelHeader> &&
+              std::is_standard_layout_v<ChannelHeader>);
 
 inline constexpr uint32_t kMinRingBytes = 4096;
 inline constexpr uint32_t kMaxRingBytes = 1u << 30;
@@ -177,10 +179,10 @@ inline constexpr uint32_t kRegistryLayoutVersion = 1;
 inline constexpr uint64_t kDefaultRegistryBytes = 4ull << 20;
 
 struct alignas(kCacheLine) RegistrySlotHeader {
-  uint64_t seq;      // writer: broker. Odd while writing. SYNC POINT WRITE (release) at the end.
-  uint64_t words;    // writer: broker. Size of the snapshot message in the slot.
-  uint64_t offset;   // writer: broker, at creation. Byte offset of the slot from the segment start.
-  uint64_t capacity; // writer: broker, at creation. Bytes of the slot.
+  uint64_t seq;     // writer: broker. Odd while writing. SYNC POINT WRITE (release) at the end.
+  uint64_t words;   // writer: broker. Size of the snapshot message in the slot.
+  uint64_t offset;  // writer: broker, at creation. Byte offset of the slot from the segment start.
+  uint64_t capacity;  // writer: broker, at creation. Bytes of the slot.
   uint8_t pad[kCacheLine - 32];
 };
 

@@ -11,9 +11,9 @@ std::string Version::toString() const {
 namespace {
 
 Status badVersion(std::string_view text, const char* why) {
-  return Status(StatusCode::kInvalidArgument,
-                "invalid version '" + std::string(text) + "': " + why +
-                    " (expected MAJOR.MINOR.PATCH, e.g. 1.4.0)");
+  return Status(StatusCode::kInvalidArgument, "invalid version '" + std::string(text) +
+                                                  "': " + why +
+                                                  " (expected MAJOR.MINOR.PATCH, e.g. 1.4.0)");
 }
 
 // Parses up to three dot-separated numbers; `parts` says how many were given; a part may be
@@ -73,12 +73,18 @@ Result<VersionRange> VersionRange::parse(std::string_view text) {
 
     Op op = Op::kEq;
     char prefix = 0;
-    if (tok.starts_with(">=")) op = Op::kGe, tok.remove_prefix(2);
-    else if (tok.starts_with("<=")) op = Op::kLe, tok.remove_prefix(2);
-    else if (tok.starts_with(">")) op = Op::kGt, tok.remove_prefix(1);
-    else if (tok.starts_with("<")) op = Op::kLt, tok.remove_prefix(1);
-    else if (tok.starts_with("=")) tok.remove_prefix(1);
-    else if (tok.starts_with("^") || tok.starts_with("~")) prefix = tok[0], tok.remove_prefix(1);
+    if (tok.starts_with(">="))
+      op = Op::kGe, tok.remove_prefix(2);
+    else if (tok.starts_with("<="))
+      op = Op::kLe, tok.remove_prefix(2);
+    else if (tok.starts_with(">"))
+      op = Op::kGt, tok.remove_prefix(1);
+    else if (tok.starts_with("<"))
+      op = Op::kLt, tok.remove_prefix(1);
+    else if (tok.starts_with("="))
+      tok.remove_prefix(1);
+    else if (tok.starts_with("^") || tok.starts_with("~"))
+      prefix = tok[0], tok.remove_prefix(1);
 
     Version v;
     int parts = 0;
@@ -109,11 +115,21 @@ Result<VersionRange> VersionRange::parse(std::string_view text) {
 bool VersionRange::contains(const Version& v) const noexcept {
   for (const auto& c : comparators_) {
     switch (c.op) {
-      case Op::kEq: if (!(v == c.version)) return false; break;
-      case Op::kGt: if (!(v > c.version)) return false; break;
-      case Op::kGe: if (!(v >= c.version)) return false; break;
-      case Op::kLt: if (!(v < c.version)) return false; break;
-      case Op::kLe: if (!(v <= c.version)) return false; break;
+      case Op::kEq:
+        if (!(v == c.version)) return false;
+        break;
+      case Op::kGt:
+        if (!(v > c.version)) return false;
+        break;
+      case Op::kGe:
+        if (!(v >= c.version)) return false;
+        break;
+      case Op::kLt:
+        if (!(v < c.version)) return false;
+        break;
+      case Op::kLe:
+        if (!(v <= c.version)) return false;
+        break;
     }
   }
   return true;

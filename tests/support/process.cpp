@@ -30,7 +30,8 @@ bool waitUntil(const std::function<bool()>& cond, std::chrono::milliseconds time
 
 Subprocess::Subprocess(const std::vector<std::string>& argv, const std::vector<std::string>& env) {
   int out[2], err[2];
-  if (::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(err, O_CLOEXEC) != 0) throw std::runtime_error("pipe");
+  if (::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(err, O_CLOEXEC) != 0)
+    throw std::runtime_error("pipe");
   posix_spawn_file_actions_t fa;
   posix_spawn_file_actions_init(&fa);
   posix_spawn_file_actions_adddup2(&fa, out[1], 1);
@@ -53,7 +54,9 @@ Subprocess::Subprocess(const std::vector<std::string>& argv, const std::vector<s
   if (rc != 0) throw std::runtime_error("posix_spawn " + argv[0] + ": " + std::strerror(rc));
 }
 
-Subprocess::Subprocess(Subprocess&& o) noexcept { *this = std::move(o); }
+Subprocess::Subprocess(Subprocess&& o) noexcept {
+  *this = std::move(o);
+}
 
 Subprocess& Subprocess::operator=(Subprocess&& o) noexcept {
   if (this != &o) {
@@ -138,8 +141,12 @@ void Subprocess::stop(std::chrono::milliseconds grace) {
   pid_ = -1;
 }
 
-std::string brokerBinary() { return HMS_FFI_BROKER_BINARY; }
-std::string testServiceBinary() { return HMS_FFI_TEST_SERVICE_BINARY; }
+std::string brokerBinary() {
+  return HMS_FFI_BROKER_BINARY;
+}
+std::string testServiceBinary() {
+  return HMS_FFI_TEST_SERVICE_BINARY;
+}
 
 namespace {
 bool socketAccepts(const std::string& path) {

@@ -42,14 +42,20 @@ int main(int argc, char** argv) {
   std::set<std::string> skip;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i], v = argv[i + 1];
-    if (a == "--socket") copts.socketPath = v;
-    else if (a == "--id") id = v;
-    else if (a == "--version") versions.push_back(v);
-    else if (a == "--ring-bytes") sopts.ringBytes = uint32_t(std::stoul(v));
-    else if (a == "--workers") sopts.workerThreads = unsigned(std::stoul(v));
-    else if (a == "--skip") skip.insert(v);
+    if (a == "--socket")
+      copts.socketPath = v;
+    else if (a == "--id")
+      id = v;
+    else if (a == "--version")
+      versions.push_back(v);
+    else if (a == "--ring-bytes")
+      sopts.ringBytes = uint32_t(std::stoul(v));
+    else if (a == "--workers")
+      sopts.workerThreads = unsigned(std::stoul(v));
+    else if (a == "--skip")
+      skip.insert(v);
     else if (a == "--wait") {
-      copts.waitMode = v == "spin" ? hms::ffi::WaitMode::kSpin
+      copts.waitMode = v == "spin"       ? hms::ffi::WaitMode::kSpin
                        : v == "blocking" ? hms::ffi::WaitMode::kBlocking
                                          : hms::ffi::WaitMode::kAdaptive;
     }
@@ -69,25 +75,26 @@ int main(int argc, char** argv) {
           r.setPayload(p.getPayload());
           return Status();
         });
-    def.on<&TestService::Client::sleepRequest>(
-        [](CallContext& ctx, TestService::SleepParams::Reader p, TestService::SleepResults::Builder r) {
-          // Counts the calls that ran, so that a test can tell a call was answered without running.
-          static std::atomic<uint64_t> calls{0};
-          r.setCalls(++calls);
-          r.setTimeLeftMs(uint64_t(
-              std::chrono::duration_cast<std::chrono::milliseconds>(ctx.timeLeft()).count()));
-          std::printf("sleeping %u\n", p.getMs());
-          std::fflush(stdout);
-          std::this_thread::sleep_for(std::chrono::milliseconds(p.getMs()));
-          return Status();
-        });
-    def.on<&TestService::Client::failRequest>(
-        [](CallContext&, TestService::FailParams::Reader p, TestService::FailResults::Builder) -> Status {
-          if (p.getCode() == 9999) throw std::runtime_error("handler exploded");
-          Status s(hms::ffi::statusCodeFromWire(p.getCode()), p.getMessage().cStr());
-          s.addDetail("hint", "asked to fail");
-          return s;
-        });
+    def.on<&TestService::Client::sleepRequest>([](CallContext& ctx,
+                                                  TestService::SleepParams::Reader p,
+                                                  TestService::SleepResults::Builder r) {
+      // Counts the calls that ran, so that a test can tell a call was answered without running.
+      static std::atomic<uint64_t> calls{0};
+      r.setCalls(++calls);
+      r.setTimeLeftMs(
+          uint64_t(std::chrono::duration_cast<std::chrono::milliseconds>(ctx.timeLeft()).count()));
+      std::printf("sleeping %u\n", p.getMs());
+      std::fflush(stdout);
+      std::this_thread::sleep_for(std::chrono::milliseconds(p.getMs()));
+      return Status();
+    });
+    def.on<&TestService::Client::failRequest>([](CallContext&, TestService::FailParams::Reader p,
+                                                 TestService::FailResults::Builder) -> Status {
+      if (p.getCode() == 9999) throw std::runtime_error("handler exploded");
+      Status s(hms::ffi::statusCodeFromWire(p.getCode()), p.getMessage().cStr());
+      s.addDetail("hint", "asked to fail");
+      return s;
+    });
     if (!skip.count("blob")) {
       def.on<&TestService::Client::blobRequest>(
           [](CallContext&, TestService::BlobParams::Reader p, TestService::BlobResults::Builder r) {
@@ -96,13 +103,14 @@ int main(int argc, char** argv) {
             return Status();
           });
     }
-    def.on<&TestService::Client::whoamiRequest>(
-        [vtext](CallContext& ctx, TestService::WhoamiParams::Reader, TestService::WhoamiResults::Builder r) {
-          r.setPid(uint32_t(::getpid()));
-          r.setVersion(vtext);
-          r.setCallerPid(uint32_t(ctx.callerPid()));
-          return Status();
-        });
+    def.on<&TestService::Client::whoamiRequest>([vtext](CallContext& ctx,
+                                                        TestService::WhoamiParams::Reader,
+                                                        TestService::WhoamiResults::Builder r) {
+      r.setPid(uint32_t(::getpid()));
+      r.setVersion(vtext);
+      r.setCallerPid(uint32_t(ctx.callerPid()));
+      return Status();
+    });
     auto version = hms::ffi::Version::parse(vtext);
     if (!version) {
       std::fprintf(stderr, "test-service: %s\n", version.status().toString().c_str());

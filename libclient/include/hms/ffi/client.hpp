@@ -147,8 +147,8 @@ class CallContext {
   std::optional<TraceContext> trace_;
 };
 
-using Handler =
-    std::function<Status(CallContext&, capnp::MessageReader& params, capnp::MessageBuilder& results)>;
+using Handler = std::function<Status(CallContext&, capnp::MessageReader& params,
+                                     capnp::MessageBuilder& results)>;
 
 namespace detail {
 
@@ -309,7 +309,8 @@ class ServiceDefinition {
     static_assert(std::is_same_v<typename T::Interface, Interface>,
                   "the method belongs to another interface than this definition's");
     const auto& ref = detail::methodRef<RequestFn>();
-    handlers_[ref.ordinal] = [h = std::move(handler)](CallContext& ctx, capnp::MessageReader& params,
+    handlers_[ref.ordinal] = [h = std::move(handler)](CallContext& ctx,
+                                                      capnp::MessageReader& params,
                                                       capnp::MessageBuilder& results) -> Status {
       return h(ctx, params.getRoot<typename T::Params>(), results.initRoot<typename T::Results>());
     };
@@ -353,7 +354,8 @@ class Client {
   // Every live registration of `id`, highest version first (read from the registry segment; no
   // round trip to the broker).
   Result<std::vector<ServiceInfo>> discover(std::string_view id) const;
-  // Every live registration whose id starts with `prefix`, sorted by id then version (highest first).
+  // Every live registration whose id starts with `prefix`, sorted by id then version (highest
+  // first).
   Result<std::vector<ServiceInfo>> discoverPrefix(std::string_view prefix) const;
   // The highest version of `id` inside `range` (see VersionRange). NOT_FOUND with what is live.
   Result<ServiceInfo> resolve(std::string_view id, std::string_view range = "*") const;

@@ -50,9 +50,9 @@ class Status {
   Status() = default;  // OK
   // A status with code kOk is OK whatever else is given.
   Status(StatusCode code, std::string message, std::string source = {}, Details details = {})
-      : rep_(code == StatusCode::kOk ? nullptr
-                                     : new Rep{code, std::move(message), std::move(source),
-                                               std::move(details)}) {}
+      : rep_(code == StatusCode::kOk
+                 ? nullptr
+                 : new Rep{code, std::move(message), std::move(source), std::move(details)}) {}
   Status(const Status& o) : rep_(o.rep_ ? new Rep(*o.rep_) : nullptr) {}
   Status(Status&& o) noexcept : rep_(std::exchange(o.rep_, nullptr)) {}
   Status& operator=(const Status& o) {
@@ -120,10 +120,11 @@ class Error : public std::runtime_error {
 template <class T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::in_place_index<0>, std::move(value)) {}  // NOLINT(implicit)
+  Result(T value) : v_(std::in_place_index<0>, std::move(value)) {}        // NOLINT(implicit)
   Result(Status status) : v_(std::in_place_index<1>, std::move(status)) {  // NOLINT(implicit)
     if (std::get<1>(v_).isOk()) {
-      std::get<1>(v_) = Status(StatusCode::kInternal, "Result built from an OK status with no value");
+      std::get<1>(v_) =
+          Status(StatusCode::kInternal, "Result built from an OK status with no value");
     }
   }
 
