@@ -235,6 +235,15 @@ Status Broker::reply(Conn& c, capnp::MessageBuilder& msg, const int* fds, size_t
   return detail::sendDatagram(c.sock.get(), flat.begin(), flat.size() * 8, fds, n);
 }
 
+Status Broker::replyOk(Conn& c, uint64_t requestId) {
+  capnp::MallocMessageBuilder mb;
+  auto r = mb.initRoot<wire::BrokerMessage>().initReply();
+  r.setId(requestId);
+  r.initStatus().setCode(0);
+  r.setNone();
+  return reply(c, mb);
+}
+
 Status Broker::replyError(Conn& c, uint64_t requestId, const Status& s) {
   capnp::MallocMessageBuilder mb;
   auto r = mb.initRoot<wire::BrokerMessage>().initReply();
@@ -399,12 +408,7 @@ Status Broker::onUnregister(Conn& c, uint64_t rid, uint64_t key) {
   }
   removeService(key, detail::kEndClosed, "unregistered");
   publishRegistry();
-  capnp::MallocMessageBuilder mb;
-  auto r = mb.initRoot<wire::BrokerMessage>().initReply();
-  r.setId(rid);
-  r.initStatus().setCode(0);
-  r.setNone();
-  return reply(c, mb);
+  return replyOk(c, rid);
 }
 
 Status Broker::onOpen(Conn& c, uint64_t rid, uint64_t key) {
@@ -484,12 +488,7 @@ Status Broker::onClose(Conn& c, uint64_t rid, uint64_t channelId) {
       (it->second.callerClient == c.id || it->second.serviceClient == c.id)) {
     endChannel(channelId, it->second.callerClient == c.id, detail::kEndClosed, "closed by its end");
   }
-  capnp::MallocMessageBuilder mb;
-  auto r = mb.initRoot<wire::BrokerMessage>().initReply();
-  r.setId(rid);
-  r.initStatus().setCode(0);
-  r.setNone();
-  return reply(c, mb);
+  return replyOk(c, rid);
 }
 
 void Broker::endChannel(uint64_t channelId, bool callerSide, uint32_t state, const char* why) {

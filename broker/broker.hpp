@@ -74,6 +74,7 @@ class Broker {
   void disconnect(uint64_t connId, const char* why);
   Status handle(Conn& c, const std::vector<uint8_t>& bytes, std::vector<detail::UniqueFd>& fds);
   Status reply(Conn& c, capnp::MessageBuilder& msg, const int* fds = nullptr, size_t n = 0);
+  Status replyOk(Conn& c, uint64_t requestId);  // an empty OK reply
   Status replyError(Conn& c, uint64_t requestId, const Status& s);
   void sendEvent(uint64_t connId, capnp::MessageBuilder& msg, const int* fds = nullptr,
                  size_t n = 0);

@@ -408,6 +408,47 @@ TEST_F(Integration, IdleService_UsesNoCpuAfterItsSpinBudget) {
   EXPECT_LE(cpuTicks(::getpid()) - beforeSelf, 5);
 }
 
+// A misbehaving caller: opens a channel to `serviceId` through the control protocol and maps it,
+// to write into the request ring what no libhmsffi would.
+struct RawChannel {
+  static RawChannel open(const std::string& socket, Client& client, const std::string& serviceId) {
+    RawChannel ch;
+    ClientOptions o;
+    o.socketPath = socket;
+    ch.control = std::make_shared<detail::ClientImpl>(o);
+    EXPECT_TRUE(ch.control->start().isOk());
+    auto info = client.resolve(serviceId);
+    EXPECT_TRUE(info.ok()) << info.status().toString();
+    auto reply = ch.control->roundTrip(
+        [&](wire::Request::Builder req) { req.initOpenChannel().setServiceKey(info->key); });
+    EXPECT_TRUE(reply.ok()) << reply.status().toString();
+    ch.segment =
+        std::move(detail::Mapping::map(reply->fds[0].get(),
+                                       reply->reply().getOpenChannel().getSegmentBytes(), true)
+                      .valueOrThrow());
+    ch.doorbell = std::move(
+        detail::Mapping::map(reply->fds[1].get(), detail::kDoorbellBytes, true).valueOrThrow());
+    return ch;
+  }
+  RawChannel() = default;
+  RawChannel(RawChannel&&) = default;
+  ~RawChannel() {
+    if (control) control->shutdown();
+  }
+  detail::ChannelHeader* header() { return segment.as<detail::ChannelHeader>(); }
+  uint8_t* requestRing() { return segment.data() + detail::kPageBytes; }
+  uint8_t* responseRing() { return requestRing() + header()->ringBytes; }
+  // Publishes what was written at the start of the request ring and rings the service.
+  void commitFirstRecord(uint32_t length) {
+    detail::storeRelease(reinterpret_cast<detail::RecordHeader*>(requestRing())->length, length);
+    detail::wakeAlways(doorbell.as<detail::DoorbellSegment>()->wake);
+  }
+
+  std::shared_ptr<detail::ClientImpl> control;
+  detail::Mapping segment;
+  detail::Mapping doorbell;
+};
+
 TEST_F(Integration, CorruptRequestRing_ClosesThatChannelWithDataLoss_OthersKeepWorking) {
   auto svc = service();
   auto client = connect();
@@ -415,68 +456,35 @@ TEST_F(Integration, CorruptRequestRing_ClosesThatChannelWithDataLoss_OthersKeepW
   ASSERT_TRUE(good.ok());
   ASSERT_TRUE(echo(*good, 1, 1).ok());
 
-  // A misbehaving caller: opens a channel through the control protocol and writes garbage.
-  ClientOptions o;
-  o.socketPath = broker.socket();
-  auto raw = std::make_shared<detail::ClientImpl>(o);
-  ASSERT_TRUE(raw->start().isOk());
-  auto info = client->resolve("hms.test");
-  ASSERT_TRUE(info.ok());
-  auto reply = raw->roundTrip(
-      [&](wire::Request::Builder req) { req.initOpenChannel().setServiceKey(info->key); });
-  ASSERT_TRUE(reply.ok()) << reply.status().toString();
-  auto seg = detail::Mapping::map(reply->fds[0].get(),
-                                  reply->reply().getOpenChannel().getSegmentBytes(), true);
-  auto bell = detail::Mapping::map(reply->fds[1].get(), detail::kDoorbellBytes, true);
-  ASSERT_TRUE(seg.ok() && bell.ok());
-  auto* hdr = seg->as<detail::ChannelHeader>();
-  auto* rec = reinterpret_cast<detail::RecordHeader*>(seg->data() + detail::kPageBytes);
-  rec->kind = 99;
-  detail::storeRelease(rec->length, 64u);
-  detail::wakeAlways(bell->as<detail::DoorbellSegment>()->wake);
+  auto raw = RawChannel::open(broker.socket(), *client, "hms.test");
+  reinterpret_cast<detail::RecordHeader*>(raw.requestRing())->kind = 99;
+  raw.commitFirstRecord(64);
   ASSERT_TRUE(waitUntil([&] {
-    return detail::loadAcquire(hdr->serviceState) == detail::kEndCorrupt;
+    return detail::loadAcquire(raw.header()->serviceState) == detail::kEndCorrupt;
   })) << "the service did not close the corrupt channel";
   EXPECT_TRUE(svc.running());
   for (int i = 0; i < 10; ++i) ASSERT_TRUE(echo(*good, uint64_t(i), 4).ok());
-  raw->shutdown();
 }
 
 TEST_F(Integration, MalformedRequestMessage_IsInvalidArgument_AndTheChannelStaysOpen) {
   auto svc = service();
   auto client = connect();
-  ClientOptions o;
-  o.socketPath = broker.socket();
-  auto raw = std::make_shared<detail::ClientImpl>(o);
-  ASSERT_TRUE(raw->start().isOk());
-  auto info = client->resolve("hms.test");
-  ASSERT_TRUE(info.ok());
-  auto reply = raw->roundTrip(
-      [&](wire::Request::Builder req) { req.initOpenChannel().setServiceKey(info->key); });
-  ASSERT_TRUE(reply.ok()) << reply.status().toString();
-  auto seg = detail::Mapping::map(reply->fds[0].get(),
-                                  reply->reply().getOpenChannel().getSegmentBytes(), true);
-  auto bell = detail::Mapping::map(reply->fds[1].get(), detail::kDoorbellBytes, true);
-  ASSERT_TRUE(seg.ok() && bell.ok());
-  auto* hdr = seg->as<detail::ChannelHeader>();
+  auto raw = RawChannel::open(broker.socket(), *client, "hms.test");
   // A well-formed record whose message's root is a far pointer: never valid in one segment.
-  auto* base = seg->data() + detail::kPageBytes;
-  auto* rec = reinterpret_cast<detail::RecordHeader*>(base);
+  auto* rec = reinterpret_cast<detail::RecordHeader*>(raw.requestRing());
   rec->kind = detail::kRecordRequest;
   rec->callId = 77;
   rec->method = 0;  // echo
   rec->words = 1;
-  reinterpret_cast<uint64_t*>(base + sizeof(detail::RecordHeader))[0] = 0x12345602u;
-  detail::storeRelease(rec->length, 64u);
-  detail::wakeAlways(bell->as<detail::DoorbellSegment>()->wake);
-  auto* resp = reinterpret_cast<detail::RecordHeader*>(base + hdr->ringBytes);
+  reinterpret_cast<uint64_t*>(raw.requestRing() + sizeof(detail::RecordHeader))[0] = 0x12345602u;
+  raw.commitFirstRecord(64);
+  auto* resp = reinterpret_cast<detail::RecordHeader*>(raw.responseRing());
   ASSERT_TRUE(waitUntil([&] { return detail::loadAcquire(resp->length) != 0; }));
   EXPECT_EQ(resp->kind, detail::kRecordResponse);
   EXPECT_EQ(resp->callId, 77u);
   EXPECT_EQ(statusCodeFromWire(resp->status), StatusCode::kInvalidArgument);
-  EXPECT_EQ(detail::loadAcquire(hdr->serviceState), uint32_t(detail::kEndOpen));
+  EXPECT_EQ(detail::loadAcquire(raw.header()->serviceState), uint32_t(detail::kEndOpen));
   EXPECT_TRUE(svc.running());
-  raw->shutdown();
 }
 
 TEST_F(Integration, BrokerRestart_OpenChannelsKeepWorking_AndServicesRegisterAgain) {

@@ -54,6 +54,19 @@ bool produce(RingProducer& p, uint64_t seq, uint32_t payloadWords) {
   return true;
 }
 
+// Produces records 0..count-1 of varied sizes, sleeping (adaptive) whenever the ring is full.
+void produceSequence(SharedRing& ring, uint64_t count) {
+  auto p = ring.producer();
+  WaitPolicy policy{WaitKind::kAdaptive, 20'000};
+  for (uint64_t seq = 0; seq < count; ++seq) {
+    const uint32_t words = uint32_t(seq % 13);
+    while (!produce(p, seq, words)) {
+      waitFor(ring.control->producerWake, policy, kNoDeadline,
+              [&] { return p.hasSpaceFor(sizeof(RecordHeader) + words * 8); });
+    }
+  }
+}
+
 bool checkRecord(const RingConsumer::Record& r, uint64_t seq) {
   if (r.header.callId != seq || r.header.kind != kRecordRequest) return false;
   for (uint32_t i = 0; i < r.header.words; ++i) {
@@ -190,16 +203,7 @@ TEST(Ring, TwoThreads_MillionRecords_SequenceChecked) {
   SharedRing ring(1 << 16);
   constexpr uint64_t kCount = 1'000'000;
   WaitPolicy policy{WaitKind::kAdaptive, 20'000};
-  std::thread producer([&] {
-    auto p = ring.producer();
-    for (uint64_t seq = 0; seq < kCount; ++seq) {
-      const uint32_t words = uint32_t(seq % 13);
-      while (!produce(p, seq, words)) {
-        waitFor(ring.control->producerWake, policy, kNoDeadline,
-                [&] { return p.hasSpaceFor(sizeof(RecordHeader) + words * 8); });
-      }
-    }
-  });
+  std::thread producer([&] { produceSequence(ring, kCount); });
   auto c = ring.consumer();
   uint64_t bad = 0;
   for (uint64_t seq = 0; seq < kCount; ++seq) {
@@ -224,14 +228,7 @@ TEST(Ring, TwoProcesses_MillionRecords_SequenceChecked) {
   const pid_t child = ::fork();
   ASSERT_GE(child, 0);
   if (child == 0) {
-    auto p = ring.producer();
-    for (uint64_t seq = 0; seq < kCount; ++seq) {
-      const uint32_t words = uint32_t(seq % 13);
-      while (!produce(p, seq, words)) {
-        waitFor(ring.control->producerWake, policy, kNoDeadline,
-                [&] { return p.hasSpaceFor(sizeof(RecordHeader) + words * 8); });
-      }
-    }
+    produceSequence(ring, kCount);
     ::_exit(0);
   }
   auto c = ring.consumer();
