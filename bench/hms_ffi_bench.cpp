@@ -57,6 +57,7 @@ struct Options {
   bool pin = true;
   bool json = false;
   std::vector<std::string> modes = {"spin", "adaptive", "blocking"};
+  std::vector<size_t> sizes = {64, 1024, 65536, 1 << 20};
   std::string brokerPath;
 };
 
@@ -241,7 +242,16 @@ int serveEcho(const std::string& socket, const std::string& mode, bool pin) {
       });
   def.on<&Echo::Client::sinkRequest>(
       [](hms::ffi::CallContext&, Echo::SinkParams::Reader p, Echo::SinkResults::Builder r) {
-        r.setSize(p.getPayload().size());
+        // Reads every byte, as the raw in-place baseline does.
+        auto d = p.getPayload();
+        uint64_t sum = 0;
+        const size_t words = d.size() / 8;
+        for (size_t i = 0; i < words; ++i) {
+          uint64_t w;
+          std::memcpy(&w, d.begin() + i * 8, 8);
+          sum += w;
+        }
+        r.setSize(d.size() + (sum == 1 ? 1 : 0));
         return hms::ffi::Status();
       });
   auto h = (*client)->serve("hms.bench.echo." + mode, {1, 0, 0}, std::move(def),
@@ -372,6 +382,95 @@ std::optional<FfiResult> ffiCall(const Options& o, const std::string& self,
   return result;
 }
 
+// Raw in-place round trip of `bytes`: the caller writes the payload into shared memory and flips
+// a sequence word; the other process reads every byte (sums it) and answers with 64 bytes. The floor
+// for a large request built in place (P4).
+Stats rawInPlace(const Options& o, size_t bytes) {
+  const size_t total = 4096 + bytes;
+  auto* mem = static_cast<uint8_t*>(
+      mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0));
+  auto* line = new (mem) Line{};
+  uint8_t* payload = mem + 4096;
+  const int total_iters = o.warmup + o.iterations;
+  const pid_t child = fork();
+  if (child == 0) {
+    if (o.pin) pinTo(1);
+    for (int i = 0; i < total_iters; ++i) {
+      const uint32_t want = uint32_t(2 * i + 1);
+      while (line->seq.load(std::memory_order_acquire) != want) pause();
+      uint64_t sum = 0;
+      for (size_t k = 0; k < bytes / 8; ++k) {
+        uint64_t w;
+        std::memcpy(&w, payload + k * 8, 8);
+        sum += w;
+      }
+      std::memcpy(line->payload, &sum, 8);
+      line->seq.store(want + 1, std::memory_order_release);
+    }
+    _exit(0);
+  }
+  if (o.pin) pinTo(0);
+  auto ns = timeLoop(o, [&](int i) {
+    std::memset(payload, i & 0xff, bytes);
+    line->seq.store(uint32_t(2 * i + 1), std::memory_order_release);
+    while (line->seq.load(std::memory_order_acquire) != uint32_t(2 * i + 2)) pause();
+  });
+  waitpid(child, nullptr, 0);
+  munmap(mem, total);
+  return summarize("raw in-place " + std::to_string(bytes) + " B", ns);
+}
+
+// HMS-FFI calls whose request carries `bytes` built in place, read whole by the service, with a
+// small reply; `mode` as given.
+std::optional<Stats> ffiSink(const Options& o, const std::string& self, const std::string& socket,
+                             const std::string& mode, size_t bytes) {
+  int pipeFd[2];
+  if (pipe(pipeFd) != 0) return std::nullopt;
+  const pid_t server =
+      spawn({self, "--serve", mode, "--socket", socket, o.pin ? "--pin" : "--no-pin"}, pipeFd[1]);
+  close(pipeFd[1]);
+  const bool up = server >= 0 && waitForLine(pipeFd[0], "ready", 20'000);
+  close(pipeFd[0]);
+  if (!up) return std::nullopt;
+  if (o.pin) pinTo(0);
+  std::optional<Stats> result;
+  {
+    hms::ffi::ClientOptions co;
+    co.socketPath = socket;
+    co.waitMode = parseMode(mode);
+    auto client = hms::ffi::Client::connect(co);
+    auto stub = client ? (*client)->bind<Echo>("hms.bench.echo." + mode)
+                       : hms::ffi::Result<hms::ffi::Stub<Echo>>(client.status());
+    if (stub) {
+      uint64_t sink = 0;
+      bool failed = false;
+      auto ns = timeLoop(o, [&](int i) {
+        auto call = stub->newCall<&Echo::Client::sinkRequest>();
+        if (!call) {
+          failed = true;
+          return;
+        }
+        auto d = call->params().initPayload(uint(bytes));
+        std::memset(d.begin(), i & 0xff, bytes);
+        auto reply = std::move(*call).send();
+        if (!reply) {
+          failed = true;
+          return;
+        }
+        sink += reply->results().getSize();
+      });
+      if (failed) std::fprintf(stderr, "hms-ffi-bench: some %zu-byte calls failed\n", bytes);
+      result = summarize("hms-ffi " + std::to_string(bytes) + " B, " + mode, ns);
+      if (sink == 42) std::fprintf(stderr, " ");
+    } else {
+      std::fprintf(stderr, "hms-ffi-bench: %s\n", stub.status().toString().c_str());
+    }
+  }
+  kill(server, SIGTERM);
+  waitpid(server, nullptr, 0);
+  return result;
+}
+
 std::string findBroker(const std::string& self, const std::string& given) {
   if (!given.empty()) return given;
   namespace fs = std::filesystem;
@@ -419,7 +518,7 @@ int main(int argc, char** argv) {
     } else if (a == "--help" || a == "-h") {
       std::puts(
           "usage: hms-ffi-bench [--iterations N] [--warmup N] [--modes spin,adaptive,blocking]\n"
-          "                     [--no-pin] [--json] [--broker PATH]\n"
+          "                     [--sizes 64,1024,65536,1048576] [--no-pin] [--json] [--broker PATH]\n"
           "Measures 64-byte round trips between two processes: HMS-FFI calls per wait mode and,\n"
           "in the same run, raw shared-memory spin and futex ping-pongs and a raw UDS seqpacket\n"
           "ping-pong. Starts its own hms-ffid on a private socket.");
@@ -448,6 +547,17 @@ int main(int argc, char** argv) {
   std::vector<FfiResult> ffi;
   for (const auto& m : o.modes) {
     if (auto r = ffiCall(o, self, socket, m)) ffi.push_back(*r);
+  }
+  // Payload sizes: requests of N bytes built in place, read whole by the service, small reply;
+  // adaptive (the default mode), each beside a raw in-place round trip of the same size.
+  std::vector<std::pair<Stats, Stats>> sized;  // (raw, hms-ffi)
+  for (size_t bytes : o.sizes) {
+    Options so = o;
+    so.iterations = int(std::clamp<size_t>(size_t(200) * 1000 * 1000 / (bytes + 1000), 2000,
+                                           size_t(o.iterations)));
+    so.warmup = std::max(200, so.iterations / 10);
+    Stats raw = rawInPlace(so, bytes);
+    if (auto f = ffiSink(so, self, socket, "adaptive", bytes)) sized.emplace_back(raw, *f);
   }
   const Stats floorEnd = rawSpin(o, "raw-spin (floor, end)");
   kill(broker, SIGTERM);
@@ -488,6 +598,14 @@ int main(int argc, char** argv) {
       std::printf(",");
       jsonRow(r.stats, extra);
     }
+    for (const auto& [raw, f] : sized) {
+      std::printf(",");
+      jsonRow(raw, "");
+      char extra[64];
+      std::snprintf(extra, sizeof(extra), ",\"ratio_p50_to_raw_in_place\":%.3f", f.p50 / raw.p50);
+      std::printf(",");
+      jsonRow(f, extra);
+    }
     std::printf(",");
     jsonRow(floorEnd, "");
     std::printf("]}\n");
@@ -522,6 +640,15 @@ int main(int argc, char** argv) {
         "absolute figures across the change do not compare.\n",
         drift * 100);
   }
+  if (!sized.empty()) {
+    std::printf("\nrequest of N bytes built in place and read whole by the other side, small reply "
+                "(us):\n");
+    for (const auto& [raw, f] : sized) {
+      row(raw);
+      row(f);
+      std::printf("  %-24s p50 %5.2fx the raw in-place round trip\n", "", f.p50 / raw.p50);
+    }
+  }
   std::printf("\ntargets (../shared/design/PERFORMANCE.md):\n");
   auto verdict = [](bool met) { return met ? "met" : "MISSED"; };
   if (spin) {
@@ -539,6 +666,12 @@ int main(int argc, char** argv) {
   if (blocking) {
     const double r = blocking->stats.p50 / futexBase.p50;
     std::printf("  P3 blocking p50 %.2fx raw futex (<= 1.2x): %s\n", r, verdict(r <= 1.2));
+  }
+  for (const auto& [raw, f] : sized) {
+    if (f.name.rfind("hms-ffi 1048576 B", 0) == 0) {
+      const double r = f.p50 / raw.p50;
+      std::printf("  P4 1 MiB request p50 %.2fx raw in-place (<= 1.3x): %s\n", r, verdict(r <= 1.3));
+    }
   }
   return 0;
 }
