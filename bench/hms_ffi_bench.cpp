@@ -383,8 +383,8 @@ std::optional<FfiResult> ffiCall(const Options& o, const std::string& self,
 }
 
 // Raw in-place round trip of `bytes`: the caller writes the payload into shared memory and flips
-// a sequence word; the other process reads every byte (sums it) and answers with 64 bytes. The floor
-// for a large request built in place (P4).
+// a sequence word; the other process reads every byte (sums it) and answers with 64 bytes. The
+// floor for a large request built in place (P4).
 Stats rawInPlace(const Options& o, size_t bytes) {
   const size_t total = 4096 + bytes;
   auto* mem = static_cast<uint8_t*>(
@@ -518,7 +518,8 @@ int main(int argc, char** argv) {
     } else if (a == "--help" || a == "-h") {
       std::puts(
           "usage: hms-ffi-bench [--iterations N] [--warmup N] [--modes spin,adaptive,blocking]\n"
-          "                     [--sizes 64,1024,65536,1048576] [--no-pin] [--json] [--broker PATH]\n"
+          "                     [--sizes 64,1024,65536,1048576] [--no-pin] [--json] [--broker "
+          "PATH]\n"
           "Measures 64-byte round trips between two processes: HMS-FFI calls per wait mode and,\n"
           "in the same run, raw shared-memory spin and futex ping-pongs and a raw UDS seqpacket\n"
           "ping-pong. Starts its own hms-ffid on a private socket.");
@@ -553,8 +554,8 @@ int main(int argc, char** argv) {
   std::vector<std::pair<Stats, Stats>> sized;  // (raw, hms-ffi)
   for (size_t bytes : o.sizes) {
     Options so = o;
-    so.iterations = int(std::clamp<size_t>(size_t(200) * 1000 * 1000 / (bytes + 1000), 2000,
-                                           size_t(o.iterations)));
+    so.iterations = int(
+        std::clamp<size_t>(size_t(200) * 1000 * 1000 / (bytes + 1000), 2000, size_t(o.iterations)));
     so.warmup = std::max(200, so.iterations / 10);
     Stats raw = rawInPlace(so, bytes);
     if (auto f = ffiSink(so, self, socket, "adaptive", bytes)) sized.emplace_back(raw, *f);
@@ -641,8 +642,9 @@ int main(int argc, char** argv) {
         drift * 100);
   }
   if (!sized.empty()) {
-    std::printf("\nrequest of N bytes built in place and read whole by the other side, small reply "
-                "(us):\n");
+    std::printf(
+        "\nrequest of N bytes built in place and read whole by the other side, small reply "
+        "(us):\n");
     for (const auto& [raw, f] : sized) {
       row(raw);
       row(f);
@@ -670,7 +672,8 @@ int main(int argc, char** argv) {
   for (const auto& [raw, f] : sized) {
     if (f.name.rfind("hms-ffi 1048576 B", 0) == 0) {
       const double r = f.p50 / raw.p50;
-      std::printf("  P4 1 MiB request p50 %.2fx raw in-place (<= 1.3x): %s\n", r, verdict(r <= 1.3));
+      std::printf("  P4 1 MiB request p50 %.2fx raw in-place (<= 1.3x): %s\n", r,
+                  verdict(r <= 1.3));
     }
   }
   return 0;

@@ -2,10 +2,9 @@
 // (reserve/commit/peek/release), a 64-byte message built in place and read in place, and the
 // validator of messages read from shared memory. Whole-process round trips are hms-ffi-bench's job.
 #include <benchmark/benchmark.h>
-#include <sys/mman.h>
-
 #include <capnp/message.h>
 #include <capnp/serialize.h>
+#include <sys/mman.h>
 
 #include <cstring>
 

@@ -298,6 +298,18 @@ TEST_F(Integration, CallerKilled_ServiceKeepsServingOthers) {
   EXPECT_TRUE(svc.running());
 }
 
+TEST_F(Integration, StubOfADestroyedClient_FailsAtOnceWithUnavailable) {
+  auto svc = service();
+  auto client = connect();
+  auto stub = client->bind<TestService>("hms.test");
+  ASSERT_TRUE(stub.ok());
+  ASSERT_TRUE(echo(*stub, 1, 1).ok());
+  client.reset();
+  auto r = echo(*stub, 2, 1);
+  EXPECT_EQ(r.status().code(), StatusCode::kUnavailable);
+  EXPECT_NE(r.status().message().find("destroyed"), std::string::npos) << r.status().message();
+}
+
 TEST_F(Integration, DuplicateRegistration_IsAlreadyExists) {
   auto first = service({"--version", "1.0.0"});
   Subprocess second(

@@ -227,6 +227,11 @@ Result<capnp::MessageBuilder*> beginCall(CallerChannel& ch, const MethodRef& met
       ch.releaseLease();
       return s;
     };
+    if (ch.client->closing()) {
+      return fail(Status(StatusCode::kUnavailable,
+                         "the Client of this Stub for " + ch.serviceId +
+                             " was destroyed; keep the Client alive as long as its Stubs"));
+    }
     if (!method.found) {
       return fail(Status(StatusCode::kInvalidArgument,
                          "the method is not found in " + ch.interfaceName + " " + method.name));
@@ -620,7 +625,7 @@ bool Dispatcher::pollChannels() {
     Channel& ch = *chp;
     if (ch.closed || ch.busy.load(std::memory_order_acquire)) continue;
     if (loadAcquire(ch.hdr->callerState) != kEndOpen) {
-      ch.closed = anyClosed_ = true;
+      closeChannelLocal(ch, kEndClosed, "the caller closed it or went away");
       continue;
     }
     RingConsumer::Record rec;

@@ -65,6 +65,7 @@ class ClientImpl : public std::enable_shared_from_this<ClientImpl> {
   Result<ServiceHandle> serve(ServiceSpec spec);
   Status unregister(uint64_t tag);
 
+  bool closing() const noexcept { return closing_.load(std::memory_order_acquire); }
   Mapping& doorbell() { return doorbell_; }
   int doorbellFd() const { return doorbellFd_.get(); }
 
