@@ -288,6 +288,8 @@ Status Broker::handle(Conn& c, const std::vector<uint8_t>& bytes, std::vector<Un
       return onOpen(c, rid, req.getOpenChannel().getServiceKey());
     case wire::Request::CLOSE_CHANNEL:
       return onClose(c, rid, req.getCloseChannel());
+    case wire::Request::GET_REGISTRY:
+      return onGetRegistry(c, rid, req.getGetRegistry());
   }
   return replyError(c, rid, Status(StatusCode::kUnimplemented, "unknown control request"));
 }
@@ -305,6 +307,31 @@ Status Broker::onHello(Conn& c, uint64_t rid, wire::Hello::Reader hello,
                                  "; use a libhmsffi of the broker's release"));
   }
   c.name = std::string(hello.getClientName().cStr()).substr(0, 128);
+  c.transport = hello.getTransport();
+  c.noSharedMemory = std::string(hello.getNoSharedMemory().cStr()).substr(0, 512);
+  if (!c.noSharedMemory.empty()) {
+    if (options_.transport == wire::Transport::SHARED_MEMORY) {
+      return replyError(c, rid,
+                        Status(StatusCode::kFailedPrecondition,
+                               "this broker runs with --transport shm and this client has no "
+                               "shared memory (" +
+                                   c.noSharedMemory +
+                                   "); allow memfd_create and mmap to it, or run the broker "
+                                   "with --transport auto"));
+    }
+    c.helloed = true;
+    spdlog::info("client {} '{}' connected (pid {}, uid {}) without shared memory: {}", c.id,
+                 c.name, c.cred.pid, c.cred.uid, c.noSharedMemory);
+    capnp::MallocMessageBuilder mb;
+    auto r = mb.initRoot<wire::BrokerMessage>().initReply();
+    r.setId(rid);
+    r.initStatus().setCode(0);
+    auto h = r.initHello();
+    h.setClientId(c.id);
+    h.setBrokerPid(uint32_t(::getpid()));
+    h.setSharedMemory(false);
+    return reply(c, mb);
+  }
   if (hello.getHasDoorbell() && !fds.empty()) {
     // A client reconnecting after a broker restart keeps the doorbell its channels already use.
     auto size = detail::segmentSize(fds[0].get());
@@ -339,6 +366,7 @@ Status Broker::onHello(Conn& c, uint64_t rid, wire::Hello::Reader hello,
   h.setClientId(c.id);
   h.setRegistryBytes(registry_->segmentBytes());
   h.setBrokerPid(uint32_t(::getpid()));
+  h.setSharedMemory(true);
   const int out[2] = {registry_->fd(), c.doorbellFd.get()};
   return reply(c, mb, out, 2);
 }
@@ -411,6 +439,34 @@ Status Broker::onUnregister(Conn& c, uint64_t rid, uint64_t key) {
   return replyOk(c, rid);
 }
 
+Result<wire::Transport> Broker::channelTransport(const Conn& caller, const Conn& provider,
+                                                 const std::string& serviceId) const {
+  std::string why;
+  if (!caller.noSharedMemory.empty()) {
+    why = "this client has no shared memory (" + caller.noSharedMemory + ")";
+  } else if (!provider.noSharedMemory.empty()) {
+    why = "its provider has no shared memory (" + provider.noSharedMemory + ")";
+  } else if (options_.transport == wire::Transport::SOCKET) {
+    why = "the broker runs with --transport socket";
+  } else {
+    return wire::Transport::SHARED_MEMORY;
+  }
+  if (caller.transport == wire::Transport::SHARED_MEMORY) {
+    return Status(StatusCode::kFailedPrecondition,
+                  "this client requires shared memory (transport shm), but the channel to " +
+                      serviceId + " must run over a socket: " + why +
+                      "; use transport auto to accept the socket");
+  }
+  if (provider.transport == wire::Transport::SHARED_MEMORY) {
+    return Status(StatusCode::kFailedPrecondition,
+                  "the provider of " + serviceId +
+                      " requires shared memory (transport shm), but the channel must run over a "
+                      "socket: " +
+                      why);
+  }
+  return wire::Transport::SOCKET;
+}
+
 Status Broker::onOpen(Conn& c, uint64_t rid, uint64_t key) {
   auto it = services_.find(key);
   if (it == services_.end()) {
@@ -421,30 +477,48 @@ Status Broker::onOpen(Conn& c, uint64_t rid, uint64_t key) {
   }
   Service& svc = it->second;
   Conn& provider = *conns_.at(svc.clientId);
-  const uint64_t bytes = detail::channelSegmentBytes(svc.ringBytes);
-  auto fd = detail::createSegment("hms-ffi-channel", bytes);
-  if (!fd.ok()) return replyError(c, rid, fd.status());
-  auto map = detail::Mapping::map(fd->get(), bytes, true);
-  if (!map.ok()) return replyError(c, rid, map.status());
+  auto transport = channelTransport(c, provider, svc.id);
+  if (!transport.ok()) return replyError(c, rid, transport.status());
+  const uint32_t maxMessage = detail::maxMessageBytesForRing(svc.ringBytes);
   Channel ch;
   ch.id = nextChannelId_++;
   ch.callerClient = c.id;
   ch.serviceClient = svc.clientId;
   ch.serviceKey = key;
-  auto* h = map->as<detail::ChannelHeader>();
-  h->magic = detail::kChannelMagic;
-  h->layoutVersion = detail::kChannelLayoutVersion;
-  h->headerBytes = detail::kPageBytes;
-  h->channelId = ch.id;
-  h->segmentBytes = bytes;
-  h->ringBytes = svc.ringBytes;
-  h->maxMessageBytes = detail::maxMessageBytesForRing(svc.ringBytes);
-  h->callerPid = uint32_t(c.cred.pid);
-  h->servicePid = uint32_t(provider.cred.pid);
-  ch.fd = std::move(*fd);
-  ch.map = std::move(*map);
+  uint64_t bytes = 0;
+  UniqueFd callerEnd, serviceEnd;  // socket channels
+  if (*transport == wire::Transport::SHARED_MEMORY) {
+    bytes = detail::channelSegmentBytes(svc.ringBytes);
+    auto fd = detail::createSegment("hms-ffi-channel", bytes);
+    if (!fd.ok()) return replyError(c, rid, fd.status());
+    auto map = detail::Mapping::map(fd->get(), bytes, true);
+    if (!map.ok()) return replyError(c, rid, map.status());
+    auto* h = map->as<detail::ChannelHeader>();
+    h->magic = detail::kChannelMagic;
+    h->layoutVersion = detail::kChannelLayoutVersion;
+    h->headerBytes = detail::kPageBytes;
+    h->channelId = ch.id;
+    h->segmentBytes = bytes;
+    h->ringBytes = svc.ringBytes;
+    h->maxMessageBytes = maxMessage;
+    h->callerPid = uint32_t(c.cred.pid);
+    h->servicePid = uint32_t(provider.cred.pid);
+    ch.fd = std::move(*fd);
+    ch.map = std::move(*map);
+  } else {
+    // The broker keeps neither end: when a client dies, its peer reads EOF at once.
+    int sv[2];
+    if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
+      return replyError(c, rid,
+                        Status(StatusCode::kResourceExhausted,
+                               detail::errnoText("socketpair for a channel", errno)));
+    }
+    callerEnd.reset(sv[0]);
+    serviceEnd.reset(sv[1]);
+  }
+  const bool shm = *transport == wire::Transport::SHARED_MEMORY;
 
-  // The provider first, so that it maps the channel while the caller builds its first request.
+  // The provider first, so that it attaches the channel while the caller builds its first request.
   {
     capnp::MallocMessageBuilder mb;
     auto o = mb.initRoot<wire::BrokerMessage>().initEvent().initChannelOpened();
@@ -456,8 +530,10 @@ Status Broker::onOpen(Conn& c, uint64_t rid, uint64_t key) {
     o.setCallerPid(uint32_t(c.cred.pid));
     o.setCallerUid(uint32_t(c.cred.uid));
     o.setCallerName(c.name);
+    o.setTransport(*transport);
+    o.setMaxMessageBytes(maxMessage);
     auto flat = detail::encodeMessage(mb);
-    const int out[1] = {ch.fd.get()};
+    const int out[1] = {shm ? ch.fd.get() : serviceEnd.get()};
     if (auto s = detail::sendDatagram(provider.sock.get(), flat.begin(), flat.size() * 8, out, 1);
         !s) {
       return replyError(
@@ -472,14 +548,18 @@ Status Broker::onOpen(Conn& c, uint64_t rid, uint64_t key) {
   auto o = r.initOpenChannel();
   o.setChannelId(ch.id);
   o.setSegmentBytes(bytes);
-  const int out[2] = {ch.fd.get(), provider.doorbellFd.get()};
+  o.setTransport(*transport);
+  o.setMaxMessageBytes(maxMessage);
+  const int shmFds[2] = {ch.fd.get(), provider.doorbellFd.get()};
+  const int sockFds[1] = {callerEnd.get()};
   c.channels.insert(ch.id);
   provider.channels.insert(ch.id);
   svc.channels.insert(ch.id);
   const uint64_t id = ch.id;
   channels_.emplace(id, std::move(ch));
-  spdlog::debug("channel {}: client {} -> {} (key {})", id, c.id, svc.id, key);
-  return reply(c, mb, out, 2);
+  spdlog::debug("channel {}: client {} -> {} (key {}) over {}", id, c.id, svc.id, key,
+                shm ? "shared memory" : "a socketpair");
+  return shm ? reply(c, mb, shmFds, 2) : reply(c, mb, sockFds, 1);
 }
 
 Status Broker::onClose(Conn& c, uint64_t rid, uint64_t channelId) {
@@ -496,14 +576,16 @@ void Broker::endChannel(uint64_t channelId, bool callerSide, uint32_t state, con
   if (it == channels_.end()) return;
   Channel ch = std::move(it->second);
   channels_.erase(it);
-  auto* h = ch.map.as<detail::ChannelHeader>();
-  uint32_t& mine = callerSide ? h->callerState : h->serviceState;
-  if (detail::loadAcquire(mine) == detail::kEndOpen) detail::storeRelease(mine, state);
-  // Wake whoever may sleep on this channel: the caller on its response ring, either producer on
-  // a full ring, and the service's dispatcher on its doorbell.
-  detail::wakeAlways(h->response.consumerWake);
-  detail::wakeAlways(h->request.producerWake);
-  detail::wakeAlways(h->response.producerWake);
+  if (auto* h = ch.map.as<detail::ChannelHeader>()) {
+    uint32_t& mine = callerSide ? h->callerState : h->serviceState;
+    if (detail::loadAcquire(mine) == detail::kEndOpen) detail::storeRelease(mine, state);
+    // Wake whoever may sleep on this channel: the caller on its response ring, either producer
+    // on a full ring, and the service's dispatcher on its doorbell. (A socket channel needs
+    // none of it: the closed or dead end's socket says so itself.)
+    detail::wakeAlways(h->response.consumerWake);
+    detail::wakeAlways(h->request.producerWake);
+    detail::wakeAlways(h->response.producerWake);
+  }
   const uint64_t other = callerSide ? ch.serviceClient : ch.callerClient;
   if (auto pc = conns_.find(ch.serviceClient); pc != conns_.end() && pc->second->doorbell.data()) {
     detail::wakeAlways(pc->second->doorbell.as<detail::DoorbellSegment>()->wake);
@@ -575,6 +657,31 @@ void Broker::publishRegistry() {
   }
   if (auto s = registry_->publish(mb); !s)
     spdlog::error("registry not published: {}", s.toString());
+  auto flat = capnp::messageToFlatArray(mb);
+  snapshot_.assign(flat.begin(), flat.end());
+}
+
+Status Broker::onGetRegistry(Conn& c, uint64_t rid, wire::GetRegistry::Reader get) {
+  // Chunks well inside a control datagram (kMaxControlMessageBytes).
+  constexpr uint64_t kChunkBytes = 48 * 1024;
+  const uint64_t total = snapshot_.size() * sizeof(capnp::word);
+  const uint64_t generation = registry_->generation();
+  capnp::MallocMessageBuilder mb;
+  auto r = mb.initRoot<wire::BrokerMessage>().initReply();
+  r.setId(rid);
+  r.initStatus().setCode(0);
+  auto chunk = r.initRegistry();
+  chunk.setGeneration(generation);
+  chunk.setTotalBytes(total);
+  if (get.getKnownGeneration() == generation && get.getOffset() == 0) {
+    chunk.setUnchanged(true);
+    return reply(c, mb);
+  }
+  const uint64_t offset = std::min(get.getOffset(), total);
+  const uint64_t n = std::min(kChunkBytes, total - offset);
+  chunk.setOffset(offset);
+  chunk.setData(kj::arrayPtr(reinterpret_cast<const kj::byte*>(snapshot_.data()) + offset, n));
+  return reply(c, mb);
 }
 
 }  // namespace hms::ffi::broker

@@ -22,6 +22,9 @@ namespace hms::ffi::broker {
 struct BrokerOptions {
   std::string socketPath;  // empty: the library's default rules
   uint64_t registryBytes = detail::kDefaultRegistryBytes;
+  // Channel transport: AUTO (shared memory where both ends can map it), SHARED_MEMORY (refuse
+  // clients without it), SOCKET (every channel a socketpair).
+  wire::Transport transport = wire::Transport::AUTO;
 };
 
 class Broker {
@@ -47,8 +50,10 @@ class Broker {
     bool helloed = false;
     detail::UniqueFd doorbellFd;
     detail::Mapping doorbell;
-    std::set<uint64_t> services;  // keys
-    std::set<uint64_t> channels;  // ids, as caller or as service
+    wire::Transport transport = wire::Transport::AUTO;  // the client's own setting
+    std::string noSharedMemory;                         // non-empty: it has none, and why
+    std::set<uint64_t> services;                        // keys
+    std::set<uint64_t> channels;                        // ids, as caller or as service
   };
   struct Service {
     uint64_t key = 0;
@@ -65,7 +70,7 @@ class Broker {
     uint64_t callerClient = 0;
     uint64_t serviceClient = 0;
     uint64_t serviceKey = 0;
-    detail::UniqueFd fd;
+    detail::UniqueFd fd;  // shared memory only; a socket channel's ends belong to the clients
     detail::Mapping map;
   };
 
@@ -85,6 +90,10 @@ class Broker {
   Status onUnregister(Conn& c, uint64_t rid, uint64_t key);
   Status onOpen(Conn& c, uint64_t rid, uint64_t key);
   Status onClose(Conn& c, uint64_t rid, uint64_t channelId);
+  Status onGetRegistry(Conn& c, uint64_t rid, wire::GetRegistry::Reader get);
+  // The transport of a channel from `caller` to `provider`, or why there can be none.
+  Result<wire::Transport> channelTransport(const Conn& caller, const Conn& provider,
+                                           const std::string& serviceId) const;
 
   // Marks one end of a channel (closed by it, or dead), wakes whoever waits on the other end,
   // tells the other end's client and forgets the channel.
@@ -100,6 +109,7 @@ class Broker {
   detail::UniqueFd signalFd_;
   detail::UniqueFd stopFd_;
   std::unique_ptr<detail::RegistryWriter> registry_;
+  std::vector<capnp::word> snapshot_;  // the published snapshot, flat, for getRegistry
   std::map<uint64_t, std::unique_ptr<Conn>> conns_;
   std::map<uint64_t, Service> services_;
   std::map<uint64_t, Channel> channels_;

@@ -15,6 +15,7 @@ namespace {
 void usage(FILE* out) {
   std::fputs(
       "usage: hms-ffid [--socket PATH] [--log-level LEVEL] [--registry-bytes N]\n"
+      "                [--transport auto|shm|socket]\n"
       "\n"
       "The HMS-FFI broker: control socket, service registry, shared-memory segments, liveness.\n"
       "\n"
@@ -23,6 +24,9 @@ void usage(FILE* out) {
       "                       as root)\n"
       "  --log-level LEVEL    trace, debug, info (default), warn, error, critical, off\n"
       "  --registry-bytes N   size of the registry segment (default 4194304)\n"
+      "  --transport T        how channels carry messages: auto (default: shared memory where\n"
+      "                       both ends can map it, else a socketpair), shm (refuse clients\n"
+      "                       without shared memory), socket (every channel a socketpair)\n"
       "  --version            print the version\n"
       "\n"
       "SIGTERM or SIGINT stop it gracefully.\n",
@@ -49,6 +53,19 @@ int main(int argc, char** argv) {
       level = value("--log-level");
     } else if (a == "--registry-bytes") {
       options.registryBytes = std::strtoull(value("--registry-bytes"), nullptr, 10);
+    } else if (a == "--transport") {
+      const std::string_view t = value("--transport");
+      if (t == "auto") {
+        options.transport = hms::ffi::wire::Transport::AUTO;
+      } else if (t == "shm") {
+        options.transport = hms::ffi::wire::Transport::SHARED_MEMORY;
+      } else if (t == "socket") {
+        options.transport = hms::ffi::wire::Transport::SOCKET;
+      } else {
+        std::fprintf(stderr, "hms-ffid: --transport must be auto, shm or socket, not '%.*s'\n",
+                     int(t.size()), t.data());
+        return 2;
+      }
     } else if (a == "--version") {
       std::puts("hms-ffid 0.1.0");
       return 0;

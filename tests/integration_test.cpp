@@ -1,9 +1,12 @@
 // End to end: a real hms-ffid and real service processes on a private socket per test.
 #include <gtest/gtest.h>
+#include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -24,8 +27,23 @@ using testing::startTestService;
 using testing::Subprocess;
 using testing::waitUntil;
 
-class Integration : public ::testing::Test {
+const char* transportName(Transport t) {
+  return t == Transport::kSocket ? "socket" : t == Transport::kSharedMemory ? "shm" : "auto";
+}
+
+// A private broker; every client of the test, in this process or a child, uses `transport`
+// (through $HMS_FFI_TRANSPORT, which children inherit and ClientOptions::transport kAuto defers
+// to).
+class IntegrationBase : public ::testing::Test {
  protected:
+  void useTransport(Transport t) {
+    transport_ = t;
+    ::setenv("HMS_FFI_TRANSPORT", transportName(t), 1);
+  }
+  void TearDown() override {
+    ::unsetenv("HMS_FFI_TRANSPORT");
+    ::unsetenv("HMS_FFI_INJECT_SHM_FAILURE");
+  }
   std::unique_ptr<Client> connect(ClientOptions o = {}) {
     o.socketPath = broker.socket();
     auto c = Client::connect(o);
@@ -35,8 +53,19 @@ class Integration : public ::testing::Test {
   Subprocess service(std::vector<std::string> args = {}) {
     return startTestService(broker.socket(), args);
   }
+  Transport transport_ = Transport::kAuto;
   BrokerFixture broker;
 };
+
+// The cross-process suite: every test runs over shared memory and over sockets.
+class Integration : public IntegrationBase, public ::testing::WithParamInterface<Transport> {
+ protected:
+  void SetUp() override { useTransport(GetParam()); }
+};
+
+std::string transportParamName(const ::testing::TestParamInfo<Transport>& info) {
+  return transportName(info.param);
+}
 
 Result<Reply<TestService::EchoResults>> echo(Stub<TestService>& stub, uint64_t seq, size_t size,
                                              CallOptions opts = {}) {
@@ -49,7 +78,7 @@ Result<Reply<TestService::EchoResults>> echo(Stub<TestService>& stub, uint64_t s
       opts);
 }
 
-TEST_F(Integration, RegisterDiscoverCall_ReachesTheProvider) {
+TEST_P(Integration, RegisterDiscoverCall_ReachesTheProvider) {
   auto svc = service({"--version", "1.3.0"});
   auto client = connect();
   auto found = client->discover("hms.test");
@@ -71,6 +100,8 @@ TEST_F(Integration, RegisterDiscoverCall_ReachesTheProvider) {
 
   auto stub = client->bind<TestService>("hms.test");
   ASSERT_TRUE(stub.ok()) << stub.status().toString();
+  EXPECT_EQ(stub->transport(), GetParam());
+  EXPECT_EQ(client->usesSharedMemory(), GetParam() == Transport::kSharedMemory);
   auto who = stub->call<&TestService::Client::whoamiRequest>([](auto) {});
   ASSERT_TRUE(who.ok()) << who.status().toString();
   EXPECT_EQ(pid_t(who->results().getPid()), svc.pid());
@@ -78,11 +109,15 @@ TEST_F(Integration, RegisterDiscoverCall_ReachesTheProvider) {
   EXPECT_EQ(std::string(who->results().getVersion().cStr()), "1.3.0");
 }
 
-class CallVolume : public Integration,
-                   public ::testing::WithParamInterface<std::pair<WaitMode, const char*>> {};
+class CallVolume : public IntegrationBase,
+                   public ::testing::WithParamInterface<
+                       std::tuple<Transport, std::pair<WaitMode, const char*>>> {
+ protected:
+  void SetUp() override { useTransport(std::get<0>(GetParam())); }
+};
 
 TEST_P(CallVolume, HundredThousandCalls_EveryReplyChecked) {
-  auto [mode, serviceMode] = GetParam();
+  auto [mode, serviceMode] = std::get<1>(GetParam());
   auto svc = service({"--wait", serviceMode});
   ClientOptions o;
   o.waitMode = mode;
@@ -109,13 +144,18 @@ TEST_P(CallVolume, HundredThousandCalls_EveryReplyChecked) {
   EXPECT_EQ(wrong, 0u);
 }
 
-INSTANTIATE_TEST_SUITE_P(WaitModes, CallVolume,
-                         ::testing::Values(std::pair{WaitMode::kAdaptive, "adaptive"},
-                                           std::pair{WaitMode::kBlocking, "blocking"},
-                                           std::pair{WaitMode::kSpin, "spin"}),
-                         [](const auto& info) { return std::string(info.param.second); });
+INSTANTIATE_TEST_SUITE_P(
+    WaitModes, CallVolume,
+    ::testing::Combine(::testing::Values(Transport::kSharedMemory, Transport::kSocket),
+                       ::testing::Values(std::pair{WaitMode::kAdaptive, "adaptive"},
+                                         std::pair{WaitMode::kBlocking, "blocking"},
+                                         std::pair{WaitMode::kSpin, "spin"})),
+    [](const auto& info) {
+      return std::string(transportName(std::get<0>(info.param))) + "_" +
+             std::get<1>(info.param).second;
+    });
 
-TEST_F(Integration, VersionRange_SelectsTheHighestCompatibleProvider) {
+TEST_P(Integration, VersionRange_SelectsTheHighestCompatibleProvider) {
   auto svc = service({"--version", "1.0.0", "--version", "1.4.2", "--version", "2.0.0"});
   auto client = connect();
   auto versionOf = [&](const char* range) -> std::string {
@@ -138,7 +178,7 @@ TEST_F(Integration, VersionRange_SelectsTheHighestCompatibleProvider) {
   EXPECT_EQ(resolved->version, (Version{1, 4, 2}));
 }
 
-TEST_F(Integration, DeadlineExceeded_WhenTheServiceIsSlow_AndTheNextCallStillWorks) {
+TEST_P(Integration, DeadlineExceeded_WhenTheServiceIsSlow_AndTheNextCallStillWorks) {
   auto svc = service();
   auto client = connect();
   auto stub = client->bind<TestService>("hms.test");
@@ -155,7 +195,7 @@ TEST_F(Integration, DeadlineExceeded_WhenTheServiceIsSlow_AndTheNextCallStillWor
   EXPECT_EQ(r->results().getSeq(), 5u);
 }
 
-TEST_F(Integration, HandlerSeesTheDeadline_AndACallExpiredInTheQueueIsNotRun) {
+TEST_P(Integration, HandlerSeesTheDeadline_AndACallExpiredInTheQueueIsNotRun) {
   auto svc = service();
   auto client = connect();
   auto busy = client->bind<TestService>("hms.test");
@@ -185,7 +225,7 @@ TEST_F(Integration, HandlerSeesTheDeadline_AndACallExpiredInTheQueueIsNotRun) {
   EXPECT_EQ(next->results().getCalls(), 2u) << "the expired call ran";
 }
 
-TEST_F(Integration, UnknownMethod_IsUnimplemented) {
+TEST_P(Integration, UnknownMethod_IsUnimplemented) {
   auto svc = service({"--skip", "blob"});
   auto client = connect();
   auto stub = client->bind<TestService>("hms.test");
@@ -197,7 +237,7 @@ TEST_F(Integration, UnknownMethod_IsUnimplemented) {
   EXPECT_TRUE(echo(*stub, 1, 1).ok());
 }
 
-TEST_F(Integration, HandlerErrors_CarryCodeMessageSourceAndDetails) {
+TEST_P(Integration, HandlerErrors_CarryCodeMessageSourceAndDetails) {
   auto svc = service();
   auto client = connect();
   auto stub = client->bind<TestService>("hms.test");
@@ -219,7 +259,7 @@ TEST_F(Integration, HandlerErrors_CarryCodeMessageSourceAndDetails) {
   EXPECT_TRUE(echo(*stub, 2, 2).ok());
 }
 
-TEST_F(Integration, LargeMessages_AtTheLimitPass_AndOverItAreResourceExhausted) {
+TEST_P(Integration, LargeMessages_AtTheLimitPass_AndOverItAreResourceExhausted) {
   constexpr uint32_t kRing = 64 << 10;
   auto svc = service({"--ring-bytes", std::to_string(kRing)});
   auto client = connect();
@@ -250,7 +290,7 @@ TEST_F(Integration, LargeMessages_AtTheLimitPass_AndOverItAreResourceExhausted) 
   EXPECT_TRUE(echo(*stub, 3, 100).ok());
 }
 
-TEST_F(Integration, ServiceKilledMidCall_CallerGetsUnavailable_AndARestartIsFoundAgain) {
+TEST_P(Integration, ServiceKilledMidCall_CallerGetsUnavailable_AndARestartIsFoundAgain) {
   auto svc = service();
   auto client = connect();
   auto stub = client->bind<TestService>("hms.test");
@@ -285,7 +325,7 @@ TEST_F(Integration, ServiceKilledMidCall_CallerGetsUnavailable_AndARestartIsFoun
   EXPECT_EQ(stub->service().providerPid, restarted.pid());
 }
 
-TEST_F(Integration, CallerKilled_ServiceKeepsServingOthers) {
+TEST_P(Integration, CallerKilled_ServiceKeepsServingOthers) {
   auto svc = service();
   Subprocess caller({testing::testServiceBinary() + "-caller", broker.socket()});
   ASSERT_TRUE(caller.waitForLine("calling")) << caller.errors();
@@ -298,7 +338,7 @@ TEST_F(Integration, CallerKilled_ServiceKeepsServingOthers) {
   EXPECT_TRUE(svc.running());
 }
 
-TEST_F(Integration, StubOfADestroyedClient_FailsAtOnceWithUnavailable) {
+TEST_P(Integration, StubOfADestroyedClient_FailsAtOnceWithUnavailable) {
   auto svc = service();
   auto client = connect();
   auto stub = client->bind<TestService>("hms.test");
@@ -310,7 +350,7 @@ TEST_F(Integration, StubOfADestroyedClient_FailsAtOnceWithUnavailable) {
   EXPECT_NE(r.status().message().find("destroyed"), std::string::npos) << r.status().message();
 }
 
-TEST_F(Integration, DuplicateRegistration_IsAlreadyExists) {
+TEST_P(Integration, DuplicateRegistration_IsAlreadyExists) {
   auto first = service({"--version", "1.0.0"});
   Subprocess second(
       {testing::testServiceBinary(), "--socket", broker.socket(), "--version", "1.0.0"});
@@ -322,7 +362,7 @@ TEST_F(Integration, DuplicateRegistration_IsAlreadyExists) {
   EXPECT_EQ(client->discover("hms.test")->size(), 2u);
 }
 
-TEST_F(Integration, Bind_UnknownServiceIsNotFound_WrongInterfaceIsFailedPrecondition) {
+TEST_P(Integration, Bind_UnknownServiceIsNotFound_WrongInterfaceIsFailedPrecondition) {
   auto svc = service();
   auto client = connect();
   auto missing = client->bind<TestService>("hms.nothing");
@@ -334,7 +374,7 @@ TEST_F(Integration, Bind_UnknownServiceIsNotFound_WrongInterfaceIsFailedPrecondi
   EXPECT_EQ(badRange.status().code(), StatusCode::kInvalidArgument);
 }
 
-TEST_F(Integration, ManyCallers_AreServedByOneDispatcherThread) {
+TEST_P(Integration, ManyCallers_AreServedByOneDispatcherThread) {
   auto svc = service();
   auto threadsOf = [](pid_t pid) {
     int n = 0;
@@ -371,7 +411,7 @@ TEST_F(Integration, ManyCallers_AreServedByOneDispatcherThread) {
   EXPECT_EQ(threadsOf(svc.pid()), before) << "the service grew threads per caller";
 }
 
-TEST_F(Integration, WorkerPool_ServesCallersInParallelChannels) {
+TEST_P(Integration, WorkerPool_ServesCallersInParallelChannels) {
   auto svc = service({"--workers", "2"});
   auto client = connect();
   std::atomic<int> failures{0};
@@ -393,7 +433,7 @@ TEST_F(Integration, WorkerPool_ServesCallersInParallelChannels) {
   EXPECT_EQ(failures.load(), 0) << svc.errors();
 }
 
-TEST_F(Integration, IdleService_UsesNoCpuAfterItsSpinBudget) {
+TEST_P(Integration, IdleService_UsesNoCpuAfterItsSpinBudget) {
   auto svc = service();
   auto client = connect();
   auto stub = client->bind<TestService>("hms.test");
@@ -419,6 +459,12 @@ TEST_F(Integration, IdleService_UsesNoCpuAfterItsSpinBudget) {
   EXPECT_LE(cpuTicks(svc.pid()) - before, 5);
   EXPECT_LE(cpuTicks(::getpid()) - beforeSelf, 5);
 }
+
+// Tests of the shared-memory rings themselves.
+class SharedMemoryOnly : public IntegrationBase {
+ protected:
+  void SetUp() override { useTransport(Transport::kSharedMemory); }
+};
 
 // A misbehaving caller: opens a channel to `serviceId` through the control protocol and maps it,
 // to write into the request ring what no libhmsffi would.
@@ -461,7 +507,7 @@ struct RawChannel {
   detail::Mapping doorbell;
 };
 
-TEST_F(Integration, CorruptRequestRing_ClosesThatChannelWithDataLoss_OthersKeepWorking) {
+TEST_F(SharedMemoryOnly, CorruptRequestRing_ClosesThatChannelWithDataLoss_OthersKeepWorking) {
   auto svc = service();
   auto client = connect();
   auto good = client->bind<TestService>("hms.test");
@@ -478,7 +524,7 @@ TEST_F(Integration, CorruptRequestRing_ClosesThatChannelWithDataLoss_OthersKeepW
   for (int i = 0; i < 10; ++i) ASSERT_TRUE(echo(*good, uint64_t(i), 4).ok());
 }
 
-TEST_F(Integration, MalformedRequestMessage_IsInvalidArgument_AndTheChannelStaysOpen) {
+TEST_F(SharedMemoryOnly, MalformedRequestMessage_IsInvalidArgument_AndTheChannelStaysOpen) {
   auto svc = service();
   auto client = connect();
   auto raw = RawChannel::open(broker.socket(), *client, "hms.test");
@@ -499,7 +545,7 @@ TEST_F(Integration, MalformedRequestMessage_IsInvalidArgument_AndTheChannelStays
   EXPECT_TRUE(svc.running());
 }
 
-TEST_F(Integration, BrokerRestart_OpenChannelsKeepWorking_AndServicesRegisterAgain) {
+TEST_P(Integration, BrokerRestart_OpenChannelsKeepWorking_AndServicesRegisterAgain) {
   auto svc = service();
   auto client = connect();
   auto stub = client->bind<TestService>("hms.test");
@@ -520,7 +566,7 @@ TEST_F(Integration, BrokerRestart_OpenChannelsKeepWorking_AndServicesRegisterAga
   EXPECT_TRUE(echo(*stub, 10, 9).ok());
 }
 
-TEST_F(Integration, StoppedService_LeavesTheRegistry_AndItsCallersGetUnavailable) {
+TEST_P(Integration, StoppedService_LeavesTheRegistry_AndItsCallersGetUnavailable) {
   auto client = connect();
   ServiceDefinition<TestService> def;
   def.on<&TestService::Client::echoRequest>(
@@ -550,7 +596,7 @@ TEST_F(Integration, StoppedService_LeavesTheRegistry_AndItsCallersGetUnavailable
   EXPECT_EQ(after.status().code(), StatusCode::kUnavailable) << after.status().toString();
 }
 
-TEST_F(Integration, Tool_ListsAndDescribesLiveServices) {
+TEST_P(Integration, Tool_ListsAndDescribesLiveServices) {
   auto svc = service({"--version", "2.5.0"});
   const std::string tool =
       std::filesystem::path(testing::brokerBinary()).parent_path().parent_path() / "tools" /
@@ -569,6 +615,216 @@ TEST_F(Integration, Tool_ListsAndDescribesLiveServices) {
   const int st = missing.wait();
   EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 1);
 }
+
+// ---- the socket transport and the automatic choice -------------------------------------------
+
+size_t countOf(const std::string& text, const std::string& needle) {
+  size_t n = 0;
+  for (size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
+  return n;
+}
+
+// No transport forced: each client picks shared memory unless it cannot map it.
+class Fallback : public IntegrationBase {};
+
+TEST_F(Fallback, CallerWithoutSharedMemory_FallsBackToSockets_AndLogsWhyOnce) {
+  auto svc = service();
+  Subprocess caller({testing::testCallerBinary(), broker.socket()},
+                    {"HMS_FFI_INJECT_SHM_FAILURE=1"});
+  ASSERT_TRUE(caller.waitForLine("calling")) << caller.errors();
+  caller.signal(SIGKILL);
+  caller.wait();
+  const std::string log = caller.errors();
+  EXPECT_EQ(countOf(log, "shared memory is unavailable to this process"), 1u) << log;
+  EXPECT_NE(log.find("injected by HMS_FFI_INJECT_SHM_FAILURE"), std::string::npos) << log;
+  EXPECT_NE(log.find("Unix-socket transport"), std::string::npos) << log;
+  EXPECT_TRUE(svc.running());
+}
+
+TEST_F(Fallback, OneServiceServesSharedMemoryAndSocketCallersAtOnce) {
+  auto svc = service();
+  auto shmClient = connect();
+  ::setenv("HMS_FFI_INJECT_SHM_FAILURE", "1", 1);
+  auto sockClient = connect();
+  ::unsetenv("HMS_FFI_INJECT_SHM_FAILURE");
+  EXPECT_TRUE(shmClient->usesSharedMemory());
+  EXPECT_FALSE(sockClient->usesSharedMemory());
+  EXPECT_NE(sockClient->sharedMemoryProblem().find("HMS_FFI_INJECT_SHM_FAILURE"),
+            std::string::npos);
+  // Discovery without shared memory reads the registry over the control socket.
+  auto found = sockClient->discover("hms.test");
+  ASSERT_TRUE(found.ok()) << found.status().toString();
+  ASSERT_EQ(found->size(), 1u);
+  EXPECT_EQ((*found)[0].providerPid, svc.pid());
+
+  auto a = shmClient->bind<TestService>("hms.test");
+  auto b = sockClient->bind<TestService>("hms.test");
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(a->transport(), Transport::kSharedMemory);
+  EXPECT_EQ(b->transport(), Transport::kSocket);
+  for (uint64_t i = 0; i < 2000; ++i) {
+    auto ra = echo(*a, i, i % 64);
+    ASSERT_TRUE(ra.ok()) << ra.status().toString();
+    EXPECT_EQ(ra->results().getSeq(), i);
+    auto rb = echo(*b, i + 1'000'000, i % 64);
+    ASSERT_TRUE(rb.ok()) << rb.status().toString();
+    EXPECT_EQ(rb->results().getSeq(), i + 1'000'000);
+  }
+}
+
+TEST_F(Fallback, ServiceWithoutSharedMemory_IsCalledOverASocket) {
+  auto svc = startTestService(broker.socket(), {}, "ready", {"HMS_FFI_INJECT_SHM_FAILURE=1"});
+  auto client = connect();
+  EXPECT_TRUE(client->usesSharedMemory());
+  auto stub = client->bind<TestService>("hms.test");
+  ASSERT_TRUE(stub.ok()) << stub.status().toString();
+  EXPECT_EQ(stub->transport(), Transport::kSocket);
+  auto r = echo(*stub, 5, 100);
+  ASSERT_TRUE(r.ok()) << r.status().toString();
+  EXPECT_EQ(r->results().getSeq(), 5u);
+}
+
+TEST_F(Fallback, SharedMemoryRequired_ButRefused_IsFailedPrecondition) {
+  ::setenv("HMS_FFI_INJECT_SHM_FAILURE", "1", 1);
+  ClientOptions o;
+  o.socketPath = broker.socket();
+  o.transport = Transport::kSharedMemory;
+  auto c = Client::connect(o);
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(c.status().message().find("transport shm"), std::string::npos) << c.status().toString();
+}
+
+TEST_F(Fallback, SharedMemoryRequired_ByTheCaller_OfAServiceWithout_IsFailedPrecondition) {
+  auto svc = startTestService(broker.socket(), {}, "ready", {"HMS_FFI_INJECT_SHM_FAILURE=1"});
+  ClientOptions o;
+  o.transport = Transport::kSharedMemory;
+  auto client = connect(o);
+  auto stub = client->bind<TestService>("hms.test");
+  ASSERT_FALSE(stub.ok());
+  EXPECT_EQ(stub.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(stub.status().message().find("its provider has no shared memory"), std::string::npos)
+      << stub.status().toString();
+}
+
+TEST_F(Fallback, UnknownTransportSetting_IsInvalidArgument) {
+  ::setenv("HMS_FFI_TRANSPORT", "carrier-pigeon", 1);
+  ClientOptions o;
+  o.socketPath = broker.socket();
+  auto c = Client::connect(o);
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(c.status().message().find("carrier-pigeon"), std::string::npos);
+}
+
+TEST(BrokerTransport, SocketConfig_PutsEveryChannelOnASocket) {
+  BrokerFixture b({"--transport", "socket"});
+  auto svc = startTestService(b.socket(), {});
+  ClientOptions o;
+  o.socketPath = b.socket();
+  auto client = Client::connect(o);
+  ASSERT_TRUE(client.ok()) << client.status().toString();
+  EXPECT_TRUE((*client)->usesSharedMemory());  // the registry still is
+  auto stub = (*client)->bind<TestService>("hms.test");
+  ASSERT_TRUE(stub.ok()) << stub.status().toString();
+  EXPECT_EQ(stub->transport(), Transport::kSocket);
+  ASSERT_TRUE(echo(*stub, 3, 3).ok());
+}
+
+TEST(BrokerTransport, ShmConfig_RefusesClientsWithoutSharedMemory) {
+  BrokerFixture b({"--transport", "shm"});
+  ClientOptions o;
+  o.socketPath = b.socket();
+  o.transport = Transport::kSocket;
+  auto c = Client::connect(o);
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(c.status().message().find("--transport shm"), std::string::npos)
+      << c.status().toString();
+}
+
+// A misbehaving caller on a socket channel: writes datagrams no libhmsffi would.
+class SocketOnly : public IntegrationBase {
+ protected:
+  void SetUp() override { useTransport(Transport::kSocket); }
+
+  struct RawSocket {
+    std::shared_ptr<detail::ClientImpl> control;
+    detail::UniqueFd fd;
+    ~RawSocket() {
+      if (control) control->shutdown();
+    }
+  };
+  std::unique_ptr<RawSocket> openRaw(Client& client) {
+    auto raw = std::make_unique<RawSocket>();
+    ClientOptions o;
+    o.socketPath = broker.socket();
+    raw->control = std::make_shared<detail::ClientImpl>(o);
+    EXPECT_TRUE(raw->control->start().isOk());
+    auto info = client.resolve("hms.test");
+    EXPECT_TRUE(info.ok()) << info.status().toString();
+    auto reply = raw->control->roundTrip(
+        [&](wire::Request::Builder req) { req.initOpenChannel().setServiceKey(info->key); });
+    EXPECT_TRUE(reply.ok()) << reply.status().toString();
+    EXPECT_EQ(reply->reply().getOpenChannel().getTransport(), wire::Transport::SOCKET);
+    raw->fd = std::move(reply->fds[0]);
+    return raw;
+  }
+  // Waits for one datagram; its size, 0 at EOF, -1 at the deadline.
+  static ssize_t receive(int fd, void* buf, size_t size) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 20'000) <= 0) return -1;
+    return ::recv(fd, buf, size, 0);
+  }
+};
+
+TEST_F(SocketOnly, MalformedDatagram_ClosesThatChannel_OthersKeepWorking) {
+  auto svc = service();
+  auto client = connect();
+  auto good = client->bind<TestService>("hms.test");
+  ASSERT_TRUE(good.ok());
+  ASSERT_EQ(good->transport(), Transport::kSocket);
+  ASSERT_TRUE(echo(*good, 1, 1).ok());
+  auto raw = openRaw(*client);
+  const char junk[10] = "not a rec";
+  ASSERT_EQ(::send(raw->fd.get(), junk, sizeof(junk), 0), ssize_t(sizeof(junk)));
+  char buf[64];
+  EXPECT_EQ(receive(raw->fd.get(), buf, sizeof(buf)), 0) << "the service kept the channel open";
+  EXPECT_TRUE(svc.running());
+  for (int i = 0; i < 10; ++i) ASSERT_TRUE(echo(*good, uint64_t(i), 4).ok());
+}
+
+TEST_F(SocketOnly, MalformedRequestMessage_IsInvalidArgument_AndTheChannelStaysOpen) {
+  auto svc = service();
+  auto client = connect();
+  auto raw = openRaw(*client);
+  for (uint64_t callId : {77u, 78u}) {
+    // A well-framed record whose message's root is a far pointer: never valid in one segment.
+    struct {
+      detail::RecordHeader header;
+      uint64_t word;
+    } rec{};
+    rec.header.kind = detail::kRecordRequest;
+    rec.header.callId = callId;
+    rec.header.method = 0;  // echo
+    rec.header.words = 1;
+    rec.header.length = sizeof(rec);
+    rec.word = 0x12345602u;
+    ASSERT_EQ(::send(raw->fd.get(), &rec, sizeof(rec), 0), ssize_t(sizeof(rec)));
+    alignas(8) uint8_t buf[4096];
+    ASSERT_GT(receive(raw->fd.get(), buf, sizeof(buf)), ssize_t(sizeof(detail::RecordHeader)));
+    detail::RecordHeader reply;
+    std::memcpy(&reply, buf, sizeof(reply));
+    EXPECT_EQ(reply.kind, detail::kRecordResponse);
+    EXPECT_EQ(reply.callId, callId);
+    EXPECT_EQ(statusCodeFromWire(reply.status), StatusCode::kInvalidArgument);
+  }
+  EXPECT_TRUE(svc.running());
+}
+
+INSTANTIATE_TEST_SUITE_P(Transports, Integration,
+                         ::testing::Values(Transport::kSharedMemory, Transport::kSocket),
+                         transportParamName);
 
 TEST(Broker, Sigterm_StopsGracefully_AndRemovesItsSocket) {
   BrokerFixture b;

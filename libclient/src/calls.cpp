@@ -1,12 +1,16 @@
 // The data path: CallerChannel (a caller's end of a channel) and the Dispatcher (a service's).
 #include <capnp/serialize.h>
 #include <kj/exception.h>
-#include <spdlog/spdlog.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include <cstring>
+#include <stdexcept>
 
 #include "client_impl.hpp"
 #include "hms/ffi/error.capnp.h"
+#include "log.hpp"
 #include "message_check.hpp"
 
 namespace hms::ffi {
@@ -101,8 +105,13 @@ CallerChannel::~CallerChannel() {
 
 void CallerChannel::closeChannel(uint32_t myState) {
   if (!isOpen) return;
-  storeRelease(hdr_->callerState, myState);
-  if (doorbellMap.data()) wakeAlways(doorbellMap.as<DoorbellSegment>()->wake);
+  if (link) {
+    link->shutdown();  // the service reads EOF at once
+    link.reset();
+  } else {
+    storeRelease(hdr_->callerState, myState);
+    if (doorbellMap.data()) wakeAlways(doorbellMap.as<DoorbellSegment>()->wake);
+  }
   const uint64_t id = channelId;
   client->sendOneWay([id](wire::Request::Builder req) { req.setCloseChannel(id); });
   isOpen = false;
@@ -117,6 +126,19 @@ Status CallerChannel::peerGoneStatus() const {
   const uint32_t state = hdr_ ? loadAcquire(hdr_->serviceState) : uint32_t(kEndDead);
   const std::string who = "service " + serviceId + " " + service.version.toString() + " (pid " +
                           std::to_string(service.providerPid) + ")";
+  if (link) {
+    if (link->broken() && !link->corruptReason().empty()) {
+      return Status(StatusCode::kDataLoss,
+                    "the socket from " + who + " broke its framing (" + link->corruptReason() +
+                        "); the channel was closed, the next call opens another",
+                    serviceId);
+    }
+    return Status(StatusCode::kUnavailable,
+                  who +
+                      " closed the channel's socket: it stopped serving or went away; a call in "
+                      "flight may or may not have run; the next call looks for another provider",
+                  serviceId);
+  }
   switch (state) {
     case kEndClosed:
       return Status(StatusCode::kUnavailable,
@@ -191,6 +213,24 @@ Status CallerChannel::open(bool initial) {
       [&](wire::Request::Builder req) { req.initOpenChannel().setServiceKey(info.key); });
   if (!reply.ok()) return reply.status();
   auto r = reply->reply();
+  const auto limitText = [&](uint32_t ring) {
+    return "the limit comes from the rings of service " + serviceId + " (" + std::to_string(ring) +
+           " bytes each); its provider can raise ServiceOptions::ringBytes";
+  };
+  if (r.isOpenChannel() && r.getOpenChannel().getTransport() == wire::Transport::SOCKET) {
+    const uint32_t maxMessage = r.getOpenChannel().getMaxMessageBytes();
+    if (reply->fds.empty() || maxMessage == 0 || maxMessage > kMaxRingBytes) {
+      return Status(StatusCode::kInternal, "the broker's open reply lacks the channel's socket");
+    }
+    link = std::make_unique<SocketLink>(std::move(reply->fds[0]), maxMessage);
+    transport = Transport::kSocket;
+    maxMessageBytes = link->maxMessageBytes();
+    channelId = r.getOpenChannel().getChannelId();
+    service = std::move(info);
+    limitHint = limitText(service.ringBytes);
+    isOpen = true;
+    return Status();
+  }
   if (!r.isOpenChannel() || reply->fds.size() < 2) {
     return Status(StatusCode::kInternal, "the broker's open reply lacks the channel's segments");
   }
@@ -211,9 +251,8 @@ Status CallerChannel::open(bool initial) {
   responses = RingConsumer(&hdr_->response, base + ring, ring);
   channelId = r.getOpenChannel().getChannelId();
   service = std::move(info);
-  limitHint = "the limit comes from the rings of service " + serviceId + " (" +
-              std::to_string(ring) +
-              " bytes each); its provider can raise ServiceOptions::ringBytes";
+  limitHint = limitText(ring);
+  transport = Transport::kSharedMemory;
   isOpen = true;
   return Status();
 }
@@ -260,40 +299,43 @@ Result<capnp::MessageBuilder*> beginCall(CallerChannel& ch, const MethodRef& met
                              "rebuild both from the same .capnp",
                          ch.serviceId));
     }
-    // Replies to calls that timed out earlier are still in the ring: drop them now.
-    RingConsumer::Record stale;
-    for (;;) {
-      const RingStatus st = ch.responses.peek(stale);
-      if (st == RingStatus::kEmpty) break;
-      if (st == RingStatus::kCorrupt) {
-        ch.closeChannel(kEndCorrupt);
-        return fail(Status(StatusCode::kDataLoss,
-                           "the response ring of the channel to " + ch.serviceId +
-                               " is corrupt; the channel was closed, the next call opens another",
-                           ch.serviceId));
-      }
-      ch.responses.release(stale);
-    }
     const uint16_t flags = options.trace ? kRecordHasTrace : 0;
-    const uint32_t offset = payloadOffset(flags);
-    const uint32_t minBytes = offset + 64;
-    for (;;) {
-      const RingStatus st = ch.requests.tryReserve(minBytes, offset + ch.maxMessageBytes, ch.slot);
-      if (st == RingStatus::kOk) break;
-      if (st == RingStatus::kCorrupt) {
-        ch.closeChannel(kEndCorrupt);
-        return fail(Status(StatusCode::kDataLoss, "the request ring to " + ch.serviceId +
-                                                      " is corrupt; the channel was closed"));
+    if (!ch.link) {
+      // Replies to calls that timed out earlier are still in the ring: drop them now.
+      RingConsumer::Record stale;
+      for (;;) {
+        const RingStatus st = ch.responses.peek(stale);
+        if (st == RingStatus::kEmpty) break;
+        if (st == RingStatus::kCorrupt) {
+          ch.closeChannel(kEndCorrupt);
+          return fail(Status(StatusCode::kDataLoss,
+                             "the response ring of the channel to " + ch.serviceId +
+                                 " is corrupt; the channel was closed, the next call opens another",
+                             ch.serviceId));
+        }
+        ch.responses.release(stale);
       }
-      const bool ready = waitFor(ch.requests.spaceWake(), ch.client->policy, deadline, [&] {
-        return ch.requests.hasSpaceFor(minBytes) || ch.peerGone();
-      });
-      if (ch.peerGone()) return fail(ch.peerGoneStatus());
-      if (!ready) {
-        return fail(
-            Status(StatusCode::kDeadlineExceeded,
-                   "the request ring to " + ch.serviceId + " stayed full until the deadline",
-                   ch.serviceId));
+      const uint32_t offset = payloadOffset(flags);
+      const uint32_t minBytes = offset + 64;
+      for (;;) {
+        const RingStatus st =
+            ch.requests.tryReserve(minBytes, offset + ch.maxMessageBytes, ch.slot);
+        if (st == RingStatus::kOk) break;
+        if (st == RingStatus::kCorrupt) {
+          ch.closeChannel(kEndCorrupt);
+          return fail(Status(StatusCode::kDataLoss, "the request ring to " + ch.serviceId +
+                                                        " is corrupt; the channel was closed"));
+        }
+        const bool ready = waitFor(ch.requests.spaceWake(), ch.client->policy, deadline, [&] {
+          return ch.requests.hasSpaceFor(minBytes) || ch.peerGone();
+        });
+        if (ch.peerGone()) return fail(ch.peerGoneStatus());
+        if (!ready) {
+          return fail(
+              Status(StatusCode::kDeadlineExceeded,
+                     "the request ring to " + ch.serviceId + " stayed full until the deadline",
+                     ch.serviceId));
+        }
       }
     }
     ch.callId = ch.nextCallId++;
@@ -310,8 +352,15 @@ Result<capnp::MessageBuilder*> beginCall(CallerChannel& ch, const MethodRef& met
       std::memcpy(ch.trace.spanId, options.trace->spanId.data(), 8);
       ch.trace.traceFlags = options.trace->flags;
     }
-    auto* space = reinterpret_cast<capnp::word*>(ch.slot.record + offset);
-    ch.builder.emplace(kj::arrayPtr(space, (ch.slot.bytes - offset) / sizeof(capnp::word)));
+    if (ch.link) {
+      // Built in the link's scratch; replies left by calls that timed out are skipped when the
+      // reply is awaited (their call ids differ).
+      ch.builder.emplace(ch.link->scratch());
+    } else {
+      const uint32_t offset = payloadOffset(flags);
+      auto* space = reinterpret_cast<capnp::word*>(ch.slot.record + offset);
+      ch.builder.emplace(kj::arrayPtr(space, (ch.slot.bytes - offset) / sizeof(capnp::word)));
+    }
     return static_cast<capnp::MessageBuilder*>(&*ch.builder);
   } catch (const std::exception& e) {
     return Status(StatusCode::kInternal, std::string("beginCall: ") + e.what());
@@ -321,9 +370,47 @@ Result<capnp::MessageBuilder*> beginCall(CallerChannel& ch, const MethodRef& met
 void abandonCall(CallerChannel& ch) noexcept {
   if (!ch.builder) return;
   const uint32_t offset = payloadOffset(ch.pendingHeader.flags);
-  ch.requests.abort(ch.slot, uint32_t(offset + ch.builder->ringWordsTouched() * 8));
+  if (ch.link) {
+    ch.link->discard(*ch.builder);
+  } else {
+    ch.requests.abort(ch.slot, uint32_t(offset + ch.builder->ringWordsTouched() * 8));
+  }
   ch.builder.reset();
   ch.releaseLease();
+}
+
+// Waits for the reply to ch.callId on a socket channel, skipping the late replies of calls that
+// timed out earlier. On error the channel is closed where it can no longer be used.
+static Status awaitSocketReply(CallerChannel& ch, RingConsumer::Record& rec) {
+  SocketLink& link = *ch.link;
+  for (;;) {
+    switch (link.tryReceive(rec)) {
+      case SocketLink::Recv::kRecord:
+        if (rec.header.kind != kRecordResponse) {
+          Status s(
+              StatusCode::kDataLoss,
+              "a request record on the socket from " + ch.serviceId + "; the channel was closed",
+              ch.serviceId);
+          ch.closeChannel(kEndCorrupt);
+          return s;
+        }
+        if (rec.header.callId == ch.callId) return Status();
+        continue;  // the late reply of an earlier call
+      case SocketLink::Recv::kClosed:
+      case SocketLink::Recv::kCorrupt: {
+        Status s = ch.peerGoneStatus();
+        ch.closeChannel(kEndClosed);
+        return s;
+      }
+      case SocketLink::Recv::kEmpty:
+        break;
+    }
+    if (!link.waitReadable(ch.client->policy, ch.deadlineNs)) {
+      return Status(StatusCode::kDeadlineExceeded,
+                    "no reply from " + ch.serviceId + "." + ch.methodName + " before the deadline",
+                    ch.serviceId);
+    }
+  }
 }
 
 Result<capnp::MessageReader*> finishCall(CallerChannel& ch) noexcept {
@@ -332,67 +419,79 @@ Result<capnp::MessageReader*> finishCall(CallerChannel& ch) noexcept {
     return s;
   };
   Status published;
+  const TraceContextWire* trace = (ch.pendingHeader.flags & kRecordHasTrace) ? &ch.trace : nullptr;
   try {
-    published = publishRecord(
-        ch.requests, ch.slot, *ch.builder, ch.pendingHeader,
-        (ch.pendingHeader.flags & kRecordHasTrace) ? &ch.trace : nullptr, ch.maxMessageBytes,
-        ch.limitHint, [&](uint32_t bytes) -> Status {
-          const bool ok = waitFor(ch.requests.spaceWake(), ch.client->policy, ch.deadlineNs,
-                                  [&] { return ch.requests.hasSpaceFor(bytes) || ch.peerGone(); });
-          if (ch.peerGone()) return ch.peerGoneStatus();
-          if (!ok) return Status(StatusCode::kDeadlineExceeded, "request ring stayed full");
-          return Status();
-        });
+    if (ch.link) {
+      published = ch.link->send(ch.pendingHeader, trace, *ch.builder, ch.client->policy,
+                                ch.deadlineNs, ch.limitHint);
+      if (published.code() == StatusCode::kUnavailable) published = ch.peerGoneStatus();
+    } else {
+      published = publishRecord(
+          ch.requests, ch.slot, *ch.builder, ch.pendingHeader, trace, ch.maxMessageBytes,
+          ch.limitHint, [&](uint32_t bytes) -> Status {
+            const bool ok = waitFor(ch.requests.spaceWake(), ch.client->policy, ch.deadlineNs, [&] {
+              return ch.requests.hasSpaceFor(bytes) || ch.peerGone();
+            });
+            if (ch.peerGone()) return ch.peerGoneStatus();
+            if (!ok) return Status(StatusCode::kDeadlineExceeded, "request ring stayed full");
+            return Status();
+          });
+    }
   } catch (const kj::Exception& e) {
     published = Status(StatusCode::kInternal,
                        std::string("building the request failed: ") + e.getDescription().cStr());
   }
   ch.builder.reset();
   if (!published) {
+    if (ch.link && (ch.link->broken() || ch.link->peerClosed())) ch.closeChannel(kEndClosed);
     published.withSource(ch.serviceId);
     return fail(published);
   }
 
   RingConsumer::Record rec;
-  for (;;) {
-    const bool ready = waitFor(ch.hdr_->response.consumerWake, ch.client->policy, ch.deadlineNs,
-                               [&] { return ch.responses.hasData() || ch.peerGone(); });
-    const RingStatus st = ch.responses.peek(rec);
-    if (st == RingStatus::kOk) {
-      if (rec.header.kind != kRecordResponse) {
+  if (ch.link) {
+    if (auto s = awaitSocketReply(ch, rec); !s) return fail(s);
+  } else {
+    for (;;) {
+      const bool ready = waitFor(ch.hdr_->response.consumerWake, ch.client->policy, ch.deadlineNs,
+                                 [&] { return ch.responses.hasData() || ch.peerGone(); });
+      const RingStatus st = ch.responses.peek(rec);
+      if (st == RingStatus::kOk) {
+        if (rec.header.kind != kRecordResponse) {
+          ch.closeChannel(kEndCorrupt);
+          return fail(Status(StatusCode::kDataLoss,
+                             "a request record in the response ring from " + ch.serviceId +
+                                 "; the channel was closed",
+                             ch.serviceId));
+        }
+        if (rec.header.callId != ch.callId) {
+          ch.responses.release(rec);  // the late reply of an earlier call
+          continue;
+        }
+        break;
+      }
+      if (st == RingStatus::kCorrupt) {
         ch.closeChannel(kEndCorrupt);
         return fail(Status(StatusCode::kDataLoss,
-                           "a request record in the response ring from " + ch.serviceId +
-                               "; the channel was closed",
+                           "the response ring from " + ch.serviceId +
+                               " is corrupt; the channel was closed, the next call opens another",
                            ch.serviceId));
       }
-      if (rec.header.callId != ch.callId) {
-        ch.responses.release(rec);  // the late reply of an earlier call
-        continue;
+      if (ch.peerGone()) {
+        Status s = ch.peerGoneStatus();
+        ch.closeChannel(kEndClosed);
+        return fail(s);
       }
-      break;
-    }
-    if (st == RingStatus::kCorrupt) {
-      ch.closeChannel(kEndCorrupt);
-      return fail(Status(StatusCode::kDataLoss,
-                         "the response ring from " + ch.serviceId +
-                             " is corrupt; the channel was closed, the next call opens another",
-                         ch.serviceId));
-    }
-    if (ch.peerGone()) {
-      Status s = ch.peerGoneStatus();
-      ch.closeChannel(kEndClosed);
-      return fail(s);
-    }
-    if (!ready) {
-      return fail(
-          Status(StatusCode::kDeadlineExceeded,
-                 "no reply from " + ch.serviceId + "." + ch.methodName + " before the deadline",
-                 ch.serviceId));
+      if (!ready) {
+        return fail(
+            Status(StatusCode::kDeadlineExceeded,
+                   "no reply from " + ch.serviceId + "." + ch.methodName + " before the deadline",
+                   ch.serviceId));
+      }
     }
   }
   if (!validSingleSegmentMessage(rec.words, rec.header.words)) {
-    ch.responses.release(rec);
+    if (!ch.link) ch.responses.release(rec);
     return fail(Status(StatusCode::kDataLoss,
                        "the reply from " + ch.serviceId + "." + ch.methodName +
                            " is not a valid Cap'n Proto message",
@@ -413,7 +512,7 @@ Result<capnp::MessageReader*> finishCall(CallerChannel& ch) noexcept {
     } catch (const kj::Exception&) {
     }
     ch.reader.reset();
-    ch.responses.release(rec);
+    if (!ch.link) ch.responses.release(rec);
     return fail(s);
   }
   ch.replyRecord = rec;
@@ -424,13 +523,18 @@ Result<capnp::MessageReader*> finishCall(CallerChannel& ch) noexcept {
 void releaseReply(CallerChannel& ch) noexcept {
   if (!ch.holdingReply) return;
   ch.reader.reset();
-  if (ch.isOpen) ch.responses.release(ch.replyRecord);
+  // A socket reply lives in the link's receive buffer until the next receive: nothing to free.
+  if (ch.isOpen && !ch.link) ch.responses.release(ch.replyRecord);
   ch.holdingReply = false;
   ch.releaseLease();
 }
 
 const ServiceInfo& boundService(const CallerChannel& ch) noexcept {
   return ch.service;
+}
+
+Transport boundTransport(const CallerChannel& ch) noexcept {
+  return ch.transport;
 }
 
 // ---- service side ----------------------------------------------------------------------------
@@ -459,10 +563,11 @@ struct Dispatcher::Channel {
   std::string callerName;
   std::atomic<bool> busy{false};  // a worker holds the channel's current request
   bool closed = false;
+  std::unique_ptr<SocketLink> link;  // socket channels (served by the socket thread)
+  bool armed = false;                // in the socket thread's epoll set
 };
 
-Dispatcher::Dispatcher(ClientImpl& client)
-    : client_(client), doorbell_(&client.doorbell().as<DoorbellSegment>()->wake) {
+Dispatcher::Dispatcher(ClientImpl& client) : client_(client), doorbell_(&client.doorbellWake()) {
   thread_ = std::thread([this] { run(); });
 }
 
@@ -501,9 +606,15 @@ void Dispatcher::addService(uint64_t tag, const ServiceSpec& spec) {
         for (;;) {
           svc->work->wait_dequeue(w);
           if (w.channel == nullptr) return;  // stop
-          handle(*w.channel, w.record);
-          w.channel->busy.store(false, std::memory_order_release);
-          wakeAlways(*doorbell_);
+          if (w.channel->link) {
+            handleSocket(*w.channel, w.record);
+            w.channel->busy.store(false, std::memory_order_release);
+            toSocketThread({});  // re-arms the channel
+          } else {
+            handle(*w.channel, w.record);
+            w.channel->busy.store(false, std::memory_order_release);
+            wakeAlways(*doorbell_);
+          }
         }
       });
     }
@@ -551,19 +662,40 @@ bool Dispatcher::drainEvents() {
         for (auto& ch : channels_) {
           if (ch->service == it->second) closeChannelLocal(*ch, kEndClosed, "service stopped");
         }
+        if (socketThread_.joinable()) {
+          toSocketThread([this, svc = it->second] {
+            for (auto& ch : socketChannels_) {
+              if (ch->service == svc) socketClose(*ch, "service stopped");
+            }
+          });
+        }
         services_.erase(it);
         break;
       }
       case Event::kOpen:
         // An unknown tag means the service was stopped meanwhile: dropping the event closes the
         // fd, and the broker has already ended the channel.
-        if (services_.count(ev.open.tag)) attach(ev.open);
-        break;
-      case Event::kClose:
-        for (auto& ch : channels_) {
-          if (ch->id == ev.id) ch->closed = anyClosed_ = true;
+        if (!services_.count(ev.open.tag)) break;
+        if (ev.open.socket) {
+          attachSocket(ev.open);
+        } else {
+          attach(ev.open);
         }
         break;
+      case Event::kClose: {
+        bool found = false;
+        for (auto& ch : channels_) {
+          if (ch->id == ev.id) found = ch->closed = anyClosed_ = true;
+        }
+        if (!found && socketThread_.joinable()) {
+          toSocketThread([this, id = ev.id] {
+            for (auto& ch : socketChannels_) {
+              if (ch->id == id) socketClose(*ch, "closed by the broker");
+            }
+          });
+        }
+        break;
+      }
       case Event::kStop:
         break;
     }
@@ -575,7 +707,7 @@ bool Dispatcher::drainEvents() {
 void Dispatcher::attach(const ChannelOpenedEvent& ev) {
   auto map = attachChannel(ev.fd->get(), ev.segmentBytes);
   if (!map.ok()) {
-    spdlog::error("hms-ffi: refusing channel {}: {}", ev.channelId, map.status().toString());
+    log().error("hms-ffi: refusing channel {}: {}", ev.channelId, map.status().toString());
     return;
   }
   auto ch = std::make_unique<Channel>();
@@ -593,6 +725,25 @@ void Dispatcher::attach(const ChannelOpenedEvent& ev) {
   ch->callerUid = ev.callerUid;
   ch->callerName = ev.callerName;
   channels_.push_back(std::move(ch));
+}
+
+void Dispatcher::attachSocket(ChannelOpenedEvent& ev) {
+  if (ev.maxMessageBytes < 64 || ev.maxMessageBytes > kMaxRingBytes / 2) {
+    log().error("hms-ffi: refusing socket channel {}: message limit {} out of range", ev.channelId,
+                ev.maxMessageBytes);
+    return;
+  }
+  auto ch = std::make_unique<Channel>();
+  ch->id = ev.channelId;
+  ch->service = services_.at(ev.tag);
+  ch->link = std::make_unique<SocketLink>(std::move(*ev.fd), ev.maxMessageBytes);
+  ch->maxMessageBytes = ch->link->maxMessageBytes();
+  ch->callerPid = ev.callerPid;
+  ch->callerUid = ev.callerUid;
+  ch->callerName = ev.callerName;
+  startSocketThread();
+  Channel* raw = ch.release();
+  toSocketThread([this, raw] { socketAttach(std::unique_ptr<Channel>(raw)); });
 }
 
 void Dispatcher::reapClosed() {
@@ -614,8 +765,8 @@ void Dispatcher::closeChannelLocal(Channel& ch, uint32_t myState, const char* wh
   const uint64_t id = ch.id;
   client_.sendOneWay([id](wire::Request::Builder req) { req.setCloseChannel(id); });
   if (myState == kEndCorrupt) {
-    spdlog::error("hms-ffi: closed channel {} of {} with DATA_LOSS: {}", ch.id, ch.service->spec.id,
-                  why);
+    log().error("hms-ffi: closed channel {} of {} with DATA_LOSS: {}", ch.id, ch.service->spec.id,
+                why);
   }
 }
 
@@ -647,33 +798,9 @@ bool Dispatcher::pollChannels() {
   return did;
 }
 
-void Dispatcher::handle(Channel& ch, const RingConsumer::Record& rec) {
+Status Dispatcher::invoke(Channel& ch, const RingConsumer::Record& rec,
+                          capnp::MessageBuilder& results) {
   Service& svc = *ch.service;
-  const uint32_t offset = payloadOffset(0);
-  const int64_t replyDeadline =
-      rec.header.deadlineNs > 0 ? rec.header.deadlineNs : monotonicNs() + 1'000'000'000;
-  auto callerGone = [&] { return loadAcquire(ch.hdr->callerState) != kEndOpen; };
-
-  // Space for the reply first: the request stays in place (it is read in place) until answered.
-  RingProducer::Slot slot;
-  for (;;) {
-    const RingStatus st = ch.responses.tryReserve(offset + 64, offset + ch.maxMessageBytes, slot);
-    if (st == RingStatus::kOk) break;
-    if (st == RingStatus::kCorrupt) {
-      closeChannelLocal(ch, kEndCorrupt, "the caller's response-ring index is impossible");
-      return;
-    }
-    const bool ok = waitFor(ch.responses.spaceWake(), client_.policy, replyDeadline,
-                            [&] { return ch.responses.hasSpaceFor(offset + 64) || callerGone(); });
-    if (!ok || callerGone()) {
-      ch.requests.release(rec);  // nobody is left to read the reply
-      return;
-    }
-  }
-
-  std::optional<RingMessageBuilder> results;
-  results.emplace(kj::arrayPtr(reinterpret_cast<capnp::word*>(slot.record + offset),
-                               (slot.bytes - offset) / sizeof(capnp::word)));
   Status status;
   static const std::string kNoName;
   const std::string& methodName =
@@ -712,7 +839,7 @@ void Dispatcher::handle(Channel& ch, const RingConsumer::Record& rec) {
           t.flags = rec.trace->traceFlags;
           ctx.trace_ = t;
         }
-        status = (*svc.byOrdinal[rec.header.method])(ctx, params, *results);
+        status = (*svc.byOrdinal[rec.header.method])(ctx, params, results);
       }
     } catch (const Error& e) {
       status = e.status();
@@ -727,6 +854,51 @@ void Dispatcher::handle(Channel& ch, const RingConsumer::Record& rec) {
           Status(StatusCode::kUnknown, svc.spec.id + "." + methodName + " threw a non-exception");
     }
   }
+
+  return status;
+}
+
+// The error message a failed call answers with (wire::RpcError in place of the results).
+static void buildError(capnp::MessageBuilder& mb, const Status& status,
+                       const std::string& serviceId) {
+  auto err = mb.initRoot<wire::RpcError>();
+  err.setMessage(status.message());
+  err.setSource(status.source().empty() ? serviceId : status.source());
+  auto details = err.initDetails(uint(status.details().size()));
+  for (size_t i = 0; i < status.details().size(); ++i) {
+    details[uint(i)].setKey(status.details()[i].first);
+    details[uint(i)].setValue(status.details()[i].second);
+  }
+}
+
+void Dispatcher::handle(Channel& ch, const RingConsumer::Record& rec) {
+  Service& svc = *ch.service;
+  const uint32_t offset = payloadOffset(0);
+  const int64_t replyDeadline =
+      rec.header.deadlineNs > 0 ? rec.header.deadlineNs : monotonicNs() + 1'000'000'000;
+  auto callerGone = [&] { return loadAcquire(ch.hdr->callerState) != kEndOpen; };
+
+  // Space for the reply first: the request stays in place (it is read in place) until answered.
+  RingProducer::Slot slot;
+  for (;;) {
+    const RingStatus st = ch.responses.tryReserve(offset + 64, offset + ch.maxMessageBytes, slot);
+    if (st == RingStatus::kOk) break;
+    if (st == RingStatus::kCorrupt) {
+      closeChannelLocal(ch, kEndCorrupt, "the caller's response-ring index is impossible");
+      return;
+    }
+    const bool ok = waitFor(ch.responses.spaceWake(), client_.policy, replyDeadline,
+                            [&] { return ch.responses.hasSpaceFor(offset + 64) || callerGone(); });
+    if (!ok || callerGone()) {
+      ch.requests.release(rec);  // nobody is left to read the reply
+      return;
+    }
+  }
+
+  std::optional<RingMessageBuilder> results;
+  results.emplace(kj::arrayPtr(reinterpret_cast<capnp::word*>(slot.record + offset),
+                               (slot.bytes - offset) / sizeof(capnp::word)));
+  Status status = invoke(ch, rec, *results);
 
   RecordHeader header{};
   header.kind = kRecordResponse;
@@ -767,14 +939,7 @@ void Dispatcher::handle(Channel& ch, const RingConsumer::Record& rec) {
   }
   if (!status) {
     header.status = uint16_t(status.code());
-    auto err = results->initRoot<wire::RpcError>();
-    err.setMessage(status.message());
-    err.setSource(status.source().empty() ? svc.spec.id : status.source());
-    auto details = err.initDetails(uint(status.details().size()));
-    for (size_t i = 0; i < status.details().size(); ++i) {
-      details[uint(i)].setKey(status.details()[i].first);
-      details[uint(i)].setValue(status.details()[i].second);
-    }
+    buildError(*results, status, svc.spec.id);
     (void)publishRecord(ch.responses, slot, *results, header, nullptr, ch.maxMessageBytes,
                         svc.limitHint, waitSpace);
   }
@@ -801,8 +966,12 @@ void Dispatcher::run() {
       return false;
     });
   }
-  // Stop: tell every caller, stop the workers.
+  // Stop: tell every caller, stop the socket thread and the workers.
   for (auto& ch : channels_) closeChannelLocal(*ch, kEndClosed, "client stopped");
+  if (socketThread_.joinable()) {
+    toSocketThread([this] { socketsStopping_ = true; });
+    socketThread_.join();
+  }
   for (auto& [tag, svc] : services_) {
     if (svc->work) {
       for (size_t i = 0; i < svc->workers.size(); ++i) svc->work->enqueue(Work{nullptr, {}});
@@ -810,7 +979,157 @@ void Dispatcher::run() {
     }
   }
   channels_.clear();
+  socketChannels_.clear();
   services_.clear();
+}
+
+// ---- service side, socket channels ------------------------------------------------------------
+
+void Dispatcher::startSocketThread() {
+  if (socketThread_.joinable()) return;
+  socketEventFd_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  epollFd_.reset(::epoll_create1(EPOLL_CLOEXEC));
+  if (!socketEventFd_ || !epollFd_) {
+    throw std::runtime_error(errnoText("eventfd/epoll for the socket channels", errno));
+  }
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.ptr = nullptr;  // the inbox
+  ::epoll_ctl(epollFd_.get(), EPOLL_CTL_ADD, socketEventFd_.get(), &ev);
+  socketThread_ = std::thread([this] { runSockets(); });
+}
+
+void Dispatcher::toSocketThread(std::function<void()> fn) {
+  if (fn) {
+    std::lock_guard lock(socketMu_);
+    socketInbox_.push_back(std::move(fn));
+  }
+  const uint64_t one = 1;
+  (void)!::write(socketEventFd_.get(), &one, sizeof(one));
+}
+
+void Dispatcher::socketAttach(std::unique_ptr<Channel> ch) {
+  socketChannels_.push_back(std::move(ch));
+}
+
+void Dispatcher::socketClose(Channel& ch, const char* why) {
+  if (ch.closed) return;
+  if (ch.armed) ::epoll_ctl(epollFd_.get(), EPOLL_CTL_DEL, ch.link->fd(), nullptr);
+  ch.armed = false;
+  if (ch.link->broken() && !ch.link->corruptReason().empty()) {
+    log().error("hms-ffi: closed socket channel {} of {} with DATA_LOSS: {}", ch.id,
+                ch.service->spec.id, ch.link->corruptReason());
+  }
+  ch.link->shutdown();  // the caller reads EOF at once
+  ch.closed = true;
+  const uint64_t id = ch.id;
+  client_.sendOneWay([id](wire::Request::Builder req) { req.setCloseChannel(id); });
+  (void)why;
+}
+
+void Dispatcher::runSockets() {
+  epoll_event events[64];
+  for (;;) {
+    // Channels: attach new ones, close the finished, (re-)arm those no worker holds.
+    for (auto& ch : socketChannels_) {
+      if (ch->closed || ch->busy.load(std::memory_order_acquire)) continue;
+      if (ch->link->ended()) {
+        socketClose(*ch, "the caller closed it or went away");
+      } else if (!ch->armed) {
+        epoll_event ev{};
+        ev.events = EPOLLIN;
+        ev.data.ptr = ch.get();
+        ::epoll_ctl(epollFd_.get(), EPOLL_CTL_ADD, ch->link->fd(), &ev);
+        ch->armed = true;
+      }
+    }
+    std::erase_if(socketChannels_, [](const std::unique_ptr<Channel>& ch) {
+      return ch->closed && !ch->busy.load(std::memory_order_acquire);
+    });
+    if (socketsStopping_) break;
+    const int n = ::epoll_wait(epollFd_.get(), events, 64, -1);
+    for (int i = 0; i < n; ++i) {
+      if (events[i].data.ptr == nullptr) {
+        uint64_t count;
+        (void)!::read(socketEventFd_.get(), &count, sizeof(count));
+        std::vector<std::function<void()>> inbox;
+        {
+          std::lock_guard lock(socketMu_);
+          inbox.swap(socketInbox_);
+        }
+        for (auto& fn : inbox) fn();
+        continue;
+      }
+      auto* ch = static_cast<Channel*>(events[i].data.ptr);
+      // Channels closed in this batch stay allocated until the reaping above.
+      if (!ch->closed && !ch->busy.load(std::memory_order_acquire)) socketServe(*ch);
+    }
+  }
+  for (auto& ch : socketChannels_) socketClose(*ch, "client stopped");
+}
+
+void Dispatcher::socketServe(Channel& ch) {
+  RingConsumer::Record rec;
+  switch (ch.link->tryReceive(rec)) {
+    case SocketLink::Recv::kEmpty:
+      return;  // part of a record; the rest is on its way
+    case SocketLink::Recv::kClosed:
+      socketClose(ch, "the caller closed it or went away");
+      return;
+    case SocketLink::Recv::kCorrupt:
+      socketClose(ch, "malformed datagram");
+      return;
+    case SocketLink::Recv::kRecord:
+      break;
+  }
+  if (rec.header.kind != kRecordRequest) {
+    socketClose(ch, "a record other than a request from the caller");
+    return;
+  }
+  if (ch.service->work) {
+    // The worker owns the link until it is done; the channel leaves the epoll set meanwhile.
+    ::epoll_ctl(epollFd_.get(), EPOLL_CTL_DEL, ch.link->fd(), nullptr);
+    ch.armed = false;
+    ch.busy.store(true, std::memory_order_relaxed);
+    ch.service->work->enqueue(Work{&ch, rec});
+    return;
+  }
+  handleSocket(ch, rec);
+  if (ch.link->ended()) socketClose(ch, "the caller closed it or went away");
+}
+
+void Dispatcher::handleSocket(Channel& ch, const RingConsumer::Record& rec) {
+  Service& svc = *ch.service;
+  const int64_t replyDeadline =
+      rec.header.deadlineNs > 0 ? rec.header.deadlineNs : monotonicNs() + 1'000'000'000;
+  RecordHeader header{};
+  header.kind = kRecordResponse;
+  header.callId = rec.header.callId;
+  header.method = rec.header.method;
+  Status status;
+  {
+    // The request is read in place in the link's receive buffer; the results are built in its
+    // scratch, a separate buffer.
+    RingMessageBuilder results(ch.link->scratch());
+    try {
+      status = invoke(ch, rec, results);
+      if (status) {
+        const Status sent =
+            ch.link->send(header, nullptr, results, client_.policy, replyDeadline, svc.limitHint);
+        if (sent.code() != StatusCode::kResourceExhausted) return;  // sent, or nobody to tell
+        status = sent;
+      } else {
+        ch.link->discard(results);
+      }
+    } catch (const kj::Exception& e) {
+      ch.link->discard(results);
+      status = Status(StatusCode::kInternal, e.getDescription().cStr());
+    }
+  }
+  RingMessageBuilder error(ch.link->scratch());
+  header.status = uint16_t(status.code());
+  buildError(error, status, svc.spec.id);
+  (void)ch.link->send(header, nullptr, error, client_.policy, replyDeadline, svc.limitHint);
 }
 
 }  // namespace detail
@@ -833,6 +1152,12 @@ uint32_t Client::maxMessageBytes(uint32_t ringBytes) noexcept {
 
 uint64_t Client::clientId() const noexcept {
   return impl_->clientId.load();
+}
+bool Client::usesSharedMemory() const noexcept {
+  return impl_->sharedMemory();
+}
+const std::string& Client::sharedMemoryProblem() const noexcept {
+  return impl_->noSharedMemory();
 }
 const ClientOptions& Client::options() const noexcept {
   return impl_->options;

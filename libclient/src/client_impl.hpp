@@ -23,6 +23,7 @@
 #include "registry_segment.hpp"
 #include "ring.hpp"
 #include "ring_message.hpp"
+#include "socket_link.hpp"
 #include "wait.hpp"
 
 namespace hms::ffi::detail {
@@ -66,8 +67,13 @@ class ClientImpl : public std::enable_shared_from_this<ClientImpl> {
   Status unregister(uint64_t tag);
 
   bool closing() const noexcept { return closing_.load(std::memory_order_acquire); }
-  Mapping& doorbell() { return doorbell_; }
-  int doorbellFd() const { return doorbellFd_.get(); }
+  // The word the dispatcher sleeps on: in the doorbell segment callers ring, or (without shared
+  // memory) a private one only this process rings.
+  WakeWord& doorbellWake() noexcept {
+    return doorbell_.data() ? doorbell_.as<DoorbellSegment>()->wake : localDoorbell_.wake;
+  }
+  bool sharedMemory() const noexcept { return noSharedMemory_.empty(); }
+  const std::string& noSharedMemory() const noexcept { return noSharedMemory_; }
 
   const ClientOptions options;
   const WaitPolicy policy;
@@ -87,7 +93,9 @@ class ClientImpl : public std::enable_shared_from_this<ClientImpl> {
     uint64_t brokerKey = 0;
   };
 
+  Status chooseTransport();
   Status connectAndHello(UniqueFd& sock, std::shared_ptr<RegistryReader>& registry);
+  Result<std::shared_ptr<const RegistryView>> fetchRegistry(uint64_t knownGeneration);
   Result<ControlReply> directRoundTrip(int sock, capnp::MessageBuilder& request, const int* fds,
                                        size_t fdCount);
   void controlLoop();
@@ -112,6 +120,10 @@ class ClientImpl : public std::enable_shared_from_this<ClientImpl> {
 
   UniqueFd doorbellFd_;
   Mapping doorbell_;
+  DoorbellSegment localDoorbell_{};
+
+  Transport transport_ = Transport::kAuto;  // the setting, after $HMS_FFI_TRANSPORT
+  std::string noSharedMemory_;              // why this client has none; empty: it has
 
   std::mutex servedMu_;
   std::map<uint64_t, Served> served_;  // by tag
@@ -134,7 +146,10 @@ class CallerChannel {
   Status acquire(int64_t deadlineNs);
   void releaseLease();
 
-  bool peerGone() const noexcept { return hdr_ && loadAcquire(hdr_->serviceState) != kEndOpen; }
+  bool peerGone() const noexcept {
+    if (link) return link->peerClosed();
+    return hdr_ && loadAcquire(hdr_->serviceState) != kEndOpen;
+  }
   Status peerGoneStatus() const;
   void closeChannel(uint32_t myState);
 
@@ -146,6 +161,8 @@ class CallerChannel {
 
   // Channel (valid while isOpen).
   bool isOpen = false;
+  Transport transport = Transport::kSharedMemory;
+  std::unique_ptr<SocketLink> link;  // the socket transport; null on shared memory
   uint64_t channelId = 0;
   ServiceInfo service;
   Mapping segment;
@@ -192,6 +209,8 @@ class Dispatcher {
     uid_t callerUid = 0;
     std::string callerName;
     std::shared_ptr<UniqueFd> fd;
+    bool socket = false;  // fd is the service's end of a socketpair, not a segment
+    uint32_t maxMessageBytes = 0;
   };
   void addService(uint64_t tag, const ServiceSpec& spec);
   void removeService(uint64_t tag);
@@ -215,8 +234,19 @@ class Dispatcher {
 
   void post(Event ev);
   void run();
+  // Socket channels: served by a second thread (started with the first one) that sleeps in
+  // epoll, since a thread cannot sleep on a futex and sockets at once.
+  void startSocketThread();
+  void runSockets();
+  void toSocketThread(std::function<void()> fn);
+  void socketAttach(std::unique_ptr<Channel> ch);
+  void socketServe(Channel& ch);
+  void socketClose(Channel& ch, const char* why);
+  void handleSocket(Channel& ch, const RingConsumer::Record& rec);
+  Status invoke(Channel& ch, const RingConsumer::Record& rec, capnp::MessageBuilder& results);
   bool drainEvents();
   void attach(const ChannelOpenedEvent& ev);
+  void attachSocket(ChannelOpenedEvent& ev);
   bool pollChannels();
   void handle(Channel& ch, const RingConsumer::Record& rec);
   void closeChannelLocal(Channel& ch, uint32_t myState, const char* why);
@@ -238,6 +268,15 @@ class Dispatcher {
   std::vector<std::unique_ptr<Channel>> channels_;         // dispatcher thread only
 
   std::thread thread_;
+
+  // Socket thread. Its inbox takes work from other threads; channels_ of its own.
+  std::mutex socketMu_;
+  std::vector<std::function<void()>> socketInbox_;
+  UniqueFd socketEventFd_;
+  UniqueFd epollFd_;
+  std::vector<std::unique_ptr<Channel>> socketChannels_;  // socket thread only
+  bool socketsStopping_ = false;                          // socket thread only
+  std::thread socketThread_;
 };
 
 }  // namespace hms::ffi::detail

@@ -1,15 +1,17 @@
 // ClientImpl: the control connection to the broker, its reconnection, and the registry view.
 #include <poll.h>
-#include <spdlog/spdlog.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cstdlib>
+#include <cstring>
 
 #include "client_impl.hpp"
 #include "hms/ffi/registry.capnp.h"
+#include "log.hpp"
 #include "paths.hpp"
 
 namespace hms::ffi::detail {
@@ -110,6 +112,44 @@ Result<ControlReply> ClientImpl::directRoundTrip(int sock, capnp::MessageBuilder
   }
 }
 
+Status ClientImpl::chooseTransport() {
+  transport_ = options.transport;
+  const char* env = std::getenv("HMS_FFI_TRANSPORT");
+  if (transport_ == Transport::kAuto && env && *env) {
+    const std::string_view t = env;
+    if (t == "auto") {
+      transport_ = Transport::kAuto;
+    } else if (t == "shm") {
+      transport_ = Transport::kSharedMemory;
+    } else if (t == "socket") {
+      transport_ = Transport::kSocket;
+    } else {
+      return Status(StatusCode::kInvalidArgument,
+                    "HMS_FFI_TRANSPORT='" + std::string(t) + "' is not auto, shm or socket");
+    }
+  }
+  if (transport_ == Transport::kSocket) {
+    noSharedMemory_ = "transport set to socket";
+    log().info("hms-ffi: transport set to socket; this client maps no shared memory");
+    return Status();
+  }
+  Status probe = probeSharedMemory();
+  if (probe) return Status();
+  if (transport_ == Transport::kSharedMemory) {
+    return Status(StatusCode::kFailedPrecondition,
+                  "shared memory is required (transport shm) but this process cannot map it: " +
+                      probe.message() +
+                      "; allow memfd_create and mmap to it, or use transport auto to fall back "
+                      "to sockets");
+  }
+  noSharedMemory_ = probe.message();
+  log().warn(
+      "hms-ffi: shared memory is unavailable to this process ({}); its channels use the "
+      "Unix-socket transport: same API and semantics, socket latency",
+      noSharedMemory_);
+  return Status();
+}
+
 Status ClientImpl::connectAndHello(UniqueFd& sock, std::shared_ptr<RegistryReader>& registry) {
   auto fd = connectSeqpacket(socketPath);
   if (!fd.ok()) return fd.status();
@@ -119,6 +159,22 @@ Status ClientImpl::connectAndHello(UniqueFd& sock, std::shared_ptr<RegistryReade
   auto hello = req.initHello();
   hello.setProtocolVersion(wire::PROTOCOL_VERSION);
   hello.setClientName(options.name);
+  hello.setTransport(transport_ == Transport::kSharedMemory ? wire::Transport::SHARED_MEMORY
+                     : transport_ == Transport::kSocket     ? wire::Transport::SOCKET
+                                                            : wire::Transport::AUTO);
+  hello.setNoSharedMemory(noSharedMemory_);
+  if (!sharedMemory()) {
+    auto reply = directRoundTrip(fd->get(), mb, nullptr, 0);
+    if (!reply.ok()) return reply.status();
+    auto r = reply->reply();
+    if (!r.isHello() || r.getHello().getSharedMemory()) {
+      return Status(StatusCode::kInternal, "the broker's hello reply does not match the request");
+    }
+    clientId.store(r.getHello().getClientId(), std::memory_order_relaxed);
+    registry.reset();
+    sock = std::move(*fd);
+    return Status();
+  }
   const int myDoorbell = doorbellFd_.get();
   hello.setHasDoorbell(myDoorbell >= 0);
   auto reply = directRoundTrip(fd->get(), mb, myDoorbell >= 0 ? &myDoorbell : nullptr,
@@ -152,6 +208,7 @@ Status ClientImpl::connectAndHello(UniqueFd& sock, std::shared_ptr<RegistryReade
 Status ClientImpl::start() {
   stopFd_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!stopFd_) return Status(StatusCode::kInternal, errnoText("eventfd", errno));
+  if (auto s = chooseTransport(); !s) return s;
   std::shared_ptr<RegistryReader> registry;
   if (auto s = connectAndHello(sock_, registry); !s) return s;
   {
@@ -241,8 +298,8 @@ void ClientImpl::failAllPending(const Status& why) {
 void ClientImpl::handleMessage(std::vector<uint8_t> bytes, std::vector<UniqueFd> fds) {
   auto msg = DecodedMessage::decode(bytes);
   if (!msg.ok()) {
-    spdlog::error("hms-ffi: ignoring a malformed message from the broker: {}",
-                  msg.status().toString());
+    log().error("hms-ffi: ignoring a malformed message from the broker: {}",
+                msg.status().toString());
     return;
   }
   auto root = (*msg)->root<wire::BrokerMessage>();
@@ -272,6 +329,8 @@ void ClientImpl::handleMessage(std::vector<uint8_t> bytes, std::vector<UniqueFd>
     e.callerUid = uid_t(o.getCallerUid());
     e.callerName = o.getCallerName().cStr();
     e.fd = std::make_shared<UniqueFd>(std::move(fds[0]));
+    e.socket = o.getTransport() == wire::Transport::SOCKET;
+    e.maxMessageBytes = o.getMaxMessageBytes();
     std::lock_guard lock(servedMu_);
     if (dispatcher_) dispatcher_->channelOpened(std::move(e));
   } else if (ev.isChannelClosed()) {
@@ -298,8 +357,8 @@ void ClientImpl::controlLoop() {
         continue;
       }
       // The broker went away. Open channels keep working; the control plane comes back.
-      spdlog::warn("hms-ffi: lost the connection to the broker at {}{}", socketPath,
-                   options.reconnect ? "; reconnecting" : "");
+      log().warn("hms-ffi: lost the connection to the broker at {}{}", socketPath,
+                 options.reconnect ? "; reconnecting" : "");
       {
         std::lock_guard lock(sendMu_);
         sock_.reset();
@@ -362,8 +421,8 @@ bool ClientImpl::reconnect() {
       std::lock_guard lock(servedMu_);
       for (auto& [tag, served] : served_) {
         if (auto rs = registerWith(sock.get(), tag, served, true); !rs) {
-          spdlog::error("hms-ffi: could not register {} {} again after reconnecting: {}",
-                        served.spec.id, served.spec.version.toString(), rs.toString());
+          log().error("hms-ffi: could not register {} {} again after reconnecting: {}",
+                      served.spec.id, served.spec.version.toString(), rs.toString());
         }
       }
     }
@@ -375,7 +434,7 @@ bool ClientImpl::reconnect() {
       }
       std::lock_guard lock(sendMu_);
       sock_ = std::move(sock);
-      spdlog::info("hms-ffi: reconnected to the broker at {}", socketPath);
+      log().info("hms-ffi: reconnected to the broker at {}", socketPath);
       return true;
     }
     backoff = std::min(backoff * 2, std::chrono::milliseconds(2000));
@@ -383,16 +442,12 @@ bool ClientImpl::reconnect() {
   return false;
 }
 
-Result<std::shared_ptr<const RegistryView>> ClientImpl::registryView() {
-  std::lock_guard lock(registryMu_);
-  if (!registry_) return Status(StatusCode::kUnavailable, "not connected to the broker");
-  const uint64_t gen = registry_->generation();
-  if (view_ && view_->generation == gen) return view_;
-  std::vector<capnp::word> words;
-  auto copied = registry_->copySnapshot(words);
-  if (!copied.ok()) return copied.status();
+namespace {
+
+Result<std::shared_ptr<RegistryView>> parseView(const std::vector<capnp::word>& words,
+                                                uint64_t generation) {
   auto view = std::make_shared<RegistryView>();
-  view->generation = *copied;
+  view->generation = generation;
   if (!words.empty()) {
     try {
       capnp::FlatArrayMessageReader reader(kj::arrayPtr(words.data(), words.size()),
@@ -408,7 +463,71 @@ Result<std::shared_ptr<const RegistryView>> ClientImpl::registryView() {
   std::sort(view->services.begin(), view->services.end(), [](const auto& a, const auto& b) {
     return a.id != b.id ? a.id < b.id : a.version > b.version;
   });
-  view_ = view;
+  return view;
+}
+
+}  // namespace
+
+Result<std::shared_ptr<const RegistryView>> ClientImpl::fetchRegistry(uint64_t knownGeneration) {
+  // Without shared memory the snapshot comes over the control socket, in chunks; a snapshot that
+  // changes between chunks is fetched again.
+  for (int attempt = 0; attempt < 8; ++attempt) {
+    std::vector<capnp::word> words;
+    uint64_t generation = 0;
+    uint64_t offset = 0;
+    for (;;) {
+      auto reply = roundTrip([&](wire::Request::Builder req) {
+        auto g = req.initGetRegistry();
+        g.setKnownGeneration(offset == 0 ? knownGeneration : 0);
+        g.setOffset(offset);
+      });
+      if (!reply.ok()) return reply.status();
+      auto r = reply->reply();
+      if (!r.isRegistry()) {
+        return Status(StatusCode::kInternal, "the broker answered getRegistry with something else");
+      }
+      auto chunk = r.getRegistry();
+      if (chunk.getUnchanged() && view_) return std::shared_ptr<const RegistryView>(view_);
+      const uint64_t total = chunk.getTotalBytes();
+      if (offset == 0) {
+        generation = chunk.getGeneration();
+        if (total % sizeof(capnp::word) != 0 || total > (64ull << 20)) {
+          return Status(StatusCode::kDataLoss, "the broker's registry snapshot has a bad size");
+        }
+        words.assign(total / sizeof(capnp::word), capnp::word{});
+      } else if (chunk.getGeneration() != generation || total != words.size() * 8) {
+        break;  // changed meanwhile: start again
+      }
+      auto data = chunk.getData();
+      if (chunk.getOffset() != offset || data.size() > total - offset ||
+          (data.size() == 0 && offset < total)) {
+        return Status(StatusCode::kDataLoss, "the broker's registry chunks do not line up");
+      }
+      std::memcpy(reinterpret_cast<uint8_t*>(words.data()) + offset, data.begin(), data.size());
+      offset += data.size();
+      if (offset == total) {
+        auto view = parseView(words, generation);
+        if (!view.ok()) return view.status();
+        view_ = std::move(*view);
+        return std::shared_ptr<const RegistryView>(view_);
+      }
+    }
+  }
+  return Status(StatusCode::kUnavailable, "the registry kept changing while it was read");
+}
+
+Result<std::shared_ptr<const RegistryView>> ClientImpl::registryView() {
+  std::lock_guard lock(registryMu_);
+  if (!sharedMemory()) return fetchRegistry(view_ ? view_->generation : 0);
+  if (!registry_) return Status(StatusCode::kUnavailable, "not connected to the broker");
+  const uint64_t gen = registry_->generation();
+  if (view_ && view_->generation == gen) return view_;
+  std::vector<capnp::word> words;
+  auto copied = registry_->copySnapshot(words);
+  if (!copied.ok()) return copied.status();
+  auto view = parseView(words, *copied);
+  if (!view.ok()) return view.status();
+  view_ = std::move(*view);
   return std::shared_ptr<const RegistryView>(view_);
 }
 

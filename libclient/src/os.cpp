@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 
 #ifndef F_SEAL_FUTURE_WRITE
@@ -60,6 +61,22 @@ Result<UniqueFd> createSegment(const char* name, uint64_t bytes) {
     return Status(StatusCode::kInternal, errnoText("sealing a memfd segment", errno));
   }
   return fd;
+}
+
+Status probeSharedMemory() {
+  // The failure injection the tests use to stand for a sandbox that refuses shared memory.
+  if (const char* inject = std::getenv("HMS_FFI_INJECT_SHM_FAILURE");
+      inject && *inject && std::strcmp(inject, "0") != 0) {
+    return Status(StatusCode::kUnavailable,
+                  "memfd_create: Operation not permitted (injected by HMS_FFI_INJECT_SHM_FAILURE)");
+  }
+  // What a channel needs: create a memfd, size it, map it shared and writable.
+  auto fd = createSegment("hms-ffi-probe", 4096);
+  if (!fd.ok()) return fd.status();
+  void* p = ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd->get(), 0);
+  if (p == MAP_FAILED) return Status(StatusCode::kUnavailable, errnoText("mmap of a memfd", errno));
+  ::munmap(p, 4096);
+  return Status();
 }
 
 Status sealReadOnlyForOthers(int fd) {

@@ -62,6 +62,10 @@ class Mapping {
 // A new anonymous memfd of `bytes`, zero-filled, that cannot shrink (F_SEAL_SHRINK), so a peer
 // cannot make our mapping fault by truncating it.
 Result<UniqueFd> createSegment(const char* name, uint64_t bytes);
+// Whether this process can create and map shared memory (memfd_create, ftruncate, mmap
+// MAP_SHARED); UNAVAILABLE with the refused call and errno when not. $HMS_FFI_INJECT_SHM_FAILURE
+// (non-empty, not "0") makes it fail, for tests.
+Status probeSharedMemory();
 // Seals a segment against any new writable mapping (F_SEAL_FUTURE_WRITE): the broker keeps
 // writing through its own mapping; every client can only map it read-only.
 Status sealReadOnlyForOthers(int fd);

@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <stdexcept>
@@ -39,8 +40,16 @@ Subprocess::Subprocess(const std::vector<std::string>& argv, const std::vector<s
   std::vector<char*> args;
   for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
+  // The inherited environment, with the variables `env` sets replaced (getenv finds the first).
+  auto nameOf = [](const std::string& kv) { return kv.substr(0, kv.find('=')); };
   std::vector<std::string> envStore;
-  for (char** e = environ; *e; ++e) envStore.emplace_back(*e);
+  for (char** e = environ; *e; ++e) {
+    const std::string kv = *e;
+    const bool overridden = std::any_of(env.begin(), env.end(), [&](const std::string& mine) {
+      return nameOf(mine) == nameOf(kv);
+    });
+    if (!overridden) envStore.push_back(kv);
+  }
   for (const auto& e : env) envStore.push_back(e);
   std::vector<char*> envp;
   for (auto& e : envStore) envp.push_back(e.data());
@@ -148,6 +157,10 @@ std::string testServiceBinary() {
   return HMS_FFI_TEST_SERVICE_BINARY;
 }
 
+std::string testCallerBinary() {
+  return HMS_FFI_TEST_CALLER_BINARY;
+}
+
 namespace {
 bool socketAccepts(const std::string& path) {
   const int fd = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
@@ -160,7 +173,8 @@ bool socketAccepts(const std::string& path) {
 }
 }  // namespace
 
-BrokerFixture::BrokerFixture() {
+BrokerFixture::BrokerFixture(std::vector<std::string> extraArgs)
+    : extraArgs_(std::move(extraArgs)) {
   char tmpl[] = "/tmp/hms-ffi-test-XXXXXX";
   if (!::mkdtemp(tmpl)) throw std::runtime_error("mkdtemp");
   dir_ = tmpl;
@@ -169,7 +183,9 @@ BrokerFixture::BrokerFixture() {
 }
 
 void BrokerFixture::start() {
-  broker_ = Subprocess({brokerBinary(), "--socket", socket_, "--log-level", "debug"});
+  std::vector<std::string> argv = {brokerBinary(), "--socket", socket_, "--log-level", "debug"};
+  argv.insert(argv.end(), extraArgs_.begin(), extraArgs_.end());
+  broker_ = Subprocess(argv);
   if (!waitUntil([&] { return socketAccepts(socket_) || !broker_.running(); }) ||
       !broker_.running()) {
     throw std::runtime_error("hms-ffid did not start: " + broker_.errors());
@@ -188,10 +204,10 @@ BrokerFixture::~BrokerFixture() {
 }
 
 Subprocess startTestService(const std::string& socket, const std::vector<std::string>& extraArgs,
-                            const std::string& readyNeedle) {
+                            const std::string& readyNeedle, const std::vector<std::string>& env) {
   std::vector<std::string> argv = {testServiceBinary(), "--socket", socket};
   argv.insert(argv.end(), extraArgs.begin(), extraArgs.end());
-  Subprocess p(argv);
+  Subprocess p(argv, env);
   if (!p.waitForLine(readyNeedle)) {
     throw std::runtime_error("test service did not become ready: " + p.output() + p.errors());
   }

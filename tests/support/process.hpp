@@ -16,7 +16,8 @@ namespace hms::ffi::testing {
 bool waitUntil(const std::function<bool()>& cond,
                std::chrono::milliseconds timeout = std::chrono::seconds(20));
 
-// A child process with its stdout and stderr captured.
+// A child process with its stdout and stderr captured. `env` entries (NAME=VALUE) replace the
+// inherited ones.
 class Subprocess {
  public:
   Subprocess() = default;
@@ -53,7 +54,8 @@ class Subprocess {
 // A private runtime dir with a real hms-ffid serving its socket; stopped and removed at the end.
 class BrokerFixture {
  public:
-  BrokerFixture();
+  // `extraArgs` go to every hms-ffid this fixture starts (e.g. --transport socket).
+  explicit BrokerFixture(std::vector<std::string> extraArgs = {});
   ~BrokerFixture();
   const std::string& dir() const { return dir_; }
   const std::string& socket() const { return socket_; }
@@ -63,6 +65,7 @@ class BrokerFixture {
   void kill9();
 
  private:
+  std::vector<std::string> extraArgs_;
   std::string dir_;
   std::string socket_;
   Subprocess broker_;
@@ -72,7 +75,10 @@ std::string brokerBinary();
 std::string testServiceBinary();
 
 // The test service: serves hms.test (TestService) at each given version until SIGTERM.
+// `env`: NAME=VALUE entries that replace the inherited ones.
 Subprocess startTestService(const std::string& socket, const std::vector<std::string>& extraArgs,
-                            const std::string& readyNeedle = "ready");
+                            const std::string& readyNeedle = "ready",
+                            const std::vector<std::string>& env = {});
+std::string testCallerBinary();
 
 }  // namespace hms::ffi::testing

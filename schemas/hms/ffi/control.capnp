@@ -33,6 +33,14 @@ struct ServiceDescriptor {
   ringBytes @7 :UInt32;        # size of each ring of a channel to this service
 }
 
+# How a channel carries its messages. `auto` is a preference only: the broker picks shared memory
+# when both ends can map it and nothing forces sockets.
+enum Transport {
+  auto @0;
+  sharedMemory @1;
+  socket @2;
+}
+
 struct StatusInfo {
   code @0 :UInt32;             # gRPC numbering
   message @1 :Text;
@@ -46,13 +54,23 @@ struct Request {
     unregister @3 :UInt64;     # service key
     openChannel @4 :OpenChannel;
     closeChannel @5 :UInt64;   # channel id
+    getRegistry @6 :GetRegistry;
   }
+}
+
+# A registry snapshot for a client without shared memory, in chunks (a snapshot may be larger than
+# a datagram). The reply is `unchanged` when the broker's generation is `knownGeneration`.
+struct GetRegistry {
+  knownGeneration @0 :UInt64;
+  offset @1 :UInt64;
 }
 
 struct Hello {
   protocolVersion @0 :UInt32;
   clientName @1 :Text;
   hasDoorbell @2 :Bool;        # fd 0 is this client's doorbell from an earlier broker (reconnect)
+  transport @3 :Transport;     # the client's setting (ClientOptions, $HMS_FFI_TRANSPORT)
+  noSharedMemory @4 :Text;     # non-empty: this client cannot map shared memory, and why
 }
 
 struct RegisterService {
@@ -71,14 +89,26 @@ struct Reply {
     none @2 :Void;
     hello @3 :HelloReply;      # fd 0: registry segment (read-only), fd 1: this client's doorbell
     register @4 :RegisterReply;
-    openChannel @5 :OpenChannelReply;  # fd 0: channel segment, fd 1: the service's doorbell
+    openChannel @5 :OpenChannelReply;  # shm: fd 0 channel segment, fd 1 the service's doorbell;
+                                       # socket: fd 0 the caller's end of the socketpair
+    registry @6 :RegistryChunk;
   }
+}
+
+struct RegistryChunk {
+  generation @0 :UInt64;
+  totalBytes @1 :UInt64;       # of the flat snapshot message
+  offset @2 :UInt64;
+  data @3 :Data;               # bytes [offset, offset + size) of the snapshot
+  unchanged @4 :Bool;
 }
 
 struct HelloReply {
   clientId @0 :UInt64;
   registryBytes @1 :UInt64;
   brokerPid @2 :UInt32;
+  sharedMemory @3 :Bool;       # false: no segments come with this reply; the registry comes by
+                               # getRegistry and every channel of this client is a socket
 }
 
 struct RegisterReply {
@@ -88,6 +118,8 @@ struct RegisterReply {
 struct OpenChannelReply {
   channelId @0 :UInt64;
   segmentBytes @1 :UInt64;
+  transport @2 :Transport;     # sharedMemory or socket
+  maxMessageBytes @3 :UInt32;  # the channel's limit (the segment header says it too, for shm)
 }
 
 # Sent by the broker unprompted.
@@ -107,6 +139,8 @@ struct ChannelOpened {
   callerUid @5 :UInt32;
   callerName @6 :Text;
   serviceTag @7 :UInt64;       # RegisterService.tag of the service
+  transport @8 :Transport;     # socket: fd 0 is the service's end of the socketpair
+  maxMessageBytes @9 :UInt32;
 }
 
 struct ChannelClosed {

@@ -52,6 +52,14 @@ enum class WaitMode : uint8_t {
   kBlocking,  // sleep on a futex at once
 };
 
+// How a client's channels carry messages (docs/transports.md).
+enum class Transport : uint8_t {
+  kAuto,          // shared memory when both ends can map it, else a Unix socketpair (default)
+  kSharedMemory,  // shared memory only: connecting or opening a channel fails where it cannot be
+  kSocket,        // no shared memory at all: every channel is a socketpair, the registry is read
+                  // over the control socket
+};
+
 struct ClientOptions {
   // The broker's socket. Empty: $HMS_FFI_SOCKET, else $XDG_RUNTIME_DIR/hms-ffi/broker.sock, else
   // /run/hms-ffi/broker.sock (root) or /tmp/hms-ffi-<uid>/broker.sock.
@@ -68,6 +76,8 @@ struct ClientOptions {
   // Reconnect to a broker that went away (back-off 50 ms doubling to 2 s) and register the
   // client's services again. Open channels keep working meanwhile.
   bool reconnect = true;
+  // kAuto defers to $HMS_FFI_TRANSPORT (auto, shm, socket), then to the broker's --transport.
+  Transport transport = Transport::kAuto;
 };
 
 struct ServiceOptions {
@@ -193,6 +203,7 @@ Result<capnp::MessageReader*> finishCall(CallerChannel& ch) noexcept;
 void abandonCall(CallerChannel& ch) noexcept;
 void releaseReply(CallerChannel& ch) noexcept;
 const ServiceInfo& boundService(const CallerChannel& ch) noexcept;
+Transport boundTransport(const CallerChannel& ch) noexcept;
 
 struct ServiceSpec {
   std::string id;
@@ -290,6 +301,8 @@ class Stub {
 
   // The provider the channel is bound to now.
   const ServiceInfo& service() const noexcept { return detail::boundService(*ch_); }
+  // How the channel carries messages now: kSharedMemory or kSocket.
+  Transport transport() const noexcept { return detail::boundTransport(*ch_); }
 
  private:
   friend class Client;
@@ -391,6 +404,10 @@ class Client {
 
   uint64_t clientId() const noexcept;
   const ClientOptions& options() const noexcept;
+  // Whether this client maps shared memory. False when it runs on sockets only, by setting or
+  // because memfd/mmap were refused; sharedMemoryProblem() then says why.
+  bool usesSharedMemory() const noexcept;
+  const std::string& sharedMemoryProblem() const noexcept;
 
  private:
   explicit Client(std::shared_ptr<detail::ClientImpl> impl) : impl_(std::move(impl)) {}
