@@ -56,7 +56,7 @@ struct Options {
   int warmup = 20'000;
   bool pin = true;
   bool json = false;
-  std::vector<std::string> modes = {"spin", "adaptive", "blocking"};
+  std::vector<std::string> modes = {"spin", "adaptive", "blocking", "socket-blocking"};
   std::vector<size_t> sizes = {64, 1024, 65536, 1 << 20};
   std::string brokerPath;
 };
@@ -212,10 +212,21 @@ Stats rawUds(const Options& o) {
 
 // ---- HMS-FFI -------------------------------------------------------------------------------
 
-hms::ffi::WaitMode parseMode(const std::string& m) {
+// A mode is a wait mode ("spin", "adaptive", "blocking") over shared memory, or the same with a
+// "socket-" prefix over the Unix-socket transport (both ends forced to it).
+bool isSocketMode(const std::string& m) {
+  return m.rfind("socket-", 0) == 0;
+}
+
+hms::ffi::WaitMode parseMode(const std::string& mode) {
+  const std::string m = isSocketMode(mode) ? mode.substr(7) : mode;
   return m == "spin"       ? hms::ffi::WaitMode::kSpin
          : m == "blocking" ? hms::ffi::WaitMode::kBlocking
                            : hms::ffi::WaitMode::kAdaptive;
+}
+
+hms::ffi::Transport transportOf(const std::string& mode) {
+  return isSocketMode(mode) ? hms::ffi::Transport::kSocket : hms::ffi::Transport::kSharedMemory;
 }
 
 // The service side, run in a child process started by the bench itself.
@@ -229,6 +240,7 @@ int serveEcho(const std::string& socket, const std::string& mode, bool pin) {
   o.socketPath = socket;
   o.name = "bench-echo-" + mode;
   o.waitMode = parseMode(mode);
+  o.transport = transportOf(mode);
   auto client = hms::ffi::Client::connect(o);
   if (!client) {
     std::fprintf(stderr, "bench service: %s\n", client.status().toString().c_str());
@@ -298,8 +310,9 @@ bool waitForLine(int fd, const char* needle, int timeoutMs) {
 
 struct FfiResult {
   Stats stats;          // all samples of the mode
-  Stats floor;          // the raw-spin samples taken between its slices
-  double ratioP50 = 0;  // median over slices of (mode p50 / adjacent floor p50)
+  Stats floor;          // the baseline samples taken between its slices (raw spin, or raw UDS
+                        // for socket modes)
+  double ratioP50 = 0;  // median over slices of (mode p50 / adjacent baseline p50)
   double ratioP99 = 0;
 };
 
@@ -324,6 +337,7 @@ std::optional<FfiResult> ffiCall(const Options& o, const std::string& self,
   co.socketPath = socket;
   co.name = "bench-caller";
   co.waitMode = parseMode(mode);
+  co.transport = transportOf(mode);
   std::optional<FfiResult> result;
   {
     auto client = hms::ffi::Client::connect(co);
@@ -341,7 +355,8 @@ std::optional<FfiResult> ffiCall(const Options& o, const std::string& self,
       for (int k = 0; k < kSlices; ++k) {
         Options floorSlice = slice;
         floorSlice.warmup = std::min(o.warmup, 2000);
-        Stats f = rawSpin(floorSlice, "raw-spin");
+        // The baseline of the same transport: the spin floor, or a raw UDS ping-pong.
+        Stats f = isSocketMode(mode) ? rawUds(floorSlice) : rawSpin(floorSlice, "raw-spin");
         if (o.pin) pinTo(0);
         auto ns = timeLoop(k == 0 ? slice : floorSlice, [&](int i) {
           auto call = stub->newCall<&Echo::Client::echoRequest>();
@@ -517,12 +532,15 @@ int main(int argc, char** argv) {
       }
     } else if (a == "--help" || a == "-h") {
       std::puts(
-          "usage: hms-ffi-bench [--iterations N] [--warmup N] [--modes spin,adaptive,blocking]\n"
+          "usage: hms-ffi-bench [--iterations N] [--warmup N]\n"
+          "                     [--modes spin,adaptive,blocking,socket-blocking,...]\n"
           "                     [--sizes 64,1024,65536,1048576] [--no-pin] [--json] [--broker "
           "PATH]\n"
           "Measures 64-byte round trips between two processes: HMS-FFI calls per wait mode and,\n"
           "in the same run, raw shared-memory spin and futex ping-pongs and a raw UDS seqpacket\n"
-          "ping-pong. Starts its own hms-ffid on a private socket.");
+          "ping-pong. A socket-<wait> mode runs both ends on the Unix-socket transport and is\n"
+          "compared with raw UDS slices taken between its own. Starts its own hms-ffid on a\n"
+          "private socket.");
       return 0;
     } else {
       std::fprintf(stderr, "hms-ffi-bench: unknown option '%s' (see --help)\n", a.c_str());
@@ -575,6 +593,7 @@ int main(int argc, char** argv) {
   const FfiResult* spin = find("spin");
   const FfiResult* adaptive = find("adaptive");
   const FfiResult* blocking = find("blocking");
+  const FfiResult* socketBlocking = find("socket-blocking");
 
   auto jsonRow = [](const Stats& s, const char* extra) {
     std::printf(
@@ -593,8 +612,8 @@ int main(int argc, char** argv) {
     for (const auto& r : ffi) {
       char extra[160];
       std::snprintf(extra, sizeof(extra),
-                    ",\"adjacent_floor_p50_us\":%.3f,\"ratio_p50_to_floor\":%.3f,"
-                    "\"ratio_p99_to_floor\":%.3f",
+                    ",\"adjacent_baseline_p50_us\":%.3f,\"ratio_p50_to_baseline\":%.3f,"
+                    "\"ratio_p99_to_baseline\":%.3f",
                     r.floor.p50, r.ratioP50, r.ratioP99);
       std::printf(",");
       jsonRow(r.stats, extra);
@@ -615,10 +634,10 @@ int main(int argc, char** argv) {
 
   std::printf("hms-ffi-bench: 64-byte round trips between two processes, %d samples each%s\n\n",
               o.iterations, o.pin ? ", pinned to CPUs 0 and 1" : "");
-  std::printf("%-26s %9s %9s %9s %9s %9s\n", "round trip (us)", "p50", "p90", "p99", "p99.9",
+  std::printf("%-32s %9s %9s %9s %9s %9s\n", "round trip (us)", "p50", "p90", "p99", "p99.9",
               "max");
   auto row = [](const Stats& s) {
-    std::printf("%-26s %9.2f %9.2f %9.2f %9.2f %9.2f\n", s.name.c_str(), s.p50, s.p90, s.p99,
+    std::printf("%-32s %9.2f %9.2f %9.2f %9.2f %9.2f\n", s.name.c_str(), s.p50, s.p90, s.p99,
                 s.p999, s.max);
   };
   row(floorStart);
@@ -627,11 +646,12 @@ int main(int argc, char** argv) {
   for (const auto& r : ffi) row(r.stats);
   row(floorEnd);
   std::printf(
-      "\nratios to the raw-spin floor measured between the slices of each mode (median of %d "
-      "slices; the floor next to it in brackets):\n",
+      "\nratios to the baseline measured between the slices of each mode (median of %d "
+      "slices; raw-spin floor for shared memory, raw UDS seqpacket for socket modes; the "
+      "baseline next to it in brackets):\n",
       kSlices);
   for (const auto& r : ffi) {
-    std::printf("  %-24s p50 %5.2fx  p99 %5.2fx  (floor p50 %.2f us)\n", r.stats.name.c_str(),
+    std::printf("  %-30s p50 %5.2fx  p99 %5.2fx  (baseline p50 %.2f us)\n", r.stats.name.c_str(),
                 r.ratioP50, r.ratioP99, r.floor.p50);
   }
   if (drift > 0.30) {
@@ -668,6 +688,10 @@ int main(int argc, char** argv) {
   if (blocking) {
     const double r = blocking->stats.p50 / futexBase.p50;
     std::printf("  P3 blocking p50 %.2fx raw futex (<= 1.2x): %s\n", r, verdict(r <= 1.2));
+  }
+  if (socketBlocking) {
+    std::printf("  P7 socket transport, blocking, p50 %.2fx raw UDS seqpacket (<= 1.3x): %s\n",
+                socketBlocking->ratioP50, verdict(socketBlocking->ratioP50 <= 1.3));
   }
   for (const auto& [raw, f] : sized) {
     if (f.name.rfind("hms-ffi 1048576 B", 0) == 0) {

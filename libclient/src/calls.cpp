@@ -623,7 +623,13 @@ void Dispatcher::addService(uint64_t tag, const ServiceSpec& spec) {
 }
 
 void Dispatcher::removeService(uint64_t tag) {
-  post(Event{Event::kRemoveService, tag, {}, {}});
+  auto done = std::make_shared<std::promise<void>>();
+  auto taken = done->get_future();
+  post(Event{Event::kRemoveService, tag, {}, {}, done});
+  const auto self = std::this_thread::get_id();
+  if (self == thread_.get_id() || self == socketThreadId_.load() || stopping_.load()) return;
+  // Bounded, as a guard: neither thread waits for anything this caller holds.
+  taken.wait_for(std::chrono::seconds(10));
 }
 
 void Dispatcher::channelOpened(ChannelOpenedEvent ev) {
@@ -657,17 +663,23 @@ bool Dispatcher::drainEvents() {
         break;
       case Event::kRemoveService: {
         auto it = services_.find(ev.id);
-        if (it == services_.end()) break;
+        if (it == services_.end()) {
+          if (ev.done) ev.done->set_value();
+          break;
+        }
         it->second->removed = true;
         for (auto& ch : channels_) {
           if (ch->service == it->second) closeChannelLocal(*ch, kEndClosed, "service stopped");
         }
         if (socketThread_.joinable()) {
-          toSocketThread([this, svc = it->second] {
+          toSocketThread([this, svc = it->second, done = ev.done] {
             for (auto& ch : socketChannels_) {
               if (ch->service == svc) socketClose(*ch, "service stopped");
             }
+            if (done) done->set_value();
           });
+        } else if (ev.done) {
+          ev.done->set_value();
         }
         services_.erase(it);
         break;
@@ -996,7 +1008,10 @@ void Dispatcher::startSocketThread() {
   ev.events = EPOLLIN;
   ev.data.ptr = nullptr;  // the inbox
   ::epoll_ctl(epollFd_.get(), EPOLL_CTL_ADD, socketEventFd_.get(), &ev);
-  socketThread_ = std::thread([this] { runSockets(); });
+  socketThread_ = std::thread([this] {
+    socketThreadId_.store(std::this_thread::get_id());
+    runSockets();
+  });
 }
 
 void Dispatcher::toSocketThread(std::function<void()> fn) {

@@ -9,6 +9,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <functional>
+#include <future>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -213,6 +214,9 @@ class Dispatcher {
     uint32_t maxMessageBytes = 0;
   };
   void addService(uint64_t tag, const ServiceSpec& spec);
+  // Returns once no handler of the service will run again and its channels are closed (callers
+  // see UNAVAILABLE), except when called from the service's own threads (a handler stopping its
+  // service), which cannot wait for themselves.
   void removeService(uint64_t tag);
   void channelOpened(ChannelOpenedEvent ev);
   void channelClosed(uint64_t channelId);
@@ -230,6 +234,7 @@ class Dispatcher {
     uint64_t id = 0;
     std::shared_ptr<Service> service;
     ChannelOpenedEvent open;
+    std::shared_ptr<std::promise<void>> done;  // kRemoveService: set once it took effect
   };
 
   void post(Event ev);
@@ -277,6 +282,7 @@ class Dispatcher {
   std::vector<std::unique_ptr<Channel>> socketChannels_;  // socket thread only
   bool socketsStopping_ = false;                          // socket thread only
   std::thread socketThread_;
+  std::atomic<std::thread::id> socketThreadId_{};
 };
 
 }  // namespace hms::ffi::detail

@@ -16,6 +16,7 @@
 #include <capnp/message.h>
 #include <sys/uio.h>
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -64,9 +65,11 @@ class SocketLink {
   // Whether the peer has gone: EOF already seen, or the socket reports a hang-up now.
   bool peerClosed() noexcept;
   // A record was cut short or corrupt: the stream cannot be used any more.
-  bool broken() const noexcept { return broken_; }
+  bool broken() const noexcept { return broken_.load(std::memory_order_relaxed); }
   // EOF seen, shut down, or broken: nothing more will pass.
-  bool ended() const noexcept { return eof_ || broken_; }
+  bool ended() const noexcept {
+    return eof_.load(std::memory_order_relaxed) || broken_.load(std::memory_order_relaxed);
+  }
   const std::string& corruptReason() const noexcept { return corruptReason_; }
 
   // Shuts both directions down: the peer sees EOF at once, even while another copy of the
@@ -86,8 +89,9 @@ class SocketLink {
   uint8_t* recv_ = nullptr;
   size_t received_ = 0;  // bytes of the record in progress
   size_t expected_ = 0;  // its header.length, once the first datagram arrived
-  bool eof_ = false;
-  bool broken_ = false;
+  // Atomic: a service may shut a channel down (stop, unregister) while a worker uses its link.
+  std::atomic<bool> eof_{false};
+  std::atomic<bool> broken_{false};
   std::string corruptReason_;
 };
 
