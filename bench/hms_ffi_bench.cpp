@@ -486,6 +486,18 @@ std::optional<Stats> ffiSink(const Options& o, const std::string& self, const st
   return result;
 }
 
+// "a,b,c" -> {"a", "b", "c"}; "" -> {}.
+std::vector<std::string> splitList(const std::string& list) {
+  std::vector<std::string> out;
+  for (size_t p = 0; p < list.size();) {
+    size_t c = list.find(',', p);
+    if (c == std::string::npos) c = list.size();
+    out.push_back(list.substr(p, c - p));
+    p = c + 1;
+  }
+  return out;
+}
+
 std::string findBroker(const std::string& self, const std::string& given) {
   if (!given.empty()) return given;
   namespace fs = std::filesystem;
@@ -522,19 +534,24 @@ int main(int argc, char** argv) {
     else if (a == "--broker")
       o.brokerPath = next();
     else if (a == "--modes") {
-      o.modes.clear();
-      std::string list = next();
-      for (size_t p = 0; p <= list.size();) {
-        size_t c = list.find(',', p);
-        if (c == std::string::npos) c = list.size();
-        o.modes.push_back(list.substr(p, c - p));
-        p = c + 1;
+      o.modes = splitList(next());
+    } else if (a == "--sizes") {
+      o.sizes.clear();
+      for (const auto& v : splitList(next())) {
+        char* end = nullptr;
+        const unsigned long long n = std::strtoull(v.c_str(), &end, 10);
+        if (v.empty() || *end != '\0' || n > (64ull << 20)) {
+          std::fprintf(stderr, "hms-ffi-bench: --sizes takes byte counts up to 64 MiB, not '%s'\n",
+                       v.c_str());
+          return 2;
+        }
+        if (n > 0) o.sizes.push_back(size_t(n));
       }
     } else if (a == "--help" || a == "-h") {
       std::puts(
           "usage: hms-ffi-bench [--iterations N] [--warmup N]\n"
           "                     [--modes spin,adaptive,blocking,socket-blocking,...]\n"
-          "                     [--sizes 64,1024,65536,1048576] [--no-pin] [--json] [--broker "
+          "                     [--sizes 64,1024,65536,1048576 (0: none)] [--no-pin] [--json] [--broker "
           "PATH]\n"
           "Measures 64-byte round trips between two processes: HMS-FFI calls per wait mode and,\n"
           "in the same run, raw shared-memory spin and futex ping-pongs and a raw UDS seqpacket\n"

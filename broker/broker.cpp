@@ -259,7 +259,12 @@ void Broker::sendEvent(uint64_t connId, capnp::MessageBuilder& msg, const int* f
   if (it == conns_.end()) return;
   if (auto s = reply(*it->second, msg, fds, n); !s) {
     // A client that does not read its control socket cannot be served; it is treated as gone.
-    spdlog::warn("client {} does not take events ({}); disconnecting it", connId, s.toString());
+    // One that has just closed it (its exit races a channel's end) is only gone.
+    if (s.code() == StatusCode::kUnavailable) {
+      spdlog::debug("client {} closed its connection before an event reached it", connId);
+    } else {
+      spdlog::warn("client {} does not take events ({}); disconnecting it", connId, s.toString());
+    }
     disconnect(connId, "not reading its control socket");
   }
 }

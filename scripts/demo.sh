@@ -44,6 +44,10 @@ echo
 echo "== HMS-SYS -> HMS-CDF: hms.cdf.debate evaluatePolicy"
 "$build/examples/hms-example-sys_policy_caller"
 echo
+echo "== the same HMS-API caller in a process that cannot map shared memory (simulated):"
+echo "   it falls back to a Unix socketpair, says so once on stderr, and gets the same answers"
+HMS_FFI_INJECT_SHM_FAILURE=1 "$build/examples/hms-example-api_gateway"
+echo
 echo "== what the EMR service saw"
 cat "$runtime/emr.log"
 echo

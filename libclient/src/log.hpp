@@ -10,7 +10,9 @@ namespace hms::ffi::detail {
 inline spdlog::logger& log() {
   static const std::shared_ptr<spdlog::logger> logger = [] {
     if (auto existing = spdlog::get("hms-ffi")) return existing;
-    return spdlog::stderr_color_mt("hms-ffi");
+    auto made = spdlog::stderr_color_mt("hms-ffi");
+    made->set_pattern("[%Y-%m-%d %H:%M:%S.%e] [%^%l%$] %v");  // messages name the library
+    return made;
   }();
   return *logger;
 }
