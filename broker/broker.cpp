@@ -314,64 +314,56 @@ Status Broker::onHello(Conn& c, uint64_t rid, wire::Hello::Reader hello,
   c.name = std::string(hello.getClientName().cStr()).substr(0, 128);
   c.transport = hello.getTransport();
   c.noSharedMemory = std::string(hello.getNoSharedMemory().cStr()).substr(0, 512);
-  if (!c.noSharedMemory.empty()) {
-    if (options_.transport == wire::Transport::SHARED_MEMORY) {
-      return replyError(c, rid,
-                        Status(StatusCode::kFailedPrecondition,
-                               "this broker runs with --transport shm and this client has no "
-                               "shared memory (" +
-                                   c.noSharedMemory +
-                                   "); allow memfd_create and mmap to it, or run the broker "
-                                   "with --transport auto"));
-    }
-    c.helloed = true;
-    spdlog::info("client {} '{}' connected (pid {}, uid {}) without shared memory: {}", c.id,
-                 c.name, c.cred.pid, c.cred.uid, c.noSharedMemory);
-    capnp::MallocMessageBuilder mb;
-    auto r = mb.initRoot<wire::BrokerMessage>().initReply();
-    r.setId(rid);
-    r.initStatus().setCode(0);
-    auto h = r.initHello();
-    h.setClientId(c.id);
-    h.setBrokerPid(uint32_t(::getpid()));
-    h.setSharedMemory(false);
-    return reply(c, mb);
+  const bool shm = c.noSharedMemory.empty();
+  if (!shm && options_.transport == wire::Transport::SHARED_MEMORY) {
+    return replyError(c, rid,
+                      Status(StatusCode::kFailedPrecondition,
+                             "this broker runs with --transport shm and this client has no "
+                             "shared memory (" +
+                                 c.noSharedMemory +
+                                 "); allow memfd_create and mmap to it, or run the broker "
+                                 "with --transport auto"));
   }
-  if (hello.getHasDoorbell() && !fds.empty()) {
-    // A client reconnecting after a broker restart keeps the doorbell its channels already use.
-    auto size = detail::segmentSize(fds[0].get());
-    auto map = size.ok() && *size == detail::kDoorbellBytes
-                   ? detail::Mapping::map(fds[0].get(), detail::kDoorbellBytes, true)
-                   : Result<detail::Mapping>(Status(StatusCode::kInvalidArgument, "bad doorbell"));
-    if (!map.ok() || map->as<detail::DoorbellSegment>()->magic != detail::kDoorbellMagic) {
-      return replyError(c, rid,
-                        Status(StatusCode::kInvalidArgument,
-                               "the doorbell handed back is not an HMS-FFI doorbell"));
+  if (shm) {
+    if (hello.getHasDoorbell() && !fds.empty()) {
+      // A client reconnecting after a broker restart keeps the doorbell its channels already use.
+      auto size = detail::segmentSize(fds[0].get());
+      auto map =
+          size.ok() && *size == detail::kDoorbellBytes
+              ? detail::Mapping::map(fds[0].get(), detail::kDoorbellBytes, true)
+              : Result<detail::Mapping>(Status(StatusCode::kInvalidArgument, "bad doorbell"));
+      if (!map.ok() || map->as<detail::DoorbellSegment>()->magic != detail::kDoorbellMagic) {
+        return replyError(c, rid,
+                          Status(StatusCode::kInvalidArgument,
+                                 "the doorbell handed back is not an HMS-FFI doorbell"));
+      }
+      c.doorbellFd = std::move(fds[0]);
+      c.doorbell = std::move(*map);
+    } else {
+      auto fd = detail::createSegment("hms-ffi-doorbell", detail::kDoorbellBytes);
+      if (!fd.ok()) return replyError(c, rid, fd.status());
+      auto map = detail::Mapping::map(fd->get(), detail::kDoorbellBytes, true);
+      if (!map.ok()) return replyError(c, rid, map.status());
+      auto* db = map->as<detail::DoorbellSegment>();
+      db->magic = detail::kDoorbellMagic;
+      db->layoutVersion = detail::kDoorbellLayoutVersion;
+      c.doorbellFd = std::move(*fd);
+      c.doorbell = std::move(*map);
     }
-    c.doorbellFd = std::move(fds[0]);
-    c.doorbell = std::move(*map);
-  } else {
-    auto fd = detail::createSegment("hms-ffi-doorbell", detail::kDoorbellBytes);
-    if (!fd.ok()) return replyError(c, rid, fd.status());
-    auto map = detail::Mapping::map(fd->get(), detail::kDoorbellBytes, true);
-    if (!map.ok()) return replyError(c, rid, map.status());
-    auto* db = map->as<detail::DoorbellSegment>();
-    db->magic = detail::kDoorbellMagic;
-    db->layoutVersion = detail::kDoorbellLayoutVersion;
-    c.doorbellFd = std::move(*fd);
-    c.doorbell = std::move(*map);
   }
   c.helloed = true;
-  spdlog::info("client {} '{}' connected (pid {}, uid {})", c.id, c.name, c.cred.pid, c.cred.uid);
+  spdlog::info("client {} '{}' connected (pid {}, uid {}){}{}", c.id, c.name, c.cred.pid,
+               c.cred.uid, shm ? "" : " without shared memory: ", c.noSharedMemory);
   capnp::MallocMessageBuilder mb;
   auto r = mb.initRoot<wire::BrokerMessage>().initReply();
   r.setId(rid);
   r.initStatus().setCode(0);
   auto h = r.initHello();
   h.setClientId(c.id);
-  h.setRegistryBytes(registry_->segmentBytes());
   h.setBrokerPid(uint32_t(::getpid()));
-  h.setSharedMemory(true);
+  h.setSharedMemory(shm);
+  if (!shm) return reply(c, mb);  // no segments: registry by getRegistry, channels on sockets
+  h.setRegistryBytes(registry_->segmentBytes());
   const int out[2] = {registry_->fd(), c.doorbellFd.get()};
   return reply(c, mb, out, 2);
 }
