@@ -213,9 +213,16 @@ Status CallerChannel::open(bool initial) {
       [&](wire::Request::Builder req) { req.initOpenChannel().setServiceKey(info.key); });
   if (!reply.ok()) return reply.status();
   auto r = reply->reply();
-  const auto limitText = [&](uint32_t ring) {
-    return "the limit comes from the rings of service " + serviceId + " (" + std::to_string(ring) +
-           " bytes each); its provider can raise ServiceOptions::ringBytes";
+  // What both transports record once their end is attached.
+  const auto bound = [&](Transport t, uint32_t ring) {
+    channelId = r.getOpenChannel().getChannelId();
+    service = std::move(info);
+    limitHint = "the limit comes from the rings of service " + serviceId + " (" +
+                std::to_string(ring) +
+                " bytes each); its provider can raise ServiceOptions::ringBytes";
+    transport = t;
+    isOpen = true;
+    return Status();
   };
   if (r.isOpenChannel() && r.getOpenChannel().getTransport() == wire::Transport::SOCKET) {
     const uint32_t maxMessage = r.getOpenChannel().getMaxMessageBytes();
@@ -223,13 +230,8 @@ Status CallerChannel::open(bool initial) {
       return Status(StatusCode::kInternal, "the broker's open reply lacks the channel's socket");
     }
     link = std::make_unique<SocketLink>(std::move(reply->fds[0]), maxMessage);
-    transport = Transport::kSocket;
     maxMessageBytes = link->maxMessageBytes();
-    channelId = r.getOpenChannel().getChannelId();
-    service = std::move(info);
-    limitHint = limitText(service.ringBytes);
-    isOpen = true;
-    return Status();
+    return bound(Transport::kSocket, info.ringBytes);
   }
   if (!r.isOpenChannel() || reply->fds.size() < 2) {
     return Status(StatusCode::kInternal, "the broker's open reply lacks the channel's segments");
@@ -249,12 +251,7 @@ Status CallerChannel::open(bool initial) {
   uint8_t* base = segment.data() + kPageBytes;
   requests = RingProducer(&hdr_->request, base, ring, &doorbellMap.as<DoorbellSegment>()->wake);
   responses = RingConsumer(&hdr_->response, base + ring, ring);
-  channelId = r.getOpenChannel().getChannelId();
-  service = std::move(info);
-  limitHint = limitText(ring);
-  transport = Transport::kSharedMemory;
-  isOpen = true;
-  return Status();
+  return bound(Transport::kSharedMemory, ring);
 }
 
 Result<capnp::MessageBuilder*> beginCall(CallerChannel& ch, const MethodRef& method,
@@ -384,6 +381,13 @@ void abandonCall(CallerChannel& ch) noexcept {
 static Status awaitSocketReply(CallerChannel& ch, RingConsumer::Record& rec) {
   SocketLink& link = *ch.link;
   for (;;) {
+    // Wait first: the reply is seldom there the moment the request left, and a receive that
+    // finds nothing is a syscall wasted.
+    if (!link.waitReadable(ch.client->policy, ch.deadlineNs)) {
+      return Status(StatusCode::kDeadlineExceeded,
+                    "no reply from " + ch.serviceId + "." + ch.methodName + " before the deadline",
+                    ch.serviceId);
+    }
     switch (link.tryReceive(rec)) {
       case SocketLink::Recv::kRecord:
         if (rec.header.kind != kRecordResponse) {
@@ -403,12 +407,7 @@ static Status awaitSocketReply(CallerChannel& ch, RingConsumer::Record& rec) {
         return s;
       }
       case SocketLink::Recv::kEmpty:
-        break;
-    }
-    if (!link.waitReadable(ch.client->policy, ch.deadlineNs)) {
-      return Status(StatusCode::kDeadlineExceeded,
-                    "no reply from " + ch.serviceId + "." + ch.methodName + " before the deadline",
-                    ch.serviceId);
+        break;  // part of a record: wait for the rest
     }
   }
 }
@@ -716,15 +715,23 @@ bool Dispatcher::drainEvents() {
   return any;
 }
 
+std::unique_ptr<Dispatcher::Channel> Dispatcher::newChannel(const ChannelOpenedEvent& ev) {
+  auto ch = std::make_unique<Channel>();
+  ch->id = ev.channelId;
+  ch->service = services_.at(ev.tag);
+  ch->callerPid = ev.callerPid;
+  ch->callerUid = ev.callerUid;
+  ch->callerName = ev.callerName;
+  return ch;
+}
+
 void Dispatcher::attach(const ChannelOpenedEvent& ev) {
   auto map = attachChannel(ev.fd->get(), ev.segmentBytes);
   if (!map.ok()) {
     log().error("hms-ffi: refusing channel {}: {}", ev.channelId, map.status().toString());
     return;
   }
-  auto ch = std::make_unique<Channel>();
-  ch->id = ev.channelId;
-  ch->service = services_.at(ev.tag);
+  auto ch = newChannel(ev);
   ch->segment = std::move(*map);
   ch->hdr = ch->segment.as<ChannelHeader>();
   const uint32_t ring = ch->hdr->ringBytes;
@@ -733,9 +740,6 @@ void Dispatcher::attach(const ChannelOpenedEvent& ev) {
   ch->requests = RingConsumer(&ch->hdr->request, base, ring);
   ch->responses =
       RingProducer(&ch->hdr->response, base + ring, ring, &ch->hdr->response.consumerWake);
-  ch->callerPid = ev.callerPid;
-  ch->callerUid = ev.callerUid;
-  ch->callerName = ev.callerName;
   channels_.push_back(std::move(ch));
 }
 
@@ -745,14 +749,9 @@ void Dispatcher::attachSocket(ChannelOpenedEvent& ev) {
                 ev.maxMessageBytes);
     return;
   }
-  auto ch = std::make_unique<Channel>();
-  ch->id = ev.channelId;
-  ch->service = services_.at(ev.tag);
+  auto ch = newChannel(ev);
   ch->link = std::make_unique<SocketLink>(std::move(*ev.fd), ev.maxMessageBytes);
   ch->maxMessageBytes = ch->link->maxMessageBytes();
-  ch->callerPid = ev.callerPid;
-  ch->callerUid = ev.callerUid;
-  ch->callerName = ev.callerName;
   startSocketThread();
   Channel* raw = ch.release();
   toSocketThread([this, raw] { socketAttach(std::unique_ptr<Channel>(raw)); });
@@ -1037,9 +1036,9 @@ void Dispatcher::socketClose(Channel& ch, const char* why) {
   }
   ch.link->shutdown();  // the caller reads EOF at once
   ch.closed = true;
+  log().debug("hms-ffi: closed socket channel {} of {}: {}", ch.id, ch.service->spec.id, why);
   const uint64_t id = ch.id;
   client_.sendOneWay([id](wire::Request::Builder req) { req.setCloseChannel(id); });
-  (void)why;
 }
 
 void Dispatcher::runSockets() {

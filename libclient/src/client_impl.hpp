@@ -250,6 +250,7 @@ class Dispatcher {
   void handleSocket(Channel& ch, const RingConsumer::Record& rec);
   Status invoke(Channel& ch, const RingConsumer::Record& rec, capnp::MessageBuilder& results);
   bool drainEvents();
+  std::unique_ptr<Channel> newChannel(const ChannelOpenedEvent& ev);  // the caller's side of it
   void attach(const ChannelOpenedEvent& ev);
   void attachSocket(ChannelOpenedEvent& ev);
   bool pollChannels();

@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 
 namespace hms::ffi::detail {
 
@@ -101,28 +102,26 @@ Status SocketLink::send(RecordHeader header, const TraceContextWire* trace,
     discard(builder);
     return Status(StatusCode::kUnavailable, "the channel's socket is closed");
   }
-  // The message as one segment: in place in the scratch, or flattened when it spilled.
-  kj::ArrayPtr<const capnp::word> words;
-  capnp::MallocMessageBuilder flat(1024);
-  size_t total = 0;
-  for (auto seg : builder.getSegmentsForOutput()) total += seg.size();
-  if (total * 8 > maxMessageBytes_) {
+  // The message as one segment: in place in the scratch (the usual case, no copy), or flattened
+  // when it spilled out of it.
+  auto exhausted = [&](size_t bytes) {
     discard(builder);
     return Status(StatusCode::kResourceExhausted,
-                  "message of about " + std::to_string(total * 8) + " bytes exceeds the limit of " +
+                  "message of about " + std::to_string(bytes) + " bytes exceeds the limit of " +
                       std::to_string(maxMessageBytes_) + " bytes; " + limitHint);
-  }
+  };
+  kj::ArrayPtr<const capnp::word> words;
+  std::optional<capnp::MallocMessageBuilder> flat;
   if (builder.inPlace()) {
-    words = builder.getSegmentsForOutput()[0];
+    words = builder.getSegmentsForOutput()[0];  // within the scratch, so within the limit
   } else {
-    flat.setRoot(builder.getRoot<capnp::AnyPointer>().asReader());
-    auto segs = flat.getSegmentsForOutput();
-    if (segs.size() != 1 || segs[0].size() * 8 > maxMessageBytes_) {
-      discard(builder);
-      return Status(StatusCode::kResourceExhausted, "message exceeds the limit of " +
-                                                        std::to_string(maxMessageBytes_) +
-                                                        " bytes; " + limitHint);
-    }
+    size_t total = 0;
+    for (auto seg : builder.getSegmentsForOutput()) total += seg.size();
+    if (total * 8 > maxMessageBytes_) return exhausted(total * 8);
+    flat.emplace(uint(total + 16), capnp::AllocationStrategy::FIXED_SIZE);
+    flat->setRoot(builder.getRoot<capnp::AnyPointer>().asReader());
+    auto segs = flat->getSegmentsForOutput();
+    if (segs.size() != 1 || segs[0].size() * 8 > maxMessageBytes_) return exhausted(total * 8);
     words = segs[0];
   }
   const size_t offset = payloadOffset(header.flags);
