@@ -1,5 +1,5 @@
 // Google Benchmark micro-benchmarks of the pieces on the call path, in one thread: the ring
-// (reserve/commit/peek/release), a 64-byte message built in place and read in place, and the
+// (reserve/commit/next/release), a 64-byte message built in place and read in place, and the
 // validator of messages read from shared memory. Whole-process round trips are hms-ffi-bench's job.
 #include <benchmark/benchmark.h>
 #include <capnp/message.h>
@@ -52,7 +52,7 @@ void BM_RingRecord(benchmark::State& state) {
     h->words = uint32_t(state.range(0) / 8);
     p.commit(slot, bytes);
     RingConsumer::Record r;
-    c.peek(r);
+    c.next(r);
     benchmark::DoNotOptimize(r.words[0]);
     c.release(r);
   }
@@ -81,7 +81,7 @@ void BM_InPlaceMessage64(benchmark::State& state) {
       (void)publishRecord(p, slot, b, h, nullptr, 4096, "", noWait);
     }
     RingConsumer::Record r;
-    c.peek(r);
+    c.next(r);
     if (validSingleSegmentMessage(r.words, r.header.words)) {
       kj::ArrayPtr<const capnp::word> seg[1] = {
           kj::arrayPtr(reinterpret_cast<const capnp::word*>(r.words), r.header.words)};

@@ -530,8 +530,12 @@ Status Broker::onOpen(Conn& c, uint64_t rid, uint64_t key) {
     o.setTransport(*transport);
     o.setMaxMessageBytes(maxMessage);
     auto flat = detail::encodeMessage(mb);
-    const int out[1] = {shm ? ch.fd.get() : serviceEnd.get()};
-    if (auto s = detail::sendDatagram(provider.sock.get(), flat.begin(), flat.size() * 8, out, 1);
+    // With shared memory, fd 1 is the caller's doorbell: the service wakes the caller's
+    // completion thread through it when it answers asynchronous calls.
+    const int out[2] = {shm ? ch.fd.get() : serviceEnd.get(), c.doorbellFd.get()};
+    const size_t outCount = shm && c.doorbellFd ? 2 : 1;
+    if (auto s =
+            detail::sendDatagram(provider.sock.get(), flat.begin(), flat.size() * 8, out, outCount);
         !s) {
       return replyError(
           c, rid,
@@ -586,6 +590,9 @@ void Broker::endChannel(uint64_t channelId, bool callerSide, uint32_t state, con
   const uint64_t other = callerSide ? ch.serviceClient : ch.callerClient;
   if (auto pc = conns_.find(ch.serviceClient); pc != conns_.end() && pc->second->doorbell.data()) {
     detail::wakeAlways(pc->second->doorbell.as<detail::DoorbellSegment>()->wake);
+  }
+  if (auto pc = conns_.find(ch.callerClient); pc != conns_.end() && pc->second->doorbell.data()) {
+    detail::wakeAlways(pc->second->doorbell.as<detail::DoorbellSegment>()->replyWake);
   }
   for (uint64_t cid : {ch.callerClient, ch.serviceClient}) {
     if (auto pc = conns_.find(cid); pc != conns_.end()) pc->second->channels.erase(channelId);

@@ -6,9 +6,12 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <future>
+#include <mutex>
 #include <sstream>
 #include <thread>
 
@@ -89,7 +92,7 @@ TEST_P(Integration, RegisterDiscoverCall_ReachesTheProvider) {
   EXPECT_EQ(info.providerPid, svc.pid());
   EXPECT_EQ(info.providerName, "test-service");
   EXPECT_EQ(info.interfaceName, "TestService");
-  ASSERT_EQ(info.methods.size(), 5u);
+  ASSERT_EQ(info.methods.size(), 8u);
   EXPECT_EQ(info.methods[0].name, "echo");
   EXPECT_EQ(info.methods[4].name, "whoami");
 
@@ -820,6 +823,311 @@ TEST_F(SocketOnly, MalformedRequestMessage_IsInvalidArgument_AndTheChannelStaysO
     EXPECT_EQ(statusCodeFromWire(reply.status), StatusCode::kInvalidArgument);
   }
   EXPECT_TRUE(svc.running());
+}
+
+// ---- asynchronous calls, one-way calls, streams (issue 4) -------------------------------------
+
+Reply<TestService::StatsResults> stats(Stub<TestService>& stub) {
+  auto r = stub.call<&TestService::Client::statsRequest>([](auto) {});
+  EXPECT_TRUE(r.ok()) << r.status().toString();
+  return std::move(r).valueOrThrow();
+}
+
+// Polls the service's counters until `pred` holds (or a generous deadline passes).
+template <class Pred>
+bool waitForStats(Stub<TestService>& stub, Pred pred) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (std::chrono::steady_clock::now() < until) {
+    if (pred(stats(stub).results())) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return false;
+}
+
+TEST_P(Integration, TenThousandAsyncCalls_InFlightAtOnce_EachGetsItsOwnReply) {
+  auto svc = service();
+  auto client = connect();
+  auto stub = client->bind<TestService>("hms.test").valueOrThrow();
+  constexpr uint64_t kCalls = 10'000;
+  std::vector<Future<TestService::EchoResults>> futures;
+  futures.reserve(kCalls);
+  for (uint64_t i = 0; i < kCalls; ++i) {
+    futures.push_back(stub.callAsync<&TestService::Client::echoRequest>([&](auto p) {
+      p.setSeq(i);
+      auto d = p.initPayload(uint(i % 48));
+      for (size_t k = 0; k < d.size(); ++k) d[k] = uint8_t(i + k);
+    }));
+  }
+  // Read back to front: replies are matched by call id, not by arrival order.
+  for (uint64_t j = kCalls; j-- > 0;) {
+    auto r = futures[j].get();
+    ASSERT_TRUE(r.ok()) << j << ": " << r.status().toString();
+    ASSERT_EQ(r->results().getSeq(), j);
+    auto d = r->results().getPayload();
+    ASSERT_EQ(d.size(), j % 48);
+    for (size_t k = 0; k < d.size(); ++k) ASSERT_EQ(d[k], uint8_t(j + k));
+  }
+  EXPECT_FALSE(futures[0].valid());  // get() spends a Future
+  // The same Stub still makes synchronous calls.
+  auto r = echo(stub, 77, 8);
+  ASSERT_TRUE(r.ok()) << r.status().toString();
+  EXPECT_EQ(r->results().getSeq(), 77u);
+}
+
+TEST_P(Integration, AsyncCallbacks_RunOncePerCall_OnTheCompletionThread) {
+  auto svc = service();
+  auto client = connect();
+  auto stub = client->bind<TestService>("hms.test").valueOrThrow();
+  constexpr uint64_t kCalls = 10'000;
+  std::mutex m;
+  std::condition_variable cv;
+  std::vector<int> seen(kCalls, 0);
+  uint64_t done = 0, failures = 0;
+  bool onCallerThread = false;
+  const auto caller = std::this_thread::get_id();
+  for (uint64_t i = 0; i < kCalls; ++i) {
+    stub.callAsync<&TestService::Client::echoRequest>(
+        [&](auto p) { p.setSeq(i); },
+        [&, i](Result<Reply<TestService::EchoResults>> r) {
+          std::lock_guard lock(m);
+          if (std::this_thread::get_id() == caller) onCallerThread = true;
+          if (!r.ok() || r->results().getSeq() != i) ++failures;
+          ++seen[i];
+          if (++done == kCalls) cv.notify_all();
+        });
+  }
+  std::unique_lock lock(m);
+  ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(60), [&] { return done == kCalls; }))
+      << done << " of " << kCalls;
+  EXPECT_EQ(failures, 0u);
+  EXPECT_FALSE(onCallerThread);
+  for (uint64_t i = 0; i < kCalls; ++i) ASSERT_EQ(seen[i], 1) << "call " << i;
+}
+
+TEST_P(Integration, AsyncErrors_DeadlineAndCancel_AreReportedAndTheStubGoesOn) {
+  auto svc = service();
+  auto client = connect();
+  auto stub = client->bind<TestService>("hms.test").valueOrThrow();
+  // Deadline: a Future completes with DEADLINE_EXCEEDED when waited on.
+  CallOptions quick;
+  quick.timeout = std::chrono::milliseconds(100);
+  auto slow =
+      stub.callAsync<&TestService::Client::sleepRequest>([](auto p) { p.setMs(1500); }, quick);
+  auto r = slow.get();
+  EXPECT_EQ(r.status().code(), StatusCode::kDeadlineExceeded) << r.status().toString();
+  // ...and a callback gets it from the completion thread, nobody waiting.
+  std::promise<StatusCode> viaCallback;
+  stub.callAsync<&TestService::Client::sleepRequest>(
+      [](auto p) { p.setMs(1500); },
+      [&](Result<Reply<TestService::SleepResults>> res) {
+        viaCallback.set_value(res.status().code());
+      },
+      quick);
+  auto f = viaCallback.get_future();
+  ASSERT_EQ(f.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  EXPECT_EQ(f.get(), StatusCode::kDeadlineExceeded);
+  // Cancel: completes at once with CANCELLED, long before the handler would answer.
+  auto longCall = stub.callAsync<&TestService::Client::sleepRequest>([](auto p) { p.setMs(1500); });
+  EXPECT_FALSE(longCall.ready());
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_TRUE(longCall.cancel().ok());
+  EXPECT_TRUE(longCall.ready());
+  auto c = longCall.get();
+  EXPECT_EQ(c.status().code(), StatusCode::kCancelled) << c.status().toString();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(1000));
+  // An error from the handler reaches the Future with its details.
+  auto failed = stub.callAsync<&TestService::Client::failRequest>([](auto p) {
+                      p.setCode(uint32_t(StatusCode::kPermissionDenied));
+                      p.setMessage("no");
+                    })
+                    .get();
+  EXPECT_EQ(failed.status().code(), StatusCode::kPermissionDenied);
+  EXPECT_EQ(failed.status().message(), "no");
+  // The channel is still good.
+  auto ok = echo(stub, 5, 16);
+  ASSERT_TRUE(ok.ok()) << ok.status().toString();
+  EXPECT_EQ(ok->results().getSeq(), 5u);
+}
+
+TEST_P(Integration, OneWayCalls_RunInTheOrderSent_AndAnswerNothing) {
+  auto svc = service();
+  auto client = connect();
+  auto stub = client->bind<TestService>("hms.test").valueOrThrow();
+  for (uint64_t i = 0; i < 2000; ++i) {
+    ASSERT_TRUE(
+        stub.callOneWay<&TestService::Client::noteRequest>([&](auto p) { p.setSeq(i); }).ok());
+  }
+  // A call sent after them runs after them.
+  auto s = stats(stub);
+  auto notes = s.results().getNotes();
+  ASSERT_EQ(notes.size(), 2000u);
+  for (uint i = 0; i < notes.size(); ++i) ASSERT_EQ(notes[i], i);
+}
+
+// Sum of what the count stream sends for [from, from + n): values and payload bytes.
+uint64_t expectedChecksum(uint64_t from, uint64_t n, uint32_t payloadBytes) {
+  uint64_t sum = 0;
+  for (uint64_t v = from; v < from + n; ++v) {
+    sum += v;
+    for (uint32_t k = 0; k < payloadBytes; ++k) sum += uint8_t(v * 7 + k);
+  }
+  return sum;
+}
+
+TEST_P(Integration, Stream_OfAMillionItems_ArrivesWholeAndInOrder) {
+  auto svc = service();
+  auto client = connect();
+  auto stub = client->bind<TestService>("hms.test").valueOrThrow();
+  constexpr uint64_t kItems = 1'000'000;
+  CallOptions generous;
+  generous.timeout = std::chrono::minutes(5);
+  auto stream = stub.openStream<&TestService::Client::countRequest>(
+      [](auto p) {
+        p.setFrom(10);
+        p.setN(kItems);
+        p.setPayloadBytes(8);
+      },
+      generous);
+  uint64_t items = 0, sum = 0, expectValue = 10;
+  bool inOrder = true;
+  while (stream.next()) {
+    auto item = stream.item();
+    inOrder &= item.getValue() == expectValue++;
+    sum += item.getValue();
+    for (auto b : item.getPayload()) sum += b;
+    ++items;
+  }
+  ASSERT_TRUE(stream.status().ok()) << stream.status().toString();
+  EXPECT_EQ(items, kItems);
+  EXPECT_TRUE(inOrder);
+  EXPECT_EQ(sum, expectedChecksum(10, kItems, 8));
+}
+
+TEST_P(Integration, Stream_SlowReaderOnASmallRing_SlowsTheServiceAndLosesNothing) {
+  auto svc = service({"--ring-bytes", "16384"});
+  auto client = connect();
+  auto stub = client->bind<TestService>("hms.test").valueOrThrow();
+  auto stream = stub.openStream<&TestService::Client::countRequest>([](auto p) {
+    p.setN(3000);
+    p.setPayloadBytes(1000);  // about 7 items fill the ring
+  });
+  // Meanwhile an asynchronous call on the same Stub completes before the stream does: calls on
+  // one channel complete in any order.
+  auto during = stub.callAsync<&TestService::Client::echoRequest>([](auto p) { p.setSeq(9); });
+  uint64_t items = 0, sum = 0;
+  while (stream.next()) {
+    if (items % 500 == 0) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    sum += stream.item().getValue();
+    for (auto b : stream.item().getPayload()) sum += b;
+    ++items;
+    if (items == 100) {
+      ASSERT_TRUE(during.waitFor(std::chrono::seconds(20)));
+      auto r = during.get();
+      ASSERT_TRUE(r.ok()) << r.status().toString();
+      EXPECT_EQ(r->results().getSeq(), 9u);
+    }
+  }
+  ASSERT_TRUE(stream.status().ok()) << stream.status().toString();
+  EXPECT_EQ(items, 3000u);
+  EXPECT_EQ(sum, expectedChecksum(0, 3000, 1000));
+}
+
+TEST_P(Integration, Stream_CancelledByTheCaller_TheHandlerSeesIt) {
+  auto svc = service();
+  auto client = connect();
+  auto stub = client->bind<TestService>("hms.test").valueOrThrow();
+  auto stream = stub.openStream<&TestService::Client::countRequest>([](auto p) {
+    p.setN(1'000'000'000);
+    p.setDelayUs(500);
+  });
+  for (int i = 0; i < 10; ++i) ASSERT_TRUE(stream.next()) << stream.status().toString();
+  ASSERT_TRUE(stream.cancel().ok());
+  EXPECT_FALSE(stream.next());
+  EXPECT_EQ(stream.status().code(), StatusCode::kCancelled);
+  EXPECT_TRUE(waitForStats(
+      stub, [](auto s) { return s.getStreamsCancelled() >= 1 && s.getCancelCallbacks() >= 1; }));
+}
+
+TEST_P(Integration, Stream_EndedByTheServiceWithAnError_AndMisuseIsExplained) {
+  auto svc = service();
+  auto client = connect();
+  auto stub = client->bind<TestService>("hms.test").valueOrThrow();
+  auto stream = stub.openStream<&TestService::Client::countRequest>([](auto p) {
+    p.setN(100);
+    p.setFailAt(40);
+  });
+  int items = 0;
+  while (stream.next()) ++items;
+  EXPECT_EQ(items, 40);
+  EXPECT_EQ(stream.status().code(), StatusCode::kAborted);
+  EXPECT_EQ(stream.status().message(), "asked to fail at 40");
+  // A stream method called as a plain call, and a plain method opened as a stream.
+  auto unary = stub.call<&TestService::Client::countRequest>([](auto p) { p.setN(1); });
+  EXPECT_EQ(unary.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(unary.status().message().find("openStream"), std::string::npos);
+  auto wrong = stub.openStream<&TestService::Client::echoRequest>([](auto) {});
+  EXPECT_FALSE(wrong.next());
+  EXPECT_EQ(wrong.status().code(), StatusCode::kFailedPrecondition);
+}
+
+TEST_P(Integration, Stream_DeadlinePassesMidStream_CallerGetsDeadlineExceeded_HandlerStops) {
+  auto svc = service();
+  auto client = connect();
+  auto stub = client->bind<TestService>("hms.test").valueOrThrow();
+  CallOptions o;
+  o.timeout = std::chrono::milliseconds(300);
+  auto stream = stub.openStream<&TestService::Client::countRequest>(
+      [](auto p) {
+        p.setN(1'000'000'000);
+        p.setDelayUs(1000);
+      },
+      o);
+  int items = 0;
+  while (stream.next()) ++items;
+  EXPECT_GT(items, 0);
+  EXPECT_EQ(stream.status().code(), StatusCode::kDeadlineExceeded) << stream.status().toString();
+  EXPECT_TRUE(waitForStats(stub, [](auto s) { return s.getStreamsCancelled() >= 1; }));
+}
+
+TEST_P(Integration, Stream_ServiceKilledMidStream_CallerGetsUnavailable_NoHang) {
+  auto svc = service();
+  auto client = connect();
+  auto stub = client->bind<TestService>("hms.test").valueOrThrow();
+  auto stream = stub.openStream<&TestService::Client::countRequest>([](auto p) {
+    p.setN(1'000'000'000);
+    p.setDelayUs(200);
+  });
+  // A call in flight on another channel fails too. (On the stream's own channel a call that runs
+  // this long would hold up the items: replies are built in place in the one response ring.)
+  auto other = client->bind<TestService>("hms.test").valueOrThrow();
+  auto pending =
+      other.callAsync<&TestService::Client::sleepRequest>([](auto p) { p.setMs(60000); });
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(stream.next()) << stream.status().toString();
+  svc.signal(SIGKILL);
+  const auto t0 = std::chrono::steady_clock::now();
+  while (stream.next()) {
+  }
+  EXPECT_EQ(stream.status().code(), StatusCode::kUnavailable) << stream.status().toString();
+  auto r = pending.get();
+  EXPECT_EQ(r.status().code(), StatusCode::kUnavailable) << r.status().toString();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(15));
+}
+
+TEST_P(Integration, Stream_CallerKilledMidStream_TheServiceStopsTheHandler) {
+  auto svc = service();
+  auto client = connect();
+  auto stub = client->bind<TestService>("hms.test").valueOrThrow();
+  {
+    auto other = connect();
+    auto otherStub = other->bind<TestService>("hms.test").valueOrThrow();
+    auto stream = otherStub.openStream<&TestService::Client::countRequest>([](auto p) {
+      p.setN(1'000'000'000);
+      p.setDelayUs(200);
+    });
+    ASSERT_TRUE(stream.next());
+    // The caller goes away without cancelling: its Client shuts down with the stream open.
+  }
+  EXPECT_TRUE(waitForStats(stub, [](auto s) { return s.getCancelCallbacks() >= 1; }));
 }
 
 INSTANTIATE_TEST_SUITE_P(Transports, Integration,

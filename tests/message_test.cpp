@@ -56,7 +56,7 @@ TEST(InPlaceMessage, IsBuiltInTheRingAndReadInPlace_WithoutACopy) {
   ASSERT_TRUE(publishRecord(p, slot, b, h, nullptr, 4096, "hint", noWait).isOk());
 
   RingConsumer::Record r;
-  ASSERT_EQ(c.peek(r), RingStatus::kOk);
+  ASSERT_EQ(c.next(r), RingStatus::kOk);
   EXPECT_EQ(r.header.callId, 9u);
   EXPECT_EQ(r.base, slot.record);  // same bytes, read where they were written
   kj::ArrayPtr<const capnp::word> seg[1] = {
@@ -88,7 +88,7 @@ TEST(InPlaceMessage, ThatOutgrowsTheReservation_IsCopiedIntoTheRingOnce) {
   h.callId = 1;
   ASSERT_TRUE(publishRecord(p, slot, b, h, nullptr, 8192, "hint", noWait).isOk());
   RingConsumer::Record r;
-  ASSERT_EQ(c.peek(r), RingStatus::kOk);
+  ASSERT_EQ(c.next(r), RingStatus::kOk);
   kj::ArrayPtr<const capnp::word> seg[1] = {
       kj::arrayPtr(reinterpret_cast<const capnp::word*>(r.words), r.header.words)};
   capnp::SegmentArrayMessageReader reader(kj::arrayPtr(seg, 1));
@@ -115,7 +115,7 @@ TEST(InPlaceMessage, OverTheLimit_IsResourceExhausted_NamingTheLimitAndTheSettin
   EXPECT_NE(s.message().find("4096"), std::string::npos);
   EXPECT_NE(s.message().find("ringBytes"), std::string::npos);
   RingConsumer::Record r;
-  EXPECT_EQ(c.peek(r), RingStatus::kEmpty);  // nothing was published
+  EXPECT_EQ(c.next(r), RingStatus::kEmpty);  // nothing was published
   for (uint32_t i = 0; i < ring.capacity; ++i)
     ASSERT_EQ(ring.data[i], 0);  // and nothing left behind
 }

@@ -84,13 +84,13 @@ TEST(Ring, DeliversRecordsInOrder_AcrossManyWraps) {
     const uint32_t words = uint32_t(seq % 37);
     while (!produce(p, seq, words)) {
       RingConsumer::Record r;
-      ASSERT_EQ(c.peek(r), RingStatus::kOk);
+      ASSERT_EQ(c.next(r), RingStatus::kOk);
       ASSERT_TRUE(checkRecord(r, next++));
       c.release(r);
     }
   }
   RingConsumer::Record r;
-  while (c.peek(r) == RingStatus::kOk) {
+  while (c.next(r) == RingStatus::kOk) {
     ASSERT_TRUE(checkRecord(r, next++));
     c.release(r);
   }
@@ -109,10 +109,65 @@ TEST(Ring, ReportsFull_UntilTheConsumerReleases) {
   EXPECT_EQ(n, 16);
   EXPECT_FALSE(p.hasSpaceFor(256));
   RingConsumer::Record r;
-  ASSERT_EQ(c.peek(r), RingStatus::kOk);
+  ASSERT_EQ(c.next(r), RingStatus::kOk);
   c.release(r);
   EXPECT_TRUE(p.hasSpaceFor(256));
   EXPECT_TRUE(produce(p, 99, 27));
+}
+
+// Many calls in flight: records are read past one still held, released in any order, and their
+// space comes back in ring order only (a held record holds up the space behind it).
+TEST(Ring, ReleaseInAnyOrder_ReturnsSpaceInRingOrder) {
+  SharedRing ring(4096);
+  auto p = ring.producer();
+  auto c = ring.consumer();
+  int n = 0;
+  while (produce(p, uint64_t(n), 27)) ++n;  // 16 records of 256 bytes fill the ring
+  ASSERT_EQ(n, 16);
+  std::vector<RingConsumer::Record> recs(16);
+  for (int i = 0; i < 16; ++i) {
+    ASSERT_EQ(c.next(recs[i]), RingStatus::kOk);
+    ASSERT_TRUE(checkRecord(recs[i], uint64_t(i)));
+  }
+  RingConsumer::Record none;
+  EXPECT_EQ(c.next(none), RingStatus::kEmpty);
+  EXPECT_EQ(c.outstanding(), 16u);
+  // Releasing 1..15 frees nothing while record 0 is held; they stay readable in place.
+  for (int i = 15; i >= 1; --i) c.release(recs[i]);
+  EXPECT_FALSE(p.hasSpaceFor(256));
+  EXPECT_TRUE(checkRecord(recs[0], 0));
+  c.release(recs[0]);
+  EXPECT_EQ(c.outstanding(), 0u);
+  EXPECT_TRUE(p.hasSpaceFor(2048));
+  for (uint32_t i = 0; i < ring.capacity; ++i) ASSERT_EQ(ring.data[i], 0) << "byte " << i;
+  // Released twice, or a pointer that is no record of ours: ignored.
+  c.release(recs[3]);
+  EXPECT_EQ(c.outstanding(), 0u);
+}
+
+TEST(Ring, OutOfOrderRelease_AcrossWraps_KeepsEveryRecordIntact) {
+  SharedRing ring(4096);
+  auto p = ring.producer();
+  auto c = ring.consumer();
+  std::vector<RingConsumer::Record> held;
+  uint64_t produced = 0, consumed = 0;
+  while (consumed < 3000) {
+    while (produced < 3000 && produce(p, produced, uint32_t(produced % 11))) ++produced;
+    RingConsumer::Record r;
+    while (c.next(r) == RingStatus::kOk) {
+      ASSERT_TRUE(checkRecord(r, consumed++));
+      held.push_back(r);
+    }
+    // Release every other held record, newest first, then the rest: a different order each time.
+    for (size_t i = held.size(); i-- > 0;) {
+      if (i % 2 == 1) c.release(held[i]);
+    }
+    for (const auto& h : held) ASSERT_TRUE(checkRecord(h, h.header.callId));
+    for (size_t i = 0; i < held.size(); i += 2) c.release(held[i]);
+    held.clear();
+  }
+  EXPECT_EQ(c.outstanding(), 0u);
+  for (uint32_t i = 0; i < ring.capacity; ++i) ASSERT_EQ(ring.data[i], 0) << "byte " << i;
 }
 
 TEST(Ring, ReserveGivesAllContiguousFreeSpace_UpToTheMaximum) {
@@ -135,7 +190,7 @@ TEST(Ring, AbortZeroesWhatTheBuilderTouched) {
   for (int i = 0; i < 4096; ++i) ASSERT_EQ(ring.data[i], 0);
   auto c = ring.consumer();
   RingConsumer::Record r;
-  EXPECT_EQ(c.peek(r), RingStatus::kEmpty);
+  EXPECT_EQ(c.next(r), RingStatus::kEmpty);
 }
 
 TEST(Ring, Consumer_ReportsCorrupt_OnLengthNotAMultipleOfTheRecordSize) {
@@ -144,7 +199,7 @@ TEST(Ring, Consumer_ReportsCorrupt_OnLengthNotAMultipleOfTheRecordSize) {
   reinterpret_cast<RecordHeader*>(ring.data)->length = 40;
   auto c = ring.consumer();
   RingConsumer::Record r;
-  EXPECT_EQ(c.peek(r), RingStatus::kCorrupt);
+  EXPECT_EQ(c.next(r), RingStatus::kCorrupt);
 }
 
 TEST(Ring, Consumer_ReportsCorrupt_OnRecordRunningPastTheEnd) {
@@ -154,7 +209,7 @@ TEST(Ring, Consumer_ReportsCorrupt_OnRecordRunningPastTheEnd) {
   h->length = 8192;
   auto c = ring.consumer();
   RingConsumer::Record r;
-  EXPECT_EQ(c.peek(r), RingStatus::kCorrupt);
+  EXPECT_EQ(c.next(r), RingStatus::kCorrupt);
 }
 
 TEST(Ring, Consumer_ReportsCorrupt_OnPayloadLargerThanTheRecord) {
@@ -165,7 +220,7 @@ TEST(Ring, Consumer_ReportsCorrupt_OnPayloadLargerThanTheRecord) {
   h->length = 64;
   auto c = ring.consumer();
   RingConsumer::Record r;
-  EXPECT_EQ(c.peek(r), RingStatus::kCorrupt);
+  EXPECT_EQ(c.next(r), RingStatus::kCorrupt);
 }
 
 TEST(Ring, Consumer_ReportsCorrupt_OnUnknownKindAndOnPaddingNotAtTheEnd) {
@@ -176,7 +231,7 @@ TEST(Ring, Consumer_ReportsCorrupt_OnUnknownKindAndOnPaddingNotAtTheEnd) {
     h->length = 64;
     auto c = ring.consumer();
     RingConsumer::Record r;
-    EXPECT_EQ(c.peek(r), RingStatus::kCorrupt);
+    EXPECT_EQ(c.next(r), RingStatus::kCorrupt);
   }
   {
     SharedRing ring(4096);
@@ -185,7 +240,7 @@ TEST(Ring, Consumer_ReportsCorrupt_OnUnknownKindAndOnPaddingNotAtTheEnd) {
     h->length = 64;
     auto c = ring.consumer();
     RingConsumer::Record r;
-    EXPECT_EQ(c.peek(r), RingStatus::kCorrupt);
+    EXPECT_EQ(c.next(r), RingStatus::kCorrupt);
   }
 }
 
@@ -210,7 +265,7 @@ TEST(Ring, TwoThreads_MillionRecords_SequenceChecked) {
     RingConsumer::Record r;
     RingStatus st;
     // hasData() may see a padding record whose successor is not committed yet: wait again.
-    while ((st = c.peek(r)) == RingStatus::kEmpty) {
+    while ((st = c.next(r)) == RingStatus::kEmpty) {
       waitFor(*ring.consumerWake, policy, kNoDeadline, [&] { return c.hasData(); });
     }
     ASSERT_EQ(st, RingStatus::kOk);
@@ -236,7 +291,7 @@ TEST(Ring, TwoProcesses_MillionRecords_SequenceChecked) {
   for (uint64_t seq = 0; seq < kCount; ++seq) {
     RingConsumer::Record r;
     RingStatus st;
-    while ((st = c.peek(r)) == RingStatus::kEmpty) {
+    while ((st = c.next(r)) == RingStatus::kEmpty) {
       const bool got = waitFor(*ring.consumerWake, policy, monotonicNs() + 60'000'000'000,
                                [&] { return c.hasData(); });
       ASSERT_TRUE(got) << "producer stalled at " << seq;

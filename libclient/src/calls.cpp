@@ -29,6 +29,8 @@ int64_t deadlineFrom(const CallOptions& o, const ClientOptions& c) {
   return monotonicNs() + timeout.count();
 }
 
+}  // namespace
+
 // Maps a channel segment handed over by the broker and checks what the broker wrote in it.
 Result<Mapping> attachChannel(int fd, uint64_t claimedBytes) {
   auto actual = segmentSize(fd);
@@ -53,8 +55,6 @@ Result<Mapping> attachChannel(int fd, uint64_t claimedBytes) {
   }
   return map;
 }
-
-}  // namespace
 
 // ---- method reflection ---------------------------------------------------------------------
 
@@ -105,6 +105,21 @@ CallerChannel::~CallerChannel() {
 
 void CallerChannel::closeChannel(uint32_t myState) {
   if (!isOpen) return;
+  std::vector<std::shared_ptr<AsyncCall>> completed;
+  std::unique_lock async(asyncMu, std::defer_lock);
+  if (asyncMode.load(std::memory_order_acquire)) {
+    // Calls in flight on this connection end with it; replies read in place keep its mapping.
+    async.lock();
+    failPendingLocked(
+        *this,
+        peerGone() ? peerGoneStatus()
+                   : Status(StatusCode::kUnavailable,
+                            "the channel to " + serviceId + " was closed with the call in flight",
+                            serviceId),
+        completed);
+    unread.clear();
+    ++conn;
+  }
   if (link) {
     link->shutdown();  // the service reads EOF at once
     link.reset();
@@ -118,8 +133,10 @@ void CallerChannel::closeChannel(uint32_t myState) {
   hdr_ = nullptr;
   requests = RingProducer();
   responses = RingConsumer();
-  segment = Mapping();
+  segment.reset();
   doorbellMap = Mapping();
+  if (async.owns_lock()) async.unlock();
+  for (auto& c : completed) client->completions().post(std::move(c));
 }
 
 Status CallerChannel::peerGoneStatus() const {
@@ -221,7 +238,17 @@ Status CallerChannel::open(bool initial) {
                 std::to_string(ring) +
                 " bytes each); its provider can raise ServiceOptions::ringBytes";
     transport = t;
-    isOpen = true;
+    ringBytes = ring;
+    {
+      std::lock_guard lock(asyncMu);
+      ++conn;
+      failedConn = false;
+      brokenConn = false;
+      isOpen = true;
+    }
+    if (asyncMode.load(std::memory_order_acquire)) {
+      client->completions().relink(shared_from_this());
+    }
     return Status();
   };
   if (r.isOpenChannel() && r.getOpenChannel().getTransport() == wire::Transport::SOCKET) {
@@ -229,7 +256,10 @@ Status CallerChannel::open(bool initial) {
     if (reply->fds.empty() || maxMessage == 0 || maxMessage > kMaxRingBytes) {
       return Status(StatusCode::kInternal, "the broker's open reply lacks the channel's socket");
     }
-    link = std::make_unique<SocketLink>(std::move(reply->fds[0]), maxMessage);
+    {
+      std::lock_guard lock(asyncMu);
+      link = std::make_unique<SocketLink>(std::move(reply->fds[0]), maxMessage);
+    }
     maxMessageBytes = link->maxMessageBytes();
     return bound(Transport::kSocket, info.ringBytes);
   }
@@ -243,14 +273,18 @@ Status CallerChannel::open(bool initial) {
   if (db->as<DoorbellSegment>()->magic != kDoorbellMagic) {
     return Status(StatusCode::kDataLoss, "the service's doorbell segment is not one");
   }
-  segment = std::move(*seg);
-  doorbellMap = std::move(*db);
-  hdr_ = segment.as<ChannelHeader>();
-  const uint32_t ring = hdr_->ringBytes;
-  maxMessageBytes = hdr_->maxMessageBytes;
-  uint8_t* base = segment.data() + kPageBytes;
-  requests = RingProducer(&hdr_->request, base, ring, &doorbellMap.as<DoorbellSegment>()->wake);
-  responses = RingConsumer(&hdr_->response, base + ring, ring);
+  uint32_t ring;
+  {
+    std::lock_guard lock(asyncMu);  // the completion thread reads `responses`
+    segment = std::make_shared<Mapping>(std::move(*seg));
+    doorbellMap = std::move(*db);
+    hdr_ = segment->as<ChannelHeader>();
+    ring = hdr_->ringBytes;
+    maxMessageBytes = hdr_->maxMessageBytes;
+    uint8_t* base = segment->data() + kPageBytes;
+    requests = RingProducer(&hdr_->request, base, ring, &doorbellMap.as<DoorbellSegment>()->wake);
+    responses = RingConsumer(&hdr_->response, base + ring, ring);
+  }
   return bound(Transport::kSharedMemory, ring);
 }
 
@@ -298,10 +332,11 @@ Result<capnp::MessageBuilder*> beginCall(CallerChannel& ch, const MethodRef& met
     }
     const uint16_t flags = options.trace ? kRecordHasTrace : 0;
     if (!ch.link) {
-      // Replies to calls that timed out earlier are still in the ring: drop them now.
+      // Replies to calls that timed out earlier are still in the ring: drop them now (in async
+      // mode the completion thread does).
       RingConsumer::Record stale;
-      for (;;) {
-        const RingStatus st = ch.responses.peek(stale);
+      for (bool direct = !ch.asyncMode.load(std::memory_order_acquire); direct;) {
+        const RingStatus st = ch.responses.next(stale);
         if (st == RingStatus::kEmpty) break;
         if (st == RingStatus::kCorrupt) {
           ch.closeChannel(kEndCorrupt);
@@ -412,11 +447,9 @@ static Status awaitSocketReply(CallerChannel& ch, RingConsumer::Record& rec) {
   }
 }
 
-Result<capnp::MessageReader*> finishCall(CallerChannel& ch) noexcept {
-  auto fail = [&](Status s) -> Result<capnp::MessageReader*> {
-    ch.releaseLease();
-    return s;
-  };
+// Publishes the call built in ch.builder (the lease held). On error the channel is closed where
+// it can no longer be used.
+static Status publishPending(CallerChannel& ch) noexcept {
   Status published;
   const TraceContextWire* trace = (ch.pendingHeader.flags & kRecordHasTrace) ? &ch.trace : nullptr;
   try {
@@ -444,8 +477,145 @@ Result<capnp::MessageReader*> finishCall(CallerChannel& ch) noexcept {
   if (!published) {
     if (ch.link && (ch.link->broken() || ch.link->peerClosed())) ch.closeChannel(kEndClosed);
     published.withSource(ch.serviceId);
-    return fail(published);
   }
+  return published;
+}
+
+bool inAsyncMode(const CallerChannel& ch) noexcept {
+  return ch.asyncMode.load(std::memory_order_acquire);
+}
+
+std::shared_ptr<AsyncCall> sendAsync(const std::shared_ptr<CallerChannel>& chp, bool stream,
+                                     AsyncCallback cb) noexcept {
+  CallerChannel& ch = *chp;
+  if (!ch.builder) {
+    return failedAsync(Status(StatusCode::kFailedPrecondition, "the call was sent already"),
+                       std::move(cb));
+  }
+  auto call = std::make_shared<AsyncCall>();
+  try {
+    call->ch = chp;
+    call->callId = ch.callId;
+    call->deadlineNs = ch.deadlineNs;
+    call->stream = stream;
+    call->what = ch.serviceId + "." + ch.methodName;
+    call->callback = std::move(cb);
+    Completions& completions = ch.client->completions();
+    if (!ch.asyncMode.load(std::memory_order_acquire)) {
+      // From now on the completion thread reads this channel's replies. The lease is ours, so
+      // no synchronous call is reading them now.
+      ch.asyncMode.store(true, std::memory_order_release);
+      completions.watch(chp);
+    }
+    if (stream) ch.pendingHeader.flags |= kRecordStream;
+    {
+      // Registered before it is sent: the answer may come at once.
+      std::lock_guard lock(ch.asyncMu);
+      call->conn = ch.conn;
+      ch.pending.emplace(call->callId, call);
+    }
+    Status published = publishPending(ch);
+    if (!published) {
+      std::vector<std::shared_ptr<AsyncCall>> completed;
+      {
+        std::lock_guard lock(ch.asyncMu);
+        auto it = ch.pending.find(call->callId);
+        if (it != ch.pending.end() && it->second == call) ch.pending.erase(it);
+        std::lock_guard cl(call->m);
+        if (!call->done) {
+          call->done = true;
+          call->status = published;
+          if (call->callback) completed.push_back(call);
+        }
+      }
+      ch.releaseLease();
+      for (auto& c : completed) completions.post(std::move(c));
+      return call;
+    }
+    ch.releaseLease();
+    bool track;
+    {
+      std::lock_guard cl(call->m);
+      track = call->callback && !call->done;
+    }
+    // A callback's deadline is kept by the completion thread; a Future's by whoever waits on it.
+    if (track) completions.track(call);
+    return call;
+  } catch (const std::exception& e) {
+    if (ch.builder) abandonCall(ch);
+    return failedAsync(Status(StatusCode::kInternal, std::string("sendAsync: ") + e.what()),
+                       std::move(call->callback));
+  }
+}
+
+Status sendOneWay(CallerChannel& ch) noexcept {
+  if (!ch.builder) return Status(StatusCode::kFailedPrecondition, "the call was sent already");
+  ch.pendingHeader.flags |= kRecordOneWay;
+  Status s = publishPending(ch);
+  ch.releaseLease();
+  return s;
+}
+
+Status sendCancel(CallerChannel& ch, uint64_t callId, uint64_t conn) noexcept {
+  // Bounded: a cancel is worth a short wait for the channel, not a hang.
+  const int64_t deadline =
+      monotonicNs() + std::chrono::nanoseconds(ch.client->options.controlTimeout).count();
+  if (auto s = ch.acquire(deadline); !s) {
+    if (s.code() == StatusCode::kFailedPrecondition) {
+      return Status(StatusCode::kFailedPrecondition,
+                    "cancel() while this thread builds a call on the same Stub; send or drop it "
+                    "first");
+    }
+    return s;
+  }
+  Status result;
+  {
+    std::unique_lock lock(ch.asyncMu);
+    const bool current = ch.isOpen && ch.conn == conn && !ch.failedConn;
+    lock.unlock();
+    if (current && !ch.peerGone()) {
+      RecordHeader h{};
+      h.kind = kRecordCancel;
+      h.callId = callId;
+      if (ch.link) {
+        result = ch.link->sendHeader(h, ch.client->policy, deadline);
+      } else {
+        RingProducer::Slot slot;
+        for (;;) {
+          const RingStatus st =
+              ch.requests.tryReserve(sizeof(RecordHeader), sizeof(RecordHeader), slot);
+          if (st == RingStatus::kOk) break;
+          if (st == RingStatus::kCorrupt) {
+            result = Status(StatusCode::kDataLoss, "the request ring is corrupt");
+            break;
+          }
+          if (!waitFor(
+                  ch.requests.spaceWake(), ch.client->policy, deadline,
+                  [&] { return ch.requests.hasSpaceFor(sizeof(RecordHeader)) || ch.peerGone(); }) ||
+              ch.peerGone()) {
+            result = Status(StatusCode::kDeadlineExceeded,
+                            "the cancel could not be sent: the request ring stayed full");
+            break;
+          }
+        }
+        if (result) {
+          std::memcpy(slot.record + sizeof(uint32_t), reinterpret_cast<const uint8_t*>(&h) + 4,
+                      sizeof(RecordHeader) - 4);
+          ch.requests.commit(slot, sizeof(RecordHeader));
+        }
+      }
+    }
+  }
+  ch.releaseLease();
+  return result;
+}
+
+Result<capnp::MessageReader*> finishCall(CallerChannel& ch) noexcept {
+  auto fail = [&](Status s) -> Result<capnp::MessageReader*> {
+    ch.releaseLease();
+    return s;
+  };
+  if (Status published = publishPending(ch); !published) return fail(published);
 
   RingConsumer::Record rec;
   if (ch.link) {
@@ -454,7 +624,7 @@ Result<capnp::MessageReader*> finishCall(CallerChannel& ch) noexcept {
     for (;;) {
       const bool ready = waitFor(ch.hdr_->response.consumerWake, ch.client->policy, ch.deadlineNs,
                                  [&] { return ch.responses.hasData() || ch.peerGone(); });
-      const RingStatus st = ch.responses.peek(rec);
+      const RingStatus st = ch.responses.next(rec);
       if (st == RingStatus::kOk) {
         if (rec.header.kind != kRecordResponse) {
           ch.closeChannel(kEndCorrupt);
@@ -534,616 +704,6 @@ const ServiceInfo& boundService(const CallerChannel& ch) noexcept {
 
 Transport boundTransport(const CallerChannel& ch) noexcept {
   return ch.transport;
-}
-
-// ---- service side ----------------------------------------------------------------------------
-
-struct Dispatcher::Service {
-  uint64_t tag;
-  ServiceSpec spec;
-  std::string limitHint;
-  std::vector<const Handler*> byOrdinal;
-  std::vector<std::string> methodNames;
-  std::unique_ptr<moodycamel::BlockingConcurrentQueue<Work>> work;
-  std::vector<std::thread> workers;
-  bool removed = false;
-};
-
-struct Dispatcher::Channel {
-  uint64_t id = 0;
-  std::shared_ptr<Service> service;
-  Mapping segment;
-  ChannelHeader* hdr = nullptr;
-  RingConsumer requests;
-  RingProducer responses;
-  uint32_t maxMessageBytes = 0;
-  pid_t callerPid = 0;
-  uid_t callerUid = 0;
-  std::string callerName;
-  std::atomic<bool> busy{false};  // a worker holds the channel's current request
-  bool closed = false;
-  std::unique_ptr<SocketLink> link;  // socket channels (served by the socket thread)
-  bool armed = false;                // in the socket thread's epoll set
-};
-
-Dispatcher::Dispatcher(ClientImpl& client) : client_(client), doorbell_(&client.doorbellWake()) {
-  thread_ = std::thread([this] { run(); });
-}
-
-Dispatcher::~Dispatcher() {
-  stop();
-}
-
-void Dispatcher::post(Event ev) {
-  {
-    std::lock_guard lock(postMu_);
-    events_.enqueue(postToken_, std::move(ev));
-  }
-  pendingEvents_.fetch_add(1, std::memory_order_release);
-  wakeAlways(*doorbell_);
-}
-
-void Dispatcher::addService(uint64_t tag, const ServiceSpec& spec) {
-  auto s = std::make_shared<Service>();
-  s->tag = tag;
-  s->spec = spec;
-  s->limitHint = "the limit comes from ServiceOptions::ringBytes of " + spec.id + " (" +
-                 std::to_string(spec.options.ringBytes) + " bytes per ring); raise it";
-  uint16_t maxOrdinal = 0;
-  for (const auto& m : spec.methods) maxOrdinal = std::max(maxOrdinal, m.ordinal);
-  s->byOrdinal.assign(size_t(maxOrdinal) + 1, nullptr);
-  s->methodNames.assign(size_t(maxOrdinal) + 1, "");
-  for (const auto& m : spec.methods) s->methodNames[m.ordinal] = m.name;
-  for (const auto& [ordinal, h] : s->spec.handlers) {
-    if (ordinal < s->byOrdinal.size()) s->byOrdinal[ordinal] = &h;
-  }
-  if (spec.options.workerThreads > 0) {
-    s->work = std::make_unique<moodycamel::BlockingConcurrentQueue<Work>>();
-    for (unsigned i = 0; i < spec.options.workerThreads; ++i) {
-      s->workers.emplace_back([this, svc = s.get()] {
-        Work w;
-        for (;;) {
-          svc->work->wait_dequeue(w);
-          if (w.channel == nullptr) return;  // stop
-          if (w.channel->link) {
-            handleSocket(*w.channel, w.record);
-            w.channel->busy.store(false, std::memory_order_release);
-            toSocketThread({});  // re-arms the channel
-          } else {
-            handle(*w.channel, w.record);
-            w.channel->busy.store(false, std::memory_order_release);
-            wakeAlways(*doorbell_);
-          }
-        }
-      });
-    }
-  }
-  post(Event{Event::kAddService, tag, std::move(s), {}});
-}
-
-void Dispatcher::removeService(uint64_t tag) {
-  auto done = std::make_shared<std::promise<void>>();
-  auto taken = done->get_future();
-  post(Event{Event::kRemoveService, tag, {}, {}, done});
-  const auto self = std::this_thread::get_id();
-  if (self == thread_.get_id() || self == socketThreadId_.load() || stopping_.load()) return;
-  // Bounded, as a guard: neither thread waits for anything this caller holds.
-  taken.wait_for(std::chrono::seconds(10));
-}
-
-void Dispatcher::channelOpened(ChannelOpenedEvent ev) {
-  Event e{Event::kOpen, ev.channelId, {}, std::move(ev)};
-  post(std::move(e));
-}
-
-void Dispatcher::channelClosed(uint64_t channelId) {
-  post(Event{Event::kClose, channelId, {}, {}});
-}
-
-void Dispatcher::stop() {
-  if (stopping_.exchange(true)) return;
-  post(Event{Event::kStop, 0, {}, {}});
-  if (thread_.joinable()) thread_.join();
-}
-
-bool Dispatcher::drainEvents() {
-  if (pendingEvents_.load(std::memory_order_acquire) == 0) {
-    reapClosed();
-    return false;
-  }
-  Event ev;
-  bool any = false;
-  while (events_.try_dequeue(ev)) {
-    pendingEvents_.fetch_sub(1, std::memory_order_relaxed);
-    any = true;
-    switch (ev.kind) {
-      case Event::kAddService:
-        services_[ev.id] = ev.service;
-        break;
-      case Event::kRemoveService: {
-        auto it = services_.find(ev.id);
-        if (it == services_.end()) {
-          if (ev.done) ev.done->set_value();
-          break;
-        }
-        it->second->removed = true;
-        for (auto& ch : channels_) {
-          if (ch->service == it->second) closeChannelLocal(*ch, kEndClosed, "service stopped");
-        }
-        if (socketThread_.joinable()) {
-          toSocketThread([this, svc = it->second, done = ev.done] {
-            for (auto& ch : socketChannels_) {
-              if (ch->service == svc) socketClose(*ch, "service stopped");
-            }
-            if (done) done->set_value();
-          });
-        } else if (ev.done) {
-          ev.done->set_value();
-        }
-        services_.erase(it);
-        break;
-      }
-      case Event::kOpen:
-        // An unknown tag means the service was stopped meanwhile: dropping the event closes the
-        // fd, and the broker has already ended the channel.
-        if (!services_.count(ev.open.tag)) break;
-        if (ev.open.socket) {
-          attachSocket(ev.open);
-        } else {
-          attach(ev.open);
-        }
-        break;
-      case Event::kClose: {
-        bool found = false;
-        for (auto& ch : channels_) {
-          if (ch->id == ev.id) found = ch->closed = anyClosed_ = true;
-        }
-        if (!found && socketThread_.joinable()) {
-          toSocketThread([this, id = ev.id] {
-            for (auto& ch : socketChannels_) {
-              if (ch->id == id) socketClose(*ch, "closed by the broker");
-            }
-          });
-        }
-        break;
-      }
-      case Event::kStop:
-        break;
-    }
-  }
-  reapClosed();
-  return any;
-}
-
-std::unique_ptr<Dispatcher::Channel> Dispatcher::newChannel(const ChannelOpenedEvent& ev) {
-  auto ch = std::make_unique<Channel>();
-  ch->id = ev.channelId;
-  ch->service = services_.at(ev.tag);
-  ch->callerPid = ev.callerPid;
-  ch->callerUid = ev.callerUid;
-  ch->callerName = ev.callerName;
-  return ch;
-}
-
-void Dispatcher::attach(const ChannelOpenedEvent& ev) {
-  auto map = attachChannel(ev.fd->get(), ev.segmentBytes);
-  if (!map.ok()) {
-    log().error("hms-ffi: refusing channel {}: {}", ev.channelId, map.status().toString());
-    return;
-  }
-  auto ch = newChannel(ev);
-  ch->segment = std::move(*map);
-  ch->hdr = ch->segment.as<ChannelHeader>();
-  const uint32_t ring = ch->hdr->ringBytes;
-  ch->maxMessageBytes = ch->hdr->maxMessageBytes;
-  uint8_t* base = ch->segment.data() + kPageBytes;
-  ch->requests = RingConsumer(&ch->hdr->request, base, ring);
-  ch->responses =
-      RingProducer(&ch->hdr->response, base + ring, ring, &ch->hdr->response.consumerWake);
-  channels_.push_back(std::move(ch));
-}
-
-void Dispatcher::attachSocket(ChannelOpenedEvent& ev) {
-  if (ev.maxMessageBytes < 64 || ev.maxMessageBytes > kMaxRingBytes / 2) {
-    log().error("hms-ffi: refusing socket channel {}: message limit {} out of range", ev.channelId,
-                ev.maxMessageBytes);
-    return;
-  }
-  auto ch = newChannel(ev);
-  ch->link = std::make_unique<SocketLink>(std::move(*ev.fd), ev.maxMessageBytes);
-  ch->maxMessageBytes = ch->link->maxMessageBytes();
-  startSocketThread();
-  Channel* raw = ch.release();
-  toSocketThread([this, raw] { socketAttach(std::unique_ptr<Channel>(raw)); });
-}
-
-void Dispatcher::reapClosed() {
-  if (!anyClosed_) return;
-  std::erase_if(channels_, [](const std::unique_ptr<Channel>& ch) {
-    return ch->closed && !ch->busy.load(std::memory_order_acquire);
-  });
-  // A closed channel still held by a worker is reaped on a later pass.
-  anyClosed_ = std::any_of(channels_.begin(), channels_.end(),
-                           [](const std::unique_ptr<Channel>& ch) { return ch->closed; });
-}
-
-void Dispatcher::closeChannelLocal(Channel& ch, uint32_t myState, const char* why) {
-  if (ch.closed) return;
-  storeRelease(ch.hdr->serviceState, myState);
-  wakeAlways(ch.hdr->response.consumerWake);
-  wakeAlways(ch.hdr->request.producerWake);
-  ch.closed = anyClosed_ = true;
-  const uint64_t id = ch.id;
-  client_.sendOneWay([id](wire::Request::Builder req) { req.setCloseChannel(id); });
-  if (myState == kEndCorrupt) {
-    log().error("hms-ffi: closed channel {} of {} with DATA_LOSS: {}", ch.id, ch.service->spec.id,
-                why);
-  }
-}
-
-bool Dispatcher::pollChannels() {
-  bool did = false;
-  for (auto& chp : channels_) {
-    Channel& ch = *chp;
-    if (ch.closed || ch.busy.load(std::memory_order_acquire)) continue;
-    if (loadAcquire(ch.hdr->callerState) != kEndOpen) {
-      closeChannelLocal(ch, kEndClosed, "the caller closed it or went away");
-      continue;
-    }
-    RingConsumer::Record rec;
-    const RingStatus st = ch.requests.peek(rec);
-    if (st == RingStatus::kEmpty) continue;
-    did = true;
-    if (st == RingStatus::kCorrupt || rec.header.kind != kRecordRequest) {
-      closeChannelLocal(ch, kEndCorrupt, "malformed record in the request ring");
-      continue;
-    }
-    if (ch.service->work) {
-      ch.busy.store(true, std::memory_order_relaxed);
-      ch.service->work->enqueue(Work{&ch, rec});
-    } else {
-      handle(ch, rec);
-    }
-  }
-  reapClosed();
-  return did;
-}
-
-Status Dispatcher::invoke(Channel& ch, const RingConsumer::Record& rec,
-                          capnp::MessageBuilder& results) {
-  Service& svc = *ch.service;
-  Status status;
-  static const std::string kNoName;
-  const std::string& methodName =
-      rec.header.method < svc.methodNames.size() ? svc.methodNames[rec.header.method] : kNoName;
-  if (rec.header.deadlineNs > 0 && monotonicNs() >= rec.header.deadlineNs) {
-    status = Status(StatusCode::kDeadlineExceeded,
-                    "the deadline passed before " + svc.spec.id + "." + methodName + " started");
-  } else if (rec.header.method >= svc.byOrdinal.size() || !svc.byOrdinal[rec.header.method]) {
-    status = Status(StatusCode::kUnimplemented,
-                    "service '" + svc.spec.id + "' " + svc.spec.version.toString() +
-                        " has no handler for method " +
-                        (methodName.empty() ? "ordinal " + std::to_string(rec.header.method)
-                                            : "'" + methodName + "'"));
-  } else {
-    kj::ArrayPtr<const capnp::word> seg[1] = {
-        kj::arrayPtr(reinterpret_cast<const capnp::word*>(rec.words), rec.header.words)};
-    try {
-      capnp::SegmentArrayMessageReader params(kj::arrayPtr(seg, 1),
-                                              ringReaderOptions(rec.header.words));
-      if (!validSingleSegmentMessage(rec.words, rec.header.words)) {
-        status = Status(StatusCode::kInvalidArgument, "the request to " + svc.spec.id + "." +
-                                                          methodName +
-                                                          " is not a valid Cap'n Proto message");
-      } else {
-        CallContext ctx;
-        ctx.serviceId_ = &svc.spec.id;
-        ctx.callerName_ = &ch.callerName;
-        ctx.method_ = rec.header.method;
-        ctx.callerPid_ = ch.callerPid;
-        ctx.callerUid_ = ch.callerUid;
-        ctx.deadlineNs_ = rec.header.deadlineNs > 0 ? rec.header.deadlineNs : kNoDeadline;
-        if (rec.trace) {
-          TraceContext t;
-          std::memcpy(t.traceId.data(), rec.trace->traceId, 16);
-          std::memcpy(t.spanId.data(), rec.trace->spanId, 8);
-          t.flags = rec.trace->traceFlags;
-          ctx.trace_ = t;
-        }
-        status = (*svc.byOrdinal[rec.header.method])(ctx, params, results);
-      }
-    } catch (const Error& e) {
-      status = e.status();
-    } catch (const kj::Exception& e) {
-      status = Status(StatusCode::kInternal,
-                      svc.spec.id + "." + methodName + " failed: " + e.getDescription().cStr());
-    } catch (const std::exception& e) {
-      status =
-          Status(StatusCode::kInternal, svc.spec.id + "." + methodName + " threw: " + e.what());
-    } catch (...) {
-      status =
-          Status(StatusCode::kUnknown, svc.spec.id + "." + methodName + " threw a non-exception");
-    }
-  }
-
-  return status;
-}
-
-// The error message a failed call answers with (wire::RpcError in place of the results).
-static void buildError(capnp::MessageBuilder& mb, const Status& status,
-                       const std::string& serviceId) {
-  auto err = mb.initRoot<wire::RpcError>();
-  err.setMessage(status.message());
-  err.setSource(status.source().empty() ? serviceId : status.source());
-  auto details = err.initDetails(uint(status.details().size()));
-  for (size_t i = 0; i < status.details().size(); ++i) {
-    details[uint(i)].setKey(status.details()[i].first);
-    details[uint(i)].setValue(status.details()[i].second);
-  }
-}
-
-void Dispatcher::handle(Channel& ch, const RingConsumer::Record& rec) {
-  Service& svc = *ch.service;
-  const uint32_t offset = payloadOffset(0);
-  const int64_t replyDeadline =
-      rec.header.deadlineNs > 0 ? rec.header.deadlineNs : monotonicNs() + 1'000'000'000;
-  auto callerGone = [&] { return loadAcquire(ch.hdr->callerState) != kEndOpen; };
-
-  // Space for the reply first: the request stays in place (it is read in place) until answered.
-  RingProducer::Slot slot;
-  for (;;) {
-    const RingStatus st = ch.responses.tryReserve(offset + 64, offset + ch.maxMessageBytes, slot);
-    if (st == RingStatus::kOk) break;
-    if (st == RingStatus::kCorrupt) {
-      closeChannelLocal(ch, kEndCorrupt, "the caller's response-ring index is impossible");
-      return;
-    }
-    const bool ok = waitFor(ch.responses.spaceWake(), client_.policy, replyDeadline,
-                            [&] { return ch.responses.hasSpaceFor(offset + 64) || callerGone(); });
-    if (!ok || callerGone()) {
-      ch.requests.release(rec);  // nobody is left to read the reply
-      return;
-    }
-  }
-
-  std::optional<RingMessageBuilder> results;
-  results.emplace(kj::arrayPtr(reinterpret_cast<capnp::word*>(slot.record + offset),
-                               (slot.bytes - offset) / sizeof(capnp::word)));
-  Status status = invoke(ch, rec, *results);
-
-  RecordHeader header{};
-  header.kind = kRecordResponse;
-  header.callId = rec.header.callId;
-  header.method = rec.header.method;
-  auto waitSpace = [&](uint32_t bytes) -> Status {
-    const bool ok = waitFor(ch.responses.spaceWake(), client_.policy, replyDeadline,
-                            [&] { return ch.responses.hasSpaceFor(bytes) || callerGone(); });
-    if (!ok || callerGone()) return Status(StatusCode::kDeadlineExceeded, "caller is gone");
-    return Status();
-  };
-  Status published;
-  if (status) {
-    try {
-      published = publishRecord(ch.responses, slot, *results, header, nullptr, ch.maxMessageBytes,
-                                svc.limitHint, waitSpace);
-    } catch (const kj::Exception& e) {
-      published = Status(StatusCode::kInternal, e.getDescription().cStr());
-    }
-    if (!published) {
-      // Tell the caller why there are no results (typically RESOURCE_EXHAUSTED); the slot was
-      // given back, so reserve again for the small error message.
-      status = published;
-      results.reset();
-      if (ch.responses.tryReserve(offset + 256, offset + ch.maxMessageBytes, slot) !=
-          RingStatus::kOk) {
-        ch.requests.release(rec);
-        return;
-      }
-      results.emplace(kj::arrayPtr(reinterpret_cast<capnp::word*>(slot.record + offset),
-                                   (slot.bytes - offset) / sizeof(capnp::word)));
-    }
-  } else {
-    ch.responses.abort(slot, uint32_t(offset + results->ringWordsTouched() * 8));
-    results.reset();
-    results.emplace(kj::arrayPtr(reinterpret_cast<capnp::word*>(slot.record + offset),
-                                 (slot.bytes - offset) / sizeof(capnp::word)));
-  }
-  if (!status) {
-    header.status = uint16_t(status.code());
-    buildError(*results, status, svc.spec.id);
-    (void)publishRecord(ch.responses, slot, *results, header, nullptr, ch.maxMessageBytes,
-                        svc.limitHint, waitSpace);
-  }
-  ch.requests.release(rec);
-}
-
-void Dispatcher::run() {
-  for (;;) {
-    const bool events = drainEvents();
-    if (stopping_.load(std::memory_order_acquire)) break;
-    const bool did = pollChannels();
-    if (events || did) continue;
-    waitFor(*doorbell_, client_.policy, kNoDeadline, [&] {
-      if (pendingEvents_.load(std::memory_order_relaxed) != 0 ||
-          stopping_.load(std::memory_order_relaxed)) {
-        return true;
-      }
-      for (auto& ch : channels_) {
-        // Acquire: pairs with a worker's release of `busy`, after which the consumer is ours.
-        if (!ch->closed && !ch->busy.load(std::memory_order_acquire) && ch->requests.hasData()) {
-          return true;
-        }
-      }
-      return false;
-    });
-  }
-  // Stop: tell every caller, stop the socket thread and the workers.
-  for (auto& ch : channels_) closeChannelLocal(*ch, kEndClosed, "client stopped");
-  if (socketThread_.joinable()) {
-    toSocketThread([this] { socketsStopping_ = true; });
-    socketThread_.join();
-  }
-  for (auto& [tag, svc] : services_) {
-    if (svc->work) {
-      for (size_t i = 0; i < svc->workers.size(); ++i) svc->work->enqueue(Work{nullptr, {}});
-      for (auto& t : svc->workers) t.join();
-    }
-  }
-  channels_.clear();
-  socketChannels_.clear();
-  services_.clear();
-}
-
-// ---- service side, socket channels ------------------------------------------------------------
-
-void Dispatcher::startSocketThread() {
-  if (socketThread_.joinable()) return;
-  socketEventFd_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-  epollFd_.reset(::epoll_create1(EPOLL_CLOEXEC));
-  if (!socketEventFd_ || !epollFd_) {
-    throw std::runtime_error(errnoText("eventfd/epoll for the socket channels", errno));
-  }
-  epoll_event ev{};
-  ev.events = EPOLLIN;
-  ev.data.ptr = nullptr;  // the inbox
-  ::epoll_ctl(epollFd_.get(), EPOLL_CTL_ADD, socketEventFd_.get(), &ev);
-  socketThread_ = std::thread([this] {
-    socketThreadId_.store(std::this_thread::get_id());
-    runSockets();
-  });
-}
-
-void Dispatcher::toSocketThread(std::function<void()> fn) {
-  if (fn) {
-    std::lock_guard lock(socketMu_);
-    socketInbox_.push_back(std::move(fn));
-  }
-  const uint64_t one = 1;
-  (void)!::write(socketEventFd_.get(), &one, sizeof(one));
-}
-
-void Dispatcher::socketAttach(std::unique_ptr<Channel> ch) {
-  socketChannels_.push_back(std::move(ch));
-}
-
-void Dispatcher::socketClose(Channel& ch, const char* why) {
-  if (ch.closed) return;
-  if (ch.armed) ::epoll_ctl(epollFd_.get(), EPOLL_CTL_DEL, ch.link->fd(), nullptr);
-  ch.armed = false;
-  if (ch.link->broken() && !ch.link->corruptReason().empty()) {
-    log().error("hms-ffi: closed socket channel {} of {} with DATA_LOSS: {}", ch.id,
-                ch.service->spec.id, ch.link->corruptReason());
-  }
-  ch.link->shutdown();  // the caller reads EOF at once
-  ch.closed = true;
-  log().debug("hms-ffi: closed socket channel {} of {}: {}", ch.id, ch.service->spec.id, why);
-  const uint64_t id = ch.id;
-  client_.sendOneWay([id](wire::Request::Builder req) { req.setCloseChannel(id); });
-}
-
-void Dispatcher::runSockets() {
-  epoll_event events[64];
-  for (;;) {
-    // Channels: attach new ones, close the finished, (re-)arm those no worker holds.
-    for (auto& ch : socketChannels_) {
-      if (ch->closed || ch->busy.load(std::memory_order_acquire)) continue;
-      if (ch->link->ended()) {
-        socketClose(*ch, "the caller closed it or went away");
-      } else if (!ch->armed) {
-        epoll_event ev{};
-        ev.events = EPOLLIN;
-        ev.data.ptr = ch.get();
-        ::epoll_ctl(epollFd_.get(), EPOLL_CTL_ADD, ch->link->fd(), &ev);
-        ch->armed = true;
-      }
-    }
-    std::erase_if(socketChannels_, [](const std::unique_ptr<Channel>& ch) {
-      return ch->closed && !ch->busy.load(std::memory_order_acquire);
-    });
-    if (socketsStopping_) break;
-    const int n = ::epoll_wait(epollFd_.get(), events, 64, -1);
-    for (int i = 0; i < n; ++i) {
-      if (events[i].data.ptr == nullptr) {
-        uint64_t count;
-        (void)!::read(socketEventFd_.get(), &count, sizeof(count));
-        std::vector<std::function<void()>> inbox;
-        {
-          std::lock_guard lock(socketMu_);
-          inbox.swap(socketInbox_);
-        }
-        for (auto& fn : inbox) fn();
-        continue;
-      }
-      auto* ch = static_cast<Channel*>(events[i].data.ptr);
-      // Channels closed in this batch stay allocated until the reaping above.
-      if (!ch->closed && !ch->busy.load(std::memory_order_acquire)) socketServe(*ch);
-    }
-  }
-  for (auto& ch : socketChannels_) socketClose(*ch, "client stopped");
-}
-
-void Dispatcher::socketServe(Channel& ch) {
-  RingConsumer::Record rec;
-  switch (ch.link->tryReceive(rec)) {
-    case SocketLink::Recv::kEmpty:
-      return;  // part of a record; the rest is on its way
-    case SocketLink::Recv::kClosed:
-      socketClose(ch, "the caller closed it or went away");
-      return;
-    case SocketLink::Recv::kCorrupt:
-      socketClose(ch, "malformed datagram");
-      return;
-    case SocketLink::Recv::kRecord:
-      break;
-  }
-  if (rec.header.kind != kRecordRequest) {
-    socketClose(ch, "a record other than a request from the caller");
-    return;
-  }
-  if (ch.service->work) {
-    // The worker owns the link until it is done; the channel leaves the epoll set meanwhile.
-    ::epoll_ctl(epollFd_.get(), EPOLL_CTL_DEL, ch.link->fd(), nullptr);
-    ch.armed = false;
-    ch.busy.store(true, std::memory_order_relaxed);
-    ch.service->work->enqueue(Work{&ch, rec});
-    return;
-  }
-  handleSocket(ch, rec);
-  if (ch.link->ended()) socketClose(ch, "the caller closed it or went away");
-}
-
-void Dispatcher::handleSocket(Channel& ch, const RingConsumer::Record& rec) {
-  Service& svc = *ch.service;
-  const int64_t replyDeadline =
-      rec.header.deadlineNs > 0 ? rec.header.deadlineNs : monotonicNs() + 1'000'000'000;
-  RecordHeader header{};
-  header.kind = kRecordResponse;
-  header.callId = rec.header.callId;
-  header.method = rec.header.method;
-  Status status;
-  {
-    // The request is read in place in the link's receive buffer; the results are built in its
-    // scratch, a separate buffer.
-    RingMessageBuilder results(ch.link->scratch());
-    try {
-      status = invoke(ch, rec, results);
-      if (status) {
-        const Status sent =
-            ch.link->send(header, nullptr, results, client_.policy, replyDeadline, svc.limitHint);
-        if (sent.code() != StatusCode::kResourceExhausted) return;  // sent, or nobody to tell
-        status = sent;
-      } else {
-        ch.link->discard(results);
-      }
-    } catch (const kj::Exception& e) {
-      ch.link->discard(results);
-      status = Status(StatusCode::kInternal, e.getDescription().cStr());
-    }
-  }
-  RingMessageBuilder error(ch.link->scratch());
-  header.status = uint16_t(status.code());
-  buildError(error, status, svc.spec.id);
-  (void)ch.link->send(header, nullptr, error, client_.policy, replyDeadline, svc.limitHint);
 }
 
 }  // namespace detail

@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <deque>
 #include <functional>
 #include <future>
 #include <map>
@@ -15,6 +16,7 @@
 #include <mutex>
 #include <optional>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include "codec.hpp"
@@ -45,6 +47,44 @@ struct ControlReply {
 };
 
 class Dispatcher;
+class Completions;
+class CallerChannel;
+
+// A message that came for an asynchronous call: in place in the response ring (shared memory;
+// `keep` holds the mapping), or a heap copy (socket channels, and replies moved out of a ring
+// that needed the space).
+struct AsyncMessage {
+  RingConsumer::Record rec{};
+  bool inRing = false;
+  uint64_t conn = 0;  // CallerChannel::conn when it was read
+  std::shared_ptr<Mapping> keep;
+  std::unique_ptr<uint64_t[]> heap;
+  const uint64_t* words() const noexcept { return rec.words; }
+};
+
+// The shared state of one asynchronous call (or stream) in flight.
+struct AsyncCall {
+  std::shared_ptr<CallerChannel> ch;  // null for a call that failed before it was sent
+  uint64_t callId = 0;
+  uint64_t conn = 0;  // the channel connection it went out on
+  int64_t deadlineNs = 0;
+  bool stream = false;
+  std::string what;  // "service.method", for messages
+
+  mutable std::mutex m;
+  std::condition_variable cv;
+  bool done = false;   // the result, the stream's end, or an error is there
+  bool taken = false;  // get()/then()/streamNext() handed the result out
+  bool cancelled = false;
+  Status status;
+  std::optional<AsyncMessage> result;   // unary: the reply
+  std::deque<AsyncMessage> items;       // stream: items not read yet
+  std::optional<AsyncMessage> current;  // stream: the item the caller reads now
+  kj::ArrayPtr<const capnp::word> segment[1];
+  std::optional<capnp::SegmentArrayMessageReader> reader;
+  AsyncCallback callback;  // runs once on the completion thread
+  bool callbackQueued = false;
+};
 
 class ClientImpl : public std::enable_shared_from_this<ClientImpl> {
  public:
@@ -75,6 +115,13 @@ class ClientImpl : public std::enable_shared_from_this<ClientImpl> {
   }
   bool sharedMemory() const noexcept { return noSharedMemory_.empty(); }
   const std::string& noSharedMemory() const noexcept { return noSharedMemory_; }
+
+  // The completion threads of asynchronous calls, started with the first one.
+  Completions& completions();
+  // The word this client's completion thread sleeps on (services answering it wake it).
+  WakeWord& replyWake() noexcept {
+    return doorbell_.data() ? doorbell_.as<DoorbellSegment>()->replyWake : localDoorbell_.replyWake;
+  }
 
   const ClientOptions options;
   const WaitPolicy policy;
@@ -130,10 +177,12 @@ class ClientImpl : public std::enable_shared_from_this<ClientImpl> {
   std::map<uint64_t, Served> served_;  // by tag
   uint64_t nextTag_ = 1;
   std::unique_ptr<Dispatcher> dispatcher_;
+  std::once_flag completionsOnce_;
+  std::unique_ptr<Completions> completions_;
 };
 
 // One caller->service channel and the call in progress on it.
-class CallerChannel {
+class CallerChannel : public std::enable_shared_from_this<CallerChannel> {
  public:
   CallerChannel(std::shared_ptr<ClientImpl> client, std::string serviceId, VersionRange range,
                 uint64_t interfaceId, std::string interfaceName);
@@ -148,6 +197,7 @@ class CallerChannel {
   void releaseLease();
 
   bool peerGone() const noexcept {
+    if (brokenConn.load(std::memory_order_relaxed)) return true;
     if (link) return link->peerClosed();
     return hdr_ && loadAcquire(hdr_->serviceState) != kEndOpen;
   }
@@ -166,7 +216,7 @@ class CallerChannel {
   std::unique_ptr<SocketLink> link;  // the socket transport; null on shared memory
   uint64_t channelId = 0;
   ServiceInfo service;
-  Mapping segment;
+  std::shared_ptr<Mapping> segment;  // shared with replies still read in place after a reopen
   Mapping doorbellMap;
   ChannelHeader* hdr_ = nullptr;
   RingProducer requests;
@@ -188,6 +238,19 @@ class CallerChannel {
   RingConsumer::Record replyRecord{};
   bool holdingReply = false;
 
+  // Asynchronous calls. Once a call on this channel is sent asynchronously, the completion thread
+  // reads its response side for good (asyncMode), and synchronous sends wait on their call like
+  // any other. asyncMu guards what follows, `responses` and `link` receives in async mode, and
+  // closing; lock order: asyncMu before any AsyncCall::m.
+  std::mutex asyncMu;
+  std::atomic<bool> asyncMode{false};
+  uint64_t conn = 1;  // bumped on every open and close: which connection a record belongs to
+  std::unordered_map<uint64_t, std::shared_ptr<AsyncCall>> pending;  // by call id
+  std::deque<std::shared_ptr<AsyncCall>> unread;  // completed, reply still in the ring
+  bool failedConn = false;              // pending calls of this connection were failed (peer gone)
+  std::atomic<bool> brokenConn{false};  // the completion thread found the ring corrupt
+  uint32_t ringBytes = 0;
+
  private:
   std::mutex leaseMu_;
   std::condition_variable leaseCv_;
@@ -195,8 +258,77 @@ class CallerChannel {
   std::thread::id owner_;
 };
 
+// Completes asynchronous calls: reads the response side of every channel in async mode, routes
+// each reply and stream item to its call by call id, times calls out at their deadline, and runs
+// callbacks (never under a library lock). One thread for shared-memory channels (it sleeps on the
+// client's reply wake word) and, where there are socket channels, one that sleeps in epoll.
+class Completions {
+ public:
+  explicit Completions(ClientImpl& client);
+  ~Completions();
+  void stop();
+
+  // A channel entering async mode.
+  void watch(const std::shared_ptr<CallerChannel>& ch);
+  // A call with a deadline to keep.
+  void track(const std::shared_ptr<AsyncCall>& call);
+  // Runs call->callback on the completion thread.
+  void post(std::shared_ptr<AsyncCall> call);
+  // A channel in async mode opened again (perhaps on the other transport).
+  void relink(const std::shared_ptr<CallerChannel>& ch);
+
+ private:
+  void runShm();
+  void runSockets();
+  void runCallbacks();
+  void expireDeadlines(int64_t now);
+  int64_t nextDeadline();
+  std::vector<std::shared_ptr<CallerChannel>> channels(bool socket);
+  void wakeAll();
+
+  ClientImpl& client_;
+  std::mutex mu_;
+  std::vector<std::weak_ptr<CallerChannel>> shm_;
+  std::vector<std::weak_ptr<CallerChannel>> sockets_;
+  std::multimap<int64_t, std::weak_ptr<AsyncCall>> deadlines_;
+  std::atomic<int64_t> earliest_{kNoDeadline};
+  moodycamel::ConcurrentQueue<std::shared_ptr<AsyncCall>> callbacks_;
+  std::atomic<uint32_t> queued_{0};
+  std::atomic<uint64_t> changes_{0};  // bumped when the watched channels change
+  std::atomic<bool> stopping_{false};
+  std::thread shmThread_;
+  std::thread socketThread_;
+  UniqueFd epollFd_;
+  UniqueFd eventFd_;
+};
+
+// Routes the records waiting on `ch` (in async mode) to their calls; completed calls with
+// callbacks are posted. Returns whether anything was read. Called with nothing locked.
+bool drainAsync(CallerChannel& ch, Completions& completions);
+// Fails every call pending on `ch` with `why` (its connection ended); asyncMu held.
+void failPendingLocked(CallerChannel& ch, const Status& why,
+                       std::vector<std::shared_ptr<AsyncCall>>& completed);
+// Tells the service that call `callId` (sent on connection `conn`) is cancelled.
+Status sendCancel(CallerChannel& ch, uint64_t callId, uint64_t conn) noexcept;
+
+Result<Mapping> attachChannel(int fd, uint64_t claimedBytes);
+
+// A call a service is running where it can be cancelled: a stream, or a call on a worker.
+struct ServerCall {
+  uint64_t callId = 0;
+  int64_t deadlineNs = kNoDeadline;
+  std::atomic<bool> cancelled{false};
+  WakeWord* spaceWake = nullptr;  // woken on cancel: a stream may sleep on a full ring
+  std::mutex m;
+  std::vector<std::function<void()>> onCancel;
+  // Sets the flag and runs the callbacks, once.
+  void cancel();
+};
+
 // Serves the client's services: one thread watches every channel's request ring and sleeps on the
-// client's doorbell when all are idle. No thread and no futex per caller.
+// client's doorbell when all are idle. No thread and no futex per caller. Records are read as
+// they come (a cancel takes effect while earlier calls run) and run in order per channel; streams
+// run on the service's stream threads, beside the channel's other calls.
 class Dispatcher {
  public:
   Dispatcher(ClientImpl& client);
@@ -211,6 +343,7 @@ class Dispatcher {
     std::string callerName;
     std::shared_ptr<UniqueFd> fd;
     bool socket = false;  // fd is the service's end of a socketpair, not a segment
+    std::shared_ptr<UniqueFd> callerDoorbell;  // shared memory: wakes the caller's completions
     uint32_t maxMessageBytes = 0;
   };
   void addService(uint64_t tag, const ServiceSpec& spec);
@@ -222,13 +355,22 @@ class Dispatcher {
   void channelClosed(uint64_t channelId);
   void stop();
 
- private:
   struct Service;
   struct Channel;
-  struct Work {
-    Channel* channel;
-    RingConsumer::Record record;
+  // A record read from a channel and not yet run. On socket channels it is a heap copy (the
+  // link's receive buffer is reused); on shared memory it stays in the ring until released.
+  struct Queued {
+    RingConsumer::Record rec{};
+    std::unique_ptr<uint64_t[]> copy;
+    bool dropped = false;  // cancelled before it ran
   };
+  struct Work {
+    Channel* channel = nullptr;
+    std::shared_ptr<Queued> item;
+    std::shared_ptr<ServerCall> call;
+  };
+
+ private:
   struct Event {
     enum Kind { kAddService, kRemoveService, kOpen, kClose, kStop } kind;
     uint64_t id = 0;
@@ -244,19 +386,31 @@ class Dispatcher {
   void startSocketThread();
   void runSockets();
   void toSocketThread(std::function<void()> fn);
-  void socketAttach(std::unique_ptr<Channel> ch);
-  void socketServe(Channel& ch);
   void socketClose(Channel& ch, const char* why);
-  void handleSocket(Channel& ch, const RingConsumer::Record& rec);
-  Status invoke(Channel& ch, const RingConsumer::Record& rec, capnp::MessageBuilder& results);
+  void socketRead(Channel& ch);
   bool drainEvents();
   std::unique_ptr<Channel> newChannel(const ChannelOpenedEvent& ev);  // the caller's side of it
   void attach(const ChannelOpenedEvent& ev);
   void attachSocket(ChannelOpenedEvent& ev);
   bool pollChannels();
-  void handle(Channel& ch, const RingConsumer::Record& rec);
+  // What both transports do with a record read: a cancel takes effect, a request is queued.
+  // False: the record is not one a caller may send.
+  bool take(Channel& ch, const RingConsumer::Record& rec, std::unique_ptr<uint64_t[]> copy);
+  // Runs queued calls in order while the channel is free; returns whether any ran.
+  bool dispatch(Channel& ch, int budget);
+  void runUnary(Channel& ch, Queued& q, const std::shared_ptr<ServerCall>& call);
+  void runOneWay(Channel& ch, Queued& q);
+  void runStream(Channel& ch, Queued& q, const std::shared_ptr<ServerCall>& call);
+  void finish(Channel& ch, Queued& q);  // gives the request back
+  // Runs the unary handler into `results`, or (stream) `run`; the checks before it are shared.
+  Status invoke(Channel& ch, const RingConsumer::Record& rec,
+                const std::shared_ptr<ServerCall>* call, bool stream,
+                const std::function<Status(CallContext&, capnp::MessageReader&)>* run,
+                capnp::MessageBuilder* results);
   void closeChannelLocal(Channel& ch, uint32_t myState, const char* why);
+  void cancelRunning(Channel& ch);
   void reapClosed();
+  int64_t sweepDeadlines(std::vector<std::unique_ptr<Channel>>& list);
 
   ClientImpl& client_;
   WakeWord* doorbell_;
@@ -272,6 +426,7 @@ class Dispatcher {
   std::atomic<bool> stopping_{false};
   std::map<uint64_t, std::shared_ptr<Service>> services_;  // by tag; dispatcher thread only
   std::vector<std::unique_ptr<Channel>> channels_;         // dispatcher thread only
+  std::vector<std::shared_ptr<Service>> retired_;          // removed; threads joined at stop
 
   std::thread thread_;
 

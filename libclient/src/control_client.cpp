@@ -219,8 +219,14 @@ Status ClientImpl::start() {
   return Status();
 }
 
+Completions& ClientImpl::completions() {
+  std::call_once(completionsOnce_, [&] { completions_ = std::make_unique<Completions>(*this); });
+  return *completions_;
+}
+
 void ClientImpl::shutdown() {
   if (closing_.exchange(true)) return;
+  if (completions_) completions_->stop();
   if (dispatcher_) dispatcher_->stop();
   if (stopFd_) {
     const uint64_t one = 1;
@@ -329,6 +335,7 @@ void ClientImpl::handleMessage(std::vector<uint8_t> bytes, std::vector<UniqueFd>
     e.callerUid = uid_t(o.getCallerUid());
     e.callerName = o.getCallerName().cStr();
     e.fd = std::make_shared<UniqueFd>(std::move(fds[0]));
+    if (fds.size() > 1) e.callerDoorbell = std::make_shared<UniqueFd>(std::move(fds[1]));
     e.socket = o.getTransport() == wire::Transport::SOCKET;
     e.maxMessageBytes = o.getMaxMessageBytes();
     std::lock_guard lock(servedMu_);

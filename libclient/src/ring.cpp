@@ -37,7 +37,7 @@ RingStatus RingProducer::tryReserve(uint32_t minBytes, uint32_t maxBytes, Slot& 
     // zero (free space always is); only the header is written.
     auto* pad = reinterpret_cast<RecordHeader*>(data_ + pos);
     pad->kind = kRecordPadding;
-    storeRelease(pad->length, toEnd);  // SYNC POINT WRITE, pairs with RingConsumer::peek()
+    storeRelease(pad->length, toEnd);  // SYNC POINT WRITE, pairs with RingConsumer::next()
     tail_ += toEnd;
     pos = 0;
     toEnd = capacity_;
@@ -52,11 +52,15 @@ RingStatus RingProducer::tryReserve(uint32_t minBytes, uint32_t maxBytes, Slot& 
 void RingProducer::commit(const Slot& slot, uint32_t usedBytes) noexcept {
   const uint32_t length = roundUpRecord(usedBytes);
   auto* header = reinterpret_cast<RecordHeader*>(slot.record);
-  storeRelease(header->length, length);  // SYNC POINT WRITE, pairs with RingConsumer::peek()
+  storeRelease(header->length, length);  // SYNC POINT WRITE, pairs with RingConsumer::next()
   tail_ += length;
   bumpSingleWriter(control_->records, uint64_t{1});  // single writer: the producer
   bumpSingleWriter(control_->bytes, uint64_t{length});
-  wakeIfSleeping(*consumerWake_);
+  if (extraWake_) {
+    wakeEitherIfSleeping(*consumerWake_, extraWake_);
+  } else {
+    wakeIfSleeping(*consumerWake_);
+  }
   // Claim the lines of the next record now, while the peer works on this one. Only lines the
   // consumer has released may be touched (a prefetch writes nothing, but stays inside the ring).
   const uint32_t pos = uint32_t(tail_ & mask_);
@@ -68,23 +72,29 @@ void RingProducer::abort(const Slot& slot, uint32_t touchedBytes) noexcept {
   std::memset(slot.record, 0, std::min(touchedBytes, slot.bytes));
 }
 
-RingStatus RingConsumer::peek(Record& record) noexcept {
+RingStatus RingConsumer::next(Record& record) noexcept {
   for (;;) {
-    const uint32_t pos = uint32_t(head_ & mask_);
+    // Everything in the ring taken: what is at the cursor is the oldest record, still held.
+    if (read_ - head_ >= capacity_) return RingStatus::kEmpty;
+    const uint32_t pos = uint32_t(read_ & mask_);
     const auto* shared = reinterpret_cast<const RecordHeader*>(data_ + pos);
     const uint32_t length = loadAcquire(const_cast<uint32_t&>(shared->length));
     if (length == 0) return RingStatus::kEmpty;
     // Copy the header out once; validate the copy, never re-read the shared one.
     std::memcpy(&record.header, shared, sizeof(RecordHeader));
     record.header.length = length;
-    if (length % kRecordAlign != 0 || length > capacity_ - pos) return RingStatus::kCorrupt;
+    if (length % kRecordAlign != 0 || length > capacity_ - pos ||
+        read_ + length > head_ + capacity_) {
+      return RingStatus::kCorrupt;
+    }
     if (record.header.kind == kRecordPadding) {
       if (pos + length != capacity_) return RingStatus::kCorrupt;
-      std::memset(const_cast<uint8_t*>(data_ + pos), 0, sizeof(RecordHeader));
-      advance(length);
+      taken_.push_back(Taken{read_, length, true, true});
+      read_ += length;
+      if (taken_.size() == 1) advancePast();
       continue;
     }
-    if (record.header.kind != kRecordRequest && record.header.kind != kRecordResponse) {
+    if (record.header.kind < kRecordRequest || record.header.kind > kRecordKindLast) {
       return RingStatus::kCorrupt;
     }
     const uint32_t traceBytes =
@@ -101,17 +111,38 @@ RingStatus RingConsumer::peek(Record& record) noexcept {
                    : nullptr;
     record.words =
         reinterpret_cast<const uint64_t*>(record.base + sizeof(RecordHeader) + traceBytes);
+    taken_.push_back(Taken{read_, length, false, false});
+    read_ += length;
     return RingStatus::kOk;
   }
 }
 
 void RingConsumer::release(const Record& record) noexcept {
-  std::memset(const_cast<uint8_t*>(record.base), 0, record.header.length);
-  advance(record.header.length);
+  if (taken_.empty() || record.base < data_ || record.base >= data_ + capacity_) return;
+  // Records taken lie in [head_, head_ + capacity_): the offset names exactly one of them.
+  const uint64_t offset = uint64_t(record.base - data_);
+  const uint64_t pos = head_ + ((offset - head_) & mask_);
+  if (taken_.front().pos == pos) {
+    taken_.front().released = true;
+    advancePast();
+    return;
+  }
+  auto it = std::lower_bound(taken_.begin(), taken_.end(), pos,
+                             [](const Taken& t, uint64_t p) { return t.pos < p; });
+  if (it != taken_.end() && it->pos == pos) it->released = true;
 }
 
-void RingConsumer::advance(uint32_t length) noexcept {
-  head_ += length;
+void RingConsumer::advancePast() noexcept {
+  const uint64_t before = head_;
+  while (!taken_.empty() && taken_.front().released) {
+    const Taken& t = taken_.front();
+    // Free space is zero: the producer hands it to Cap'n Proto as a fresh segment.
+    uint8_t* p = const_cast<uint8_t*>(data_ + (t.pos & mask_));
+    std::memset(p, 0, t.padding ? sizeof(RecordHeader) : t.length);
+    head_ += t.length;
+    taken_.pop_front();
+  }
+  if (head_ == before) return;
   storeRelease(control_->head, head_);  // SYNC POINT WRITE, pairs with RingProducer::refreshHead()
   wakeIfSleeping(control_->producerWake);
 }

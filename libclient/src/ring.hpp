@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <deque>
 
 #include "shm_layout.hpp"
 #include "wait.hpp"
@@ -57,7 +58,7 @@ class RingProducer {
 
   // Publishes the record in `slot` (header fields other than `length` already written) whose
   // header, trace and message take `usedBytes`. SYNC POINT WRITE: the release store of `length`
-  // pairs with the acquire load in RingConsumer::peek().
+  // pairs with the acquire load in RingConsumer::next().
   void commit(const Slot& slot, uint32_t usedBytes) noexcept;
 
   // Gives a reservation back unpublished, zeroing the `touchedBytes` the builder wrote.
@@ -67,6 +68,10 @@ class RingProducer {
   bool hasSpaceFor(uint32_t bytes) noexcept;
 
   WakeWord& spaceWake() noexcept { return control_->producerWake; }
+  // The consumer's `head` word: a waiter for space may watch it without touching the producer.
+  const uint64_t* headWord() const noexcept { return &control_->head; }
+  // A second word to wake after each commit (the caller's completion thread).
+  void setExtraWake(WakeWord* w) noexcept { extraWake_ = w; }
   uint32_t capacity() const noexcept { return capacity_; }
   bool attached() const noexcept { return data_ != nullptr; }
 
@@ -79,6 +84,7 @@ class RingProducer {
   uint32_t capacity_ = 0;
   uint32_t mask_ = 0;
   WakeWord* consumerWake_ = nullptr;
+  WakeWord* extraWake_ = nullptr;
   uint64_t tail_ = 0;        // bytes published; private to the producer
   uint64_t cachedHead_ = 0;  // last `head` read; re-read only when it says the ring is full
 };
@@ -97,30 +103,52 @@ class RingConsumer {
     const uint64_t* words = nullptr;  // the Cap'n Proto segment, header.words long
   };
 
-  // The next committed record (padding is consumed on the way), kEmpty, or kCorrupt.
+  // The next committed record after those already taken (padding is skipped), kEmpty, or
+  // kCorrupt. The record stays in the ring, readable in place, until release(record).
   // SYNC POINT READ: the acquire load of `length` pairs with RingProducer::commit().
-  RingStatus peek(Record& record) noexcept;
+  RingStatus next(Record& record) noexcept;
 
-  // Zeroes the record and hands its space back. SYNC POINT WRITE: the release store of `head`
-  // pairs with the acquire load in RingProducer::refreshHead().
+  // Gives a taken record back. Records may be released in any order; their space returns to the
+  // producer in ring order, once every record before them is released too (a record held long
+  // holds up the space behind it, never the reading of what follows). SYNC POINT WRITE: the
+  // release store of `head` pairs with the acquire load in RingProducer::refreshHead().
   void release(const Record& record) noexcept;
 
-  // Whether a record (or padding) is committed at the head: the cheap check for wait loops.
+  // Whether a record (or padding) is committed after those taken: the cheap check for waits.
   bool hasData() const noexcept {
-    const auto* h = reinterpret_cast<const RecordHeader*>(data_ + (head_ & mask_));
+    if (read_ - head_ >= capacity_) return false;
+    const auto* h = reinterpret_cast<const RecordHeader*>(data_ + (read_ & mask_));
     return loadAcquire(const_cast<uint32_t&>(h->length)) != 0;
   }
+  // The length word of the next record to take, for a thread that watches several rings; null
+  // while every record in the ring is taken.
+  const uint32_t* nextLength() const noexcept {
+    if (read_ - head_ >= capacity_) return nullptr;
+    return &reinterpret_cast<const RecordHeader*>(data_ + (read_ & mask_))->length;
+  }
+  // Records taken and not released yet.
+  size_t outstanding() const noexcept { return taken_.size(); }
+  // Bytes between the oldest record not released and the next one to take.
+  uint64_t heldBytes() const noexcept { return read_ - head_; }
 
   bool attached() const noexcept { return data_ != nullptr; }
 
  private:
-  void advance(uint32_t length) noexcept;
+  struct Taken {
+    uint64_t pos;     // absolute byte position
+    uint32_t length;  // bytes of the record
+    bool padding;
+    bool released;
+  };
+  void advancePast() noexcept;  // hands back the released records at the front
 
   RingControl* control_ = nullptr;
   const uint8_t* data_ = nullptr;
   uint32_t capacity_ = 0;
   uint32_t mask_ = 0;
-  uint64_t head_ = 0;  // bytes consumed; published in control_->head
+  uint64_t head_ = 0;        // bytes handed back; published in control_->head
+  uint64_t read_ = 0;        // bytes taken (head_ <= read_ <= head_ + capacity_)
+  std::deque<Taken> taken_;  // in ring order
 };
 
 }  // namespace hms::ffi::detail

@@ -68,16 +68,24 @@ static_assert(offsetof(RingControl, consumerWake) == kCacheLine);
 static_assert(offsetof(RingControl, producerWake) == 2 * kCacheLine);
 
 enum RecordKind : uint16_t {
-  kRecordPadding = 1,   // skip to the end of the ring
-  kRecordRequest = 2,   // a call; expects a kRecordResponse with the same callId
-  kRecordResponse = 3,  // status + results (OK) or wire::RpcError (not OK)
+  kRecordPadding = 1,     // skip to the end of the ring
+  kRecordRequest = 2,     // a call; expects a kRecordResponse with the same callId (or, with
+                          // kRecordStream, items and an end; with kRecordOneWay, nothing)
+  kRecordResponse = 3,    // status + results (OK) or wire::RpcError (not OK)
+  kRecordCancel = 4,      // caller -> service: stop call `callId`; no message (words = 0)
+  kRecordStreamItem = 5,  // service -> caller: one item of stream `callId` (the results type)
+  kRecordStreamEnd = 6,   // service -> caller: stream `callId` ended with `status`
+                          // (an empty message when OK, a wire::RpcError otherwise)
 };
+inline constexpr uint16_t kRecordKindLast = kRecordStreamEnd;
 inline constexpr uint16_t kRecordHasTrace = 1u << 0;
+inline constexpr uint16_t kRecordOneWay = 1u << 1;  // request: answer nothing
+inline constexpr uint16_t kRecordStream = 1u << 2;  // request: answer with a stream
 
 struct RecordHeader {
   uint32_t length;     // writer: producer, last, release. Bytes of the whole record, 0 = none.
   uint16_t kind;       // RecordKind
-  uint16_t flags;      // kRecordHasTrace
+  uint16_t flags;      // kRecordHasTrace, kRecordOneWay, kRecordStream
   uint64_t callId;     // chosen by the caller, echoed by the response
   int64_t deadlineNs;  // absolute CLOCK_MONOTONIC ns; 0 = none
   uint16_t method;     // method ordinal (requests)
@@ -156,7 +164,7 @@ constexpr uint64_t channelSegmentBytes(uint32_t ringBytes) {
 // ---- doorbell segment (one per serving client) --------------------------------------------
 
 inline constexpr uint64_t kDoorbellMagic = 0x4c42'4446'4653'4d48ULL;  // "HMSFFDBL"
-inline constexpr uint32_t kDoorbellLayoutVersion = 1;
+inline constexpr uint32_t kDoorbellLayoutVersion = 2;
 
 struct DoorbellSegment {
   uint64_t magic;          // writer: broker, at creation
@@ -164,8 +172,11 @@ struct DoorbellSegment {
   uint32_t pad0;
   uint8_t pad1[kCacheLine - 16];
   WakeWord wake;  // the service's dispatcher sleeps here; every caller's producer may wake it
+  WakeWord replyWake;  // the client's completion thread sleeps here; every service that
+                       // answers it on shared memory may wake it
 };
 static_assert(offsetof(DoorbellSegment, wake) == kCacheLine);
+static_assert(offsetof(DoorbellSegment, replyWake) == 2 * kCacheLine);
 inline constexpr uint64_t kDoorbellBytes = kPageBytes;
 
 // ---- registry segment ---------------------------------------------------------------------

@@ -153,6 +153,15 @@ Status SocketLink::send(RecordHeader header, const TraceContextWire* trace,
   return s;
 }
 
+Status SocketLink::sendHeader(RecordHeader header, const WaitPolicy& policy, int64_t deadlineNs) {
+  if (broken_ || eof_) return Status(StatusCode::kUnavailable, "the channel's socket is closed");
+  header.flags &= uint16_t(~kRecordHasTrace);
+  header.words = 0;
+  header.length = sizeof(RecordHeader);
+  iovec iov{&header, sizeof(header)};
+  return sendDatagramV(&iov, 1, policy, deadlineNs);
+}
+
 SocketLink::Recv SocketLink::corrupt(std::string why) noexcept {
   broken_ = true;
   corruptReason_ = std::move(why);
@@ -187,7 +196,7 @@ SocketLink::Recv SocketLink::tryReceive(RingConsumer::Record& record) noexcept {
       if (size_t(n) < sizeof(RecordHeader)) return corrupt("a record shorter than its header");
       std::memcpy(&record.header, recv_, sizeof(RecordHeader));
       const RecordHeader& h = record.header;
-      if (h.kind != kRecordRequest && h.kind != kRecordResponse) {
+      if (h.kind < kRecordRequest || h.kind > kRecordKindLast) {
         return corrupt("a record of unknown kind " + std::to_string(h.kind));
       }
       const size_t offset = payloadOffset(h.flags);

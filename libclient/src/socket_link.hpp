@@ -49,6 +49,8 @@ class SocketLink {
   // shut down: see broken()).
   Status send(RecordHeader header, const TraceContextWire* trace, RingMessageBuilder& builder,
               const WaitPolicy& policy, int64_t deadlineNs, const std::string& limitHint);
+  // Sends a record of a header alone (a cancel).
+  Status sendHeader(RecordHeader header, const WaitPolicy& policy, int64_t deadlineNs);
   // Zeroes what `builder` wrote in the scratch, sending nothing.
   void discard(RingMessageBuilder& builder) noexcept;
 

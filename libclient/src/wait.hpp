@@ -47,6 +47,18 @@ inline void wakeIfSleeping(WakeWord& w) noexcept {
   }
 }
 
+// The same for two words, with one fence: a reply wakes both a synchronous caller waiting on its
+// channel and the caller's completion thread, whichever sleeps.
+inline void wakeEitherIfSleeping(WakeWord& a, WakeWord* b) noexcept {
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  for (WakeWord* w : {&a, b}) {
+    if (w && loadRelaxed(w->sleeping) != 0 && exchangeAcqRel(w->sleeping, 0u) != 0) {
+      addRelaxed(w->wakes, uint64_t{1});
+      futexWakeAll(&w->sleeping);
+    }
+  }
+}
+
 // Unconditional wake, for the broker and for shutdown: the condition changed in a way a sleeper
 // must see even if it announced nothing yet.
 inline void wakeAlways(WakeWord& w) noexcept {

@@ -10,6 +10,14 @@ interface TestService {
   fail @2 (code :UInt32, message :Text) -> ();
   blob @3 (size :UInt32) -> (data :Data);
   whoami @4 () -> (pid :UInt32, version :Text, callerPid :UInt32);
+  # A server stream: n items, value = from + i, payload of payloadBytes derived from the value,
+  # delayUs between items; failAt (if non-zero) ends the stream with ABORTED at that item.
+  count @5 (from :UInt64, n :UInt64, payloadBytes :UInt32, delayUs :UInt32, failAt :UInt64)
+      -> (value :UInt64, payload :Data);
+  # Sent one-way: the service remembers the order they ran in.
+  note @6 (seq :UInt64) -> ();
+  stats @7 () -> (notes :List(UInt64), streamsCancelled :UInt64, streamsFinished :UInt64,
+                  cancelCallbacks :UInt64);
 }
 
 interface OtherService {

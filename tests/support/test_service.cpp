@@ -14,6 +14,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <mutex>
 #include <set>
 #include <string>
 #include <thread>
@@ -26,6 +27,12 @@ using hms::ffi::CallContext;
 using hms::ffi::Status;
 using hms::ffi::StatusCode;
 using hms::ffi::test::TestService;
+
+namespace {
+std::mutex gNotesMu;
+std::vector<uint64_t> gNotes;
+std::atomic<uint64_t> gStreamsCancelled{0}, gStreamsFinished{0}, gCancelCallbacks{0};
+}  // namespace
 
 int main(int argc, char** argv) {
   sigset_t set;
@@ -103,6 +110,47 @@ int main(int argc, char** argv) {
             return Status();
           });
     }
+    def.onStream<&TestService::Client::countRequest>(
+        [](CallContext& ctx, TestService::CountParams::Reader p,
+           hms::ffi::StreamWriter<TestService::CountResults>& out) -> Status {
+          // The callback may run after the handler returned: it touches only globals.
+          ctx.onCancel([] { ++gCancelCallbacks; });
+          for (uint64_t i = 0; i < p.getN(); ++i) {
+            const uint64_t value = p.getFrom() + i;
+            if (p.getFailAt() != 0 && i == p.getFailAt()) {
+              return Status(StatusCode::kAborted, "asked to fail at " + std::to_string(i));
+            }
+            Status s = out.write([&](TestService::CountResults::Builder item) {
+              item.setValue(value);
+              auto d = item.initPayload(p.getPayloadBytes());
+              for (size_t k = 0; k < d.size(); ++k) d[k] = uint8_t(value * 7 + k);
+            });
+            if (!s) {
+              if (ctx.cancelled()) ++gStreamsCancelled;
+              return s;
+            }
+            if (p.getDelayUs())
+              std::this_thread::sleep_for(std::chrono::microseconds(p.getDelayUs()));
+          }
+          ++gStreamsFinished;
+          return Status();
+        });
+    def.on<&TestService::Client::noteRequest>(
+        [](CallContext&, TestService::NoteParams::Reader p, TestService::NoteResults::Builder) {
+          std::lock_guard lock(gNotesMu);
+          gNotes.push_back(p.getSeq());
+          return Status();
+        });
+    def.on<&TestService::Client::statsRequest>(
+        [](CallContext&, TestService::StatsParams::Reader, TestService::StatsResults::Builder r) {
+          std::lock_guard lock(gNotesMu);
+          auto l = r.initNotes(uint(gNotes.size()));
+          for (size_t i = 0; i < gNotes.size(); ++i) l.set(uint(i), gNotes[i]);
+          r.setStreamsCancelled(gStreamsCancelled);
+          r.setStreamsFinished(gStreamsFinished);
+          r.setCancelCallbacks(gCancelCallbacks);
+          return Status();
+        });
     def.on<&TestService::Client::whoamiRequest>([vtext](CallContext& ctx,
                                                         TestService::WhoamiParams::Reader,
                                                         TestService::WhoamiResults::Builder r) {

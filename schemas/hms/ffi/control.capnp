@@ -125,7 +125,9 @@ struct OpenChannelReply {
 # Sent by the broker unprompted.
 struct Event {
   union {
-    channelOpened @0 :ChannelOpened;   # fd 0: channel segment (to the service's client)
+    channelOpened @0 :ChannelOpened;   # fd 0: channel segment (to the service's client), or
+                                       # its end of the socketpair; fd 1 (shared memory, if the
+                                       # caller has one): the caller's doorbell
     channelClosed @1 :ChannelClosed;
   }
 }

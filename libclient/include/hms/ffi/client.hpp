@@ -17,10 +17,16 @@
 //     auto reply = std::move(call).send();          // Result<Reply<GetPatientResults>>
 //     if (reply) use(reply->results().getPatient());
 //
-// Threads: a Client and its Stubs may be used from any thread. A Stub holds one channel and runs
-// one call at a time on it (a second thread waits for the first call's Reply to be destroyed);
-// bind one Stub per thread for parallel calls. Handlers run on the client's dispatcher thread, or
-// on a service's worker pool (ServiceOptions::workerThreads).
+// Asynchronous calls (docs/calls.md): `sendAsync()` returns a Future (wait, poll, then) or takes a
+// callback; many calls are in flight per Stub and complete in any order; callbacks run on the
+// client's completion thread. `sendOneWay()` expects no reply. A method whose service registered
+// it with ServiceDefinition::onStream answers with a Stream of items (`openStream`).
+//
+// Threads: a Client and its Stubs may be used from any thread. A Stub holds one channel; a call
+// being built holds it until it is sent, and a synchronous send() until its Reply is destroyed
+// (a second thread waits meanwhile); bind one Stub per thread for parallel synchronous calls, or
+// use sendAsync. Handlers run on the client's dispatcher thread, or on a service's worker pool
+// (ServiceOptions::workerThreads); stream handlers on its stream threads.
 #pragma once
 
 #include <capnp/any.h>
@@ -89,6 +95,9 @@ struct ServiceOptions {
   // 0: handlers run on the client's dispatcher thread, one call at a time. N: on a pool of N
   // worker threads (calls on different channels run in parallel; one channel stays in order).
   unsigned workerThreads = 0;
+  // Stream handlers (ServiceDefinition::onStream) run on a pool of this many threads, so that a
+  // stream waiting for a slow caller holds up nobody else; streams beyond it wait their turn.
+  unsigned streamThreads = 2;
 };
 
 // W3C trace context carried in the record header.
@@ -130,7 +139,10 @@ struct ServiceInfo {
 
 namespace detail {
 class Dispatcher;
-}
+struct ServerCall;
+struct AsyncCall;
+class StreamSink;
+}  // namespace detail
 
 // What a handler knows about the call it serves.
 class CallContext {
@@ -145,9 +157,18 @@ class CallContext {
   int64_t deadlineNs() const noexcept { return deadlineNs_; }
   std::chrono::nanoseconds timeLeft() const noexcept;
   const std::optional<TraceContext>& trace() const noexcept { return trace_; }
+  // True once the caller cancelled the call, its deadline passed, or the caller went away: the
+  // handler may stop, its answer is not read. Cheap enough to check per item of a stream.
+  bool cancelled() const noexcept;
+  // Runs `fn` once when the call is cancelled (at once, on this thread, if it already is).
+  // It runs on the thread that learns of the cancellation (the dispatcher), so it must be quick
+  // and must not wait for the handler. Handlers running on the dispatcher thread itself learn of
+  // a cancellation by the caller only when they return; use workers or streams for long work.
+  void onCancel(std::function<void()> fn);
 
  private:
   friend class detail::Dispatcher;
+  std::shared_ptr<detail::ServerCall> call_;
   const std::string* serviceId_ = nullptr;
   const std::string* callerName_ = nullptr;
   uint16_t method_ = 0;
@@ -159,6 +180,8 @@ class CallContext {
 
 using Handler = std::function<Status(CallContext&, capnp::MessageReader& params,
                                      capnp::MessageBuilder& results)>;
+using StreamHandler =
+    std::function<Status(CallContext&, capnp::MessageReader& params, detail::StreamSink& sink)>;
 
 namespace detail {
 
@@ -212,8 +235,45 @@ struct ServiceSpec {
   std::string interfaceName;
   std::vector<MethodInfo> methods;
   std::map<uint16_t, Handler> handlers;
+  std::map<uint16_t, StreamHandler> streamHandlers;
   ServiceOptions options;
 };
+
+// Where a stream handler's items go (calls.cpp): one item at a time, built in place.
+class StreamSink {
+ public:
+  virtual ~StreamSink() = default;
+  // Space for the next item: waits while the caller's ring is full (back-pressure). CANCELLED
+  // when the call was cancelled or its deadline passed, UNAVAILABLE when the caller went away.
+  virtual Result<capnp::MessageBuilder*> beginItem() noexcept = 0;
+  virtual Status commitItem() noexcept = 0;
+  virtual void abortItem() noexcept = 0;
+};
+
+using AsyncCallback = std::function<void(const std::shared_ptr<AsyncCall>&)>;
+// Asynchronous sends of the call begun on `ch` (see beginCall). sendAsync never fails: a send
+// that fails completes the call at once with the error.
+std::shared_ptr<AsyncCall> sendAsync(const std::shared_ptr<CallerChannel>& ch, bool stream,
+                                     AsyncCallback cb) noexcept;
+// Whether the channel's replies go through the completion thread (stable while a call is built).
+bool inAsyncMode(const CallerChannel& ch) noexcept;
+Status sendOneWay(CallerChannel& ch) noexcept;
+std::shared_ptr<AsyncCall> failedAsync(Status s, AsyncCallback cb) noexcept;
+// Waits for the result; OK: `reader` reads it until releaseAsync.
+Status awaitAsync(AsyncCall& call, capnp::MessageReader*& reader) noexcept;
+bool asyncReady(const AsyncCall& call) noexcept;
+bool awaitReady(AsyncCall& call, std::chrono::nanoseconds timeout) noexcept;
+// The result of a completed call, for its callback.
+Status takeAsync(AsyncCall& call, capnp::MessageReader*& reader) noexcept;
+void releaseAsync(AsyncCall& call) noexcept;
+// A Future dropped unread: its reply is released (now, or when it comes).
+void dropAsync(const std::shared_ptr<AsyncCall>& call) noexcept;
+Status cancelAsync(const std::shared_ptr<AsyncCall>& call) noexcept;
+void thenAsync(const std::shared_ptr<AsyncCall>& call, AsyncCallback cb) noexcept;
+uint64_t asyncCallId(const AsyncCall& call) noexcept;
+// Streams: true and `reader` = the next item (valid until the next call), or false at the end
+// with `status` set (OK: the service ended the stream normally).
+bool streamNext(AsyncCall& call, capnp::MessageReader*& reader, Status& status) noexcept;
 
 }  // namespace detail
 
@@ -222,10 +282,12 @@ struct ServiceSpec {
 template <class Results>
 class Reply {
  public:
-  Reply(Reply&& o) noexcept : ch_(std::move(o.ch_)), reader_(o.reader_) {}
+  Reply(Reply&& o) noexcept
+      : ch_(std::move(o.ch_)), call_(std::move(o.call_)), reader_(o.reader_) {}
   Reply& operator=(Reply&&) = delete;
   ~Reply() {
     if (ch_) detail::releaseReply(*ch_);
+    if (call_) detail::releaseAsync(*call_);
   }
   // May throw kj::Exception if the service rewrites the ring under the reader (a hostile peer);
   // the message was validated when it arrived.
@@ -234,10 +296,124 @@ class Reply {
  private:
   template <class, class>
   friend class Call;
+  template <class>
+  friend class Future;
   Reply(std::shared_ptr<detail::CallerChannel> ch, capnp::MessageReader* reader)
       : ch_(std::move(ch)), reader_(reader) {}
-  std::shared_ptr<detail::CallerChannel> ch_;
+  Reply(std::shared_ptr<detail::AsyncCall> call, capnp::MessageReader* reader)
+      : call_(std::move(call)), reader_(reader) {}
+  std::shared_ptr<detail::CallerChannel> ch_;  // a synchronous reply
+  std::shared_ptr<detail::AsyncCall> call_;    // an asynchronous one
   capnp::MessageReader* reader_;
+};
+
+// The result of an asynchronous call, to come. Dropping a Future does not cancel the call (its
+// reply is dropped when it arrives); cancel() does.
+template <class Results>
+class Future {
+ public:
+  Future() = default;
+  Future(Future&& o) noexcept : call_(std::move(o.call_)) {}
+  Future& operator=(Future&& o) noexcept {
+    if (this != &o) {
+      if (call_) detail::dropAsync(call_);
+      call_ = std::move(o.call_);
+    }
+    return *this;
+  }
+  ~Future() {
+    if (call_) detail::dropAsync(call_);
+  }
+
+  bool valid() const noexcept { return call_ != nullptr; }
+  // Whether the result (or an error) is there: get() will not wait.
+  bool ready() const noexcept { return call_ && detail::asyncReady(*call_); }
+  // Waits up to `timeout` for the result; true when ready.
+  bool waitFor(std::chrono::nanoseconds timeout) const {
+    return call_ && detail::awaitReady(*call_, timeout);
+  }
+  // Waits for the result (the call's deadline bounds the wait). Once: the Future is spent.
+  Result<Reply<Results>> get() {
+    if (!call_) {
+      return Status(StatusCode::kFailedPrecondition, "get() on an empty or spent Future");
+    }
+    auto call = std::move(call_);
+    capnp::MessageReader* reader = nullptr;
+    if (auto s = detail::awaitAsync(*call, reader); !s) return s;
+    return Reply<Results>(std::move(call), reader);
+  }
+  // Runs `fn` with the result on the client's completion thread once it is there (at once if it
+  // already is). The Future is spent.
+  template <class F>
+  void then(F fn) {
+    if (!call_) return;
+    detail::thenAsync(std::move(call_),
+                      [fn = std::move(fn)](const std::shared_ptr<detail::AsyncCall>& c) mutable {
+                        fn(Future::resultOf(c));
+                      });
+  }
+  // Stops the call: the Future completes with CANCELLED unless the result came first; the
+  // service is told and its handler sees CallContext::cancelled().
+  Status cancel() { return call_ ? detail::cancelAsync(call_) : Status(); }
+  uint64_t callId() const noexcept { return call_ ? detail::asyncCallId(*call_) : 0; }
+
+  // The typed result of a completed call, for callbacks.
+  static Result<Reply<Results>> resultOf(const std::shared_ptr<detail::AsyncCall>& c) {
+    capnp::MessageReader* reader = nullptr;
+    if (auto s = detail::takeAsync(*c, reader); !s) return s;
+    return Reply<Results>(c, reader);
+  }
+
+ private:
+  template <class, class>
+  friend class Call;
+  template <class>
+  friend class Stub;
+  explicit Future(std::shared_ptr<detail::AsyncCall> call) : call_(std::move(call)) {}
+  std::shared_ptr<detail::AsyncCall> call_;
+};
+
+// The items of a server stream, read in place as they arrive. The service slows down when the
+// caller reads slowly (nothing is dropped). Destroying a Stream that has not ended cancels it.
+template <class Item>
+class Stream {
+ public:
+  Stream(Stream&& o) noexcept
+      : call_(std::move(o.call_)),
+        reader_(o.reader_),
+        status_(std::move(o.status_)),
+        ended_(o.ended_) {}
+  Stream& operator=(Stream&&) = delete;
+  ~Stream() {
+    if (call_ && !ended_) (void)detail::cancelAsync(call_);
+  }
+
+  // Waits for the next item: true, and item() reads it until the next call; or false once the
+  // stream has ended, and status() says how (OK: the service finished it).
+  bool next() {
+    if (ended_ || !call_) return false;
+    if (detail::streamNext(*call_, reader_, status_)) return true;
+    ended_ = true;
+    reader_ = nullptr;
+    return false;
+  }
+  typename Item::Reader item() const { return reader_->getRoot<Item>(); }
+  const Status& status() const noexcept { return status_; }
+  bool ended() const noexcept { return ended_; }
+  // Stops the stream: the service's handler sees CallContext::cancelled(); next() then returns
+  // false with CANCELLED.
+  Status cancel() { return call_ ? detail::cancelAsync(call_) : Status(); }
+
+ private:
+  template <class, class>
+  friend class Call;
+  template <class>
+  friend class Stub;
+  explicit Stream(std::shared_ptr<detail::AsyncCall> call) : call_(std::move(call)) {}
+  std::shared_ptr<detail::AsyncCall> call_;
+  capnp::MessageReader* reader_ = nullptr;
+  Status status_;
+  bool ended_ = false;
 };
 
 // A call being built: params() is a builder in the request ring. send() publishes it and waits for
@@ -255,9 +431,45 @@ class Call {
 
   Result<Reply<Results>> send() && {
     auto ch = std::move(ch_);
+    if (detail::inAsyncMode(*ch)) {
+      // On a Stub that also makes asynchronous calls, the reply comes through the completion
+      // thread like theirs.
+      auto call = detail::sendAsync(ch, false, nullptr);
+      capnp::MessageReader* reader = nullptr;
+      if (auto s = detail::awaitAsync(*call, reader); !s) return s;
+      return Reply<Results>(std::move(call), reader);
+    }
     auto reader = detail::finishCall(*ch);
     if (!reader.ok()) return reader.status();
     return Reply<Results>(std::move(ch), *reader);
+  }
+
+  // Sends the call and returns at once; the Future holds the result to come.
+  Future<Results> sendAsync() && {
+    auto ch = std::move(ch_);
+    return Future<Results>(detail::sendAsync(ch, false, nullptr));
+  }
+  // Sends the call and returns at once; `fn(Result<Reply<Results>>)` runs exactly once on the
+  // client's completion thread, with the results or the error (a send that failed included).
+  template <class F>
+  void sendAsync(F fn) && {
+    auto ch = std::move(ch_);
+    (void)detail::sendAsync(
+        ch, false, [fn = std::move(fn)](const std::shared_ptr<detail::AsyncCall>& c) mutable {
+          fn(Future<Results>::resultOf(c));
+        });
+  }
+  // Sends the call expecting no reply: OK once it is in the channel (the service runs it in
+  // order with the other calls of this Stub; its result and errors are not reported back).
+  Status sendOneWay() && {
+    auto ch = std::move(ch_);
+    return detail::sendOneWay(*ch);
+  }
+  // Sends the call to a stream method (ServiceDefinition::onStream): its results type is the
+  // stream's item.
+  Stream<Results> openStream() && {
+    auto ch = std::move(ch_);
+    return Stream<Results>(detail::sendAsync(ch, true, nullptr));
   }
 
  private:
@@ -299,6 +511,43 @@ class Stub {
     return std::move(*c).send();
   }
 
+  // newCall, fill(params), sendAsync: a Future, or with `done` the callback form.
+  template <auto RequestFn, class Fill>
+  Future<ResultsOf<RequestFn>> callAsync(Fill&& fill, const CallOptions& options = {}) {
+    auto c = newCall<RequestFn>(options);
+    if (!c.ok()) return failed<ResultsOf<RequestFn>>(c.status());
+    fill(c->params());
+    return std::move(*c).sendAsync();
+  }
+  template <auto RequestFn, class Fill, class Done>
+  void callAsync(Fill&& fill, Done done, const CallOptions& options = {}) {
+    auto c = newCall<RequestFn>(options);
+    if (!c.ok()) {
+      (void)detail::failedAsync(
+          c.status(),
+          [done = std::move(done)](const std::shared_ptr<detail::AsyncCall>& a) mutable {
+            done(Future<ResultsOf<RequestFn>>::resultOf(a));
+          });
+      return;
+    }
+    fill(c->params());
+    std::move(*c).sendAsync(std::move(done));
+  }
+  template <auto RequestFn, class Fill>
+  Status callOneWay(Fill&& fill, const CallOptions& options = {}) {
+    auto c = newCall<RequestFn>(options);
+    if (!c.ok()) return c.status();
+    fill(c->params());
+    return std::move(*c).sendOneWay();
+  }
+  template <auto RequestFn, class Fill>
+  Stream<ResultsOf<RequestFn>> openStream(Fill&& fill, const CallOptions& options = {}) {
+    auto c = newCall<RequestFn>(options);
+    if (!c.ok()) return failedStream<ResultsOf<RequestFn>>(c.status());
+    fill(c->params());
+    return std::move(*c).openStream();
+  }
+
   // The provider the channel is bound to now.
   const ServiceInfo& service() const noexcept { return detail::boundService(*ch_); }
   // How the channel carries messages now: kSharedMemory or kSocket.
@@ -307,7 +556,41 @@ class Stub {
  private:
   friend class Client;
   explicit Stub(std::shared_ptr<detail::CallerChannel> ch) : ch_(std::move(ch)) {}
+  template <class R>
+  static Future<R> failed(Status s) {
+    return Future<R>(detail::failedAsync(std::move(s), nullptr));
+  }
+  template <class R>
+  static Stream<R> failedStream(Status s) {
+    return Stream<R>(detail::failedAsync(std::move(s), nullptr));
+  }
   std::shared_ptr<detail::CallerChannel> ch_;
+};
+
+// A stream handler's output: items built in place in the caller's ring.
+template <class Item>
+class StreamWriter {
+ public:
+  explicit StreamWriter(detail::StreamSink& sink) : sink_(sink) {}
+  // Builds one item with fill(Item::Builder) and sends it. Waits while the caller has not read
+  // enough of the earlier ones (back-pressure; nothing is dropped). CANCELLED once the caller
+  // cancelled or the deadline passed, UNAVAILABLE when the caller went away,
+  // RESOURCE_EXHAUSTED for an item larger than the channel's limit: stop writing then.
+  template <class Fill>
+  Status write(Fill&& fill) {
+    auto b = sink_.beginItem();
+    if (!b.ok()) return b.status();
+    try {
+      fill((*b)->template initRoot<Item>());
+    } catch (...) {
+      sink_.abortItem();
+      throw;
+    }
+    return sink_.commitItem();
+  }
+
+ private:
+  detail::StreamSink& sink_;
 };
 
 // The handlers of one service, by method.
@@ -330,9 +613,28 @@ class ServiceDefinition {
     return *this;
   }
 
+  // A server stream: handler is Status(CallContext&, Params::Reader, StreamWriter<Results>&),
+  // run on the service's stream threads. Each write() sends one item (the method's results
+  // type); the returned status ends the stream. Callers use Stub::openStream.
+  template <auto RequestFn, class F>
+  ServiceDefinition& onStream(F handler) {
+    using T = detail::RequestFnTraits<decltype(RequestFn)>;
+    static_assert(std::is_same_v<typename T::Interface, Interface>,
+                  "the method belongs to another interface than this definition's");
+    const auto& ref = detail::methodRef<RequestFn>();
+    streamHandlers_[ref.ordinal] = [h = std::move(handler)](CallContext& ctx,
+                                                            capnp::MessageReader& params,
+                                                            detail::StreamSink& sink) -> Status {
+      StreamWriter<typename T::Results> writer(sink);
+      return h(ctx, params.getRoot<typename T::Params>(), writer);
+    };
+    return *this;
+  }
+
  private:
   friend class Client;
   std::map<uint16_t, Handler> handlers_;
+  std::map<uint16_t, StreamHandler> streamHandlers_;
 };
 
 // A registration: the service stays in the registry until stop() or destruction.
@@ -395,6 +697,7 @@ class Client {
     spec.interfaceName = schema.getShortDisplayName().cStr();
     spec.methods = detail::describeMethods(schema.asInterface());
     spec.handlers = std::move(definition.handlers_);
+    spec.streamHandlers = std::move(definition.streamHandlers_);
     spec.options = std::move(options);
     return serveImpl(std::move(spec));
   }

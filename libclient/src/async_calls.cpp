@@ -1,0 +1,720 @@
+// Asynchronous calls and streams, the caller's side: AsyncCall, routing of replies and stream
+// items by call id, and the completion threads (docs/calls.md).
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "client_impl.hpp"
+#include "hms/ffi/error.capnp.h"
+#include "log.hpp"
+#include "message_check.hpp"
+
+namespace hms::ffi::detail {
+
+namespace {
+
+Status errorFromRecord(const RingConsumer::Record& rec, const std::string& serviceId) {
+  Status s(statusCodeFromWire(rec.header.status), "", serviceId);
+  if (!validSingleSegmentMessage(rec.words, rec.header.words)) return s;
+  try {
+    kj::ArrayPtr<const capnp::word> seg[1] = {
+        kj::arrayPtr(reinterpret_cast<const capnp::word*>(rec.words), rec.header.words)};
+    capnp::SegmentArrayMessageReader reader(kj::arrayPtr(seg, 1),
+                                            ringReaderOptions(rec.header.words));
+    auto err = reader.getRoot<wire::RpcError>();
+    Status::Details details;
+    for (auto d : err.getDetails()) details.emplace_back(d.getKey().cStr(), d.getValue().cStr());
+    return Status(statusCodeFromWire(rec.header.status), err.getMessage().cStr(),
+                  err.getSource().size() ? err.getSource().cStr() : serviceId, std::move(details));
+  } catch (const kj::Exception&) {
+    return s;
+  }
+}
+
+// A heap copy of a record (socket receive buffers are reused; a ring that needs its space back).
+AsyncMessage copyRecord(const RingConsumer::Record& rec) {
+  AsyncMessage m;
+  m.heap = std::make_unique<uint64_t[]>(std::max<size_t>(rec.header.words, 1));
+  std::memcpy(m.heap.get(), rec.words, size_t(rec.header.words) * 8);
+  m.rec = rec;
+  m.rec.base = nullptr;
+  m.rec.trace = nullptr;
+  m.rec.words = m.heap.get();
+  return m;
+}
+
+// Gives a message's ring space back (if it is still in the ring of the current connection).
+void releaseMessage(CallerChannel& ch, AsyncMessage& m) {
+  if (!m.inRing) return;
+  std::lock_guard lock(ch.asyncMu);
+  if (m.conn == ch.conn && ch.isOpen && !ch.link) ch.responses.release(m.rec);
+  m.inRing = false;
+  m.keep.reset();
+}
+
+// Completes `call` (not yet done) under its lock; the caller posts the callback.
+void completeLocked(AsyncCall& call, Status status, std::optional<AsyncMessage> result) {
+  call.done = true;
+  call.status = std::move(status);
+  call.result = std::move(result);
+  call.cv.notify_all();
+}
+
+void expire(const std::shared_ptr<AsyncCall>& call) {
+  std::optional<AsyncMessage> dropped;
+  std::deque<AsyncMessage> items;
+  if (call->ch) {
+    std::lock_guard lock(call->ch->asyncMu);
+    auto it = call->ch->pending.find(call->callId);
+    if (it == call->ch->pending.end() || it->second != call) return;  // completed meanwhile
+    call->ch->pending.erase(it);
+    std::lock_guard cl(call->m);
+    items.swap(call->items);
+    for (auto& m : items) {
+      if (m.inRing && m.conn == call->ch->conn && !call->ch->link)
+        call->ch->responses.release(m.rec);
+    }
+    completeLocked(
+        *call,
+        Status(StatusCode::kDeadlineExceeded,
+               "no " + std::string(call->stream ? "end of the stream from " : "reply from ") +
+                   call->what + " before the deadline",
+               call->ch->serviceId),
+        std::nullopt);
+  }
+}
+
+}  // namespace
+
+void failPendingLocked(CallerChannel& ch, const Status& why,
+                       std::vector<std::shared_ptr<AsyncCall>>& completed) {
+  for (auto& [id, call] : ch.pending) {
+    std::lock_guard cl(call->m);
+    for (auto& m : call->items) {
+      if (m.inRing && m.conn == ch.conn && !ch.link && ch.isOpen) ch.responses.release(m.rec);
+    }
+    call->items.clear();
+    completeLocked(*call, why, std::nullopt);
+    if (call->callback) completed.push_back(call);
+  }
+  ch.pending.clear();
+}
+
+// Routes one record (asyncMu held). Returns false when the channel broke.
+static bool route(CallerChannel& ch, const RingConsumer::Record& rec, bool inRing,
+                  std::vector<std::shared_ptr<AsyncCall>>& completed) {
+  auto drop = [&] {
+    if (inRing) ch.responses.release(rec);
+  };
+  if (rec.header.kind != kRecordResponse && rec.header.kind != kRecordStreamItem &&
+      rec.header.kind != kRecordStreamEnd) {
+    drop();
+    return false;
+  }
+  auto it = ch.pending.find(rec.header.callId);
+  if (it == ch.pending.end()) {
+    drop();  // the late answer of a call that was cancelled or timed out
+    return true;
+  }
+  std::shared_ptr<AsyncCall> call = it->second;
+  auto message = [&] {
+    AsyncMessage m;
+    if (inRing) {
+      m.rec = rec;
+      m.inRing = true;
+      m.conn = ch.conn;
+      m.keep = ch.segment;
+    } else {
+      m = copyRecord(rec);
+    }
+    return m;
+  };
+  const bool valid = validSingleSegmentMessage(rec.words, rec.header.words);
+  if (rec.header.kind == kRecordStreamItem && call->stream && valid) {
+    std::lock_guard cl(call->m);
+    call->items.push_back(message());
+    call->cv.notify_all();
+    return true;
+  }
+  ch.pending.erase(it);
+  Status status;
+  std::optional<AsyncMessage> result;
+  if (!valid) {
+    status = Status(StatusCode::kDataLoss,
+                    "the answer from " + call->what + " is not a valid Cap'n Proto message",
+                    ch.serviceId);
+    drop();
+  } else if (rec.header.status != 0) {
+    status = errorFromRecord(rec, ch.serviceId);
+    drop();
+  } else if (rec.header.kind == kRecordStreamEnd || call->stream) {
+    if (call->stream && rec.header.kind != kRecordStreamEnd) {
+      status = Status(StatusCode::kFailedPrecondition,
+                      call->what +
+                          " answered with one reply, not a stream: it is not a stream "
+                          "method; call it with send() or sendAsync()",
+                      ch.serviceId);
+    }
+    drop();
+  } else {
+    result = message();
+  }
+  std::lock_guard cl(call->m);
+  if (result && call->taken) {
+    drop();  // its Future was dropped unread
+    result.reset();
+  } else if (result && result->inRing) {
+    ch.unread.push_back(call);
+  }
+  completeLocked(*call, std::move(status), std::move(result));
+  if (call->callback) completed.push_back(call);
+  return true;
+}
+
+bool drainAsync(CallerChannel& ch, Completions& completions) {
+  std::vector<std::shared_ptr<AsyncCall>> completed;
+  bool did = false;
+  {
+    std::lock_guard lock(ch.asyncMu);
+    if (!ch.isOpen || ch.failedConn) return false;
+    bool broken = false;
+    RingConsumer::Record rec;
+    if (ch.link) {
+      for (bool more = true; more && !broken;) {
+        switch (ch.link->tryReceive(rec)) {
+          case SocketLink::Recv::kRecord:
+            did = true;
+            broken = !route(ch, rec, false, completed);
+            break;
+          case SocketLink::Recv::kEmpty:
+            more = false;
+            break;
+          case SocketLink::Recv::kClosed:
+          case SocketLink::Recv::kCorrupt:
+            broken = true;
+            break;
+        }
+      }
+      if (broken) {
+        failPendingLocked(ch, ch.peerGoneStatus(), completed);
+        ch.failedConn = true;
+        did = true;
+      }
+    } else {
+      for (;;) {
+        const RingStatus st = ch.responses.next(rec);
+        if (st == RingStatus::kEmpty) break;
+        did = true;
+        if (st == RingStatus::kCorrupt || !route(ch, rec, true, completed)) {
+          broken = true;
+          break;
+        }
+      }
+      if (broken) {
+        failPendingLocked(ch,
+                          Status(StatusCode::kDataLoss,
+                                 "the response ring from " + ch.serviceId +
+                                     " is corrupt; the channel is closed on the next call",
+                                 ch.serviceId),
+                          completed);
+        ch.failedConn = true;
+        ch.brokenConn = true;
+      } else if (ch.peerGone()) {
+        failPendingLocked(ch, ch.peerGoneStatus(), completed);
+        ch.failedConn = true;
+        did = true;
+      }
+      // Completed replies nobody has read yet must not keep the service from answering the
+      // rest: past half the ring, move the oldest out to the heap (a copy, the price of keeping
+      // them).
+      while (!ch.unread.empty()) {
+        auto& front = ch.unread.front();
+        std::unique_lock cl(front->m);
+        if (front->result && front->result->inRing && !front->taken &&
+            ch.responses.heldBytes() > ch.ringBytes / 2) {
+          AsyncMessage copy = copyRecord(front->result->rec);
+          ch.responses.release(front->result->rec);
+          front->result = std::move(copy);
+        } else if (front->result && front->result->inRing) {
+          break;  // still in the ring: either read now, or no need to move it yet
+        }
+        cl.unlock();
+        ch.unread.pop_front();
+      }
+    }
+  }
+  for (auto& c : completed) completions.post(std::move(c));
+  return did;
+}
+
+// ---- the calls' side ---------------------------------------------------------------------------
+
+std::shared_ptr<AsyncCall> failedAsync(Status s, AsyncCallback cb) noexcept {
+  auto call = std::make_shared<AsyncCall>();
+  call->done = true;
+  call->status = std::move(s);
+  call->callback = std::move(cb);
+  // A callback runs on a completion thread like any other; there is none without a channel, so
+  // run it here, with no lock held.
+  if (call->callback) {
+    auto fn = std::move(call->callback);
+    call->callback = nullptr;
+    fn(call);
+  }
+  return call;
+}
+
+bool asyncReady(const AsyncCall& call) noexcept {
+  std::lock_guard cl(call.m);
+  return call.done;
+}
+
+bool awaitReady(AsyncCall& call, std::chrono::nanoseconds timeout) noexcept {
+  const int64_t until = timeout.count() >= kNoDeadline - monotonicNs()
+                            ? kNoDeadline
+                            : monotonicNs() + timeout.count();
+  std::shared_ptr<AsyncCall> self;
+  {
+    std::unique_lock cl(call.m);
+    const int64_t limit = std::min(until, call.deadlineNs);
+    while (!call.done && monotonicNs() < limit) {
+      call.cv.wait_for(cl, std::chrono::nanoseconds(limit - monotonicNs()));
+    }
+    if (call.done || until < call.deadlineNs) return call.done;
+  }
+  // The call's deadline passed with no answer: complete it here (the completion thread does so
+  // only for calls with callbacks).
+  if (call.ch) {
+    std::lock_guard lock(call.ch->asyncMu);
+    auto it = call.ch->pending.find(call.callId);
+    if (it != call.ch->pending.end()) self = it->second;
+  }
+  if (self) expire(self);
+  std::lock_guard cl(call.m);
+  return call.done;
+}
+
+Status takeAsync(AsyncCall& call, capnp::MessageReader*& reader) noexcept {
+  std::lock_guard cl(call.m);
+  if (call.taken) return Status(StatusCode::kFailedPrecondition, "the result was taken already");
+  call.taken = true;
+  if (!call.status) return call.status;
+  if (!call.result) return Status(StatusCode::kInternal, "a completed call without a result");
+  const auto& rec = call.result->rec;
+  call.segment[0] = kj::arrayPtr(reinterpret_cast<const capnp::word*>(rec.words), rec.header.words);
+  call.reader.emplace(kj::arrayPtr(call.segment, 1), ringReaderOptions(rec.header.words));
+  reader = &*call.reader;
+  return Status();
+}
+
+Status awaitAsync(AsyncCall& call, capnp::MessageReader*& reader) noexcept {
+  (void)awaitReady(call, std::chrono::nanoseconds(kNoDeadline));
+  Status s = takeAsync(call, reader);
+  if (!s) releaseAsync(call);
+  return s;
+}
+
+void releaseAsync(AsyncCall& call) noexcept {
+  std::optional<AsyncMessage> m;
+  {
+    std::lock_guard cl(call.m);
+    call.reader.reset();
+    m = std::move(call.result);
+    call.result.reset();
+  }
+  if (m && call.ch) releaseMessage(*call.ch, *m);
+}
+
+void dropAsync(const std::shared_ptr<AsyncCall>& call) noexcept {
+  {
+    std::lock_guard cl(call->m);
+    if (call->taken || call->stream) return;
+    call->taken = true;  // a reply that comes later is released at once
+  }
+  releaseAsync(*call);
+}
+
+uint64_t asyncCallId(const AsyncCall& call) noexcept {
+  return call.callId;
+}
+
+void thenAsync(const std::shared_ptr<AsyncCall>& call, AsyncCallback cb) noexcept {
+  bool now = false;
+  {
+    std::lock_guard cl(call->m);
+    call->callback = std::move(cb);
+    now = call->done;
+  }
+  if (!call->ch) {
+    auto fn = std::move(call->callback);
+    fn(call);
+    return;
+  }
+  auto& completions = call->ch->client->completions();
+  if (now) {
+    completions.post(call);
+    return;
+  }
+  completions.track(call);
+  // It may have completed between the check and the callback being set; a second post is
+  // harmless (the callback is taken out once).
+  bool done;
+  {
+    std::lock_guard cl(call->m);
+    done = call->done && !call->callbackQueued;
+  }
+  if (done) completions.post(call);
+}
+
+Status cancelAsync(const std::shared_ptr<AsyncCall>& call) noexcept {
+  if (!call->ch) return Status();
+  CallerChannel& ch = *call->ch;
+  std::vector<std::shared_ptr<AsyncCall>> completed;
+  bool wasPending = false;
+  uint64_t conn = 0;
+  {
+    std::lock_guard lock(ch.asyncMu);
+    auto it = ch.pending.find(call->callId);
+    if (it != ch.pending.end() && it->second == call) {
+      wasPending = true;
+      conn = call->conn;
+      ch.pending.erase(it);
+      std::lock_guard cl(call->m);
+      for (auto& m : call->items) {
+        if (m.inRing && m.conn == ch.conn && !ch.link) ch.responses.release(m.rec);
+      }
+      call->items.clear();
+      call->cancelled = true;
+      completeLocked(
+          *call,
+          Status(StatusCode::kCancelled, call->what + " was cancelled by the caller", ch.serviceId),
+          std::nullopt);
+      if (call->callback) completed.push_back(call);
+    }
+  }
+  for (auto& c : completed) ch.client->completions().post(std::move(c));
+  if (!wasPending) return Status();
+  return sendCancel(ch, call->callId, conn);
+}
+
+bool streamNext(AsyncCall& call, capnp::MessageReader*& reader, Status& status) noexcept {
+  // The item read before is given back first: that is what lets the service go on.
+  std::optional<AsyncMessage> previous;
+  {
+    std::lock_guard cl(call.m);
+    call.reader.reset();
+    previous = std::move(call.current);
+    call.current.reset();
+  }
+  if (previous && call.ch) releaseMessage(*call.ch, *previous);
+  std::unique_lock cl(call.m);
+  for (;;) {
+    if (!call.items.empty()) {
+      call.current = std::move(call.items.front());
+      call.items.pop_front();
+      const auto& rec = call.current->rec;
+      call.segment[0] =
+          kj::arrayPtr(reinterpret_cast<const capnp::word*>(rec.words), rec.header.words);
+      call.reader.emplace(kj::arrayPtr(call.segment, 1), ringReaderOptions(rec.header.words));
+      reader = &*call.reader;
+      return true;
+    }
+    if (call.done) {
+      status = call.status;
+      return false;
+    }
+    if (monotonicNs() >= call.deadlineNs) {
+      cl.unlock();
+      std::shared_ptr<AsyncCall> self;
+      if (call.ch) {
+        std::lock_guard lock(call.ch->asyncMu);
+        auto it = call.ch->pending.find(call.callId);
+        if (it != call.ch->pending.end()) self = it->second;
+      }
+      if (self) {
+        expire(self);
+        (void)sendCancel(*call.ch, call.callId, call.conn);  // the service stops too
+      }
+      cl.lock();
+      if (!call.done) {
+        call.done = true;
+        call.status = Status(StatusCode::kDeadlineExceeded, "the stream's deadline passed");
+      }
+      continue;
+    }
+    call.cv.wait_for(cl, std::chrono::nanoseconds(call.deadlineNs - monotonicNs()));
+  }
+}
+
+// ---- Completions --------------------------------------------------------------------------------
+
+Completions::Completions(ClientImpl& client) : client_(client) {
+  eventFd_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  epollFd_.reset(::epoll_create1(EPOLL_CLOEXEC));
+  if (!eventFd_ || !epollFd_) {
+    throw std::runtime_error(errnoText("eventfd/epoll for the completion thread", errno));
+  }
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.ptr = nullptr;
+  ::epoll_ctl(epollFd_.get(), EPOLL_CTL_ADD, eventFd_.get(), &ev);
+}
+
+Completions::~Completions() {
+  stop();
+}
+
+void Completions::stop() {
+  if (stopping_.exchange(true)) return;
+  // Calls still in flight end now: their callbacks run once more, on the completion thread.
+  for (bool socket : {false, true}) {
+    for (auto& ch : channels(socket)) {
+      std::vector<std::shared_ptr<AsyncCall>> completed;
+      {
+        std::lock_guard lock(ch->asyncMu);
+        failPendingLocked(*ch,
+                          Status(StatusCode::kUnavailable,
+                                 "the Client was destroyed with the call in flight", ch->serviceId),
+                          completed);
+        ch->unread.clear();
+      }
+      for (auto& c : completed) post(std::move(c));
+    }
+  }
+  wakeAll();
+  if (shmThread_.joinable()) shmThread_.join();
+  if (socketThread_.joinable()) socketThread_.join();
+  runCallbacks();
+}
+
+void Completions::wakeAll() {
+  wakeAlways(client_.replyWake());
+  const uint64_t one = 1;
+  (void)!::write(eventFd_.get(), &one, sizeof(one));
+}
+
+void Completions::watch(const std::shared_ptr<CallerChannel>& ch) {
+  std::lock_guard lock(mu_);
+  if (stopping_.load()) return;
+  const bool socket = ch->link != nullptr;
+  (socket ? sockets_ : shm_).push_back(ch);
+  changes_.fetch_add(1, std::memory_order_release);
+  if (socket && !socketThread_.joinable()) {
+    socketThread_ = std::thread([this] { runSockets(); });
+  } else if (!socket && !shmThread_.joinable()) {
+    shmThread_ = std::thread([this] { runShm(); });
+  }
+  wakeAll();
+}
+
+void Completions::relink(const std::shared_ptr<CallerChannel>& ch) {
+  // A channel that opened again may have changed transport.
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_.load()) return;
+    auto has = [&](std::vector<std::weak_ptr<CallerChannel>>& v) {
+      return std::any_of(v.begin(), v.end(), [&](auto& w) { return w.lock() == ch; });
+    };
+    const bool socket = ch->link != nullptr;
+    if (!has(socket ? sockets_ : shm_)) {
+      (socket ? sockets_ : shm_).push_back(ch);
+      if (socket && !socketThread_.joinable()) {
+        socketThread_ = std::thread([this] { runSockets(); });
+      } else if (!socket && !shmThread_.joinable()) {
+        shmThread_ = std::thread([this] { runShm(); });
+      }
+    }
+    changes_.fetch_add(1, std::memory_order_release);
+  }
+  wakeAll();
+}
+
+void Completions::track(const std::shared_ptr<AsyncCall>& call) {
+  if (call->deadlineNs >= kNoDeadline) return;
+  std::lock_guard lock(mu_);
+  deadlines_.emplace(call->deadlineNs, call);
+  if (call->deadlineNs < earliest_.load(std::memory_order_relaxed)) {
+    earliest_.store(call->deadlineNs, std::memory_order_relaxed);
+    wakeAll();
+  }
+}
+
+void Completions::post(std::shared_ptr<AsyncCall> call) {
+  {
+    std::lock_guard cl(call->m);
+    if (!call->callback) return;
+    call->callbackQueued = true;
+  }
+  callbacks_.enqueue(std::move(call));
+  queued_.fetch_add(1, std::memory_order_release);
+  wakeAll();
+}
+
+void Completions::runCallbacks() {
+  std::shared_ptr<AsyncCall> call;
+  while (callbacks_.try_dequeue(call)) {
+    queued_.fetch_sub(1, std::memory_order_relaxed);
+    AsyncCallback fn;
+    {
+      std::lock_guard cl(call->m);
+      fn = std::move(call->callback);
+      call->callback = nullptr;
+    }
+    if (!fn) continue;  // ran already
+    try {
+      fn(call);
+    } catch (const std::exception& e) {
+      log().error("hms-ffi: a completion callback threw: {}", e.what());
+    } catch (...) {
+      log().error("hms-ffi: a completion callback threw a non-exception");
+    }
+    call.reset();
+  }
+}
+
+void Completions::expireDeadlines(int64_t now) {
+  if (earliest_.load(std::memory_order_relaxed) > now) return;
+  std::vector<std::shared_ptr<AsyncCall>> due;
+  {
+    std::lock_guard lock(mu_);
+    while (!deadlines_.empty() && deadlines_.begin()->first <= now) {
+      if (auto c = deadlines_.begin()->second.lock()) due.push_back(std::move(c));
+      deadlines_.erase(deadlines_.begin());
+    }
+    earliest_.store(deadlines_.empty() ? kNoDeadline : deadlines_.begin()->first,
+                    std::memory_order_relaxed);
+  }
+  for (auto& c : due) {
+    bool open;
+    {
+      std::lock_guard cl(c->m);
+      open = !c->done;
+    }
+    if (!open) continue;
+    expire(c);
+    post(c);
+  }
+}
+
+std::vector<std::shared_ptr<CallerChannel>> Completions::channels(bool socket) {
+  std::lock_guard lock(mu_);
+  auto& list = socket ? sockets_ : shm_;
+  std::vector<std::shared_ptr<CallerChannel>> out;
+  std::erase_if(list, [&](const std::weak_ptr<CallerChannel>& w) {
+    auto ch = w.lock();
+    // A channel that moved to the other transport leaves this list (relink added it there).
+    if (!ch || (ch->isOpen && (ch->link != nullptr) != socket)) return true;
+    out.push_back(std::move(ch));
+    return false;
+  });
+  return out;
+}
+
+void Completions::runShm() {
+  struct Watch {
+    std::shared_ptr<Mapping> keep;
+    const uint32_t* nextLength = nullptr;  // null while the ring is all taken
+    const uint64_t* records = nullptr;     // the producer's count of records committed
+    uint64_t seen = 0;
+    const uint32_t* serviceState = nullptr;
+  };
+  std::vector<Watch> watches;
+  while (!stopping_.load(std::memory_order_acquire)) {
+    runCallbacks();
+    auto chans = channels(false);
+    // What to watch is noted before reading: a record committed after this is seen either by
+    // the reading below or by the wait.
+    const uint64_t changes = changes_.load(std::memory_order_acquire);
+    watches.clear();
+    for (auto& ch : chans) {
+      std::lock_guard lock(ch->asyncMu);
+      if (!ch->isOpen || ch->link || ch->failedConn) continue;
+      const uint64_t* records = &ch->hdr_->response.records;
+      watches.push_back(Watch{ch->segment, ch->responses.nextLength(), records,
+                              loadAcquire(*const_cast<uint64_t*>(records)),
+                              &ch->hdr_->serviceState});
+    }
+    bool did = false;
+    for (auto& ch : chans) did |= drainAsync(*ch, *this);
+    runCallbacks();
+    expireDeadlines(monotonicNs());
+    if (did) continue;
+    chans.clear();
+    // Sleep until a watched ring has a record, a service goes away, a callback is queued, the
+    // set of channels changes, or the earliest deadline.
+    waitFor(client_.replyWake(), client_.policy, earliest_.load(std::memory_order_relaxed), [&] {
+      if (queued_.load(std::memory_order_relaxed) != 0 ||
+          stopping_.load(std::memory_order_relaxed) ||
+          changes_.load(std::memory_order_relaxed) != changes) {
+        return true;
+      }
+      for (const auto& w : watches) {
+        if ((w.nextLength && loadAcquire(*const_cast<uint32_t*>(w.nextLength)) != 0) ||
+            loadAcquire(*const_cast<uint64_t*>(w.records)) != w.seen ||
+            loadAcquire(*const_cast<uint32_t*>(w.serviceState)) != kEndOpen) {
+          return true;
+        }
+      }
+      return false;
+    });
+  }
+  runCallbacks();
+}
+
+void Completions::runSockets() {
+  // fd registered per channel, and for which connection.
+  std::map<CallerChannel*, std::pair<uint64_t, int>> registered;
+  epoll_event events[64];
+  while (!stopping_.load(std::memory_order_acquire)) {
+    runCallbacks();
+    auto chans = channels(true);
+    std::map<CallerChannel*, std::pair<uint64_t, int>> now;
+    for (auto& ch : chans) {
+      std::lock_guard lock(ch->asyncMu);
+      if (!ch->isOpen || !ch->link || ch->failedConn) continue;
+      const int fd = ch->link->fd();
+      auto it = registered.find(ch.get());
+      if (it == registered.end() || it->second != std::make_pair(ch->conn, fd)) {
+        epoll_event ev{};
+        ev.events = EPOLLIN;
+        ev.data.ptr = ch.get();
+        if (::epoll_ctl(epollFd_.get(), EPOLL_CTL_ADD, fd, &ev) != 0 && errno == EEXIST) {
+          ::epoll_ctl(epollFd_.get(), EPOLL_CTL_MOD, fd, &ev);
+        }
+      }
+      now[ch.get()] = {ch->conn, fd};
+    }
+    // Connections no longer watched (ended, failed): their fds leave the set, if still open.
+    for (auto& [ptr, reg] : registered) {
+      auto it = now.find(ptr);
+      if (it == now.end() || it->second.second != reg.second) {
+        ::epoll_ctl(epollFd_.get(), EPOLL_CTL_DEL, reg.second, nullptr);
+      }
+    }
+    registered.swap(now);
+    bool did = false;
+    for (auto& ch : chans) did |= drainAsync(*ch, *this);
+    runCallbacks();
+    expireDeadlines(monotonicNs());
+    if (did) continue;
+    chans.clear();
+    const int64_t deadline = earliest_.load(std::memory_order_relaxed);
+    int timeoutMs = -1;
+    if (deadline < kNoDeadline) {
+      timeoutMs =
+          int(std::clamp<int64_t>((deadline - monotonicNs() + 999'999) / 1'000'000, 0, 1 << 30));
+    }
+    const int n = ::epoll_wait(epollFd_.get(), events, 64, timeoutMs);
+    for (int i = 0; i < n; ++i) {
+      if (events[i].data.ptr == nullptr) {
+        uint64_t count;
+        (void)!::read(eventFd_.get(), &count, sizeof(count));
+      }
+    }
+  }
+  runCallbacks();
+}
+
+}  // namespace hms::ffi::detail

@@ -1,0 +1,1119 @@
+// The service side of the data path: the Dispatcher reads every channel's requests, runs the
+// handlers (inline, on workers, or on stream threads), and writes replies and stream items in
+// place in the caller's ring or socket.
+#include <capnp/serialize.h>
+#include <kj/exception.h>
+#include <poll.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <stdexcept>
+
+#include "client_impl.hpp"
+#include "hms/ffi/error.capnp.h"
+#include "log.hpp"
+#include "message_check.hpp"
+
+namespace hms::ffi {
+
+bool CallContext::cancelled() const noexcept {
+  if (call_ && call_->cancelled.load(std::memory_order_relaxed)) return true;
+  return deadlineNs_ != detail::kNoDeadline && detail::monotonicNs() >= deadlineNs_;
+}
+
+void CallContext::onCancel(std::function<void()> fn) {
+  if (!call_) {
+    // A handler on the dispatcher thread: nobody can learn of a cancel while it runs.
+    if (cancelled()) fn();
+    return;
+  }
+  std::unique_lock lock(call_->m);
+  if (call_->cancelled.load()) {
+    lock.unlock();
+    fn();
+    return;
+  }
+  call_->onCancel.push_back(std::move(fn));
+}
+
+namespace detail {
+
+void ServerCall::cancel() {
+  if (cancelled.exchange(true)) return;
+  std::vector<std::function<void()>> fns;
+  {
+    std::lock_guard lock(m);
+    fns.swap(onCancel);
+  }
+  if (spaceWake) wakeAlways(*spaceWake);
+  for (auto& fn : fns) {
+    try {
+      fn();
+    } catch (const std::exception& e) {
+      log().error("hms-ffi: an onCancel callback threw: {}", e.what());
+    } catch (...) {
+      log().error("hms-ffi: an onCancel callback threw a non-exception");
+    }
+  }
+}
+
+struct Dispatcher::Service {
+  uint64_t tag;
+  ServiceSpec spec;
+  std::string limitHint;
+  std::vector<const Handler*> byOrdinal;
+  std::vector<const StreamHandler*> streamByOrdinal;
+  std::vector<std::string> methodNames;
+  std::unique_ptr<moodycamel::BlockingConcurrentQueue<Work>> work;
+  std::vector<std::thread> workers;
+  std::unique_ptr<moodycamel::BlockingConcurrentQueue<Work>> streams;
+  std::vector<std::thread> streamWorkers;
+  bool removed = false;
+};
+
+struct Dispatcher::Channel {
+  uint64_t id = 0;
+  std::shared_ptr<Service> service;
+  Mapping segment;
+  ChannelHeader* hdr = nullptr;
+  RingConsumer requests;   // next(): dispatcher/socket thread; release(): any, under inMu
+  RingProducer responses;  // under outMu
+  uint32_t maxMessageBytes = 0;
+  pid_t callerPid = 0;
+  uid_t callerUid = 0;
+  std::string callerName;
+  Mapping callerDoorbell;
+  std::atomic<bool> busy{false};     // a worker runs the channel's current call: the next waits
+  std::atomic<int> active{0};        // streams running on stream threads
+  bool closed = false;               // dispatcher/socket thread
+  std::unique_ptr<SocketLink> link;  // socket channels (served by the socket thread)
+  bool armed = false;                // in the socket thread's epoll set
+  std::mutex inMu;
+  std::mutex outMu;                            // one record at a time is built for the caller
+  std::deque<std::shared_ptr<Queued>> queued;  // dispatcher/socket thread
+  std::mutex runningMu;
+  std::unordered_map<uint64_t, std::shared_ptr<ServerCall>> running;
+
+  bool callerGone() const noexcept {
+    if (link) return link->ended();
+    return loadAcquire(hdr->callerState) != kEndOpen || loadAcquire(hdr->serviceState) != kEndOpen;
+  }
+};
+
+namespace {
+
+// The error message a failed call answers with (wire::RpcError in place of the results).
+void buildError(capnp::MessageBuilder& mb, const Status& status, const std::string& serviceId) {
+  auto err = mb.initRoot<wire::RpcError>();
+  err.setMessage(status.message());
+  err.setSource(status.source().empty() ? serviceId : status.source());
+  auto details = err.initDetails(uint(status.details().size()));
+  for (size_t i = 0; i < status.details().size(); ++i) {
+    details[uint(i)].setKey(status.details()[i].first);
+    details[uint(i)].setValue(status.details()[i].second);
+  }
+}
+
+int64_t replyDeadlineOf(const RingConsumer::Record& rec) {
+  return rec.header.deadlineNs > 0 ? rec.header.deadlineNs : monotonicNs() + 1'000'000'000;
+}
+
+}  // namespace
+
+// ---- streams: where a handler's items go -----------------------------------------------------
+
+class ChannelSink final : public StreamSink {
+  using Channel = Dispatcher::Channel;
+
+ public:
+  ChannelSink(Channel& ch, ServerCall& call, const RingConsumer::Record& rec,
+              const WaitPolicy& policy, const std::string& limitHint)
+      : ch_(ch),
+        call_(call),
+        callId_(rec.header.callId),
+        method_(rec.header.method),
+        deadline_(rec.header.deadlineNs > 0 ? rec.header.deadlineNs : kNoDeadline),
+        policy_(policy),
+        limitHint_(limitHint) {}
+
+  Result<capnp::MessageBuilder*> beginItem() noexcept override { return reserve(true); }
+
+  Status commitItem() noexcept override { return publish(kRecordStreamItem, 0); }
+
+  void abortItem() noexcept override {
+    if (!builder_) return;
+    if (ch_.link) {
+      ch_.link->discard(*builder_);
+    } else {
+      ch_.responses.abort(slot_, uint32_t(payloadOffset(0) + builder_->ringWordsTouched() * 8));
+    }
+    builder_.reset();
+    if (out_.owns_lock()) out_.unlock();
+  }
+
+  // The end record: OK, or the handler's error.
+  void end(const Status& status, const std::string& serviceId) noexcept {
+    if (call_.cancelled.load() || ch_.callerGone()) return;  // nobody reads it
+    auto b = reserve(false);
+    if (!b.ok()) return;
+    try {
+      if (status) {
+        (*b)->getRoot<capnp::AnyPointer>();  // an empty message: a null root
+      } else {
+        buildError(**b, status, serviceId);
+      }
+    } catch (const kj::Exception&) {
+      abortItem();
+      return;
+    }
+    (void)publish(kRecordStreamEnd, uint16_t(status.code()));
+  }
+
+ private:
+  Result<capnp::MessageBuilder*> reserve(bool checkCancel) noexcept {
+    const uint32_t offset = payloadOffset(0);
+    for (;;) {
+      if (checkCancel && call_.cancelled.load(std::memory_order_relaxed)) {
+        return Status(StatusCode::kCancelled, "the caller cancelled the stream");
+      }
+      if (monotonicNs() >= deadline_) {
+        call_.cancel();
+        return Status(StatusCode::kCancelled, "the stream's deadline passed");
+      }
+      if (ch_.callerGone()) {
+        return Status(StatusCode::kUnavailable, "the caller closed the channel or went away");
+      }
+      if (ch_.link) {
+        // Wait (in short slices, to notice a cancel) until the socket takes more.
+        pollfd p{ch_.link->fd(), POLLOUT, 0};
+        if (::poll(&p, 1, 20) <= 0) continue;
+        out_ = std::unique_lock(ch_.outMu);
+        builder_.emplace(ch_.link->scratch());
+        return static_cast<capnp::MessageBuilder*>(&*builder_);
+      }
+      out_ = std::unique_lock(ch_.outMu);
+      const RingStatus st =
+          ch_.responses.tryReserve(offset + 64, offset + ch_.maxMessageBytes, slot_);
+      if (st == RingStatus::kOk) {
+        builder_.emplace(kj::arrayPtr(reinterpret_cast<capnp::word*>(slot_.record + offset),
+                                      (slot_.bytes - offset) / sizeof(capnp::word)));
+        return static_cast<capnp::MessageBuilder*>(&*builder_);
+      }
+      const uint64_t head = loadAcquire(*ch_.responses.headWord());
+      out_.unlock();
+      if (st == RingStatus::kCorrupt) {
+        return Status(StatusCode::kDataLoss, "the caller's response-ring index is impossible");
+      }
+      // Back-pressure: the caller has not read enough yet. Sleep until it frees space (its head
+      // moves), the call is cancelled, or a bounded slice passes (to re-check the rest).
+      const int64_t until = std::min(deadline_, monotonicNs() + 100'000'000);
+      waitFor(ch_.responses.spaceWake(), policy_, until, [&] {
+        return loadAcquire(*ch_.responses.headWord()) != head ||
+               call_.cancelled.load(std::memory_order_relaxed) || ch_.callerGone();
+      });
+    }
+  }
+
+  Status publish(uint16_t kind, uint16_t status) noexcept {
+    if (!builder_) return Status(StatusCode::kFailedPrecondition, "no item begun");
+    RecordHeader header{};
+    header.kind = kind;
+    header.callId = callId_;
+    header.method = method_;
+    header.status = status;
+    const int64_t deadline = std::min(deadline_, monotonicNs() + 5'000'000'000);
+    Status s;
+    try {
+      if (ch_.link) {
+        s = ch_.link->send(header, nullptr, *builder_, policy_, deadline, limitHint_);
+      } else {
+        s = publishRecord(ch_.responses, slot_, *builder_, header, nullptr, ch_.maxMessageBytes,
+                          limitHint_, [&](uint32_t bytes) -> Status {
+                            const bool ok =
+                                waitFor(ch_.responses.spaceWake(), policy_, deadline, [&] {
+                                  return ch_.responses.hasSpaceFor(bytes) || ch_.callerGone();
+                                });
+                            if (!ok || ch_.callerGone()) {
+                              return Status(StatusCode::kUnavailable, "the caller is gone");
+                            }
+                            return Status();
+                          });
+      }
+    } catch (const kj::Exception& e) {
+      s = Status(StatusCode::kInternal, e.getDescription().cStr());
+    }
+    builder_.reset();
+    if (out_.owns_lock()) out_.unlock();
+    return s;
+  }
+
+  Channel& ch_;
+  ServerCall& call_;
+  uint64_t callId_;
+  uint16_t method_;
+  int64_t deadline_;
+  const WaitPolicy& policy_;
+  const std::string& limitHint_;
+  std::unique_lock<std::mutex> out_;
+  RingProducer::Slot slot_;
+  std::optional<RingMessageBuilder> builder_;
+};
+
+// ---- the dispatcher ----------------------------------------------------------------------------
+
+Dispatcher::Dispatcher(ClientImpl& client) : client_(client), doorbell_(&client.doorbellWake()) {
+  thread_ = std::thread([this] { run(); });
+}
+
+Dispatcher::~Dispatcher() {
+  stop();
+}
+
+void Dispatcher::post(Event ev) {
+  {
+    std::lock_guard lock(postMu_);
+    events_.enqueue(postToken_, std::move(ev));
+  }
+  pendingEvents_.fetch_add(1, std::memory_order_release);
+  wakeAlways(*doorbell_);
+}
+
+void Dispatcher::addService(uint64_t tag, const ServiceSpec& spec) {
+  auto s = std::make_shared<Service>();
+  s->tag = tag;
+  s->spec = spec;
+  s->limitHint = "the limit comes from ServiceOptions::ringBytes of " + spec.id + " (" +
+                 std::to_string(spec.options.ringBytes) + " bytes per ring); raise it";
+  uint16_t maxOrdinal = 0;
+  for (const auto& m : spec.methods) maxOrdinal = std::max(maxOrdinal, m.ordinal);
+  s->byOrdinal.assign(size_t(maxOrdinal) + 1, nullptr);
+  s->streamByOrdinal.assign(size_t(maxOrdinal) + 1, nullptr);
+  s->methodNames.assign(size_t(maxOrdinal) + 1, "");
+  for (const auto& m : spec.methods) s->methodNames[m.ordinal] = m.name;
+  for (const auto& [ordinal, h] : s->spec.handlers) {
+    if (ordinal < s->byOrdinal.size()) s->byOrdinal[ordinal] = &h;
+  }
+  for (const auto& [ordinal, h] : s->spec.streamHandlers) {
+    if (ordinal < s->streamByOrdinal.size()) s->streamByOrdinal[ordinal] = &h;
+  }
+  // A worker (or stream thread) runs one call and hands the channel back to whichever thread
+  // serves it: the dispatcher (shared memory) or the socket thread.
+  auto handBack = [this](Channel& ch) {
+    if (ch.link) {
+      toSocketThread({});
+    } else {
+      wakeAlways(*doorbell_);
+    }
+  };
+  if (spec.options.workerThreads > 0) {
+    s->work = std::make_unique<moodycamel::BlockingConcurrentQueue<Work>>();
+    for (unsigned i = 0; i < spec.options.workerThreads; ++i) {
+      s->workers.emplace_back([this, svc = s.get(), handBack] {
+        Work w;
+        for (;;) {
+          svc->work->wait_dequeue(w);
+          if (w.channel == nullptr) return;  // stop
+          Channel& ch = *w.channel;
+          if (w.item->rec.header.flags & kRecordOneWay) {
+            runOneWay(ch, *w.item);
+          } else {
+            runUnary(ch, *w.item, w.call);
+          }
+          {
+            std::lock_guard lock(ch.runningMu);
+            ch.running.erase(w.item->rec.header.callId);
+          }
+          w = Work{};
+          ch.busy.store(false, std::memory_order_release);
+          handBack(ch);
+        }
+      });
+    }
+  }
+  if (!spec.streamHandlers.empty()) {
+    s->streams = std::make_unique<moodycamel::BlockingConcurrentQueue<Work>>();
+    for (unsigned i = 0; i < std::max(1u, spec.options.streamThreads); ++i) {
+      s->streamWorkers.emplace_back([this, svc = s.get(), handBack] {
+        Work w;
+        for (;;) {
+          svc->streams->wait_dequeue(w);
+          if (w.channel == nullptr) return;  // stop
+          Channel& ch = *w.channel;
+          runStream(ch, *w.item, w.call);
+          w = Work{};
+          ch.active.fetch_sub(1, std::memory_order_release);
+          handBack(ch);
+        }
+      });
+    }
+  }
+  post(Event{Event::kAddService, tag, std::move(s), {}});
+}
+
+void Dispatcher::removeService(uint64_t tag) {
+  auto done = std::make_shared<std::promise<void>>();
+  auto taken = done->get_future();
+  post(Event{Event::kRemoveService, tag, {}, {}, done});
+  const auto self = std::this_thread::get_id();
+  if (self == thread_.get_id() || self == socketThreadId_.load() || stopping_.load()) return;
+  // Bounded, as a guard: neither thread waits for anything this caller holds.
+  taken.wait_for(std::chrono::seconds(10));
+}
+
+void Dispatcher::channelOpened(ChannelOpenedEvent ev) {
+  Event e{Event::kOpen, ev.channelId, {}, std::move(ev)};
+  post(std::move(e));
+}
+
+void Dispatcher::channelClosed(uint64_t channelId) {
+  post(Event{Event::kClose, channelId, {}, {}});
+}
+
+void Dispatcher::stop() {
+  if (stopping_.exchange(true)) return;
+  post(Event{Event::kStop, 0, {}, {}});
+  if (thread_.joinable()) thread_.join();
+}
+
+bool Dispatcher::drainEvents() {
+  if (pendingEvents_.load(std::memory_order_acquire) == 0) {
+    reapClosed();
+    return false;
+  }
+  Event ev;
+  bool any = false;
+  while (events_.try_dequeue(ev)) {
+    pendingEvents_.fetch_sub(1, std::memory_order_relaxed);
+    any = true;
+    switch (ev.kind) {
+      case Event::kAddService:
+        services_[ev.id] = ev.service;
+        break;
+      case Event::kRemoveService: {
+        auto it = services_.find(ev.id);
+        if (it == services_.end()) {
+          if (ev.done) ev.done->set_value();
+          break;
+        }
+        it->second->removed = true;
+        for (auto& ch : channels_) {
+          if (ch->service == it->second) closeChannelLocal(*ch, kEndClosed, "service stopped");
+        }
+        if (socketThread_.joinable()) {
+          toSocketThread([this, svc = it->second, done = ev.done] {
+            for (auto& ch : socketChannels_) {
+              if (ch->service == svc) socketClose(*ch, "service stopped");
+            }
+            if (done) done->set_value();
+          });
+        } else if (ev.done) {
+          ev.done->set_value();
+        }
+        // Its workers and stream threads finish what they hold, then stop; they are joined
+        // when the dispatcher stops.
+        for (auto* pool : {&it->second->work, &it->second->streams}) {
+          if (!*pool) continue;
+          const size_t n = pool == &it->second->work ? it->second->workers.size()
+                                                     : it->second->streamWorkers.size();
+          for (size_t i = 0; i < n; ++i) (*pool)->enqueue(Work{});
+        }
+        retired_.push_back(it->second);
+        services_.erase(it);
+        break;
+      }
+      case Event::kOpen:
+        // An unknown tag means the service was stopped meanwhile: dropping the event closes the
+        // fd, and the broker has already ended the channel.
+        if (!services_.count(ev.open.tag)) break;
+        if (ev.open.socket) {
+          attachSocket(ev.open);
+        } else {
+          attach(ev.open);
+        }
+        break;
+      case Event::kClose: {
+        bool found = false;
+        for (auto& ch : channels_) {
+          if (ch->id == ev.id) {
+            found = ch->closed = anyClosed_ = true;
+            cancelRunning(*ch);
+          }
+        }
+        if (!found && socketThread_.joinable()) {
+          toSocketThread([this, id = ev.id] {
+            for (auto& ch : socketChannels_) {
+              if (ch->id == id) socketClose(*ch, "closed by the broker");
+            }
+          });
+        }
+        break;
+      }
+      case Event::kStop:
+        break;
+    }
+  }
+  reapClosed();
+  return any;
+}
+
+std::unique_ptr<Dispatcher::Channel> Dispatcher::newChannel(const ChannelOpenedEvent& ev) {
+  auto ch = std::make_unique<Channel>();
+  ch->id = ev.channelId;
+  ch->service = services_.at(ev.tag);
+  ch->callerPid = ev.callerPid;
+  ch->callerUid = ev.callerUid;
+  ch->callerName = ev.callerName;
+  return ch;
+}
+
+void Dispatcher::attach(const ChannelOpenedEvent& ev) {
+  auto map = attachChannel(ev.fd->get(), ev.segmentBytes);
+  if (!map.ok()) {
+    log().error("hms-ffi: refusing channel {}: {}", ev.channelId, map.status().toString());
+    return;
+  }
+  auto ch = newChannel(ev);
+  ch->segment = std::move(*map);
+  ch->hdr = ch->segment.as<ChannelHeader>();
+  const uint32_t ring = ch->hdr->ringBytes;
+  ch->maxMessageBytes = ch->hdr->maxMessageBytes;
+  uint8_t* base = ch->segment.data() + kPageBytes;
+  ch->requests = RingConsumer(&ch->hdr->request, base, ring);
+  ch->responses =
+      RingProducer(&ch->hdr->response, base + ring, ring, &ch->hdr->response.consumerWake);
+  if (ev.callerDoorbell) {
+    auto size = segmentSize(ev.callerDoorbell->get());
+    auto db = size.ok() && *size == kDoorbellBytes
+                  ? Mapping::map(ev.callerDoorbell->get(), kDoorbellBytes, true)
+                  : Result<Mapping>(Status(StatusCode::kDataLoss, "bad doorbell size"));
+    if (db.ok() && db->as<DoorbellSegment>()->magic == kDoorbellMagic) {
+      ch->callerDoorbell = std::move(*db);
+      ch->responses.setExtraWake(&ch->callerDoorbell.as<DoorbellSegment>()->replyWake);
+    } else {
+      log().warn(
+          "hms-ffi: channel {}: the caller's doorbell is unusable; its asynchronous calls "
+          "complete only when it polls",
+          ev.channelId);
+    }
+  }
+  channels_.push_back(std::move(ch));
+}
+
+void Dispatcher::attachSocket(ChannelOpenedEvent& ev) {
+  if (ev.maxMessageBytes < 64 || ev.maxMessageBytes > kMaxRingBytes / 2) {
+    log().error("hms-ffi: refusing socket channel {}: message limit {} out of range", ev.channelId,
+                ev.maxMessageBytes);
+    return;
+  }
+  auto ch = newChannel(ev);
+  ch->link = std::make_unique<SocketLink>(std::move(*ev.fd), ev.maxMessageBytes);
+  ch->maxMessageBytes = ch->link->maxMessageBytes();
+  startSocketThread();
+  Channel* raw = ch.release();
+  toSocketThread([this, raw] { socketChannels_.push_back(std::unique_ptr<Channel>(raw)); });
+}
+
+void Dispatcher::reapClosed() {
+  if (!anyClosed_) return;
+  std::erase_if(channels_, [](const std::unique_ptr<Channel>& ch) {
+    return ch->closed && !ch->busy.load(std::memory_order_acquire) &&
+           ch->active.load(std::memory_order_acquire) == 0;
+  });
+  // A closed channel still held by a worker or a stream is reaped on a later pass.
+  anyClosed_ = std::any_of(channels_.begin(), channels_.end(),
+                           [](const std::unique_ptr<Channel>& ch) { return ch->closed; });
+}
+
+void Dispatcher::cancelRunning(Channel& ch) {
+  std::vector<std::shared_ptr<ServerCall>> calls;
+  {
+    std::lock_guard lock(ch.runningMu);
+    for (auto& [id, c] : ch.running) calls.push_back(c);
+  }
+  for (auto& c : calls) c->cancel();
+}
+
+void Dispatcher::closeChannelLocal(Channel& ch, uint32_t myState, const char* why) {
+  if (ch.closed) return;
+  storeRelease(ch.hdr->serviceState, myState);
+  wakeAlways(ch.hdr->response.consumerWake);
+  wakeAlways(ch.hdr->request.producerWake);
+  wakeAlways(ch.hdr->response.producerWake);
+  if (ch.callerDoorbell.data()) wakeAlways(ch.callerDoorbell.as<DoorbellSegment>()->replyWake);
+  ch.closed = anyClosed_ = true;
+  cancelRunning(ch);
+  const uint64_t id = ch.id;
+  client_.sendOneWay([id](wire::Request::Builder req) { req.setCloseChannel(id); });
+  if (myState == kEndCorrupt) {
+    log().error("hms-ffi: closed channel {} of {} with DATA_LOSS: {}", ch.id, ch.service->spec.id,
+                why);
+  }
+}
+
+int64_t Dispatcher::sweepDeadlines(std::vector<std::unique_ptr<Channel>>& list) {
+  const int64_t now = monotonicNs();
+  int64_t next = kNoDeadline;
+  std::vector<std::shared_ptr<ServerCall>> due;
+  for (auto& ch : list) {
+    std::lock_guard lock(ch->runningMu);
+    for (auto& [id, c] : ch->running) {
+      if (c->cancelled.load(std::memory_order_relaxed)) continue;
+      if (c->deadlineNs <= now) {
+        due.push_back(c);
+      } else {
+        next = std::min(next, c->deadlineNs);
+      }
+    }
+  }
+  // The handler is told its call is over: the caller has reported DEADLINE_EXCEEDED already.
+  for (auto& c : due) c->cancel();
+  return next;
+}
+
+bool Dispatcher::take(Channel& ch, const RingConsumer::Record& rec,
+                      std::unique_ptr<uint64_t[]> copy) {
+  if (rec.header.kind == kRecordCancel) {
+    const uint64_t id = rec.header.callId;
+    if (!ch.link) {
+      std::lock_guard lock(ch.inMu);
+      ch.requests.release(rec);
+    }
+    std::shared_ptr<ServerCall> target;
+    {
+      std::lock_guard lock(ch.runningMu);
+      if (auto it = ch.running.find(id); it != ch.running.end()) target = it->second;
+    }
+    if (target) {
+      target->cancel();
+    } else {
+      // Not started yet: it never runs, and nobody waits for its answer.
+      for (auto& q : ch.queued) {
+        if (q->rec.header.callId == id) q->dropped = true;
+      }
+    }
+    return true;
+  }
+  if (rec.header.kind != kRecordRequest) return false;
+  auto q = std::make_shared<Queued>();
+  q->rec = rec;
+  q->copy = std::move(copy);
+  ch.queued.push_back(std::move(q));
+  return true;
+}
+
+bool Dispatcher::dispatch(Channel& ch, int budget) {
+  bool did = false;
+  while (budget-- > 0 && !ch.closed && !ch.busy.load(std::memory_order_acquire) &&
+         !ch.queued.empty()) {
+    std::shared_ptr<Queued> q = std::move(ch.queued.front());
+    ch.queued.pop_front();
+    did = true;
+    if (q->dropped) {
+      finish(ch, *q);
+      continue;
+    }
+    const RecordHeader& h = q->rec.header;
+    auto cancellable = [&] {
+      auto call = std::make_shared<ServerCall>();
+      call->callId = h.callId;
+      call->deadlineNs = h.deadlineNs > 0 ? h.deadlineNs : kNoDeadline;
+      if (!ch.link) call->spaceWake = &ch.hdr->response.producerWake;
+      std::lock_guard lock(ch.runningMu);
+      ch.running[h.callId] = call;
+      return call;
+    };
+    if (h.flags & kRecordStream) {
+      auto call = cancellable();
+      ch.active.fetch_add(1, std::memory_order_relaxed);
+      if (ch.service->streams) {
+        ch.service->streams->enqueue(Work{&ch, std::move(q), std::move(call)});
+      } else {
+        runStream(ch, *q, call);  // no stream handler at all: it ends at once with the error
+        ch.active.fetch_sub(1, std::memory_order_relaxed);
+      }
+      continue;
+    }
+    if (ch.service->work) {
+      auto call = cancellable();
+      ch.busy.store(true, std::memory_order_relaxed);
+      ch.service->work->enqueue(Work{&ch, std::move(q), std::move(call)});
+      break;
+    }
+    if (h.flags & kRecordOneWay) {
+      runOneWay(ch, *q);
+    } else {
+      runUnary(ch, *q, nullptr);
+    }
+  }
+  return did;
+}
+
+void Dispatcher::finish(Channel& ch, Queued& q) {
+  if (ch.link || q.copy) return;  // a heap copy, freed with q
+  std::lock_guard lock(ch.inMu);
+  ch.requests.release(q.rec);
+}
+
+bool Dispatcher::pollChannels() {
+  bool did = false;
+  for (auto& chp : channels_) {
+    Channel& ch = *chp;
+    if (ch.closed) continue;
+    if (loadAcquire(ch.hdr->callerState) != kEndOpen) {
+      closeChannelLocal(ch, kEndClosed, "the caller closed it or went away");
+      continue;
+    }
+    // Read what has come (a bounded batch, so that one busy caller cannot starve the others).
+    for (int n = 0; n < 64 && !ch.closed; ++n) {
+      RingConsumer::Record rec;
+      RingStatus st;
+      {
+        std::lock_guard lock(ch.inMu);
+        st = ch.requests.next(rec);
+      }
+      if (st == RingStatus::kEmpty) break;
+      did = true;
+      if (st == RingStatus::kCorrupt) {
+        closeChannelLocal(ch, kEndCorrupt, "malformed record in the request ring");
+        break;
+      }
+      // The common case runs at once, in place: a plain call on an idle channel.
+      if (rec.header.kind == kRecordRequest && !(rec.header.flags & kRecordStream) &&
+          ch.queued.empty() && !ch.service->work && !ch.busy.load(std::memory_order_relaxed)) {
+        Queued q;
+        q.rec = rec;
+        if (rec.header.flags & kRecordOneWay) {
+          runOneWay(ch, q);
+        } else {
+          runUnary(ch, q, nullptr);
+        }
+        continue;
+      }
+      if (!take(ch, rec, nullptr)) {
+        closeChannelLocal(ch, kEndCorrupt, "a record other than a request or a cancel");
+        break;
+      }
+    }
+    did |= dispatch(ch, 64);
+  }
+  reapClosed();
+  return did;
+}
+
+// Runs the handler with what a handler knows, catching what it throws.
+Status Dispatcher::invoke(Channel& ch, const RingConsumer::Record& rec,
+                          const std::shared_ptr<ServerCall>* call, bool stream,
+                          const std::function<Status(CallContext&, capnp::MessageReader&)>* run,
+                          capnp::MessageBuilder* results) {
+  Service& svc = *ch.service;
+  static const std::string kNoName;
+  const uint16_t ordinal = rec.header.method;
+  const std::string& methodName =
+      ordinal < svc.methodNames.size() ? svc.methodNames[ordinal] : kNoName;
+  const Handler* unary = ordinal < svc.byOrdinal.size() ? svc.byOrdinal[ordinal] : nullptr;
+  const StreamHandler* streamer =
+      ordinal < svc.streamByOrdinal.size() ? svc.streamByOrdinal[ordinal] : nullptr;
+  const std::string label =
+      methodName.empty() ? "ordinal " + std::to_string(ordinal) : "'" + methodName + "'";
+  if (rec.header.deadlineNs > 0 && monotonicNs() >= rec.header.deadlineNs) {
+    return Status(StatusCode::kDeadlineExceeded,
+                  "the deadline passed before " + svc.spec.id + "." + methodName + " started");
+  }
+  if (!unary && !streamer) {
+    return Status(StatusCode::kUnimplemented, "service '" + svc.spec.id + "' " +
+                                                  svc.spec.version.toString() +
+                                                  " has no handler for method " + label);
+  }
+  if (stream && !streamer) {
+    return Status(StatusCode::kFailedPrecondition,
+                  svc.spec.id + "." + methodName +
+                      " is not a stream method; call it with send() or sendAsync()");
+  }
+  if (!stream && !unary) {
+    return Status(
+        StatusCode::kFailedPrecondition,
+        svc.spec.id + "." + methodName + " is a stream method; call it with openStream()");
+  }
+  kj::ArrayPtr<const capnp::word> seg[1] = {
+      kj::arrayPtr(reinterpret_cast<const capnp::word*>(rec.words), rec.header.words)};
+  try {
+    capnp::SegmentArrayMessageReader params(kj::arrayPtr(seg, 1),
+                                            ringReaderOptions(rec.header.words));
+    if (!validSingleSegmentMessage(rec.words, rec.header.words)) {
+      return Status(StatusCode::kInvalidArgument, "the request to " + svc.spec.id + "." +
+                                                      methodName +
+                                                      " is not a valid Cap'n Proto message");
+    }
+    CallContext ctx;
+    ctx.serviceId_ = &svc.spec.id;
+    ctx.callerName_ = &ch.callerName;
+    ctx.method_ = ordinal;
+    ctx.callerPid_ = ch.callerPid;
+    ctx.callerUid_ = ch.callerUid;
+    ctx.deadlineNs_ = rec.header.deadlineNs > 0 ? rec.header.deadlineNs : kNoDeadline;
+    if (call) ctx.call_ = *call;
+    if (rec.trace) {
+      TraceContext t;
+      std::memcpy(t.traceId.data(), rec.trace->traceId, 16);
+      std::memcpy(t.spanId.data(), rec.trace->spanId, 8);
+      t.flags = rec.trace->traceFlags;
+      ctx.trace_ = t;
+    }
+    if (stream) return (*run)(ctx, params);
+    return (*unary)(ctx, params, *results);
+  } catch (const Error& e) {
+    return e.status();
+  } catch (const kj::Exception& e) {
+    return Status(StatusCode::kInternal,
+                  svc.spec.id + "." + methodName + " failed: " + e.getDescription().cStr());
+  } catch (const std::exception& e) {
+    return Status(StatusCode::kInternal, svc.spec.id + "." + methodName + " threw: " + e.what());
+  } catch (...) {
+    return Status(StatusCode::kUnknown, svc.spec.id + "." + methodName + " threw a non-exception");
+  }
+}
+
+void Dispatcher::runOneWay(Channel& ch, Queued& q) {
+  // Nobody reads the results: they are built on the heap and dropped.
+  capnp::MallocMessageBuilder scratch(256);
+  const Status status = invoke(ch, q.rec, nullptr, false, nullptr, &scratch);
+  if (!status) {
+    log().warn("hms-ffi: one-way call to {} (method {}) from {} failed: {}", ch.service->spec.id,
+               q.rec.header.method, ch.callerName, status.toString());
+  }
+  finish(ch, q);
+}
+
+void Dispatcher::runStream(Channel& ch, Queued& q, const std::shared_ptr<ServerCall>& call) {
+  Service& svc = *ch.service;
+  ChannelSink sink(ch, *call, q.rec, client_.policy, svc.limitHint);
+  const StreamHandler* h = q.rec.header.method < svc.streamByOrdinal.size()
+                               ? svc.streamByOrdinal[q.rec.header.method]
+                               : nullptr;
+  std::function<Status(CallContext&, capnp::MessageReader&)> run =
+      [&](CallContext& ctx, capnp::MessageReader& params) { return (*h)(ctx, params, sink); };
+  Status status = invoke(ch, q.rec, &call, true, &run, nullptr);
+  sink.abortItem();  // an item begun and never committed (the handler threw)
+  sink.end(status, svc.spec.id);
+  {
+    std::lock_guard lock(ch.runningMu);
+    ch.running.erase(q.rec.header.callId);
+  }
+  finish(ch, q);
+}
+
+void Dispatcher::runUnary(Channel& ch, Queued& q, const std::shared_ptr<ServerCall>& callp) {
+  const RingConsumer::Record& rec = q.rec;
+  Service& svc = *ch.service;
+  const std::shared_ptr<ServerCall>* call = callp ? &callp : nullptr;
+  const int64_t replyDeadline = replyDeadlineOf(rec);
+  RecordHeader header{};
+  header.kind = kRecordResponse;
+  header.callId = rec.header.callId;
+  header.method = rec.header.method;
+  std::unique_lock out(ch.outMu);
+
+  if (ch.link) {
+    Status status;
+    {
+      // The request is read in place (receive buffer or copy); the results are built in the
+      // link's scratch, a separate buffer.
+      RingMessageBuilder results(ch.link->scratch());
+      try {
+        status = invoke(ch, rec, call, false, nullptr, &results);
+        if (status) {
+          const Status sent =
+              ch.link->send(header, nullptr, results, client_.policy, replyDeadline, svc.limitHint);
+          if (sent.code() != StatusCode::kResourceExhausted) {
+            out.unlock();
+            finish(ch, q);
+            return;  // sent, or nobody to tell
+          }
+          status = sent;
+        } else {
+          ch.link->discard(results);
+        }
+      } catch (const kj::Exception& e) {
+        ch.link->discard(results);
+        status = Status(StatusCode::kInternal, e.getDescription().cStr());
+      }
+    }
+    RingMessageBuilder error(ch.link->scratch());
+    header.status = uint16_t(status.code());
+    buildError(error, status, svc.spec.id);
+    (void)ch.link->send(header, nullptr, error, client_.policy, replyDeadline, svc.limitHint);
+    out.unlock();
+    finish(ch, q);
+    return;
+  }
+
+  const uint32_t offset = payloadOffset(0);
+  auto callerGone = [&] { return loadAcquire(ch.hdr->callerState) != kEndOpen; };
+  // Space for the reply first: the request stays in place (it is read in place) until answered.
+  RingProducer::Slot slot;
+  for (;;) {
+    const RingStatus st = ch.responses.tryReserve(offset + 64, offset + ch.maxMessageBytes, slot);
+    if (st == RingStatus::kOk) break;
+    if (st == RingStatus::kCorrupt) {
+      out.unlock();
+      closeChannelLocal(ch, kEndCorrupt, "the caller's response-ring index is impossible");
+      finish(ch, q);
+      return;
+    }
+    const bool ok = waitFor(ch.responses.spaceWake(), client_.policy, replyDeadline,
+                            [&] { return ch.responses.hasSpaceFor(offset + 64) || callerGone(); });
+    if (!ok || callerGone()) {
+      out.unlock();
+      finish(ch, q);  // nobody is left to read the reply
+      return;
+    }
+  }
+
+  std::optional<RingMessageBuilder> results;
+  results.emplace(kj::arrayPtr(reinterpret_cast<capnp::word*>(slot.record + offset),
+                               (slot.bytes - offset) / sizeof(capnp::word)));
+  Status status = invoke(ch, rec, call, false, nullptr, &*results);
+
+  auto waitSpace = [&](uint32_t bytes) -> Status {
+    const bool ok = waitFor(ch.responses.spaceWake(), client_.policy, replyDeadline,
+                            [&] { return ch.responses.hasSpaceFor(bytes) || callerGone(); });
+    if (!ok || callerGone()) return Status(StatusCode::kDeadlineExceeded, "caller is gone");
+    return Status();
+  };
+  Status published;
+  if (status) {
+    try {
+      published = publishRecord(ch.responses, slot, *results, header, nullptr, ch.maxMessageBytes,
+                                svc.limitHint, waitSpace);
+    } catch (const kj::Exception& e) {
+      published = Status(StatusCode::kInternal, e.getDescription().cStr());
+    }
+    if (!published) {
+      // Tell the caller why there are no results (typically RESOURCE_EXHAUSTED); the slot was
+      // given back, so reserve again for the small error message.
+      status = published;
+      results.reset();
+      if (ch.responses.tryReserve(offset + 256, offset + ch.maxMessageBytes, slot) !=
+          RingStatus::kOk) {
+        out.unlock();
+        finish(ch, q);
+        return;
+      }
+      results.emplace(kj::arrayPtr(reinterpret_cast<capnp::word*>(slot.record + offset),
+                                   (slot.bytes - offset) / sizeof(capnp::word)));
+    }
+  } else {
+    ch.responses.abort(slot, uint32_t(offset + results->ringWordsTouched() * 8));
+    results.reset();
+    results.emplace(kj::arrayPtr(reinterpret_cast<capnp::word*>(slot.record + offset),
+                                 (slot.bytes - offset) / sizeof(capnp::word)));
+  }
+  if (!status) {
+    header.status = uint16_t(status.code());
+    buildError(*results, status, svc.spec.id);
+    (void)publishRecord(ch.responses, slot, *results, header, nullptr, ch.maxMessageBytes,
+                        svc.limitHint, waitSpace);
+  }
+  out.unlock();
+  finish(ch, q);
+}
+
+void Dispatcher::run() {
+  int64_t nextDeadline = kNoDeadline;
+  for (;;) {
+    const bool events = drainEvents();
+    if (stopping_.load(std::memory_order_acquire)) break;
+    const bool did = pollChannels();
+    if (nextDeadline <= monotonicNs() || did) nextDeadline = sweepDeadlines(channels_);
+    if (events || did) continue;
+    waitFor(*doorbell_, client_.policy, nextDeadline, [&] {
+      if (pendingEvents_.load(std::memory_order_relaxed) != 0 ||
+          stopping_.load(std::memory_order_relaxed)) {
+        return true;
+      }
+      for (auto& ch : channels_) {
+        if (ch->closed) continue;
+        if (ch->requests.hasData()) return true;
+        // Acquire: pairs with a worker's release of `busy`.
+        if (!ch->queued.empty() && !ch->busy.load(std::memory_order_acquire)) return true;
+      }
+      return false;
+    });
+    nextDeadline = sweepDeadlines(channels_);
+  }
+  // Stop: tell every caller, stop the socket thread, the workers and the stream threads.
+  for (auto& ch : channels_) closeChannelLocal(*ch, kEndClosed, "client stopped");
+  if (socketThread_.joinable()) {
+    toSocketThread([this] { socketsStopping_ = true; });
+    socketThread_.join();
+  }
+  for (auto& [tag, svc] : services_) {
+    for (auto* pool : {&svc->work, &svc->streams}) {
+      if (!*pool) continue;
+      auto& threads = pool == &svc->work ? svc->workers : svc->streamWorkers;
+      for (size_t i = 0; i < threads.size(); ++i) (*pool)->enqueue(Work{});
+      for (auto& t : threads) t.join();
+    }
+  }
+  for (auto& svc : retired_) {
+    for (auto& t : svc->workers) t.join();
+    for (auto& t : svc->streamWorkers) t.join();
+  }
+  retired_.clear();
+  channels_.clear();
+  socketChannels_.clear();
+  services_.clear();
+}
+
+// ---- socket channels --------------------------------------------------------------------------
+
+void Dispatcher::startSocketThread() {
+  if (socketThread_.joinable()) return;
+  socketEventFd_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  epollFd_.reset(::epoll_create1(EPOLL_CLOEXEC));
+  if (!socketEventFd_ || !epollFd_) {
+    throw std::runtime_error(errnoText("eventfd/epoll for the socket channels", errno));
+  }
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.ptr = nullptr;  // the inbox
+  ::epoll_ctl(epollFd_.get(), EPOLL_CTL_ADD, socketEventFd_.get(), &ev);
+  socketThread_ = std::thread([this] {
+    socketThreadId_.store(std::this_thread::get_id());
+    runSockets();
+  });
+}
+
+void Dispatcher::toSocketThread(std::function<void()> fn) {
+  if (fn) {
+    std::lock_guard lock(socketMu_);
+    socketInbox_.push_back(std::move(fn));
+  }
+  const uint64_t one = 1;
+  (void)!::write(socketEventFd_.get(), &one, sizeof(one));
+}
+
+void Dispatcher::socketClose(Channel& ch, const char* why) {
+  if (ch.closed) return;
+  if (ch.armed) ::epoll_ctl(epollFd_.get(), EPOLL_CTL_DEL, ch.link->fd(), nullptr);
+  ch.armed = false;
+  if (ch.link->broken() && !ch.link->corruptReason().empty()) {
+    log().error("hms-ffi: closed socket channel {} of {} with DATA_LOSS: {}", ch.id,
+                ch.service->spec.id, ch.link->corruptReason());
+  }
+  ch.link->shutdown();  // the caller reads EOF at once
+  ch.closed = true;
+  cancelRunning(ch);
+  log().debug("hms-ffi: closed socket channel {} of {}: {}", ch.id, ch.service->spec.id, why);
+  const uint64_t id = ch.id;
+  client_.sendOneWay([id](wire::Request::Builder req) { req.setCloseChannel(id); });
+}
+
+void Dispatcher::runSockets() {
+  epoll_event events[64];
+  int64_t nextDeadline = kNoDeadline;
+  for (;;) {
+    // Channels: close the finished, arm the new, run what is queued.
+    bool did = false;
+    for (auto& ch : socketChannels_) {
+      if (ch->closed) continue;
+      if (ch->link->ended() && !ch->busy.load(std::memory_order_acquire)) {
+        socketClose(*ch, "the caller closed it or went away");
+        continue;
+      }
+      if (!ch->armed) {
+        epoll_event ev{};
+        ev.events = EPOLLIN;
+        ev.data.ptr = ch.get();
+        ::epoll_ctl(epollFd_.get(), EPOLL_CTL_ADD, ch->link->fd(), &ev);
+        ch->armed = true;
+      }
+      did |= dispatch(*ch, 64);
+    }
+    std::erase_if(socketChannels_, [](const std::unique_ptr<Channel>& ch) {
+      return ch->closed && !ch->busy.load(std::memory_order_acquire) &&
+             ch->active.load(std::memory_order_acquire) == 0;
+    });
+    if (socketsStopping_) break;
+    nextDeadline = sweepDeadlines(socketChannels_);
+    int timeoutMs = -1;
+    if (did) {
+      timeoutMs = 0;
+    } else if (nextDeadline < kNoDeadline) {
+      timeoutMs = int(
+          std::clamp<int64_t>((nextDeadline - monotonicNs() + 999'999) / 1'000'000, 0, 1 << 30));
+    }
+    const int n = ::epoll_wait(epollFd_.get(), events, 64, timeoutMs);
+    for (int i = 0; i < n; ++i) {
+      if (events[i].data.ptr == nullptr) {
+        uint64_t count;
+        (void)!::read(socketEventFd_.get(), &count, sizeof(count));
+        std::vector<std::function<void()>> inbox;
+        {
+          std::lock_guard lock(socketMu_);
+          inbox.swap(socketInbox_);
+        }
+        for (auto& fn : inbox) fn();
+        continue;
+      }
+      auto* ch = static_cast<Channel*>(events[i].data.ptr);
+      // Channels closed in this batch stay allocated until the reaping above.
+      if (!ch->closed) socketRead(*ch);
+    }
+  }
+  for (auto& ch : socketChannels_) socketClose(*ch, "client stopped");
+}
+
+void Dispatcher::socketRead(Channel& ch) {
+  for (int n = 0; n < 64; ++n) {
+    RingConsumer::Record rec;
+    switch (ch.link->tryReceive(rec)) {
+      case SocketLink::Recv::kEmpty:
+        n = 64;  // part of a record, or nothing: the rest is on its way
+        continue;
+      case SocketLink::Recv::kClosed:
+        socketClose(ch, "the caller closed it or went away");
+        return;
+      case SocketLink::Recv::kCorrupt:
+        socketClose(ch, "malformed datagram");
+        return;
+      case SocketLink::Recv::kRecord:
+        break;
+    }
+    // The common case runs at once, read in place in the receive buffer.
+    if (rec.header.kind == kRecordRequest && !(rec.header.flags & kRecordStream) &&
+        ch.queued.empty() && !ch.service->work && !ch.busy.load(std::memory_order_relaxed)) {
+      Queued q;
+      q.rec = rec;
+      if (rec.header.flags & kRecordOneWay) {
+        runOneWay(ch, q);
+      } else {
+        runUnary(ch, q, nullptr);
+      }
+      if (ch.link->ended()) {
+        socketClose(ch, "the caller closed it or went away");
+        return;
+      }
+      continue;
+    }
+    // Anything kept past the next receive is copied out of the receive buffer.
+    const size_t bytes = rec.header.length;
+    auto copy = std::make_unique<uint64_t[]>((bytes + 7) / 8);
+    std::memcpy(copy.get(), rec.base, bytes);
+    const auto* base = reinterpret_cast<const uint8_t*>(copy.get());
+    rec.base = base;
+    rec.trace = rec.trace ? reinterpret_cast<const TraceContextWire*>(base + sizeof(RecordHeader))
+                          : nullptr;
+    rec.words = reinterpret_cast<const uint64_t*>(base + payloadOffset(rec.header.flags));
+    if (!take(ch, rec, std::move(copy))) {
+      socketClose(ch, "a record other than a request or a cancel from the caller");
+      return;
+    }
+  }
+  dispatch(ch, 64);
+}
+
+}  // namespace detail
+}  // namespace hms::ffi
