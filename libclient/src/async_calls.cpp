@@ -672,11 +672,18 @@ void Completions::runSockets() {
     auto chans = channels(true);
     std::map<CallerChannel*, std::pair<uint64_t, int>> now;
     for (auto& ch : chans) {
+      // Under the channel's lock: its link (and fd) cannot be closed meanwhile. A closed fd
+      // leaves the epoll set by itself; only one still open is taken out by hand.
       std::lock_guard lock(ch->asyncMu);
-      if (!ch->isOpen || !ch->link || ch->failedConn) continue;
+      if (!ch->isOpen || !ch->link) continue;
       const int fd = ch->link->fd();
       auto it = registered.find(ch.get());
-      if (it == registered.end() || it->second != std::make_pair(ch->conn, fd)) {
+      const bool known = it != registered.end() && it->second == std::make_pair(ch->conn, fd);
+      if (ch->failedConn) {
+        if (known) ::epoll_ctl(epollFd_.get(), EPOLL_CTL_DEL, fd, nullptr);
+        continue;
+      }
+      if (!known) {
         epoll_event ev{};
         ev.events = EPOLLIN;
         ev.data.ptr = ch.get();
@@ -685,13 +692,6 @@ void Completions::runSockets() {
         }
       }
       now[ch.get()] = {ch->conn, fd};
-    }
-    // Connections no longer watched (ended, failed): their fds leave the set, if still open.
-    for (auto& [ptr, reg] : registered) {
-      auto it = now.find(ptr);
-      if (it == now.end() || it->second.second != reg.second) {
-        ::epoll_ctl(epollFd_.get(), EPOLL_CTL_DEL, reg.second, nullptr);
-      }
     }
     registered.swap(now);
     bool did = false;
