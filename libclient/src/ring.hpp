@@ -115,8 +115,9 @@ class RingConsumer {
   void release(const Record& record) noexcept;
 
   // Whether a record (or padding) is committed after those taken: the cheap check for waits.
+  // May run on a thread other than the one releasing: it reads the published head, not head_.
   bool hasData() const noexcept {
-    if (read_ - head_ >= capacity_) return false;
+    if (read_ - loadAcquire(control_->head) >= capacity_) return false;
     const auto* h = reinterpret_cast<const RecordHeader*>(data_ + (read_ & mask_));
     return loadAcquire(const_cast<uint32_t&>(h->length)) != 0;
   }
