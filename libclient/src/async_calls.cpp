@@ -86,6 +86,18 @@ void expire(const std::shared_ptr<AsyncCall>& call) {
   }
 }
 
+// Expires `call` if it is still pending on its channel; true if it was.
+bool expirePending(AsyncCall& call) {
+  std::shared_ptr<AsyncCall> self;
+  if (call.ch) {
+    std::lock_guard lock(call.ch->asyncMu);
+    auto it = call.ch->pending.find(call.callId);
+    if (it != call.ch->pending.end()) self = it->second;
+  }
+  if (self) expire(self);
+  return self != nullptr;
+}
+
 }  // namespace
 
 void failPendingLocked(CallerChannel& ch, const Status& why,
@@ -275,7 +287,6 @@ bool awaitReady(AsyncCall& call, std::chrono::nanoseconds timeout) noexcept {
   const int64_t until = timeout.count() >= kNoDeadline - monotonicNs()
                             ? kNoDeadline
                             : monotonicNs() + timeout.count();
-  std::shared_ptr<AsyncCall> self;
   {
     std::unique_lock cl(call.m);
     const int64_t limit = std::min(until, call.deadlineNs);
@@ -286,12 +297,7 @@ bool awaitReady(AsyncCall& call, std::chrono::nanoseconds timeout) noexcept {
   }
   // The call's deadline passed with no answer: complete it here (the completion thread does so
   // only for calls with callbacks).
-  if (call.ch) {
-    std::lock_guard lock(call.ch->asyncMu);
-    auto it = call.ch->pending.find(call.callId);
-    if (it != call.ch->pending.end()) self = it->second;
-  }
-  if (self) expire(self);
+  (void)expirePending(call);
   std::lock_guard cl(call.m);
   return call.done;
 }
@@ -427,14 +433,7 @@ bool streamNext(AsyncCall& call, capnp::MessageReader*& reader, Status& status) 
     }
     if (monotonicNs() >= call.deadlineNs) {
       cl.unlock();
-      std::shared_ptr<AsyncCall> self;
-      if (call.ch) {
-        std::lock_guard lock(call.ch->asyncMu);
-        auto it = call.ch->pending.find(call.callId);
-        if (it != call.ch->pending.end()) self = it->second;
-      }
-      if (self) {
-        expire(self);
+      if (expirePending(call)) {
         (void)sendCancel(*call.ch, call.callId, call.conn);  // the service stops too
       }
       cl.lock();

@@ -398,6 +398,8 @@ class Dispatcher {
   bool take(Channel& ch, const RingConsumer::Record& rec, std::unique_ptr<uint64_t[]> copy);
   // Runs queued calls in order while the channel is free; returns whether any ran.
   bool dispatch(Channel& ch, int budget);
+  // Runs a plain or one-way call at once if nothing is ahead of it; false: it must be queued.
+  bool runInPlace(Channel& ch, const RingConsumer::Record& rec);
   void runUnary(Channel& ch, Queued& q, const std::shared_ptr<ServerCall>& call);
   void runOneWay(Channel& ch, Queued& q);
   void runStream(Channel& ch, Queued& q, const std::shared_ptr<ServerCall>& call);

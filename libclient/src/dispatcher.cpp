@@ -90,11 +90,13 @@ struct Dispatcher::Channel {
   bool closed = false;               // dispatcher/socket thread
   std::unique_ptr<SocketLink> link;  // socket channels (served by the socket thread)
   bool armed = false;                // in the socket thread's epoll set
-  std::mutex inMu;
-  std::mutex outMu;                            // one record at a time is built for the caller
+  std::mutex inMu;                   // see lockRequests()
+  std::mutex outMu;                  // one record at a time is built for the caller
   std::deque<std::shared_ptr<Queued>> queued;  // dispatcher/socket thread
   std::mutex runningMu;
   std::unordered_map<uint64_t, std::shared_ptr<ServerCall>> running;
+
+  std::unique_lock<std::mutex> lockRequests();
 
   bool callerGone() const noexcept {
     if (link) return link->ended();
@@ -577,7 +579,7 @@ bool Dispatcher::take(Channel& ch, const RingConsumer::Record& rec,
   if (rec.header.kind == kRecordCancel) {
     const uint64_t id = rec.header.callId;
     if (!ch.link) {
-      std::lock_guard lock(ch.inMu);
+      auto lock = ch.lockRequests();
       ch.requests.release(rec);
     }
     std::shared_ptr<ServerCall> target;
@@ -650,9 +652,33 @@ bool Dispatcher::dispatch(Channel& ch, int budget) {
   return did;
 }
 
+bool Dispatcher::runInPlace(Channel& ch, const RingConsumer::Record& rec) {
+  // The common case runs at once, in place: a plain or one-way call on an idle channel of a
+  // service without workers.
+  if (rec.header.kind != kRecordRequest || (rec.header.flags & kRecordStream) ||
+      !ch.queued.empty() || ch.service->work || ch.busy.load(std::memory_order_relaxed)) {
+    return false;
+  }
+  Queued q;
+  q.rec = rec;
+  if (rec.header.flags & kRecordOneWay) {
+    runOneWay(ch, q);
+  } else {
+    runUnary(ch, q, nullptr);
+  }
+  return true;
+}
+
+std::unique_lock<std::mutex> Dispatcher::Channel::lockRequests() {
+  // Only workers and stream threads release requests off the dispatcher thread: a service with
+  // neither needs no lock on its fast path.
+  if (!service->work && !service->streams) return {};
+  return std::unique_lock(inMu);
+}
+
 void Dispatcher::finish(Channel& ch, Queued& q) {
   if (ch.link || q.copy) return;  // a heap copy, freed with q
-  std::lock_guard lock(ch.inMu);
+  auto lock = ch.lockRequests();
   ch.requests.release(q.rec);
 }
 
@@ -670,7 +696,7 @@ bool Dispatcher::pollChannels() {
       RingConsumer::Record rec;
       RingStatus st;
       {
-        std::lock_guard lock(ch.inMu);
+        auto lock = ch.lockRequests();
         st = ch.requests.next(rec);
       }
       if (st == RingStatus::kEmpty) break;
@@ -679,18 +705,7 @@ bool Dispatcher::pollChannels() {
         closeChannelLocal(ch, kEndCorrupt, "malformed record in the request ring");
         break;
       }
-      // The common case runs at once, in place: a plain call on an idle channel.
-      if (rec.header.kind == kRecordRequest && !(rec.header.flags & kRecordStream) &&
-          ch.queued.empty() && !ch.service->work && !ch.busy.load(std::memory_order_relaxed)) {
-        Queued q;
-        q.rec = rec;
-        if (rec.header.flags & kRecordOneWay) {
-          runOneWay(ch, q);
-        } else {
-          runUnary(ch, q, nullptr);
-        }
-        continue;
-      }
+      if (runInPlace(ch, rec)) continue;
       if (!take(ch, rec, nullptr)) {
         closeChannelLocal(ch, kEndCorrupt, "a record other than a request or a cancel");
         break;
@@ -1082,16 +1097,8 @@ void Dispatcher::socketRead(Channel& ch) {
       case SocketLink::Recv::kRecord:
         break;
     }
-    // The common case runs at once, read in place in the receive buffer.
-    if (rec.header.kind == kRecordRequest && !(rec.header.flags & kRecordStream) &&
-        ch.queued.empty() && !ch.service->work && !ch.busy.load(std::memory_order_relaxed)) {
-      Queued q;
-      q.rec = rec;
-      if (rec.header.flags & kRecordOneWay) {
-        runOneWay(ch, q);
-      } else {
-        runUnary(ch, q, nullptr);
-      }
+    // Read in place in the receive buffer, before the next receive reuses it.
+    if (runInPlace(ch, rec)) {
       if (ch.link->ended()) {
         socketClose(ch, "the caller closed it or went away");
         return;
