@@ -184,9 +184,7 @@ class ChannelSink final : public StreamSink {
         call_.cancel();
         return Status(StatusCode::kCancelled, "the stream's deadline passed");
       }
-      if (ch_.callerGone()) {
-        return Status(StatusCode::kUnavailable, "the caller closed the channel or went away");
-      }
+      if (ch_.callerGone()) return callerGone();
       if (ch_.link) {
         // Wait (in short slices, to notice a cancel) until the socket takes more.
         pollfd p{ch_.link->fd(), POLLOUT, 0};
@@ -248,7 +246,15 @@ class ChannelSink final : public StreamSink {
     }
     builder_.reset();
     if (out_.owns_lock()) out_.unlock();
+    if (s.code() == StatusCode::kUnavailable) return callerGone();
     return s;
+  }
+
+  // The sink may learn first that the caller went away (a send fails): the call is cancelled
+  // then, whoever notices, so that cancelled() and onCancel say so.
+  Status callerGone() noexcept {
+    call_.cancel();
+    return Status(StatusCode::kUnavailable, "the caller closed the channel or went away");
   }
 
   Channel& ch_;
