@@ -308,8 +308,9 @@ void Dispatcher::addService(uint64_t tag, const ServiceSpec& spec) {
   }
   // A worker (or stream thread) runs one call and hands the channel back to whichever thread
   // serves it: the dispatcher (shared memory) or the socket thread.
-  auto handBack = [this](Channel& ch) {
-    if (ch.link) {
+  // `socket` is read before the channel is handed back: after that it may be reaped at once.
+  auto handBack = [this](bool socket) {
+    if (socket) {
       toSocketThread({});
     } else {
       wakeAlways(*doorbell_);
@@ -334,8 +335,9 @@ void Dispatcher::addService(uint64_t tag, const ServiceSpec& spec) {
             ch.running.erase(w.item->rec.header.callId);
           }
           w = Work{};
+          const bool socket = ch.link != nullptr;
           ch.busy.store(false, std::memory_order_release);
-          handBack(ch);
+          handBack(socket);
         }
       });
     }
@@ -351,8 +353,9 @@ void Dispatcher::addService(uint64_t tag, const ServiceSpec& spec) {
           Channel& ch = *w.channel;
           runStream(ch, *w.item, w.call);
           w = Work{};
+          const bool socket = ch.link != nullptr;
           ch.active.fetch_sub(1, std::memory_order_release);
-          handBack(ch);
+          handBack(socket);
         }
       });
     }
