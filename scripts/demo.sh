@@ -7,7 +7,8 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 build="$here/build/release"
 cmake --preset release -S "$here" >/dev/null
 cmake --build "$build" --target hms-ffid hms-ffi hms-example-emr_patient_service \
-  hms-example-api_gateway hms-example-cdf_debate_service hms-example-sys_policy_caller
+  hms-example-api_gateway hms-example-cdf_debate_service hms-example-sys_policy_caller \
+  hms-example-ach_transaction_service hms-example-ach_etl_batch
 
 runtime=$(mktemp -d /tmp/hms-ffi-demo-XXXXXX)
 export HMS_FFI_SOCKET="$runtime/broker.sock"
@@ -24,14 +25,17 @@ echo "== starting hms-ffid on $HMS_FFI_SOCKET"
 pids+=($!)
 for _ in $(seq 100); do [ -S "$HMS_FFI_SOCKET" ] && break; sleep 0.05; done
 
-echo "== starting the services (HMS-EMR, HMS-CDF)"
+echo "== starting the services (HMS-EMR, HMS-CDF, HMS-ACH)"
 "$build/examples/hms-example-emr_patient_service" >"$runtime/emr.log" 2>&1 &
 pids+=($!)
 "$build/examples/hms-example-cdf_debate_service" >"$runtime/cdf.log" 2>&1 &
 pids+=($!)
+"$build/examples/hms-example-ach_transaction_service" >"$runtime/ach.log" 2>&1 &
+pids+=($!)
 for _ in $(seq 100); do
-  "$build/tools/hms-ffi" list 2>/dev/null | grep -q hms.cdf.debate &&
-    "$build/tools/hms-ffi" list 2>/dev/null | grep -q hms.emr.patient && break
+  listed=$("$build/tools/hms-ffi" list 2>/dev/null || true)
+  grep -q hms.cdf.debate <<<"$listed" && grep -q hms.emr.patient <<<"$listed" &&
+    grep -q hms.ach.transaction <<<"$listed" && break
   sleep 0.05
 done
 
@@ -43,6 +47,13 @@ echo "== HMS-API -> HMS-EMR: hms.emr.patient getPatient / searchPatients"
 echo
 echo "== HMS-SYS -> HMS-CDF: hms.cdf.debate evaluatePolicy"
 "$build/examples/hms-example-sys_policy_caller"
+echo
+echo "== HMS-ETL -> HMS-ACH: a batch of 1000 payroll entries to hms.ach.transaction, all in"
+echo "   flight at once (asynchronous calls), one result or error per entry"
+"$build/examples/hms-example-ach_etl_batch" --count 1000
+echo
+echo "== the same batch again: every entry accepted before is now a duplicate (R24), none posted twice"
+"$build/examples/hms-example-ach_etl_batch" --count 1000 | sed -n 1,4p
 echo
 echo "== the same HMS-API caller in a process that cannot map shared memory (simulated):"
 echo "   it falls back to a Unix socketpair, says so once on stderr, and gets the same answers"
