@@ -30,6 +30,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <filesystem>
 #include <optional>
 #include <string>
@@ -58,7 +59,15 @@ struct Options {
   bool json = false;
   std::vector<std::string> modes = {"spin", "adaptive", "blocking", "socket-blocking"};
   std::vector<size_t> sizes = {64, 1024, 65536, 1 << 20};
+  std::vector<std::string> patterns = {"rtt", "sizes", "async", "stream"};
+  std::vector<std::string> throughputModes = {"adaptive", "socket-blocking"};
+  std::vector<unsigned> inFlight = {1, 16, 256};
+  std::vector<size_t> streamSizes = {64, 65536};
   std::string brokerPath;
+
+  bool runs(const char* pattern) const {
+    return std::find(patterns.begin(), patterns.end(), pattern) != patterns.end();
+  }
 };
 
 void pinTo(int cpu) {
@@ -100,6 +109,17 @@ std::vector<int64_t> timeLoop(const Options& o, RoundTrip&& rt) {
     ns[size_t(i)] = nowNs() - t0;
   }
   return ns;
+}
+
+// Reads every byte of [p, p + bytes) (as 8-byte words), as a receiver that uses its data would.
+uint64_t sumWords(const uint8_t* p, size_t bytes) {
+  uint64_t sum = 0;
+  for (size_t k = 0; k < bytes / 8; ++k) {
+    uint64_t w;
+    std::memcpy(&w, p + k * 8, 8);
+    sum += w;
+  }
+  return sum;
 }
 
 // ---- raw baselines -------------------------------------------------------------------------
@@ -256,16 +276,22 @@ int serveEcho(const std::string& socket, const std::string& mode, bool pin) {
       [](hms::ffi::CallContext&, Echo::SinkParams::Reader p, Echo::SinkResults::Builder r) {
         // Reads every byte, as the raw in-place baseline does.
         auto d = p.getPayload();
-        uint64_t sum = 0;
-        const size_t words = d.size() / 8;
-        for (size_t i = 0; i < words; ++i) {
-          uint64_t w;
-          std::memcpy(&w, d.begin() + i * 8, 8);
-          sum += w;
-        }
-        r.setSize(d.size() + (sum == 1 ? 1 : 0));
+        r.setSize(d.size() + (sumWords(d.begin(), d.size()) == 1 ? 1 : 0));
         return hms::ffi::Status();
       });
+  def.onStream<&Echo::Client::itemsRequest>([](hms::ffi::CallContext&, Echo::ItemsParams::Reader p,
+                                               hms::ffi::StreamWriter<Echo::ItemsResults>& out) {
+    // Each item built in place by the service, as the raw ring's producer writes its records.
+    const uint32_t bytes = p.getItemBytes();
+    for (uint64_t i = 0; i < p.getCount(); ++i) {
+      auto s = out.write([&](Echo::ItemsResults::Builder item) {
+        item.setSeq(i);
+        std::memset(item.initPayload(bytes).begin(), int(i & 0xff), bytes);
+      });
+      if (!s) return s;
+    }
+    return hms::ffi::Status();
+  });
   auto h = (*client)->serve("hms.bench.echo." + mode, {1, 0, 0}, std::move(def),
                             {.ringBytes = 4u << 20});
   if (!h) {
@@ -308,6 +334,62 @@ bool waitForLine(int fd, const char* needle, int timeoutMs) {
   return true;
 }
 
+// The echo service of one mode in a child process (this binary with --serve), stopped at the end.
+class EchoServer {
+ public:
+  EchoServer(const Options& o, const std::string& self, const std::string& socket,
+             const std::string& mode) {
+    int pipeFd[2];
+    if (pipe(pipeFd) != 0) return;
+    pid_ =
+        spawn({self, "--serve", mode, "--socket", socket, o.pin ? "--pin" : "--no-pin"}, pipeFd[1]);
+    close(pipeFd[1]);
+    up_ = pid_ > 0 && waitForLine(pipeFd[0], "ready", 20'000);
+    close(pipeFd[0]);
+    if (!up_)
+      std::fprintf(stderr, "hms-ffi-bench: the %s echo service did not start\n", mode.c_str());
+  }
+  EchoServer(const EchoServer&) = delete;
+  EchoServer& operator=(const EchoServer&) = delete;
+  ~EchoServer() {
+    if (pid_ > 0) {
+      kill(pid_, SIGTERM);
+      waitpid(pid_, nullptr, 0);
+    }
+  }
+  bool up() const { return up_; }
+
+ private:
+  pid_t pid_ = -1;
+  bool up_ = false;
+};
+
+// A caller bound to the echo service of `mode`; `stub` is empty (and the reason printed) when
+// either step failed.
+struct EchoCaller {
+  EchoCaller(const std::string& socket, const std::string& mode) {
+    hms::ffi::ClientOptions co;
+    co.socketPath = socket;
+    co.name = "bench-caller";
+    co.waitMode = parseMode(mode);
+    co.transport = transportOf(mode);
+    auto c = hms::ffi::Client::connect(co);
+    if (!c) {
+      std::fprintf(stderr, "hms-ffi-bench: %s\n", c.status().toString().c_str());
+      return;
+    }
+    client = std::move(*c);
+    auto s = client->bind<Echo>("hms.bench.echo." + mode);
+    if (!s) {
+      std::fprintf(stderr, "hms-ffi-bench: %s\n", s.status().toString().c_str());
+      return;
+    }
+    stub.emplace(std::move(*s));
+  }
+  std::unique_ptr<hms::ffi::Client> client;
+  std::optional<hms::ffi::Stub<Echo>> stub;
+};
+
 struct FfiResult {
   Stats stats;          // all samples of the mode
   Stats floor;          // the baseline samples taken between its slices (raw spin, or raw UDS
@@ -322,30 +404,13 @@ constexpr int kSlices = 8;
 
 std::optional<FfiResult> ffiCall(const Options& o, const std::string& self,
                                  const std::string& socket, const std::string& mode) {
-  int pipeFd[2];
-  if (pipe(pipeFd) != 0) return std::nullopt;
-  const pid_t server =
-      spawn({self, "--serve", mode, "--socket", socket, o.pin ? "--pin" : "--no-pin"}, pipeFd[1]);
-  close(pipeFd[1]);
-  if (server < 0 || !waitForLine(pipeFd[0], "ready", 20'000)) {
-    std::fprintf(stderr, "hms-ffi-bench: the %s echo service did not start\n", mode.c_str());
-    close(pipeFd[0]);
-    return std::nullopt;
-  }
-  close(pipeFd[0]);
-  hms::ffi::ClientOptions co;
-  co.socketPath = socket;
-  co.name = "bench-caller";
-  co.waitMode = parseMode(mode);
-  co.transport = transportOf(mode);
+  EchoServer server(o, self, socket, mode);
+  if (!server.up()) return std::nullopt;
   std::optional<FfiResult> result;
   {
-    auto client = hms::ffi::Client::connect(co);
-    auto stub = client ? (*client)->bind<Echo>("hms.bench.echo." + mode)
-                       : hms::ffi::Result<hms::ffi::Stub<Echo>>(client.status());
-    if (!stub) {
-      std::fprintf(stderr, "hms-ffi-bench: %s\n", stub.status().toString().c_str());
-    } else {
+    EchoCaller caller(socket, mode);
+    auto& stub = caller.stub;
+    if (stub) {
       uint64_t sink = 0;
       bool failed = false;
       Options slice = o;
@@ -392,8 +457,6 @@ std::optional<FfiResult> ffiCall(const Options& o, const std::string& self,
       if (sink == 42) std::fprintf(stderr, " ");
     }
   }
-  kill(server, SIGTERM);
-  waitpid(server, nullptr, 0);
   return result;
 }
 
@@ -413,12 +476,7 @@ Stats rawInPlace(const Options& o, size_t bytes) {
     for (int i = 0; i < total_iters; ++i) {
       const uint32_t want = uint32_t(2 * i + 1);
       while (line->seq.load(std::memory_order_acquire) != want) pause();
-      uint64_t sum = 0;
-      for (size_t k = 0; k < bytes / 8; ++k) {
-        uint64_t w;
-        std::memcpy(&w, payload + k * 8, 8);
-        sum += w;
-      }
+      const uint64_t sum = sumWords(payload, bytes);
       std::memcpy(line->payload, &sum, 8);
       line->seq.store(want + 1, std::memory_order_release);
     }
@@ -439,23 +497,13 @@ Stats rawInPlace(const Options& o, size_t bytes) {
 // small reply; `mode` as given.
 std::optional<Stats> ffiSink(const Options& o, const std::string& self, const std::string& socket,
                              const std::string& mode, size_t bytes) {
-  int pipeFd[2];
-  if (pipe(pipeFd) != 0) return std::nullopt;
-  const pid_t server =
-      spawn({self, "--serve", mode, "--socket", socket, o.pin ? "--pin" : "--no-pin"}, pipeFd[1]);
-  close(pipeFd[1]);
-  const bool up = server >= 0 && waitForLine(pipeFd[0], "ready", 20'000);
-  close(pipeFd[0]);
-  if (!up) return std::nullopt;
+  EchoServer server(o, self, socket, mode);
+  if (!server.up()) return std::nullopt;
   if (o.pin) pinTo(0);
   std::optional<Stats> result;
   {
-    hms::ffi::ClientOptions co;
-    co.socketPath = socket;
-    co.waitMode = parseMode(mode);
-    auto client = hms::ffi::Client::connect(co);
-    auto stub = client ? (*client)->bind<Echo>("hms.bench.echo." + mode)
-                       : hms::ffi::Result<hms::ffi::Stub<Echo>>(client.status());
+    EchoCaller caller(socket, mode);
+    auto& stub = caller.stub;
     if (stub) {
       uint64_t sink = 0;
       bool failed = false;
@@ -477,13 +525,152 @@ std::optional<Stats> ffiSink(const Options& o, const std::string& self, const st
       if (failed) std::fprintf(stderr, "hms-ffi-bench: some %zu-byte calls failed\n", bytes);
       result = summarize("hms-ffi " + std::to_string(bytes) + " B, " + mode, ns);
       if (sink == 42) std::fprintf(stderr, " ");
-    } else {
-      std::fprintf(stderr, "hms-ffi-bench: %s\n", stub.status().toString().c_str());
     }
   }
-  kill(server, SIGTERM);
-  waitpid(server, nullptr, 0);
   return result;
+}
+
+// ---- throughput ----------------------------------------------------------------------------
+
+struct Rate {
+  std::string name;
+  size_t bytes = 0;        // per message or item
+  double msgsPerSec = 0;   // messages, calls or items per second
+  double bytesPerSec = 0;  // payload bytes per second
+};
+
+Rate rateOf(std::string name, size_t bytes, uint64_t count, int64_t ns) {
+  const double secs = double(ns) / 1e9;
+  return {std::move(name), bytes, double(count) / secs, double(count) * double(bytes) / secs};
+}
+
+// The raw SPSC ring baseline: one process writes `count` records of `bytes` into fixed slots of
+// a shared-memory ring of `ringBytes` and publishes each with a release store of its head; the
+// other reads every byte of each in place and gives its slot back with its tail. Both spin. The
+// consumer's clock runs from "go" to the last record, as a stream's caller does.
+Rate rawRing(const Options& o, size_t bytes, uint64_t count, size_t ringBytes) {
+  struct alignas(64) Side {
+    std::atomic<uint64_t> value;
+  };
+  struct Header {
+    Side go, head, tail;
+  };
+  const size_t slot = (8 + bytes + 63) / 64 * 64;
+  const uint64_t slots = std::max<uint64_t>(2, ringBytes / slot);
+  const size_t total = sizeof(Header) + slots * slot;
+  auto* mem = static_cast<uint8_t*>(
+      mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0));
+  auto* h = new (mem) Header{};
+  uint8_t* data = mem + sizeof(Header);
+  const pid_t child = fork();
+  if (child == 0) {  // the producer
+    if (o.pin) pinTo(1);
+    while (h->go.value.load(std::memory_order_acquire) == 0) pause();
+    uint64_t tail = 0;
+    for (uint64_t i = 0; i < count; ++i) {
+      while (i - tail >= slots) {
+        tail = h->tail.value.load(std::memory_order_acquire);  // pairs with the consumer's release
+        if (i - tail >= slots) pause();
+      }
+      uint8_t* rec = data + (i % slots) * slot;
+      const uint64_t len = bytes;
+      std::memcpy(rec, &len, 8);
+      std::memset(rec + 8, int(i & 0xff), bytes);
+      h->head.value.store(i + 1, std::memory_order_release);  // pairs with the consumer's acquire
+    }
+    _exit(0);
+  }
+  if (o.pin) pinTo(0);
+  uint64_t sink = 0, head = 0;
+  const int64_t t0 = nowNs();
+  h->go.value.store(1, std::memory_order_release);
+  for (uint64_t i = 0; i < count; ++i) {
+    while (head <= i) {
+      head = h->head.value.load(std::memory_order_acquire);  // pairs with the producer's release
+      if (head <= i) pause();
+    }
+    const uint8_t* rec = data + (i % slots) * slot;
+    uint64_t len;
+    std::memcpy(&len, rec, 8);
+    sink += sumWords(rec + 8, len);
+    h->tail.value.store(i + 1, std::memory_order_release);  // pairs with the producer's acquire
+  }
+  const int64_t ns = nowNs() - t0;
+  waitpid(child, nullptr, 0);
+  munmap(mem, total);
+  if (sink == 42) std::fprintf(stderr, " ");
+  return rateOf("raw SPSC ring, " + std::to_string(bytes) + " B", bytes, count, ns);
+}
+
+// Asynchronous 64-byte echo calls kept `inFlight` deep on one Stub: each reply is read (its last
+// byte checked) as the oldest Future completes, and a new call goes out in its place.
+std::optional<Rate> ffiAsync(const std::string& socket, const std::string& mode, unsigned inFlight,
+                             uint64_t calls) {
+  EchoCaller caller(socket, mode);
+  if (!caller.stub) return std::nullopt;
+  auto& stub = *caller.stub;
+  std::deque<hms::ffi::Future<Echo::EchoResults>> window;
+  uint64_t failed = 0, sent = 0, done = 0;
+  auto complete = [&] {
+    auto reply = window.front().get();
+    window.pop_front();
+    if (!reply || reply->results().getPayload()[63] != uint8_t(done & 0xff)) ++failed;
+    ++done;
+  };
+  auto send = [&] {
+    window.push_back(stub.callAsync<&Echo::Client::echoRequest>(
+        [&](auto p) { std::memset(p.initPayload(64).begin(), int(sent & 0xff), 64); }));
+    ++sent;
+  };
+  for (uint64_t i = 0; i < std::min<uint64_t>(calls / 10, 20'000); ++i) {  // warm-up
+    send();
+    if (window.size() >= inFlight) complete();
+  }
+  while (!window.empty()) complete();
+  const uint64_t warm = sent;
+  const int64_t t0 = nowNs();
+  while (sent - warm < calls) {
+    send();
+    if (window.size() >= inFlight) complete();
+  }
+  while (!window.empty()) complete();
+  const int64_t ns = nowNs() - t0;
+  if (failed)
+    std::fprintf(stderr, "hms-ffi-bench: %llu async calls failed\n", (unsigned long long)failed);
+  return rateOf("async 64 B, " + std::to_string(inFlight) + " in flight, " + mode, 64, calls, ns);
+}
+
+// One server stream of `items` items of `bytes` each, built in place by the service and read
+// whole, in place, by the caller (sequence numbers checked).
+std::optional<Rate> ffiStream(const std::string& socket, const std::string& mode, size_t bytes,
+                              uint64_t items) {
+  EchoCaller caller(socket, mode);
+  if (!caller.stub) return std::nullopt;
+  uint64_t n = 0, sink = 0;
+  bool outOfOrder = false;
+  const int64_t t0 = nowNs();
+  auto stream = caller.stub->openStream<&Echo::Client::itemsRequest>(
+      [&](auto p) {
+        p.setCount(items);
+        p.setItemBytes(uint32_t(bytes));
+      },
+      {.timeout = std::chrono::minutes(10)});
+  while (stream.next()) {
+    auto item = stream.item();
+    outOfOrder |= item.getSeq() != n;
+    auto d = item.getPayload();
+    sink += sumWords(d.begin(), d.size());
+    ++n;
+  }
+  const int64_t ns = nowNs() - t0;
+  if (!stream.status() || n != items || outOfOrder) {
+    std::fprintf(stderr, "hms-ffi-bench: stream of %zu-byte items: %llu of %llu in order, %s\n",
+                 bytes, (unsigned long long)n, (unsigned long long)items,
+                 stream.status().toString().c_str());
+    return std::nullopt;
+  }
+  if (sink == 42) std::fprintf(stderr, " ");
+  return rateOf("stream " + std::to_string(bytes) + " B items, " + mode, bytes, items, ns);
 }
 
 // "a,b,c" -> {"a", "b", "c"}; "" -> {}.
@@ -535,29 +722,55 @@ int main(int argc, char** argv) {
       o.brokerPath = next();
     else if (a == "--modes") {
       o.modes = splitList(next());
-    } else if (a == "--sizes") {
-      o.sizes.clear();
+    } else if (a == "--sizes" || a == "--stream-sizes" || a == "--in-flight") {
+      // Byte counts up to 64 MiB, or call counts; 0 (or nothing) drops the part.
+      const bool calls = a == "--in-flight";
+      std::vector<size_t> values;
       for (const auto& v : splitList(next())) {
         char* end = nullptr;
         const unsigned long long n = std::strtoull(v.c_str(), &end, 10);
-        if (v.empty() || *end != '\0' || n > (64ull << 20)) {
-          std::fprintf(stderr, "hms-ffi-bench: --sizes takes byte counts up to 64 MiB, not '%s'\n",
-                       v.c_str());
+        if (v.empty() || *end != '\0' || n > (calls ? 65536ull : 64ull << 20)) {
+          std::fprintf(stderr, "hms-ffi-bench: %s takes %s, not '%s'\n", a.c_str(),
+                       calls ? "call counts up to 65536" : "byte counts up to 64 MiB", v.c_str());
           return 2;
         }
-        if (n > 0) o.sizes.push_back(size_t(n));
+        if (n > 0) values.push_back(size_t(n));
       }
+      if (a == "--sizes") o.sizes = values;
+      if (a == "--stream-sizes") o.streamSizes = values;
+      if (calls) o.inFlight.assign(values.begin(), values.end());
+    } else if (a == "--patterns") {
+      o.patterns = splitList(next());
+      for (const auto& pat : o.patterns) {
+        if (pat != "rtt" && pat != "sizes" && pat != "async" && pat != "stream") {
+          std::fprintf(stderr, "hms-ffi-bench: --patterns takes rtt,sizes,async,stream, not '%s'\n",
+                       pat.c_str());
+          return 2;
+        }
+      }
+    } else if (a == "--throughput-modes") {
+      o.throughputModes = splitList(next());
     } else if (a == "--help" || a == "-h") {
       std::puts(
-          "usage: hms-ffi-bench [--iterations N] [--warmup N]\n"
+          "usage: hms-ffi-bench [--patterns rtt,sizes,async,stream] [--iterations N] [--warmup N]\n"
           "                     [--modes spin,adaptive,blocking,socket-blocking,...]\n"
-          "                     [--sizes 64,1024,65536,1048576 (0: none)] [--no-pin] [--json] [--broker "
-          "PATH]\n"
-          "Measures 64-byte round trips between two processes: HMS-FFI calls per wait mode and,\n"
-          "in the same run, raw shared-memory spin and futex ping-pongs and a raw UDS seqpacket\n"
-          "ping-pong. A socket-<wait> mode runs both ends on the Unix-socket transport and is\n"
-          "compared with raw UDS slices taken between its own. Starts its own hms-ffid on a\n"
-          "private socket.");
+          "                     [--sizes 64,1024,65536,1048576 (0: none)]\n"
+          "                     [--throughput-modes adaptive,socket-blocking] [--in-flight "
+          "1,16,256]\n"
+          "                     [--stream-sizes 64,65536] [--no-pin] [--json] [--broker PATH]\n"
+          "rtt:    64-byte round trips between two processes, HMS-FFI calls per wait mode "
+          "(--modes)\n"
+          "        beside raw shared-memory spin and futex ping-pongs and a raw UDS seqpacket\n"
+          "        ping-pong measured in the same run (a socket-<wait> mode runs both ends on the\n"
+          "        Unix-socket transport and is compared with raw UDS slices taken between its "
+          "own).\n"
+          "sizes:  requests of --sizes bytes built in place, beside a raw in-place round trip.\n"
+          "async:  64-byte asynchronous calls, --in-flight deep, --iterations of them (calls/s).\n"
+          "stream: one server stream per --stream-sizes item size (items/s, GB/s).\n"
+          "        async and stream run per --throughput-modes, beside a raw SPSC ring between "
+          "two\n"
+          "        processes moving records of the same size one way.\n"
+          "Starts its own hms-ffid on a private socket.");
       return 0;
     } else {
       std::fprintf(stderr, "hms-ffi-bench: unknown option '%s' (see --help)\n", a.c_str());
@@ -576,24 +789,49 @@ int main(int argc, char** argv) {
       spawn({findBroker(self, o.brokerPath), "--socket", socket, "--log-level", "warn"});
   for (int i = 0; i < 2000 && !std::filesystem::exists(socket); ++i) usleep(1000);
 
-  std::vector<Stats> rows;
   const Stats floorStart = rawSpin(o, "raw-spin (floor, start)");
-  const Stats futexBase = rawFutex(o);
-  const Stats udsBase = rawUds(o);
+  std::optional<Stats> futexBase, udsBase;
   std::vector<FfiResult> ffi;
-  for (const auto& m : o.modes) {
-    if (auto r = ffiCall(o, self, socket, m)) ffi.push_back(*r);
+  if (o.runs("rtt")) {
+    futexBase = rawFutex(o);
+    udsBase = rawUds(o);
+    for (const auto& m : o.modes) {
+      if (auto r = ffiCall(o, self, socket, m)) ffi.push_back(*r);
+    }
   }
   // Payload sizes: requests of N bytes built in place, read whole by the service, small reply;
   // adaptive (the default mode), each beside a raw in-place round trip of the same size.
   std::vector<std::pair<Stats, Stats>> sized;  // (raw, hms-ffi)
-  for (size_t bytes : o.sizes) {
+  for (size_t bytes : o.runs("sizes") ? o.sizes : std::vector<size_t>{}) {
     Options so = o;
     so.iterations = int(
         std::clamp<size_t>(size_t(200) * 1000 * 1000 / (bytes + 1000), 2000, size_t(o.iterations)));
     so.warmup = std::max(200, so.iterations / 10);
     Stats raw = rawInPlace(so, bytes);
     if (auto f = ffiSink(so, self, socket, "adaptive", bytes)) sized.emplace_back(raw, *f);
+  }
+  // Throughput, one way or with many calls in flight, each beside the raw SPSC ring moving
+  // records of the same size (measured just before the figures it is compared with).
+  std::vector<std::pair<Rate, Rate>> rates;  // (raw ring, hms-ffi)
+  constexpr size_t kRingBytes = 4u << 20;    // the echo service's rings
+  for (const auto& mode : o.throughputModes) {
+    if (!(o.runs("async") && !o.inFlight.empty()) && !(o.runs("stream") && !o.streamSizes.empty()))
+      continue;
+    EchoServer server(o, self, socket, mode);
+    if (!server.up()) continue;
+    if (o.pin) pinTo(0);  // the caller and its completion thread
+    if (o.runs("async") && !o.inFlight.empty()) {
+      const uint64_t calls = uint64_t(o.iterations);
+      const Rate raw = rawRing(o, 64, calls, kRingBytes);
+      for (unsigned n : o.inFlight) {
+        if (auto r = ffiAsync(socket, mode, n, calls)) rates.emplace_back(raw, *r);
+      }
+    }
+    for (size_t bytes : o.runs("stream") ? o.streamSizes : std::vector<size_t>{}) {
+      const uint64_t items = std::clamp<uint64_t>((1ull << 30) / bytes, 2'000, 1'000'000);
+      const Rate raw = rawRing(o, bytes, items, kRingBytes);
+      if (auto r = ffiStream(socket, mode, bytes, items)) rates.emplace_back(raw, *r);
+    }
   }
   const Stats floorEnd = rawSpin(o, "raw-spin (floor, end)");
   kill(broker, SIGTERM);
@@ -622,10 +860,11 @@ int main(int argc, char** argv) {
     std::printf("{\"iterations\":%d,\"pinned\":%s,\"floor_drift\":%.3f,\"results\":[", o.iterations,
                 o.pin ? "true" : "false", drift);
     jsonRow(floorStart, "");
-    std::printf(",");
-    jsonRow(futexBase, "");
-    std::printf(",");
-    jsonRow(udsBase, "");
+    for (const auto* b : {&futexBase, &udsBase}) {
+      if (!*b) continue;
+      std::printf(",");
+      jsonRow(**b, "");
+    }
     for (const auto& r : ffi) {
       char extra[160];
       std::snprintf(extra, sizeof(extra),
@@ -643,6 +882,15 @@ int main(int argc, char** argv) {
       std::printf(",");
       jsonRow(f, extra);
     }
+    auto rateRow = [](const Rate& r, double ratio) {
+      std::printf(",{\"name\":\"%s\",\"bytes\":%zu,\"msgs_per_s\":%.0f,\"gb_per_s\":%.3f%s",
+                  r.name.c_str(), r.bytes, r.msgsPerSec, r.bytesPerSec / 1e9, ratio > 0 ? "" : "}");
+      if (ratio > 0) std::printf(",\"ratio_to_raw_ring\":%.3f}", ratio);
+    };
+    for (const auto& [raw, f] : rates) {
+      rateRow(raw, 0);
+      rateRow(f, f.msgsPerSec / raw.msgsPerSec);
+    }
     std::printf(",");
     jsonRow(floorEnd, "");
     std::printf("]}\n");
@@ -658,18 +906,20 @@ int main(int argc, char** argv) {
                 s.p999, s.max);
   };
   row(floorStart);
-  row(futexBase);
-  row(udsBase);
+  if (futexBase) row(*futexBase);
+  if (udsBase) row(*udsBase);
   for (const auto& r : ffi) row(r.stats);
   row(floorEnd);
-  std::printf(
-      "\nratios to the baseline measured between the slices of each mode (median of %d "
-      "slices; raw-spin floor for shared memory, raw UDS seqpacket for socket modes; the "
-      "baseline next to it in brackets):\n",
-      kSlices);
-  for (const auto& r : ffi) {
-    std::printf("  %-30s p50 %5.2fx  p99 %5.2fx  (baseline p50 %.2f us)\n", r.stats.name.c_str(),
-                r.ratioP50, r.ratioP99, r.floor.p50);
+  if (!ffi.empty()) {
+    std::printf(
+        "\nratios to the baseline measured between the slices of each mode (median of %d "
+        "slices; raw-spin floor for shared memory, raw UDS seqpacket for socket modes; the "
+        "baseline next to it in brackets):\n",
+        kSlices);
+    for (const auto& r : ffi) {
+      std::printf("  %-30s p50 %5.2fx  p99 %5.2fx  (baseline p50 %.2f us)\n", r.stats.name.c_str(),
+                  r.ratioP50, r.ratioP99, r.floor.p50);
+    }
   }
   if (drift > 0.30) {
     std::printf(
@@ -688,6 +938,22 @@ int main(int argc, char** argv) {
       std::printf("  %-24s p50 %5.2fx the raw in-place round trip\n", "", f.p50 / raw.p50);
     }
   }
+  if (!rates.empty()) {
+    std::printf(
+        "\nthroughput, each beside the raw SPSC ring moving records of its size one way:\n");
+    std::printf("%-44s %12s %9s %9s\n", "", "msgs/s", "GB/s", "vs ring");
+    const Rate* lastRaw = nullptr;
+    for (const auto& [raw, f] : rates) {
+      if (lastRaw == nullptr || lastRaw->name != raw.name ||
+          lastRaw->msgsPerSec != raw.msgsPerSec) {
+        std::printf("%-44s %12.0f %9.2f\n", raw.name.c_str(), raw.msgsPerSec,
+                    raw.bytesPerSec / 1e9);
+      }
+      lastRaw = &raw;
+      std::printf("%-44s %12.0f %9.2f %8.2fx\n", f.name.c_str(), f.msgsPerSec, f.bytesPerSec / 1e9,
+                  f.msgsPerSec / raw.msgsPerSec);
+    }
+  }
   std::printf("\ntargets (../shared/design/PERFORMANCE.md):\n");
   auto verdict = [](bool met) { return met ? "met" : "MISSED"; };
   if (spin) {
@@ -695,15 +961,15 @@ int main(int argc, char** argv) {
         "  P1 spin p50 %.2fx floor (<= 2.5x): %s; p99 %.2fx (<= 3x): %s; %.1fx faster than "
         "UDS blocking (>= 20x): %s\n",
         spin->ratioP50, verdict(spin->ratioP50 <= 2.5), spin->ratioP99,
-        verdict(spin->ratioP99 <= 3), udsBase.p50 / spin->stats.p50,
-        verdict(udsBase.p50 >= 20 * spin->stats.p50));
+        verdict(spin->ratioP99 <= 3), udsBase->p50 / spin->stats.p50,
+        verdict(udsBase->p50 >= 20 * spin->stats.p50));
   }
   if (adaptive && spin) {
     const double r = adaptive->ratioP50 / spin->ratioP50;
     std::printf("  P2 adaptive p50 %.2fx spin (<= 1.3x): %s\n", r, verdict(r <= 1.3));
   }
   if (blocking) {
-    const double r = blocking->stats.p50 / futexBase.p50;
+    const double r = blocking->stats.p50 / futexBase->p50;
     std::printf("  P3 blocking p50 %.2fx raw futex (<= 1.2x): %s\n", r, verdict(r <= 1.2));
   }
   if (socketBlocking) {

@@ -7,4 +7,6 @@ $Cxx.namespace("hms::ffi::bench");
 interface Echo {
   echo @0 (payload :Data) -> (payload :Data);
   sink @1 (payload :Data) -> (size :UInt64);
+  # A server stream of `count` items, each carrying `itemBytes` bytes the service wrote.
+  items @2 (count :UInt64, itemBytes :UInt32) -> (seq :UInt64, payload :Data);
 }
