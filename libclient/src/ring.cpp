@@ -138,7 +138,12 @@ void RingConsumer::advancePast() noexcept {
     const Taken& t = taken_.front();
     // Free space is zero: the producer hands it to Cap'n Proto as a fresh segment.
     uint8_t* p = const_cast<uint8_t*>(data_ + (t.pos & mask_));
-    std::memset(p, 0, t.padding ? sizeof(RecordHeader) : t.length);
+    // The length word by an atomic store: a thread watching for the next record (a completion
+    // thread's nextLength()) may be reading it.
+    static_assert(offsetof(RecordHeader, length) == 0);
+    storeRelaxed(reinterpret_cast<RecordHeader*>(p)->length, 0u);
+    std::memset(p + sizeof(uint32_t), 0,
+                (t.padding ? sizeof(RecordHeader) : t.length) - sizeof(uint32_t));
     head_ += t.length;
     taken_.pop_front();
   }
