@@ -40,6 +40,10 @@
 #include "hms/ffi/bench.capnp.h"
 #include "hms/ffi/client.hpp"
 
+#ifdef HMS_FFI_HAVE_ZMQ
+#include <zmq.h>
+#endif
+
 extern char** environ;
 
 namespace {
@@ -59,7 +63,7 @@ struct Options {
   bool json = false;
   std::vector<std::string> modes = {"spin", "adaptive", "blocking", "socket-blocking"};
   std::vector<size_t> sizes = {64, 1024, 65536, 1 << 20};
-  std::vector<std::string> patterns = {"rtt", "sizes", "async", "stream"};
+  std::vector<std::string> patterns = {"rtt", "sizes", "async", "stream", "setup"};
   std::vector<std::string> throughputModes = {"adaptive", "socket-blocking"};
   std::vector<unsigned> inFlight = {1, 16, 256};
   std::vector<size_t> streamSizes = {64, 65536};
@@ -229,6 +233,46 @@ Stats rawUds(const Options& o) {
   close(sv[0]);
   return summarize("raw-uds-seqpacket", ns);
 }
+
+#ifdef HMS_FFI_HAVE_ZMQ
+// ZeroMQ's ipc:// transport with a PAIR socket on each side, blocking send/recv of 64 bytes: the
+// peer our users most often move from. Each process makes its own context after the fork (a
+// context does not survive one).
+Stats rawZmq(const Options& o, const std::string& dir) {
+  const std::string endpoint = "ipc://" + dir + "/zmq-pair";
+  const int total = o.warmup + o.iterations;
+  const pid_t child = fork();
+  if (child == 0) {
+    if (o.pin) pinTo(1);
+    void* ctx = zmq_ctx_new();
+    void* s = zmq_socket(ctx, ZMQ_PAIR);
+    zmq_connect(s, endpoint.c_str());  // retried by ZeroMQ until the parent has bound
+    char buf[64];
+    for (int i = 0; i < total; ++i) {
+      if (zmq_recv(s, buf, sizeof(buf), 0) != 64) _exit(1);
+      buf[0] = char(buf[1] + 1);
+      zmq_send(s, buf, sizeof(buf), 0);
+    }
+    zmq_close(s);
+    zmq_ctx_term(ctx);
+    _exit(0);
+  }
+  if (o.pin) pinTo(0);
+  void* ctx = zmq_ctx_new();
+  void* s = zmq_socket(ctx, ZMQ_PAIR);
+  zmq_bind(s, endpoint.c_str());
+  char buf[64];
+  auto ns = timeLoop(o, [&](int i) {
+    std::memset(buf, i & 0xff, sizeof(buf));
+    zmq_send(s, buf, sizeof(buf), 0);
+    zmq_recv(s, buf, sizeof(buf), 0);
+  });
+  waitpid(child, nullptr, 0);
+  zmq_close(s);
+  zmq_ctx_term(ctx);
+  return summarize("zeromq-ipc-pair", ns);
+}
+#endif
 
 // ---- HMS-FFI -------------------------------------------------------------------------------
 
@@ -530,6 +574,44 @@ std::optional<Stats> ffiSink(const Options& o, const std::string& self, const st
   return result;
 }
 
+// Opening a channel (Client::bind: a broker round trip, the segment mapped, the ring attached,
+// closed again when the Stub goes) and discovering a service from the registry (Client::discover:
+// read from the mapped registry segment on shared memory, a broker round trip on sockets). The
+// echo service of `mode` must be up.
+std::pair<Stats, Stats> ffiSetup(const Options& o, const std::string& socket,
+                                 const std::string& mode) {
+  EchoCaller caller(socket, mode);
+  const std::string id = "hms.bench.echo." + mode;
+  std::vector<int64_t> open, discover;
+  if (caller.stub) {
+    const int opens = std::clamp(o.iterations / 100, 200, 2000);
+    for (int i = 0; i < opens + opens / 10; ++i) {
+      const int64_t t0 = nowNs();
+      auto stub = caller.client->bind<Echo>(id);
+      const int64_t t1 = nowNs();
+      if (!stub) {
+        std::fprintf(stderr, "hms-ffi-bench: %s\n", stub.status().toString().c_str());
+        break;
+      }
+      if (i >= opens / 10) open.push_back(t1 - t0);
+    }
+    const int finds = std::clamp(o.iterations / 10, 1000, 100'000);
+    size_t found = 0;
+    for (int i = 0; i < finds + finds / 10; ++i) {
+      const int64_t t0 = nowNs();
+      auto list = caller.client->discover(id);
+      const int64_t t1 = nowNs();
+      found += list ? list->size() : 0;
+      if (i >= finds / 10) discover.push_back(t1 - t0);
+    }
+    if (found == 0) std::fprintf(stderr, "hms-ffi-bench: discover found nothing\n");
+  }
+  if (open.empty()) open.push_back(0);
+  if (discover.empty()) discover.push_back(0);
+  return {summarize("channel open (bind), " + mode, open),
+          summarize("discover, " + mode, discover)};
+}
+
 // ---- throughput ----------------------------------------------------------------------------
 
 struct Rate {
@@ -742,8 +824,9 @@ int main(int argc, char** argv) {
     } else if (a == "--patterns") {
       o.patterns = splitList(next());
       for (const auto& pat : o.patterns) {
-        if (pat != "rtt" && pat != "sizes" && pat != "async" && pat != "stream") {
-          std::fprintf(stderr, "hms-ffi-bench: --patterns takes rtt,sizes,async,stream, not '%s'\n",
+        if (pat != "rtt" && pat != "sizes" && pat != "async" && pat != "stream" && pat != "setup") {
+          std::fprintf(stderr,
+                       "hms-ffi-bench: --patterns takes rtt,sizes,async,stream,setup, not '%s'\n",
                        pat.c_str());
           return 2;
         }
@@ -752,25 +835,26 @@ int main(int argc, char** argv) {
       o.throughputModes = splitList(next());
     } else if (a == "--help" || a == "-h") {
       std::puts(
-          "usage: hms-ffi-bench [--patterns rtt,sizes,async,stream] [--iterations N] [--warmup N]\n"
-          "                     [--modes spin,adaptive,blocking,socket-blocking,...]\n"
+          "usage: hms-ffi-bench [--patterns rtt,sizes,async,stream,setup] [--iterations N]\n"
+          "                     [--warmup N] [--modes spin,adaptive,blocking,socket-blocking,...]\n"
           "                     [--sizes 64,1024,65536,1048576 (0: none)]\n"
           "                     [--throughput-modes adaptive,socket-blocking] [--in-flight "
           "1,16,256]\n"
           "                     [--stream-sizes 64,65536] [--no-pin] [--json] [--broker PATH]\n"
-          "rtt:    64-byte round trips between two processes, HMS-FFI calls per wait mode "
-          "(--modes)\n"
-          "        beside raw shared-memory spin and futex ping-pongs and a raw UDS seqpacket\n"
-          "        ping-pong measured in the same run (a socket-<wait> mode runs both ends on the\n"
-          "        Unix-socket transport and is compared with raw UDS slices taken between its "
-          "own).\n"
+          "rtt:    64-byte round trips between two processes: HMS-FFI calls per wait mode\n"
+          "        (--modes) beside raw shared-memory spin and futex ping-pongs, a raw UDS\n"
+          "        seqpacket ping-pong and, when built with libzmq, ZeroMQ ipc:// PAIR, all\n"
+          "        measured in the same run. A socket-<wait> mode runs both ends on the "
+          "Unix-socket\n"
+          "        transport and is compared with raw UDS slices taken between its own.\n"
           "sizes:  requests of --sizes bytes built in place, beside a raw in-place round trip.\n"
           "async:  64-byte asynchronous calls, --in-flight deep, --iterations of them (calls/s).\n"
           "stream: one server stream per --stream-sizes item size (items/s, GB/s).\n"
-          "        async and stream run per --throughput-modes, beside a raw SPSC ring between "
-          "two\n"
-          "        processes moving records of the same size one way.\n"
-          "Starts its own hms-ffid on a private socket.");
+          "        async and stream run per --throughput-modes, beside a raw SPSC ring between\n"
+          "        two processes moving records of the same size one way.\n"
+          "setup:  channel open (bind) and discovery times, per --throughput-modes.\n"
+          "Caller on CPU 0, the other process on CPU 1 unless --no-pin. Starts its own hms-ffid\n"
+          "on a private socket.");
       return 0;
     } else {
       std::fprintf(stderr, "hms-ffi-bench: unknown option '%s' (see --help)\n", a.c_str());
@@ -790,11 +874,17 @@ int main(int argc, char** argv) {
   for (int i = 0; i < 2000 && !std::filesystem::exists(socket); ++i) usleep(1000);
 
   const Stats floorStart = rawSpin(o, "raw-spin (floor, start)");
-  std::optional<Stats> futexBase, udsBase;
+  std::optional<Stats> futexBase, udsBase, zmqBase;
   std::vector<FfiResult> ffi;
   if (o.runs("rtt")) {
     futexBase = rawFutex(o);
     udsBase = rawUds(o);
+#ifdef HMS_FFI_HAVE_ZMQ
+    Options zo = o;  // ~100 us a round trip: fewer samples
+    zo.iterations = std::min(o.iterations, 20'000);
+    zo.warmup = std::min(o.warmup, 2'000);
+    zmqBase = rawZmq(zo, dir);
+#endif
     for (const auto& m : o.modes) {
       if (auto r = ffiCall(o, self, socket, m)) ffi.push_back(*r);
     }
@@ -812,14 +902,17 @@ int main(int argc, char** argv) {
   }
   // Throughput, one way or with many calls in flight, each beside the raw SPSC ring moving
   // records of the same size (measured just before the figures it is compared with).
-  std::vector<std::pair<Rate, Rate>> rates;  // (raw ring, hms-ffi)
-  constexpr size_t kRingBytes = 4u << 20;    // the echo service's rings
+  std::vector<std::pair<Rate, Rate>> rates;    // (raw ring, hms-ffi)
+  constexpr size_t kRingBytes = 4u << 20;      // the echo service's rings
+  std::vector<std::pair<Stats, Stats>> setup;  // (open, discover) per mode
   for (const auto& mode : o.throughputModes) {
-    if (!(o.runs("async") && !o.inFlight.empty()) && !(o.runs("stream") && !o.streamSizes.empty()))
+    if (!(o.runs("async") && !o.inFlight.empty()) &&
+        !(o.runs("stream") && !o.streamSizes.empty()) && !o.runs("setup"))
       continue;
     EchoServer server(o, self, socket, mode);
     if (!server.up()) continue;
     if (o.pin) pinTo(0);  // the caller and its completion thread
+    if (o.runs("setup")) setup.push_back(ffiSetup(o, socket, mode));
     if (o.runs("async") && !o.inFlight.empty()) {
       const uint64_t calls = uint64_t(o.iterations);
       const Rate raw = rawRing(o, 64, calls, kRingBytes);
@@ -860,7 +953,7 @@ int main(int argc, char** argv) {
     std::printf("{\"iterations\":%d,\"pinned\":%s,\"floor_drift\":%.3f,\"results\":[", o.iterations,
                 o.pin ? "true" : "false", drift);
     jsonRow(floorStart, "");
-    for (const auto* b : {&futexBase, &udsBase}) {
+    for (const auto* b : {&futexBase, &udsBase, &zmqBase}) {
       if (!*b) continue;
       std::printf(",");
       jsonRow(**b, "");
@@ -891,6 +984,12 @@ int main(int argc, char** argv) {
       rateRow(raw, 0);
       rateRow(f, f.msgsPerSec / raw.msgsPerSec);
     }
+    for (const auto& [openTime, discoverTime] : setup) {
+      std::printf(",");
+      jsonRow(openTime, "");
+      std::printf(",");
+      jsonRow(discoverTime, "");
+    }
     std::printf(",");
     jsonRow(floorEnd, "");
     std::printf("]}\n");
@@ -899,15 +998,16 @@ int main(int argc, char** argv) {
 
   std::printf("hms-ffi-bench: 64-byte round trips between two processes, %d samples each%s\n\n",
               o.iterations, o.pin ? ", pinned to CPUs 0 and 1" : "");
-  std::printf("%-32s %9s %9s %9s %9s %9s\n", "round trip (us)", "p50", "p90", "p99", "p99.9",
+  std::printf("%-38s %9s %9s %9s %9s %9s\n", "round trip (us)", "p50", "p90", "p99", "p99.9",
               "max");
   auto row = [](const Stats& s) {
-    std::printf("%-32s %9.2f %9.2f %9.2f %9.2f %9.2f\n", s.name.c_str(), s.p50, s.p90, s.p99,
+    std::printf("%-38s %9.2f %9.2f %9.2f %9.2f %9.2f\n", s.name.c_str(), s.p50, s.p90, s.p99,
                 s.p999, s.max);
   };
   row(floorStart);
   if (futexBase) row(*futexBase);
   if (udsBase) row(*udsBase);
+  if (zmqBase) row(*zmqBase);
   for (const auto& r : ffi) row(r.stats);
   row(floorEnd);
   if (!ffi.empty()) {
@@ -954,6 +1054,19 @@ int main(int argc, char** argv) {
                   f.msgsPerSec / raw.msgsPerSec);
     }
   }
+  if (zmqBase) {
+    for (const auto& r : ffi) {
+      std::printf("  %-30s %.0fx faster than ZeroMQ ipc:// PAIR at p50\n", r.stats.name.c_str(),
+                  zmqBase->p50 / r.stats.p50);
+    }
+  }
+  if (!setup.empty()) {
+    std::printf("\nsetup (us):\n");
+    for (const auto& [openTime, discoverTime] : setup) {
+      row(openTime);
+      row(discoverTime);
+    }
+  }
   std::printf("\ntargets (../shared/design/PERFORMANCE.md):\n");
   auto verdict = [](bool met) { return met ? "met" : "MISSED"; };
   if (spin) {
@@ -975,6 +1088,13 @@ int main(int argc, char** argv) {
   if (socketBlocking) {
     std::printf("  P7 socket transport, blocking, p50 %.2fx raw UDS seqpacket (<= 1.3x): %s\n",
                 socketBlocking->ratioP50, verdict(socketBlocking->ratioP50 <= 1.3));
+  }
+  for (const auto& [openTime, discoverTime] : setup) {
+    if (openTime.name.find("socket") != std::string::npos) continue;  // P9 is the shm path
+    std::printf(
+        "  P9 channel open p50 %.1f us (<= 200 us): %s; discovery p50 %.3f us (<= 1 us): %s\n",
+        openTime.p50, verdict(openTime.p50 <= 200), discoverTime.p50,
+        verdict(discoverTime.p50 <= 1));
   }
   for (const auto& [raw, f] : sized) {
     if (f.name.rfind("hms-ffi 1048576 B", 0) == 0) {

@@ -4,7 +4,7 @@
 set -euo pipefail
 packages=(build-essential cmake ninja-build pkg-config git
           capnproto libcapnp-dev libboost-dev libconcurrentqueue-dev libspdlog-dev libfmt-dev
-          libbenchmark-dev libgtest-dev libgmock-dev)
+          libbenchmark-dev libgtest-dev libgmock-dev libzmq3-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
