@@ -1021,6 +1021,12 @@ int main(int argc, char** argv) {
                   r.ratioP50, r.ratioP99, r.floor.p50);
     }
   }
+  if (zmqBase) {
+    for (const auto& r : ffi) {
+      std::printf("  %-30s %.1fx faster than ZeroMQ ipc:// PAIR at p50\n", r.stats.name.c_str(),
+                  zmqBase->p50 / r.stats.p50);
+    }
+  }
   if (drift > 0.30) {
     std::printf(
         "\nnote: the raw floor moved %.0f%% between the start and the end of the run (the host "
@@ -1052,12 +1058,6 @@ int main(int argc, char** argv) {
       lastRaw = &raw;
       std::printf("%-44s %12.0f %9.2f %8.2fx\n", f.name.c_str(), f.msgsPerSec, f.bytesPerSec / 1e9,
                   f.msgsPerSec / raw.msgsPerSec);
-    }
-  }
-  if (zmqBase) {
-    for (const auto& r : ffi) {
-      std::printf("  %-30s %.0fx faster than ZeroMQ ipc:// PAIR at p50\n", r.stats.name.c_str(),
-                  zmqBase->p50 / r.stats.p50);
     }
   }
   if (!setup.empty()) {
