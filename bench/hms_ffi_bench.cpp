@@ -63,7 +63,7 @@ struct Options {
   bool json = false;
   std::vector<std::string> modes = {"spin", "adaptive", "blocking", "socket-blocking"};
   std::vector<size_t> sizes = {64, 1024, 65536, 1 << 20};
-  std::vector<std::string> patterns = {"rtt", "sizes", "async", "stream", "setup"};
+  std::vector<std::string> patterns = {"rtt", "sizes", "async", "stream", "setup", "idle"};
   std::vector<std::string> throughputModes = {"adaptive", "socket-blocking"};
   std::vector<unsigned> inFlight = {1, 16, 256};
   std::vector<size_t> streamSizes = {64, 65536};
@@ -402,6 +402,7 @@ class EchoServer {
     }
   }
   bool up() const { return up_; }
+  pid_t pid() const { return pid_; }
 
  private:
   pid_t pid_ = -1;
@@ -610,6 +611,62 @@ std::pair<Stats, Stats> ffiSetup(const Options& o, const std::string& socket,
   if (discover.empty()) discover.push_back(0);
   return {summarize("channel open (bind), " + mode, open),
           summarize("discover, " + mode, discover)};
+}
+
+// CPU time a process has used, all its threads together (from /proc/<pid>/task/*/schedstat,
+// nanosecond resolution).
+int64_t cpuNs(pid_t pid) {
+  int64_t total = 0;
+  std::error_code ec;
+  for (const auto& task :
+       std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec)) {
+    if (FILE* f = std::fopen((task.path() / "schedstat").c_str(), "r")) {
+      long long ns = 0;
+      if (std::fscanf(f, "%lld", &ns) == 1) total += ns;
+      std::fclose(f);
+    }
+  }
+  return total;
+}
+
+struct IdleCpu {
+  std::string mode;
+  double service = 0, caller = 0, broker = 0;  // % of one core
+};
+
+// P8: a service and a caller that has called it (synchronously and asynchronously, so that every
+// client thread exists) sit idle; once the spin budget is long spent, the CPU each process uses
+// over `seconds` of wall time.
+std::optional<IdleCpu> ffiIdle(const std::string& socket, const std::string& mode, pid_t service,
+                               pid_t broker, double seconds) {
+  EchoCaller caller(socket, mode);
+  if (!caller.stub) return std::nullopt;
+  hms::ffi::Status failed;
+  if (auto sync = caller.stub->call<&Echo::Client::echoRequest>([](auto p) { p.initPayload(64); });
+      !sync) {
+    failed = sync.status();
+  }  // the Reply goes: the channel is free for the next call
+  if (auto async =
+          caller.stub->callAsync<&Echo::Client::echoRequest>([](auto p) { p.initPayload(64); })
+              .get();
+      !async && failed) {
+    failed = async.status();
+  }
+  if (!failed) {
+    std::fprintf(stderr, "hms-ffi-bench: idle: %s\n", failed.toString().c_str());
+    return std::nullopt;
+  }
+  usleep(200'000);  // far past the 50 us spin budget
+  const pid_t self = getpid();
+  const int64_t s0 = cpuNs(service), c0 = cpuNs(self), b0 = cpuNs(broker), t0 = nowNs();
+  usleep(useconds_t(seconds * 1e6));
+  const double wall = double(nowNs() - t0);
+  IdleCpu r;
+  r.mode = mode;
+  r.service = 100.0 * double(cpuNs(service) - s0) / wall;
+  r.caller = 100.0 * double(cpuNs(self) - c0) / wall;
+  r.broker = 100.0 * double(cpuNs(broker) - b0) / wall;
+  return r;
 }
 
 // ---- throughput ----------------------------------------------------------------------------
@@ -824,10 +881,12 @@ int main(int argc, char** argv) {
     } else if (a == "--patterns") {
       o.patterns = splitList(next());
       for (const auto& pat : o.patterns) {
-        if (pat != "rtt" && pat != "sizes" && pat != "async" && pat != "stream" && pat != "setup") {
-          std::fprintf(stderr,
-                       "hms-ffi-bench: --patterns takes rtt,sizes,async,stream,setup, not '%s'\n",
-                       pat.c_str());
+        if (pat != "rtt" && pat != "sizes" && pat != "async" && pat != "stream" && pat != "setup" &&
+            pat != "idle") {
+          std::fprintf(
+              stderr,
+              "hms-ffi-bench: --patterns takes rtt,sizes,async,stream,setup,idle, not '%s'\n",
+              pat.c_str());
           return 2;
         }
       }
@@ -835,7 +894,7 @@ int main(int argc, char** argv) {
       o.throughputModes = splitList(next());
     } else if (a == "--help" || a == "-h") {
       std::puts(
-          "usage: hms-ffi-bench [--patterns rtt,sizes,async,stream,setup] [--iterations N]\n"
+          "usage: hms-ffi-bench [--patterns rtt,sizes,async,stream,setup,idle] [--iterations N]\n"
           "                     [--warmup N] [--modes spin,adaptive,blocking,socket-blocking,...]\n"
           "                     [--sizes 64,1024,65536,1048576 (0: none)]\n"
           "                     [--throughput-modes adaptive,socket-blocking] [--in-flight "
@@ -853,6 +912,8 @@ int main(int argc, char** argv) {
           "        async and stream run per --throughput-modes, beside a raw SPSC ring between\n"
           "        two processes moving records of the same size one way.\n"
           "setup:  channel open (bind) and discovery times, per --throughput-modes.\n"
+          "idle:   CPU used by an idle service, caller and broker over 2 s, per\n"
+          "        --throughput-modes.\n"
           "Caller on CPU 0, the other process on CPU 1 unless --no-pin. Starts its own hms-ffid\n"
           "on a private socket.");
       return 0;
@@ -905,14 +966,18 @@ int main(int argc, char** argv) {
   std::vector<std::pair<Rate, Rate>> rates;    // (raw ring, hms-ffi)
   constexpr size_t kRingBytes = 4u << 20;      // the echo service's rings
   std::vector<std::pair<Stats, Stats>> setup;  // (open, discover) per mode
+  std::vector<IdleCpu> idle;
   for (const auto& mode : o.throughputModes) {
     if (!(o.runs("async") && !o.inFlight.empty()) &&
-        !(o.runs("stream") && !o.streamSizes.empty()) && !o.runs("setup"))
+        !(o.runs("stream") && !o.streamSizes.empty()) && !o.runs("setup") && !o.runs("idle"))
       continue;
     EchoServer server(o, self, socket, mode);
     if (!server.up()) continue;
     if (o.pin) pinTo(0);  // the caller and its completion thread
     if (o.runs("setup")) setup.push_back(ffiSetup(o, socket, mode));
+    if (o.runs("idle")) {
+      if (auto r = ffiIdle(socket, mode, server.pid(), broker, 2.0)) idle.push_back(*r);
+    }
     if (o.runs("async") && !o.inFlight.empty()) {
       const uint64_t calls = uint64_t(o.iterations);
       const Rate raw = rawRing(o, 64, calls, kRingBytes);
@@ -983,6 +1048,12 @@ int main(int argc, char** argv) {
     for (const auto& [raw, f] : rates) {
       rateRow(raw, 0);
       rateRow(f, f.msgsPerSec / raw.msgsPerSec);
+    }
+    for (const auto& r : idle) {
+      std::printf(
+          ",{\"name\":\"idle cpu, %s\",\"service_pct\":%.3f,\"caller_pct\":%.3f,"
+          "\"broker_pct\":%.3f}",
+          r.mode.c_str(), r.service, r.caller, r.broker);
     }
     for (const auto& [openTime, discoverTime] : setup) {
       std::printf(",");
@@ -1067,6 +1138,13 @@ int main(int argc, char** argv) {
       row(discoverTime);
     }
   }
+  if (!idle.empty()) {
+    std::printf("\nidle, %% of one core over 2 s (the caller has made one call of each kind):\n");
+    for (const auto& r : idle) {
+      std::printf("  %-20s service %.3f%%  caller %.3f%%  broker %.3f%%\n", r.mode.c_str(),
+                  r.service, r.caller, r.broker);
+    }
+  }
   std::printf("\ntargets (../shared/design/PERFORMANCE.md):\n");
   auto verdict = [](bool met) { return met ? "met" : "MISSED"; };
   if (spin) {
@@ -1088,6 +1166,11 @@ int main(int argc, char** argv) {
   if (socketBlocking) {
     std::printf("  P7 socket transport, blocking, p50 %.2fx raw UDS seqpacket (<= 1.3x): %s\n",
                 socketBlocking->ratioP50, verdict(socketBlocking->ratioP50 <= 1.3));
+  }
+  for (const auto& r : idle) {
+    const double worst = std::max({r.service, r.caller, r.broker});
+    std::printf("  P8 idle, %s: the busiest process %.3f%% of a core (< 1%%): %s\n", r.mode.c_str(),
+                worst, verdict(worst < 1.0));
   }
   for (const auto& [openTime, discoverTime] : setup) {
     if (openTime.name.find("socket") != std::string::npos) continue;  // P9 is the shm path
