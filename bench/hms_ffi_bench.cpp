@@ -25,6 +25,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <climits>
 #include <cstdio>
@@ -60,6 +61,7 @@ struct Options {
   int iterations = 200'000;
   int warmup = 20'000;
   bool pin = true;
+  int callerCpu = 0, peerCpu = 1;  // --cpus
   bool json = false;
   std::vector<std::string> modes = {"spin", "adaptive", "blocking", "socket-blocking"};
   std::vector<size_t> sizes = {64, 1024, 65536, 1 << 20};
@@ -78,7 +80,16 @@ void pinTo(int cpu) {
   cpu_set_t set;
   CPU_ZERO(&set);
   CPU_SET(cpu, &set);
-  sched_setaffinity(0, sizeof(set), &set);
+  if (sched_setaffinity(0, sizeof(set), &set) != 0) {
+    std::fprintf(stderr, "hms-ffi-bench: cannot pin to CPU %d: %s\n", cpu, std::strerror(errno));
+  }
+}
+// The measuring side (and the threads it starts after), and the other process.
+void pinCaller(const Options& o) {
+  if (o.pin) pinTo(o.callerCpu);
+}
+void pinPeer(const Options& o) {
+  if (o.pin) pinTo(o.peerCpu);
 }
 
 struct Stats {
@@ -149,7 +160,7 @@ Stats rawSpin(const Options& o, const char* name) {
   const int total = o.warmup + o.iterations;
   const pid_t child = fork();
   if (child == 0) {
-    if (o.pin) pinTo(1);
+    pinPeer(o);
     for (int i = 0; i < total; ++i) {
       const uint32_t want = uint32_t(2 * i + 1);
       while (line->seq.load(std::memory_order_acquire) != want) pause();
@@ -160,7 +171,7 @@ Stats rawSpin(const Options& o, const char* name) {
     }
     _exit(0);
   }
-  if (o.pin) pinTo(0);
+  pinCaller(o);
   auto ns = timeLoop(o, [&](int i) {
     std::memset(line->payload, i & 0xff, sizeof(line->payload));
     line->seq.store(uint32_t(2 * i + 1), std::memory_order_release);
@@ -178,7 +189,7 @@ Stats rawFutex(const Options& o) {
   const int total = o.warmup + o.iterations;
   const pid_t child = fork();
   if (child == 0) {
-    if (o.pin) pinTo(1);
+    pinPeer(o);
     for (int i = 0; i < total; ++i) {
       const uint32_t want = uint32_t(2 * i + 1);
       uint32_t v;
@@ -190,7 +201,7 @@ Stats rawFutex(const Options& o) {
     }
     _exit(0);
   }
-  if (o.pin) pinTo(0);
+  pinCaller(o);
   auto ns = timeLoop(o, [&](int i) {
     std::memset(line->payload, i & 0xff, sizeof(line->payload));
     line->seq.store(uint32_t(2 * i + 1), std::memory_order_release);
@@ -212,7 +223,7 @@ Stats rawUds(const Options& o) {
   const pid_t child = fork();
   if (child == 0) {
     close(sv[0]);
-    if (o.pin) pinTo(1);
+    pinPeer(o);
     char buf[64];
     for (int i = 0; i < total; ++i) {
       if (recv(sv[1], buf, sizeof(buf), 0) != 64) _exit(1);
@@ -222,7 +233,7 @@ Stats rawUds(const Options& o) {
     _exit(0);
   }
   close(sv[1]);
-  if (o.pin) pinTo(0);
+  pinCaller(o);
   char buf[64];
   auto ns = timeLoop(o, [&](int i) {
     std::memset(buf, i & 0xff, sizeof(buf));
@@ -243,7 +254,7 @@ Stats rawZmq(const Options& o, const std::string& dir) {
   const int total = o.warmup + o.iterations;
   const pid_t child = fork();
   if (child == 0) {
-    if (o.pin) pinTo(1);
+    pinPeer(o);
     void* ctx = zmq_ctx_new();
     void* s = zmq_socket(ctx, ZMQ_PAIR);
     zmq_connect(s, endpoint.c_str());  // retried by ZeroMQ until the parent has bound
@@ -257,7 +268,7 @@ Stats rawZmq(const Options& o, const std::string& dir) {
     zmq_ctx_term(ctx);
     _exit(0);
   }
-  if (o.pin) pinTo(0);
+  pinCaller(o);
   void* ctx = zmq_ctx_new();
   void* s = zmq_socket(ctx, ZMQ_PAIR);
   zmq_bind(s, endpoint.c_str());
@@ -294,8 +305,8 @@ hms::ffi::Transport transportOf(const std::string& mode) {
 }
 
 // The service side, run in a child process started by the bench itself.
-int serveEcho(const std::string& socket, const std::string& mode, bool pin) {
-  if (pin) pinTo(1);
+int serveEcho(const std::string& socket, const std::string& mode, const Options& bench) {
+  pinPeer(bench);
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGTERM);
@@ -385,8 +396,9 @@ class EchoServer {
              const std::string& mode) {
     int pipeFd[2];
     if (pipe(pipeFd) != 0) return;
-    pid_ =
-        spawn({self, "--serve", mode, "--socket", socket, o.pin ? "--pin" : "--no-pin"}, pipeFd[1]);
+    pid_ = spawn({self, "--serve", mode, "--socket", socket, o.pin ? "--pin" : "--no-pin", "--cpus",
+                  std::to_string(o.callerCpu) + "," + std::to_string(o.peerCpu)},
+                 pipeFd[1]);
     close(pipeFd[1]);
     up_ = pid_ > 0 && waitForLine(pipeFd[0], "ready", 20'000);
     close(pipeFd[0]);
@@ -467,7 +479,7 @@ std::optional<FfiResult> ffiCall(const Options& o, const std::string& self,
         floorSlice.warmup = std::min(o.warmup, 2000);
         // The baseline of the same transport: the spin floor, or a raw UDS ping-pong.
         Stats f = isSocketMode(mode) ? rawUds(floorSlice) : rawSpin(floorSlice, "raw-spin");
-        if (o.pin) pinTo(0);
+        pinCaller(o);
         auto ns = timeLoop(k == 0 ? slice : floorSlice, [&](int i) {
           auto call = stub->newCall<&Echo::Client::echoRequest>();
           if (!call) {
@@ -517,7 +529,7 @@ Stats rawInPlace(const Options& o, size_t bytes) {
   const int total_iters = o.warmup + o.iterations;
   const pid_t child = fork();
   if (child == 0) {
-    if (o.pin) pinTo(1);
+    pinPeer(o);
     for (int i = 0; i < total_iters; ++i) {
       const uint32_t want = uint32_t(2 * i + 1);
       while (line->seq.load(std::memory_order_acquire) != want) pause();
@@ -527,7 +539,7 @@ Stats rawInPlace(const Options& o, size_t bytes) {
     }
     _exit(0);
   }
-  if (o.pin) pinTo(0);
+  pinCaller(o);
   auto ns = timeLoop(o, [&](int i) {
     std::memset(payload, i & 0xff, bytes);
     line->seq.store(uint32_t(2 * i + 1), std::memory_order_release);
@@ -544,7 +556,7 @@ std::optional<Stats> ffiSink(const Options& o, const std::string& self, const st
                              const std::string& mode, size_t bytes) {
   EchoServer server(o, self, socket, mode);
   if (!server.up()) return std::nullopt;
-  if (o.pin) pinTo(0);
+  pinCaller(o);
   std::optional<Stats> result;
   {
     EchoCaller caller(socket, mode);
@@ -703,7 +715,7 @@ Rate rawRing(const Options& o, size_t bytes, uint64_t count, size_t ringBytes) {
   uint8_t* data = mem + sizeof(Header);
   const pid_t child = fork();
   if (child == 0) {  // the producer
-    if (o.pin) pinTo(1);
+    pinPeer(o);
     while (h->go.value.load(std::memory_order_acquire) == 0) pause();
     uint64_t tail = 0;
     for (uint64_t i = 0; i < count; ++i) {
@@ -719,7 +731,7 @@ Rate rawRing(const Options& o, size_t bytes, uint64_t count, size_t ringBytes) {
     }
     _exit(0);
   }
-  if (o.pin) pinTo(0);
+  pinCaller(o);
   uint64_t sink = 0, head = 0;
   const int64_t t0 = nowNs();
   h->go.value.store(1, std::memory_order_release);
@@ -855,7 +867,20 @@ int main(int argc, char** argv) {
       o.pin = false;
     else if (a == "--pin")
       o.pin = true;
-    else if (a == "--json")
+    else if (a == "--cpus") {
+      const auto cpus = splitList(next());
+      const long n = long(std::thread::hardware_concurrency());
+      char* e1 = nullptr;
+      char* e2 = nullptr;
+      const long c0 = cpus.size() == 2 ? std::strtol(cpus[0].c_str(), &e1, 10) : -1;
+      const long c1 = cpus.size() == 2 ? std::strtol(cpus[1].c_str(), &e2, 10) : -1;
+      if (cpus.size() != 2 || *e1 || *e2 || c0 < 0 || c1 < 0 || c0 >= n || c1 >= n) {
+        std::fprintf(stderr, "hms-ffi-bench: --cpus takes two CPU numbers below %ld, as 0,1\n", n);
+        return 2;
+      }
+      o.callerCpu = int(c0);
+      o.peerCpu = int(c1);
+    } else if (a == "--json")
       o.json = true;
     else if (a == "--broker")
       o.brokerPath = next();
@@ -899,7 +924,8 @@ int main(int argc, char** argv) {
           "                     [--sizes 64,1024,65536,1048576 (0: none)]\n"
           "                     [--throughput-modes adaptive,socket-blocking] [--in-flight "
           "1,16,256]\n"
-          "                     [--stream-sizes 64,65536] [--no-pin] [--json] [--broker PATH]\n"
+          "                     [--stream-sizes 64,65536] [--cpus 0,1 | --no-pin] [--json]\n"
+          "                     [--broker PATH]\n"
           "rtt:    64-byte round trips between two processes: HMS-FFI calls per wait mode\n"
           "        (--modes) beside raw shared-memory spin and futex ping-pongs, a raw UDS\n"
           "        seqpacket ping-pong and, when built with libzmq, ZeroMQ ipc:// PAIR, all\n"
@@ -914,15 +940,15 @@ int main(int argc, char** argv) {
           "setup:  channel open (bind) and discovery times, per --throughput-modes.\n"
           "idle:   CPU used by an idle service, caller and broker over 2 s, per\n"
           "        --throughput-modes.\n"
-          "Caller on CPU 0, the other process on CPU 1 unless --no-pin. Starts its own hms-ffid\n"
-          "on a private socket.");
+          "The measuring process on the first --cpus CPU, the other on the second (0,1), unless\n"
+          "--no-pin. Starts its own hms-ffid on a private socket.");
       return 0;
     } else {
       std::fprintf(stderr, "hms-ffi-bench: unknown option '%s' (see --help)\n", a.c_str());
       return 2;
     }
   }
-  if (!serveMode.empty()) return serveEcho(socket, serveMode, o.pin);
+  if (!serveMode.empty()) return serveEcho(socket, serveMode, o);
   if (std::thread::hardware_concurrency() < 2) o.pin = false;
 
   const std::string self = std::filesystem::canonical("/proc/self/exe").string();
@@ -973,7 +999,7 @@ int main(int argc, char** argv) {
       continue;
     EchoServer server(o, self, socket, mode);
     if (!server.up()) continue;
-    if (o.pin) pinTo(0);  // the caller and its completion thread
+    pinCaller(o);  // the caller and its completion thread
     if (o.runs("setup")) setup.push_back(ffiSetup(o, socket, mode));
     if (o.runs("idle")) {
       if (auto r = ffiIdle(socket, mode, server.pid(), broker, 2.0)) idle.push_back(*r);
@@ -1068,7 +1094,11 @@ int main(int argc, char** argv) {
   }
 
   std::printf("hms-ffi-bench: 64-byte round trips between two processes, %d samples each%s\n\n",
-              o.iterations, o.pin ? ", pinned to CPUs 0 and 1" : "");
+              o.iterations,
+              o.pin ? (", pinned to CPUs " + std::to_string(o.callerCpu) + " and " +
+                       std::to_string(o.peerCpu))
+                          .c_str()
+                    : "");
   std::printf("%-38s %9s %9s %9s %9s %9s\n", "round trip (us)", "p50", "p90", "p99", "p99.9",
               "max");
   auto row = [](const Stats& s) {
