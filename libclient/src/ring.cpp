@@ -102,8 +102,11 @@ RingStatus RingConsumer::next(Record& record) noexcept {
     const uint64_t needed = sizeof(RecordHeader) + traceBytes + uint64_t(record.header.words) * 8;
     if (needed > length) return RingStatus::kCorrupt;
     record.base = data_ + pos;
-    // Fetch the rest of the record in parallel rather than line after line as it is read.
-    for (uint32_t off = kCacheLine; off < length; off += kCacheLine) {
+    // Fetch the start of the record in parallel rather than line after line as it is read; past
+    // a few lines the hardware prefetcher follows a sequential read by itself, and prefetching a
+    // large record whole would only delay its first use.
+    const uint32_t prefetchEnd = std::min<uint32_t>(length, 16 * kCacheLine);
+    for (uint32_t off = kCacheLine; off < prefetchEnd; off += kCacheLine) {
       __builtin_prefetch(record.base + off, 0, 3);
     }
     record.trace =
