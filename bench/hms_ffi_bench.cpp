@@ -520,7 +520,7 @@ std::optional<FfiResult> ffiCall(const Options& o, const std::string& self,
 // Raw in-place round trip of `bytes`: the caller writes the payload into shared memory and flips
 // a sequence word; the other process reads every byte (sums it) and answers with 64 bytes. The
 // floor for a large request built in place (P4).
-Stats rawInPlace(const Options& o, size_t bytes) {
+std::vector<int64_t> rawInPlace(const Options& o, size_t bytes) {
   const size_t total = 4096 + bytes;
   auto* mem = static_cast<uint8_t*>(
       mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0));
@@ -547,44 +547,62 @@ Stats rawInPlace(const Options& o, size_t bytes) {
   });
   waitpid(child, nullptr, 0);
   munmap(mem, total);
-  return summarize("raw in-place " + std::to_string(bytes) + " B", ns);
+  return ns;
 }
 
+struct SizedResult {
+  Stats raw, ffi;       // all samples of each
+  double ratioP50 = 0;  // median over slices of (hms-ffi p50 / adjacent raw in-place p50)
+};
+
 // HMS-FFI calls whose request carries `bytes` built in place, read whole by the service, with a
-// small reply; `mode` as given.
-std::optional<Stats> ffiSink(const Options& o, const std::string& self, const std::string& socket,
-                             const std::string& mode, size_t bytes) {
+// small reply; `mode` as given. Measured in kSlices slices, each after a raw in-place slice of
+// the same size, so that each ratio compares figures from the same vCPU placement.
+std::optional<SizedResult> ffiSink(const Options& o, const std::string& self,
+                                   const std::string& socket, const std::string& mode,
+                                   size_t bytes) {
   EchoServer server(o, self, socket, mode);
   if (!server.up()) return std::nullopt;
   pinCaller(o);
-  std::optional<Stats> result;
-  {
-    EchoCaller caller(socket, mode);
-    auto& stub = caller.stub;
-    if (stub) {
-      uint64_t sink = 0;
-      bool failed = false;
-      auto ns = timeLoop(o, [&](int i) {
-        auto call = stub->newCall<&Echo::Client::sinkRequest>();
-        if (!call) {
-          failed = true;
-          return;
-        }
-        auto d = call->params().initPayload(uint(bytes));
-        std::memset(d.begin(), i & 0xff, bytes);
-        auto reply = std::move(*call).send();
-        if (!reply) {
-          failed = true;
-          return;
-        }
-        sink += reply->results().getSize();
-      });
-      if (failed) std::fprintf(stderr, "hms-ffi-bench: some %zu-byte calls failed\n", bytes);
-      result = summarize("hms-ffi " + std::to_string(bytes) + " B, " + mode, ns);
-      if (sink == 42) std::fprintf(stderr, " ");
-    }
+  EchoCaller caller(socket, mode);
+  if (!caller.stub) return std::nullopt;
+  auto& stub = *caller.stub;
+  uint64_t sink = 0;
+  bool failed = false;
+  Options slice = o;
+  slice.iterations = std::max(250, o.iterations / kSlices);
+  std::vector<int64_t> raws, ffis;
+  std::vector<double> ratios;
+  for (int k = 0; k < kSlices; ++k) {
+    Options rawSlice = slice;
+    rawSlice.warmup = std::min(o.warmup, slice.iterations / 10);
+    auto raw = rawInPlace(rawSlice, bytes);
+    pinCaller(o);
+    auto ns = timeLoop(k == 0 ? slice : rawSlice, [&](int i) {
+      auto call = stub.newCall<&Echo::Client::sinkRequest>();
+      if (!call) {
+        failed = true;
+        return;
+      }
+      auto d = call->params().initPayload(uint(bytes));
+      std::memset(d.begin(), i & 0xff, bytes);
+      auto reply = std::move(*call).send();
+      if (!reply) {
+        failed = true;
+        return;
+      }
+      sink += reply->results().getSize();
+    });
+    raws.insert(raws.end(), raw.begin(), raw.end());
+    ffis.insert(ffis.end(), ns.begin(), ns.end());
+    ratios.push_back(summarize("", ns).p50 / summarize("", raw).p50);
   }
-  return result;
+  if (failed) std::fprintf(stderr, "hms-ffi-bench: some %zu-byte calls failed\n", bytes);
+  if (sink == 42) std::fprintf(stderr, " ");
+  std::sort(ratios.begin(), ratios.end());
+  return SizedResult{summarize("raw in-place " + std::to_string(bytes) + " B", raws),
+                     summarize("hms-ffi " + std::to_string(bytes) + " B, " + mode, ffis),
+                     ratios[ratios.size() / 2]};
 }
 
 // Opening a channel (Client::bind: a broker round trip, the segment mapped, the ring attached,
@@ -978,14 +996,13 @@ int main(int argc, char** argv) {
   }
   // Payload sizes: requests of N bytes built in place, read whole by the service, small reply;
   // adaptive (the default mode), each beside a raw in-place round trip of the same size.
-  std::vector<std::pair<Stats, Stats>> sized;  // (raw, hms-ffi)
+  std::vector<SizedResult> sized;
   for (size_t bytes : o.runs("sizes") ? o.sizes : std::vector<size_t>{}) {
     Options so = o;
     so.iterations = int(
         std::clamp<size_t>(size_t(200) * 1000 * 1000 / (bytes + 1000), 2000, size_t(o.iterations)));
     so.warmup = std::max(200, so.iterations / 10);
-    Stats raw = rawInPlace(so, bytes);
-    if (auto f = ffiSink(so, self, socket, "adaptive", bytes)) sized.emplace_back(raw, *f);
+    if (auto r = ffiSink(so, self, socket, "adaptive", bytes)) sized.push_back(*r);
   }
   // Throughput, one way or with many calls in flight, each beside the raw SPSC ring moving
   // records of the same size (measured just before the figures it is compared with).
@@ -1058,13 +1075,13 @@ int main(int argc, char** argv) {
       std::printf(",");
       jsonRow(r.stats, extra);
     }
-    for (const auto& [raw, f] : sized) {
+    for (const auto& r : sized) {
       std::printf(",");
-      jsonRow(raw, "");
+      jsonRow(r.raw, "");
       char extra[64];
-      std::snprintf(extra, sizeof(extra), ",\"ratio_p50_to_raw_in_place\":%.3f", f.p50 / raw.p50);
+      std::snprintf(extra, sizeof(extra), ",\"ratio_p50_to_raw_in_place\":%.3f", r.ratioP50);
       std::printf(",");
-      jsonRow(f, extra);
+      jsonRow(r.ffi, extra);
     }
     auto rateRow = [](const Rate& r, double ratio) {
       std::printf(",{\"name\":\"%s\",\"bytes\":%zu,\"msgs_per_s\":%.0f,\"gb_per_s\":%.3f%s",
@@ -1139,10 +1156,11 @@ int main(int argc, char** argv) {
     std::printf(
         "\nrequest of N bytes built in place and read whole by the other side, small reply "
         "(us):\n");
-    for (const auto& [raw, f] : sized) {
-      row(raw);
-      row(f);
-      std::printf("  %-24s p50 %5.2fx the raw in-place round trip\n", "", f.p50 / raw.p50);
+    for (const auto& r : sized) {
+      row(r.raw);
+      row(r.ffi);
+      std::printf("  %-24s p50 %5.2fx the raw in-place round trip (median of %d slices)\n", "",
+                  r.ratioP50, kSlices);
     }
   }
   if (!rates.empty()) {
@@ -1209,9 +1227,9 @@ int main(int argc, char** argv) {
         openTime.p50, verdict(openTime.p50 <= 200), discoverTime.p50,
         verdict(discoverTime.p50 <= 1));
   }
-  for (const auto& [raw, f] : sized) {
-    if (f.name.rfind("hms-ffi 1048576 B", 0) == 0) {
-      const double r = f.p50 / raw.p50;
+  for (const auto& s : sized) {
+    if (s.ffi.name.rfind("hms-ffi 1048576 B", 0) == 0) {
+      const double r = s.ratioP50;
       std::printf("  P4 1 MiB request p50 %.2fx raw in-place (<= 1.3x): %s\n", r,
                   verdict(r <= 1.3));
     }
