@@ -59,6 +59,7 @@ int64_t nowNs() {
 
 struct Options {
   int iterations = 200'000;
+  int64_t durationNs = 0;  // --duration: a time limit on each measured loop (0: by count)
   int warmup = 20'000;
   bool pin = true;
   int callerCpu = 0, peerCpu = 1;  // --cpus
@@ -118,11 +119,19 @@ template <class RoundTrip>
 std::vector<int64_t> timeLoop(const Options& o, RoundTrip&& rt) {
   for (int i = 0; i < o.warmup; ++i) rt(i);
   std::vector<int64_t> ns(size_t(o.iterations));
-  for (int i = 0; i < o.iterations; ++i) {
+  const int64_t until = o.durationNs > 0 ? nowNs() + o.durationNs : INT64_MAX;
+  int i = 0;
+  for (; i < o.iterations; ++i) {
     const int64_t t0 = nowNs();
     rt(o.warmup + i);
-    ns[size_t(i)] = nowNs() - t0;
+    const int64_t t1 = nowNs();
+    ns[size_t(i)] = t1 - t0;
+    if (t1 >= until && i >= 100) {
+      ++i;
+      break;
+    }
   }
+  ns.resize(size_t(i));
   return ns;
 }
 
@@ -141,7 +150,7 @@ uint64_t sumWords(const uint8_t* p, size_t bytes) {
 
 struct alignas(64) Line {
   std::atomic<uint32_t> seq;
-  uint32_t pad;
+  std::atomic<uint32_t> stop;  // set by the measuring side when it is done
   uint8_t payload[56];
 };
 
@@ -157,13 +166,15 @@ Stats rawSpin(const Options& o, const char* name) {
   auto* line = static_cast<Line*>(
       mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0));
   new (line) Line{};
-  const int total = o.warmup + o.iterations;
   const pid_t child = fork();
   if (child == 0) {
     pinPeer(o);
-    for (int i = 0; i < total; ++i) {
+    for (int i = 0;; ++i) {
       const uint32_t want = uint32_t(2 * i + 1);
-      while (line->seq.load(std::memory_order_acquire) != want) pause();
+      while (line->seq.load(std::memory_order_acquire) != want) {
+        if (line->stop.load(std::memory_order_acquire)) _exit(0);
+        pause();
+      }
       uint8_t sum = 0;
       for (uint8_t b : line->payload) sum = uint8_t(sum + b);
       line->payload[0] = sum;
@@ -177,6 +188,7 @@ Stats rawSpin(const Options& o, const char* name) {
     line->seq.store(uint32_t(2 * i + 1), std::memory_order_release);
     while (line->seq.load(std::memory_order_acquire) != uint32_t(2 * i + 2)) pause();
   });
+  line->stop.store(1, std::memory_order_release);
   waitpid(child, nullptr, 0);
   munmap(line, 4096);
   return summarize(name, ns);
@@ -186,15 +198,16 @@ Stats rawFutex(const Options& o) {
   auto* line = static_cast<Line*>(
       mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0));
   new (line) Line{};
-  const int total = o.warmup + o.iterations;
   const pid_t child = fork();
   if (child == 0) {
     pinPeer(o);
-    for (int i = 0; i < total; ++i) {
+    for (int i = 0;; ++i) {
       const uint32_t want = uint32_t(2 * i + 1);
       uint32_t v;
-      while ((v = line->seq.load(std::memory_order_acquire)) != want)
+      while ((v = line->seq.load(std::memory_order_acquire)) != want) {
+        if (line->stop.load(std::memory_order_acquire)) _exit(0);
         futex(&line->seq, FUTEX_WAIT, v);
+      }
       line->payload[0] = uint8_t(line->payload[1] + 1);
       line->seq.store(want + 1, std::memory_order_release);
       futex(&line->seq, FUTEX_WAKE, 1);
@@ -211,6 +224,9 @@ Stats rawFutex(const Options& o) {
       futex(&line->seq, FUTEX_WAIT, v);
     }
   });
+  line->stop.store(1, std::memory_order_release);
+  line->seq.fetch_add(2, std::memory_order_release);
+  futex(&line->seq, FUTEX_WAKE, 1);
   waitpid(child, nullptr, 0);
   munmap(line, 4096);
   return summarize("raw-futex", ns);
@@ -219,14 +235,13 @@ Stats rawFutex(const Options& o) {
 Stats rawUds(const Options& o) {
   int sv[2];
   socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv);
-  const int total = o.warmup + o.iterations;
   const pid_t child = fork();
   if (child == 0) {
     close(sv[0]);
     pinPeer(o);
     char buf[64];
-    for (int i = 0; i < total; ++i) {
-      if (recv(sv[1], buf, sizeof(buf), 0) != 64) _exit(1);
+    for (;;) {
+      if (recv(sv[1], buf, sizeof(buf), 0) != 64) _exit(0);  // 0: the parent closed its end
       buf[0] = char(buf[1] + 1);
       send(sv[1], buf, sizeof(buf), 0);
     }
@@ -240,8 +255,8 @@ Stats rawUds(const Options& o) {
     send(sv[0], buf, sizeof(buf), 0);
     recv(sv[0], buf, sizeof(buf), 0);
   });
+  close(sv[0]);  // the peer's recv returns 0 and it stops
   waitpid(child, nullptr, 0);
-  close(sv[0]);
   return summarize("raw-uds-seqpacket", ns);
 }
 
@@ -251,7 +266,6 @@ Stats rawUds(const Options& o) {
 // context does not survive one).
 Stats rawZmq(const Options& o, const std::string& dir) {
   const std::string endpoint = "ipc://" + dir + "/zmq-pair";
-  const int total = o.warmup + o.iterations;
   const pid_t child = fork();
   if (child == 0) {
     pinPeer(o);
@@ -259,8 +273,8 @@ Stats rawZmq(const Options& o, const std::string& dir) {
     void* s = zmq_socket(ctx, ZMQ_PAIR);
     zmq_connect(s, endpoint.c_str());  // retried by ZeroMQ until the parent has bound
     char buf[64];
-    for (int i = 0; i < total; ++i) {
-      if (zmq_recv(s, buf, sizeof(buf), 0) != 64) _exit(1);
+    for (;;) {
+      if (zmq_recv(s, buf, sizeof(buf), 0) != 64) break;  // one byte: the parent is done
       buf[0] = char(buf[1] + 1);
       zmq_send(s, buf, sizeof(buf), 0);
     }
@@ -278,6 +292,7 @@ Stats rawZmq(const Options& o, const std::string& dir) {
     zmq_send(s, buf, sizeof(buf), 0);
     zmq_recv(s, buf, sizeof(buf), 0);
   });
+  zmq_send(s, "x", 1, 0);  // tells the peer to stop
   waitpid(child, nullptr, 0);
   zmq_close(s);
   zmq_ctx_term(ctx);
@@ -472,6 +487,7 @@ std::optional<FfiResult> ffiCall(const Options& o, const std::string& self,
       bool failed = false;
       Options slice = o;
       slice.iterations = std::max(1000, o.iterations / kSlices);
+      slice.durationNs = o.durationNs / kSlices;
       std::vector<int64_t> all, floorAll;
       std::vector<double> r50, r99;
       for (int k = 0; k < kSlices; ++k) {
@@ -526,13 +542,15 @@ std::vector<int64_t> rawInPlace(const Options& o, size_t bytes) {
       mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0));
   auto* line = new (mem) Line{};
   uint8_t* payload = mem + 4096;
-  const int total_iters = o.warmup + o.iterations;
   const pid_t child = fork();
   if (child == 0) {
     pinPeer(o);
-    for (int i = 0; i < total_iters; ++i) {
+    for (int i = 0;; ++i) {
       const uint32_t want = uint32_t(2 * i + 1);
-      while (line->seq.load(std::memory_order_acquire) != want) pause();
+      while (line->seq.load(std::memory_order_acquire) != want) {
+        if (line->stop.load(std::memory_order_acquire)) _exit(0);
+        pause();
+      }
       const uint64_t sum = sumWords(payload, bytes);
       std::memcpy(line->payload, &sum, 8);
       line->seq.store(want + 1, std::memory_order_release);
@@ -545,6 +563,7 @@ std::vector<int64_t> rawInPlace(const Options& o, size_t bytes) {
     line->seq.store(uint32_t(2 * i + 1), std::memory_order_release);
     while (line->seq.load(std::memory_order_acquire) != uint32_t(2 * i + 2)) pause();
   });
+  line->stop.store(1, std::memory_order_release);
   waitpid(child, nullptr, 0);
   munmap(mem, total);
   return ns;
@@ -571,6 +590,7 @@ std::optional<SizedResult> ffiSink(const Options& o, const std::string& self,
   bool failed = false;
   Options slice = o;
   slice.iterations = std::max(250, o.iterations / kSlices);
+  slice.durationNs = o.durationNs / kSlices;
   std::vector<int64_t> raws, ffis;
   std::vector<double> ratios;
   for (int k = 0; k < kSlices; ++k) {
@@ -774,7 +794,7 @@ Rate rawRing(const Options& o, size_t bytes, uint64_t count, size_t ringBytes) {
 // Asynchronous 64-byte echo calls kept `inFlight` deep on one Stub: each reply is read (its last
 // byte checked) as the oldest Future completes, and a new call goes out in its place.
 std::optional<Rate> ffiAsync(const std::string& socket, const std::string& mode, unsigned inFlight,
-                             uint64_t calls) {
+                             uint64_t calls, int64_t durationNs) {
   EchoCaller caller(socket, mode);
   if (!caller.stub) return std::nullopt;
   auto& stub = *caller.stub;
@@ -798,7 +818,8 @@ std::optional<Rate> ffiAsync(const std::string& socket, const std::string& mode,
   while (!window.empty()) complete();
   const uint64_t warm = sent;
   const int64_t t0 = nowNs();
-  while (sent - warm < calls) {
+  const int64_t until = durationNs > 0 ? t0 + durationNs : INT64_MAX;
+  while (sent - warm < calls && ((sent & 1023) != 0 || nowNs() < until)) {
     send();
     if (window.size() >= inFlight) complete();
   }
@@ -806,7 +827,8 @@ std::optional<Rate> ffiAsync(const std::string& socket, const std::string& mode,
   const int64_t ns = nowNs() - t0;
   if (failed)
     std::fprintf(stderr, "hms-ffi-bench: %llu async calls failed\n", (unsigned long long)failed);
-  return rateOf("async 64 B, " + std::to_string(inFlight) + " in flight, " + mode, 64, calls, ns);
+  return rateOf("async 64 B, " + std::to_string(inFlight) + " in flight, " + mode, 64, sent - warm,
+                ns);
 }
 
 // One server stream of `items` items of `bytes` each, built in place by the service and read
@@ -870,6 +892,7 @@ std::string findBroker(const std::string& self, const std::string& given) {
 int main(int argc, char** argv) {
   Options o;
   std::string serveMode, socket;
+  bool iterationsGiven = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&]() -> std::string { return i + 1 < argc ? argv[++i] : ""; };
@@ -877,9 +900,17 @@ int main(int argc, char** argv) {
       serveMode = next();
     else if (a == "--socket")
       socket = next();
-    else if (a == "--iterations")
+    else if (a == "--iterations") {
       o.iterations = std::max(1000, std::atoi(next().c_str()));
-    else if (a == "--warmup")
+      iterationsGiven = true;
+    } else if (a == "--duration") {
+      const double secs = std::atof(next().c_str());
+      if (!(secs > 0) || secs > 3600) {
+        std::fprintf(stderr, "hms-ffi-bench: --duration takes seconds, above 0 and up to 3600\n");
+        return 2;
+      }
+      o.durationNs = int64_t(secs * 1e9);
+    } else if (a == "--warmup")
       o.warmup = std::max(0, std::atoi(next().c_str()));
     else if (a == "--no-pin")
       o.pin = false;
@@ -937,8 +968,9 @@ int main(int argc, char** argv) {
       o.throughputModes = splitList(next());
     } else if (a == "--help" || a == "-h") {
       std::puts(
-          "usage: hms-ffi-bench [--patterns rtt,sizes,async,stream,setup,idle] [--iterations N]\n"
-          "                     [--warmup N] [--modes spin,adaptive,blocking,socket-blocking,...]\n"
+          "usage: hms-ffi-bench [--patterns rtt,sizes,async,stream,setup,idle]\n"
+          "                     [--iterations N] [--duration SECONDS] [--warmup N]\n"
+          "                     [--modes spin,adaptive,blocking,socket-blocking,...]\n"
           "                     [--sizes 64,1024,65536,1048576 (0: none)]\n"
           "                     [--throughput-modes adaptive,socket-blocking] [--in-flight "
           "1,16,256]\n"
@@ -959,13 +991,18 @@ int main(int argc, char** argv) {
           "idle:   CPU used by an idle service, caller and broker over 2 s, per\n"
           "        --throughput-modes.\n"
           "The measuring process on the first --cpus CPU, the other on the second (0,1), unless\n"
-          "--no-pin. Starts its own hms-ffid on a private socket.");
+          "--no-pin. --iterations (200000) is the samples per round-trip row and the async calls "
+          "per\n"
+          "depth; --duration stops each of those at that many seconds instead (streams keep their\n"
+          "counts). Starts its own hms-ffid on a private socket.");
       return 0;
     } else {
       std::fprintf(stderr, "hms-ffi-bench: unknown option '%s' (see --help)\n", a.c_str());
       return 2;
     }
   }
+  // With a duration and no count, the duration decides (within a generous cap on samples).
+  if (o.durationNs > 0 && !iterationsGiven) o.iterations = 5'000'000;
   if (!serveMode.empty()) return serveEcho(socket, serveMode, o);
   if (std::thread::hardware_concurrency() < 2) o.pin = false;
 
@@ -986,7 +1023,7 @@ int main(int argc, char** argv) {
     udsBase = rawUds(o);
 #ifdef HMS_FFI_HAVE_ZMQ
     Options zo = o;  // ~100 us a round trip: fewer samples
-    zo.iterations = std::min(o.iterations, 20'000);
+    zo.iterations = std::min(o.iterations, o.durationNs > 0 ? o.iterations : 20'000);
     zo.warmup = std::min(o.warmup, 2'000);
     zmqBase = rawZmq(zo, dir);
 #endif
@@ -1023,9 +1060,9 @@ int main(int argc, char** argv) {
     }
     if (o.runs("async") && !o.inFlight.empty()) {
       const uint64_t calls = uint64_t(o.iterations);
-      const Rate raw = rawRing(o, 64, calls, kRingBytes);
+      const Rate raw = rawRing(o, 64, std::min<uint64_t>(calls, 1'000'000), kRingBytes);
       for (unsigned n : o.inFlight) {
-        if (auto r = ffiAsync(socket, mode, n, calls)) rates.emplace_back(raw, *r);
+        if (auto r = ffiAsync(socket, mode, n, calls, o.durationNs)) rates.emplace_back(raw, *r);
       }
     }
     for (size_t bytes : o.runs("stream") ? o.streamSizes : std::vector<size_t>{}) {
@@ -1110,12 +1147,15 @@ int main(int argc, char** argv) {
     return 0;
   }
 
-  std::printf("hms-ffi-bench: 64-byte round trips between two processes, %d samples each%s\n\n",
-              o.iterations,
-              o.pin ? (", pinned to CPUs " + std::to_string(o.callerCpu) + " and " +
-                       std::to_string(o.peerCpu))
-                          .c_str()
-                    : "");
+  const std::string perRow = o.durationNs > 0
+                                 ? std::to_string(o.durationNs / 1e9).substr(0, 4) +
+                                       " s (at most " + std::to_string(o.iterations) + " samples)"
+                                 : std::to_string(o.iterations) + " samples";
+  const std::string pinned = o.pin ? ", pinned to CPUs " + std::to_string(o.callerCpu) + " and " +
+                                         std::to_string(o.peerCpu)
+                                   : "";
+  std::printf("hms-ffi-bench: 64-byte round trips between two processes, %s each%s\n\n",
+              perRow.c_str(), pinned.c_str());
   std::printf("%-38s %9s %9s %9s %9s %9s\n", "round trip (us)", "p50", "p90", "p99", "p99.9",
               "max");
   auto row = [](const Stats& s) {
