@@ -171,7 +171,7 @@ struct DoorbellSegment {
   uint32_t layoutVersion;  // writer: broker, at creation
   uint32_t pad0;
   uint8_t pad1[kCacheLine - 16];
-  WakeWord wake;  // the service's dispatcher sleeps here; every caller's producer may wake it
+  WakeWord wake;       // the service's dispatcher sleeps here; every caller's producer may wake it
   WakeWord replyWake;  // the client's completion thread sleeps here; every service that
                        // answers it on shared memory may wake it
 };
@@ -211,5 +211,79 @@ static_assert(offsetof(RegistryHeader, current) == kCacheLine);
 static_assert(offsetof(RegistryHeader, slots) == 2 * kCacheLine);
 static_assert(sizeof(RegistryHeader) <= kPageBytes);
 static_assert(std::is_trivially_copyable_v<RegistryHeader>);
+
+// ---- topic segments (publish/subscribe) ----------------------------------------------------
+//
+// A topic's log: one publisher writes each message into the next of `slotCount` fixed-size slots
+// (message n, counting from 1, in slot (n - 1) % slotCount); every subscriber maps the log
+// read-only and reads the messages in place. Each subscriber has its own cursor segment, which
+// it maps read-write and the publisher maps read-write too (for the wake word), so a subscriber
+// can move only its own cursor and can never change what the others read.
+//
+//   log:    | TopicHeader (4096) | slot 0 | slot 1 | ... | slot slotCount-1 |
+//   slot:   | TopicSlotHeader (16) | Cap'n Proto message, one segment of `words` words |
+//
+// Slots are seqlocks: the publisher stores kSlotWriting into `seq` before it rewrites a slot and
+// the message's sequence number (release) when it is done. A reader that finds the sequence it
+// expects before and after reading has read one whole message; a block_publisher subscriber's
+// slots are never rewritten before its cursor has passed them, a drop_oldest subscriber's may be
+// (it copies the message out before checking).
+
+inline constexpr uint64_t kTopicMagic = 0x4349'504f'5446'4d48ULL;  // "HMFTOPIC"
+inline constexpr uint32_t kTopicLayoutVersion = 1;
+inline constexpr uint64_t kSlotWriting = 1ull << 63;
+
+struct TopicHeader {
+  uint64_t magic;          // writer: creator, at creation
+  uint32_t layoutVersion;  // writer: creator, at creation
+  uint32_t slotCount;      // writer: creator, at creation. A power of two.
+  uint32_t slotBytes;      // writer: creator, at creation. Multiple of 64, header included.
+  uint32_t pad0;
+  uint64_t segmentBytes;  // writer: creator, at creation
+  uint8_t pad1[kCacheLine - 32];
+  uint64_t published;       // writer: publisher. Messages published. SYNC POINT WRITE (release).
+  uint32_t publisherState;  // writer: publisher (kEndOpen/kEndClosed); the broker when it dies
+  uint32_t pad2;
+  uint8_t pad3[kCacheLine - 16];
+};
+static_assert(offsetof(TopicHeader, published) == kCacheLine);
+static_assert(sizeof(TopicHeader) <= kPageBytes);
+static_assert(std::is_trivially_copyable_v<TopicHeader> && std::is_standard_layout_v<TopicHeader>);
+inline constexpr uint64_t kTopicHeaderBytes = kPageBytes;
+
+struct TopicSlotHeader {
+  uint64_t seq;    // writer: publisher. Sequence of the message in the slot, kSlotWriting while
+                   // rewriting it, 0 before the first. SYNC POINT WRITE (release) when done.
+  uint32_t words;  // writer: publisher. Size of the message.
+  uint32_t pad;
+};
+static_assert(sizeof(TopicSlotHeader) == 16);
+
+enum class SlowConsumerPolicy : uint32_t { kBlockPublisher = 1, kDropOldest = 2 };
+
+inline constexpr uint64_t kCursorMagic = 0x5253'5543'5446'4d48ULL;  // "HMFTCURS"
+inline constexpr uint32_t kCursorLayoutVersion = 1;
+
+struct SubscriberCursor {
+  uint64_t magic;          // writer: creator, at creation
+  uint32_t layoutVersion;  // writer: creator, at creation
+  uint32_t policy;         // writer: creator, at creation (SlowConsumerPolicy)
+  uint32_t state;          // writer: subscriber (kEndOpen/kEndClosed); the broker when it dies
+  uint8_t pad0[kCacheLine - 20];
+  uint64_t next;     // writer: subscriber. Next sequence it will read: it is done with every one
+                     // before. SYNC POINT WRITE (release), read by the publisher (acquire).
+  uint64_t dropped;  // writer: subscriber. Messages it missed (drop_oldest).
+  uint8_t pad1[kCacheLine - 16];
+  WakeWord publisherWake;   // a publisher held back by this subscriber sleeps here
+  WakeWord subscriberWake;  // the subscriber sleeps here while it has read everything (here, not
+                            // in the log: the sleep protocol writes the word, the log is
+                            // read-only to subscribers)
+};
+static_assert(offsetof(SubscriberCursor, next) == kCacheLine);
+static_assert(offsetof(SubscriberCursor, publisherWake) == 2 * kCacheLine);
+static_assert(offsetof(SubscriberCursor, subscriberWake) == 3 * kCacheLine);
+static_assert(std::is_trivially_copyable_v<SubscriberCursor> &&
+              std::is_standard_layout_v<SubscriberCursor>);
+inline constexpr uint64_t kCursorBytes = kPageBytes;
 
 }  // namespace hms::ffi::detail

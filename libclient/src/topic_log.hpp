@@ -1,0 +1,116 @@
+// The log of one publish/subscribe topic (layout: shm_layout.hpp, "topic segments"): the
+// publisher's and the subscribers' sides. Issue 5 builds topics on this; the broker and the
+// public API do not use it yet.
+//
+// Guarantees: a subscriber sees messages in publication order. Under kBlockPublisher it sees
+// every message published after it attached, each read in place: the publisher does not rewrite
+// a slot before every open block_publisher cursor has passed it. Under kDropOldest the publisher
+// never waits for it; the subscriber copies each message out, checks the slot was not rewritten
+// meanwhile, and is told exactly how many messages it missed. A closed cursor (a subscriber that
+// left or died) holds nobody back. The subscriber side trusts nothing it reads in the log: every
+// size is bounds-checked and a violation is kCorrupt.
+// Threads: one thread at a time per TopicPublisher and per TopicSubscriber.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "hms/ffi/status.hpp"
+#include "ring.hpp"
+#include "shm_layout.hpp"
+#include "wait.hpp"
+
+namespace hms::ffi::detail {
+
+struct TopicGeometry {
+  uint32_t slotCount = 0;  // a power of two, at least 2
+  uint32_t slotBytes = 0;  // a multiple of 64, header included
+
+  uint64_t segmentBytes() const noexcept {
+    return kTopicHeaderBytes + uint64_t(slotCount) * slotBytes;
+  }
+  // The largest message a slot holds, in words.
+  uint32_t maxWords() const noexcept { return uint32_t((slotBytes - sizeof(TopicSlotHeader)) / 8); }
+  // INVALID_ARGUMENT unless the counts are as above (and the log stays under 4 GiB).
+  Status validate() const;
+};
+
+// Writes the header of a new, zero-filled log.
+void initTopicLog(uint8_t* base, const TopicGeometry& g) noexcept;
+// Checks a log mapped by someone who did not create it: magic, layout version, geometry, size.
+Result<TopicGeometry> checkTopicLog(const uint8_t* base, uint64_t mappedBytes);
+// Writes a new, zero-filled cursor page: `policy`, first message to read `next`.
+void initCursor(SubscriberCursor* c, SlowConsumerPolicy policy, uint64_t next) noexcept;
+
+class TopicPublisher {
+ public:
+  TopicPublisher(uint8_t* log, const TopicGeometry& g) noexcept;
+
+  // The cursors of the topic's subscribers, as they attach and leave.
+  void addSubscriber(SubscriberCursor* c);
+  void removeSubscriber(SubscriberCursor* c);
+
+  // Space for the next message, zeroed, to build in place; then publish() or abandon().
+  struct Loan {
+    uint64_t seq = 0;
+    uint64_t* words = nullptr;
+    uint32_t capacityWords = 0;
+  };
+  // Waits while a block_publisher subscriber has not read the message the slot still holds.
+  // DEADLINE_EXCEEDED naming how far behind the slowest subscriber is.
+  Status loan(const WaitPolicy& policy, int64_t deadlineNs, Loan& out);
+  // Publishes the loaned message of `words` words (SYNC POINT WRITE) and wakes the subscribers
+  // that sleep (each on its own cursor page).
+  void publish(const Loan& loan, uint32_t words) noexcept;
+
+  uint64_t published() const noexcept { return published_; }
+  const TopicGeometry& geometry() const noexcept { return g_; }
+
+ private:
+  bool mayRewrite(uint64_t seq, SubscriberCursor** blocker) const noexcept;
+
+  TopicHeader* header_;
+  uint8_t* slots_;
+  TopicGeometry g_;
+  uint64_t published_ = 0;  // own copy of header_->published
+  std::vector<SubscriberCursor*> cursors_;
+};
+
+class TopicSubscriber {
+ public:
+  // `log` mapped read-only; `cursor` read-write, initialised with initCursor.
+  TopicSubscriber(const uint8_t* log, const TopicGeometry& g, SubscriberCursor* cursor);
+
+  struct Message {
+    uint64_t seq = 0;
+    const uint64_t* words = nullptr;  // in the log (block_publisher) or a private copy
+    uint32_t wordCount = 0;
+  };
+  // The next message, or kEmpty. `missed` is set to the messages dropped just before it
+  // (drop_oldest; always 0 under block_publisher). The message stays valid until release().
+  RingStatus next(Message& m, uint64_t& missed);
+  // Done with the message from next(): the cursor moves past it (the publisher may reuse the
+  // slot) and a publisher waiting for this subscriber is woken.
+  void release() noexcept;
+
+  // Whether a message is there to read (for waits).
+  bool hasNext() const noexcept;
+  WakeWord& wake() noexcept;  // the word to sleep on while !hasNext()
+  bool publisherClosed() const noexcept;
+  uint64_t dropped() const noexcept { return dropped_; }
+
+ private:
+  RingStatus readCopy(uint64_t seq, Message& m);
+
+  const TopicHeader* header_;
+  const uint8_t* slots_;
+  TopicGeometry g_;
+  SubscriberCursor* cursor_;
+  SlowConsumerPolicy policy_;
+  uint64_t next_;         // own copy of cursor_->next
+  uint64_t reading_ = 0;  // the sequence next() handed out, 0 when none
+  uint64_t dropped_ = 0;
+  std::vector<uint64_t> copy_;  // drop_oldest: the message being read
+};
+
+}  // namespace hms::ffi::detail
