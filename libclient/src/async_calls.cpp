@@ -507,6 +507,10 @@ bool streamNext(AsyncCall& call, capnp::MessageReader*& reader, Status& status) 
 
 // ---- Completions --------------------------------------------------------------------------------
 
+namespace {
+thread_local bool tOnCompletionThread = false;  // set for good by the completion threads
+}  // namespace
+
 Completions::Completions(ClientImpl& client) : client_(client) {
   eventFd_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   epollFd_.reset(::epoll_create1(EPOLL_CLOEXEC));
@@ -606,7 +610,9 @@ void Completions::post(std::shared_ptr<AsyncCall> call) {
   }
   callbacks_.enqueue(std::move(call));
   queued_.fetch_add(1, std::memory_order_release);
-  wakeAll();
+  // A completion thread runs the queue before it next sleeps: only another thread's post needs
+  // to wake one (two syscalls a callback otherwise).
+  if (!tOnCompletionThread) wakeAll();
 }
 
 void Completions::runCallbacks() {
@@ -670,6 +676,7 @@ std::vector<std::shared_ptr<CallerChannel>> Completions::channels(bool socket) {
 }
 
 void Completions::runShm() {
+  tOnCompletionThread = true;
   struct Watch {
     std::shared_ptr<Mapping> keep;
     const uint32_t* nextLength = nullptr;  // null while the ring is all taken
@@ -721,6 +728,7 @@ void Completions::runShm() {
 }
 
 void Completions::runSockets() {
+  tOnCompletionThread = true;
   // fd registered per channel, and for which connection.
   std::map<CallerChannel*, std::pair<uint64_t, int>> registered;
   epoll_event events[64];
