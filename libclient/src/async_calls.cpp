@@ -463,17 +463,23 @@ Status cancelAsync(const std::shared_ptr<AsyncCall>& call) noexcept {
 }
 
 bool streamNext(AsyncCall& call, capnp::MessageReader*& reader, Status& status) noexcept {
-  // The item read before is given back first: that is what lets the service go on.
-  std::optional<AsyncMessage> previous;
-  {
-    std::lock_guard cl(call.m);
-    call.reader.reset();
-    previous = std::move(call.current);
-    call.current.reset();
-  }
-  if (previous && call.ch) releaseMessage(*call.ch, *previous);
-  (void)spinOnOwnChannel(call, call.deadlineNs, [&] { return call.done || !call.items.empty(); });
   std::unique_lock cl(call.m);
+  call.reader.reset();
+  std::optional<AsyncMessage> previous = std::move(call.current);
+  call.current.reset();
+  // The item read before goes back to the ring (what lets the service go on) after this lock is
+  // let go (lock order: the channel's before the call's), and before any wait.
+  auto givePreviousBack = [&] {
+    if (previous && call.ch) releaseMessage(*call.ch, *previous);
+    previous.reset();
+  };
+  if (call.items.empty() && !call.done) {
+    cl.unlock();
+    givePreviousBack();
+    (void)spinOnOwnChannel(call, call.deadlineNs, [&] { return call.done || !call.items.empty(); });
+    cl.lock();
+  }
+  bool got = false;
   for (;;) {
     if (!call.items.empty()) {
       call.current = std::move(call.items.front());
@@ -483,14 +489,16 @@ bool streamNext(AsyncCall& call, capnp::MessageReader*& reader, Status& status) 
           kj::arrayPtr(reinterpret_cast<const capnp::word*>(rec.words), rec.header.words);
       call.reader.emplace(kj::arrayPtr(call.segment, 1), ringReaderOptions(rec.header.words));
       reader = &*call.reader;
-      return true;
+      got = true;
+      break;
     }
     if (call.done) {
       status = call.status;
-      return false;
+      break;
     }
     if (monotonicNs() >= call.deadlineNs) {
       cl.unlock();
+      givePreviousBack();
       if (expirePending(call)) {
         (void)sendCancel(*call.ch, call.callId, call.conn);  // the service stops too
       }
@@ -503,6 +511,9 @@ bool streamNext(AsyncCall& call, capnp::MessageReader*& reader, Status& status) 
     }
     call.cv.wait_for(cl, std::chrono::nanoseconds(call.deadlineNs - monotonicNs()));
   }
+  cl.unlock();
+  givePreviousBack();
+  return got;
 }
 
 // ---- Completions --------------------------------------------------------------------------------
