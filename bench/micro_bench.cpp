@@ -1,18 +1,21 @@
 // Google Benchmark micro-benchmarks of the pieces on the call path, in one thread: the ring
-// (reserve/commit/next/release), a 64-byte message built in place and read in place, and the
-// validator of messages read from shared memory. Whole-process round trips are hms-ffi-bench's job.
+// (reserve/commit/next/release), a 64-byte message built in place and read in place, the
+// validator of messages read from shared memory, and the pub/sub topic log. Whole-process round
+// trips are hms-ffi-bench's job.
 #include <benchmark/benchmark.h>
 #include <capnp/message.h>
 #include <capnp/serialize.h>
 #include <sys/mman.h>
 
 #include <cstring>
+#include <vector>
 
 #include "hms/emr/patient.capnp.h"
 #include "hms/ffi/bench.capnp.h"
 #include "message_check.hpp"
 #include "ring.hpp"
 #include "ring_message.hpp"
+#include "topic_log.hpp"
 
 namespace {
 
@@ -59,6 +62,41 @@ void BM_RingRecord(benchmark::State& state) {
   state.SetBytesProcessed(int64_t(state.iterations()) * state.range(0));
 }
 BENCHMARK(BM_RingRecord)->Arg(64)->Arg(1024)->Arg(65536);
+
+// One 64-byte message through a topic log of 1024 slots: loan, write, publish, then every one of
+// `state.range(0)` block_publisher subscribers reads it in place and releases it. The publisher's
+// share of the cost is what target P6 compares across subscriber counts.
+void BM_TopicPublishRead(benchmark::State& state) {
+  const TopicGeometry g{1024, 128};
+  const size_t bytes = g.segmentBytes();
+  auto* log = static_cast<uint8_t*>(
+      mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0));
+  initTopicLog(log, g);
+  TopicPublisher pub(log, g);
+  std::vector<SubscriberCursor> cursors(size_t(state.range(0)));
+  std::vector<TopicSubscriber> subs;
+  for (auto& c : cursors) {
+    initCursor(&c, SlowConsumerPolicy::kBlockPublisher, 1);
+    pub.addSubscriber(&c);
+    subs.emplace_back(log, g, &c);
+  }
+  const WaitPolicy policy{WaitKind::kSpin, 0};
+  for (auto _ : state) {
+    TopicPublisher::Loan loan;
+    (void)pub.loan(policy, INT64_MAX, loan);
+    std::memset(loan.words, 1, 64);
+    pub.publish(loan, 8);
+    for (auto& sub : subs) {
+      TopicSubscriber::Message m;
+      uint64_t missed = 0;
+      sub.next(m, missed);
+      benchmark::DoNotOptimize(m.words[7]);
+      sub.release();
+    }
+  }
+  munmap(log, bytes);
+}
+BENCHMARK(BM_TopicPublishRead)->Arg(1)->Arg(2)->Arg(4)->Arg(8);
 
 // A 64-byte Echo request built in place in the ring, published, validated and read in place.
 void BM_InPlaceMessage64(benchmark::State& state) {
