@@ -162,7 +162,7 @@ long futex(std::atomic<uint32_t>* w, int op, uint32_t v) {
   return syscall(SYS_futex, reinterpret_cast<uint32_t*>(w), op, v, nullptr, nullptr, 0);
 }
 
-Stats rawSpin(const Options& o, const char* name) {
+std::vector<int64_t> rawSpinNs(const Options& o) {
   auto* line = static_cast<Line*>(
       mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0));
   new (line) Line{};
@@ -191,6 +191,10 @@ Stats rawSpin(const Options& o, const char* name) {
   line->stop.store(1, std::memory_order_release);
   waitpid(child, nullptr, 0);
   munmap(line, 4096);
+  return ns;
+}
+Stats rawSpin(const Options& o, const char* name) {
+  auto ns = rawSpinNs(o);
   return summarize(name, ns);
 }
 
@@ -232,7 +236,7 @@ Stats rawFutex(const Options& o) {
   return summarize("raw-futex", ns);
 }
 
-Stats rawUds(const Options& o) {
+std::vector<int64_t> rawUdsNs(const Options& o) {
   int sv[2];
   socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv);
   const pid_t child = fork();
@@ -257,6 +261,10 @@ Stats rawUds(const Options& o) {
   });
   close(sv[0]);  // the peer's recv returns 0 and it stops
   waitpid(child, nullptr, 0);
+  return ns;
+}
+Stats rawUds(const Options& o) {
+  auto ns = rawUdsNs(o);
   return summarize("raw-uds-seqpacket", ns);
 }
 
@@ -470,9 +478,49 @@ struct FfiResult {
   double ratioP99 = 0;
 };
 
-// Measures one wait mode in kSlices slices, each preceded by a raw-spin floor slice of the same
-// size, so that every ratio compares figures taken in the same vCPU placement.
+// HMS-FFI figures are measured in kSlices slices, each just after a slice of their baseline of
+// the same size, so that every ratio compares figures taken in the same vCPU placement (the host
+// moves the vCPUs, sometimes in the middle of a run).
 constexpr int kSlices = 8;
+
+struct Sliced {
+  std::vector<int64_t> baseline, measured;  // all samples of each
+  double ratioP50 = 0, ratioP99 = 0;        // medians over slices of measured / baseline
+  double baselineP50 = 0;                   // median of the baseline slices' p50, us
+};
+
+// `baseline(options)` runs one baseline slice and returns its samples; `roundTrip(i)` is one
+// measured round trip. The first measured slice has the full warm-up, the rest a short one.
+template <class Baseline, class RoundTrip>
+Sliced slicedAgainst(const Options& o, int minPerSlice, Baseline&& baseline,
+                     RoundTrip&& roundTrip) {
+  Options slice = o;
+  slice.iterations = std::max(minPerSlice, o.iterations / kSlices);
+  slice.durationNs = o.durationNs / kSlices;
+  Options shortWarmup = slice;
+  shortWarmup.warmup = std::min(o.warmup, std::max(200, slice.iterations / 10));
+  Sliced out;
+  std::vector<double> r50, r99, base50;
+  for (int k = 0; k < kSlices; ++k) {
+    auto b = baseline(shortWarmup);
+    pinCaller(o);
+    auto m = timeLoop(k == 0 ? slice : shortWarmup, roundTrip);
+    out.baseline.insert(out.baseline.end(), b.begin(), b.end());
+    out.measured.insert(out.measured.end(), m.begin(), m.end());
+    const Stats bs = summarize("", b), ms = summarize("", m);
+    r50.push_back(ms.p50 / bs.p50);
+    r99.push_back(ms.p99 / bs.p99);
+    base50.push_back(bs.p50);
+  }
+  auto median = [](std::vector<double>& v) {
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+  };
+  out.ratioP50 = median(r50);
+  out.ratioP99 = median(r99);
+  out.baselineP50 = median(base50);
+  return out;
+}
 
 std::optional<FfiResult> ffiCall(const Options& o, const std::string& self,
                                  const std::string& socket, const std::string& mode) {
@@ -485,47 +533,31 @@ std::optional<FfiResult> ffiCall(const Options& o, const std::string& self,
     if (stub) {
       uint64_t sink = 0;
       bool failed = false;
-      Options slice = o;
-      slice.iterations = std::max(1000, o.iterations / kSlices);
-      slice.durationNs = o.durationNs / kSlices;
-      std::vector<int64_t> all, floorAll;
-      std::vector<double> r50, r99;
-      for (int k = 0; k < kSlices; ++k) {
-        Options floorSlice = slice;
-        floorSlice.warmup = std::min(o.warmup, 2000);
-        // The baseline of the same transport: the spin floor, or a raw UDS ping-pong.
-        Stats f = isSocketMode(mode) ? rawUds(floorSlice) : rawSpin(floorSlice, "raw-spin");
-        pinCaller(o);
-        auto ns = timeLoop(k == 0 ? slice : floorSlice, [&](int i) {
-          auto call = stub->newCall<&Echo::Client::echoRequest>();
-          if (!call) {
-            failed = true;
-            return;
-          }
-          auto d = call->params().initPayload(64);
-          std::memset(d.begin(), i & 0xff, 64);
-          auto reply = std::move(*call).send();
-          if (!reply) {
-            failed = true;
-            return;
-          }
-          sink += reply->results().getPayload()[63];
-        });
-        all.insert(all.end(), ns.begin(), ns.end());
-        Stats m = summarize("slice", ns);
-        r50.push_back(m.p50 / f.p50);
-        r99.push_back(m.p99 / f.p99);
-        floorAll.push_back(int64_t(f.p50 * 1000));
-      }
+      // The baseline of the same transport: the spin floor, or a raw UDS ping-pong.
+      Sliced r = slicedAgainst(
+          o, 1000,
+          [&](const Options& so) { return isSocketMode(mode) ? rawUdsNs(so) : rawSpinNs(so); },
+          [&](int i) {
+            auto call = stub->newCall<&Echo::Client::echoRequest>();
+            if (!call) {
+              failed = true;
+              return;
+            }
+            auto d = call->params().initPayload(64);
+            std::memset(d.begin(), i & 0xff, 64);
+            auto reply = std::move(*call).send();
+            if (!reply) {
+              failed = true;
+              return;
+            }
+            sink += reply->results().getPayload()[63];
+          });
       if (failed) std::fprintf(stderr, "hms-ffi-bench: some %s calls failed\n", mode.c_str());
-      std::sort(r50.begin(), r50.end());
-      std::sort(r99.begin(), r99.end());
       FfiResult fr;
-      fr.stats = summarize("hms-ffi call, " + mode, all);
-      fr.ratioP50 = r50[r50.size() / 2];
-      fr.ratioP99 = r99[r99.size() / 2];
-      std::sort(floorAll.begin(), floorAll.end());
-      fr.floor.p50 = double(floorAll[floorAll.size() / 2]) / 1000.0;
+      fr.stats = summarize("hms-ffi call, " + mode, r.measured);
+      fr.ratioP50 = r.ratioP50;
+      fr.ratioP99 = r.ratioP99;
+      fr.floor.p50 = r.baselineP50;
       result = fr;
       if (sink == 42) std::fprintf(stderr, " ");
     }
@@ -588,41 +620,28 @@ std::optional<SizedResult> ffiSink(const Options& o, const std::string& self,
   auto& stub = *caller.stub;
   uint64_t sink = 0;
   bool failed = false;
-  Options slice = o;
-  slice.iterations = std::max(250, o.iterations / kSlices);
-  slice.durationNs = o.durationNs / kSlices;
-  std::vector<int64_t> raws, ffis;
-  std::vector<double> ratios;
-  for (int k = 0; k < kSlices; ++k) {
-    Options rawSlice = slice;
-    rawSlice.warmup = std::min(o.warmup, slice.iterations / 10);
-    auto raw = rawInPlace(rawSlice, bytes);
-    pinCaller(o);
-    auto ns = timeLoop(k == 0 ? slice : rawSlice, [&](int i) {
-      auto call = stub.newCall<&Echo::Client::sinkRequest>();
-      if (!call) {
-        failed = true;
-        return;
-      }
-      auto d = call->params().initPayload(uint(bytes));
-      std::memset(d.begin(), i & 0xff, bytes);
-      auto reply = std::move(*call).send();
-      if (!reply) {
-        failed = true;
-        return;
-      }
-      sink += reply->results().getSize();
-    });
-    raws.insert(raws.end(), raw.begin(), raw.end());
-    ffis.insert(ffis.end(), ns.begin(), ns.end());
-    ratios.push_back(summarize("", ns).p50 / summarize("", raw).p50);
-  }
+  Sliced r = slicedAgainst(
+      o, 250, [&](const Options& so) { return rawInPlace(so, bytes); },
+      [&](int i) {
+        auto call = stub.newCall<&Echo::Client::sinkRequest>();
+        if (!call) {
+          failed = true;
+          return;
+        }
+        auto d = call->params().initPayload(uint(bytes));
+        std::memset(d.begin(), i & 0xff, bytes);
+        auto reply = std::move(*call).send();
+        if (!reply) {
+          failed = true;
+          return;
+        }
+        sink += reply->results().getSize();
+      });
   if (failed) std::fprintf(stderr, "hms-ffi-bench: some %zu-byte calls failed\n", bytes);
   if (sink == 42) std::fprintf(stderr, " ");
-  std::sort(ratios.begin(), ratios.end());
-  return SizedResult{summarize("raw in-place " + std::to_string(bytes) + " B", raws),
-                     summarize("hms-ffi " + std::to_string(bytes) + " B, " + mode, ffis),
-                     ratios[ratios.size() / 2]};
+  return SizedResult{summarize("raw in-place " + std::to_string(bytes) + " B", r.baseline),
+                     summarize("hms-ffi " + std::to_string(bytes) + " B, " + mode, r.measured),
+                     r.ratioP50};
 }
 
 // Opening a channel (Client::bind: a broker round trip, the segment mapped, the ring attached,
