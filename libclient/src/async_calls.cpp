@@ -289,9 +289,9 @@ namespace {
 // response ring itself, so the reply (or stream item) does not have to go through the completion
 // thread and a futex wake-up to reach it: the difference between about a microsecond and tens of
 // them per reply on these machines. `have` says, under call.m, whether what it waits for is
-// there. Returns false when it is not by the end of the spin budget (or at once for blocking
-// waits and socket channels): the caller then sleeps on call.cv and the completion thread
-// delivers.
+// there. On a socket channel each look is a non-blocking receive, as the socket transport's own
+// spin does. Returns false when it is not by the end of the spin budget (or at once for
+// blocking waits): the caller then sleeps on call.cv and the completion thread delivers.
 template <class Have>
 bool spinOnOwnChannel(AsyncCall& call, int64_t limit, Have&& have) {
   CallerChannel* ch = call.ch.get();
@@ -303,12 +303,16 @@ bool spinOnOwnChannel(AsyncCall& call, int64_t limit, Have&& have) {
   std::shared_ptr<Mapping> keep;  // the counters below stay mapped if the channel reopens
   const uint64_t* records = nullptr;
   const uint32_t* serviceState = nullptr;
+  bool socket = false;
   {
     std::lock_guard lock(ch->asyncMu);
-    if (!ch->isOpen || ch->link || ch->failedConn || ch->conn != call.conn) return false;
-    keep = ch->segment;
-    records = &ch->hdr_->response.records;
-    serviceState = &ch->hdr_->serviceState;
+    if (!ch->isOpen || ch->failedConn || ch->conn != call.conn) return false;
+    socket = ch->link != nullptr;
+    if (!socket) {
+      keep = ch->segment;
+      records = &ch->hdr_->response.records;
+      serviceState = &ch->hdr_->serviceState;
+    }
   }
   const WaitPolicy& policy = ch->client->policy;
   const int64_t spinUntil =
@@ -316,6 +320,15 @@ bool spinOnOwnChannel(AsyncCall& call, int64_t limit, Have&& have) {
   Completions& completions = ch->client->completions();
   uint64_t seen = ~uint64_t{0};  // a first read at once
   for (uint32_t i = 1;; ++i) {
+    if (socket) {  // a non-blocking receive is the look (the socket fallback's busy poll)
+      (void)drainAsync(*ch, completions);
+      {
+        std::lock_guard cl(call.m);
+        if (have()) return true;
+      }
+      if (monotonicNs() >= spinUntil) return false;
+      continue;
+    }
     const uint64_t committed = loadAcquire(*const_cast<uint64_t*>(records));
     // The count is bumped after the record is published, relaxed: a change says to look, and a
     // look every 64 rounds covers a count seen before its record.
