@@ -9,5 +9,5 @@ cmake --preset "$preset" -S "$here" -DHMS_FFI_WERROR=ON >/dev/null
 cmake --build "$here/build/$preset"
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
-export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1}
+export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1:suppressions=$here/tests/tsan.supp}
 ctest --test-dir "$here/build/$preset" --output-on-failure -j2 --timeout 600
