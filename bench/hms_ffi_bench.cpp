@@ -710,19 +710,19 @@ std::optional<IdleCpu> ffiIdle(const std::string& socket, const std::string& mod
                                pid_t broker, double seconds) {
   EchoCaller caller(socket, mode);
   if (!caller.stub) return std::nullopt;
-  hms::ffi::Status failed;
+  hms::ffi::Status calls;  // the first failure of the two calls, OK if none
   if (auto sync = caller.stub->call<&Echo::Client::echoRequest>([](auto p) { p.initPayload(64); });
       !sync) {
-    failed = sync.status();
+    calls = sync.status();
   }  // the Reply goes: the channel is free for the next call
   if (auto async =
           caller.stub->callAsync<&Echo::Client::echoRequest>([](auto p) { p.initPayload(64); })
               .get();
-      !async && failed) {
-    failed = async.status();
+      !async && calls) {
+    calls = async.status();
   }
-  if (!failed) {
-    std::fprintf(stderr, "hms-ffi-bench: idle: %s\n", failed.toString().c_str());
+  if (!calls) {
+    std::fprintf(stderr, "hms-ffi-bench: idle: %s\n", calls.toString().c_str());
     return std::nullopt;
   }
   usleep(200'000);  // far past the 50 us spin budget

@@ -975,33 +975,47 @@ uint64_t expectedChecksum(uint64_t from, uint64_t n, uint32_t payloadBytes) {
   return sum;
 }
 
+// Reads a whole count stream [from, from + n) of `payloadBytes`-byte items, checksummed as
+// expectedChecksum() computes it.
+struct CountStreamRead {
+  uint64_t items = 0, sum = 0;
+  bool inOrder = true;
+  Status status;
+};
+CountStreamRead readCountStream(Stub<TestService>& stub, uint64_t from, uint64_t n,
+                                uint32_t payloadBytes, std::chrono::nanoseconds timeout) {
+  CallOptions generous;
+  generous.timeout = timeout;
+  auto stream = stub.openStream<&TestService::Client::countRequest>(
+      [&](auto p) {
+        p.setFrom(from);
+        p.setN(n);
+        p.setPayloadBytes(payloadBytes);
+      },
+      generous);
+  CountStreamRead r;
+  uint64_t expectValue = from;
+  while (stream.next()) {
+    auto item = stream.item();
+    r.inOrder &= item.getValue() == expectValue++;
+    r.sum += item.getValue();
+    for (auto b : item.getPayload()) r.sum += b;
+    ++r.items;
+  }
+  r.status = stream.status();
+  return r;
+}
+
 TEST_P(Integration, Stream_OfAMillionItems_ArrivesWholeAndInOrder) {
   auto svc = service();
   auto client = connect();
   auto stub = client->bind<TestService>("hms.test").valueOrThrow();
   constexpr uint64_t kItems = 1'000'000;
-  CallOptions generous;
-  generous.timeout = std::chrono::minutes(5);
-  auto stream = stub.openStream<&TestService::Client::countRequest>(
-      [](auto p) {
-        p.setFrom(10);
-        p.setN(kItems);
-        p.setPayloadBytes(8);
-      },
-      generous);
-  uint64_t items = 0, sum = 0, expectValue = 10;
-  bool inOrder = true;
-  while (stream.next()) {
-    auto item = stream.item();
-    inOrder &= item.getValue() == expectValue++;
-    sum += item.getValue();
-    for (auto b : item.getPayload()) sum += b;
-    ++items;
-  }
-  ASSERT_TRUE(stream.status().ok()) << stream.status().toString();
-  EXPECT_EQ(items, kItems);
-  EXPECT_TRUE(inOrder);
-  EXPECT_EQ(sum, expectedChecksum(10, kItems, 8));
+  const auto r = readCountStream(stub, 10, kItems, 8, std::chrono::minutes(5));
+  ASSERT_TRUE(r.status.ok()) << r.status.toString();
+  EXPECT_EQ(r.items, kItems);
+  EXPECT_TRUE(r.inOrder);
+  EXPECT_EQ(r.sum, expectedChecksum(10, kItems, 8));
 }
 
 // Asynchronous calls and a stream under each wait mode of both sides: a waiting thread reads
@@ -1041,28 +1055,11 @@ TEST_P(CallVolume, AsyncWindowAndStream_EveryReplyAndItemChecked) {
   EXPECT_EQ(wrong, 0u);
 
   constexpr uint64_t kItems = 20'000;
-  CallOptions generous;
-  generous.timeout = std::chrono::minutes(2);
-  auto stream = stub.openStream<&TestService::Client::countRequest>(
-      [](auto p) {
-        p.setFrom(5);
-        p.setN(kItems);
-        p.setPayloadBytes(24);
-      },
-      generous);
-  uint64_t items = 0, sum = 0, expectValue = 5;
-  bool inOrder = true;
-  while (stream.next()) {
-    auto item = stream.item();
-    inOrder &= item.getValue() == expectValue++;
-    sum += item.getValue();
-    for (auto b : item.getPayload()) sum += b;
-    ++items;
-  }
-  ASSERT_TRUE(stream.status().ok()) << stream.status().toString();
-  EXPECT_EQ(items, kItems);
-  EXPECT_TRUE(inOrder);
-  EXPECT_EQ(sum, expectedChecksum(5, kItems, 24));
+  const auto r = readCountStream(stub, 5, kItems, 24, std::chrono::minutes(2));
+  ASSERT_TRUE(r.status.ok()) << r.status.toString();
+  EXPECT_EQ(r.items, kItems);
+  EXPECT_TRUE(r.inOrder);
+  EXPECT_EQ(r.sum, expectedChecksum(5, kItems, 24));
 }
 
 TEST_P(Integration, Stream_SlowReaderOnASmallRing_SlowsTheServiceAndLosesNothing) {
