@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -21,6 +22,7 @@
 #include "hms/ffi/registry.capnp.h"
 #include "paths.hpp"
 #include "shm_layout.hpp"
+#include "topic_log.hpp"
 #include "wait.hpp"
 
 namespace hms::ffi::broker {
@@ -295,6 +297,14 @@ Status Broker::handle(Conn& c, const std::vector<uint8_t>& bytes, std::vector<Un
       return onClose(c, rid, req.getCloseChannel());
     case wire::Request::GET_REGISTRY:
       return onGetRegistry(c, rid, req.getGetRegistry());
+    case wire::Request::ADVERTISE:
+      return onAdvertise(c, rid, req.getAdvertise(), fds);
+    case wire::Request::UNADVERTISE:
+      return onUnadvertise(c, rid, req.getUnadvertise());
+    case wire::Request::SUBSCRIBE:
+      return onSubscribe(c, rid, req.getSubscribe());
+    case wire::Request::UNSUBSCRIBE:
+      return onUnsubscribe(c, rid, req.getUnsubscribe());
   }
   return replyError(c, rid, Status(StatusCode::kUnimplemented, "unknown control request"));
 }
@@ -628,9 +638,15 @@ void Broker::disconnect(uint64_t connId, const char* why) {
   spdlog::info("client {} '{}' (pid {}) gone: {}", c->id, c->name, c->cred.pid, why);
   // Everything the client provided leaves the registry; every channel it had ends. Its peers wake
   // at once and fail their calls with UNAVAILABLE.
-  const bool hadServices = !c->services.empty();
+  const bool hadServices = !c->services.empty() || !c->topics.empty() || !c->subscriptions.empty();
   for (uint64_t key : std::set<uint64_t>(c->services)) {
     removeService(key, detail::kEndDead, "provider gone");
+  }
+  for (uint64_t key : std::set<uint64_t>(c->topics)) {
+    removeTopic(key, detail::kEndDead, "publisher gone");
+  }
+  for (uint64_t id : std::set<uint64_t>(c->subscriptions)) {
+    removeSubscription(id, detail::kEndDead, "subscriber gone");
   }
   for (uint64_t ch : std::set<uint64_t>(c->channels)) {
     auto cit = channels_.find(ch);
@@ -659,6 +675,25 @@ void Broker::publishRegistry() {
     e.setProviderName(owner.name);
     e.setState(wire::ServiceState::SERVING);
   }
+  auto topics = snap.initTopics(uint(topics_.size()));
+  i = 0;
+  for (const auto& [key, t] : topics_) {
+    auto e = topics[i++];
+    e.setKey(key);
+    e.setId(t.id);
+    e.setTypeId(t.typeId);
+    e.setTypeName(t.typeName);
+    e.setDisplayName(t.displayName);
+    e.setDescription(t.description);
+    e.setSlotCount(t.slotCount);
+    e.setMaxMessageBytes(detail::TopicGeometry{t.slotCount, t.slotBytes}.maxWords() * 8);
+    const Conn& owner = *conns_.at(t.publisherClient);
+    e.setPublisherClientId(t.publisherClient);
+    e.setPublisherPid(uint32_t(owner.cred.pid));
+    e.setPublisherUid(uint32_t(owner.cred.uid));
+    e.setPublisherName(owner.name);
+    e.setSubscribers(uint32_t(t.subscriptions.size()));
+  }
   if (auto s = registry_->publish(mb); !s)
     spdlog::error("registry not published: {}", s.toString());
   auto flat = capnp::messageToFlatArray(mb);
@@ -686,6 +721,245 @@ Status Broker::onGetRegistry(Conn& c, uint64_t rid, wire::GetRegistry::Reader ge
   chunk.setOffset(offset);
   chunk.setData(kj::arrayPtr(reinterpret_cast<const kj::byte*>(snapshot_.data()) + offset, n));
   return reply(c, mb);
+}
+
+// ---- publish/subscribe ---------------------------------------------------------------------
+
+Status Broker::onAdvertise(Conn& c, uint64_t rid, wire::Advertise::Reader adv,
+                           std::vector<UniqueFd>& fds) {
+  const std::string id = adv.getTopicId().cStr();
+  if (!validServiceId(id)) {
+    return replyError(c, rid,
+                      Status(StatusCode::kInvalidArgument,
+                             "topic id '" + id.substr(0, 64) +
+                                 "' is not a dotted name of letters, digits, '_' and '-' "
+                                 "(e.g. hms.emr.vitals)"));
+  }
+  const detail::TopicGeometry g{adv.getSlotCount(), adv.getSlotBytes()};
+  if (auto s = g.validate(); !s) return replyError(c, rid, s);
+  for (const auto& [key, t] : topics_) {
+    if (t.id != id) continue;
+    const Conn& owner = *conns_.at(t.publisherClient);
+    return replyError(c, rid,
+                      Status(StatusCode::kAlreadyExists,
+                             "topic " + id + " already has a publisher, '" + owner.name +
+                                 "' (pid " + std::to_string(owner.cred.pid) +
+                                 "); a topic has one publisher: publish from there, or "
+                                 "use another topic id"));
+  }
+  Topic t;
+  if (c.noSharedMemory.empty() && options_.transport != wire::Transport::SOCKET) {
+    // The log must come, sealed so that nobody else can ever map it writable, and of the size
+    // its geometry says.
+    if (fds.size() != 1) {
+      return replyError(c, rid,
+                        Status(StatusCode::kInvalidArgument,
+                               "advertise from a client with shared memory carries the log"));
+    }
+    if (auto s = detail::checkSealedReadOnly(fds[0].get()); !s) return replyError(c, rid, s);
+    auto size = detail::segmentSize(fds[0].get());
+    if (!size.ok()) return replyError(c, rid, size.status());
+    if (*size != g.segmentBytes()) {
+      return replyError(c, rid,
+                        Status(StatusCode::kInvalidArgument,
+                               "the topic log's size does not match its slot count and size"));
+    }
+    t.logFd = std::move(fds[0]);
+    t.logBytes = *size;
+  }
+  t.key = nextTopicKey_++;
+  t.id = id;
+  t.typeId = adv.getTypeId();
+  t.typeName = adv.getTypeName().cStr();
+  t.displayName = adv.getDisplayName().cStr();
+  t.description = adv.getDescription().cStr();
+  t.slotCount = g.slotCount;
+  t.slotBytes = g.slotBytes;
+  t.publisherClient = c.id;
+  t.tag = adv.getTag();
+  const uint64_t key = t.key;
+  c.topics.insert(key);
+  topics_.emplace(key, std::move(t));
+  publishRegistry();
+  spdlog::info("topic {} (key {}) advertised by client {} '{}'", id, key, c.id, c.name);
+  capnp::MallocMessageBuilder mb;
+  auto r = mb.initRoot<wire::BrokerMessage>().initReply();
+  r.setId(rid);
+  r.initStatus().setCode(0);
+  r.initAdvertise().setTopicKey(key);
+  return reply(c, mb);
+}
+
+Status Broker::onUnadvertise(Conn& c, uint64_t rid, uint64_t key) {
+  auto it = topics_.find(key);
+  if (it == topics_.end() || it->second.publisherClient != c.id) {
+    return replyError(c, rid,
+                      Status(StatusCode::kNotFound,
+                             "this client publishes no topic with key " + std::to_string(key)));
+  }
+  removeTopic(key, detail::kEndClosed, "unadvertised");
+  publishRegistry();
+  return replyOk(c, rid);
+}
+
+Status Broker::onSubscribe(Conn& c, uint64_t rid, wire::Subscribe::Reader sub) {
+  const std::string id = sub.getTopicId().cStr();
+  auto it = std::find_if(topics_.begin(), topics_.end(),
+                         [&](const auto& kv) { return kv.second.id == id; });
+  if (it == topics_.end()) {
+    return replyError(c, rid,
+                      Status(StatusCode::kNotFound,
+                             "no publisher advertises topic '" + id.substr(0, 200) +
+                                 "'; start its publisher first (a subscription does not wait "
+                                 "for one)"));
+  }
+  Topic& t = it->second;
+  if (sub.getTypeId() != t.typeId) {
+    return replyError(
+        c, rid,
+        Status(StatusCode::kFailedPrecondition,
+               "topic " + id + " carries " + t.typeName + " messages; subscribe with that type"));
+  }
+  if (sub.getHistory() >= t.slotCount) {
+    return replyError(
+        c, rid,
+        Status(StatusCode::kInvalidArgument, "history of " + std::to_string(sub.getHistory()) +
+                                                 " messages: topic " + id + " keeps the last " +
+                                                 std::to_string(t.slotCount - 1) + " at most"));
+  }
+  Conn& publisher = *conns_.at(t.publisherClient);
+  auto transport = channelTransport(c, publisher, id);
+  if (!transport.ok()) return replyError(c, rid, transport.status());
+  const bool shm = *transport == wire::Transport::SHARED_MEMORY && t.logFd;
+  const bool drop = sub.getPolicy() == wire::SlowConsumerPolicy::DROP_OLDEST;
+  Subscription s;
+  s.id = nextSubscriptionId_++;
+  s.topicKey = t.key;
+  s.client = c.id;
+  s.shm = shm;
+  UniqueFd subscriberEnd, publisherEnd;
+  if (shm) {
+    auto fd = detail::createSegment("hms-ffi-cursor", detail::kCursorBytes);
+    if (!fd.ok()) return replyError(c, rid, fd.status());
+    auto map = detail::Mapping::map(fd->get(), detail::kCursorBytes, true);
+    if (!map.ok()) return replyError(c, rid, map.status());
+    auto* cur = map->as<detail::SubscriberCursor>();
+    detail::initCursor(cur,
+                       drop ? detail::SlowConsumerPolicy::kDropOldest
+                            : detail::SlowConsumerPolicy::kBlockPublisher,
+                       0);  // the publisher attaches it
+    cur->history = sub.getHistory();
+    s.cursorFd = std::move(*fd);
+    s.cursor = std::move(*map);
+  } else {
+    int sv[2];
+    if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
+      return replyError(c, rid,
+                        Status(StatusCode::kResourceExhausted,
+                               detail::errnoText("socketpair for a subscription", errno)));
+    }
+    subscriberEnd.reset(sv[0]);
+    publisherEnd.reset(sv[1]);
+  }
+  // The publisher first: it attaches the cursor (or starts sending to the socket) while the
+  // subscriber maps what the reply brings.
+  {
+    capnp::MallocMessageBuilder mb;
+    auto e = mb.initRoot<wire::BrokerMessage>().initEvent().initSubscriberAdded();
+    e.setTopicKey(t.key);
+    e.setSubscriptionId(s.id);
+    e.setTransport(shm ? wire::Transport::SHARED_MEMORY : wire::Transport::SOCKET);
+    e.setPolicy(sub.getPolicy());
+    e.setHistory(sub.getHistory());
+    e.setSubscriberPid(uint32_t(c.cred.pid));
+    e.setSubscriberName(c.name);
+    e.setPublisherTag(t.tag);
+    auto flat = detail::encodeMessage(mb);
+    const int out[1] = {shm ? s.cursorFd.get() : publisherEnd.get()};
+    if (auto st = detail::sendDatagram(publisher.sock.get(), flat.begin(), flat.size() * 8, out, 1);
+        !st) {
+      return replyError(
+          c, rid, Status(StatusCode::kUnavailable, "the publisher of " + id + " is not answering"));
+    }
+  }
+  capnp::MallocMessageBuilder mb;
+  auto r = mb.initRoot<wire::BrokerMessage>().initReply();
+  r.setId(rid);
+  r.initStatus().setCode(0);
+  auto o = r.initSubscribe();
+  o.setSubscriptionId(s.id);
+  o.setTopicKey(t.key);
+  o.setTransport(shm ? wire::Transport::SHARED_MEMORY : wire::Transport::SOCKET);
+  o.setSlotCount(t.slotCount);
+  o.setSlotBytes(t.slotBytes);
+  o.setLogBytes(t.logBytes);
+  o.setPublisherPid(uint32_t(publisher.cred.pid));
+  o.setPublisherName(publisher.name);
+  const int shmFds[2] = {t.logFd.get(), s.cursorFd.get()};
+  const int sockFds[1] = {subscriberEnd.get()};
+  const uint64_t sid = s.id;
+  t.subscriptions.insert(sid);
+  c.subscriptions.insert(sid);
+  subscriptions_.emplace(sid, std::move(s));
+  publishRegistry();
+  spdlog::debug("subscription {}: client {} to topic {} over {}, {}", sid, c.id, id,
+                shm ? "shared memory" : "a socketpair", drop ? "drop_oldest" : "block_publisher");
+  return shm ? reply(c, mb, shmFds, 2) : reply(c, mb, sockFds, 1);
+}
+
+Status Broker::onUnsubscribe(Conn& c, uint64_t rid, uint64_t id) {
+  auto it = subscriptions_.find(id);
+  if (it != subscriptions_.end() && it->second.client == c.id) {
+    removeSubscription(id, detail::kEndClosed, "unsubscribed");
+    publishRegistry();
+  }
+  return replyOk(c, rid);
+}
+
+void Broker::removeTopic(uint64_t key, uint32_t state, const char* why) {
+  auto it = topics_.find(key);
+  if (it == topics_.end()) return;
+  Topic t = std::move(it->second);
+  topics_.erase(it);
+  for (uint64_t sid : t.subscriptions) {
+    auto sit = subscriptions_.find(sid);
+    if (sit == subscriptions_.end()) continue;
+    Subscription& s = sit->second;
+    if (auto* cur = s.cursor.as<detail::SubscriberCursor>()) {
+      // The log says so itself when the publisher closes it; a dead one cannot.
+      detail::storeRelease(cur->publisherState, state);
+      detail::wakeAlways(cur->subscriberWake);
+    }
+    // (A socket subscriber reads EOF: the publisher's end died with it or was closed by it.)
+    if (auto pc = conns_.find(s.client); pc != conns_.end()) pc->second->subscriptions.erase(sid);
+    subscriptions_.erase(sit);
+  }
+  if (auto pc = conns_.find(t.publisherClient); pc != conns_.end()) pc->second->topics.erase(key);
+  spdlog::info("topic {} (key {}) ended ({})", t.id, key, why);
+}
+
+void Broker::removeSubscription(uint64_t id, uint32_t state, const char* why) {
+  auto it = subscriptions_.find(id);
+  if (it == subscriptions_.end()) return;
+  Subscription s = std::move(it->second);
+  subscriptions_.erase(it);
+  if (auto* cur = s.cursor.as<detail::SubscriberCursor>()) {
+    if (detail::loadAcquire(cur->state) == detail::kEndOpen)
+      detail::storeRelease(cur->state, state);
+    detail::wakeAlways(cur->publisherWake);
+  }
+  if (auto pc = conns_.find(s.client); pc != conns_.end()) pc->second->subscriptions.erase(id);
+  auto tit = topics_.find(s.topicKey);
+  if (tit == topics_.end()) return;
+  tit->second.subscriptions.erase(id);
+  spdlog::debug("subscription {} to {} ended ({})", id, tit->second.id, why);
+  capnp::MallocMessageBuilder mb;
+  auto e = mb.initRoot<wire::BrokerMessage>().initEvent().initSubscriberRemoved();
+  e.setTopicKey(s.topicKey);
+  e.setSubscriptionId(id);
+  e.setReason(why);
+  e.setPublisherTag(tit->second.tag);
+  sendEvent(tit->second.publisherClient, mb);
 }
 
 }  // namespace hms::ffi::broker

@@ -54,6 +54,8 @@ class Broker {
     std::string noSharedMemory;                         // non-empty: it has none, and why
     std::set<uint64_t> services;                        // keys
     std::set<uint64_t> channels;                        // ids, as caller or as service
+    std::set<uint64_t> topics;                          // keys, as publisher
+    std::set<uint64_t> subscriptions;                   // ids, as subscriber
   };
   struct Service {
     uint64_t key = 0;
@@ -74,6 +76,29 @@ class Broker {
     detail::Mapping map;
   };
 
+  // A topic and its publisher (docs/pubsub.md). The log belongs to the publisher, which writes
+  // it; the broker keeps the sealed descriptor to hand out and never maps it.
+  struct Topic {
+    uint64_t key = 0;
+    std::string id;
+    uint64_t typeId = 0;
+    std::string typeName, displayName, description;
+    uint32_t slotCount = 0, slotBytes = 0;
+    uint64_t publisherClient = 0;
+    uint64_t tag = 0;        // the publisher's handle (Advertise.tag)
+    detail::UniqueFd logFd;  // none when the publisher has no shared memory
+    uint64_t logBytes = 0;
+    std::set<uint64_t> subscriptions;
+  };
+  struct Subscription {
+    uint64_t id = 0;
+    uint64_t topicKey = 0;
+    uint64_t client = 0;
+    bool shm = false;
+    detail::UniqueFd cursorFd;  // shared memory: the cursor page, mapped to close it for a
+    detail::Mapping cursor;     // subscriber that dies, and to tell it its publisher did
+  };
+
   void accept();
   void onReadable(uint64_t connId);
   void disconnect(uint64_t connId, const char* why);
@@ -91,6 +116,17 @@ class Broker {
   Status onOpen(Conn& c, uint64_t rid, uint64_t key);
   Status onClose(Conn& c, uint64_t rid, uint64_t channelId);
   Status onGetRegistry(Conn& c, uint64_t rid, wire::GetRegistry::Reader get);
+  Status onAdvertise(Conn& c, uint64_t rid, wire::Advertise::Reader adv,
+                     std::vector<detail::UniqueFd>& fds);
+  Status onUnadvertise(Conn& c, uint64_t rid, uint64_t key);
+  Status onSubscribe(Conn& c, uint64_t rid, wire::Subscribe::Reader sub);
+  Status onUnsubscribe(Conn& c, uint64_t rid, uint64_t id);
+  // The publisher left (kEndClosed) or died (kEndDead): its subscribers read what is in the log,
+  // then see the end.
+  void removeTopic(uint64_t key, uint32_t state, const char* why);
+  // A subscriber left or died: its cursor holds the publisher back no more, the publisher wakes
+  // and is told.
+  void removeSubscription(uint64_t id, uint32_t state, const char* why);
   // The transport of a channel from `caller` to `provider`, or why there can be none.
   Result<wire::Transport> channelTransport(const Conn& caller, const Conn& provider,
                                            const std::string& serviceId) const;
@@ -113,9 +149,13 @@ class Broker {
   std::map<uint64_t, std::unique_ptr<Conn>> conns_;
   std::map<uint64_t, Service> services_;
   std::map<uint64_t, Channel> channels_;
+  std::map<uint64_t, Topic> topics_;
+  std::map<uint64_t, Subscription> subscriptions_;
   uint64_t nextConnId_ = 1;
   uint64_t nextServiceKey_ = 1;
   uint64_t nextChannelId_ = 1;
+  uint64_t nextTopicKey_ = 1;
+  uint64_t nextSubscriptionId_ = 1;
   bool socketCreated_ = false;
 };
 

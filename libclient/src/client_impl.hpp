@@ -33,10 +33,29 @@ namespace hms::ffi::detail {
 
 WaitPolicy toWaitPolicy(const ClientOptions& o);
 
-// A registry snapshot parsed once per generation: services sorted by id, then version descending.
+// A registry snapshot parsed once per generation: services sorted by id, then version descending;
+// topics by id.
 struct RegistryView {
   uint64_t generation = 0;
   std::vector<ServiceInfo> services;
+  std::vector<TopicInfo> topics;
+};
+
+// What the broker tells a publisher about its subscribers (topics.cpp), on the control thread.
+struct SubscriberAddedEvent {
+  uint64_t subscriptionId = 0;
+  bool socket = false;  // fd: the publisher's end of a socketpair; else the cursor page
+  bool dropOldest = false;
+  uint32_t history = 0;
+  pid_t pid = 0;
+  std::string name;
+  UniqueFd fd;
+};
+class PublisherEvents {
+ public:
+  virtual ~PublisherEvents() = default;
+  virtual void subscriberAdded(SubscriberAddedEvent ev) = 0;
+  virtual void subscriberRemoved(uint64_t subscriptionId) = 0;
 };
 
 // A reply from the broker, with the descriptors that came with it.
@@ -106,6 +125,10 @@ class ClientImpl : public std::enable_shared_from_this<ClientImpl> {
 
   Result<ServiceHandle> serve(ServiceSpec spec);
   Status unregister(uint64_t tag);
+
+  // Publishers of this client, by the tag their advertise carried, for the broker's events.
+  uint64_t addPublisher(std::weak_ptr<PublisherEvents> p);
+  void removePublisher(uint64_t tag);
 
   bool closing() const noexcept { return closing_.load(std::memory_order_acquire); }
   // The word the dispatcher sleeps on: in the doorbell segment callers ring, or (without shared
@@ -177,6 +200,9 @@ class ClientImpl : public std::enable_shared_from_this<ClientImpl> {
   std::map<uint64_t, Served> served_;  // by tag
   uint64_t nextTag_ = 1;
   std::unique_ptr<Dispatcher> dispatcher_;
+  std::mutex publishersMu_;
+  std::map<uint64_t, std::weak_ptr<PublisherEvents>> publishers_;
+  uint64_t nextPublisherTag_ = 1;
   std::once_flag completionsOnce_;
   std::unique_ptr<Completions> completions_;
 };

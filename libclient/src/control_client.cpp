@@ -343,7 +343,43 @@ void ClientImpl::handleMessage(std::vector<uint8_t> bytes, std::vector<UniqueFd>
   } else if (ev.isChannelClosed()) {
     std::lock_guard lock(servedMu_);
     if (dispatcher_) dispatcher_->channelClosed(ev.getChannelClosed().getChannelId());
+  } else if (ev.isSubscriberAdded() || ev.isSubscriberRemoved()) {
+    const uint64_t tag = ev.isSubscriberAdded() ? ev.getSubscriberAdded().getPublisherTag()
+                                                : ev.getSubscriberRemoved().getPublisherTag();
+    std::shared_ptr<PublisherEvents> p;
+    {
+      std::lock_guard lock(publishersMu_);
+      if (auto it = publishers_.find(tag); it != publishers_.end()) p = it->second.lock();
+    }
+    if (!p) return;  // closed meanwhile: the descriptor closes with `fds`
+    if (ev.isSubscriberRemoved()) {
+      p->subscriberRemoved(ev.getSubscriberRemoved().getSubscriptionId());
+      return;
+    }
+    auto a = ev.getSubscriberAdded();
+    if (fds.empty()) return;
+    SubscriberAddedEvent e;
+    e.subscriptionId = a.getSubscriptionId();
+    e.socket = a.getTransport() == wire::Transport::SOCKET;
+    e.dropOldest = a.getPolicy() == wire::SlowConsumerPolicy::DROP_OLDEST;
+    e.history = a.getHistory();
+    e.pid = pid_t(a.getSubscriberPid());
+    e.name = a.getSubscriberName().cStr();
+    e.fd = std::move(fds[0]);
+    p->subscriberAdded(std::move(e));
   }
+}
+
+uint64_t ClientImpl::addPublisher(std::weak_ptr<PublisherEvents> p) {
+  std::lock_guard lock(publishersMu_);
+  const uint64_t tag = nextPublisherTag_++;
+  publishers_.emplace(tag, std::move(p));
+  return tag;
+}
+
+void ClientImpl::removePublisher(uint64_t tag) {
+  std::lock_guard lock(publishersMu_);
+  publishers_.erase(tag);
 }
 
 void ClientImpl::controlLoop() {
@@ -459,8 +495,24 @@ Result<std::shared_ptr<RegistryView>> parseView(const std::vector<capnp::word>& 
     try {
       capnp::FlatArrayMessageReader reader(kj::arrayPtr(words.data(), words.size()),
                                            controlReaderOptions());
-      for (auto e : reader.getRoot<wire::RegistrySnapshot>().getServices()) {
-        view->services.push_back(toServiceInfo(e));
+      auto snap = reader.getRoot<wire::RegistrySnapshot>();
+      for (auto e : snap.getServices()) view->services.push_back(toServiceInfo(e));
+      for (auto e : snap.getTopics()) {
+        TopicInfo t;
+        t.key = e.getKey();
+        t.id = e.getId().cStr();
+        t.typeId = e.getTypeId();
+        t.typeName = e.getTypeName().cStr();
+        t.displayName = e.getDisplayName().cStr();
+        t.description = e.getDescription().cStr();
+        t.slots = e.getSlotCount();
+        t.maxMessageBytes = e.getMaxMessageBytes();
+        t.publisherClientId = e.getPublisherClientId();
+        t.publisherPid = pid_t(e.getPublisherPid());
+        t.publisherUid = uid_t(e.getPublisherUid());
+        t.publisherName = e.getPublisherName().cStr();
+        t.subscribers = e.getSubscribers();
+        view->topics.push_back(std::move(t));
       }
     } catch (const kj::Exception& e) {
       return Status(StatusCode::kDataLoss,
@@ -470,6 +522,8 @@ Result<std::shared_ptr<RegistryView>> parseView(const std::vector<capnp::word>& 
   std::sort(view->services.begin(), view->services.end(), [](const auto& a, const auto& b) {
     return a.id != b.id ? a.id < b.id : a.version > b.version;
   });
+  std::sort(view->topics.begin(), view->topics.end(),
+            [](const auto& a, const auto& b) { return a.id < b.id; });
   return view;
 }
 

@@ -86,6 +86,25 @@ Status sealReadOnlyForOthers(int fd) {
   return Status();
 }
 
+Status sealForReaders(int fd) {
+  if (::fcntl(fd, F_ADD_SEALS, F_SEAL_FUTURE_WRITE | F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_SEAL) !=
+      0) {
+    return Status(StatusCode::kInternal, errnoText("sealing a memfd for readers", errno));
+  }
+  return Status();
+}
+
+Status checkSealedReadOnly(int fd) {
+  const int seals = ::fcntl(fd, F_GET_SEALS);
+  constexpr int kNeeded = F_SEAL_FUTURE_WRITE | F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_SEAL;
+  if (seals < 0 || (seals & kNeeded) != kNeeded) {
+    return Status(StatusCode::kInvalidArgument,
+                  "the segment is not a memfd sealed against writable mappings and resizing "
+                  "(F_SEAL_FUTURE_WRITE, F_SEAL_GROW, F_SEAL_SHRINK, F_SEAL_SEAL)");
+  }
+  return Status();
+}
+
 Result<uint64_t> segmentSize(int fd) {
   struct stat st;
   if (::fstat(fd, &st) != 0) return Status(StatusCode::kInternal, errnoText("fstat", errno));

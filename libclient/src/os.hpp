@@ -69,6 +69,11 @@ Status probeSharedMemory();
 // Seals a segment against any new writable mapping (F_SEAL_FUTURE_WRITE): the broker keeps
 // writing through its own mapping; every client can only map it read-only.
 Status sealReadOnlyForOthers(int fd);
+// Seals a segment its creator has mapped writable against any other writable mapping, and
+// against resizing (F_SEAL_FUTURE_WRITE, F_SEAL_GROW, F_SEAL_SHRINK, F_SEAL_SEAL).
+Status sealForReaders(int fd);
+// INVALID_ARGUMENT unless `fd` is a memfd sealed as sealForReaders() leaves it.
+Status checkSealedReadOnly(int fd);
 // The segment's size, checked against what the peer claimed.
 Result<uint64_t> segmentSize(int fd);
 

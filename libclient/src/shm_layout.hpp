@@ -68,16 +68,19 @@ static_assert(offsetof(RingControl, consumerWake) == kCacheLine);
 static_assert(offsetof(RingControl, producerWake) == 2 * kCacheLine);
 
 enum RecordKind : uint16_t {
-  kRecordPadding = 1,     // skip to the end of the ring
-  kRecordRequest = 2,     // a call; expects a kRecordResponse with the same callId (or, with
-                          // kRecordStream, items and an end; with kRecordOneWay, nothing)
-  kRecordResponse = 3,    // status + results (OK) or wire::RpcError (not OK)
-  kRecordCancel = 4,      // caller -> service: stop call `callId`; no message (words = 0)
-  kRecordStreamItem = 5,  // service -> caller: one item of stream `callId` (the results type)
-  kRecordStreamEnd = 6,   // service -> caller: stream `callId` ended with `status`
-                          // (an empty message when OK, a wire::RpcError otherwise)
+  kRecordPadding = 1,       // skip to the end of the ring
+  kRecordRequest = 2,       // a call; expects a kRecordResponse with the same callId (or, with
+                            // kRecordStream, items and an end; with kRecordOneWay, nothing)
+  kRecordResponse = 3,      // status + results (OK) or wire::RpcError (not OK)
+  kRecordCancel = 4,        // caller -> service: stop call `callId`; no message (words = 0)
+  kRecordStreamItem = 5,    // service -> caller: one item of stream `callId` (the results type)
+  kRecordStreamEnd = 6,     // service -> caller: stream `callId` ended with `status`
+                            // (an empty message when OK, a wire::RpcError otherwise)
+  kRecordTopicMessage = 7,  // publisher -> subscriber over a socket: message `callId` (its
+                            // sequence) of a topic; `deadlineNs` holds how many messages the
+                            // subscriber missed just before it (drop_oldest)
 };
-inline constexpr uint16_t kRecordKindLast = kRecordStreamEnd;
+inline constexpr uint16_t kRecordKindLast = kRecordTopicMessage;
 inline constexpr uint16_t kRecordHasTrace = 1u << 0;
 inline constexpr uint16_t kRecordOneWay = 1u << 1;  // request: answer nothing
 inline constexpr uint16_t kRecordStream = 1u << 2;  // request: answer with a stream
@@ -265,13 +268,17 @@ inline constexpr uint64_t kCursorMagic = 0x5253'5543'5446'4d48ULL;  // "HMFTCURS
 inline constexpr uint32_t kCursorLayoutVersion = 1;
 
 struct SubscriberCursor {
-  uint64_t magic;          // writer: creator, at creation
-  uint32_t layoutVersion;  // writer: creator, at creation
-  uint32_t policy;         // writer: creator, at creation (SlowConsumerPolicy)
-  uint32_t state;          // writer: subscriber (kEndOpen/kEndClosed); the broker when it dies
-  uint8_t pad0[kCacheLine - 20];
-  uint64_t next;     // writer: subscriber. Next sequence it will read: it is done with every one
-                     // before. SYNC POINT WRITE (release), read by the publisher (acquire).
+  uint64_t magic;           // writer: creator, at creation
+  uint32_t layoutVersion;   // writer: creator, at creation
+  uint32_t policy;          // writer: creator, at creation (SlowConsumerPolicy)
+  uint32_t state;           // writer: subscriber (kEndOpen/kEndClosed); the broker when it dies
+  uint32_t publisherState;  // writer: the broker, when the publisher leaves or dies (EndState)
+  uint32_t history;         // writer: creator, at creation. Messages back the cursor starts.
+  uint8_t pad0[kCacheLine - 28];
+  uint64_t next;     // Next sequence the subscriber will read: it is done with every one before.
+                     // 0 until attached: the publisher sets it once (release) when it learns of
+                     // the cursor (history counted back from what it has published), the
+                     // subscriber after that. SYNC POINT WRITE (release), read (acquire) by both.
   uint64_t dropped;  // writer: subscriber. Messages it missed (drop_oldest).
   uint8_t pad1[kCacheLine - 16];
   WakeWord publisherWake;   // a publisher held back by this subscriber sleeps here

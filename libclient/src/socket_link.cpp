@@ -153,6 +153,35 @@ Status SocketLink::send(RecordHeader header, const TraceContextWire* trace,
   return s;
 }
 
+Status SocketLink::sendWords(RecordHeader header, const uint64_t* words, uint32_t count,
+                             const WaitPolicy& policy, int64_t firstDeadlineNs,
+                             int64_t restDeadlineNs) {
+  if (broken_ || eof_) return Status(StatusCode::kUnavailable, "the socket is closed");
+  if (uint64_t(count) * 8 > maxMessageBytes_) {
+    return Status(StatusCode::kResourceExhausted, "message over the socket's limit");
+  }
+  header.flags &= uint16_t(~kRecordHasTrace);
+  header.words = count;
+  header.length = uint32_t(sizeof(RecordHeader) + uint64_t(count) * 8);
+  const auto* bytes = reinterpret_cast<const uint8_t*>(words);
+  const size_t totalBytes = size_t(count) * 8;
+  size_t sent = std::min(totalBytes, chunkBytes_ - sizeof(RecordHeader));
+  iovec iov[2] = {{&header, sizeof(header)}, {const_cast<uint8_t*>(bytes), sent}};
+  Status s = sendDatagramV(iov, sent ? 2 : 1, policy, firstDeadlineNs);
+  while (s && sent < totalBytes) {
+    const size_t part = std::min(totalBytes - sent, chunkBytes_);
+    iovec more{const_cast<uint8_t*>(bytes + sent), part};
+    s = sendDatagramV(&more, 1, policy, restDeadlineNs);
+    if (!s) {
+      broken_ = true;
+      shutdown();
+      break;
+    }
+    sent += part;
+  }
+  return s;
+}
+
 Status SocketLink::sendHeader(RecordHeader header, const WaitPolicy& policy, int64_t deadlineNs) {
   if (broken_ || eof_) return Status(StatusCode::kUnavailable, "the channel's socket is closed");
   header.flags &= uint16_t(~kRecordHasTrace);

@@ -49,6 +49,12 @@ class SocketLink {
   // shut down: see broken()).
   Status send(RecordHeader header, const TraceContextWire* trace, RingMessageBuilder& builder,
               const WaitPolicy& policy, int64_t deadlineNs, const std::string& limitHint);
+  // Sends a record of `count` words that are already one flat Cap'n Proto segment (a topic's
+  // message, from its log). DEADLINE_EXCEEDED with nothing sent when the first datagram finds
+  // no room before `firstDeadlineNs`; once it went, the rest wait until `restDeadlineNs` (past
+  // it, the link is shut down: see broken()).
+  Status sendWords(RecordHeader header, const uint64_t* words, uint32_t count,
+                   const WaitPolicy& policy, int64_t firstDeadlineNs, int64_t restDeadlineNs);
   // Sends a record of a header alone (a cancel).
   Status sendHeader(RecordHeader header, const WaitPolicy& policy, int64_t deadlineNs);
   // Zeroes what `builder` wrote in the scratch, sending nothing.

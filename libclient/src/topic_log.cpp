@@ -95,18 +95,27 @@ TopicPublisher::TopicPublisher(uint8_t* log, const TopicGeometry& g) noexcept
       published_(loadRelaxed(header_->published)) {}
 
 void TopicPublisher::addSubscriber(SubscriberCursor* c) {
-  cursors_.push_back(c);
+  cursors_.push_back({c, c->policy == uint32_t(SlowConsumerPolicy::kBlockPublisher)});
+  if (loadAcquire(c->next) == 0) {
+    // A loan may be out (sequence published_ + 1 is being written): starting at most
+    // slotCount - 1 back keeps clear of the slot it rewrites.
+    const uint64_t back = std::min<uint64_t>({c->history, uint64_t(g_.slotCount) - 1, published_});
+    // SYNC POINT WRITE, pairs with the acquire load in TopicSubscriber::attached().
+    storeRelease(c->next, published_ + 1 - back);
+    wakeIfSleeping(c->subscriberWake);
+  }
 }
 
 void TopicPublisher::removeSubscriber(SubscriberCursor* c) {
-  std::erase(cursors_, c);
+  std::erase_if(cursors_, [c](const Attached& a) { return a.cursor == c; });
 }
 
 bool TopicPublisher::mayRewrite(uint64_t seq, SubscriberCursor** blocker) const noexcept {
   if (seq <= g_.slotCount) return true;  // the slot has never held a message
   const uint64_t previous = seq - g_.slotCount;
-  for (SubscriberCursor* c : cursors_) {
-    if (c->policy != uint32_t(SlowConsumerPolicy::kBlockPublisher)) continue;
+  for (const Attached& a : cursors_) {
+    SubscriberCursor* c = a.cursor;
+    if (!a.blocks) continue;
     if (loadAcquire(c->state) != kEndOpen) continue;  // left or died: holds nobody back
     // SYNC POINT READ, pairs with the release store in TopicSubscriber::release(): once it is
     // past `previous` it has stopped reading the slot.
@@ -157,13 +166,24 @@ void TopicPublisher::publish(const Loan& loan, uint32_t words) noexcept {
   // One fence for all the subscribers (pairs with the fence in waitFor()); a syscall only for
   // one that announced it sleeps.
   std::atomic_thread_fence(std::memory_order_seq_cst);
-  for (SubscriberCursor* c : cursors_) {
-    WakeWord& w = c->subscriberWake;
+  for (const Attached& a : cursors_) {
+    WakeWord& w = a.cursor->subscriberWake;
     if (loadRelaxed(w.sleeping) != 0 && exchangeAcqRel(w.sleeping, 0u) != 0) {
       addRelaxed(w.wakes, uint64_t{1});
       futexWakeAll(&w.sleeping);
     }
   }
+}
+
+void TopicPublisher::abandon(const Loan& loan) noexcept {
+  TopicSlotHeader* slot = slotAt(slots_, g_, loan.seq);
+  // Cap'n Proto may have written anywhere in it: zero it all (the next loan clears `words`).
+  storeRelaxed(slot->words, g_.maxWords());
+}
+
+void TopicPublisher::close() noexcept {
+  storeRelease(header_->publisherState, uint32_t(kEndClosed));
+  for (const Attached& a : cursors_) wakeAlways(a.cursor->subscriberWake);
 }
 
 // ---- subscriber ----------------------------------------------------------------------------
@@ -175,20 +195,35 @@ TopicSubscriber::TopicSubscriber(const uint8_t* log, const TopicGeometry& g,
       g_(g),
       cursor_(cursor),
       policy_(SlowConsumerPolicy(cursor->policy)),
-      next_(std::max<uint64_t>(1, loadRelaxed(cursor->next))) {
+      next_(loadAcquire(cursor->next)) {
   if (policy_ == SlowConsumerPolicy::kDropOldest) copy_.resize(g_.maxWords());
 }
 
-bool TopicSubscriber::hasNext() const noexcept {
-  return loadAcquire(const_cast<uint64_t&>(header_->published)) >= next_;
+bool TopicSubscriber::attached() noexcept {
+  if (next_ != 0) return true;
+  // SYNC POINT READ, pairs with the release store in TopicPublisher::addSubscriber().
+  next_ = loadAcquire(cursor_->next);
+  return next_ != 0;
+}
+
+bool TopicSubscriber::hasNext() noexcept {
+  return attached() && loadAcquire(const_cast<uint64_t&>(header_->published)) >= next_;
 }
 
 WakeWord& TopicSubscriber::wake() noexcept {
   return cursor_->subscriberWake;
 }
 
-bool TopicSubscriber::publisherClosed() const noexcept {
-  return loadAcquire(const_cast<uint32_t&>(header_->publisherState)) != kEndOpen;
+uint32_t TopicSubscriber::publisherState() const noexcept {
+  const uint32_t own = loadAcquire(const_cast<uint32_t&>(header_->publisherState));
+  if (own != kEndOpen) return own;
+  return loadAcquire(cursor_->publisherState);  // the broker's word, when the publisher died
+}
+
+void TopicSubscriber::close() noexcept {
+  reading_ = 0;
+  storeRelease(cursor_->state, uint32_t(kEndClosed));
+  wakeAlways(cursor_->publisherWake);
 }
 
 RingStatus TopicSubscriber::next(Message& m, uint64_t& missed) {
@@ -201,6 +236,7 @@ RingStatus TopicSubscriber::next(Message& m, uint64_t& missed) {
     }
     return st;
   };
+  if (!attached()) return RingStatus::kEmpty;
   for (;;) {
     // SYNC POINT READ, pairs with the release store in TopicPublisher::publish().
     const uint64_t published = loadAcquire(const_cast<uint64_t&>(header_->published));

@@ -1,6 +1,6 @@
 // The log of one publish/subscribe topic (layout: shm_layout.hpp, "topic segments"): the
-// publisher's and the subscribers' sides. Issue 5 builds topics on this; the broker and the
-// public API do not use it yet.
+// publisher's and the subscribers' sides. The public Publisher and Subscription (topics.cpp) are
+// built on it; docs/pubsub.md has the design.
 //
 // Guarantees: a subscriber sees messages in publication order. Under kBlockPublisher it sees
 // every message published after it attached, each read in place: the publisher does not rewrite
@@ -46,7 +46,9 @@ class TopicPublisher {
  public:
   TopicPublisher(uint8_t* log, const TopicGeometry& g) noexcept;
 
-  // The cursors of the topic's subscribers, as they attach and leave.
+  // The cursors of the topic's subscribers, as they attach and leave. A cursor whose `next` is
+  // still 0 is attached here: it starts `history` messages back (at most slotCount - 1, and no
+  // further than the first message), and its subscriber is woken.
   void addSubscriber(SubscriberCursor* c);
   void removeSubscriber(SubscriberCursor* c);
 
@@ -59,21 +61,32 @@ class TopicPublisher {
   // Waits while a block_publisher subscriber has not read the message the slot still holds.
   // DEADLINE_EXCEEDED naming how far behind the slowest subscriber is.
   Status loan(const WaitPolicy& policy, int64_t deadlineNs, Loan& out);
+  // Gives a loaned slot back unpublished (the message it held before is gone: readers of it
+  // count it as missed). The next loan() hands out the same sequence again.
+  void abandon(const Loan& loan) noexcept;
   // Publishes the loaned message of `words` words (SYNC POINT WRITE) and wakes the subscribers
   // that sleep (each on its own cursor page).
   void publish(const Loan& loan, uint32_t words) noexcept;
 
+  // Marks the log closed (subscribers read what is left, then see the end) and wakes them all.
+  void close() noexcept;
+
   uint64_t published() const noexcept { return published_; }
   const TopicGeometry& geometry() const noexcept { return g_; }
+  size_t subscribers() const noexcept { return cursors_.size(); }
 
  private:
+  struct Attached {
+    SubscriberCursor* cursor;
+    bool blocks;  // kBlockPublisher, as the cursor said when it was added
+  };
   bool mayRewrite(uint64_t seq, SubscriberCursor** blocker) const noexcept;
 
   TopicHeader* header_;
   uint8_t* slots_;
   TopicGeometry g_;
   uint64_t published_ = 0;  // own copy of header_->published
-  std::vector<SubscriberCursor*> cursors_;
+  std::vector<Attached> cursors_;
 };
 
 class TopicSubscriber {
@@ -93,21 +106,28 @@ class TopicSubscriber {
   // slot) and a publisher waiting for this subscriber is woken.
   void release() noexcept;
 
-  // Whether a message is there to read (for waits).
-  bool hasNext() const noexcept;
+  // Whether a message is there to read (for waits). False until the publisher attached the
+  // cursor.
+  bool hasNext() noexcept;
   WakeWord& wake() noexcept;  // the word to sleep on while !hasNext()
-  bool publisherClosed() const noexcept;
+  // The publisher closed the log, or the broker saw it leave or die (kEndClosed/kEndDead);
+  // kEndOpen while it publishes.
+  uint32_t publisherState() const noexcept;
+  bool publisherClosed() const noexcept { return publisherState() != kEndOpen; }
+  // Leaves: the cursor holds the publisher back no more, and a publisher waiting on it wakes.
+  void close() noexcept;
   uint64_t dropped() const noexcept { return dropped_; }
 
  private:
   RingStatus readCopy(uint64_t seq, Message& m);
+  bool attached() noexcept;  // loads the start the publisher gave the cursor, once it has
 
   const TopicHeader* header_;
   const uint8_t* slots_;
   TopicGeometry g_;
   SubscriberCursor* cursor_;
   SlowConsumerPolicy policy_;
-  uint64_t next_;         // own copy of cursor_->next
+  uint64_t next_;         // own copy of cursor_->next (0: not attached yet)
   uint64_t reading_ = 0;  // the sequence next() handed out, 0 when none
   uint64_t dropped_ = 0;
   std::vector<uint64_t> copy_;  // drop_oldest: the message being read

@@ -157,6 +157,10 @@ std::string testServiceBinary() {
   return HMS_FFI_TEST_SERVICE_BINARY;
 }
 
+std::string testTopicBinary() {
+  return HMS_FFI_TEST_TOPIC_BINARY;
+}
+
 std::string testCallerBinary() {
   return HMS_FFI_TEST_CALLER_BINARY;
 }

@@ -80,5 +80,6 @@ Subprocess startTestService(const std::string& socket, const std::vector<std::st
                             const std::string& readyNeedle = "ready",
                             const std::vector<std::string>& env = {});
 std::string testCallerBinary();
+std::string testTopicBinary();  // hms-ffi-test-topic
 
 }  // namespace hms::ffi::testing

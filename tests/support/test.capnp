@@ -23,3 +23,14 @@ interface TestService {
 interface OtherService {
   ping @0 () -> ();
 }
+
+# The message of the publish/subscribe tests: `payload` is derived from `seq` (tickByte), so a
+# torn, misplaced or altered message shows.
+struct Tick {
+  seq @0 :UInt64;
+  payload @1 :Data;
+}
+
+struct Other {
+  x @0 :UInt32;
+}

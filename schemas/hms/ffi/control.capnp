@@ -55,7 +55,39 @@ struct Request {
     openChannel @4 :OpenChannel;
     closeChannel @5 :UInt64;   # channel id
     getRegistry @6 :GetRegistry;
+    advertise @7 :Advertise;   # shared memory: fd 0 the topic's log, sealed (see Advertise)
+    unadvertise @8 :UInt64;    # topic key
+    subscribe @9 :Subscribe;
+    unsubscribe @10 :UInt64;   # subscription id
   }
+}
+
+# Publish/subscribe (docs/pubsub.md). A publisher with shared memory creates its topic's log
+# (a memfd it maps read-write), seals it against any further writable mapping
+# (F_SEAL_FUTURE_WRITE, F_SEAL_SHRINK, F_SEAL_GROW) and hands it over with `advertise`; the broker
+# checks the seals and gives the same descriptor to subscribers, who can map it read-only only.
+# A publisher without shared memory sends no descriptor; its subscribers all get sockets.
+struct Advertise {
+  topicId @0 :Text;            # dotted, like a service id, e.g. "hms.emr.vitals"
+  typeId @1 :UInt64;           # Cap'n Proto type id of the message struct
+  typeName @2 :Text;
+  slotCount @3 :UInt32;        # the log's geometry (a power of two)
+  slotBytes @4 :UInt32;        # header included; a multiple of 64
+  displayName @5 :Text;
+  description @6 :Text;
+  tag @7 :UInt64;              # the client's own handle; echoed in its subscriber events
+}
+
+enum SlowConsumerPolicy {
+  blockPublisher @0;           # the publisher waits for this subscriber: nothing is lost
+  dropOldest @1;               # the publisher never waits; what it laps is counted as missed
+}
+
+struct Subscribe {
+  topicId @0 :Text;
+  typeId @1 :UInt64;           # must be the topic's
+  policy @2 :SlowConsumerPolicy;
+  history @3 :UInt32;          # start this many messages back (at most slotCount - 1)
 }
 
 # A registry snapshot for a client without shared memory, in chunks (a snapshot may be larger than
@@ -92,7 +124,25 @@ struct Reply {
     openChannel @5 :OpenChannelReply;  # shm: fd 0 channel segment, fd 1 the service's doorbell;
                                        # socket: fd 0 the caller's end of the socketpair
     registry @6 :RegistryChunk;
+    advertise @7 :AdvertiseReply;
+    subscribe @8 :SubscribeReply;  # shm: fd 0 the log (read-only), fd 1 the cursor page;
+                                   # socket: fd 0 the subscriber's end of the socketpair
   }
+}
+
+struct AdvertiseReply {
+  topicKey @0 :UInt64;
+}
+
+struct SubscribeReply {
+  subscriptionId @0 :UInt64;
+  topicKey @1 :UInt64;
+  transport @2 :Transport;     # sharedMemory or socket
+  slotCount @3 :UInt32;
+  slotBytes @4 :UInt32;
+  logBytes @5 :UInt64;
+  publisherPid @6 :UInt32;
+  publisherName @7 :Text;
 }
 
 struct RegistryChunk {
@@ -129,7 +179,28 @@ struct Event {
                                        # its end of the socketpair; fd 1 (shared memory, if the
                                        # caller has one): the caller's doorbell
     channelClosed @1 :ChannelClosed;
+    subscriberAdded @2 :SubscriberAdded;      # to the publisher. fd 0: the cursor page (shm)
+                                              # or the publisher's end of the socketpair
+    subscriberRemoved @3 :SubscriberRemoved;  # to the publisher
   }
+}
+
+struct SubscriberAdded {
+  topicKey @0 :UInt64;
+  subscriptionId @1 :UInt64;
+  transport @2 :Transport;
+  policy @3 :SlowConsumerPolicy;
+  history @4 :UInt32;
+  subscriberPid @5 :UInt32;
+  subscriberName @6 :Text;
+  publisherTag @7 :UInt64;     # Advertise.tag
+}
+
+struct SubscriberRemoved {
+  topicKey @0 :UInt64;
+  subscriptionId @1 :UInt64;
+  reason @2 :Text;
+  publisherTag @3 :UInt64;
 }
 
 struct ChannelOpened {

@@ -47,6 +47,7 @@
 #include <vector>
 
 #include "hms/ffi/status.hpp"
+#include "hms/ffi/topics.hpp"
 #include "hms/ffi/version.hpp"
 
 namespace hms::ffi {
@@ -701,6 +702,38 @@ class Client {
     spec.options = std::move(options);
     return serveImpl(std::move(spec));
   }
+
+  // Becomes the one publisher of topic `id`, whose messages are T (a Cap'n Proto struct).
+  // ALREADY_EXISTS when the topic has a publisher (docs/pubsub.md).
+  template <class T>
+  Result<Publisher<T>> advertise(std::string_view id, TopicOptions options = {}) {
+    auto schema = capnp::Schema::from<T>();
+    auto core = detail::advertiseTopic(impl_, id, schema.getProto().getId(),
+                                       schema.getShortDisplayName().cStr(), std::move(options));
+    if (!core.ok()) return core.status();
+    return Publisher<T>(std::move(*core));
+  }
+  // Subscribes to topic `id`, read with Subscription::next(). NOT_FOUND while nobody publishes
+  // it; FAILED_PRECONDITION when its messages are not T.
+  template <class T>
+  Result<Subscription<T>> subscribe(std::string_view id, SubscribeOptions options = {}) {
+    auto core = detail::subscribeTopic(impl_, id, capnp::typeId<T>(), options);
+    if (!core.ok()) return core.status();
+    return Subscription<T>(std::move(*core));
+  }
+  // The same, delivered to `fn(const Delivery<T>&)` on a thread of the subscription's own.
+  template <class T, class F>
+  Result<SubscriptionHandle> subscribe(std::string_view id, SubscribeOptions options, F fn) {
+    auto core = detail::subscribeTopic(impl_, id, capnp::typeId<T>(), options);
+    if (!core.ok()) return core.status();
+    return SubscriptionHandle(detail::startDelivery(
+        std::move(*core),
+        [fn = std::move(fn)](capnp::MessageReader& r, uint64_t seq, uint64_t missed) mutable {
+          fn(Delivery<T>{r.getRoot<T>(), seq, missed});
+        }));
+  }
+  // Live topics whose id starts with `prefix`, sorted by id (from the registry).
+  Result<std::vector<TopicInfo>> discoverTopics(std::string_view prefix = "") const;
 
   // The largest Cap'n Proto message a channel with rings of `ringBytes` carries.
   static uint32_t maxMessageBytes(uint32_t ringBytes) noexcept;
