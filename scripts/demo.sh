@@ -8,7 +8,8 @@ build="$here/build/release"
 cmake --preset release -S "$here" >/dev/null
 cmake --build "$build" --target hms-ffid hms-ffi hms-example-emr_patient_service \
   hms-example-api_gateway hms-example-cdf_debate_service hms-example-sys_policy_caller \
-  hms-example-ach_transaction_service hms-example-ach_etl_batch
+  hms-example-ach_transaction_service hms-example-ach_etl_batch hms-example-emr_vitals_monitor \
+  hms-example-emr_vitals_subscriber
 
 runtime=$(mktemp -d /tmp/hms-ffi-demo-XXXXXX)
 export HMS_FFI_SOCKET="$runtime/broker.sock"
@@ -54,6 +55,27 @@ echo "   flight at once (asynchronous calls), one result or error per entry"
 echo
 echo "== the same batch again: every entry accepted before is now a duplicate (R24), none posted twice"
 "$build/examples/hms-example-ach_etl_batch" --count 1000 | sed -n 1,4p
+echo
+echo "== HMS-EMR monitors -> hms.emr.vitals: one publisher, three subscribers in processes of"
+echo "   their own (chart: drop_oldest; alarm and audit: block_publisher, nothing lost)"
+vitals=()
+for role in chart alarm audit; do
+  "$build/examples/hms-example-emr_vitals_subscriber" --role "$role" >"$runtime/vitals-$role.log" 2>&1 &
+  vitals+=($!)
+done
+"$build/examples/hms-example-emr_vitals_monitor" --count 5000 --interval-us 200 \
+  --wait-subscribers 3 >"$runtime/vitals-monitor.log" 2>&1 &
+monitor=$!
+for _ in $(seq 200); do
+  [ "$(grep -c subscribed "$runtime"/vitals-{chart,alarm,audit}.log 2>/dev/null | awk -F: '{s+=$2} END {print s}')" = 3 ] && break
+  sleep 0.05
+done
+"$build/tools/hms-ffi" topics
+wait "$monitor"
+for p in "${vitals[@]}"; do wait "$p"; done
+cat "$runtime/vitals-monitor.log"
+sed -n 1,6p "$runtime/vitals-chart.log"
+cat "$runtime/vitals-alarm.log" "$runtime/vitals-audit.log"
 echo
 echo "== the same HMS-API caller in a process that cannot map shared memory (simulated):"
 echo "   it falls back to a Unix socketpair, says so once on stderr, and gets the same answers"

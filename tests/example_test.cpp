@@ -78,4 +78,48 @@ TEST_P(AchExample, BatchGetsOneOutcomePerEntryAndARerunPostsNothingTwice) {
 INSTANTIATE_TEST_SUITE_P(Transports, AchExample, ::testing::Values("shm", "socket"),
                          [](const auto& info) { return std::string(info.param); });
 
+// The seed's pattern 3.4: hms.emr.vitals published once, read by three subscriber processes
+// with different policies. The audit subscriber exits 2 if a reading is missing or out of order.
+class VitalsExample : public ::testing::TestWithParam<const char*> {
+ protected:
+  std::vector<std::string> env() const {
+    return {"HMS_FFI_SOCKET=" + broker.socket(), std::string("HMS_FFI_TRANSPORT=") + GetParam()};
+  }
+  BrokerFixture broker;
+};
+
+TEST_P(VitalsExample, ThreeSubscribersInTheirOwnProcesses_AlarmAndAuditSeeEveryReading) {
+  std::vector<Subprocess> subs;
+  for (const char* role : {"chart", "alarm", "audit"}) {
+    subs.emplace_back(std::vector<std::string>{HMS_FFI_EXAMPLE_VITALS_SUBSCRIBER, "--role", role,
+                                               "--wait-seconds", "30"},
+                      env());
+  }
+  Subprocess monitor({HMS_FFI_EXAMPLE_VITALS_MONITOR, "--count", "3000", "--wait-subscribers", "3"},
+                     env());
+  for (auto& s : subs) ASSERT_TRUE(s.waitForLine("subscribed")) << s.output() << s.errors();
+  ASSERT_TRUE(monitor.waitForLine("published 3000 readings")) << monitor.errors();
+  EXPECT_EQ(monitor.wait(std::chrono::seconds(60)), 0) << monitor.errors();
+  ASSERT_TRUE(subs[0].waitForLine("readings shown")) << subs[0].errors();
+  ASSERT_TRUE(subs[1].waitForLine("readings checked")) << subs[1].errors();
+  ASSERT_TRUE(subs[2].waitForLine("readings, sequence")) << subs[2].errors();
+  for (auto& s : subs) EXPECT_EQ(s.wait(std::chrono::seconds(60)), 0) << s.output() << s.errors();
+
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(subs[0].output(), m,
+                                std::regex("chart: ([0-9]+) readings shown, ([0-9]+) skipped")))
+      << subs[0].output();
+  EXPECT_EQ(std::stoul(m[1]) + std::stoul(m[2]), 3000u);  // every reading shown or counted
+  // Every 97th reading is hypoxic, every 211th tachycardic, every 307th hypertensive.
+  EXPECT_NE(subs[1].output().find("alarm: 3000 readings checked"), std::string::npos)
+      << subs[1].output();
+  EXPECT_NE(subs[1].output().find("hypoxia at"), std::string::npos);
+  EXPECT_NE(subs[2].output().find("audit: 3000 readings, sequence 1..3000, none missing"),
+            std::string::npos)
+      << subs[2].output();
+}
+
+INSTANTIATE_TEST_SUITE_P(Transports, VitalsExample, ::testing::Values("shm", "socket"),
+                         [](const auto& info) { return std::string(info.param); });
+
 }  // namespace

@@ -177,6 +177,36 @@ TEST(TopicLog, DropOldestNeverHoldsThePublisherAndCountsTheGapExactly) {
   EXPECT_EQ(c->dropped, 84u);  // visible to the publisher and the broker
 }
 
+TEST(TopicLog, UnattachedCursorStartsWhereThePublisherPutsIt_HistoryBounded) {
+  Topic t({16, 256});
+  TopicPublisher pub(t.writable.data(), t.geometry);
+  for (int i = 0; i < 40; ++i) ASSERT_TRUE(publishOne(pub));
+  // As the broker hands cursors out: next = 0 (not attached), the history asked for.
+  auto* recent = t.cursor(SlowConsumerPolicy::kBlockPublisher, 0);
+  recent->history = 5;
+  auto* greedy = t.cursor(SlowConsumerPolicy::kDropOldest, 0);
+  greedy->history = 1000;
+  TopicSubscriber early(t.readOnly.data(), t.geometry, recent);
+  TopicSubscriber::Message m;
+  uint64_t missed = 0;
+  EXPECT_FALSE(early.hasNext());  // nothing until the publisher attached it
+  EXPECT_EQ(early.next(m, missed), RingStatus::kEmpty);
+  pub.addSubscriber(recent);
+  pub.addSubscriber(greedy);
+  EXPECT_EQ(recent->next, 36u);  // the last 5
+  EXPECT_EQ(greedy->next, 26u);  // at most slotCount - 1 back: a loan may be rewriting one
+  ASSERT_EQ(early.next(m, missed), RingStatus::kOk);
+  EXPECT_EQ(m.seq, 36u);
+  EXPECT_EQ(missed, 0u);
+  // A cursor attached before anything was published starts with the first message.
+  Topic fresh({16, 256});
+  TopicPublisher pub2(fresh.writable.data(), fresh.geometry);
+  auto* c = fresh.cursor(SlowConsumerPolicy::kBlockPublisher, 0);
+  c->history = 10;
+  pub2.addSubscriber(c);
+  EXPECT_EQ(c->next, 1u);
+}
+
 TEST(TopicLog, DropOldestUnderARacingPublisherAcceptsNoTornMessage) {
   Topic t({8, 1024});
   TopicPublisher pub(t.writable.data(), t.geometry);

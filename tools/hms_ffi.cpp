@@ -1,6 +1,7 @@
 // hms-ffi: the command-line tool. Reads the registry from the broker's registry segment.
 //   hms-ffi [--socket PATH] list [PREFIX]     live services, one per line
 //   hms-ffi [--socket PATH] describe ID       every live version of ID with its methods
+//   hms-ffi [--socket PATH] topics [PREFIX]   live publish/subscribe topics
 #include <cinttypes>
 #include <cstdio>
 #include <cstring>
@@ -16,6 +17,7 @@ int usage(FILE* out, int rc) {
       "\n"
       "  list [PREFIX]    live services (all, or those whose id starts with PREFIX)\n"
       "  describe ID      every live version of service ID, with its methods and provider\n"
+      "  topics [PREFIX]  live topics: message type, publisher, subscribers, log size\n"
       "\n"
       "The broker's socket is --socket, else $HMS_FFI_SOCKET, else\n"
       "$XDG_RUNTIME_DIR/hms-ffi/broker.sock (/run/hms-ffi/broker.sock as root).\n",
@@ -37,7 +39,7 @@ int main(int argc, char** argv) {
   if (i >= argc) return usage(stderr, 2);
   const std::string cmd = argv[i++];
   if (cmd == "--help" || cmd == "-h" || cmd == "help") return usage(stdout, 0);
-  if (cmd != "list" && cmd != "describe") {
+  if (cmd != "list" && cmd != "describe" && cmd != "topics") {
     std::fprintf(stderr, "hms-ffi: unknown command '%s'\n", cmd.c_str());
     return usage(stderr, 2);
   }
@@ -49,6 +51,21 @@ int main(int argc, char** argv) {
   if (!client) {
     std::fprintf(stderr, "hms-ffi: %s\n", client.status().toString().c_str());
     return 1;
+  }
+  if (cmd == "topics") {
+    auto topics = (*client)->discoverTopics(i < argc ? argv[i] : "");
+    if (!topics) {
+      std::fprintf(stderr, "hms-ffi: %s\n", topics.status().toString().c_str());
+      return 1;
+    }
+    std::printf("%-32s %-20s %-8s %-24s %-11s %s\n", "TOPIC", "TYPE", "PID", "PUBLISHER",
+                "SUBSCRIBERS", "SLOTS x MAX BYTES");
+    for (const auto& t : *topics) {
+      std::printf("%-32s %-20s %-8d %-24s %-11u %u x %u\n", t.id.c_str(), t.typeName.c_str(),
+                  int(t.publisherPid), t.publisherName.c_str(), t.subscribers, t.slots,
+                  t.maxMessageBytes);
+    }
+    return 0;
   }
   if (cmd == "list") {
     auto services = (*client)->discoverPrefix(i < argc ? argv[i] : "");
