@@ -66,10 +66,13 @@ struct Options {
   bool json = false;
   std::vector<std::string> modes = {"spin", "adaptive", "blocking", "socket-blocking"};
   std::vector<size_t> sizes = {64, 1024, 65536, 1 << 20};
-  std::vector<std::string> patterns = {"rtt", "sizes", "async", "stream", "setup", "idle"};
+  std::vector<std::string> patterns = {"rtt",   "sizes", "async", "stream",
+                                       "setup", "idle",  "pubsub"};
   std::vector<std::string> throughputModes = {"adaptive", "socket-blocking"};
   std::vector<unsigned> inFlight = {1, 16, 256};
   std::vector<size_t> streamSizes = {64, 65536};
+  std::vector<unsigned> fanout = {1, 2, 4, 8};                  // pub/sub subscribers (P6)
+  std::vector<std::string> pubsubModes = {"spin", "adaptive"};  // one subscriber (P5)
   std::string brokerPath;
 
   bool runs(const char* pattern) const {
@@ -883,6 +886,199 @@ std::optional<Rate> ffiStream(const std::string& socket, const std::string& mode
   return rateOf("stream " + std::to_string(bytes) + " B items, " + mode, bytes, items, ns);
 }
 
+// ---- publish/subscribe -------------------------------------------------------------------
+
+using hms::ffi::bench::Sample;
+
+// A subscriber process (this binary with --subscribe): subscribes to `topic`, prints "ready",
+// reads every byte of each message until the topic ends, checking the sequence, and prints
+// "done LAST_NS GOT MISSED BAD" (LAST_NS: CLOCK_MONOTONIC when it saw the end, which the publisher
+// signals right after its last message; no clock is read per message).
+int subscribeSamples(const std::string& socket, const std::string& mode, const std::string& topic,
+                     const std::string& policy, const Options& o) {
+  if (o.pin) pinPeer(o);
+  hms::ffi::ClientOptions co;
+  co.socketPath = socket;
+  co.name = "bench-subscriber";
+  co.waitMode = parseMode(mode);
+  co.transport = transportOf(mode);
+  auto client = hms::ffi::Client::connect(co);
+  if (!client) {
+    std::fprintf(stderr, "bench subscriber: %s\n", client.status().toString().c_str());
+    return 1;
+  }
+  hms::ffi::SubscribeOptions so;
+  so.policy = policy == "drop" ? hms::ffi::SlowConsumer::kDropOldest
+                               : hms::ffi::SlowConsumer::kBlockPublisher;
+  auto sub = (*client)->subscribe<Sample>(topic, so);
+  if (!sub) {
+    std::fprintf(stderr, "bench subscriber: %s\n", sub.status().toString().c_str());
+    return 1;
+  }
+  std::printf("ready\n");
+  std::fflush(stdout);
+  uint64_t got = 0, bad = 0, sink = 0, last = 0;
+  int64_t lastNs = 0;
+  hms::ffi::Status s;
+  while ((s = sub->next(std::chrono::minutes(2)))) {
+    auto m = sub->message();
+    auto d = m.getPayload();
+    sink += sumWords(d.begin(), d.size());
+    if (m.getSeq() != last + 1 + sub->missed()) ++bad;
+    last = m.getSeq();
+    ++got;
+  }
+  // The publisher closes the topic right after its last message: the end is seen at once.
+  lastNs = nowNs();
+  if (s.code() != hms::ffi::StatusCode::kUnavailable) {
+    std::fprintf(stderr, "bench subscriber: %s\n", s.toString().c_str());
+  }
+  std::printf("done %lld %llu %llu %llu\n", (long long)lastNs, (unsigned long long)got,
+              (unsigned long long)sub->dropped(), (unsigned long long)(bad + (sink == 42)));
+  std::fflush(stdout);
+  return 0;
+}
+
+// Reads the line starting with `prefix` from `fd`; empty on timeout or EOF.
+std::string readLineStarting(int fd, const char* prefix, int timeoutMs) {
+  std::string got;
+  const int64_t deadline = nowNs() + int64_t(timeoutMs) * 1'000'000;
+  for (;;) {
+    size_t at = got.find(prefix);
+    if (at != std::string::npos) {
+      const size_t end = got.find('\n', at);
+      if (end != std::string::npos) return got.substr(at, end - at);
+    }
+    const int left = int((deadline - nowNs()) / 1'000'000);
+    if (left <= 0) return "";
+    pollfd p{fd, POLLIN, 0};
+    if (poll(&p, 1, left) <= 0) continue;
+    char buf[256];
+    const ssize_t n = read(fd, buf, sizeof(buf));
+    if (n <= 0) return "";
+    got.append(buf, size_t(n));
+  }
+}
+
+struct PubSubResult {
+  Rate rate;             // messages per second each subscriber received
+  double pubCpuNs = 0;   // publisher thread CPU per message
+  double pubWallNs = 0;  // publisher wall time per message
+  unsigned subscribers = 0;
+  std::string mode;
+};
+
+int64_t threadCpuNs() {
+  timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return int64_t(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+
+// One publisher (this process) and `subscribers` subscriber processes, block_publisher: `count`
+// messages of 64 B built in place, each read whole by every subscriber. The rate runs from the
+// first publish to the last subscriber's last message.
+std::optional<PubSubResult> ffiPubSub(const Options& o, const std::string& self,
+                                      const std::string& socket, const std::string& mode,
+                                      unsigned subscribers, uint64_t count) {
+  static int topicNo = 0;
+  const std::string topic = "hms.bench.samples." + std::to_string(++topicNo);
+  const bool pin = o.pin && subscribers == 1;
+  hms::ffi::ClientOptions co;
+  co.socketPath = socket;
+  co.name = "bench-publisher";
+  co.waitMode = parseMode(mode);
+  co.transport = transportOf(mode);
+  auto client = hms::ffi::Client::connect(co);
+  if (!client) return std::nullopt;
+  hms::ffi::TopicOptions to;
+  to.slots = 4096;
+  to.maxMessageBytes = 112;
+  to.publishTimeout = std::chrono::minutes(2);
+  auto pub = (*client)->advertise<Sample>(topic, to);
+  if (!pub) {
+    std::fprintf(stderr, "hms-ffi-bench: %s\n", pub.status().toString().c_str());
+    return std::nullopt;
+  }
+  struct Child {
+    pid_t pid;
+    int fd;
+  };
+  std::vector<Child> children;
+  for (unsigned i = 0; i < subscribers; ++i) {
+    int pipeFd[2];
+    if (pipe(pipeFd) != 0) break;
+    const pid_t pid = spawn({self, "--subscribe", topic, "--serve", mode, "--socket", socket,
+                             pin ? "--pin" : "--no-pin", "--cpus",
+                             std::to_string(o.callerCpu) + "," + std::to_string(o.peerCpu)},
+                            pipeFd[1]);
+    close(pipeFd[1]);
+    children.push_back({pid, pipeFd[0]});
+  }
+  bool up = true;
+  for (auto& c : children) up &= c.pid > 0 && waitForLine(c.fd, "ready", 20'000);
+  const int64_t attachBy = nowNs() + 20'000'000'000;
+  while (up && pub->subscribers() < subscribers && nowNs() < attachBy) usleep(1000);
+  up &= pub->subscribers() == subscribers;
+  if (pin) pinCaller(o);
+  std::optional<PubSubResult> result;
+  if (up) {
+    const int64_t cpu0 = threadCpuNs();
+    const int64_t t0 = nowNs();
+    uint64_t failed = 0;
+    for (uint64_t i = 1; i <= count; ++i) {
+      auto s = pub->publish([&](Sample::Builder m) {
+        m.setSeq(i);
+        std::memset(m.initPayload(64).begin(), int(i & 0xff), 64);
+      });
+      if (!s) ++failed;
+    }
+    const int64_t t1 = nowNs();
+    const int64_t cpu1 = threadCpuNs();
+    (void)pub->close();
+    int64_t lastNs = 0;
+    uint64_t worst = count;
+    for (auto& c : children) {
+      const std::string line = readLineStarting(c.fd, "done ", 120'000);
+      long long ns = 0;
+      unsigned long long got = 0, missed = 0, bad = 0;
+      if (std::sscanf(line.c_str(), "done %lld %llu %llu %llu", &ns, &got, &missed, &bad) != 4 ||
+          bad != 0 || missed != 0) {
+        ++failed;
+      }
+      lastNs = std::max<int64_t>(lastNs, ns);
+      worst = std::min<uint64_t>(worst, got);
+    }
+    if (failed || worst != count) {
+      std::fprintf(stderr,
+                   "hms-ffi-bench: pub/sub %s x%u: %llu failures, the slowest subscriber got %llu "
+                   "of %llu\n",
+                   mode.c_str(), subscribers, (unsigned long long)failed, (unsigned long long)worst,
+                   (unsigned long long)count);
+    } else {
+      PubSubResult r;
+      r.rate = rateOf("pub/sub 64 B, " + std::to_string(subscribers) + " subscriber" +
+                          (subscribers == 1 ? "" : "s") + ", " + mode,
+                      64, count, lastNs - t0);
+      r.pubCpuNs = double(cpu1 - cpu0) / double(count);
+      r.pubWallNs = double(t1 - t0) / double(count);
+      r.subscribers = subscribers;
+      r.mode = mode;
+      result = r;
+    }
+  }
+  for (auto& c : children) {
+    if (c.pid > 0) {
+      kill(c.pid, SIGTERM);
+      waitpid(c.pid, nullptr, 0);
+    }
+    close(c.fd);
+  }
+  if (pin) {  // back to the caller CPU set for what follows
+    pinCaller(o);
+  }
+  return result;
+}
+
 // "a,b,c" -> {"a", "b", "c"}; "" -> {}.
 std::vector<std::string> splitList(const std::string& list) {
   std::vector<std::string> out;
@@ -910,13 +1106,15 @@ std::string findBroker(const std::string& self, const std::string& given) {
 
 int main(int argc, char** argv) {
   Options o;
-  std::string serveMode, socket;
+  std::string serveMode, socket, subscribeTopic;
   bool iterationsGiven = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&]() -> std::string { return i + 1 < argc ? argv[++i] : ""; };
     if (a == "--serve")
       serveMode = next();
+    else if (a == "--subscribe")
+      subscribeTopic = next();
     else if (a == "--socket")
       socket = next();
     else if (a == "--iterations") {
@@ -975,26 +1173,39 @@ int main(int argc, char** argv) {
       o.patterns = splitList(next());
       for (const auto& pat : o.patterns) {
         if (pat != "rtt" && pat != "sizes" && pat != "async" && pat != "stream" && pat != "setup" &&
-            pat != "idle") {
+            pat != "pubsub" && pat != "idle") {
           std::fprintf(
               stderr,
-              "hms-ffi-bench: --patterns takes rtt,sizes,async,stream,setup,idle, not '%s'\n",
+              "hms-ffi-bench: --patterns takes rtt,sizes,async,stream,setup,idle,pubsub, not "
+              "'%s'\n",
               pat.c_str());
           return 2;
         }
       }
     } else if (a == "--throughput-modes") {
       o.throughputModes = splitList(next());
+    } else if (a == "--pubsub-modes") {
+      o.pubsubModes = splitList(next());
+    } else if (a == "--fanout") {
+      o.fanout.clear();
+      for (const auto& v : splitList(next())) {
+        const int n = std::atoi(v.c_str());
+        if (n < 1 || n > 64) {
+          std::fprintf(stderr, "hms-ffi-bench: --fanout takes subscriber counts 1 to 64\n");
+          return 2;
+        }
+        o.fanout.push_back(unsigned(n));
+      }
     } else if (a == "--help" || a == "-h") {
       std::puts(
-          "usage: hms-ffi-bench [--patterns rtt,sizes,async,stream,setup,idle]\n"
+          "usage: hms-ffi-bench [--patterns rtt,sizes,async,stream,setup,idle,pubsub]\n"
           "                     [--iterations N] [--duration SECONDS] [--warmup N]\n"
           "                     [--modes spin,adaptive,blocking,socket-blocking,...]\n"
           "                     [--sizes 64,1024,65536,1048576 (0: none)]\n"
           "                     [--throughput-modes adaptive,socket-blocking] [--in-flight "
           "1,16,256]\n"
           "                     [--stream-sizes 64,65536] [--cpus 0,1 | --no-pin] [--json]\n"
-          "                     [--broker PATH]\n"
+          "                     [--pubsub-modes spin,adaptive] [--fanout 1,2,4,8] [--broker PATH]\n"
           "rtt:    64-byte round trips between two processes: HMS-FFI calls per wait mode\n"
           "        (--modes) beside raw shared-memory spin and futex ping-pongs, a raw UDS\n"
           "        seqpacket ping-pong and, when built with libzmq, ZeroMQ ipc:// PAIR, all\n"
@@ -1009,6 +1220,10 @@ int main(int argc, char** argv) {
           "setup:  channel open (bind) and discovery times, per --throughput-modes.\n"
           "idle:   CPU used by an idle service, caller and broker over 2 s, per\n"
           "        --throughput-modes.\n"
+          "pubsub: one publisher, block_publisher subscriber processes reading every byte of\n"
+          "        64-byte messages: one subscriber per --pubsub-modes beside the raw SPSC ring\n"
+          "        (P5), then --fanout subscriber counts in adaptive mode, with the publisher's\n"
+          "        CPU per message (P6).\n"
           "The measuring process on the first --cpus CPU, the other on the second (0,1), unless\n"
           "--no-pin. --iterations (200000) is the samples per round-trip row and the async calls "
           "per\n"
@@ -1022,6 +1237,8 @@ int main(int argc, char** argv) {
   }
   // With a duration and no count, the duration decides (within a generous cap on samples).
   if (o.durationNs > 0 && !iterationsGiven) o.iterations = 5'000'000;
+  if (!subscribeTopic.empty())
+    return subscribeSamples(socket, serveMode, subscribeTopic, "block", o);
   if (!serveMode.empty()) return serveEcho(socket, serveMode, o);
   if (std::thread::hardware_concurrency() < 2) o.pin = false;
 
@@ -1090,6 +1307,19 @@ int main(int argc, char** argv) {
       if (auto r = ffiStream(socket, mode, bytes, items)) rates.emplace_back(raw, *r);
     }
   }
+  // Publish/subscribe: one subscriber per mode beside the raw ring (P5); then fan-out (P6).
+  std::vector<std::pair<Rate, PubSubResult>> pubsubOne;  // (raw ring, hms-ffi)
+  std::vector<PubSubResult> fanout;
+  if (o.runs("pubsub")) {
+    const uint64_t count = std::clamp<uint64_t>(uint64_t(o.iterations) * 5, 100'000, 5'000'000);
+    for (const auto& mode : o.pubsubModes) {
+      const Rate raw = rawRing(o, 64, count, 4u << 20);
+      if (auto r = ffiPubSub(o, self, socket, mode, 1, count)) pubsubOne.emplace_back(raw, *r);
+    }
+    for (unsigned n : o.fanout) {
+      if (auto r = ffiPubSub(o, self, socket, "adaptive", n, count / 4)) fanout.push_back(*r);
+    }
+  }
   const Stats floorEnd = rawSpin(o, "raw-spin (floor, end)");
   kill(broker, SIGTERM);
   waitpid(broker, nullptr, 0);
@@ -1147,6 +1377,16 @@ int main(int argc, char** argv) {
     for (const auto& [raw, f] : rates) {
       rateRow(raw, 0);
       rateRow(f, f.msgsPerSec / raw.msgsPerSec);
+    }
+    for (const auto& [raw, f] : pubsubOne) {
+      rateRow(raw, 0);
+      rateRow(f.rate, f.rate.msgsPerSec / raw.msgsPerSec);
+    }
+    for (const auto& f : fanout) {
+      std::printf(
+          ",{\"name\":\"%s\",\"subscribers\":%u,\"msgs_per_s\":%.0f,"
+          "\"publisher_cpu_ns_per_msg\":%.1f,\"publisher_wall_ns_per_msg\":%.1f}",
+          f.rate.name.c_str(), f.subscribers, f.rate.msgsPerSec, f.pubCpuNs, f.pubWallNs);
     }
     for (const auto& r : idle) {
       std::printf(
@@ -1238,6 +1478,21 @@ int main(int argc, char** argv) {
                   f.msgsPerSec / raw.msgsPerSec);
     }
   }
+  if (!pubsubOne.empty() || !fanout.empty()) {
+    std::printf(
+        "\npublish/subscribe, 64 B messages built in place, block_publisher, every byte read by "
+        "each subscriber:\n");
+    std::printf("%-44s %12s %9s %9s %14s\n", "", "msgs/s", "GB/s", "vs ring", "pub CPU ns/msg");
+    for (const auto& [raw, f] : pubsubOne) {
+      std::printf("%-44s %12.0f %9.2f\n", raw.name.c_str(), raw.msgsPerSec, raw.bytesPerSec / 1e9);
+      std::printf("%-44s %12.0f %9.2f %8.2fx %14.1f\n", f.rate.name.c_str(), f.rate.msgsPerSec,
+                  f.rate.bytesPerSec / 1e9, f.rate.msgsPerSec / raw.msgsPerSec, f.pubCpuNs);
+    }
+    for (const auto& f : fanout) {
+      std::printf("%-44s %12.0f %9.2f %9s %14.1f\n", f.rate.name.c_str(), f.rate.msgsPerSec,
+                  f.rate.bytesPerSec / 1e9, "", f.pubCpuNs);
+    }
+  }
   if (!setup.empty()) {
     std::printf("\nsetup (us):\n");
     for (const auto& [openTime, discoverTime] : setup) {
@@ -1285,6 +1540,21 @@ int main(int argc, char** argv) {
         "  P9 channel open p50 %.1f us (<= 200 us): %s; discovery p50 %.3f us (<= 1 us): %s\n",
         openTime.p50, verdict(openTime.p50 <= 200), discoverTime.p50,
         verdict(discoverTime.p50 <= 1));
+  }
+  for (const auto& [raw, f] : pubsubOne) {
+    const double r = f.rate.msgsPerSec / raw.msgsPerSec;
+    std::printf("  P5 pub/sub one way, %s: %.2fx the raw SPSC ring (>= 0.7x): %s\n", f.mode.c_str(),
+                r, verdict(r >= 0.7));
+  }
+  const PubSubResult* one = nullptr;
+  for (const auto& f : fanout) {
+    if (f.subscribers == 1) one = &f;
+  }
+  for (const auto& f : fanout) {
+    if (!one || f.subscribers == 1) continue;
+    const double r = f.pubCpuNs / one->pubCpuNs;
+    std::printf("  P6 fan-out to %u: publisher CPU per message %.2fx that with 1 (<= 1.5x)%s\n",
+                f.subscribers, r, f.subscribers == 8 ? (r <= 1.5 ? ": met" : ": MISSED") : "");
   }
   for (const auto& s : sized) {
     if (s.ffi.name.rfind("hms-ffi 1048576 B", 0) == 0) {

@@ -292,5 +292,8 @@ static_assert(offsetof(SubscriberCursor, subscriberWake) == 3 * kCacheLine);
 static_assert(std::is_trivially_copyable_v<SubscriberCursor> &&
               std::is_standard_layout_v<SubscriberCursor>);
 inline constexpr uint64_t kCursorBytes = kPageBytes;
+// A subscriber moves its shared cursor every this many messages (fewer on a small log), and
+// whenever it has read everything: one shared write and fence per batch, not per message.
+inline constexpr uint32_t kReleaseBatch = 32;
 
 }  // namespace hms::ffi::detail

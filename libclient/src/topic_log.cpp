@@ -95,7 +95,7 @@ TopicPublisher::TopicPublisher(uint8_t* log, const TopicGeometry& g) noexcept
       published_(loadRelaxed(header_->published)) {}
 
 void TopicPublisher::addSubscriber(SubscriberCursor* c) {
-  cursors_.push_back({c, c->policy == uint32_t(SlowConsumerPolicy::kBlockPublisher)});
+  cursors_.push_back({c, c->policy == uint32_t(SlowConsumerPolicy::kBlockPublisher), 0});
   if (loadAcquire(c->next) == 0) {
     // A loan may be out (sequence published_ + 1 is being written): starting at most
     // slotCount - 1 back keeps clear of the slot it rewrites.
@@ -110,16 +110,17 @@ void TopicPublisher::removeSubscriber(SubscriberCursor* c) {
   std::erase_if(cursors_, [c](const Attached& a) { return a.cursor == c; });
 }
 
-bool TopicPublisher::mayRewrite(uint64_t seq, SubscriberCursor** blocker) const noexcept {
+bool TopicPublisher::mayRewrite(uint64_t seq, SubscriberCursor** blocker) noexcept {
   if (seq <= g_.slotCount) return true;  // the slot has never held a message
   const uint64_t previous = seq - g_.slotCount;
-  for (const Attached& a : cursors_) {
+  for (Attached& a : cursors_) {
+    if (!a.blocks || a.seenNext > previous) continue;  // known to be past it: no shared read
     SubscriberCursor* c = a.cursor;
-    if (!a.blocks) continue;
     if (loadAcquire(c->state) != kEndOpen) continue;  // left or died: holds nobody back
-    // SYNC POINT READ, pairs with the release store in TopicSubscriber::release(): once it is
+    // SYNC POINT READ, pairs with the release store in TopicSubscriber::flush(): once it is
     // past `previous` it has stopped reading the slot.
-    if (loadAcquire(c->next) <= previous) {
+    a.seenNext = loadAcquire(c->next);
+    if (a.seenNext <= previous) {
       *blocker = c;
       return false;
     }
@@ -195,7 +196,9 @@ TopicSubscriber::TopicSubscriber(const uint8_t* log, const TopicGeometry& g,
       g_(g),
       cursor_(cursor),
       policy_(SlowConsumerPolicy(cursor->policy)),
-      next_(loadAcquire(cursor->next)) {
+      next_(loadAcquire(cursor->next)),
+      stored_(next_),
+      batch_(std::clamp<uint32_t>(g.slotCount / 4, 1, kReleaseBatch)) {
   if (policy_ == SlowConsumerPolicy::kDropOldest) copy_.resize(g_.maxWords());
 }
 
@@ -203,6 +206,7 @@ bool TopicSubscriber::attached() noexcept {
   if (next_ != 0) return true;
   // SYNC POINT READ, pairs with the release store in TopicPublisher::addSubscriber().
   next_ = loadAcquire(cursor_->next);
+  stored_ = next_;
   return next_ != 0;
 }
 
@@ -237,10 +241,25 @@ RingStatus TopicSubscriber::next(Message& m, uint64_t& missed) {
     return st;
   };
   if (!attached()) return RingStatus::kEmpty;
+  if (policy_ == SlowConsumerPolicy::kBlockPublisher && knownPublished_ >= next_) {
+    // Known to be there (its slot cannot be rewritten before this cursor passes it): no read
+    // of the log's shared count.
+    const auto* slot = slotAt(slots_, g_, next_);
+    if (loadAcquire(const_cast<uint64_t&>(slot->seq)) != next_) return RingStatus::kCorrupt;
+    const uint32_t words = slot->words;
+    if (words > g_.maxWords()) return RingStatus::kCorrupt;
+    m = Message{next_, reinterpret_cast<const uint64_t*>(slot + 1), words};
+    reading_ = next_;
+    return RingStatus::kOk;
+  }
   for (;;) {
     // SYNC POINT READ, pairs with the release store in TopicPublisher::publish().
     const uint64_t published = loadAcquire(const_cast<uint64_t&>(header_->published));
-    if (published < next_) return done(RingStatus::kEmpty);
+    if (published < next_) {
+      flush();  // caught up: the publisher may have everything back
+      return done(RingStatus::kEmpty);
+    }
+    knownPublished_ = published;
     if (policy_ == SlowConsumerPolicy::kBlockPublisher) {
       const auto* slot = slotAt(slots_, g_, next_);
       if (loadAcquire(const_cast<uint64_t&>(slot->seq)) != next_) return RingStatus::kCorrupt;
@@ -286,6 +305,12 @@ void TopicSubscriber::release() noexcept {
   if (reading_ == 0) return;
   next_ = reading_ + 1;
   reading_ = 0;
+  if (next_ - stored_ >= batch_) flush();
+}
+
+void TopicSubscriber::flush() noexcept {
+  if (next_ == stored_) return;
+  stored_ = next_;
   // SYNC POINT WRITE, pairs with the acquire load in TopicPublisher::mayRewrite().
   storeRelease(cursor_->next, next_);
   wakeIfSleeping(cursor_->publisherWake);

@@ -61,6 +61,12 @@ class TopicPublisher {
   // Waits while a block_publisher subscriber has not read the message the slot still holds.
   // DEADLINE_EXCEEDED naming how far behind the slowest subscriber is.
   Status loan(const WaitPolicy& policy, int64_t deadlineNs, Loan& out);
+  // Whether loan() would have to wait now (a block_publisher subscriber has not read the message
+  // the next slot holds).
+  bool wouldWait() noexcept {
+    SubscriberCursor* blocker = nullptr;
+    return !mayRewrite(published_ + 1, &blocker);
+  }
   // Gives a loaned slot back unpublished (the message it held before is gone: readers of it
   // count it as missed). The next loan() hands out the same sequence again.
   void abandon(const Loan& loan) noexcept;
@@ -78,9 +84,10 @@ class TopicPublisher {
  private:
   struct Attached {
     SubscriberCursor* cursor;
-    bool blocks;  // kBlockPublisher, as the cursor said when it was added
+    bool blocks;        // kBlockPublisher, as the cursor said when it was added
+    uint64_t seenNext;  // its `next` when last read: read again only when that is not enough
   };
-  bool mayRewrite(uint64_t seq, SubscriberCursor** blocker) const noexcept;
+  bool mayRewrite(uint64_t seq, SubscriberCursor** blocker) noexcept;
 
   TopicHeader* header_;
   uint8_t* slots_;
@@ -102,9 +109,12 @@ class TopicSubscriber {
   // The next message, or kEmpty. `missed` is set to the messages dropped just before it
   // (drop_oldest; always 0 under block_publisher). The message stays valid until release().
   RingStatus next(Message& m, uint64_t& missed);
-  // Done with the message from next(): the cursor moves past it (the publisher may reuse the
-  // slot) and a publisher waiting for this subscriber is woken.
+  // Done with the message from next(). The cursor moves past it in batches (every
+  // kReleaseBatch messages, and whenever next() finds nothing to read): the publisher may then
+  // reuse the slots, and is woken if it waits for this subscriber.
   void release() noexcept;
+  // Moves the shared cursor to where this subscriber is now (and wakes a waiting publisher).
+  void flush() noexcept;
 
   // Whether a message is there to read (for waits). False until the publisher attached the
   // cursor.
@@ -127,8 +137,11 @@ class TopicSubscriber {
   TopicGeometry g_;
   SubscriberCursor* cursor_;
   SlowConsumerPolicy policy_;
-  uint64_t next_;         // own copy of cursor_->next (0: not attached yet)
-  uint64_t reading_ = 0;  // the sequence next() handed out, 0 when none
+  uint64_t next_;                // where this subscriber is (0: not attached yet)
+  uint64_t stored_ = 0;          // what cursor_->next says (next_ once flushed)
+  uint64_t knownPublished_ = 0;  // block_publisher: the log's count when last read
+  uint32_t batch_;               // release batch: min(kReleaseBatch, slotCount / 4), at least 1
+  uint64_t reading_ = 0;         // the sequence next() handed out, 0 when none
   uint64_t dropped_ = 0;
   std::vector<uint64_t> copy_;  // drop_oldest: the message being read
 };

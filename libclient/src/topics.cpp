@@ -197,6 +197,12 @@ class PublisherState final : public PublisherEvents,
       }
     }
     subscriberCount.store(attached.size(), std::memory_order_relaxed);
+    relayedBlocking.clear();
+    for (const auto& [sid, ref] : attached) {
+      if (ref->relayed && ref->cursor->policy == uint32_t(SlowConsumerPolicy::kBlockPublisher)) {
+        relayedBlocking.push_back(ref);
+      }
+    }
     if (Relay* r = relayRaw.load(); relayed && r) r->notify();
   }
 
@@ -274,6 +280,7 @@ class PublisherState final : public PublisherEvents,
   std::mutex mu;  // pub, attached
   std::unique_ptr<TopicPublisher> pub;
   std::map<uint64_t, std::shared_ptr<CursorRef>> attached;
+  std::vector<std::shared_ptr<CursorRef>> relayedBlocking;  // attached, over sockets, blocking
   std::atomic<size_t> subscriberCount{0};
 
   std::mutex pendMu;
@@ -406,6 +413,9 @@ bool Relay::pump(Sub& s) {
     }
     drop(s, st.code() == StatusCode::kUnavailable ? "subscriber gone" : "socket error");
   }
+  // What was sent is the subscriber's: the publisher may reuse those slots (and a publish()
+  // waiting for it returns).
+  if (!s.gone) s.reader->flush();
   return progress;
 }
 
@@ -484,12 +494,17 @@ class PublisherImpl final : public PublisherCore {
       return Status(StatusCode::kFailedPrecondition,
                     "a message of " + st_->id + " is on loan: publish or drop it first");
     }
-    const int64_t deadline = deadlineAfter(st_->timeout);
     TopicPublisher::Loan out;
     {
       std::unique_lock lock(st_->mu);
+      int64_t deadline = 0;  // read the clock only when there is a wait
       for (;;) {
         if (st_->hasPending.load()) st_->applyPendingLocked();
+        if (!st_->pub->wouldWait()) {
+          (void)st_->pub->loan(st_->policy, kNoDeadline, out);  // returns at once
+          break;
+        }
+        if (deadline == 0) deadline = deadlineAfter(st_->timeout);
         const int64_t slice = std::min(deadline, monotonicNs() + kLoanSliceNs);
         Status s = st_->pub->loan(st_->policy, slice, out);
         if (s) break;
@@ -498,8 +513,10 @@ class PublisherImpl final : public PublisherCore {
         st_->drain();
         return Status(s.code(), "publishing to " + st_->id + ": " + s.message());
       }
+      // The loan keeps the lock until publish() or abandon(): one lock per message. The control
+      // thread never waits for it (cursor changes queue up and are applied when it is let go).
+      held_ = std::move(lock);
     }
-    st_->drain();
     loan_ = out;
     builder_.emplace(kj::arrayPtr(reinterpret_cast<capnp::word*>(out.words), out.capacityWords));
     return static_cast<capnp::MessageBuilder*>(&*builder_);
@@ -532,17 +549,10 @@ class PublisherImpl final : public PublisherCore {
                     std::string("building a message: ") + e.getDescription().cStr());
     }
     const uint64_t seq = loan_->seq;
-    relayedBlocking_.clear();
-    {
-      std::lock_guard lock(st_->mu);
-      st_->pub->publish(*loan_, words);
-      published_.store(seq, std::memory_order_relaxed);
-      for (const auto& [id, ref] : st_->attached) {
-        if (ref->relayed && ref->cursor->policy == uint32_t(SlowConsumerPolicy::kBlockPublisher)) {
-          relayedBlocking_.push_back(ref);
-        }
-      }
-    }
+    st_->pub->publish(*loan_, words);
+    published_.store(seq, std::memory_order_relaxed);
+    if (!st_->relayedBlocking.empty()) relayedBlocking_ = st_->relayedBlocking;
+    held_.unlock();
     builder_.reset();
     loan_.reset();
     if (Relay* r = st_->relayRaw.load()) r->notify();
@@ -550,7 +560,7 @@ class PublisherImpl final : public PublisherCore {
     // A block_publisher subscriber over a socket has the message once it is in its socket: wait
     // for the relay to put it there, so that it survives this process (as the log does for
     // shared-memory subscribers). Past the publish timeout the relay still sends it, later.
-    const int64_t deadline = deadlineAfter(st_->timeout);
+    const int64_t deadline = relayedBlocking_.empty() ? 0 : deadlineAfter(st_->timeout);
     for (const auto& ref : relayedBlocking_) {
       SubscriberCursor* c = ref->cursor;
       (void)waitFor(c->publisherWake, st_->policy, deadline, [&] {
@@ -563,10 +573,8 @@ class PublisherImpl final : public PublisherCore {
 
   void abandon() noexcept override {
     if (!loan_) return;
-    {
-      std::lock_guard lock(st_->mu);
-      st_->pub->abandon(*loan_);
-    }
+    st_->pub->abandon(*loan_);
+    held_.unlock();
     st_->drain();
     builder_.reset();
     loan_.reset();
@@ -620,6 +628,7 @@ class PublisherImpl final : public PublisherCore {
   std::optional<RingMessageBuilder> builder_;
   std::atomic<uint64_t> published_{0};
   std::vector<std::shared_ptr<CursorRef>> relayedBlocking_;  // reused by publish()
+  std::unique_lock<std::mutex> held_;  // st_->mu, from loan() to publish() or abandon()
 };
 
 // ---- the public Subscription's engine --------------------------------------------------
@@ -667,8 +676,7 @@ class SubscriptionImpl final : public SubscriptionCore {
     if (closed_) {
       return Status(StatusCode::kFailedPrecondition, "the subscription to " + id_ + " is closed");
     }
-    const int64_t deadline = deadlineAfter(timeout);
-    Status s = sub_ ? nextShm(deadline) : nextSocket(deadline);
+    Status s = sub_ ? nextShm(timeout) : nextSocket(timeout);
     if (!s) return s;
     try {
       segment_[0] = kj::arrayPtr(reinterpret_cast<const capnp::word*>(words_), wordCount_);
@@ -726,11 +734,10 @@ class SubscriptionImpl final : public SubscriptionCore {
                                                 "; every message it published has been read");
   }
 
-  Status nextShm(int64_t deadline) {
+  Status nextShm(std::chrono::nanoseconds timeout) {
+    int64_t deadline = 0;  // read the clock only when there is a wait
+    bool over = false;
     for (;;) {
-      // Read before looking for a message: a publisher publishes before it closes, so an end
-      // seen here means that an empty log below is empty for good.
-      const bool over = sub_->publisherClosed() || interrupted_.load();
       TopicSubscriber::Message m;
       uint64_t missed = 0;
       const RingStatus st = sub_->next(m, missed);
@@ -743,6 +750,13 @@ class SubscriptionImpl final : public SubscriptionCore {
         return Status(StatusCode::kDataLoss, "the log of topic " + id_ + " is corrupt");
       }
       if (over) return ended();
+      // A publisher publishes before it closes: an end seen now means the log is empty for good
+      // once the next look finds nothing.
+      if (sub_->publisherClosed() || interrupted_.load()) {
+        over = true;
+        continue;
+      }
+      if (deadline == 0) deadline = deadlineAfter(timeout);
       const bool ready = waitFor(sub_->wake(), policy_, deadline, [&] {
         return sub_->hasNext() || sub_->publisherClosed() || interrupted_.load();
       });
@@ -750,7 +764,8 @@ class SubscriptionImpl final : public SubscriptionCore {
     }
   }
 
-  Status nextSocket(int64_t deadline) {
+  Status nextSocket(std::chrono::nanoseconds timeout) {
+    int64_t deadline = 0;
     for (;;) {
       RingConsumer::Record rec{};
       switch (link_->tryReceive(rec)) {
@@ -766,6 +781,7 @@ class SubscriptionImpl final : public SubscriptionCore {
           return delivered(h.callId, rec.words, h.words, missed);
         }
         case SocketLink::Recv::kEmpty:
+          if (deadline == 0) deadline = deadlineAfter(timeout);
           if (!link_->waitReadable(policy_, deadline)) return timedOut();
           continue;
         case SocketLink::Recv::kClosed:

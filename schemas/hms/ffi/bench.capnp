@@ -10,3 +10,9 @@ interface Echo {
   # A server stream of `count` items, each carrying `itemBytes` bytes the service wrote.
   items @2 (count :UInt64, itemBytes :UInt32) -> (seq :UInt64, payload :Data);
 }
+
+# The message of the publish/subscribe rows.
+struct Sample {
+  seq @0 :UInt64;
+  payload @1 :Data;
+}
