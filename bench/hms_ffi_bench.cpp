@@ -449,14 +449,21 @@ class EchoServer {
 
 // A caller bound to the echo service of `mode`; `stub` is empty (and the reason printed) when
 // either step failed.
+// A bench client of `mode` (wait mode and transport).
+hms::ffi::Result<std::unique_ptr<hms::ffi::Client>> connectAs(const std::string& socket,
+                                                              const std::string& mode,
+                                                              const char* name) {
+  hms::ffi::ClientOptions co;
+  co.socketPath = socket;
+  co.name = name;
+  co.waitMode = parseMode(mode);
+  co.transport = transportOf(mode);
+  return hms::ffi::Client::connect(co);
+}
+
 struct EchoCaller {
   EchoCaller(const std::string& socket, const std::string& mode) {
-    hms::ffi::ClientOptions co;
-    co.socketPath = socket;
-    co.name = "bench-caller";
-    co.waitMode = parseMode(mode);
-    co.transport = transportOf(mode);
-    auto c = hms::ffi::Client::connect(co);
+    auto c = connectAs(socket, mode, "bench-caller");
     if (!c) {
       std::fprintf(stderr, "hms-ffi-bench: %s\n", c.status().toString().c_str());
       return;
@@ -897,12 +904,7 @@ using hms::ffi::bench::Sample;
 int subscribeSamples(const std::string& socket, const std::string& mode, const std::string& topic,
                      const std::string& policy, const Options& o) {
   if (o.pin) pinPeer(o);
-  hms::ffi::ClientOptions co;
-  co.socketPath = socket;
-  co.name = "bench-subscriber";
-  co.waitMode = parseMode(mode);
-  co.transport = transportOf(mode);
-  auto client = hms::ffi::Client::connect(co);
+  auto client = connectAs(socket, mode, "bench-subscriber");
   if (!client) {
     std::fprintf(stderr, "bench subscriber: %s\n", client.status().toString().c_str());
     return 1;
@@ -983,12 +985,7 @@ std::optional<PubSubResult> ffiPubSub(const Options& o, const std::string& self,
   static int topicNo = 0;
   const std::string topic = "hms.bench.samples." + std::to_string(++topicNo);
   const bool pin = o.pin && subscribers == 1;
-  hms::ffi::ClientOptions co;
-  co.socketPath = socket;
-  co.name = "bench-publisher";
-  co.waitMode = parseMode(mode);
-  co.transport = transportOf(mode);
-  auto client = hms::ffi::Client::connect(co);
+  auto client = connectAs(socket, mode, "bench-publisher");
   if (!client) return std::nullopt;
   hms::ffi::TopicOptions to;
   to.slots = 4096;

@@ -11,6 +11,7 @@
 
 #include "hms/ffi/client.hpp"
 #include "support/process.hpp"
+#include "support/tick.hpp"
 #include "test.capnp.h"
 
 namespace hms::ffi {
@@ -20,18 +21,10 @@ using test::Other;
 using test::Tick;
 using testing::BrokerFixture;
 using testing::Subprocess;
+using testing::tickByte;
+using testing::tickIntact;
 using testing::waitUntil;
 
-uint8_t tickByte(uint64_t seq, size_t i) {
-  return uint8_t(seq * 31 + i);
-}
-bool tickIntact(Tick::Reader t) {
-  auto p = t.getPayload();
-  for (size_t i = 0; i < p.size(); ++i) {
-    if (p[i] != tickByte(t.getSeq(), i)) return false;
-  }
-  return true;
-}
 Status publishTick(Publisher<Tick>& pub, size_t bytes = 64) {
   const uint64_t seq = pub.published() + 1;
   return pub.publish([&](Tick::Builder t) {

@@ -244,13 +244,7 @@ RingStatus TopicSubscriber::next(Message& m, uint64_t& missed) {
   if (policy_ == SlowConsumerPolicy::kBlockPublisher && knownPublished_ >= next_) {
     // Known to be there (its slot cannot be rewritten before this cursor passes it): no read
     // of the log's shared count.
-    const auto* slot = slotAt(slots_, g_, next_);
-    if (loadAcquire(const_cast<uint64_t&>(slot->seq)) != next_) return RingStatus::kCorrupt;
-    const uint32_t words = slot->words;
-    if (words > g_.maxWords()) return RingStatus::kCorrupt;
-    m = Message{next_, reinterpret_cast<const uint64_t*>(slot + 1), words};
-    reading_ = next_;
-    return RingStatus::kOk;
+    return readInPlace(m);
   }
   for (;;) {
     // SYNC POINT READ, pairs with the release store in TopicPublisher::publish().
@@ -260,15 +254,7 @@ RingStatus TopicSubscriber::next(Message& m, uint64_t& missed) {
       return done(RingStatus::kEmpty);
     }
     knownPublished_ = published;
-    if (policy_ == SlowConsumerPolicy::kBlockPublisher) {
-      const auto* slot = slotAt(slots_, g_, next_);
-      if (loadAcquire(const_cast<uint64_t&>(slot->seq)) != next_) return RingStatus::kCorrupt;
-      const uint32_t words = slot->words;
-      if (words > g_.maxWords()) return RingStatus::kCorrupt;
-      m = Message{next_, reinterpret_cast<const uint64_t*>(slot + 1), words};
-      reading_ = next_;
-      return RingStatus::kOk;
-    }
+    if (policy_ == SlowConsumerPolicy::kBlockPublisher) return readInPlace(m);
     // drop_oldest: what the publisher has lapped is gone; count it and go on from the oldest
     // message still in the log.
     if (published - next_ >= g_.slotCount) {
@@ -284,6 +270,16 @@ RingStatus TopicSubscriber::next(Message& m, uint64_t& missed) {
     ++missed;
     ++next_;
   }
+}
+
+RingStatus TopicSubscriber::readInPlace(Message& m) {
+  const auto* slot = slotAt(slots_, g_, next_);
+  if (loadAcquire(const_cast<uint64_t&>(slot->seq)) != next_) return RingStatus::kCorrupt;
+  const uint32_t words = slot->words;
+  if (words > g_.maxWords()) return RingStatus::kCorrupt;
+  m = Message{next_, reinterpret_cast<const uint64_t*>(slot + 1), words};
+  reading_ = next_;
+  return RingStatus::kOk;
 }
 
 RingStatus TopicSubscriber::readCopy(uint64_t seq, Message& m) {

@@ -130,6 +130,8 @@ class TopicSubscriber {
 
  private:
   RingStatus readCopy(uint64_t seq, Message& m);
+  // block_publisher: message next_, whose slot cannot be rewritten before the cursor passes it.
+  RingStatus readInPlace(Message& m);
   bool attached() noexcept;  // loads the start the publisher gave the cursor, once it has
 
   const TopicHeader* header_;

@@ -22,24 +22,15 @@
 
 #include "hms/ffi/client.hpp"
 #include "test.capnp.h"
+#include "tick.hpp"
 
 using hms::ffi::test::Tick;
+using hms::ffi::testing::tickByte;
+using hms::ffi::testing::tickIntact;
 
 namespace {
 
 std::atomic<bool> gStop{false};
-
-uint8_t tickByte(uint64_t seq, size_t i) {
-  return uint8_t(seq * 31 + i);
-}
-
-bool tickIntact(Tick::Reader t) {
-  auto p = t.getPayload();
-  for (size_t i = 0; i < p.size(); ++i) {
-    if (p[i] != tickByte(t.getSeq(), i)) return false;
-  }
-  return true;
-}
 
 uint64_t argValue(int argc, char** argv, const char* name, uint64_t fallback) {
   for (int i = 0; i + 1 < argc; ++i) {
