@@ -348,6 +348,38 @@ TEST_P(PubSub, Misuse_IsExplained_AndTheTopicKeepsWorking) {
   EXPECT_TRUE(waitUntil([&] { return client->discoverTopics()->at(0).subscribers == 0; }));
 }
 
+TEST_P(PubSub, BrokerRestart_SubscriptionsKeepReading_AndTheTopicIsAdvertisedAgain) {
+  auto client = connect();
+  auto other = connect();
+  auto pub = client->advertise<Tick>("hms.test.ticks");
+  ASSERT_TRUE(pub.ok());
+  auto sub = other->subscribe<Tick>("hms.test.ticks");
+  ASSERT_TRUE(sub.ok());
+  ASSERT_TRUE(waitUntil([&] { return pub->subscribers() == 1; }));
+  for (int n = 0; n < 10; ++n) ASSERT_TRUE(publishTick(*pub));
+  for (uint64_t want = 1; want <= 10; ++want) {
+    ASSERT_TRUE(sub->next(std::chrono::seconds(20)));
+    ASSERT_EQ(sub->message().getSeq(), want);
+  }
+  broker.kill9();
+  broker.start();
+  // The publisher's client reconnects and advertises the topic again: a newcomer finds it.
+  std::optional<Subscription<Tick>> late;
+  ASSERT_TRUE(waitUntil([&] {
+    auto s = other->subscribe<Tick>("hms.test.ticks");
+    if (s.ok()) late.emplace(std::move(*s));
+    return s.ok();
+  }));
+  ASSERT_TRUE(waitUntil([&] { return pub->subscribers() == 2; }));
+  for (int n = 0; n < 10; ++n) ASSERT_TRUE(publishTick(*pub));
+  for (uint64_t want = 11; want <= 20; ++want) {
+    ASSERT_TRUE(sub->next(std::chrono::seconds(20)));  // attached under the old broker
+    ASSERT_EQ(sub->message().getSeq(), want);
+    ASSERT_TRUE(late->next(std::chrono::seconds(20)));
+    ASSERT_EQ(late->message().getSeq(), want);
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Transports, PubSub,
                          ::testing::Values(Transport::kSharedMemory, Transport::kSocket),
                          [](const auto& info) { return std::string(transportName(info.param)); });

@@ -56,6 +56,8 @@ class PublisherEvents {
   virtual ~PublisherEvents() = default;
   virtual void subscriberAdded(SubscriberAddedEvent ev) = 0;
   virtual void subscriberRemoved(uint64_t subscriptionId) = 0;
+  // After a reconnect, on the control thread: advertises the topic to the new broker.
+  virtual Status advertiseAgain(ClientImpl& client, int sock) = 0;
 };
 
 // A reply from the broker, with the descriptors that came with it.
@@ -118,6 +120,9 @@ class ClientImpl : public std::enable_shared_from_this<ClientImpl> {
   // becomes the returned Status.
   Result<ControlReply> roundTrip(const BuildRequest& build, const int* fds = nullptr,
                                  size_t fdCount = 0);
+  // The same on a socket the control thread is not reading yet (while it reconnects).
+  Result<ControlReply> directRequest(int sock, const BuildRequest& build, const int* fds = nullptr,
+                                     size_t fdCount = 0);
   // Sends a request whose reply nobody waits for.
   void sendOneWay(const BuildRequest& build);
 

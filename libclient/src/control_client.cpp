@@ -105,7 +105,13 @@ Result<ControlReply> ClientImpl::directRoundTrip(int sock, capnp::MessageBuilder
     auto msg = DecodedMessage::decode(d->bytes);
     if (!msg.ok()) return msg.status();
     auto root = (*msg)->root<wire::BrokerMessage>();
-    if (!root.isReply() || root.getReply().getId() != id) continue;  // nothing else is expected yet
+    if (!root.isReply()) {
+      // An event for what was registered before this request (a caller opening a channel to a
+      // service registered again a moment ago): handled as the control loop would.
+      handleMessage(std::move(d->bytes), std::move(d->fds));
+      continue;
+    }
+    if (root.getReply().getId() != id) continue;
     ControlReply r{std::move(*msg), std::move(d->fds)};
     if (auto s = statusFromReply(r.reply()); !s) return s;
     return r;
@@ -370,6 +376,15 @@ void ClientImpl::handleMessage(std::vector<uint8_t> bytes, std::vector<UniqueFd>
   }
 }
 
+Result<ControlReply> ClientImpl::directRequest(int sock, const BuildRequest& build, const int* fds,
+                                               size_t fdCount) {
+  capnp::MallocMessageBuilder mb;
+  auto req = mb.initRoot<wire::ClientMessage>().initRequest();
+  req.setId(nextRequestId_++);
+  build(req);
+  return directRoundTrip(sock, mb, fds, fdCount);
+}
+
 uint64_t ClientImpl::addPublisher(std::weak_ptr<PublisherEvents> p) {
   std::lock_guard lock(publishersMu_);
   const uint64_t tag = nextPublisherTag_++;
@@ -466,6 +481,21 @@ bool ClientImpl::reconnect() {
         if (auto rs = registerWith(sock.get(), tag, served, true); !rs) {
           log().error("hms-ffi: could not register {} {} again after reconnecting: {}",
                       served.spec.id, served.spec.version.toString(), rs.toString());
+        }
+      }
+    }
+    if (s) {
+      std::vector<std::shared_ptr<PublisherEvents>> publishers;
+      {
+        std::lock_guard lock(publishersMu_);
+        for (auto& [tag, weak] : publishers_) {
+          if (auto p = weak.lock()) publishers.push_back(std::move(p));
+        }
+      }
+      for (auto& p : publishers) {
+        if (auto as = p->advertiseAgain(*this, sock.get()); !as) {
+          log().error("hms-ffi: could not advertise a topic again after reconnecting: {}",
+                      as.toString());
         }
       }
     }

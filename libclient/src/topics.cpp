@@ -209,6 +209,7 @@ class PublisherState final : public PublisherEvents,
   // ---- broker events (control thread) ----
   void subscriberAdded(SubscriberAddedEvent ev) override {
     if (closed.load()) return;
+    ev.subscriptionId = localKey(ev.subscriptionId);
     auto ref = std::make_shared<CursorRef>();
     ref->subscriptionId = ev.subscriptionId;
     if (!ev.socket) {
@@ -251,12 +252,45 @@ class PublisherState final : public PublisherEvents,
   }
 
   void subscriberRemoved(uint64_t subscriptionId) override {
+    subscriptionId = localKey(subscriptionId);
     {
       std::lock_guard lock(relayMu);
       if (relay) relay->remove(subscriptionId);
     }
     queue(false, nullptr, subscriptionId);
   }
+
+  // The advertise request, for the first broker and any after a reconnect.
+  void fillAdvertise(wire::Request::Builder req) const {
+    auto a = req.initAdvertise();
+    a.setTopicId(id);
+    a.setTypeId(typeId);
+    a.setTypeName(typeName);
+    a.setSlotCount(geometry.slotCount);
+    a.setSlotBytes(geometry.slotBytes);
+    a.setDisplayName(displayName);
+    a.setDescription(description);
+    a.setTag(tag);
+  }
+
+  Status advertiseAgain(ClientImpl& c, int sock) override {
+    if (closed.load()) return Status();
+    // Subscribers attached under the old broker keep reading; the new broker counts only those
+    // that come now (and cannot close a cursor of the old one for a subscriber that dies).
+    const int fd = logFd.get();
+    auto reply = c.directRequest(
+        sock, [&](wire::Request::Builder req) { fillAdvertise(req); }, fd >= 0 ? &fd : nullptr,
+        fd >= 0 ? 1 : 0);
+    if (!reply.ok()) return Status(reply.status().code(), id + ": " + reply.status().message());
+    topicKey.store(reply->reply().getAdvertise().getTopicKey());
+    ++brokerEpoch;
+    return Status();
+  }
+
+  // A subscription's key here: the broker's id, told apart from the same id given by an earlier
+  // broker (ids start again at 1 after a restart). Control thread only, like the epoch.
+  uint64_t localKey(uint64_t brokerId) const noexcept { return (brokerEpoch << 48) ^ brokerId; }
+  uint64_t brokerEpoch = 0;
 
   struct Op {
     bool add;
@@ -269,7 +303,9 @@ class PublisherState final : public PublisherEvents,
   const TopicGeometry geometry;
   const WaitPolicy policy;
   const std::chrono::nanoseconds timeout;
-  uint64_t topicKey = 0;
+  uint64_t typeId = 0;
+  std::string typeName, displayName, description;
+  std::atomic<uint64_t> topicKey{0};  // the broker's; changes when it is advertised again
   uint64_t tag = 0;
 
   UniqueFd logFd;
@@ -610,7 +646,7 @@ class PublisherImpl final : public PublisherCore {
     }
     st_->client->removePublisher(st_->tag);
     auto reply = st_->client->roundTrip(
-        [&](wire::Request::Builder req) { req.setUnadvertise(st_->topicKey); });
+        [&](wire::Request::Builder req) { req.setUnadvertise(st_->topicKey.load()); });
     if (!reply.ok() && reply.status().code() != StatusCode::kUnavailable) return reply.status();
     return Status();
   }
@@ -835,21 +871,14 @@ Result<std::unique_ptr<PublisherCore>> advertiseTopic(const std::shared_ptr<Clie
   if (auto s = g.validate(); !s) return s;
   auto st = std::make_shared<PublisherState>(client, std::string(id), g, options.publishTimeout);
   if (auto s = st->createLog(); !s) return s;
+  st->typeId = typeId;
+  st->typeName = std::move(typeName);
+  st->displayName = std::move(options.displayName);
+  st->description = std::move(options.description);
   st->tag = client->addPublisher(st);
   const int fd = st->logFd.get();
-  auto reply = client->roundTrip(
-      [&](wire::Request::Builder req) {
-        auto a = req.initAdvertise();
-        a.setTopicId(std::string(id));
-        a.setTypeId(typeId);
-        a.setTypeName(typeName);
-        a.setSlotCount(g.slotCount);
-        a.setSlotBytes(g.slotBytes);
-        a.setDisplayName(options.displayName);
-        a.setDescription(options.description);
-        a.setTag(st->tag);
-      },
-      fd >= 0 ? &fd : nullptr, fd >= 0 ? 1 : 0);
+  auto reply = client->roundTrip([&](wire::Request::Builder req) { st->fillAdvertise(req); },
+                                 fd >= 0 ? &fd : nullptr, fd >= 0 ? 1 : 0);
   if (!reply.ok()) {
     client->removePublisher(st->tag);
     return reply.status();
