@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <filesystem>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -346,6 +347,27 @@ TEST_P(PubSub, Misuse_IsExplained_AndTheTopicKeepsWorking) {
   ASSERT_TRUE(sub->close());
   EXPECT_TRUE(waitUntil([&] { return pub->subscribers() == 0; }));
   EXPECT_TRUE(waitUntil([&] { return client->discoverTopics()->at(0).subscribers == 0; }));
+}
+
+TEST_P(PubSub, Tool_ListsLiveTopics) {
+  auto client = connect();
+  TopicOptions o;
+  o.slots = 32;
+  o.maxMessageBytes = 1000;
+  auto pub = client->advertise<Tick>("hms.test.ticks", o);
+  ASSERT_TRUE(pub.ok());
+  auto sub = client->subscribe<Tick>("hms.test.ticks");
+  ASSERT_TRUE(sub.ok());
+  const std::string tool =
+      std::filesystem::path(testing::brokerBinary()).parent_path().parent_path() / "tools" /
+      "hms-ffi";
+  Subprocess topics({tool, "--socket", broker.socket(), "topics", "hms.test"});
+  ASSERT_TRUE(topics.waitForLine("hms.test.ticks")) << topics.errors();
+  EXPECT_EQ(topics.wait(), 0);
+  const std::string& out = topics.output();
+  EXPECT_NE(out.find("Tick"), std::string::npos) << out;
+  EXPECT_NE(out.find(std::to_string(::getpid())), std::string::npos) << out;
+  EXPECT_NE(out.find("32 x 1008"), std::string::npos) << out;  // slots x largest message
 }
 
 TEST_P(PubSub, BrokerRestart_SubscriptionsKeepReading_AndTheTopicIsAdvertisedAgain) {
