@@ -17,7 +17,6 @@
 #include <cstring>
 #include <map>
 #include <string>
-#include <thread>
 
 #include "hms/emr/vitals.capnp.h"
 #include "hms/ffi/client.hpp"
@@ -59,15 +58,9 @@ int main(int argc, char** argv) {
   so.policy = role == "chart" ? hms::ffi::SlowConsumer::kDropOldest
                               : hms::ffi::SlowConsumer::kBlockPublisher;
   so.history = uint32_t(std::stoul(argOr(argc, argv, "--history", "0")));
-  // A subscription needs its publisher: wait for the monitor gateway to come up.
-  const auto giveUp = std::chrono::steady_clock::now() +
-                      std::chrono::seconds(std::stoul(argOr(argc, argv, "--wait-seconds", "10")));
+  // Wait for the monitor gateway to come up if it is not there yet.
+  so.waitForPublisher = std::chrono::seconds(std::stoul(argOr(argc, argv, "--wait-seconds", "10")));
   auto sub = (*client)->subscribe<VitalSigns>("hms.emr.vitals", so);
-  while (!sub && sub.status().code() == StatusCode::kNotFound &&
-         std::chrono::steady_clock::now() < giveUp) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    sub = (*client)->subscribe<VitalSigns>("hms.emr.vitals", so);
-  }
   if (!sub) {
     std::fprintf(stderr, "%s: cannot subscribe: %s\n", role.c_str(),
                  sub.status().toString().c_str());

@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <filesystem>
+#include <future>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -347,6 +348,30 @@ TEST_P(PubSub, Misuse_IsExplained_AndTheTopicKeepsWorking) {
   ASSERT_TRUE(sub->close());
   EXPECT_TRUE(waitUntil([&] { return pub->subscribers() == 0; }));
   EXPECT_TRUE(waitUntil([&] { return client->discoverTopics()->at(0).subscribers == 0; }));
+}
+
+TEST_P(PubSub, SubscriberStartedBeforeThePublisher_WaitsForIt) {
+  auto client = connect();
+  SubscribeOptions so;
+  so.waitForPublisher = std::chrono::milliseconds(200);
+  const auto t0 = std::chrono::steady_clock::now();
+  auto none = client->subscribe<Tick>("hms.test.ticks", so);
+  EXPECT_EQ(none.status().code(), StatusCode::kNotFound) << none.status().toString();
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(200));
+
+  so.waitForPublisher = std::chrono::seconds(20);
+  auto early =
+      std::async(std::launch::async, [&] { return client->subscribe<Tick>("hms.test.ticks", so); });
+  auto publisherClient = connect();
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));  // let it ask once first
+  auto pub = publisherClient->advertise<Tick>("hms.test.ticks");
+  ASSERT_TRUE(pub.ok());
+  auto sub = early.get();
+  ASSERT_TRUE(sub.ok()) << sub.status().toString();
+  ASSERT_TRUE(waitUntil([&] { return pub->subscribers() == 1; }));
+  ASSERT_TRUE(publishTick(*pub));
+  ASSERT_TRUE(sub->next(std::chrono::seconds(20)));
+  EXPECT_EQ(sub->message().getSeq(), 1u);
 }
 
 TEST_P(PubSub, Tool_ListsLiveTopics) {

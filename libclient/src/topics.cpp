@@ -890,15 +890,32 @@ Result<std::unique_ptr<PublisherCore>> advertiseTopic(const std::shared_ptr<Clie
 Result<std::unique_ptr<SubscriptionCore>> subscribeTopic(const std::shared_ptr<ClientImpl>& client,
                                                          std::string_view id, uint64_t typeId,
                                                          const SubscribeOptions& options) {
-  auto reply = client->roundTrip([&](wire::Request::Builder req) {
-    auto s = req.initSubscribe();
-    s.setTopicId(std::string(id));
-    s.setTypeId(typeId);
-    s.setPolicy(options.policy == SlowConsumer::kDropOldest
-                    ? wire::SlowConsumerPolicy::DROP_OLDEST
-                    : wire::SlowConsumerPolicy::BLOCK_PUBLISHER);
-    s.setHistory(options.history);
-  });
+  auto request = [&] {
+    return client->roundTrip([&](wire::Request::Builder req) {
+      auto s = req.initSubscribe();
+      s.setTopicId(std::string(id));
+      s.setTypeId(typeId);
+      s.setPolicy(options.policy == SlowConsumer::kDropOldest
+                      ? wire::SlowConsumerPolicy::DROP_OLDEST
+                      : wire::SlowConsumerPolicy::BLOCK_PUBLISHER);
+      s.setHistory(options.history);
+    });
+  };
+  auto reply = request();
+  if (!reply.ok() && reply.status().code() == StatusCode::kNotFound &&
+      options.waitForPublisher.count() > 0) {
+    // Nobody publishes it yet: ask again as the registry changes, until the deadline.
+    const int64_t deadline = deadlineAfter(options.waitForPublisher);
+    auto pause = std::chrono::milliseconds(5);
+    while (!reply.ok() && reply.status().code() == StatusCode::kNotFound &&
+           monotonicNs() < deadline && !client->closing()) {
+      const int64_t left = deadline - monotonicNs();
+      std::this_thread::sleep_for(std::min<std::chrono::nanoseconds>(
+          pause, std::chrono::nanoseconds(std::max<int64_t>(left, 0))));
+      pause = std::min(pause * 2, std::chrono::milliseconds(100));
+      reply = request();
+    }
+  }
   if (!reply.ok()) return reply.status();
   auto r = reply->reply().getSubscribe();
   auto sub = std::make_unique<SubscriptionImpl>(client, std::string(id), r.getSubscriptionId());

@@ -52,6 +52,9 @@ struct SubscribeOptions {
   SlowConsumer policy = SlowConsumer::kBlockPublisher;
   // Start with the last `history` messages already published (at most TopicOptions::slots - 1).
   uint32_t history = 0;
+  // How long subscribe() waits for a publisher of the topic to appear (zero: not at all, a topic
+  // nobody publishes is NOT_FOUND at once).
+  std::chrono::nanoseconds waitForPublisher{0};
 };
 
 // A live topic as the registry describes it.
