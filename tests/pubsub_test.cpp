@@ -427,6 +427,33 @@ TEST_P(PubSub, BrokerRestart_SubscriptionsKeepReading_AndTheTopicIsAdvertisedAga
   }
 }
 
+TEST_P(PubSub, BrokerRestart_ThenASubscriberDies_ThePublisherIsNotHeldBack) {
+  auto client = connect();
+  TopicOptions o;
+  o.slots = 16;
+  auto pub = client->advertise<Tick>("hms.test.ticks", o);
+  ASSERT_TRUE(pub.ok());
+  auto stuck = topicProcess({"subscribe", "hms.test.ticks", "--stall-after", "5"});
+  ASSERT_TRUE(stuck.waitForLine("subscribed"));
+  ASSERT_TRUE(waitUntil([&] { return pub->subscribers() == 1; }));
+  for (int n = 0; n < 5; ++n) ASSERT_TRUE(publishTick(*pub));
+  ASSERT_TRUE(stuck.waitForLine("stalled"));
+  broker.kill9();
+  broker.start();
+  // The new broker never knew this subscriber: its death must be found by the publisher.
+  ASSERT_TRUE(waitUntil([&] {
+    auto topics = client->discoverTopics("hms.test.");
+    return topics.ok() && !topics->empty();
+  }));
+  stuck.signal(SIGKILL);
+  ASSERT_NE(stuck.wait(), -1);
+  for (int n = 0; n < 100; ++n) {
+    auto s = publishTick(*pub);
+    ASSERT_TRUE(s) << "message " << n << ": " << s.toString();
+  }
+  EXPECT_EQ(pub->subscribers(), 0u);
+}
+
 INSTANTIATE_TEST_SUITE_P(Transports, PubSub,
                          ::testing::Values(Transport::kSharedMemory, Transport::kSocket),
                          [](const auto& info) { return std::string(transportName(info.param)); });

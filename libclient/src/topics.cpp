@@ -12,6 +12,7 @@
 // each message over the subscriber's socket. A publisher without shared memory keeps its log in
 // private memory; all its subscribers are relayed.
 #include <capnp/message.h>
+#include <signal.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
@@ -83,6 +84,8 @@ struct CursorRef {
   Mapping page;                               // shared memory
   std::unique_ptr<SubscriberCursor> ownPage;  // relay
   bool relayed = false;
+  pid_t pid = 0;       // the subscriber's, as the broker saw it
+  uint64_t epoch = 0;  // the broker (counted from this client's first) that handed it out
 };
 
 class PublisherState;
@@ -212,6 +215,8 @@ class PublisherState final : public PublisherEvents,
     ev.subscriptionId = localKey(ev.subscriptionId);
     auto ref = std::make_shared<CursorRef>();
     ref->subscriptionId = ev.subscriptionId;
+    ref->pid = ev.pid;
+    ref->epoch = brokerEpoch.load();
     if (!ev.socket) {
       auto page = Mapping::map(ev.fd.get(), kCursorBytes, true);
       if (!page.ok() || page->as<SubscriberCursor>()->magic != kCursorMagic ||
@@ -283,14 +288,37 @@ class PublisherState final : public PublisherEvents,
         fd >= 0 ? 1 : 0);
     if (!reply.ok()) return Status(reply.status().code(), id + ": " + reply.status().message());
     topicKey.store(reply->reply().getAdvertise().getTopicKey());
-    ++brokerEpoch;
+    brokerEpoch.fetch_add(1);
     return Status();
   }
 
   // A subscription's key here: the broker's id, told apart from the same id given by an earlier
   // broker (ids start again at 1 after a restart). Control thread only, like the epoch.
-  uint64_t localKey(uint64_t brokerId) const noexcept { return (brokerEpoch << 48) ^ brokerId; }
-  uint64_t brokerEpoch = 0;
+  uint64_t localKey(uint64_t brokerId) const noexcept {
+    return (brokerEpoch.load() << 48) ^ brokerId;
+  }
+  std::atomic<uint64_t> brokerEpoch{0};
+
+  // Shared-memory subscribers attached under an earlier broker have nobody to close their cursor
+  // if they die: while the publisher waits, it looks for them itself (their pid gone). mu held.
+  void reapOrphansLocked() {
+    const uint64_t now = brokerEpoch.load();
+    for (auto it = attached.begin(); it != attached.end();) {
+      const CursorRef& r = *it->second;
+      if (r.relayed || r.epoch == now || r.pid <= 0 || !(::kill(r.pid, 0) != 0 && errno == ESRCH)) {
+        ++it;
+        continue;
+      }
+      log().warn(
+          "hms-ffi: topic {}: subscriber pid {} (attached before the broker restarted) is "
+          "gone; it holds the publisher back no more",
+          id, r.pid);
+      storeRelease(r.cursor->state, uint32_t(kEndDead));
+      pub->removeSubscriber(r.cursor);
+      it = attached.erase(it);
+    }
+    subscriberCount.store(attached.size(), std::memory_order_relaxed);
+  }
 
   struct Op {
     bool add;
@@ -544,7 +572,10 @@ class PublisherImpl final : public PublisherCore {
         const int64_t slice = std::min(deadline, monotonicNs() + kLoanSliceNs);
         Status s = st_->pub->loan(st_->policy, slice, out);
         if (s) break;
-        if (s.code() == StatusCode::kDeadlineExceeded && monotonicNs() < deadline) continue;
+        if (s.code() == StatusCode::kDeadlineExceeded && monotonicNs() < deadline) {
+          if (st_->brokerEpoch.load() != 0) st_->reapOrphansLocked();
+          continue;
+        }
         lock.unlock();
         st_->drain();
         return Status(s.code(), "publishing to " + st_->id + ": " + s.message());
