@@ -128,20 +128,12 @@ bool TopicPublisher::mayRewrite(uint64_t seq, SubscriberCursor** blocker) noexce
   return true;
 }
 
-Status TopicPublisher::loan(const WaitPolicy& policy, int64_t deadlineNs, Loan& out) {
+bool TopicPublisher::tryLoan(Loan& out, SubscriberCursor** blocker) noexcept {
   const uint64_t seq = published_ + 1;
-  SubscriberCursor* blocker = nullptr;
-  while (!mayRewrite(seq, &blocker)) {
-    SubscriberCursor* c = blocker;
-    const bool moved = waitFor(c->publisherWake, policy, deadlineNs, [&] {
-      return loadAcquire(c->next) > seq - g_.slotCount || loadAcquire(c->state) != kEndOpen;
-    });
-    if (!moved) {
-      return Status(StatusCode::kDeadlineExceeded,
-                    "a block_publisher subscriber is " +
-                        std::to_string(seq - loadAcquire(c->next)) +
-                        " messages behind and did not catch up before the deadline");
-    }
+  SubscriberCursor* holder = nullptr;
+  if (!mayRewrite(seq, &holder)) {
+    if (blocker) *blocker = holder;
+    return false;
   }
   TopicSlotHeader* slot = slotAt(slots_, g_, seq);
   // Readers that still look at the slot (drop_oldest) see it is being rewritten.
@@ -154,6 +146,23 @@ Status TopicPublisher::loan(const WaitPolicy& policy, int64_t deadlineNs, Loan& 
   out.seq = seq;
   out.words = words;
   out.capacityWords = g_.maxWords();
+  return true;
+}
+
+Status TopicPublisher::loan(const WaitPolicy& policy, int64_t deadlineNs, Loan& out) {
+  const uint64_t seq = published_ + 1;
+  SubscriberCursor* c = nullptr;
+  while (!tryLoan(out, &c)) {
+    const bool moved = waitFor(c->publisherWake, policy, deadlineNs, [&] {
+      return loadAcquire(c->next) > seq - g_.slotCount || loadAcquire(c->state) != kEndOpen;
+    });
+    if (!moved) {
+      return Status(StatusCode::kDeadlineExceeded,
+                    "a block_publisher subscriber is " +
+                        std::to_string(seq - loadAcquire(c->next)) +
+                        " messages behind and did not catch up before the deadline");
+    }
+  }
   return Status();
 }
 

@@ -61,12 +61,9 @@ class TopicPublisher {
   // Waits while a block_publisher subscriber has not read the message the slot still holds.
   // DEADLINE_EXCEEDED naming how far behind the slowest subscriber is.
   Status loan(const WaitPolicy& policy, int64_t deadlineNs, Loan& out);
-  // Whether loan() would have to wait now (a block_publisher subscriber has not read the message
-  // the next slot holds).
-  bool wouldWait() noexcept {
-    SubscriberCursor* blocker = nullptr;
-    return !mayRewrite(published_ + 1, &blocker);
-  }
+  // loan() without waiting: false (nothing loaned) when it would have to wait, with `blocker`
+  // (if given) set to the subscriber it would wait for.
+  bool tryLoan(Loan& out, SubscriberCursor** blocker = nullptr) noexcept;
   // Gives a loaned slot back unpublished (the message it held before is gone: readers of it
   // count it as missed). The next loan() hands out the same sequence again.
   void abandon(const Loan& loan) noexcept;

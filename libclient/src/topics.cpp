@@ -564,10 +564,7 @@ class PublisherImpl final : public PublisherCore {
       int64_t deadline = 0;  // read the clock only when there is a wait
       for (;;) {
         if (st_->hasPending.load()) st_->applyPendingLocked();
-        if (!st_->pub->wouldWait()) {
-          (void)st_->pub->loan(st_->policy, kNoDeadline, out);  // returns at once
-          break;
-        }
+        if (st_->pub->tryLoan(out)) break;
         if (deadline == 0) deadline = deadlineAfter(st_->timeout);
         const int64_t slice = std::min(deadline, monotonicNs() + kLoanSliceNs);
         Status s = st_->pub->loan(st_->policy, slice, out);
