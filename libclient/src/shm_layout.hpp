@@ -271,7 +271,8 @@ struct SubscriberCursor {
   uint64_t magic;           // writer: creator, at creation
   uint32_t layoutVersion;   // writer: creator, at creation
   uint32_t policy;          // writer: creator, at creation (SlowConsumerPolicy)
-  uint32_t state;           // writer: subscriber (kEndOpen/kEndClosed); the broker when it dies
+  uint32_t state;           // writer: subscriber (kEndOpen/kEndClosed); the broker when it dies;
+                            // the publisher when it finds it dead after a broker restart
   uint32_t publisherState;  // writer: the broker, when the publisher leaves or dies (EndState)
   uint32_t history;         // writer: creator, at creation. Messages back the cursor starts.
   uint8_t pad0[kCacheLine - 28];
