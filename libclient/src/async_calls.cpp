@@ -739,7 +739,9 @@ void Completions::runShm() {
         return true;
       }
       for (const auto& w : watches) {
-        if ((w.nextLength && loadAcquire(*const_cast<uint32_t*>(w.nextLength)) != 0) ||
+        // nextLength may be stale (the waiter itself reads the ring while it spins, and may have
+        // wrapped it since): a hint only; `records` is what cannot miss a commit.
+        if ((w.nextLength && loadHint(*w.nextLength) != 0) ||
             loadAcquire(*const_cast<uint64_t*>(w.records)) != w.seen ||
             loadAcquire(*const_cast<uint32_t*>(w.serviceState)) != kEndOpen) {
           return true;

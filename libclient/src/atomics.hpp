@@ -41,4 +41,13 @@ inline void bumpSingleWriter(T& word, T delta) noexcept {
   ref.store(ref.load(std::memory_order_relaxed) + delta, std::memory_order_relaxed);
 }
 
+// A load of a word that is only a hint to look again, and that another thread may be clearing
+// with plain stores at that moment (a watcher's stale view of ring space the consumer is zeroing:
+// any value read is harmless, the watcher only goes round once more). Not instrumented by TSan,
+// which would report the race the design accepts; everything the hint leads to is read properly.
+__attribute__((no_sanitize("thread"), noinline)) inline uint32_t loadHint(
+    const uint32_t& word) noexcept {
+  return __atomic_load_n(&word, __ATOMIC_ACQUIRE);
+}
+
 }  // namespace hms::ffi::detail
