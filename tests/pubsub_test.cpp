@@ -374,6 +374,23 @@ TEST_P(PubSub, SubscriberStartedBeforeThePublisher_WaitsForIt) {
   EXPECT_EQ(sub->message().getSeq(), 1u);
 }
 
+TEST_P(PubSub, LargeMessages_SeveralDatagramsEachOverSockets_ArriveWhole) {
+  auto client = connect();
+  TopicOptions o;
+  o.slots = 8;
+  o.maxMessageBytes = 256 * 1024;
+  auto pub = client->advertise<Tick>("hms.test.ticks", o);
+  ASSERT_TRUE(pub.ok());
+  auto reader = topicProcess({"subscribe", "hms.test.ticks"});
+  ASSERT_TRUE(reader.waitForLine("subscribed"));
+  ASSERT_TRUE(waitUntil([&] { return pub->subscribers() == 1; }));
+  for (int n = 0; n < 300; ++n) ASSERT_TRUE(publishTick(*pub, size_t(150'000 + n * 101)));
+  ASSERT_TRUE(pub->close());
+  const int status = finish(reader);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << reader.output() << reader.errors();
+  EXPECT_EQ(summaryOf(reader.output()).got, 300u) << reader.output();
+}
+
 TEST_P(PubSub, Tool_ListsLiveTopics) {
   auto client = connect();
   TopicOptions o;

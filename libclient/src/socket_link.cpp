@@ -237,6 +237,9 @@ SocketLink::Recv SocketLink::tryReceive(RingConsumer::Record& record) noexcept {
     }
     received_ += size_t(n);
     if (received_ < expected_) continue;
+    // The header from the buffer, not from `record`: a record's datagrams may come over several
+    // calls, each with a record of its caller's that holds nothing of the earlier ones.
+    std::memcpy(&record.header, recv_, sizeof(RecordHeader));
     record.header.length = uint32_t(expected_);
     record.base = recv_;
     record.trace = (record.header.flags & kRecordHasTrace)
