@@ -71,6 +71,7 @@ struct Options {
   std::vector<std::string> throughputModes = {"adaptive", "socket-blocking"};
   std::vector<unsigned> inFlight = {1, 16, 256};
   std::vector<size_t> streamSizes = {64, 65536};
+  uint64_t streamItems = 0;  // --stream-items: items per stream (0: 1 GiB worth, 2 000 to 1 M)
   std::vector<unsigned> fanout = {1, 2, 4, 8};                  // pub/sub subscribers (P6)
   std::vector<std::string> pubsubModes = {"spin", "adaptive"};  // one subscriber (P5)
   std::string brokerPath;
@@ -79,6 +80,19 @@ struct Options {
     return std::find(patterns.begin(), patterns.end(), pattern) != patterns.end();
   }
 };
+
+// Checks of what was delivered (every reply, item and message accounted for) that failed in
+// this run: reported on stderr where they happen, and in the exit status (3).
+int gChecksFailed = 0;
+
+int checksExitStatus() {
+  if (gChecksFailed == 0) return 0;
+  std::fprintf(stderr,
+               "hms-ffi-bench: %d check%s of what was delivered failed (see above); the rows "
+               "concerned are left out\n",
+               gChecksFailed, gChecksFailed == 1 ? "" : "s");
+  return 3;
+}
 
 void pinTo(int cpu) {
   cpu_set_t set;
@@ -430,6 +444,7 @@ class EchoServer {
     close(pipeFd[0]);
     if (!up_)
       std::fprintf(stderr, "hms-ffi-bench: the %s echo service did not start\n", mode.c_str());
+    if (!up_) ++gChecksFailed;
   }
   EchoServer(const EchoServer&) = delete;
   EchoServer& operator=(const EchoServer&) = delete;
@@ -466,12 +481,14 @@ struct EchoCaller {
     auto c = connectAs(socket, mode, "bench-caller");
     if (!c) {
       std::fprintf(stderr, "hms-ffi-bench: %s\n", c.status().toString().c_str());
+      ++gChecksFailed;
       return;
     }
     client = std::move(*c);
     auto s = client->bind<Echo>("hms.bench.echo." + mode);
     if (!s) {
       std::fprintf(stderr, "hms-ffi-bench: %s\n", s.status().toString().c_str());
+      ++gChecksFailed;
       return;
     }
     stub.emplace(std::move(*s));
@@ -562,7 +579,10 @@ std::optional<FfiResult> ffiCall(const Options& o, const std::string& self,
             }
             sink += reply->results().getPayload()[63];
           });
-      if (failed) std::fprintf(stderr, "hms-ffi-bench: some %s calls failed\n", mode.c_str());
+      if (failed) {
+        std::fprintf(stderr, "hms-ffi-bench: some %s calls failed\n", mode.c_str());
+        ++gChecksFailed;
+      }
       FfiResult fr;
       fr.stats = summarize("hms-ffi call, " + mode, r.measured);
       fr.ratioP50 = r.ratioP50;
@@ -647,7 +667,10 @@ std::optional<SizedResult> ffiSink(const Options& o, const std::string& self,
         }
         sink += reply->results().getSize();
       });
-  if (failed) std::fprintf(stderr, "hms-ffi-bench: some %zu-byte calls failed\n", bytes);
+  if (failed) {
+    std::fprintf(stderr, "hms-ffi-bench: some %zu-byte calls failed\n", bytes);
+    ++gChecksFailed;
+  }
   if (sink == 42) std::fprintf(stderr, " ");
   return SizedResult{summarize("raw in-place " + std::to_string(bytes) + " B", r.baseline),
                      summarize("hms-ffi " + std::to_string(bytes) + " B, " + mode, r.measured),
@@ -684,7 +707,10 @@ std::pair<Stats, Stats> ffiSetup(const Options& o, const std::string& socket,
       found += list ? list->size() : 0;
       if (i >= finds / 10) discover.push_back(t1 - t0);
     }
-    if (found == 0) std::fprintf(stderr, "hms-ffi-bench: discover found nothing\n");
+    if (found == 0) {
+      std::fprintf(stderr, "hms-ffi-bench: discover found nothing\n");
+      ++gChecksFailed;
+    }
   }
   if (open.empty()) open.push_back(0);
   if (discover.empty()) discover.push_back(0);
@@ -733,6 +759,7 @@ std::optional<IdleCpu> ffiIdle(const std::string& socket, const std::string& mod
   }
   if (!calls) {
     std::fprintf(stderr, "hms-ffi-bench: idle: %s\n", calls.toString().c_str());
+    ++gChecksFailed;
     return std::nullopt;
   }
   usleep(200'000);  // far past the 50 us spin budget
@@ -854,8 +881,10 @@ std::optional<Rate> ffiAsync(const std::string& socket, const std::string& mode,
   }
   while (!window.empty()) complete();
   const int64_t ns = nowNs() - t0;
-  if (failed)
+  if (failed) {
     std::fprintf(stderr, "hms-ffi-bench: %llu async calls failed\n", (unsigned long long)failed);
+    ++gChecksFailed;
+  }
   return rateOf("async 64 B, " + std::to_string(inFlight) + " in flight, " + mode, 64, sent - warm,
                 ns);
 }
@@ -884,6 +913,7 @@ std::optional<Rate> ffiStream(const std::string& socket, const std::string& mode
   }
   const int64_t ns = nowNs() - t0;
   if (!stream.status() || n != items || outOfOrder) {
+    ++gChecksFailed;
     std::fprintf(stderr, "hms-ffi-bench: stream of %zu-byte items: %llu of %llu in order, %s\n",
                  bytes, (unsigned long long)n, (unsigned long long)items,
                  stream.status().toString().c_str());
@@ -994,6 +1024,7 @@ std::optional<PubSubResult> ffiPubSub(const Options& o, const std::string& self,
   auto pub = (*client)->advertise<Sample>(topic, to);
   if (!pub) {
     std::fprintf(stderr, "hms-ffi-bench: %s\n", pub.status().toString().c_str());
+    ++gChecksFailed;
     return std::nullopt;
   }
   struct Child {
@@ -1018,7 +1049,11 @@ std::optional<PubSubResult> ffiPubSub(const Options& o, const std::string& self,
   up &= pub->subscribers() == subscribers;
   if (pin) pinCaller(o);
   std::optional<PubSubResult> result;
-  if (up) {
+  if (!up) {
+    ++gChecksFailed;
+    std::fprintf(stderr, "hms-ffi-bench: pub/sub %s x%u: the subscribers did not attach\n",
+                 mode.c_str(), subscribers);
+  } else {
     const int64_t cpu0 = threadCpuNs();
     const int64_t t0 = nowNs();
     uint64_t failed = 0;
@@ -1046,6 +1081,7 @@ std::optional<PubSubResult> ffiPubSub(const Options& o, const std::string& self,
       worst = std::min<uint64_t>(worst, got);
     }
     if (failed || worst != count) {
+      ++gChecksFailed;
       std::fprintf(stderr,
                    "hms-ffi-bench: pub/sub %s x%u: %llu failures, the slowest subscriber got %llu "
                    "of %llu\n",
@@ -1181,6 +1217,8 @@ int main(int argc, char** argv) {
       }
     } else if (a == "--throughput-modes") {
       o.throughputModes = splitList(next());
+    } else if (a == "--stream-items") {
+      o.streamItems = std::strtoull(next().c_str(), nullptr, 10);
     } else if (a == "--pubsub-modes") {
       o.pubsubModes = splitList(next());
     } else if (a == "--fanout") {
@@ -1201,7 +1239,9 @@ int main(int argc, char** argv) {
           "                     [--sizes 64,1024,65536,1048576 (0: none)]\n"
           "                     [--throughput-modes adaptive,socket-blocking] [--in-flight "
           "1,16,256]\n"
-          "                     [--stream-sizes 64,65536] [--cpus 0,1 | --no-pin] [--json]\n"
+          "                     [--stream-sizes 64,65536] [--stream-items N] [--cpus 0,1 | "
+          "--no-pin]\n"
+          "                     [--json]\n"
           "                     [--pubsub-modes spin,adaptive] [--fanout 1,2,4,8] [--broker PATH]\n"
           "rtt:    64-byte round trips between two processes: HMS-FFI calls per wait mode\n"
           "        (--modes) beside raw shared-memory spin and futex ping-pongs, a raw UDS\n"
@@ -1225,7 +1265,9 @@ int main(int argc, char** argv) {
           "--no-pin. --iterations (200000) is the samples per round-trip row and the async calls "
           "per\n"
           "depth; --duration stops each of those at that many seconds instead (streams keep their\n"
-          "counts). Starts its own hms-ffid on a private socket.");
+          "counts; --stream-items sets them). Starts its own hms-ffid on a private socket.\n"
+          "Every reply, stream item and message is checked (order, content, count); a failed\n"
+          "check is reported on stderr, its row is left out and the exit status is 3.");
       return 0;
     } else {
       std::fprintf(stderr, "hms-ffi-bench: unknown option '%s' (see --help)\n", a.c_str());
@@ -1299,7 +1341,9 @@ int main(int argc, char** argv) {
       }
     }
     for (size_t bytes : o.runs("stream") ? o.streamSizes : std::vector<size_t>{}) {
-      const uint64_t items = std::clamp<uint64_t>((1ull << 30) / bytes, 2'000, 1'000'000);
+      const uint64_t items = o.streamItems != 0
+                                 ? o.streamItems
+                                 : std::clamp<uint64_t>((1ull << 30) / bytes, 2'000, 1'000'000);
       const Rate raw = rawRing(o, bytes, items, kRingBytes);
       if (auto r = ffiStream(socket, mode, bytes, items)) rates.emplace_back(raw, *r);
     }
@@ -1308,7 +1352,7 @@ int main(int argc, char** argv) {
   std::vector<std::pair<Rate, PubSubResult>> pubsubOne;  // (raw ring, hms-ffi)
   std::vector<PubSubResult> fanout;
   if (o.runs("pubsub")) {
-    const uint64_t count = std::clamp<uint64_t>(uint64_t(o.iterations) * 5, 100'000, 5'000'000);
+    const uint64_t count = std::clamp<uint64_t>(uint64_t(o.iterations) * 5, 5'000, 5'000'000);
     for (const auto& mode : o.pubsubModes) {
       const Rate raw = rawRing(o, 64, count, 4u << 20);
       if (auto r = ffiPubSub(o, self, socket, mode, 1, count)) pubsubOne.emplace_back(raw, *r);
@@ -1400,7 +1444,7 @@ int main(int argc, char** argv) {
     std::printf(",");
     jsonRow(floorEnd, "");
     std::printf("]}\n");
-    return 0;
+    return checksExitStatus();
   }
 
   const std::string perRow = o.durationNs > 0
@@ -1561,5 +1605,5 @@ int main(int argc, char** argv) {
                   verdict(r <= 1.3));
     }
   }
-  return 0;
+  return checksExitStatus();
 }
