@@ -174,7 +174,9 @@ class ChannelSink final : public StreamSink {
   }
 
  private:
-  Result<capnp::MessageBuilder*> reserve(bool checkCancel) noexcept {
+  // `item`: a stream item (cancel checked, headroom kept); else the stream's end.
+  Result<capnp::MessageBuilder*> reserve(bool item) noexcept {
+    const bool checkCancel = item;
     const uint32_t offset = payloadOffset(0);
     for (;;) {
       if (checkCancel && call_.cancelled.load(std::memory_order_relaxed)) {
@@ -194,8 +196,14 @@ class ChannelSink final : public StreamSink {
         return static_cast<capnp::MessageBuilder*>(&*builder_);
       }
       out_ = std::unique_lock(ch_.outMu);
+      // Items leave a quarter of the ring free: the replies of other calls on the channel (and
+      // the stream's end) get through while the caller holds items unread, instead of waiting
+      // behind them until the caller reads on (which it may be waiting for those replies to do).
+      const bool roomLeft =
+          !item || ch_.responses.hasSpaceFor(offset + 64 + ch_.responses.capacity() / 4);
       const RingStatus st =
-          ch_.responses.tryReserve(offset + 64, offset + ch_.maxMessageBytes, slot_);
+          roomLeft ? ch_.responses.tryReserve(offset + 64, offset + ch_.maxMessageBytes, slot_)
+                   : RingStatus::kFull;
       if (st == RingStatus::kOk) {
         builder_.emplace(kj::arrayPtr(reinterpret_cast<capnp::word*>(slot_.record + offset),
                                       (slot_.bytes - offset) / sizeof(capnp::word)));
