@@ -21,6 +21,7 @@
 #include "codec.hpp"
 #include "hms/ffi/registry.capnp.h"
 #include "paths.hpp"
+#include "request_check.hpp"
 #include "shm_layout.hpp"
 #include "topic_log.hpp"
 #include "wait.hpp"
@@ -220,7 +221,18 @@ void Broker::onReadable(uint64_t connId) {
       disconnect(connId, "connection closed");
       return;
     }
-    if (auto s = handle(c, d->bytes, d->fds); !s) {
+    // The boundary of one client's message: whatever reading it throws ends this client's
+    // connection only (checkRequest() should have found it first).
+    Status s;
+    try {
+      s = handle(c, d->bytes, d->fds);
+    } catch (const kj::Exception& e) {
+      s = Status(StatusCode::kInvalidArgument,
+                 std::string("handling its request threw: ") + e.getDescription().cStr());
+    } catch (const std::exception& e) {
+      s = Status(StatusCode::kInternal, std::string("handling its request threw: ") + e.what());
+    }
+    if (!s) {
       if (s.code() == StatusCode::kUnavailable) {  // the reply found the client gone
         disconnect(connId, "connection closed");
         return;
@@ -281,6 +293,10 @@ Status Broker::handle(Conn& c, const std::vector<uint8_t>& bytes, std::vector<Un
     return Status(StatusCode::kInvalidArgument, e.getDescription().cStr());
   }
   const uint64_t rid = req.getId();
+  if (auto s = checkRequest(req); !s) {
+    (void)replyError(c, rid, s);  // for a client that is only buggy; it is dropped either way
+    return s;
+  }
   if (!c.helloed && !req.isHello()) {
     return replyError(c, rid, Status(StatusCode::kFailedPrecondition, "say hello first"));
   }

@@ -1,0 +1,75 @@
+#include "request_check.hpp"
+
+#include <kj/exception.h>
+
+#include <exception>
+#include <string>
+
+namespace hms::ffi::broker {
+
+namespace {
+
+// Reading a text is what checks it; the value is not needed.
+void touch(capnp::Text::Reader) {}
+
+void checkDescriptor(wire::ServiceDescriptor::Reader d) {
+  touch(d.getId());
+  (void)d.getVersion().getMajor();
+  touch(d.getInterfaceName());
+  for (auto m : d.getMethods()) touch(m.getName());
+  touch(d.getDisplayName());
+  touch(d.getDescription());
+}
+
+void check(wire::Request::Reader req) {
+  switch (req.which()) {
+    case wire::Request::HELLO: {
+      auto h = req.getHello();
+      touch(h.getClientName());
+      touch(h.getNoSharedMemory());
+      break;
+    }
+    case wire::Request::REGISTER:
+      checkDescriptor(req.getRegister().getDescriptor());
+      break;
+    case wire::Request::OPEN_CHANNEL:
+      (void)req.getOpenChannel().getServiceKey();
+      break;
+    case wire::Request::GET_REGISTRY:
+      (void)req.getGetRegistry().getOffset();
+      break;
+    case wire::Request::ADVERTISE: {
+      auto a = req.getAdvertise();
+      touch(a.getTopicId());
+      touch(a.getTypeName());
+      touch(a.getDisplayName());
+      touch(a.getDescription());
+      break;
+    }
+    case wire::Request::SUBSCRIBE:
+      touch(req.getSubscribe().getTopicId());
+      break;
+    case wire::Request::UNREGISTER:
+    case wire::Request::CLOSE_CHANNEL:
+    case wire::Request::UNADVERTISE:
+    case wire::Request::UNSUBSCRIBE:
+      break;  // plain numbers
+  }
+}
+
+}  // namespace
+
+Status checkRequest(wire::Request::Reader req) noexcept {
+  try {
+    check(req);
+    return Status();
+  } catch (const kj::Exception& e) {
+    return Status(StatusCode::kInvalidArgument,
+                  std::string("malformed control request: ") + e.getDescription().cStr());
+  } catch (const std::exception& e) {
+    return Status(StatusCode::kInvalidArgument,
+                  std::string("malformed control request: ") + e.what());
+  }
+}
+
+}  // namespace hms::ffi::broker

@@ -1,0 +1,230 @@
+// Hostile peers (issue 13): a client that sends what the protocol forbids, hands over what it
+// should not, stops reading, or takes more than its share, harms only itself. Every test runs a
+// real hms-ffid on a private socket and real client processes or raw sockets.
+#include <capnp/message.h>
+#include <capnp/serialize.h>
+#include <gtest/gtest.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "client_impl.hpp"
+#include "hms/ffi/client.hpp"
+#include "hms/ffi/control.capnp.h"
+#include "os.hpp"
+#include "shm_layout.hpp"
+#include "support/process.hpp"
+#include "test.capnp.h"
+
+namespace hms::ffi {
+namespace {
+
+using test::TestService;
+using testing::BrokerFixture;
+using testing::startTestService;
+using testing::Subprocess;
+using testing::waitUntil;
+
+// A control connection that speaks the wire protocol by hand, so that a test can send what
+// libhmsffi never would.
+class RawConn {
+ public:
+  explicit RawConn(const std::string& socketPath) {
+    fd_ = std::move(detail::connectSeqpacket(socketPath).valueOrThrow());
+  }
+
+  Status send(kj::ArrayPtr<const capnp::word> flat, const int* fds = nullptr, size_t n = 0) {
+    return detail::sendDatagram(fd_.get(), flat.begin(), flat.size() * 8, fds, n);
+  }
+  Status send(capnp::MessageBuilder& mb, const int* fds = nullptr, size_t n = 0) {
+    auto flat = capnp::messageToFlatArray(mb);
+    return send(flat, fds, n);
+  }
+
+  // The next datagram; nullopt on timeout, empty bytes when the broker closed the connection.
+  std::optional<detail::Datagram> receive(
+      std::chrono::milliseconds timeout = std::chrono::seconds(20)) {
+    pollfd p{fd_.get(), POLLIN, 0};
+    if (::poll(&p, 1, int(timeout.count())) <= 0) return std::nullopt;
+    auto d = detail::receiveDatagram(fd_.get());
+    if (!d.ok()) return detail::Datagram{};
+    return std::move(*d);
+  }
+
+  // The reply to request `id`, events skipped: its status, or nullopt when the connection ended
+  // (or nothing came) first.
+  std::optional<Status> replyStatus(uint64_t id, std::vector<detail::UniqueFd>* fds = nullptr,
+                                    uint64_t* key = nullptr) {
+    for (;;) {
+      auto d = receive();
+      if (!d || d->bytes.empty()) return std::nullopt;
+      auto msg = detail::DecodedMessage::decode(d->bytes);
+      if (!msg.ok()) return std::nullopt;
+      auto root = (*msg)->root<wire::BrokerMessage>();
+      if (!root.isReply() || root.getReply().getId() != id) continue;
+      auto r = root.getReply();
+      if (fds) *fds = std::move(d->fds);
+      if (key && r.isRegister()) *key = r.getRegister().getServiceKey();
+      if (r.getStatus().getCode() == 0) return Status();
+      return Status(statusCodeFromWire(r.getStatus().getCode()), r.getStatus().getMessage().cStr());
+    }
+  }
+
+  // Whether the broker closes this connection within the timeout (what is still queued is read
+  // and dropped).
+  bool closedByBroker(std::chrono::milliseconds timeout = std::chrono::seconds(20)) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < deadline) {
+      auto d = receive(std::chrono::milliseconds(100));
+      if (d && d->bytes.empty()) return true;
+    }
+    return false;
+  }
+
+  int fd() const { return fd_.get(); }
+
+ private:
+  detail::UniqueFd fd_;
+};
+
+// A hello as libhmsffi sends it (shared memory, no doorbell to keep).
+void buildHello(capnp::MessageBuilder& mb, uint64_t id, const std::string& name) {
+  auto req = mb.initRoot<wire::ClientMessage>().initRequest();
+  req.setId(id);
+  auto h = req.initHello();
+  h.setProtocolVersion(wire::PROTOCOL_VERSION);
+  h.setClientName(name);
+}
+
+// A registration of a service id with one method.
+void buildRegister(capnp::MessageBuilder& mb, uint64_t id, const std::string& serviceId,
+                   const std::string& methodName = "m") {
+  auto req = mb.initRoot<wire::ClientMessage>().initRequest();
+  req.setId(id);
+  auto d = req.initRegister().initDescriptor();
+  d.setId(serviceId);
+  d.initVersion().setMajor(1);
+  d.setInterfaceName("Hostile");
+  auto methods = d.initMethods(1);
+  methods[0].setName(methodName);
+  d.setRingBytes(4096);
+}
+
+// The flat message with the NUL that ends `text` replaced: a Text that is not NUL-terminated,
+// which Cap'n Proto refuses (with an exception) only when the field is read.
+kj::Array<capnp::word> unterminated(capnp::MessageBuilder& mb, std::string_view text) {
+  auto flat = capnp::messageToFlatArray(mb);
+  auto bytes = flat.asBytes();
+  const std::string needle = std::string(text) + '\0';
+  auto it = std::search(bytes.begin(), bytes.end(), needle.begin(), needle.end());
+  EXPECT_NE(it, bytes.end()) << "the text is not in the message";
+  if (it != bytes.end()) it[text.size()] = 'X';
+  return flat;
+}
+
+// A reply came and it is OK.
+::testing::AssertionResult okReply(const std::optional<Status>& s) {
+  if (!s) return ::testing::AssertionFailure() << "no reply: the broker closed the connection";
+  if (!s->isOk()) return ::testing::AssertionFailure() << s->toString();
+  return ::testing::AssertionSuccess();
+}
+
+std::unique_ptr<Client> connectTo(const std::string& socket, ClientOptions o = {}) {
+  o.socketPath = socket;
+  auto c = Client::connect(o);
+  EXPECT_TRUE(c.ok()) << c.status().toString();
+  return c.ok() ? std::move(c).valueOrThrow() : nullptr;
+}
+
+Result<Reply<TestService::EchoResults>> echo(Stub<TestService>& stub, uint64_t seq,
+                                             CallOptions opts = {}) {
+  return stub.call<&TestService::Client::echoRequest>([&](auto p) { p.setSeq(seq); }, opts);
+}
+
+// ---- item 1: malformed control messages ----------------------------------------------------
+
+class HostileControl : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    svc_ = startTestService(broker.socket(), {});
+    good_ = connectTo(broker.socket());
+    ASSERT_TRUE(good_);
+    auto stub = good_->bind<TestService>("hms.test");
+    ASSERT_TRUE(stub.ok()) << stub.status().toString();
+    stub_.emplace(std::move(*stub));
+    ASSERT_TRUE(echo(*stub_, 1).ok());
+  }
+  // The broker is alive, the good client's channel and control plane still work, and a new
+  // client is served.
+  void expectBrokerServesOthers() {
+    EXPECT_TRUE(broker.process().running()) << broker.process().errors();
+    auto r = echo(*stub_, 2);
+    EXPECT_TRUE(r.ok()) << r.status().toString();
+    auto found = good_->discover("hms.test");
+    ASSERT_TRUE(found.ok()) << found.status().toString();
+    EXPECT_EQ(found->size(), 1u);
+    auto fresh = connectTo(broker.socket());
+    ASSERT_TRUE(fresh);
+    auto stub = fresh->bind<TestService>("hms.test");
+    ASSERT_TRUE(stub.ok()) << stub.status().toString();
+    EXPECT_TRUE(echo(*stub, 3).ok());
+  }
+
+  BrokerFixture broker;
+  Subprocess svc_;
+  std::unique_ptr<Client> good_;
+  std::optional<Stub<TestService>> stub_;
+};
+
+TEST_F(HostileControl, HelloWithAnUnterminatedName_EndsOnlyThatConnection) {
+  RawConn raw(broker.socket());
+  capnp::MallocMessageBuilder mb;
+  buildHello(mb, 1, "hostile");
+  ASSERT_TRUE(raw.send(unterminated(mb, "hostile")).ok());
+  EXPECT_TRUE(raw.closedByBroker()) << "the broker kept a client that sent a malformed hello";
+  expectBrokerServesOthers();
+  EXPECT_NE(broker.process().errors().find("malformed"), std::string::npos);
+}
+
+TEST_F(HostileControl, RegisterWithAnUnterminatedServiceId_EndsOnlyThatConnection) {
+  RawConn raw(broker.socket());
+  capnp::MallocMessageBuilder hello;
+  buildHello(hello, 1, "hostile");
+  ASSERT_TRUE(raw.send(hello).ok());
+  ASSERT_TRUE(okReply(raw.replyStatus(1)));
+  capnp::MallocMessageBuilder reg;
+  buildRegister(reg, 2, "hms.hostile");
+  ASSERT_TRUE(raw.send(unterminated(reg, "hms.hostile")).ok());
+  EXPECT_TRUE(raw.closedByBroker()) << "the broker kept a client that sent a malformed register";
+  expectBrokerServesOthers();
+}
+
+// A text the broker does not read itself but copies into the registry (a method's name) would
+// make every client's registry snapshot unreadable: it is refused too.
+TEST_F(HostileControl, RegisterWithAnUnterminatedMethodName_IsRefused_AndTheRegistryStaysReadable) {
+  RawConn raw(broker.socket());
+  capnp::MallocMessageBuilder hello;
+  buildHello(hello, 1, "hostile");
+  ASSERT_TRUE(raw.send(hello).ok());
+  ASSERT_TRUE(okReply(raw.replyStatus(1)));
+  capnp::MallocMessageBuilder reg;
+  buildRegister(reg, 2, "hms.hostile", "poisonedName");
+  ASSERT_TRUE(raw.send(unterminated(reg, "poisonedName")).ok());
+  EXPECT_TRUE(raw.closedByBroker());
+  expectBrokerServesOthers();
+  auto all = good_->discoverPrefix("hms.");
+  ASSERT_TRUE(all.ok()) << all.status().toString();
+  EXPECT_EQ(all->size(), 1u);
+}
+
+}  // namespace
+}  // namespace hms::ffi
