@@ -353,11 +353,14 @@ Status Broker::onHello(Conn& c, uint64_t rid, wire::Hello::Reader hello,
   if (shm) {
     if (hello.getHasDoorbell() && !fds.empty()) {
       // A client reconnecting after a broker restart keeps the doorbell its channels already use.
-      auto size = detail::segmentSize(fds[0].get());
-      auto map =
-          size.ok() && *size == detail::kDoorbellBytes
-              ? detail::Mapping::map(fds[0].get(), detail::kDoorbellBytes, true)
-              : Result<detail::Mapping>(Status(StatusCode::kInvalidArgument, "bad doorbell"));
+      // It comes from the client, so it is mapped (here, and by every peer it is passed on to)
+      // only if nobody can shrink it: an earlier hms-ffid made it so (createSegment()).
+      if (auto s = detail::checkSealedAgainstShrink(fds[0].get(), detail::kDoorbellBytes,
+                                                    "the doorbell handed back in hello");
+          !s) {
+        return replyError(c, rid, s);
+      }
+      auto map = detail::Mapping::map(fds[0].get(), detail::kDoorbellBytes, true);
       if (!map.ok() || map->as<detail::DoorbellSegment>()->magic != detail::kDoorbellMagic) {
         return replyError(c, rid,
                           Status(StatusCode::kInvalidArgument,

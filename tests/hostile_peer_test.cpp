@@ -3,9 +3,11 @@
 // real hms-ffid on a private socket and real client processes or raw sockets.
 #include <capnp/message.h>
 #include <capnp/serialize.h>
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -224,6 +226,81 @@ TEST_F(HostileControl, RegisterWithAnUnterminatedMethodName_IsRefused_AndTheRegi
   auto all = good_->discoverPrefix("hms.");
   ASSERT_TRUE(all.ok()) << all.status().toString();
   EXPECT_EQ(all->size(), 1u);
+}
+
+// ---- item 2: descriptors a client hands over -------------------------------------------------
+
+// A memfd of a doorbell's size with a doorbell's magic, sealed with `seals` (0: none).
+detail::UniqueFd fakeDoorbell(unsigned seals) {
+  detail::UniqueFd fd(::memfd_create("hostile-doorbell", MFD_CLOEXEC | MFD_ALLOW_SEALING));
+  EXPECT_TRUE(fd);
+  EXPECT_EQ(::ftruncate(fd.get(), off_t(detail::kDoorbellBytes)), 0);
+  auto map = detail::Mapping::map(fd.get(), detail::kDoorbellBytes, true);
+  EXPECT_TRUE(map.ok());
+  if (map.ok()) {
+    map->as<detail::DoorbellSegment>()->magic = detail::kDoorbellMagic;
+    map->as<detail::DoorbellSegment>()->layoutVersion = detail::kDoorbellLayoutVersion;
+  }
+  if (seals != 0) {
+    EXPECT_EQ(::fcntl(fd.get(), F_ADD_SEALS, seals), 0);
+  }
+  return fd;
+}
+
+// A hello that hands back `doorbell` as a reconnecting client's; the reply's status.
+std::optional<Status> helloWithDoorbell(const std::string& socket, int doorbell) {
+  RawConn raw(socket);
+  capnp::MallocMessageBuilder mb;
+  buildHello(mb, 1, "hostile");
+  mb.getRoot<wire::ClientMessage>().getRequest().getHello().setHasDoorbell(true);
+  EXPECT_TRUE(raw.send(mb, &doorbell, 1).ok());
+  return raw.replyStatus(1);
+}
+
+// A client could hand the broker an unsealed memfd as "its doorbell" and truncate it once the
+// broker (and, through the broker, every service it calls) had mapped it: SIGBUS in both.
+TEST(HostileDescriptors, UnsealedDoorbellInHello_IsRefusedNamingTheSeal) {
+  BrokerFixture broker;
+  auto unsealed = fakeDoorbell(0);
+  auto st = helloWithDoorbell(broker.socket(), unsealed.get());
+  ASSERT_TRUE(st.has_value()) << "no reply to the hello";
+  EXPECT_EQ(st->code(), StatusCode::kInvalidArgument) << st->toString();
+  EXPECT_NE(st->message().find("F_SEAL_SHRINK"), std::string::npos) << st->message();
+
+  // Sealed against growing only: still shrinkable, still refused.
+  auto growSealed = fakeDoorbell(F_SEAL_GROW);
+  st = helloWithDoorbell(broker.socket(), growSealed.get());
+  ASSERT_TRUE(st.has_value());
+  EXPECT_EQ(st->code(), StatusCode::kInvalidArgument) << st->toString();
+
+  // The client truncates what it offered: nothing of the broker's faults.
+  ASSERT_EQ(::ftruncate(unsealed.get(), 0), 0);
+  ASSERT_EQ(::ftruncate(growSealed.get(), 0), 0);
+  EXPECT_TRUE(broker.process().running());
+  auto svc = startTestService(broker.socket(), {});
+  auto client = connectTo(broker.socket());
+  ASSERT_TRUE(client);
+  auto stub = client->bind<TestService>("hms.test");
+  ASSERT_TRUE(stub.ok()) << stub.status().toString();
+  EXPECT_TRUE(echo(*stub, 1).ok());
+}
+
+TEST(HostileDescriptors, DoorbellAnEarlierBrokerMade_IsTakenBack) {
+  BrokerFixture broker;
+  // What a reconnecting client hands back: the doorbell a broker made and sealed.
+  RawConn first(broker.socket());
+  capnp::MallocMessageBuilder mb;
+  buildHello(mb, 1, "first");
+  ASSERT_TRUE(first.send(mb).ok());
+  std::vector<detail::UniqueFd> fds;
+  ASSERT_TRUE(okReply(first.replyStatus(1, &fds)));
+  ASSERT_EQ(fds.size(), 2u);
+  auto st = helloWithDoorbell(broker.socket(), fds[1].get());
+  ASSERT_TRUE(okReply(st));
+
+  // The same size and seals made by the client itself are as good: the seal is what matters.
+  auto sealed = fakeDoorbell(F_SEAL_SHRINK | F_SEAL_GROW);
+  EXPECT_TRUE(okReply(helloWithDoorbell(broker.socket(), sealed.get())));
 }
 
 }  // namespace

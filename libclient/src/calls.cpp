@@ -33,6 +33,7 @@ int64_t deadlineFrom(const CallOptions& o, const ClientOptions& c) {
 
 // Maps a channel segment handed over by the broker and checks what the broker wrote in it.
 Result<Mapping> attachChannel(int fd, uint64_t claimedBytes) {
+  if (auto s = checkSealedAgainstShrink(fd, claimedBytes, "the channel segment"); !s) return s;
   auto actual = segmentSize(fd);
   if (!actual.ok()) return actual.status();
   if (*actual != claimedBytes || claimedBytes < kPageBytes + 2 * kMinRingBytes) {
@@ -268,6 +269,11 @@ Status CallerChannel::open(bool initial) {
   }
   auto seg = attachChannel(reply->fds[0].get(), r.getOpenChannel().getSegmentBytes());
   if (!seg.ok()) return seg.status();
+  if (auto s =
+          checkSealedAgainstShrink(reply->fds[1].get(), kDoorbellBytes, "the service's doorbell");
+      !s) {
+    return s;
+  }
   auto db = Mapping::map(reply->fds[1].get(), kDoorbellBytes, true);
   if (!db.ok()) return db.status();
   if (db->as<DoorbellSegment>()->magic != kDoorbellMagic) {

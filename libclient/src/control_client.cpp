@@ -194,6 +194,10 @@ Status ClientImpl::connectAndHello(UniqueFd& sock, std::shared_ptr<RegistryReade
   auto reader = RegistryReader::attach(std::move(reply->fds[0]), h.getRegistryBytes());
   if (!reader.ok()) return reader.status();
   if (myDoorbell < 0) {
+    if (auto s = checkSealedAgainstShrink(reply->fds[1].get(), kDoorbellBytes, "the doorbell");
+        !s) {
+      return s;
+    }
     doorbellFd_ = std::move(reply->fds[1]);
     auto map = Mapping::map(doorbellFd_.get(), kDoorbellBytes, true);
     if (!map.ok()) return map.status();

@@ -503,10 +503,10 @@ void Dispatcher::attach(const ChannelOpenedEvent& ev) {
   ch->responses =
       RingProducer(&ch->hdr->response, base + ring, ring, &ch->hdr->response.consumerWake);
   if (ev.callerDoorbell) {
-    auto size = segmentSize(ev.callerDoorbell->get());
-    auto db = size.ok() && *size == kDoorbellBytes
-                  ? Mapping::map(ev.callerDoorbell->get(), kDoorbellBytes, true)
-                  : Result<Mapping>(Status(StatusCode::kDataLoss, "bad doorbell size"));
+    const Status sealed =
+        checkSealedAgainstShrink(ev.callerDoorbell->get(), kDoorbellBytes, "the caller's doorbell");
+    auto db = sealed ? Mapping::map(ev.callerDoorbell->get(), kDoorbellBytes, true)
+                     : Result<Mapping>(sealed);
     if (db.ok() && db->as<DoorbellSegment>()->magic == kDoorbellMagic) {
       ch->callerDoorbell = std::move(*db);
       ch->responses.setExtraWake(&ch->callerDoorbell.as<DoorbellSegment>()->replyWake);

@@ -111,6 +111,24 @@ Result<uint64_t> segmentSize(int fd) {
   return uint64_t(st.st_size);
 }
 
+Status checkSealedAgainstShrink(int fd, uint64_t bytes, const char* what) {
+  const int seals = ::fcntl(fd, F_GET_SEALS);
+  if (seals < 0 || (seals & F_SEAL_SHRINK) == 0) {
+    return Status(StatusCode::kInvalidArgument,
+                  std::string(what) +
+                      " is not a memfd sealed against shrinking (F_SEAL_SHRINK): whoever holds it "
+                      "could truncate it under every mapping; refused");
+  }
+  auto size = segmentSize(fd);
+  if (!size.ok()) return size.status();
+  if (*size < bytes) {
+    return Status(StatusCode::kInvalidArgument, std::string(what) + " is " + std::to_string(*size) +
+                                                    " bytes, not the " + std::to_string(bytes) +
+                                                    " it must be");
+  }
+  return Status();
+}
+
 Result<PeerCredentials> peerCredentials(int socketFd) {
   ucred cred{};
   socklen_t len = sizeof(cred);

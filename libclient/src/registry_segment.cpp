@@ -62,6 +62,9 @@ Status RegistryWriter::publish(capnp::MessageBuilder& snapshot) {
 }
 
 Result<RegistryReader> RegistryReader::attach(UniqueFd fd, uint64_t segmentBytes) {
+  if (auto s = checkSealedAgainstShrink(fd.get(), segmentBytes, "the registry segment"); !s) {
+    return s;
+  }
   auto actual = segmentSize(fd.get());
   if (!actual.ok()) return actual.status();
   if (*actual != segmentBytes || segmentBytes < 4 * kPageBytes) {

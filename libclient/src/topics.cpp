@@ -218,7 +218,9 @@ class PublisherState final : public PublisherEvents,
     ref->pid = ev.pid;
     ref->epoch = brokerEpoch.load();
     if (!ev.socket) {
-      auto page = Mapping::map(ev.fd.get(), kCursorBytes, true);
+      auto page = checkSealedAgainstShrink(ev.fd.get(), kCursorBytes, "the cursor page")
+                      ? Mapping::map(ev.fd.get(), kCursorBytes, true)
+                      : Result<Mapping>(Status(StatusCode::kInvalidArgument, "not sealed"));
       if (!page.ok() || page->as<SubscriberCursor>()->magic != kCursorMagic ||
           page->as<SubscriberCursor>()->layoutVersion != kCursorLayoutVersion) {
         log().error("hms-ffi: topic {}: cannot attach the cursor of subscriber '{}' (pid {})", id,
@@ -708,6 +710,9 @@ class SubscriptionImpl final : public SubscriptionCore {
 
   Status attachShm(UniqueFd logFd, UniqueFd cursorFd, uint64_t logBytes,
                    const TopicGeometry& claimed) {
+    if (auto s = checkSealedAgainstShrink(logFd.get(), logBytes, "the topic log"); !s) return s;
+    if (auto s = checkSealedAgainstShrink(cursorFd.get(), kCursorBytes, "the cursor page"); !s)
+      return s;
     auto size = segmentSize(logFd.get());
     if (!size.ok()) return size.status();
     if (*size < logBytes || logBytes != claimed.segmentBytes()) {
