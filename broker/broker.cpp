@@ -7,6 +7,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/file.h>
+#include <sys/random.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -15,6 +16,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <ctime>
 #include <filesystem>
 
 #include "atomics.hpp"
@@ -52,10 +54,26 @@ std::string versionText(uint32_t a, uint32_t b, uint32_t c) {
   return std::to_string(a) + "." + std::to_string(b) + "." + std::to_string(c);
 }
 
+// The first id of this broker life: a random, non-zero 32-bit epoch in the high half, the count in
+// the low half. Two lives share numbers only if they drew the same epoch (1 in 2^32); a life would
+// have to hand out 2^32 ids of one kind to run into another epoch.
+uint64_t idEpoch() {
+  uint32_t r = 0;
+  if (::getrandom(&r, sizeof(r), 0) != ssize_t(sizeof(r))) {
+    // No entropy to be had: the clock still differs from one life to the next.
+    timespec ts{};
+    ::clock_gettime(CLOCK_REALTIME, &ts);
+    r = uint32_t(ts.tv_sec * 1000003) ^ uint32_t(ts.tv_nsec) ^ uint32_t(::getpid());
+  }
+  return (uint64_t(r == 0 ? 1 : r) << 32) + 1;
+}
+
 }  // namespace
 
 Broker::Broker(BrokerOptions options) : options_(std::move(options)) {
   socketPath_ = detail::resolveSocketPath(options_.socketPath);
+  const uint64_t first = idEpoch();
+  nextServiceKey_ = nextChannelId_ = nextTopicKey_ = nextSubscriptionId_ = first;
 }
 
 Broker::~Broker() {

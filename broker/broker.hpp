@@ -151,11 +151,15 @@ class Broker {
   std::map<uint64_t, Channel> channels_;
   std::map<uint64_t, Topic> topics_;
   std::map<uint64_t, Subscription> subscriptions_;
+  // Service keys, channel ids, topic keys and subscription ids outlive this broker in its
+  // clients (an open channel keeps working across a restart), so a later broker must not hand
+  // out the same numbers: each starts at this life's random epoch in the high 32 bits
+  // (idEpoch()). Client ids name nothing after the connection ends and stay small.
   uint64_t nextConnId_ = 1;
-  uint64_t nextServiceKey_ = 1;
-  uint64_t nextChannelId_ = 1;
-  uint64_t nextTopicKey_ = 1;
-  uint64_t nextSubscriptionId_ = 1;
+  uint64_t nextServiceKey_ = 0;
+  uint64_t nextChannelId_ = 0;
+  uint64_t nextTopicKey_ = 0;
+  uint64_t nextSubscriptionId_ = 0;
   bool socketCreated_ = false;
 };
 

@@ -303,5 +303,48 @@ TEST(HostileDescriptors, DoorbellAnEarlierBrokerMade_IsTakenBack) {
   EXPECT_TRUE(okReply(helloWithDoorbell(broker.socket(), sealed.get())));
 }
 
+// ---- item 4: ids across broker lives -----------------------------------------------------
+
+// A channel opened under one broker keeps working after a restart. The new broker must not give
+// a new channel the old one's number: when that new channel closed, the service closed both, and
+// the old caller's calls were never served again (DEADLINE_EXCEEDED forever).
+TEST(BrokerLives, OldCallersChannel_IsStillServed_AfterANewCallerClosesAChannel) {
+  BrokerFixture broker;
+  auto svc = startTestService(broker.socket(), {});
+  auto oldClient = connectTo(broker.socket());
+  ASSERT_TRUE(oldClient);
+  auto oldStub = oldClient->bind<TestService>("hms.test");  // the first channel of this broker
+  ASSERT_TRUE(oldStub.ok()) << oldStub.status().toString();
+  ASSERT_TRUE(echo(*oldStub, 1).ok());
+
+  broker.kill9();
+  broker.start();
+  auto newClient = connectTo(broker.socket());
+  ASSERT_TRUE(newClient);
+  ASSERT_TRUE(waitUntil([&] {
+    auto found = newClient->discover("hms.test");
+    return found.ok() && found->size() == 1;
+  })) << "the service did not register with the new broker";
+  {
+    auto first = newClient->bind<TestService>("hms.test");  // the first channel of the new one
+    ASSERT_TRUE(first.ok()) << first.status().toString();
+    ASSERT_TRUE(echo(*first, 2).ok());
+  }  // closed: the broker tells the service
+  // The service has taken that close once it serves a channel opened after it: the broker sends
+  // its events in order, and the service's dispatcher takes them in order.
+  auto second = newClient->bind<TestService>("hms.test");
+  ASSERT_TRUE(second.ok()) << second.status().toString();
+  ASSERT_TRUE(echo(*second, 3).ok());
+
+  CallOptions opts;
+  opts.timeout = std::chrono::seconds(10);
+  for (uint64_t i = 0; i < 100; ++i) {
+    auto r = echo(*oldStub, 10 + i, opts);
+    ASSERT_TRUE(r.ok()) << "call " << i
+                        << " on the channel of the earlier broker: " << r.status().toString();
+    EXPECT_EQ(r->results().getSeq(), 10 + i);
+  }
+}
+
 }  // namespace
 }  // namespace hms::ffi

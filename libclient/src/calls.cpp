@@ -128,8 +128,12 @@ void CallerChannel::closeChannel(uint32_t myState) {
     storeRelease(hdr_->callerState, myState);
     if (doorbellMap.data()) wakeAlways(doorbellMap.as<DoorbellSegment>()->wake);
   }
+  // Only the broker that opened the channel knows its id; after a restart, the number may be
+  // another channel's (the service learns of the close from the header or the socket anyway).
   const uint64_t id = channelId;
-  client->sendOneWay([id](wire::Request::Builder req) { req.setCloseChannel(id); });
+  if (client->session() == session) {
+    client->sendOneWay([id](wire::Request::Builder req) { req.setCloseChannel(id); });
+  }
   isOpen = false;
   hdr_ = nullptr;
   requests = RingProducer();
@@ -234,6 +238,7 @@ Status CallerChannel::open(bool initial) {
   // What both transports record once their end is attached.
   const auto bound = [&](Transport t, uint32_t ring) {
     channelId = r.getOpenChannel().getChannelId();
+    session = reply->session;
     service = std::move(info);
     limitHint = "the limit comes from the rings of service " + serviceId + " (" +
                 std::to_string(ring) +

@@ -64,6 +64,7 @@ class PublisherEvents {
 struct ControlReply {
   std::unique_ptr<DecodedMessage> message;
   std::vector<UniqueFd> fds;
+  uint64_t session = 0;  // ClientImpl::session() of the connection it came on
   wire::Reply::Reader reply() { return message->root<wire::BrokerMessage>().getReply(); }
 };
 
@@ -144,6 +145,11 @@ class ClientImpl : public std::enable_shared_from_this<ClientImpl> {
   bool sharedMemory() const noexcept { return noSharedMemory_.empty(); }
   const std::string& noSharedMemory() const noexcept { return noSharedMemory_; }
 
+  // Which connection to the broker this is: 1 for the first, one more after every reconnect.
+  // What a broker names (a channel id) is that broker's name only: a later broker may give the
+  // same number to something else, so ids are kept with the session they came in.
+  uint64_t session() const noexcept { return session_.load(std::memory_order_acquire); }
+
   // The completion threads of asynchronous calls, started with the first one.
   Completions& completions();
   // The word this client's completion thread sleeps on (services answering it wake it).
@@ -186,6 +192,7 @@ class ClientImpl : public std::enable_shared_from_this<ClientImpl> {
   std::thread controlThread_;
   std::atomic<bool> closing_{false};
   std::atomic<uint64_t> nextRequestId_{1};
+  std::atomic<uint64_t> session_{0};  // bumped by connectAndHello(), control thread only
 
   std::mutex pendingMu_;
   std::map<uint64_t, std::shared_ptr<Pending>> pending_;
@@ -243,6 +250,7 @@ class CallerChannel : public std::enable_shared_from_this<CallerChannel> {
 
   // Channel (valid while isOpen).
   bool isOpen = false;
+  uint64_t session = 0;  // the broker connection channelId belongs to
   Transport transport = Transport::kSharedMemory;
   std::unique_ptr<SocketLink> link;  // the socket transport; null on shared memory
   uint64_t channelId = 0;
@@ -366,6 +374,7 @@ class Dispatcher {
   ~Dispatcher();
 
   struct ChannelOpenedEvent {
+    uint64_t session = 0;  // ClientImpl::session() it came in: channelId is unique only within it
     uint64_t channelId = 0;
     uint64_t tag = 0;
     uint64_t segmentBytes = 0;
@@ -383,7 +392,9 @@ class Dispatcher {
   // service), which cannot wait for themselves.
   void removeService(uint64_t tag);
   void channelOpened(ChannelOpenedEvent ev);
-  void channelClosed(uint64_t channelId);
+  // The broker of `session` ended channel `channelId`; a channel of the same number from another
+  // broker is not this one.
+  void channelClosed(uint64_t session, uint64_t channelId);
   void stop();
 
   struct Service;
@@ -408,6 +419,7 @@ class Dispatcher {
     std::shared_ptr<Service> service;
     ChannelOpenedEvent open;
     std::shared_ptr<std::promise<void>> done;  // kRemoveService: set once it took effect
+    uint64_t session = 0;                      // kClose: the broker connection `id` belongs to
   };
 
   void post(Event ev);

@@ -112,7 +112,7 @@ Result<ControlReply> ClientImpl::directRoundTrip(int sock, capnp::MessageBuilder
       continue;
     }
     if (root.getReply().getId() != id) continue;
-    ControlReply r{std::move(*msg), std::move(d->fds)};
+    ControlReply r{std::move(*msg), std::move(d->fds), session()};
     if (auto s = statusFromReply(r.reply()); !s) return s;
     return r;
   }
@@ -177,6 +177,7 @@ Status ClientImpl::connectAndHello(UniqueFd& sock, std::shared_ptr<RegistryReade
       return Status(StatusCode::kInternal, "the broker's hello reply does not match the request");
     }
     clientId.store(r.getHello().getClientId(), std::memory_order_relaxed);
+    session_.fetch_add(1, std::memory_order_acq_rel);
     registry.reset();
     sock = std::move(*fd);
     return Status();
@@ -210,6 +211,9 @@ Status ClientImpl::connectAndHello(UniqueFd& sock, std::shared_ptr<RegistryReade
     doorbell_ = std::move(*map);
   }
   clientId.store(h.getClientId(), std::memory_order_relaxed);
+  // Events of this connection (handled from now on, during re-registration already) carry the new
+  // session; no event of the old one can come any more, its socket is closed.
+  session_.fetch_add(1, std::memory_order_acq_rel);
   registry = std::make_shared<RegistryReader>(std::move(*reader));
   sock = std::move(*fd);
   return Status();
@@ -328,7 +332,7 @@ void ClientImpl::handleMessage(std::vector<uint8_t> bytes, std::vector<UniqueFd>
       p = it->second;
     }
     std::lock_guard pl(p->m);
-    p->reply = ControlReply{std::move(*msg), std::move(fds)};
+    p->reply = ControlReply{std::move(*msg), std::move(fds), session()};
     p->done = true;
     p->cv.notify_all();
     return;
@@ -338,6 +342,7 @@ void ClientImpl::handleMessage(std::vector<uint8_t> bytes, std::vector<UniqueFd>
     auto o = ev.getChannelOpened();
     if (fds.empty()) return;
     Dispatcher::ChannelOpenedEvent e;
+    e.session = session();
     e.channelId = o.getChannelId();
     e.tag = o.getServiceTag();
     e.segmentBytes = o.getSegmentBytes();
@@ -352,7 +357,7 @@ void ClientImpl::handleMessage(std::vector<uint8_t> bytes, std::vector<UniqueFd>
     if (dispatcher_) dispatcher_->channelOpened(std::move(e));
   } else if (ev.isChannelClosed()) {
     std::lock_guard lock(servedMu_);
-    if (dispatcher_) dispatcher_->channelClosed(ev.getChannelClosed().getChannelId());
+    if (dispatcher_) dispatcher_->channelClosed(session(), ev.getChannelClosed().getChannelId());
   } else if (ev.isSubscriberAdded() || ev.isSubscriberRemoved()) {
     const uint64_t tag = ev.isSubscriberAdded() ? ev.getSubscriberAdded().getPublisherTag()
                                                 : ev.getSubscriberRemoved().getPublisherTag();

@@ -74,6 +74,7 @@ struct Dispatcher::Service {
 };
 
 struct Dispatcher::Channel {
+  uint64_t session = 0;  // the broker connection that opened it; (session, id) names it
   uint64_t id = 0;
   std::shared_ptr<Service> service;
   Mapping segment;
@@ -386,8 +387,8 @@ void Dispatcher::channelOpened(ChannelOpenedEvent ev) {
   post(std::move(e));
 }
 
-void Dispatcher::channelClosed(uint64_t channelId) {
-  post(Event{Event::kClose, channelId, {}, {}});
+void Dispatcher::channelClosed(uint64_t session, uint64_t channelId) {
+  post(Event{Event::kClose, channelId, {}, {}, {}, session});
 }
 
 void Dispatcher::stop() {
@@ -455,15 +456,15 @@ bool Dispatcher::drainEvents() {
       case Event::kClose: {
         bool found = false;
         for (auto& ch : channels_) {
-          if (ch->id == ev.id) {
+          if (ch->id == ev.id && ch->session == ev.session) {
             found = ch->closed = anyClosed_ = true;
             cancelRunning(*ch);
           }
         }
         if (!found && socketThread_.joinable()) {
-          toSocketThread([this, id = ev.id] {
+          toSocketThread([this, id = ev.id, session = ev.session] {
             for (auto& ch : socketChannels_) {
-              if (ch->id == id) socketClose(*ch, "closed by the broker");
+              if (ch->id == id && ch->session == session) socketClose(*ch, "closed by the broker");
             }
           });
         }
@@ -479,6 +480,7 @@ bool Dispatcher::drainEvents() {
 
 std::unique_ptr<Dispatcher::Channel> Dispatcher::newChannel(const ChannelOpenedEvent& ev) {
   auto ch = std::make_unique<Channel>();
+  ch->session = ev.session;
   ch->id = ev.channelId;
   ch->service = services_.at(ev.tag);
   ch->callerPid = ev.callerPid;
