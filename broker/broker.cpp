@@ -190,6 +190,7 @@ Status Broker::run() {
       } else {
         onReadable(tag);
       }
+      reapDropped();
     }
   }
 }
@@ -224,6 +225,7 @@ void Broker::onReadable(uint64_t connId) {
   if (it == conns_.end()) return;
   Conn& c = *it->second;
   for (;;) {
+    if (c.dropping) return;  // a request of its own found it not reading
     auto d = detail::receiveDatagram(c.sock.get());
     if (!d.ok()) {
       if (d.status().message().find("Resource temporarily unavailable") != std::string::npos)
@@ -289,15 +291,53 @@ Status Broker::replyError(Conn& c, uint64_t requestId, const Status& s) {
 void Broker::sendEvent(uint64_t connId, capnp::MessageBuilder& msg, const int* fds, size_t n) {
   auto it = conns_.find(connId);
   if (it == conns_.end()) return;
-  if (auto s = reply(*it->second, msg, fds, n); !s) {
-    // A client that does not read its control socket cannot be served; it is treated as gone.
-    // One that has just closed it (its exit races a channel's end) is only gone.
-    if (s.code() == StatusCode::kUnavailable) {
-      spdlog::debug("client {} closed its connection before an event reached it", connId);
-    } else {
-      spdlog::warn("client {} does not take events ({}); disconnecting it", connId, s.toString());
-    }
-    disconnect(connId, "not reading its control socket");
+  (void)sendOrDrop(*it->second, msg, fds, n);
+}
+
+bool Broker::sendOrDrop(Conn& to, capnp::MessageBuilder& msg, const int* fds, size_t n) {
+  if (to.dropping) return false;
+  auto flat = detail::encodeMessage(msg);
+  int err = 0;
+  if (detail::sendDatagram(to.sock.get(), flat.begin(), flat.size() * 8, fds, n, &err)) return true;
+  // A client that does not read its control socket cannot be served, whatever it provides: it is
+  // treated as gone, as if it had died. One that has just closed it (its exit races the event)
+  // is only gone.
+  if (err == EAGAIN || err == EWOULDBLOCK) {
+    spdlog::warn(
+        "client {} '{}' (pid {}) does not read its control socket (its queue is full); "
+        "treating it as gone",
+        to.id, to.name, to.cred.pid);
+    dropLater(to.id, "not reading its control socket");
+  } else if (err == EPIPE || err == ECONNRESET || err == ENOTCONN) {
+    spdlog::debug("client {} closed its connection before an event reached it", to.id);
+    dropLater(to.id, "connection closed");
+  } else {
+    // Not the client's doing (ETOOMANYREFS: this broker's descriptors in flight to all clients
+    // reached its RLIMIT_NOFILE; ENOBUFS, ENOMEM): the event is lost, the client stays.
+    spdlog::warn("an event for client {} '{}' could not be sent: {}", to.id, to.name,
+                 std::strerror(err));
+  }
+  return false;
+}
+
+void Broker::dropLater(uint64_t connId, std::string why) {
+  auto it = conns_.find(connId);
+  if (it == conns_.end() || it->second->dropping) return;
+  it->second->dropping = true;
+  it->second->dropWhy = std::move(why);
+  ::epoll_ctl(epollFd_.get(), EPOLL_CTL_DEL, it->second->sock.get(), nullptr);
+  dropped_.push_back(connId);
+}
+
+void Broker::reapDropped() {
+  // A disconnect can drop others (the peers it tells of ended channels): until none is left.
+  while (!dropped_.empty()) {
+    const uint64_t id = dropped_.back();
+    dropped_.pop_back();
+    auto it = conns_.find(id);
+    if (it == conns_.end()) continue;
+    const std::string why = it->second->dropWhy;
+    disconnect(id, why.c_str());
   }
 }
 
@@ -521,6 +561,11 @@ Status Broker::onOpen(Conn& c, uint64_t rid, uint64_t key) {
   }
   Service& svc = it->second;
   Conn& provider = *conns_.at(svc.clientId);
+  if (provider.dropping) {
+    return replyError(c, rid,
+                      Status(StatusCode::kUnavailable,
+                             "the provider of " + svc.id + " is gone; discover the service again"));
+  }
   auto transport = channelTransport(c, provider, svc.id);
   if (!transport.ok()) return replyError(c, rid, transport.status());
   const uint32_t maxMessage = detail::maxMessageBytesForRing(svc.ringBytes);
@@ -576,17 +621,18 @@ Status Broker::onOpen(Conn& c, uint64_t rid, uint64_t key) {
     o.setCallerName(c.name);
     o.setTransport(*transport);
     o.setMaxMessageBytes(maxMessage);
-    auto flat = detail::encodeMessage(mb);
     // With shared memory, fd 1 is the caller's doorbell: the service wakes the caller's
     // completion thread through it when it answers asynchronous calls.
     const int out[2] = {shm ? ch.fd.get() : serviceEnd.get(), c.doorbellFd.get()};
     const size_t outCount = shm && c.doorbellFd ? 2 : 1;
-    if (auto s =
-            detail::sendDatagram(provider.sock.get(), flat.begin(), flat.size() * 8, out, outCount);
-        !s) {
-      return replyError(
-          c, rid,
-          Status(StatusCode::kUnavailable, "the provider of " + svc.id + " is not answering"));
+    if (!sendOrDrop(provider, mb, out, outCount)) {
+      // A provider that cannot take the channel is gone (dropped with its services once this
+      // request is done: sendOrDrop()); the channel was never known to anyone.
+      return replyError(c, rid,
+                        Status(StatusCode::kUnavailable,
+                               "the provider of " + svc.id +
+                                   " did not take the channel (it does not read its control "
+                                   "socket, or it is gone); discover the service again"));
     }
   }
   capnp::MallocMessageBuilder mb;
@@ -865,6 +911,10 @@ Status Broker::onSubscribe(Conn& c, uint64_t rid, wire::Subscribe::Reader sub) {
                                                  std::to_string(t.slotCount - 1) + " at most"));
   }
   Conn& publisher = *conns_.at(t.publisherClient);
+  if (publisher.dropping) {
+    return replyError(c, rid,
+                      Status(StatusCode::kUnavailable, "the publisher of " + id + " is gone"));
+  }
   auto transport = channelTransport(c, publisher, id);
   if (!transport.ok()) return replyError(c, rid, transport.status());
   const bool shm = *transport == wire::Transport::SHARED_MEMORY && t.logFd;
@@ -911,12 +961,13 @@ Status Broker::onSubscribe(Conn& c, uint64_t rid, wire::Subscribe::Reader sub) {
     e.setSubscriberPid(uint32_t(c.cred.pid));
     e.setSubscriberName(c.name);
     e.setPublisherTag(t.tag);
-    auto flat = detail::encodeMessage(mb);
     const int out[1] = {shm ? s.cursorFd.get() : publisherEnd.get()};
-    if (auto st = detail::sendDatagram(publisher.sock.get(), flat.begin(), flat.size() * 8, out, 1);
-        !st) {
-      return replyError(
-          c, rid, Status(StatusCode::kUnavailable, "the publisher of " + id + " is not answering"));
+    if (!sendOrDrop(publisher, mb, out, 1)) {
+      return replyError(c, rid,
+                        Status(StatusCode::kUnavailable,
+                               "the publisher of " + id +
+                                   " did not take the subscription (it does not read its "
+                                   "control socket, or it is gone)"));
     }
   }
   capnp::MallocMessageBuilder mb;

@@ -56,6 +56,10 @@ class Broker {
     std::set<uint64_t> channels;                        // ids, as caller or as service
     std::set<uint64_t> topics;                          // keys, as publisher
     std::set<uint64_t> subscriptions;                   // ids, as subscriber
+    // Treated as gone (dropLater()): nothing more is read from or sent to it; it is disconnected
+    // once the event being handled is done with it.
+    bool dropping = false;
+    std::string dropWhy;
   };
   struct Service {
     uint64_t key = 0;
@@ -102,6 +106,16 @@ class Broker {
   void accept();
   void onReadable(uint64_t connId);
   void disconnect(uint64_t connId, const char* why);
+  // A client found unable to take what the broker must send it (its socket's queue is full: it
+  // does not read) is gone, whether it is the one whose request is being handled, a provider, a
+  // publisher or a peer told of a closed channel. Disconnecting it at once would pull its Conn
+  // from under the handler that found it, so it is marked here and disconnected by reapDropped()
+  // between events.
+  void dropLater(uint64_t connId, std::string why);
+  void reapDropped();
+  // Sends an event to a client; a client that cannot take it is dropped (dropLater()). False if
+  // it was not sent.
+  bool sendOrDrop(Conn& to, capnp::MessageBuilder& msg, const int* fds, size_t n);
   Status handle(Conn& c, const std::vector<uint8_t>& bytes, std::vector<detail::UniqueFd>& fds);
   Status reply(Conn& c, capnp::MessageBuilder& msg, const int* fds = nullptr, size_t n = 0);
   Status replyOk(Conn& c, uint64_t requestId);  // an empty OK reply
@@ -151,6 +165,7 @@ class Broker {
   std::map<uint64_t, Channel> channels_;
   std::map<uint64_t, Topic> topics_;
   std::map<uint64_t, Subscription> subscriptions_;
+  std::vector<uint64_t> dropped_;  // conns marked by dropLater(), not yet disconnected
   // Service keys, channel ids, topic keys and subscription ids outlive this broker in its
   // clients (an open channel keeps working across a restart), so a later broker must not hand
   // out the same numbers: each starts at this life's random epoch in the high 32 bits

@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <fstream>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -344,6 +345,65 @@ TEST(BrokerLives, OldCallersChannel_IsStillServed_AfterANewCallerClosesAChannel)
                         << " on the channel of the earlier broker: " << r.status().toString();
     EXPECT_EQ(r->results().getSeq(), 10 + i);
   }
+}
+
+// ---- item 7: a provider that stops reading --------------------------------------------------
+
+// Whether process `pid` is stopped (state T in /proc/PID/stat).
+bool stopped(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  std::getline(in, line);
+  const auto paren = line.rfind(')');
+  return paren != std::string::npos && paren + 2 < line.size() && line[paren + 2] == 'T';
+}
+
+// A caller that floods the broker without reading its replies is dropped; so must a provider
+// be that stops reading its control socket, or its service stays in the registry, binds succeed
+// and every call times out. (SIGSTOP makes a real provider stop reading, as a hung one would.)
+TEST(HostileProviders, ProviderThatStopsReading_IsDropped_AndItsCallersGetUnavailable) {
+  BrokerFixture broker;
+  auto svc = startTestService(broker.socket(), {"--ring-bytes", "4096"});
+  auto client = connectTo(broker.socket());
+  ASSERT_TRUE(client);
+  auto stub = client->bind<TestService>("hms.test");
+  ASSERT_TRUE(stub.ok()) << stub.status().toString();
+  ASSERT_TRUE(echo(*stub, 1).ok());
+
+  svc.signal(SIGSTOP);
+  ASSERT_TRUE(waitUntil([&] { return stopped(svc.pid()); }));
+  auto info = client->resolve("hms.test");
+  ASSERT_TRUE(info.ok()) << info.status().toString();
+  // Callers open channels: each is an event queued on the provider's socket, until its queue is
+  // full (a few hundred; the bound is only a guard).
+  ClientOptions o;
+  o.socketPath = broker.socket();
+  auto opener = std::make_shared<detail::ClientImpl>(o);
+  ASSERT_TRUE(opener->start().isOk());
+  Status refused;
+  int opened = 0;
+  for (; opened < 200'000 && refused.isOk(); ++opened) {
+    auto r = opener->roundTrip(
+        [&](wire::Request::Builder req) { req.initOpenChannel().setServiceKey(info->key); });
+    if (!r.ok()) refused = r.status();
+  }
+  ASSERT_FALSE(refused.isOk()) << "the provider's queue never filled in " << opened << " opens";
+  EXPECT_EQ(refused.code(), StatusCode::kUnavailable) << refused.toString();
+
+  // The provider is gone: its service left the registry, its callers fail at once.
+  EXPECT_TRUE(waitUntil([&] {
+    auto found = client->discover("hms.test");
+    return found.ok() && found->empty();
+  })) << "the provider that stopped reading is still registered";
+  CallOptions opts;
+  opts.timeout = std::chrono::seconds(30);
+  const auto before = std::chrono::steady_clock::now();
+  auto r = echo(*stub, 2, opts);
+  EXPECT_EQ(r.status().code(), StatusCode::kUnavailable) << r.status().toString();
+  EXPECT_LT(std::chrono::steady_clock::now() - before, std::chrono::seconds(20));
+  EXPECT_NE(broker.process().errors().find("does not read its control socket"), std::string::npos);
+  opener->shutdown();
+  svc.signal(SIGCONT);
 }
 
 }  // namespace

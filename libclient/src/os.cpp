@@ -138,7 +138,9 @@ Result<PeerCredentials> peerCredentials(int socketFd) {
   return PeerCredentials{cred.pid, cred.uid, cred.gid};
 }
 
-Status sendDatagram(int socketFd, const void* data, size_t size, const int* fds, size_t fdCount) {
+Status sendDatagram(int socketFd, const void* data, size_t size, const int* fds, size_t fdCount,
+                    int* error) {
+  if (error) *error = 0;
   if (fdCount > kMaxFdsPerMessage) {
     return Status(StatusCode::kInternal, "too many file descriptors for one control message");
   }
@@ -160,6 +162,7 @@ Status sendDatagram(int socketFd, const void* data, size_t size, const int* fds,
     const ssize_t n = ::sendmsg(socketFd, &msg, MSG_NOSIGNAL);
     if (n == ssize_t(size)) return Status();
     if (n < 0 && errno == EINTR) continue;
+    if (error) *error = n < 0 ? errno : EMSGSIZE;
     if (n < 0 && (errno == EPIPE || errno == ECONNRESET || errno == ENOTCONN)) {
       return Status(StatusCode::kUnavailable, "the peer closed the control connection");
     }

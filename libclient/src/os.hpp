@@ -99,8 +99,10 @@ inline constexpr size_t kMaxControlMessageBytes = 64 * 1024;
 inline constexpr size_t kMaxFdsPerMessage = 4;
 
 // Sends one SOCK_SEQPACKET datagram with up to kMaxFdsPerMessage descriptors (not consumed).
+// `error`, if given, receives the errno of a failed send (EAGAIN: a non-blocking socket's queue
+// is full, the peer does not read), 0 on success.
 Status sendDatagram(int socketFd, const void* data, size_t size, const int* fds = nullptr,
-                    size_t fdCount = 0);
+                    size_t fdCount = 0, int* error = nullptr);
 // Receives one datagram. Returns an empty datagram with status OK at EOF (peer closed).
 // Truncated datagrams and unexpected control data are errors.
 Result<Datagram> receiveDatagram(int socketFd);
