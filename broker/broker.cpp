@@ -484,6 +484,12 @@ Status Broker::onRegister(Conn& c, uint64_t rid, wire::RegisterService::Reader r
                      std::to_string(owner.cred.pid) + "); stop it or register another version"));
     }
   }
+  if (auto st =
+          checkLimit(c, c.services.size(), options_.maxServicesPerClient, "service registrations",
+                     "--max-services-per-client", "unregister services it no longer provides");
+      !st) {
+    return replyError(c, rid, st);
+  }
   Service s;
   s.key = nextServiceKey_++;
   s.clientId = c.id;
@@ -500,7 +506,12 @@ Status Broker::onRegister(Conn& c, uint64_t rid, wire::RegisterService::Reader r
   c.services.insert(s.key);
   const uint64_t key = s.key;
   services_.emplace(key, std::move(s));
-  publishRegistry();
+  if (auto st = publishRegistry(); !st) {
+    // It does not fit: as if it had never come.
+    services_.erase(key);
+    c.services.erase(key);
+    return replyError(c, rid, st);
+  }
   spdlog::info("registered {} {} (key {}) for client {} '{}'", id,
                versionText(v.getMajor(), v.getMinor(), v.getPatch()), key, c.id, c.name);
   capnp::MallocMessageBuilder mb;
@@ -558,6 +569,11 @@ Status Broker::onOpen(Conn& c, uint64_t rid, uint64_t key) {
                       Status(StatusCode::kUnavailable,
                              "that registration is gone (its provider stopped); discover "
                              "the service again"));
+  }
+  if (auto st = checkLimit(c, c.callerChannels, options_.maxChannelsPerClient, "open channels",
+                           "--max-channels-per-client", "close Stubs it no longer uses");
+      !st) {
+    return replyError(c, rid, st);
   }
   Service& svc = it->second;
   Conn& provider = *conns_.at(svc.clientId);
@@ -647,6 +663,7 @@ Status Broker::onOpen(Conn& c, uint64_t rid, uint64_t key) {
   const int shmFds[2] = {ch.fd.get(), provider.doorbellFd.get()};
   const int sockFds[1] = {callerEnd.get()};
   c.channels.insert(ch.id);
+  ++c.callerChannels;
   provider.channels.insert(ch.id);
   svc.channels.insert(ch.id);
   const uint64_t id = ch.id;
@@ -690,6 +707,7 @@ void Broker::endChannel(uint64_t channelId, bool callerSide, uint32_t state, con
   for (uint64_t cid : {ch.callerClient, ch.serviceClient}) {
     if (auto pc = conns_.find(cid); pc != conns_.end()) pc->second->channels.erase(channelId);
   }
+  if (auto pc = conns_.find(ch.callerClient); pc != conns_.end()) --pc->second->callerChannels;
   if (auto s = services_.find(ch.serviceKey); s != services_.end())
     s->second.channels.erase(channelId);
   spdlog::debug("channel {} ended ({})", channelId, why);
@@ -739,7 +757,16 @@ void Broker::disconnect(uint64_t connId, const char* why) {
   if (hadServices) publishRegistry();
 }
 
-void Broker::publishRegistry() {
+Status Broker::checkLimit(const Conn& c, size_t held, uint32_t limit, const char* what,
+                          const char* flag, const char* advice) {
+  if (limit == 0 || held < limit) return Status();
+  return Status(StatusCode::kResourceExhausted,
+                "client '" + c.name + "' already holds " + std::to_string(held) + " " + what +
+                    ", the most one client may (hms-ffid " + flag + " " + std::to_string(limit) +
+                    "); " + advice + ", or raise " + flag);
+}
+
+Status Broker::publishRegistry() {
   capnp::MallocMessageBuilder mb;
   auto snap = mb.initRoot<wire::RegistrySnapshot>();
   snap.setGeneration(registry_->generation() + 1);
@@ -777,10 +804,13 @@ void Broker::publishRegistry() {
     e.setPublisherName(owner.name);
     e.setSubscribers(uint32_t(t.subscriptions.size()));
   }
-  if (auto s = registry_->publish(mb); !s)
+  if (auto s = registry_->publish(mb); !s) {
     spdlog::error("registry not published: {}", s.toString());
+    return s;
+  }
   auto flat = capnp::messageToFlatArray(mb);
   snapshot_.assign(flat.begin(), flat.end());
+  return Status();
 }
 
 Status Broker::onGetRegistry(Conn& c, uint64_t rid, wire::GetRegistry::Reader get) {
@@ -820,6 +850,11 @@ Status Broker::onAdvertise(Conn& c, uint64_t rid, wire::Advertise::Reader adv,
   }
   const detail::TopicGeometry g{adv.getSlotCount(), adv.getSlotBytes()};
   if (auto s = g.validate(); !s) return replyError(c, rid, s);
+  if (auto s = checkLimit(c, c.topics.size(), options_.maxTopicsPerClient, "topics",
+                          "--max-topics-per-client", "unadvertise topics it no longer publishes");
+      !s) {
+    return replyError(c, rid, s);
+  }
   for (const auto& [key, t] : topics_) {
     if (t.id != id) continue;
     const Conn& owner = *conns_.at(t.publisherClient);
@@ -863,7 +898,11 @@ Status Broker::onAdvertise(Conn& c, uint64_t rid, wire::Advertise::Reader adv,
   const uint64_t key = t.key;
   c.topics.insert(key);
   topics_.emplace(key, std::move(t));
-  publishRegistry();
+  if (auto s = publishRegistry(); !s) {
+    topics_.erase(key);
+    c.topics.erase(key);
+    return replyError(c, rid, s);
+  }
   spdlog::info("topic {} (key {}) advertised by client {} '{}'", id, key, c.id, c.name);
   capnp::MallocMessageBuilder mb;
   auto r = mb.initRoot<wire::BrokerMessage>().initReply();
@@ -895,6 +934,12 @@ Status Broker::onSubscribe(Conn& c, uint64_t rid, wire::Subscribe::Reader sub) {
                              "no publisher advertises topic '" + id.substr(0, 200) +
                                  "'; start its publisher first (a subscription does not wait "
                                  "for one)"));
+  }
+  if (auto s =
+          checkLimit(c, c.subscriptions.size(), options_.maxSubscriptionsPerClient, "subscriptions",
+                     "--max-subscriptions-per-client", "close subscriptions it no longer reads");
+      !s) {
+    return replyError(c, rid, s);
   }
   Topic& t = it->second;
   if (sub.getTypeId() != t.typeId) {

@@ -25,6 +25,13 @@ struct BrokerOptions {
   // Channel transport: AUTO (shared memory where both ends can map it), SHARED_MEMORY (refuse
   // clients without it), SOCKET (every channel a socketpair).
   wire::Transport transport = wire::Transport::AUTO;
+  // What one client may hold at once (0: no limit), so that no client can take the registry,
+  // the broker's descriptors or its memory from the others. Beyond a limit a request is
+  // RESOURCE_EXHAUSTED, naming the limit and its flag.
+  uint32_t maxServicesPerClient = 1024;       // --max-services-per-client
+  uint32_t maxTopicsPerClient = 1024;         // --max-topics-per-client
+  uint32_t maxChannelsPerClient = 4096;       // --max-channels-per-client (as the caller)
+  uint32_t maxSubscriptionsPerClient = 4096;  // --max-subscriptions-per-client
 };
 
 class Broker {
@@ -54,6 +61,7 @@ class Broker {
     std::string noSharedMemory;                         // non-empty: it has none, and why
     std::set<uint64_t> services;                        // keys
     std::set<uint64_t> channels;                        // ids, as caller or as service
+    uint32_t callerChannels = 0;                        // of `channels`, those it opened
     std::set<uint64_t> topics;                          // keys, as publisher
     std::set<uint64_t> subscriptions;                   // ids, as subscriber
     // Treated as gone (dropLater()): nothing more is read from or sent to it; it is disconnected
@@ -149,7 +157,12 @@ class Broker {
   // tells the other end's client and forgets the channel.
   void endChannel(uint64_t channelId, bool callerSide, uint32_t state, const char* why);
   void removeService(uint64_t key, uint32_t channelState, const char* why);
-  void publishRegistry();
+  // Publishes the registry as it now is: RESOURCE_EXHAUSTED (naming --registry-bytes) if it does
+  // not fit the segment, and then nothing changes for the clients.
+  Status publishRegistry();
+  // RESOURCE_EXHAUSTED when `held` has reached `limit` (0: none).
+  static Status checkLimit(const Conn& c, size_t held, uint32_t limit, const char* what,
+                           const char* flag, const char* advice);
 
   BrokerOptions options_;
   std::string socketPath_;

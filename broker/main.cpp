@@ -2,6 +2,8 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <cerrno>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -15,7 +17,9 @@ namespace {
 void usage(FILE* out) {
   std::fputs(
       "usage: hms-ffid [--socket PATH] [--log-level LEVEL] [--registry-bytes N]\n"
-      "                [--transport auto|shm|socket]\n"
+      "                [--transport auto|shm|socket] [--max-services-per-client N]\n"
+      "                [--max-topics-per-client N] [--max-channels-per-client N]\n"
+      "                [--max-subscriptions-per-client N]\n"
       "\n"
       "The HMS-FFI broker: control socket, service registry, shared-memory segments, liveness.\n"
       "\n"
@@ -27,10 +31,29 @@ void usage(FILE* out) {
       "  --transport T        how channels carry messages: auto (default: shared memory where\n"
       "                       both ends can map it, else a socketpair), shm (refuse clients\n"
       "                       without shared memory), socket (every channel a socketpair)\n"
+      "  --max-services-per-client N       registrations one client may hold (default 1024)\n"
+      "  --max-topics-per-client N         topics one client may publish (default 1024)\n"
+      "  --max-channels-per-client N       channels one client may have open as a caller\n"
+      "                                    (default 4096)\n"
+      "  --max-subscriptions-per-client N  subscriptions one client may hold (default 4096)\n"
+      "                       0 lifts a limit. Beyond one, the request is RESOURCE_EXHAUSTED.\n"
       "  --version            print the version\n"
       "\n"
       "SIGTERM or SIGINT stop it gracefully.\n",
       out);
+}
+
+// A non-negative count that fits 32 bits, or exit 2 naming the flag.
+uint32_t count(const char* flag, const char* text) {
+  char* end = nullptr;
+  errno = 0;
+  const unsigned long long v = std::strtoull(text, &end, 10);
+  if (errno != 0 || end == text || *end != '\0' || text[0] == '-' || v > UINT32_MAX) {
+    std::fprintf(stderr, "hms-ffid: %s takes a count from 0 to %u, not '%s'\n", flag, UINT32_MAX,
+                 text);
+    std::exit(2);
+  }
+  return uint32_t(v);
 }
 
 }  // namespace
@@ -53,6 +76,14 @@ int main(int argc, char** argv) {
       level = value("--log-level");
     } else if (a == "--registry-bytes") {
       options.registryBytes = std::strtoull(value("--registry-bytes"), nullptr, 10);
+    } else if (a == "--max-services-per-client") {
+      options.maxServicesPerClient = count("--max-services-per-client", value(argv[i]));
+    } else if (a == "--max-topics-per-client") {
+      options.maxTopicsPerClient = count("--max-topics-per-client", value(argv[i]));
+    } else if (a == "--max-channels-per-client") {
+      options.maxChannelsPerClient = count("--max-channels-per-client", value(argv[i]));
+    } else if (a == "--max-subscriptions-per-client") {
+      options.maxSubscriptionsPerClient = count("--max-subscriptions-per-client", value(argv[i]));
     } else if (a == "--transport") {
       const std::string_view t = value("--transport");
       if (t == "auto") {

@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <optional>
 #include <string>
@@ -362,7 +363,8 @@ bool stopped(pid_t pid) {
 // be that stops reading its control socket, or its service stays in the registry, binds succeed
 // and every call times out. (SIGSTOP makes a real provider stop reading, as a hung one would.)
 TEST(HostileProviders, ProviderThatStopsReading_IsDropped_AndItsCallersGetUnavailable) {
-  BrokerFixture broker;
+  // No limit on the opener's channels: it must be the provider's queue that fills first.
+  BrokerFixture broker({"--max-channels-per-client", "0"});
   auto svc = startTestService(broker.socket(), {"--ring-bytes", "4096"});
   auto client = connectTo(broker.socket());
   ASSERT_TRUE(client);
@@ -404,6 +406,125 @@ TEST(HostileProviders, ProviderThatStopsReading_IsDropped_AndItsCallersGetUnavai
   EXPECT_NE(broker.process().errors().find("does not read its control socket"), std::string::npos);
   opener->shutdown();
   svc.signal(SIGCONT);
+}
+
+// ---- item 8: what one client may hold ------------------------------------------------------
+
+size_t openFds(pid_t pid) {
+  size_t n = 0;
+  for ([[maybe_unused]] const auto& e :
+       std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd")) {
+    ++n;
+  }
+  return n;
+}
+
+Result<ServiceHandle> serveEcho(Client& client, const std::string& id,
+                                const std::string& description = {}) {
+  ServiceDefinition<TestService> def;
+  def.on<&TestService::Client::echoRequest>(
+      [](CallContext&, TestService::EchoParams::Reader p, TestService::EchoResults::Builder r) {
+        r.setSeq(p.getSeq());
+        return Status();
+      });
+  return client.serve(id, {1, 0, 0}, std::move(def),
+                      {.description = description, .ringBytes = 4096});
+}
+
+::testing::AssertionResult exhaustedNaming(const Status& s, const std::string& flag) {
+  if (s.code() != StatusCode::kResourceExhausted || s.message().find(flag) == std::string::npos) {
+    return ::testing::AssertionFailure()
+           << "not RESOURCE_EXHAUSTED naming " << flag << ": " << s.toString();
+  }
+  return ::testing::AssertionSuccess();
+}
+
+TEST(ClientLimits, EachPerClientLimit_IsResourceExhaustedNamingItsFlag_AndALeaverFreesAll) {
+  BrokerFixture broker({"--max-services-per-client", "3", "--max-channels-per-client", "2",
+                        "--max-topics-per-client", "1", "--max-subscriptions-per-client", "1"});
+  const size_t baseline = openFds(broker.process().pid());
+  auto provider = connectTo(broker.socket());
+  auto caller = connectTo(broker.socket());
+  ASSERT_TRUE(provider && caller);
+  {
+    std::vector<ServiceHandle> served;
+    for (int i = 0; i < 3; ++i) {
+      auto h = serveEcho(*provider, "hms.limit.s" + std::to_string(i));
+      ASSERT_TRUE(h.ok()) << h.status().toString();
+      served.push_back(std::move(*h));
+    }
+    auto fourth = serveEcho(*provider, "hms.limit.s3");
+    EXPECT_TRUE(exhaustedNaming(fourth.status(), "--max-services-per-client"));
+
+    // Channels count against the caller that opened them; one closed makes room for another.
+    std::optional<Stub<TestService>> a, b;
+    {
+      auto s = caller->bind<TestService>("hms.limit.s0");
+      ASSERT_TRUE(s.ok()) << s.status().toString();
+      a.emplace(std::move(*s));
+      s = caller->bind<TestService>("hms.limit.s1");
+      ASSERT_TRUE(s.ok()) << s.status().toString();
+      b.emplace(std::move(*s));
+    }
+    auto third = caller->bind<TestService>("hms.limit.s2");
+    EXPECT_TRUE(exhaustedNaming(third.status(), "--max-channels-per-client"));
+    EXPECT_TRUE(echo(*a, 1).ok());
+    b.reset();
+    EXPECT_TRUE(waitUntil([&] { return caller->bind<TestService>("hms.limit.s2").ok(); }));
+
+    auto topic = provider->advertise<test::Tick>("hms.limit.t0");
+    ASSERT_TRUE(topic.ok()) << topic.status().toString();
+    auto secondTopic = provider->advertise<test::Tick>("hms.limit.t1");
+    EXPECT_TRUE(exhaustedNaming(secondTopic.status(), "--max-topics-per-client"));
+    auto sub = caller->subscribe<test::Tick>("hms.limit.t0");
+    ASSERT_TRUE(sub.ok()) << sub.status().toString();
+    auto secondSub = caller->subscribe<test::Tick>("hms.limit.t0");
+    EXPECT_TRUE(exhaustedNaming(secondSub.status(), "--max-subscriptions-per-client"));
+  }
+  // Everything the two clients held is gone with them: the registry, and every descriptor the
+  // broker kept for them.
+  caller.reset();
+  provider.reset();
+  auto observer = connectTo(broker.socket());
+  ASSERT_TRUE(observer);
+  EXPECT_TRUE(waitUntil([&] {
+    auto s = observer->discoverPrefix("hms.limit");
+    auto t = observer->discoverTopics();
+    return s.ok() && s->empty() && t.ok() && t->empty();
+  }));
+  observer.reset();
+  EXPECT_TRUE(waitUntil([&] { return openFds(broker.process().pid()) == baseline; }))
+      << openFds(broker.process().pid()) << " descriptors open, " << baseline << " before";
+}
+
+// A registration that does not fit the registry segment is refused (and the registry stays
+// published for everyone) instead of being kept in a registry nobody can see.
+TEST(ClientLimits, RegistrationThatDoesNotFitTheRegistry_IsRefusedNamingRegistryBytes) {
+  BrokerFixture broker({"--registry-bytes", "16384"});
+  auto provider = connectTo(broker.socket());
+  ASSERT_TRUE(provider);
+  const std::string big(2000, 'd');
+  std::vector<ServiceHandle> served;
+  Status refused;
+  for (int i = 0; i < 100 && refused.isOk(); ++i) {
+    auto h = serveEcho(*provider, "hms.big.s" + std::to_string(i), big);
+    if (h.ok()) {
+      served.push_back(std::move(*h));
+    } else {
+      refused = h.status();
+    }
+  }
+  ASSERT_TRUE(exhaustedNaming(refused, "--registry-bytes"));
+  ASSERT_FALSE(served.empty());
+  auto observer = connectTo(broker.socket());
+  ASSERT_TRUE(observer);
+  auto found = observer->discoverPrefix("hms.big");
+  ASSERT_TRUE(found.ok()) << found.status().toString();
+  EXPECT_EQ(found->size(), served.size());
+  // Room comes back when a registration leaves.
+  ASSERT_TRUE(served.back().stop().isOk());
+  served.pop_back();
+  EXPECT_TRUE(serveEcho(*provider, "hms.big.again", big).ok());
 }
 
 }  // namespace
