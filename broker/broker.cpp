@@ -8,6 +8,7 @@
 #include <sys/eventfd.h>
 #include <sys/file.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -165,11 +166,14 @@ void Broker::requestStop() {
 Status Broker::run() {
   epoll_event events[64];
   for (;;) {
-    const int n = ::epoll_wait(epollFd_.get(), events, 64, -1);
+    // While accepting is paused, try again each second: descriptors also come free without a
+    // client leaving (a channel or a subscription ends).
+    const int n = ::epoll_wait(epollFd_.get(), events, 64, acceptPaused_ ? 1000 : -1);
     if (n < 0) {
       if (errno == EINTR) continue;
       return Status(StatusCode::kInternal, detail::errnoText("epoll_wait", errno));
     }
+    if (n == 0) resumeAccepting();
     for (int i = 0; i < n; ++i) {
       const uint64_t tag = events[i].data.u64;
       if (tag == kListenTag) {
@@ -199,8 +203,14 @@ void Broker::accept() {
   for (;;) {
     UniqueFd fd(::accept4(listenFd_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
     if (!fd) {
-      if (errno != EAGAIN && errno != EINTR) spdlog::warn("accept: {}", std::strerror(errno));
+      const int err = errno;
+      if (err == EINTR || err == ECONNABORTED) continue;  // that one connection, not the socket
+      if (err != EAGAIN && err != EWOULDBLOCK) pauseAccepting(err);
       return;
+    }
+    if (fdShortage_) {
+      fdShortage_ = false;
+      spdlog::info("accepting clients again");
     }
     auto cred = detail::peerCredentials(fd.get());
     if (!cred.ok()) {
@@ -218,6 +228,41 @@ void Broker::accept() {
     spdlog::debug("client {} connected (pid {}, uid {})", c->id, c->cred.pid, c->cred.uid);
     conns_.emplace(c->id, std::move(c));
   }
+}
+
+void Broker::pauseAccepting(int err) {
+  if (!acceptPaused_) {
+    epoll_event ev{};
+    ev.events = 0;  // registered still, reporting nothing
+    ev.data.u64 = kListenTag;
+    ::epoll_ctl(epollFd_.get(), EPOLL_CTL_MOD, listenFd_.get(), &ev);
+    acceptPaused_ = true;
+  }
+  if (fdShortage_) return;  // logged once per episode
+  fdShortage_ = true;
+  if (err == EMFILE) {
+    rlimit lim{};
+    ::getrlimit(RLIMIT_NOFILE, &lim);
+    spdlog::warn(
+        "accept: {}: hms-ffid has reached its RLIMIT_NOFILE of {} descriptors ({} clients "
+        "connected); new clients wait in the socket's backlog until one leaves. Raise the limit: "
+        "LimitNOFILE= in its systemd unit, or ulimit -n before starting it",
+        std::strerror(err), lim.rlim_cur, conns_.size());
+  } else {
+    spdlog::warn(
+        "accept: {} ({} clients connected); new clients wait in the socket's backlog until "
+        "descriptors or memory come free",
+        std::strerror(err), conns_.size());
+  }
+}
+
+void Broker::resumeAccepting() {
+  if (!acceptPaused_) return;
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.u64 = kListenTag;
+  ::epoll_ctl(epollFd_.get(), EPOLL_CTL_MOD, listenFd_.get(), &ev);
+  acceptPaused_ = false;
 }
 
 void Broker::onReadable(uint64_t connId) {
@@ -755,6 +800,7 @@ void Broker::disconnect(uint64_t connId, const char* why) {
     endChannel(ch, cit->second.callerClient == c->id, detail::kEndDead, "peer gone");
   }
   if (hadServices) publishRegistry();
+  resumeAccepting();  // its descriptors are free: a waiting client may fit now
 }
 
 Status Broker::checkLimit(const Conn& c, size_t held, uint32_t limit, const char* what,

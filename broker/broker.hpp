@@ -112,6 +112,12 @@ class Broker {
   };
 
   void accept();
+  // Out of descriptors (EMFILE, ENFILE) or kernel memory, accept() would fail at once again on
+  // the still-readable listening socket: the loop would spin and the log fill. Instead the socket
+  // leaves the epoll set (waiting clients stay in its backlog) until a client leaves or a second
+  // passes, and the shortage is logged once per episode.
+  void pauseAccepting(int err);
+  void resumeAccepting();
   void onReadable(uint64_t connId);
   void disconnect(uint64_t connId, const char* why);
   // A client found unable to take what the broker must send it (its socket's queue is full: it
@@ -189,6 +195,8 @@ class Broker {
   uint64_t nextTopicKey_ = 0;
   uint64_t nextSubscriptionId_ = 0;
   bool socketCreated_ = false;
+  bool acceptPaused_ = false;  // the listening socket is out of the epoll set
+  bool fdShortage_ = false;    // an episode logged and not yet over (no accept since)
 };
 
 }  // namespace hms::ffi::broker

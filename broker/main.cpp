@@ -39,7 +39,12 @@ void usage(FILE* out) {
       "                       0 lifts a limit. Beyond one, the request is RESOURCE_EXHAUSTED.\n"
       "  --version            print the version\n"
       "\n"
-      "SIGTERM or SIGINT stop it gracefully.\n",
+      "SIGTERM or SIGINT stop it gracefully.\n"
+      "\n"
+      "Each client holds a descriptor, and each shared-memory channel and subscription one more,\n"
+      "so RLIMIT_NOFILE bounds how many the broker serves. When it runs out, it stops accepting\n"
+      "(clients wait in the socket's backlog, one warning is logged) until a client leaves.\n"
+      "Raise it with LimitNOFILE= in the systemd unit (e.g. LimitNOFILE=65536) or ulimit -n.\n",
       out);
 }
 

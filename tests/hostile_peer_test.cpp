@@ -8,6 +8,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -17,6 +18,7 @@
 #include <filesystem>
 #include <fstream>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -525,6 +527,92 @@ TEST(ClientLimits, RegistrationThatDoesNotFitTheRegistry_IsRefusedNamingRegistry
   ASSERT_TRUE(served.back().stop().isOk());
   served.pop_back();
   EXPECT_TRUE(serveEcho(*provider, "hms.big.again", big).ok());
+}
+
+// ---- item 6: out of descriptors -----------------------------------------------------------
+
+size_t countOf(const std::string& text, const std::string& needle) {
+  size_t n = 0;
+  for (size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
+  return n;
+}
+
+// User plus system CPU time of a process, in clock ticks.
+uint64_t cpuTicks(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  std::getline(in, line);
+  std::istringstream fields(line.substr(line.rfind(')') + 2));
+  std::string f;
+  uint64_t utime = 0, stime = 0;
+  for (int i = 3; i <= 15 && fields >> f; ++i) {
+    if (i == 14) utime = std::stoull(f);
+    if (i == 15) stime = std::stoull(f);
+  }
+  return utime + stime;
+}
+
+// With every descriptor its RLIMIT_NOFILE allows in use, accept() fails at once on a listening
+// socket that stays readable: the broker spun on it and wrote "accept: Too many open files"
+// thousands of times a second. It must wait quietly instead, and serve again when a client leaves.
+TEST(FdExhaustion, BrokerOutOfDescriptors_WaitsQuietly_AndServesWhenAClientLeaves) {
+  BrokerFixture broker;
+  const pid_t pid = broker.process().pid();
+  // Room for a few clients beyond what the broker holds now.
+  const rlimit lim{rlim_t(openFds(pid) + 4), rlim_t(openFds(pid) + 4)};
+  ASSERT_EQ(::prlimit(pid, RLIMIT_NOFILE, &lim, nullptr), 0) << std::strerror(errno);
+
+  // The broker's line for each accept and each leave. The fixture's probe that the broker is up
+  // made one of each: once its leave is logged, nothing else will come unasked.
+  const std::string accepted = "connected (pid", left = "gone: connection closed";
+  ASSERT_TRUE(waitUntil([&] { return countOf(broker.process().errors(), left) == 1; }));
+  const size_t acceptedBefore = countOf(broker.process().errors(), accepted);
+  const size_t leftBefore = countOf(broker.process().errors(), left);
+  std::vector<std::unique_ptr<RawConn>> raws;
+  bool full = false;
+  for (int i = 0; i < 64 && !full; ++i) {
+    raws.push_back(std::make_unique<RawConn>(broker.socket()));
+    ASSERT_TRUE(waitUntil([&] {
+      const std::string log = broker.process().errors();
+      full = log.find("Too many open files") != std::string::npos;
+      return full || countOf(log, accepted) - acceptedBefore == raws.size();
+    })) << broker.process().errors();
+  }
+  ASSERT_TRUE(full) << "the broker never ran out of descriptors";
+  const size_t served = countOf(broker.process().errors(), accepted) - acceptedBefore;
+  // accept4() takes a descriptor before it looks at the backlog: the shortage may show with the
+  // last free slot taken and nobody waiting yet. Then one more comes, to wait.
+  if (served == raws.size()) raws.push_back(std::make_unique<RawConn>(broker.socket()));
+  ASSERT_EQ(served + 1, raws.size());  // the last one waits in the backlog
+
+  // A bounded look at the broker while it is out of descriptors: it must not use the CPU nor
+  // write another line about it. (Before, it logged thousands a second.)
+  const uint64_t ticksBefore = cpuTicks(pid);
+  const auto lookFor = std::chrono::seconds(2);
+  EXPECT_FALSE(waitUntil(
+      [&] { return countOf(broker.process().errors(), "Too many open files") > 1; }, lookFor))
+      << "the broker keeps logging the shortage";
+  const uint64_t ticks = cpuTicks(pid) - ticksBefore;
+  EXPECT_LT(ticks, uint64_t(::sysconf(_SC_CLK_TCK)) / 2)
+      << "the broker used " << ticks << " ticks of CPU in 2 s while out of descriptors";
+  EXPECT_TRUE(broker.process().running());
+  EXPECT_LT(broker.process().errors().size(), 64u * 1024) << "the log grew while waiting";
+
+  // Three clients leave: the one waiting is taken, and a real client fits (its connection and
+  // its doorbell need two descriptors).
+  raws.erase(raws.begin(), raws.begin() + 3);
+  ASSERT_TRUE(waitUntil([&] {
+    const std::string log = broker.process().errors();
+    return countOf(log, accepted) - acceptedBefore == served + 1 &&
+           countOf(log, left) - leftBefore == 3;
+  })) << broker.process().errors();
+  ClientOptions o;
+  o.controlTimeout = std::chrono::seconds(20);
+  auto client = connectTo(broker.socket(), o);
+  ASSERT_TRUE(client);
+  EXPECT_TRUE(client->discover("hms.test").ok());
+  EXPECT_EQ(countOf(broker.process().errors(), "Too many open files"), 1u);
+  EXPECT_NE(broker.process().errors().find("accepting clients again"), std::string::npos);
 }
 
 }  // namespace
