@@ -77,9 +77,9 @@ Status checkSealedReadOnly(int fd);
 // The segment's size, checked against what the peer claimed.
 Result<uint64_t> segmentSize(int fd);
 // INVALID_ARGUMENT (naming `what` and the seal) unless `fd` is a memfd sealed against shrinking
-// (F_SEAL_SHRINK) and at least `bytes` long. Only then can no other holder of the descriptor make
-// a mapping of its first `bytes` fault (SIGBUS) by truncating it. Checked before mapping anything
-// that came from another process.
+// (F_SEAL_SHRINK) and at least `bytes` long (0: the caller checks the size itself). Only then can
+// no other holder of the descriptor make a mapping of its first `bytes` fault (SIGBUS) by
+// truncating it. Checked before mapping anything that came from another process.
 Status checkSealedAgainstShrink(int fd, uint64_t bytes, const char* what);
 
 struct PeerCredentials {

@@ -710,7 +710,7 @@ class SubscriptionImpl final : public SubscriptionCore {
 
   Status attachShm(UniqueFd logFd, UniqueFd cursorFd, uint64_t logBytes,
                    const TopicGeometry& claimed) {
-    if (auto s = checkSealedAgainstShrink(logFd.get(), logBytes, "the topic log"); !s) return s;
+    if (auto s = checkSealedAgainstShrink(logFd.get(), 0, "the topic log"); !s) return s;
     if (auto s = checkSealedAgainstShrink(cursorFd.get(), kCursorBytes, "the cursor page"); !s)
       return s;
     auto size = segmentSize(logFd.get());
