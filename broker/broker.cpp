@@ -21,6 +21,7 @@
 #include <filesystem>
 
 #include "atomics.hpp"
+#include "broker_trust.hpp"
 #include "codec.hpp"
 #include "hms/ffi/registry.capnp.h"
 #include "paths.hpp"
@@ -95,11 +96,18 @@ Status Broker::start() {
   const fs::path path(socketPath_);
   std::error_code ec;
   if (path.has_parent_path()) {
+    const bool existed = fs::exists(path.parent_path(), ec);
     fs::create_directories(path.parent_path(), ec);
     if (ec) {
       return Status(StatusCode::kFailedPrecondition, "cannot create the runtime directory " +
                                                          path.parent_path().string() + ": " +
                                                          ec.message());
+    }
+    // Clients refuse a socket directory that others may write (broker_trust.hpp), whatever the
+    // umask made of one created here.
+    if (!existed) {
+      fs::permissions(path.parent_path(), fs::perms::group_write | fs::perms::others_write,
+                      fs::perm_options::remove, ec);
     }
   }
   // The lock file decides which broker owns the path, without races between two starting at once.
@@ -135,6 +143,9 @@ Status Broker::start() {
   listenFd_ = std::move(*listen);
   socketCreated_ = true;
   ::chmod(socketPath_.c_str(), 0660);
+  if (auto s = detail::checkSocketDirectory(socketPath_, {0, ::geteuid()}); !s) {
+    spdlog::warn("clients will refuse this broker: {}", s.message());
+  }
 
   auto registry = detail::RegistryWriter::create(options_.registryBytes, uint32_t(::getpid()));
   if (!registry.ok()) return registry.status();

@@ -615,5 +615,90 @@ TEST(FdExhaustion, BrokerOutOfDescriptors_WaitsQuietly_AndServesWhenAClientLeave
   EXPECT_NE(broker.process().errors().find("accepting clients again"), std::string::npos);
 }
 
+// ---- item 5: a broker that is not who it should be ---------------------------------------
+
+constexpr uid_t kNobody = 65534;
+
+Status connectStatus(const std::string& socket, ClientOptions o = {}) {
+  o.socketPath = socket;
+  o.reconnect = false;
+  auto c = Client::connect(o);
+  return c.ok() ? Status() : c.status();
+}
+
+::testing::AssertionResult refusedSaying(const Status& s, StatusCode code,
+                                         const std::vector<std::string>& words) {
+  if (s.code() != code) return ::testing::AssertionFailure() << "got " << s.toString();
+  for (const auto& w : words) {
+    if (s.message().find(w) == std::string::npos) {
+      return ::testing::AssertionFailure() << "'" << w << "' not in " << s.toString();
+    }
+  }
+  return ::testing::AssertionSuccess();
+}
+
+// Anyone who can write the socket's directory could have put their own "broker" there.
+TEST(BrokerTrust, SocketDirectoryWritableByOthers_IsRefusedWithTheReason) {
+  BrokerFixture broker;
+  ASSERT_EQ(::chmod(broker.dir().c_str(), 0777), 0);
+  EXPECT_TRUE(
+      refusedSaying(connectStatus(broker.socket()), StatusCode::kFailedPrecondition,
+                    {broker.dir(), "0777", "writable by its group or by others", "chmod go-w"}));
+  ASSERT_EQ(::chmod(broker.dir().c_str(), 0770), 0);  // the group alone is as bad
+  EXPECT_EQ(connectStatus(broker.socket()).code(), StatusCode::kFailedPrecondition);
+  // Shared but sticky, as /tmp is: nobody can replace the socket, which is root's here.
+  ASSERT_EQ(::chmod(broker.dir().c_str(), 01777), 0);
+  EXPECT_TRUE(connectStatus(broker.socket()).isOk());
+  ASSERT_EQ(::chmod(broker.dir().c_str(), 0700), 0);
+  EXPECT_TRUE(connectStatus(broker.socket()).isOk());
+}
+
+TEST(BrokerTrust, SocketDirectoryOfAnotherUser_IsRefused_UnlessThatUserIsTrusted) {
+  BrokerFixture broker;
+  ASSERT_EQ(::chown(broker.dir().c_str(), kNobody, kNobody), 0);
+  EXPECT_TRUE(refusedSaying(connectStatus(broker.socket()), StatusCode::kFailedPrecondition,
+                            {broker.dir(), "uid 65534", "HMS_FFI_BROKER_UID"}));
+  ClientOptions o;
+  o.brokerUids = {kNobody};
+  EXPECT_TRUE(connectStatus(broker.socket(), o).isOk());
+  ASSERT_EQ(::chown(broker.dir().c_str(), 0, 0), 0);
+}
+
+// A broker run by another user (here: nobody, in its own directory) is refused before the client
+// sends it anything, unless the client names that user as its broker's.
+TEST(BrokerTrust, BrokerRunByAnotherUser_IsPermissionDenied_UnlessThatUserIsTrusted) {
+  char tmpl[] = "/tmp/hms-ffi-test-XXXXXX";
+  ASSERT_TRUE(::mkdtemp(tmpl));
+  const std::string dir = tmpl, socket = dir + "/broker.sock";
+  ASSERT_EQ(::chown(dir.c_str(), kNobody, kNobody), 0);
+  struct Cleanup {
+    std::string dir;
+    ~Cleanup() {
+      std::error_code ec;
+      std::filesystem::remove_all(dir, ec);
+      ::unsetenv("HMS_FFI_BROKER_UID");
+    }
+  } cleanup{dir};
+  Subprocess other({"/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                    testing::brokerBinary(), "--socket", socket, "--log-level", "debug"});
+  ASSERT_TRUE(waitUntil([&] { return other.errors().find("serving on") != std::string::npos; }))
+      << other.errors();
+
+  const Status refused = connectStatus(socket);
+  EXPECT_TRUE(refusedSaying(refused, StatusCode::kPermissionDenied,
+                            {socket, "uid 65534", "HMS_FFI_BROKER_UID=65534"}));
+  // Refused before the hello: the broker never heard of a client.
+  EXPECT_EQ(other.errors().find("' connected"), std::string::npos) << other.errors();
+
+  ClientOptions o;
+  o.brokerUids = {kNobody};
+  EXPECT_TRUE(connectStatus(socket, o).isOk());
+  ::setenv("HMS_FFI_BROKER_UID", "root, nobody", 1);
+  EXPECT_TRUE(connectStatus(socket).isOk());
+  ::setenv("HMS_FFI_BROKER_UID", "no-such-user-here", 1);
+  EXPECT_TRUE(refusedSaying(connectStatus(socket), StatusCode::kInvalidArgument,
+                            {"HMS_FFI_BROKER_UID", "no-such-user-here"}));
+}
+
 }  // namespace
 }  // namespace hms::ffi

@@ -206,6 +206,8 @@ class ClientImpl : public std::enable_shared_from_this<ClientImpl> {
   DoorbellSegment localDoorbell_{};
 
   Transport transport_ = Transport::kAuto;  // the setting, after $HMS_FFI_TRANSPORT
+  std::vector<uid_t> brokerUids_;           // who may run the broker (broker_trust.hpp)
+  std::string refusedBroker_;               // why the last broker was refused (logged once)
   std::string noSharedMemory_;              // why this client has none; empty: it has
 
   std::mutex servedMu_;

@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "broker_trust.hpp"
 #include "client_impl.hpp"
 #include "hms/ffi/registry.capnp.h"
 #include "log.hpp"
@@ -159,6 +160,8 @@ Status ClientImpl::chooseTransport() {
 Status ClientImpl::connectAndHello(UniqueFd& sock, std::shared_ptr<RegistryReader>& registry) {
   auto fd = connectSeqpacket(socketPath);
   if (!fd.ok()) return fd.status();
+  // Nothing is sent to a broker that may be another user's stand-in.
+  if (auto s = checkBroker(fd->get(), socketPath, brokerUids_); !s) return s;
   capnp::MallocMessageBuilder mb;
   auto req = mb.initRoot<wire::ClientMessage>().initRequest();
   req.setId(nextRequestId_++);
@@ -223,6 +226,9 @@ Status ClientImpl::start() {
   stopFd_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!stopFd_) return Status(StatusCode::kInternal, errnoText("eventfd", errno));
   if (auto s = chooseTransport(); !s) return s;
+  auto uids = trustedBrokerUids(options.brokerUids);
+  if (!uids.ok()) return uids.status();
+  brokerUids_ = std::move(*uids);
   std::shared_ptr<RegistryReader> registry;
   if (auto s = connectAndHello(sock_, registry); !s) return s;
   {
@@ -484,6 +490,14 @@ bool ClientImpl::reconnect() {
     UniqueFd sock;
     std::shared_ptr<RegistryReader> registry;
     Status s = connectAndHello(sock, registry);
+    if (s.code() == StatusCode::kPermissionDenied || s.code() == StatusCode::kFailedPrecondition) {
+      // What serves the path now is not a broker this client may use (perhaps someone else's,
+      // put there while the real one was gone): said once, retried like an absent broker.
+      if (s.message() != refusedBroker_) {
+        refusedBroker_ = s.message();
+        log().error("hms-ffi: not reconnecting to {}: {}", socketPath, s.toString());
+      }
+    }
     if (s) {
       std::lock_guard lock(servedMu_);
       for (auto& [tag, served] : served_) {

@@ -85,6 +85,12 @@ struct ClientOptions {
   bool reconnect = true;
   // kAuto defers to $HMS_FFI_TRANSPORT (auto, shm, socket), then to the broker's --transport.
   Transport transport = Transport::kAuto;
+  // Users besides root and this process's own that may run the broker (e.g. a system user
+  // hms-ffi); $HMS_FFI_BROKER_UID adds more (comma-separated uids or user names). Before its
+  // hello, a client refuses a broker run by anyone else (PERMISSION_DENIED), and one whose socket
+  // directory another user owns or may write (FAILED_PRECONDITION): such a broker may be a
+  // stand-in. See docs/architecture.md, "Trust".
+  std::vector<uid_t> brokerUids;
 };
 
 struct ServiceOptions {
