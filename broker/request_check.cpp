@@ -1,5 +1,6 @@
 #include "request_check.hpp"
 
+#include <kj/debug.h>
 #include <kj/exception.h>
 
 #include <exception>
@@ -12,11 +13,18 @@ namespace {
 // Reading a text is what checks it; the value is not needed.
 void touch(capnp::Text::Reader) {}
 
+// Method ordinals are 16 bits: no interface has more methods than this.
+constexpr uint32_t kMaxMethods = 1u << 16;
+
 void checkDescriptor(wire::ServiceDescriptor::Reader d) {
   touch(d.getId());
   (void)d.getVersion().getMajor();
   touch(d.getInterfaceName());
-  for (auto m : d.getMethods()) touch(m.getName());
+  auto methods = d.getMethods();
+  // A list of empty structs takes no room in the message, so its length is bounded by nothing
+  // else; readers count each element against their traversal limit on every read.
+  KJ_REQUIRE(methods.size() <= kMaxMethods, "more methods than 16-bit ordinals can number");
+  for (auto m : methods) touch(m.getName());
   touch(d.getDisplayName());
   touch(d.getDescription());
 }
