@@ -654,6 +654,7 @@ TEST(BrokerTrust, SocketDirectoryWritableByOthers_IsRefusedWithTheReason) {
 }
 
 TEST(BrokerTrust, SocketDirectoryOfAnotherUser_IsRefused_UnlessThatUserIsTrusted) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root, to act as another user (nobody)";
   BrokerFixture broker;
   ASSERT_EQ(::chown(broker.dir().c_str(), kNobody, kNobody), 0);
   EXPECT_TRUE(refusedSaying(connectStatus(broker.socket()), StatusCode::kFailedPrecondition,
@@ -667,6 +668,7 @@ TEST(BrokerTrust, SocketDirectoryOfAnotherUser_IsRefused_UnlessThatUserIsTrusted
 // A broker run by another user (here: nobody, in its own directory) is refused before the client
 // sends it anything, unless the client names that user as its broker's.
 TEST(BrokerTrust, BrokerRunByAnotherUser_IsPermissionDenied_UnlessThatUserIsTrusted) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root, to act as another user (nobody)";
   char tmpl[] = "/tmp/hms-ffi-test-XXXXXX";
   ASSERT_TRUE(::mkdtemp(tmpl));
   const std::string dir = tmpl, socket = dir + "/broker.sock";
