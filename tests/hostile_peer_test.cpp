@@ -412,6 +412,20 @@ TEST(HostileProviders, ProviderThatStopsReading_IsDropped_AndItsCallersGetUnavai
 
 // ---- item 8: what one client may hold ------------------------------------------------------
 
+// What the broker holds for clients: their sockets and the segments it made for them (the
+// listening socket and the registry segment are there from the start). Other descriptors, such as
+// those a sanitizer's runtime opens when it first needs them, are not counted.
+size_t clientFds(pid_t pid) {
+  size_t n = 0;
+  std::error_code ec;
+  for (const auto& e :
+       std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd", ec)) {
+    const std::string target = std::filesystem::read_symlink(e.path(), ec).string();
+    if (target.starts_with("socket:") || target.starts_with("/memfd:")) ++n;
+  }
+  return n;
+}
+
 size_t openFds(pid_t pid) {
   size_t n = 0;
   for ([[maybe_unused]] const auto& e :
@@ -419,6 +433,18 @@ size_t openFds(pid_t pid) {
     ++n;
   }
   return n;
+}
+
+// What each descriptor of `pid` is, for a failure message.
+std::string fdTargets(pid_t pid) {
+  std::string out;
+  std::error_code ec;
+  for (const auto& e :
+       std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd", ec)) {
+    out += e.path().filename().string() + " -> " +
+           std::filesystem::read_symlink(e.path(), ec).string() + "\n";
+  }
+  return out;
 }
 
 Result<ServiceHandle> serveEcho(Client& client, const std::string& id,
@@ -444,7 +470,7 @@ Result<ServiceHandle> serveEcho(Client& client, const std::string& id,
 TEST(ClientLimits, EachPerClientLimit_IsResourceExhaustedNamingItsFlag_AndALeaverFreesAll) {
   BrokerFixture broker({"--max-services-per-client", "3", "--max-channels-per-client", "2",
                         "--max-topics-per-client", "1", "--max-subscriptions-per-client", "1"});
-  const size_t baseline = openFds(broker.process().pid());
+  const size_t baseline = clientFds(broker.process().pid());
   auto provider = connectTo(broker.socket());
   auto caller = connectTo(broker.socket());
   ASSERT_TRUE(provider && caller);
@@ -495,8 +521,10 @@ TEST(ClientLimits, EachPerClientLimit_IsResourceExhaustedNamingItsFlag_AndALeave
     return s.ok() && s->empty() && t.ok() && t->empty();
   }));
   observer.reset();
-  EXPECT_TRUE(waitUntil([&] { return openFds(broker.process().pid()) == baseline; }))
-      << openFds(broker.process().pid()) << " descriptors open, " << baseline << " before";
+  EXPECT_TRUE(waitUntil([&] { return clientFds(broker.process().pid()) == baseline; }))
+      << clientFds(broker.process().pid()) << " sockets and segments open, " << baseline
+      << " before:\n"
+      << fdTargets(broker.process().pid());
 }
 
 // A registration that does not fit the registry segment is refused (and the registry stays
@@ -556,6 +584,12 @@ uint64_t cpuTicks(pid_t pid) {
 // socket that stays readable: the broker spun on it and wrote "accept: Too many open files"
 // thousands of times a second. It must wait quietly instead, and serve again when a client leaves.
 TEST(FdExhaustion, BrokerOutOfDescriptors_WaitsQuietly_AndServesWhenAClientLeaves) {
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  // A sanitizer's runtime opens descriptors of its own when it needs them (UBSan's vptr check a
+  // pipe), so a broker built with one cannot run out of descriptors cleanly: it reports false
+  // errors. The release build runs this test.
+  GTEST_SKIP() << "not under a sanitizer: its runtime needs descriptors the test takes away";
+#endif
   BrokerFixture broker;
   const pid_t pid = broker.process().pid();
   // Room for a few clients beyond what the broker holds now.
@@ -609,7 +643,7 @@ TEST(FdExhaustion, BrokerOutOfDescriptors_WaitsQuietly_AndServesWhenAClientLeave
   ClientOptions o;
   o.controlTimeout = std::chrono::seconds(20);
   auto client = connectTo(broker.socket(), o);
-  ASSERT_TRUE(client);
+  ASSERT_TRUE(client) << broker.process().errors();
   EXPECT_TRUE(client->discover("hms.test").ok());
   EXPECT_EQ(countOf(broker.process().errors(), "Too many open files"), 1u);
   EXPECT_NE(broker.process().errors().find("accepting clients again"), std::string::npos);
