@@ -305,6 +305,12 @@ Status Broker::handle(Conn& c, const std::vector<uint8_t>& bytes, std::vector<Un
       return onSubscribe(c, rid, req.getSubscribe());
     case wire::Request::UNSUBSCRIBE:
       return onUnsubscribe(c, rid, req.getUnsubscribe());
+    case wire::Request::GET_SCHEMA:
+      return onGetSchema(c, rid, req.getGetSchema());
+    case wire::Request::LIST_CONTRACTS:
+      return onListContracts(c, rid, req.getListContracts());
+    case wire::Request::GET_TOPIC_SCHEMA:
+      return onGetTopicSchema(c, rid, req.getGetTopicSchema());
   }
   return replyError(c, rid, Status(StatusCode::kUnimplemented, "unknown control request"));
 }

@@ -1,0 +1,1 @@
+#include "contract_check.hpp"
