@@ -1287,7 +1287,8 @@ int main(int argc, char** argv) {
   const std::string dir = tmpl;
   socket = dir + "/broker.sock";
   const pid_t broker =
-      spawn({findBroker(self, o.brokerPath), "--socket", socket, "--log-level", "warn"});
+      spawn({findBroker(self, o.brokerPath), "--socket", socket, "--log-level", "warn",
+             "--state-dir", ":memory:"});
   for (int i = 0; i < 2000 && !std::filesystem::exists(socket); ++i) usleep(1000);
 
   const Stats floorStart = rawSpin(o, "raw-spin (floor, start)");

@@ -15,10 +15,12 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <chrono>
 #include <filesystem>
 
 #include "atomics.hpp"
 #include "codec.hpp"
+#include "contract_check.hpp"
 #include "hms/ffi/registry.capnp.h"
 #include "paths.hpp"
 #include "shm_layout.hpp"
@@ -49,6 +51,23 @@ bool validServiceId(std::string_view id) {
 
 std::string versionText(uint32_t a, uint32_t b, uint32_t c) {
   return std::to_string(a) + "." + std::to_string(b) + "." + std::to_string(c);
+}
+
+int64_t unixMillis() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// A reader over a flat message the broker made itself (a stored contract, a topic schema).
+capnp::FlatArrayMessageReader readFlat(const std::vector<capnp::word>& words) {
+  return capnp::FlatArrayMessageReader(kj::arrayPtr(words.data(), words.size()),
+                                       detail::controlReaderOptions());
+}
+
+std::vector<capnp::word> toFlat(capnp::MessageBuilder& mb) {
+  auto flat = capnp::messageToFlatArray(mb);
+  return std::vector<capnp::word>(flat.begin(), flat.end());
 }
 
 }  // namespace
@@ -116,6 +135,8 @@ Status Broker::start() {
   socketCreated_ = true;
   ::chmod(socketPath_.c_str(), 0660);
 
+  if (auto s = openContractStore(); !s) return s;
+
   auto registry = detail::RegistryWriter::create(options_.registryBytes, uint32_t(::getpid()));
   if (!registry.ok()) return registry.status();
   registry_ = std::make_unique<detail::RegistryWriter>(std::move(*registry));
@@ -135,6 +156,29 @@ Status Broker::start() {
     ::epoll_ctl(epollFd_.get(), EPOLL_CTL_ADD, fd, &ev);
   }
   spdlog::info("hms-ffid {} serving on {} (pid {})", "0.1.0", socketPath_, ::getpid());
+  return Status();
+}
+
+Status Broker::openContractStore() {
+  const std::string dir = options_.stateDir.empty() ? defaultStateDir() : options_.stateDir;
+  auto store = ContractStore::open(dir);
+  if (!store.ok()) return store.status();
+  store_ = std::move(*store);
+  auto all = store_->loadAll();
+  if (!all.ok()) return all.status();
+  for (auto& flat : *all) {
+    auto reader = readFlat(flat);
+    auto d = reader.getRoot<wire::Contract>().getDescriptor();
+    auto v = d.getVersion();
+    contracts_[d.getId().cStr()][{v.getMajor(), v.getMinor(), v.getPatch()}] = std::move(flat);
+  }
+  if (dir == ":memory:") {
+    spdlog::warn("contracts are kept in memory only (--state-dir :memory:): a restarted broker "
+                 "forgets them and checks new registrations against nothing older");
+  } else {
+    spdlog::info("contract store {}: {} contract(s) of {} service(s)", store_->path(),
+                 all->size(), contracts_.size());
+  }
   return Status();
 }
 
@@ -413,6 +457,12 @@ Status Broker::onRegister(Conn& c, uint64_t rid, wire::RegisterService::Reader r
                      std::to_string(owner.cred.pid) + "); stop it or register another version"));
     }
   }
+  if (auto st = acceptContract(c, reg); !st) {
+    spdlog::warn("refused the registration of {} {} by client {} '{}': {}", id,
+                 versionText(v.getMajor(), v.getMinor(), v.getPatch()), c.id, c.name,
+                 st.toString());
+    return replyError(c, rid, st);
+  }
   Service s;
   s.key = nextServiceKey_++;
   s.clientId = c.id;
@@ -437,6 +487,157 @@ Status Broker::onRegister(Conn& c, uint64_t rid, wire::RegisterService::Reader r
   r.setId(rid);
   r.initStatus().setCode(0);
   r.initRegister().setServiceKey(key);
+  return reply(c, mb);
+}
+
+Status Broker::acceptContract(const Conn& c, wire::RegisterService::Reader reg) {
+  auto d = reg.getDescriptor();
+  const std::string id = d.getId().cStr();
+  auto v = d.getVersion();
+  const std::string version = versionText(v.getMajor(), v.getMinor(), v.getPatch());
+  if (!reg.hasSchemaNodes() || reg.getSchemaNodes().size() == 0) {
+    return Status(StatusCode::kInvalidArgument,
+                  "the registration of " + id + " " + version +
+                      " carries no schema nodes; register it with a libhmsffi that sends its "
+                      "contract");
+  }
+  if (auto st = validateContract(d, reg.getSchemaNodes()); !st) {
+    return Status(st.code(), "the contract of " + id + " " + version + " is not valid: " +
+                                 st.message());
+  }
+  capnp::MallocMessageBuilder mb;
+  auto contract = mb.initRoot<wire::Contract>();
+  contract.setDescriptor(d);
+  contract.setNodes(reg.getSchemaNodes());
+  contract.setProviderName(c.name);
+  const int64_t now = unixMillis();
+  contract.setFirstSeenUnixMs(now);
+  contract.setLastSeenUnixMs(now);
+  const VersionKey mine{v.getMajor(), v.getMinor(), v.getPatch()};
+  auto& known = contracts_[id];
+  // Every known contract of the same major, older or newer, must be an evolution the other way
+  // round: a provider of 1.0 that comes back after 1.2 was accepted is checked as the older one.
+  for (const auto& [key, flat] : known) {
+    if (std::get<0>(key) != v.getMajor()) continue;
+    auto other = readFlat(flat);
+    auto theirs = other.getRoot<wire::Contract>();
+    const auto mineReader = contract.asReader();
+    Status st;
+    if (key < mine) {
+      st = checkCompatible(theirs, mineReader);
+    } else if (mine < key) {
+      st = checkCompatible(mineReader, theirs);
+    } else {  // the same version again: the same contract, both ways
+      st = checkCompatible(theirs, mineReader);
+      if (st) st = checkCompatible(mineReader, theirs);
+      if (st) contract.setFirstSeenUnixMs(theirs.getFirstSeenUnixMs());
+    }
+    if (!st) return st;
+  }
+  if (auto st = store_->put(contract.asReader()); !st) {
+    return Status(StatusCode::kUnavailable, "the broker cannot store the contract of " + id +
+                                                " " + version + " (" + st.message() +
+                                                "); the registration is refused, try again");
+  }
+  known[mine] = toFlat(mb);
+  return Status();
+}
+
+Status Broker::onGetSchema(Conn& c, uint64_t rid, wire::GetSchema::Reader get) {
+  const std::string id = get.getServiceId().cStr();
+  auto v = get.getVersion();
+  auto it = contracts_.find(id);
+  const FlatContract* flat = nullptr;
+  if (it != contracts_.end()) {
+    auto vit = it->second.find({v.getMajor(), v.getMinor(), v.getPatch()});
+    if (vit != it->second.end()) flat = &vit->second;
+  }
+  if (flat == nullptr) {
+    std::string known;
+    if (it != contracts_.end()) {
+      for (const auto& [key, _] : it->second) {
+        known += (known.empty() ? "" : ", ") +
+                 versionText(std::get<0>(key), std::get<1>(key), std::get<2>(key));
+      }
+    }
+    return replyError(c, rid,
+                      Status(StatusCode::kNotFound,
+                             "the broker knows no contract of " + id.substr(0, 200) + " " +
+                                 versionText(v.getMajor(), v.getMinor(), v.getPatch()) +
+                                 (known.empty() ? std::string(" (nor any version of it)")
+                                                : "; it knows " + known)));
+  }
+  auto reader = readFlat(*flat);
+  capnp::MallocMessageBuilder mb;
+  auto r = mb.initRoot<wire::BrokerMessage>().initReply();
+  r.setId(rid);
+  r.initStatus().setCode(0);
+  r.setSchema(reader.getRoot<wire::Contract>());
+  return replyChecked(c, rid, mb, "the contract of " + id);
+}
+
+Status Broker::onListContracts(Conn& c, uint64_t rid, wire::ListContracts::Reader list) {
+  const std::string prefix = list.getPrefix().cStr();
+  std::vector<const FlatContract*> matching;
+  for (const auto& [id, versions] : contracts_) {
+    if (id.compare(0, prefix.size(), prefix) != 0) continue;
+    for (const auto& [_, flat] : versions) matching.push_back(&flat);
+  }
+  // A page is what fits well inside a datagram: descriptors only, about 1 KiB each at most
+  // in practice; stop adding once half the datagram is used.
+  const size_t first = std::min<size_t>(list.getOffset(), matching.size());
+  capnp::MallocMessageBuilder mb;
+  auto r = mb.initRoot<wire::BrokerMessage>().initReply();
+  r.setId(rid);
+  r.initStatus().setCode(0);
+  size_t end = first;
+  size_t bytes = 0;
+  while (end < matching.size() && bytes < detail::kMaxControlMessageBytes / 2) {
+    bytes += readFlat(*matching[end]).getRoot<wire::Contract>().getDescriptor().totalSize().wordCount * 8;
+    ++end;
+  }
+  auto page = r.initContracts();
+  auto out = page.initContracts(uint(end - first));
+  for (size_t i = first; i < end; ++i) {
+    auto reader = readFlat(*matching[i]);
+    auto in = reader.getRoot<wire::Contract>();
+    auto o = out[uint(i - first)];
+    o.setDescriptor(in.getDescriptor());
+    o.setProviderName(in.getProviderName());
+    o.setFirstSeenUnixMs(in.getFirstSeenUnixMs());
+    o.setLastSeenUnixMs(in.getLastSeenUnixMs());
+  }
+  page.setNextOffset(end < matching.size() ? uint32_t(end) : 0);
+  return replyChecked(c, rid, mb, "the contract list");
+}
+
+Status Broker::onGetTopicSchema(Conn& c, uint64_t rid, capnp::Text::Reader topicId) {
+  const std::string id = topicId.cStr();
+  auto it = topicSchemas_.find(id);
+  if (it == topicSchemas_.end()) {
+    return replyError(c, rid,
+                      Status(StatusCode::kNotFound,
+                             "no publisher has advertised topic '" + id.substr(0, 200) +
+                                 "' since this broker started, so its message type is unknown; "
+                                 "start its publisher"));
+  }
+  auto reader = readFlat(it->second);
+  capnp::MallocMessageBuilder mb;
+  auto r = mb.initRoot<wire::BrokerMessage>().initReply();
+  r.setId(rid);
+  r.initStatus().setCode(0);
+  r.setTopicSchema(reader.getRoot<wire::TopicSchema>());
+  return replyChecked(c, rid, mb, "the schema of topic " + id);
+}
+
+Status Broker::replyChecked(Conn& c, uint64_t rid, capnp::MessageBuilder& mb,
+                            const std::string& what) {
+  if (mb.sizeInWords() * sizeof(capnp::word) > detail::kMaxControlMessageBytes) {
+    return replyError(c, rid,
+                      Status(StatusCode::kResourceExhausted,
+                             what + " is larger than a control message (" +
+                                 std::to_string(detail::kMaxControlMessageBytes) + " bytes)"));
+  }
   return reply(c, mb);
 }
 
@@ -753,6 +954,16 @@ Status Broker::onAdvertise(Conn& c, uint64_t rid, wire::Advertise::Reader adv,
                                  "); a topic has one publisher: publish from there, or "
                                  "use another topic id"));
   }
+  if (!adv.hasSchemaNodes() || adv.getSchemaNodes().size() == 0) {
+    return replyError(c, rid,
+                      Status(StatusCode::kInvalidArgument,
+                             "the advertisement of topic " + id +
+                                 " carries no schema nodes for its message type"));
+  }
+  if (auto s = validateMessageType(adv.getTypeId(), adv.getSchemaNodes()); !s) {
+    return replyError(c, rid, Status(s.code(), "the message type of topic " + id +
+                                                   " is not valid: " + s.message()));
+  }
   Topic t;
   if (c.noSharedMemory.empty() && options_.transport != wire::Transport::SOCKET) {
     // The log must come, sealed so that nobody else can ever map it writable, and of the size
@@ -784,6 +995,14 @@ Status Broker::onAdvertise(Conn& c, uint64_t rid, wire::Advertise::Reader adv,
   t.publisherClient = c.id;
   t.tag = adv.getTag();
   const uint64_t key = t.key;
+  {
+    capnp::MallocMessageBuilder schema;
+    auto ts = schema.initRoot<wire::TopicSchema>();
+    ts.setTopicId(id);
+    ts.setTypeId(adv.getTypeId());
+    ts.setNodes(adv.getSchemaNodes());
+    topicSchemas_[id] = toFlat(schema);
+  }
   c.topics.insert(key);
   topics_.emplace(key, std::move(t));
   publishRegistry();

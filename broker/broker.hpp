@@ -10,8 +10,10 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <tuple>
 #include <vector>
 
+#include "contract_store.hpp"
 #include "hms/ffi/control.capnp.h"
 #include "hms/ffi/status.hpp"
 #include "os.hpp"
@@ -25,6 +27,9 @@ struct BrokerOptions {
   // Channel transport: AUTO (shared memory where both ends can map it), SHARED_MEMORY (refuse
   // clients without it), SOCKET (every channel a socketpair).
   wire::Transport transport = wire::Transport::AUTO;
+  // Where the contract store lives (docs/contracts.md); empty: defaultStateDir(); ":memory:"
+  // keeps contracts for this broker's life only.
+  std::string stateDir;
 };
 
 class Broker {
@@ -99,12 +104,15 @@ class Broker {
     detail::Mapping cursor;     // subscriber that dies, and to tell it its publisher did
   };
 
+  Status openContractStore();
   void accept();
   void onReadable(uint64_t connId);
   void disconnect(uint64_t connId, const char* why);
   Status handle(Conn& c, const std::vector<uint8_t>& bytes, std::vector<detail::UniqueFd>& fds);
   Status reply(Conn& c, capnp::MessageBuilder& msg, const int* fds = nullptr, size_t n = 0);
   Status replyOk(Conn& c, uint64_t requestId);  // an empty OK reply
+  // Sends `mb`, or RESOURCE_EXHAUSTED naming `what` when it does not fit a datagram.
+  Status replyChecked(Conn& c, uint64_t rid, capnp::MessageBuilder& mb, const std::string& what);
   Status replyError(Conn& c, uint64_t requestId, const Status& s);
   void sendEvent(uint64_t connId, capnp::MessageBuilder& msg, const int* fds = nullptr,
                  size_t n = 0);
@@ -121,6 +129,13 @@ class Broker {
   Status onUnadvertise(Conn& c, uint64_t rid, uint64_t key);
   Status onSubscribe(Conn& c, uint64_t rid, wire::Subscribe::Reader sub);
   Status onUnsubscribe(Conn& c, uint64_t rid, uint64_t id);
+  Status onGetSchema(Conn& c, uint64_t rid, wire::GetSchema::Reader get);
+  Status onListContracts(Conn& c, uint64_t rid, wire::ListContracts::Reader list);
+  Status onGetTopicSchema(Conn& c, uint64_t rid, capnp::Text::Reader topicId);
+  // Checks a registration's contract against what the broker knows of the same id at the same
+  // major version, stores it and remembers it. INVALID_ARGUMENT, FAILED_PRECONDITION or the
+  // store's error.
+  Status acceptContract(const Conn& c, wire::RegisterService::Reader reg);
   // The publisher left (kEndClosed) or died (kEndDead): its subscribers read what is in the log,
   // then see the end.
   void removeTopic(uint64_t key, uint32_t state, const char* why);
@@ -145,6 +160,13 @@ class Broker {
   detail::UniqueFd signalFd_;
   detail::UniqueFd stopFd_;
   std::unique_ptr<detail::RegistryWriter> registry_;
+  std::unique_ptr<ContractStore> store_;
+  // Every contract accepted (this broker's life and the store's history), by id then version.
+  using VersionKey = std::tuple<uint32_t, uint32_t, uint32_t>;
+  std::map<std::string, std::map<VersionKey, FlatContract>> contracts_;
+  // The last message type of every topic advertised in this broker's life, flat
+  // wire::TopicSchema, so that a JSON publisher can take over a topic whose publisher left.
+  std::map<std::string, std::vector<capnp::word>> topicSchemas_;
   std::vector<capnp::word> snapshot_;  // the published snapshot, flat, for getRegistry
   std::map<uint64_t, std::unique_ptr<Conn>> conns_;
   std::map<uint64_t, Service> services_;

@@ -22,7 +22,7 @@ cleanup() {
 trap cleanup EXIT
 
 echo "== starting hms-ffid on $HMS_FFI_SOCKET"
-"$build/broker/hms-ffid" --log-level info 2>"$runtime/broker.log" &
+"$build/broker/hms-ffid" --log-level info --state-dir "$runtime/state" 2>"$runtime/broker.log" &
 pids+=($!)
 for _ in $(seq 100); do [ -S "$HMS_FFI_SOCKET" ] && break; sleep 0.05; done
 
