@@ -833,7 +833,27 @@ void Broker::removeService(uint64_t key, uint32_t channelState, const char* why)
     pc->second->services.erase(key);
   spdlog::info("{} {}.{}.{} left the registry ({})", it->second.id, it->second.major,
                it->second.minor, it->second.patch, why);
+  touchContract(it->second);
   services_.erase(key);
+}
+
+void Broker::touchContract(const Service& s) {
+  auto versions = contracts_.find(s.id);
+  if (versions == contracts_.end()) return;
+  auto flat = versions->second.find({s.major, s.minor, s.patch});
+  if (flat == versions->second.end()) return;
+  capnp::MallocMessageBuilder mb;
+  {
+    auto reader = readFlat(flat->second);
+    mb.setRoot(reader.getRoot<wire::Contract>());
+  }
+  auto c = mb.getRoot<wire::Contract>();
+  c.setLastSeenUnixMs(unixMillis());
+  if (auto st = store_->put(c.asReader()); !st) {
+    spdlog::warn("cannot record when {} {}.{}.{} was last seen: {}", s.id, s.major, s.minor,
+                 s.patch, st.toString());
+  }
+  flat->second = toFlat(mb);
 }
 
 void Broker::disconnect(uint64_t connId, const char* why) {

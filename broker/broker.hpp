@@ -150,6 +150,8 @@ class Broker {
   // tells the other end's client and forgets the channel.
   void endChannel(uint64_t channelId, bool callerSide, uint32_t state, const char* why);
   void removeService(uint64_t key, uint32_t channelState, const char* why);
+  // Its provider leaves: the contract's lastSeen becomes now (in memory and in the store).
+  void touchContract(const Service& s);
   void publishRegistry();
 
   BrokerOptions options_;

@@ -86,11 +86,14 @@ TEST_P(Contracts, Registration_CarriesItsSchema_GetSchemaReturnsIt) {
 // The store outlives the provider and the broker: after a kill -9 and a restart, the contract of
 // a service nobody provides any more is still there, schema included.
 TEST_P(Contracts, Contract_SurvivesBrokerRestart_AfterItsProviderLeft) {
+  std::chrono::system_clock::time_point stopping;
   {
     auto svc = startTestService(broker.socket(), {"--version", "1.0.0", "--version", "1.1.0"});
     auto c = connect();
     ASSERT_TRUE(live(*c, "hms.test", "1.1.0"));
+    stopping = std::chrono::system_clock::now() - std::chrono::milliseconds(1);
     svc.stop();
+    ASSERT_TRUE(waitUntil([&] { return c->discover("hms.test")->empty(); }));
   }
   broker.kill9();
   broker.start();
@@ -106,6 +109,7 @@ TEST_P(Contracts, Contract_SurvivesBrokerRestart_AfterItsProviderLeft) {
   EXPECT_EQ(contract->schema.getMethods().size(),
             capnp::Schema::from<test::TestService>().getMethods().size());
   EXPECT_LE(contract->firstSeen, contract->lastSeen);
+  EXPECT_GE(contract->lastSeen, stopping) << "last seen: when its provider left";
 }
 
 // A different interface registered under a known id and major is not a compatible evolution of

@@ -76,7 +76,7 @@ struct Contract {
   nodes @1 :List(Schema.Node);   # empty in listContracts replies
   providerName @2 :Text;         # the provider that registered it last
   firstSeenUnixMs @3 :Int64;     # when the broker first accepted this id and version
-  lastSeenUnixMs @4 :Int64;      # when a provider last registered it
+  lastSeenUnixMs @4 :Int64;      # when it was last live: registered, or its provider left
 }
 
 struct GetSchema {
