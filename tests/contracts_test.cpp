@@ -5,7 +5,10 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 
+#include <sys/wait.h>
+
 #include <filesystem>
+#include <fstream>
 #include <cstring>
 #include <optional>
 #include <string>
@@ -175,6 +178,28 @@ TEST_P(Contracts, BrokerKilledDuringRegistrations_StoreHoldsOnlyWholeContracts) 
   }
 }
 
+// A store the broker cannot use stops it at start, naming the file and what to do; it does not
+// run without the history it would check registrations against.
+TEST(ContractStoreAtStart, CorruptDatabase_StopsTheBroker_NamingTheFileAndWhatToDo) {
+  char tmpl[] = "/tmp/hms-ffi-test-XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  const std::string dir = tmpl;
+  std::filesystem::create_directories(dir + "/state");
+  {
+    std::ofstream garbage(dir + "/state/contracts.db");
+    for (int i = 0; i < 512; ++i) garbage << "this is not a database ";
+  }
+  Subprocess broker({testing::brokerBinary(), "--socket", dir + "/broker.sock", "--state-dir",
+                     dir + "/state"});
+  const int status = broker.wait();
+  const std::string errors = broker.errors();
+  std::filesystem::remove_all(dir);
+  ASSERT_NE(status, -1);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 1) << status << errors;
+  EXPECT_NE(errors.find(dir + "/state/contracts.db"), std::string::npos) << errors;
+  EXPECT_NE(errors.find(":memory:"), std::string::npos) << "says what to do: " << errors;
+}
+
 // ---- JSON calls --------------------------------------------------------------------------------
 
 class JsonCalls : public Contracts {
@@ -203,6 +228,15 @@ TEST_P(JsonCalls, Call_TakesJsonAndGivesJson) {
   auto who = stub->call("whoami", "{}");
   ASSERT_TRUE(who.ok()) << who.status().toString();
   EXPECT_NE(who->find(R"("version":"1.0.0")"), std::string::npos) << *who;
+}
+
+TEST_P(JsonCalls, CallJson_BindsCallsAndCloses_InOneStep) {
+  auto r = client->callJson("hms.test", "^1.0", "echo", R"({"seq": 3})");
+  ASSERT_TRUE(r.ok()) << r.status().toString();
+  EXPECT_NE(r->find(R"("seq":"3")"), std::string::npos) << *r;
+  auto none = client->callJson("hms.nothing", "*", "echo", "{}");
+  ASSERT_FALSE(none.ok());
+  EXPECT_EQ(none.status().code(), StatusCode::kNotFound);
 }
 
 TEST_P(JsonCalls, BadJson_IsInvalidArgumentNamingTheField_AndNothingIsSent) {

@@ -160,6 +160,16 @@ Result<JsonStub> Client::bindJson(std::string_view id, std::string_view range) {
   return JsonStub(std::move(*ch), std::make_shared<const ContractInfo>(std::move(*c)));
 }
 
+Result<std::string> Client::callJson(std::string_view id, std::string_view range,
+                                     std::string_view method, std::string_view params,
+                                     const CallOptions& options) {
+  auto stub = bindJson(id, range);
+  if (!stub.ok()) return stub.status();
+  JsonCallOptions o;
+  static_cast<CallOptions&>(o) = options;
+  return stub->call(method, params, o);
+}
+
 JsonStub::~JsonStub() = default;
 
 const ServiceInfo& JsonStub::service() const noexcept {

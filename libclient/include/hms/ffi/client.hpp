@@ -781,6 +781,10 @@ class Client {
   // A stub that calls the highest live version of `id` in `range` with JSON
   // (hms/ffi/json.hpp): no generated code needed, the schema comes from the broker.
   Result<JsonStub> bindJson(std::string_view id, std::string_view range = "*");
+  // One call with JSON in and out, for a one-off (bindJson each time: a channel open and a
+  // contract fetch; keep a JsonStub for repeated calls).
+  Result<std::string> callJson(std::string_view id, std::string_view range, std::string_view method,
+                               std::string_view params, const CallOptions& options = {});
   // The publisher of topic `id` with JSON messages of the type its earlier publisher advertised
   // (NOT_FOUND when no publisher advertised it in this broker's life).
   Result<JsonPublisher> advertiseJson(std::string_view id, TopicOptions options = {});
