@@ -1363,9 +1363,8 @@ int main(int argc, char** argv) {
   if (!mkdtemp(tmpl)) return 1;
   const std::string dir = tmpl;
   socket = dir + "/broker.sock";
-  const pid_t broker =
-      spawn({findBroker(self, o.brokerPath), "--socket", socket, "--log-level", "warn",
-             "--state-dir", ":memory:"});
+  const pid_t broker = spawn({findBroker(self, o.brokerPath), "--socket", socket, "--log-level",
+                              "warn", "--state-dir", ":memory:"});
   for (int i = 0; i < 2000 && !std::filesystem::exists(socket); ++i) usleep(1000);
 
   const Stats floorStart = rawSpin(o, "raw-spin (floor, start)");
@@ -1637,8 +1636,9 @@ int main(int argc, char** argv) {
     }
   }
   if (jsonCall) {
-    std::printf("\nJSON-level call (JsonStub: JSON in and out, built and read in the rings) beside "
-                "the typed call, 64-byte echo (us):\n");
+    std::printf(
+        "\nJSON-level call (JsonStub: JSON in and out, built and read in the rings) beside "
+        "the typed call, 64-byte echo (us):\n");
     row(jsonCall->typed);
     row(jsonCall->json);
   }

@@ -14,8 +14,8 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <cstring>
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 
 #include "atomics.hpp"
@@ -173,11 +173,12 @@ Status Broker::openContractStore() {
     contracts_[d.getId().cStr()][{v.getMajor(), v.getMinor(), v.getPatch()}] = std::move(flat);
   }
   if (dir == ":memory:") {
-    spdlog::warn("contracts are kept in memory only (--state-dir :memory:): a restarted broker "
-                 "forgets them and checks new registrations against nothing older");
+    spdlog::warn(
+        "contracts are kept in memory only (--state-dir :memory:): a restarted broker "
+        "forgets them and checks new registrations against nothing older");
   } else {
-    spdlog::info("contract store {}: {} contract(s) of {} service(s)", store_->path(),
-                 all->size(), contracts_.size());
+    spdlog::info("contract store {}: {} contract(s) of {} service(s)", store_->path(), all->size(),
+                 contracts_.size());
   }
   return Status();
 }
@@ -502,8 +503,8 @@ Status Broker::acceptContract(const Conn& c, wire::RegisterService::Reader reg) 
                       "contract");
   }
   if (auto st = validateContract(d, reg.getSchemaNodes()); !st) {
-    return Status(st.code(), "the contract of " + id + " " + version + " is not valid: " +
-                                 st.message());
+    return Status(st.code(),
+                  "the contract of " + id + " " + version + " is not valid: " + st.message());
   }
   capnp::MallocMessageBuilder mb;
   auto contract = mb.initRoot<wire::Contract>();
@@ -535,8 +536,8 @@ Status Broker::acceptContract(const Conn& c, wire::RegisterService::Reader reg) 
     if (!st) return st;
   }
   if (auto st = store_->put(contract.asReader()); !st) {
-    return Status(StatusCode::kUnavailable, "the broker cannot store the contract of " + id +
-                                                " " + version + " (" + st.message() +
+    return Status(StatusCode::kUnavailable, "the broker cannot store the contract of " + id + " " +
+                                                version + " (" + st.message() +
                                                 "); the registration is refused, try again");
   }
   known[mine] = toFlat(mb);
@@ -560,12 +561,12 @@ Status Broker::onGetSchema(Conn& c, uint64_t rid, wire::GetSchema::Reader get) {
                  versionText(std::get<0>(key), std::get<1>(key), std::get<2>(key));
       }
     }
-    return replyError(c, rid,
-                      Status(StatusCode::kNotFound,
-                             "the broker knows no contract of " + id.substr(0, 200) + " " +
-                                 versionText(v.getMajor(), v.getMinor(), v.getPatch()) +
-                                 (known.empty() ? std::string(" (nor any version of it)")
-                                                : "; it knows " + known)));
+    return replyError(
+        c, rid,
+        Status(StatusCode::kNotFound, "the broker knows no contract of " + id.substr(0, 200) + " " +
+                                          versionText(v.getMajor(), v.getMinor(), v.getPatch()) +
+                                          (known.empty() ? std::string(" (nor any version of it)")
+                                                         : "; it knows " + known)));
   }
   auto reader = readFlat(*flat);
   capnp::MallocMessageBuilder mb;
@@ -593,7 +594,9 @@ Status Broker::onListContracts(Conn& c, uint64_t rid, wire::ListContracts::Reade
   size_t end = first;
   size_t bytes = 0;
   while (end < matching.size() && bytes < detail::kMaxControlMessageBytes / 2) {
-    bytes += readFlat(*matching[end]).getRoot<wire::Contract>().getDescriptor().totalSize().wordCount * 8;
+    bytes +=
+        readFlat(*matching[end]).getRoot<wire::Contract>().getDescriptor().totalSize().wordCount *
+        8;
     ++end;
   }
   auto page = r.initContracts();
@@ -975,14 +978,15 @@ Status Broker::onAdvertise(Conn& c, uint64_t rid, wire::Advertise::Reader adv,
                                  "use another topic id"));
   }
   if (!adv.hasSchemaNodes() || adv.getSchemaNodes().size() == 0) {
-    return replyError(c, rid,
-                      Status(StatusCode::kInvalidArgument,
-                             "the advertisement of topic " + id +
-                                 " carries no schema nodes for its message type"));
+    return replyError(
+        c, rid,
+        Status(StatusCode::kInvalidArgument, "the advertisement of topic " + id +
+                                                 " carries no schema nodes for its message type"));
   }
   if (auto s = validateMessageType(adv.getTypeId(), adv.getSchemaNodes()); !s) {
-    return replyError(c, rid, Status(s.code(), "the message type of topic " + id +
-                                                   " is not valid: " + s.message()));
+    return replyError(
+        c, rid,
+        Status(s.code(), "the message type of topic " + id + " is not valid: " + s.message()));
   }
   Topic t;
   if (c.noSharedMemory.empty() && options_.transport != wire::Transport::SOCKET) {

@@ -90,7 +90,6 @@ int main() {
   if (!check(verdict, "evaluateDebate")) return 1;
   auto v = verdict->results().getVerdict();
   std::printf("hms-sys (built against 2.0): debate %s -> %s (confidence %.2f, %u arguments)\n",
-              debate.c_str(), name(v.getDecision()), v.getConfidence(),
-              v.getArguments().size());
+              debate.c_str(), name(v.getDecision()), v.getConfidence(), v.getArguments().size());
   return 0;
 }

@@ -4,12 +4,11 @@
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/un.h>
-
 #include <sys/wait.h>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <cstring>
 #include <optional>
 #include <string>
 #include <vector>
@@ -69,8 +68,7 @@ TEST_P(Contracts, Registration_CarriesItsSchema_GetSchemaReturnsIt) {
   auto expected = capnp::Schema::from<test::TestService>().getMethods();
   ASSERT_EQ(contract->schema.getMethods().size(), expected.size());
   auto echo = contract->schema.getMethodByName("echo");
-  EXPECT_EQ(echo.getParamType().getProto().getId(),
-            capnp::typeId<test::TestService::EchoParams>());
+  EXPECT_EQ(echo.getParamType().getProto().getId(), capnp::typeId<test::TestService::EchoParams>());
   EXPECT_TRUE(echo.getParamType().getFieldByName("payload").getType().isData());
   bool countIsStream = false;
   for (const auto& m : contract->methods) {
@@ -189,8 +187,8 @@ TEST(ContractStoreAtStart, CorruptDatabase_StopsTheBroker_NamingTheFileAndWhatTo
     std::ofstream garbage(dir + "/state/contracts.db");
     for (int i = 0; i < 512; ++i) garbage << "this is not a database ";
   }
-  Subprocess broker({testing::brokerBinary(), "--socket", dir + "/broker.sock", "--state-dir",
-                     dir + "/state"});
+  Subprocess broker(
+      {testing::brokerBinary(), "--socket", dir + "/broker.sock", "--state-dir", dir + "/state"});
   const int status = broker.wait();
   const std::string errors = broker.errors();
   std::filesystem::remove_all(dir);

@@ -981,7 +981,8 @@ TEST_P(Integration, OneWayCalls_AllRun_WhenTheCallerExitsRightAfterSending) {
     seen.clear();
     for (auto n : notes) seen.push_back(n);
     return seen.size() >= 500;
-  })) << seen.size() << " of 500 ran";
+  })) << seen.size()
+      << " of 500 ran";
   ASSERT_EQ(seen.size(), 500u);
   for (uint64_t i = 0; i < seen.size(); ++i) ASSERT_EQ(seen[i], i);
 }

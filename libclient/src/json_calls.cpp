@@ -24,9 +24,9 @@ Result<std::shared_ptr<capnp::SchemaLoader>> loadNodes(
   KJ_IF_MAYBE (e, kj::runCatchingExceptions([&] {
                  for (auto n : nodes) loader->load(n);
                })) {
-    return Status(StatusCode::kDataLoss, "the schema of " + what +
-                                             " the broker sent does not load: " +
-                                             e->getDescription().cStr());
+    return Status(
+        StatusCode::kDataLoss,
+        "the schema of " + what + " the broker sent does not load: " + e->getDescription().cStr());
   }
   return loader;
 }
@@ -35,8 +35,8 @@ ContractInfo toContractInfo(wire::Contract::Reader c) {
   ContractInfo info;
   auto d = c.getDescriptor();
   info.id = d.getId().cStr();
-  info.version = Version{d.getVersion().getMajor(), d.getVersion().getMinor(),
-                         d.getVersion().getPatch()};
+  info.version =
+      Version{d.getVersion().getMajor(), d.getVersion().getMinor(), d.getVersion().getPatch()};
   info.interfaceId = d.getInterfaceId();
   info.interfaceName = d.getInterfaceName().cStr();
   for (auto m : d.getMethods()) {
@@ -46,8 +46,8 @@ ContractInfo toContractInfo(wire::Contract::Reader c) {
   info.displayName = d.getDisplayName().cStr();
   info.description = d.getDescription().cStr();
   info.providerName = c.getProviderName().cStr();
-  info.firstSeen = std::chrono::system_clock::time_point(
-      std::chrono::milliseconds(c.getFirstSeenUnixMs()));
+  info.firstSeen =
+      std::chrono::system_clock::time_point(std::chrono::milliseconds(c.getFirstSeenUnixMs()));
   info.lastSeen =
       std::chrono::system_clock::time_point(std::chrono::milliseconds(c.getLastSeenUnixMs()));
   return info;
@@ -83,8 +83,9 @@ Result<ContractInfo> Client::contract(std::string_view id, const Version& versio
     if (!loader.ok()) return loader.status();
     KJ_IF_MAYBE (schema, (*loader)->tryGet(info.interfaceId)) {
       if (!schema->getProto().isInterface()) {
-        return Status(StatusCode::kDataLoss, "the contract of " + info.id + " names a struct as "
-                                             "its interface");
+        return Status(StatusCode::kDataLoss, "the contract of " + info.id +
+                                                 " names a struct as "
+                                                 "its interface");
       }
       info.schema = schema->asInterface();
     } else {
@@ -121,8 +122,8 @@ Result<std::vector<ContractInfo>> Client::contracts(std::string_view prefix) con
 }
 
 Result<TopicSchemaInfo> Client::topicSchema(std::string_view id) const {
-  auto reply = impl_->roundTrip(
-      [&](wire::Request::Builder req) { req.setGetTopicSchema(std::string(id)); });
+  auto reply =
+      impl_->roundTrip([&](wire::Request::Builder req) { req.setGetTopicSchema(std::string(id)); });
   if (!reply.ok()) return reply.status();
   return readReply([&]() -> Result<TopicSchemaInfo> {
     auto t = reply->reply().getTopicSchema();
@@ -133,8 +134,8 @@ Result<TopicSchemaInfo> Client::topicSchema(std::string_view id) const {
     if (!loader.ok()) return loader.status();
     KJ_IF_MAYBE (schema, (*loader)->tryGet(info.typeId)) {
       if (!schema->getProto().isStruct()) {
-        return Status(StatusCode::kDataLoss, "the message type of topic " + info.topicId +
-                                                 " is not a struct");
+        return Status(StatusCode::kDataLoss,
+                      "the message type of topic " + info.topicId + " is not a struct");
       }
       info.schema = schema->asStruct();
     } else {
@@ -204,8 +205,8 @@ Status JsonStub::build(const Method& m, std::string_view params, const CallOptio
   if (!builder.ok()) return builder.status();
   Status st;
   KJ_IF_MAYBE (e, kj::runCatchingExceptions([&] {
-                 st = detail::jsonToStruct(
-                     params, (*builder)->initRoot<capnp::DynamicStruct>(m.params));
+                 st = detail::jsonToStruct(params,
+                                           (*builder)->initRoot<capnp::DynamicStruct>(m.params));
                })) {
     st = Status(StatusCode::kInvalidArgument, e->getDescription().cStr());
   }

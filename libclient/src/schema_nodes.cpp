@@ -57,8 +57,8 @@ void copyNodes(const std::vector<capnp::Schema>& schemas,
 std::vector<capnp::word> flatNodes(capnp::Schema root) {
   const auto schemas = reachableSchemas(root);
   capnp::MallocMessageBuilder mb;
-  copyNodes(schemas, mb.initRoot<capnp::schema::CodeGeneratorRequest>().initNodes(
-                         unsigned(schemas.size())));
+  copyNodes(schemas,
+            mb.initRoot<capnp::schema::CodeGeneratorRequest>().initNodes(unsigned(schemas.size())));
   auto flat = capnp::messageToFlatArray(mb);
   return std::vector<capnp::word>(flat.begin(), flat.end());
 }

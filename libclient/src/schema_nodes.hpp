@@ -2,9 +2,9 @@
 // carries so that the broker can check it and anyone can call it without generated code.
 #pragma once
 
+#include <capnp/common.h>
 #include <capnp/schema.capnp.h>
 #include <capnp/schema.h>
-#include <capnp/common.h>
 
 #include <vector>
 

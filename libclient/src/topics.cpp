@@ -28,10 +28,10 @@
 #include <thread>
 
 #include "client_impl.hpp"
-#include "schema_nodes.hpp"
 #include "hms/ffi/client.hpp"
 #include "log.hpp"
 #include "message_check.hpp"
+#include "schema_nodes.hpp"
 #include "topic_log.hpp"
 
 namespace hms::ffi {
@@ -338,7 +338,7 @@ class PublisherState final : public PublisherEvents,
   uint64_t typeId = 0;
   std::string typeName, displayName, description;
   std::vector<capnp::word> schemaNodes;  // flatNodes(type), sent with every advertise
-  std::atomic<uint64_t> topicKey{0};  // the broker's; changes when it is advertised again
+  std::atomic<uint64_t> topicKey{0};     // the broker's; changes when it is advertised again
   uint64_t tag = 0;
 
   UniqueFd logFd;

@@ -264,7 +264,7 @@ Transport boundTransport(const CallerChannel& ch) noexcept;
 struct ServiceSpec {
   std::string id;
   Version version;
-  capnp::InterfaceSchema schema;  // its nodes go with the registration (docs/contracts.md)
+  capnp::InterfaceSchema schema;         // its nodes go with the registration (docs/contracts.md)
   std::vector<capnp::word> schemaNodes;  // filled by the library from `schema`
   uint64_t interfaceId = 0;
   std::string interfaceName;
