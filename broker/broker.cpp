@@ -531,7 +531,15 @@ Status Broker::acceptContract(const Conn& c, wire::RegisterService::Reader reg) 
     } else {  // the same version again: the same contract, both ways
       st = checkCompatible(theirs, mineReader);
       if (st) st = checkCompatible(mineReader, theirs);
-      if (st) contract.setFirstSeenUnixMs(theirs.getFirstSeenUnixMs());
+      if (st) {
+        contract.setFirstSeenUnixMs(theirs.getFirstSeenUnixMs());
+      } else {
+        st = Status(st.code(), id + " " + version +
+                                   " was registered before with another contract; a changed "
+                                   "contract needs a new version (a new minor if it only adds, "
+                                   "else a new major). " +
+                                   st.message());
+      }
     }
     if (!st) return st;
   }

@@ -136,6 +136,13 @@ TEST_P(Contracts, IncompatibleRegistration_IsRefused_AgainstTheStoredHistory) {
   EXPECT_NE(refused.status().message().find("1.1.0"), std::string::npos)
       << refused.status().message();
   EXPECT_TRUE(c->discover("hms.test")->empty()) << "a refused registration is not live";
+  // The same version again with another contract: the reason says to give it a new version.
+  auto same = c->serve("hms.test", Version{1, 0, 0}, other);
+  ASSERT_FALSE(same.ok());
+  EXPECT_EQ(same.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(same.status().message().find("registered before with another contract"),
+            std::string::npos)
+      << same.status().message();
 
   auto major = c->serve("hms.test", Version{2, 0, 0}, other);
   ASSERT_TRUE(major.ok()) << major.status().toString();
