@@ -40,6 +40,7 @@
 
 #include "hms/ffi/bench.capnp.h"
 #include "hms/ffi/client.hpp"
+#include "hms/ffi/json.hpp"
 
 #ifdef HMS_FFI_HAVE_ZMQ
 #include <zmq.h>
@@ -66,8 +67,8 @@ struct Options {
   bool json = false;
   std::vector<std::string> modes = {"spin", "adaptive", "blocking", "socket-blocking"};
   std::vector<size_t> sizes = {64, 1024, 65536, 1 << 20};
-  std::vector<std::string> patterns = {"rtt",   "sizes", "async", "stream",
-                                       "setup", "idle",  "pubsub"};
+  std::vector<std::string> patterns = {"rtt",   "sizes", "async",  "stream",
+                                       "setup", "idle",  "pubsub", "json"};
   std::vector<std::string> throughputModes = {"adaptive", "socket-blocking"};
   std::vector<unsigned> inFlight = {1, 16, 256};
   std::vector<size_t> streamSizes = {64, 65536};
@@ -593,6 +594,80 @@ std::optional<FfiResult> ffiCall(const Options& o, const std::string& self,
     }
   }
   return result;
+}
+
+struct JsonResult {
+  Stats typed, json;    // all samples of each
+  double ratioP50 = 0;  // median over slices of (JSON call p50 / adjacent typed call p50)
+};
+
+std::string base64(const uint8_t* p, size_t n) {
+  static const char* k = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  for (size_t i = 0; i < n; i += 3) {
+    const uint32_t v = uint32_t(p[i]) << 16 | (i + 1 < n ? uint32_t(p[i + 1]) << 8 : 0) |
+                       (i + 2 < n ? p[i + 2] : 0);
+    out += k[v >> 18 & 63];
+    out += k[v >> 12 & 63];
+    out += i + 1 < n ? k[v >> 6 & 63] : '=';
+    out += i + 2 < n ? k[v & 63] : '=';
+  }
+  return out;
+}
+
+// P12: a JSON-level echo of 64 bytes (JsonStub: the request built from JSON in the ring, the
+// reply written out as JSON) in slices, each after a slice of the typed call of the same mode.
+std::optional<JsonResult> ffiJson(const Options& o, const std::string& self,
+                                  const std::string& socket, const std::string& mode) {
+  EchoServer server(o, self, socket, mode);
+  if (!server.up()) return std::nullopt;
+  EchoCaller caller(socket, mode);
+  if (!caller.stub) return std::nullopt;
+  auto json = caller.client->bindJson("hms.bench.echo." + mode);
+  if (!json) {
+    std::fprintf(stderr, "hms-ffi-bench: %s\n", json.status().toString().c_str());
+    ++gChecksFailed;
+    return std::nullopt;
+  }
+  // The requests (and so the replies: an echo) a user would write, one per payload byte value.
+  std::vector<std::string> requests;
+  for (int v = 0; v < 256; ++v) {
+    uint8_t payload[64];
+    std::memset(payload, v, sizeof(payload));
+    requests.push_back("{\"payload\":\"" + base64(payload, sizeof(payload)) + "\"}");
+  }
+  bool failed = false;
+  uint64_t sink = 0;
+  auto typed = [&](const Options& so) {
+    return timeLoop(so, [&](int i) {
+      auto reply = caller.stub->call<&Echo::Client::echoRequest>([&](auto p) {
+        auto d = p.initPayload(64);
+        std::memset(d.begin(), i & 0xff, 64);
+      });
+      if (!reply) {
+        failed = true;
+        return;
+      }
+      sink += reply->results().getPayload()[63];
+    });
+  };
+  Sliced r = slicedAgainst(o, 1000, typed, [&](int i) {
+    const std::string& req = requests[size_t(i & 0xff)];
+    auto reply = json->call("echo", req);
+    if (!reply || *reply != req) failed = true;
+  });
+  if (failed) {
+    std::fprintf(stderr, "hms-ffi-bench: some %s JSON or typed calls failed or came back wrong\n",
+                 mode.c_str());
+    ++gChecksFailed;
+    return std::nullopt;
+  }
+  if (sink == 42) std::fprintf(stderr, " ");
+  JsonResult out;
+  out.typed = summarize("hms-ffi typed call, " + mode, r.baseline);
+  out.json = summarize("hms-ffi JSON call, " + mode, r.measured);
+  out.ratioP50 = r.ratioP50;
+  return out;
 }
 
 // Raw in-place round trip of `bytes`: the caller writes the payload into shared memory and flips
@@ -1206,10 +1281,10 @@ int main(int argc, char** argv) {
       o.patterns = splitList(next());
       for (const auto& pat : o.patterns) {
         if (pat != "rtt" && pat != "sizes" && pat != "async" && pat != "stream" && pat != "setup" &&
-            pat != "pubsub" && pat != "idle") {
+            pat != "pubsub" && pat != "idle" && pat != "json") {
           std::fprintf(
               stderr,
-              "hms-ffi-bench: --patterns takes rtt,sizes,async,stream,setup,idle,pubsub, not "
+              "hms-ffi-bench: --patterns takes rtt,sizes,async,stream,setup,idle,pubsub,json, not "
               "'%s'\n",
               pat.c_str());
           return 2;
@@ -1233,7 +1308,7 @@ int main(int argc, char** argv) {
       }
     } else if (a == "--help" || a == "-h") {
       std::puts(
-          "usage: hms-ffi-bench [--patterns rtt,sizes,async,stream,setup,idle,pubsub]\n"
+          "usage: hms-ffi-bench [--patterns rtt,sizes,async,stream,setup,idle,pubsub,json]\n"
           "                     [--iterations N] [--duration SECONDS] [--warmup N]\n"
           "                     [--modes spin,adaptive,blocking,socket-blocking,...]\n"
           "                     [--sizes 64,1024,65536,1048576 (0: none)]\n"
@@ -1261,6 +1336,8 @@ int main(int argc, char** argv) {
           "        64-byte messages: one subscriber per --pubsub-modes beside the raw SPSC ring\n"
           "        (P5), then --fanout subscriber counts in adaptive mode, with the publisher's\n"
           "        CPU per message (P6).\n"
+          "json:   a JSON-level 64-byte echo (JsonStub) in adaptive mode, in slices beside the\n"
+          "        typed call of the same mode (P12).\n"
           "The measuring process on the first --cpus CPU, the other on the second (0,1), unless\n"
           "--no-pin. --iterations (200000) is the samples per round-trip row and the async calls "
           "per\n"
@@ -1286,8 +1363,8 @@ int main(int argc, char** argv) {
   if (!mkdtemp(tmpl)) return 1;
   const std::string dir = tmpl;
   socket = dir + "/broker.sock";
-  const pid_t broker =
-      spawn({findBroker(self, o.brokerPath), "--socket", socket, "--log-level", "warn"});
+  const pid_t broker = spawn({findBroker(self, o.brokerPath), "--socket", socket, "--log-level",
+                              "warn", "--state-dir", ":memory:"});
   for (int i = 0; i < 2000 && !std::filesystem::exists(socket); ++i) usleep(1000);
 
   const Stats floorStart = rawSpin(o, "raw-spin (floor, start)");
@@ -1361,6 +1438,8 @@ int main(int argc, char** argv) {
       if (auto r = ffiPubSub(o, self, socket, "adaptive", n, count / 4)) fanout.push_back(*r);
     }
   }
+  std::optional<JsonResult> jsonCall;
+  if (o.runs("json")) jsonCall = ffiJson(o, self, socket, "adaptive");
   const Stats floorEnd = rawSpin(o, "raw-spin (floor, end)");
   kill(broker, SIGTERM);
   waitpid(broker, nullptr, 0);
@@ -1440,6 +1519,14 @@ int main(int argc, char** argv) {
       jsonRow(openTime, "");
       std::printf(",");
       jsonRow(discoverTime, "");
+    }
+    if (jsonCall) {
+      std::printf(",");
+      jsonRow(jsonCall->typed, "");
+      char extra[64];
+      std::snprintf(extra, sizeof(extra), ",\"ratio_p50_to_typed\":%.3f", jsonCall->ratioP50);
+      std::printf(",");
+      jsonRow(jsonCall->json, extra);
     }
     std::printf(",");
     jsonRow(floorEnd, "");
@@ -1548,6 +1635,13 @@ int main(int argc, char** argv) {
                   r.service, r.caller, r.broker);
     }
   }
+  if (jsonCall) {
+    std::printf(
+        "\nJSON-level call (JsonStub: JSON in and out, built and read in the rings) beside "
+        "the typed call, 64-byte echo (us):\n");
+    row(jsonCall->typed);
+    row(jsonCall->json);
+  }
   std::printf("\ntargets (../shared/design/PERFORMANCE.md):\n");
   auto verdict = [](bool met) { return met ? "met" : "MISSED"; };
   if (spin) {
@@ -1604,6 +1698,12 @@ int main(int argc, char** argv) {
       std::printf("  P4 1 MiB request p50 %.2fx raw in-place (<= 1.3x): %s\n", r,
                   verdict(r <= 1.3));
     }
+  }
+  if (jsonCall) {
+    std::printf(
+        "  P12 JSON-level call p50 %.2fx the typed call (<= 5x): %s (through the C++ JsonStub; "
+        "the C ABI is not built yet)\n",
+        jsonCall->ratioP50, verdict(jsonCall->ratioP50 <= 5));
   }
   return checksExitStatus();
 }

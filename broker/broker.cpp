@@ -16,6 +16,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <ctime>
 #include <filesystem>
@@ -23,6 +24,7 @@
 #include "atomics.hpp"
 #include "broker_trust.hpp"
 #include "codec.hpp"
+#include "contract_check.hpp"
 #include "hms/ffi/registry.capnp.h"
 #include "paths.hpp"
 #include "request_check.hpp"
@@ -68,6 +70,23 @@ uint64_t idEpoch() {
     r = uint32_t(ts.tv_sec * 1000003) ^ uint32_t(ts.tv_nsec) ^ uint32_t(::getpid());
   }
   return (uint64_t(r == 0 ? 1 : r) << 32) + 1;
+}
+
+int64_t unixMillis() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// A reader over a flat message the broker made itself (a stored contract, a topic schema).
+capnp::FlatArrayMessageReader readFlat(const std::vector<capnp::word>& words) {
+  return capnp::FlatArrayMessageReader(kj::arrayPtr(words.data(), words.size()),
+                                       detail::controlReaderOptions());
+}
+
+std::vector<capnp::word> toFlat(capnp::MessageBuilder& mb) {
+  auto flat = capnp::messageToFlatArray(mb);
+  return std::vector<capnp::word>(flat.begin(), flat.end());
 }
 
 }  // namespace
@@ -147,6 +166,8 @@ Status Broker::start() {
     spdlog::warn("clients will refuse this broker: {}", s.message());
   }
 
+  if (auto s = openContractStore(); !s) return s;
+
   auto registry = detail::RegistryWriter::create(options_.registryBytes, uint32_t(::getpid()));
   if (!registry.ok()) return registry.status();
   registry_ = std::make_unique<detail::RegistryWriter>(std::move(*registry));
@@ -166,6 +187,30 @@ Status Broker::start() {
     ::epoll_ctl(epollFd_.get(), EPOLL_CTL_ADD, fd, &ev);
   }
   spdlog::info("hms-ffid {} serving on {} (pid {})", "0.1.0", socketPath_, ::getpid());
+  return Status();
+}
+
+Status Broker::openContractStore() {
+  const std::string dir = options_.stateDir.empty() ? defaultStateDir() : options_.stateDir;
+  auto store = ContractStore::open(dir);
+  if (!store.ok()) return store.status();
+  store_ = std::move(*store);
+  auto all = store_->loadAll();
+  if (!all.ok()) return all.status();
+  for (auto& flat : *all) {
+    auto reader = readFlat(flat);
+    auto d = reader.getRoot<wire::Contract>().getDescriptor();
+    auto v = d.getVersion();
+    contracts_[d.getId().cStr()][{v.getMajor(), v.getMinor(), v.getPatch()}] = std::move(flat);
+  }
+  if (dir == ":memory:") {
+    spdlog::warn(
+        "contracts are kept in memory only (--state-dir :memory:): a restarted broker "
+        "forgets them and checks new registrations against nothing older");
+  } else {
+    spdlog::info("contract store {}: {} contract(s) of {} service(s)", store_->path(), all->size(),
+                 contracts_.size());
+  }
   return Status();
 }
 
@@ -435,6 +480,12 @@ Status Broker::handle(Conn& c, const std::vector<uint8_t>& bytes, std::vector<Un
       return onSubscribe(c, rid, req.getSubscribe());
     case wire::Request::UNSUBSCRIBE:
       return onUnsubscribe(c, rid, req.getUnsubscribe());
+    case wire::Request::GET_SCHEMA:
+      return onGetSchema(c, rid, req.getGetSchema());
+    case wire::Request::LIST_CONTRACTS:
+      return onListContracts(c, rid, req.getListContracts());
+    case wire::Request::GET_TOPIC_SCHEMA:
+      return onGetTopicSchema(c, rid, req.getGetTopicSchema());
   }
   return replyError(c, rid, Status(StatusCode::kUnimplemented, "unknown control request"));
 }
@@ -546,6 +597,12 @@ Status Broker::onRegister(Conn& c, uint64_t rid, wire::RegisterService::Reader r
       !st) {
     return replyError(c, rid, st);
   }
+  if (auto st = acceptContract(c, reg); !st) {
+    spdlog::warn("refused the registration of {} {} by client {} '{}': {}", id,
+                 versionText(v.getMajor(), v.getMinor(), v.getPatch()), c.id, c.name,
+                 st.toString());
+    return replyError(c, rid, st);
+  }
   Service s;
   s.key = nextServiceKey_++;
   s.clientId = c.id;
@@ -575,6 +632,167 @@ Status Broker::onRegister(Conn& c, uint64_t rid, wire::RegisterService::Reader r
   r.setId(rid);
   r.initStatus().setCode(0);
   r.initRegister().setServiceKey(key);
+  return reply(c, mb);
+}
+
+Status Broker::acceptContract(const Conn& c, wire::RegisterService::Reader reg) {
+  auto d = reg.getDescriptor();
+  const std::string id = d.getId().cStr();
+  auto v = d.getVersion();
+  const std::string version = versionText(v.getMajor(), v.getMinor(), v.getPatch());
+  if (!reg.hasSchemaNodes() || reg.getSchemaNodes().size() == 0) {
+    return Status(StatusCode::kInvalidArgument,
+                  "the registration of " + id + " " + version +
+                      " carries no schema nodes; register it with a libhmsffi that sends its "
+                      "contract");
+  }
+  if (auto st = validateContract(d, reg.getSchemaNodes()); !st) {
+    return Status(st.code(),
+                  "the contract of " + id + " " + version + " is not valid: " + st.message());
+  }
+  capnp::MallocMessageBuilder mb;
+  auto contract = mb.initRoot<wire::Contract>();
+  contract.setDescriptor(d);
+  contract.setNodes(reg.getSchemaNodes());
+  contract.setProviderName(c.name);
+  const int64_t now = unixMillis();
+  contract.setFirstSeenUnixMs(now);
+  contract.setLastSeenUnixMs(now);
+  const VersionKey mine{v.getMajor(), v.getMinor(), v.getPatch()};
+  auto& known = contracts_[id];
+  // Every known contract of the same major, older or newer, must be an evolution the other way
+  // round: a provider of 1.0 that comes back after 1.2 was accepted is checked as the older one.
+  for (const auto& [key, flat] : known) {
+    if (std::get<0>(key) != v.getMajor()) continue;
+    auto other = readFlat(flat);
+    auto theirs = other.getRoot<wire::Contract>();
+    const auto mineReader = contract.asReader();
+    Status st;
+    if (key < mine) {
+      st = checkCompatible(theirs, mineReader);
+    } else if (mine < key) {
+      st = checkCompatible(mineReader, theirs);
+    } else {  // the same version again: the same contract, both ways
+      st = checkCompatible(theirs, mineReader);
+      if (st) st = checkCompatible(mineReader, theirs);
+      if (st) {
+        contract.setFirstSeenUnixMs(theirs.getFirstSeenUnixMs());
+      } else {
+        st = Status(st.code(), id + " " + version +
+                                   " was registered before with another contract; a changed "
+                                   "contract needs a new version (a new minor if it only adds, "
+                                   "else a new major). " +
+                                   st.message());
+      }
+    }
+    if (!st) return st;
+  }
+  if (auto st = store_->put(contract.asReader()); !st) {
+    return Status(StatusCode::kUnavailable, "the broker cannot store the contract of " + id + " " +
+                                                version + " (" + st.message() +
+                                                "); the registration is refused, try again");
+  }
+  known[mine] = toFlat(mb);
+  return Status();
+}
+
+Status Broker::onGetSchema(Conn& c, uint64_t rid, wire::GetSchema::Reader get) {
+  const std::string id = get.getServiceId().cStr();
+  auto v = get.getVersion();
+  auto it = contracts_.find(id);
+  const FlatContract* flat = nullptr;
+  if (it != contracts_.end()) {
+    auto vit = it->second.find({v.getMajor(), v.getMinor(), v.getPatch()});
+    if (vit != it->second.end()) flat = &vit->second;
+  }
+  if (flat == nullptr) {
+    std::string known;
+    if (it != contracts_.end()) {
+      for (const auto& [key, _] : it->second) {
+        known += (known.empty() ? "" : ", ") +
+                 versionText(std::get<0>(key), std::get<1>(key), std::get<2>(key));
+      }
+    }
+    return replyError(
+        c, rid,
+        Status(StatusCode::kNotFound, "the broker knows no contract of " + id.substr(0, 200) + " " +
+                                          versionText(v.getMajor(), v.getMinor(), v.getPatch()) +
+                                          (known.empty() ? std::string(" (nor any version of it)")
+                                                         : "; it knows " + known)));
+  }
+  auto reader = readFlat(*flat);
+  capnp::MallocMessageBuilder mb;
+  auto r = mb.initRoot<wire::BrokerMessage>().initReply();
+  r.setId(rid);
+  r.initStatus().setCode(0);
+  r.setSchema(reader.getRoot<wire::Contract>());
+  return replyChecked(c, rid, mb, "the contract of " + id);
+}
+
+Status Broker::onListContracts(Conn& c, uint64_t rid, wire::ListContracts::Reader list) {
+  const std::string prefix = list.getPrefix().cStr();
+  std::vector<const FlatContract*> matching;
+  for (const auto& [id, versions] : contracts_) {
+    if (id.compare(0, prefix.size(), prefix) != 0) continue;
+    for (const auto& [_, flat] : versions) matching.push_back(&flat);
+  }
+  // A page is what fits well inside a datagram: descriptors only, about 1 KiB each at most
+  // in practice; stop adding once half the datagram is used.
+  const size_t first = std::min<size_t>(list.getOffset(), matching.size());
+  capnp::MallocMessageBuilder mb;
+  auto r = mb.initRoot<wire::BrokerMessage>().initReply();
+  r.setId(rid);
+  r.initStatus().setCode(0);
+  size_t end = first;
+  size_t bytes = 0;
+  while (end < matching.size() && bytes < detail::kMaxControlMessageBytes / 2) {
+    bytes +=
+        readFlat(*matching[end]).getRoot<wire::Contract>().getDescriptor().totalSize().wordCount *
+        8;
+    ++end;
+  }
+  auto page = r.initContracts();
+  auto out = page.initContracts(uint(end - first));
+  for (size_t i = first; i < end; ++i) {
+    auto reader = readFlat(*matching[i]);
+    auto in = reader.getRoot<wire::Contract>();
+    auto o = out[uint(i - first)];
+    o.setDescriptor(in.getDescriptor());
+    o.setProviderName(in.getProviderName());
+    o.setFirstSeenUnixMs(in.getFirstSeenUnixMs());
+    o.setLastSeenUnixMs(in.getLastSeenUnixMs());
+  }
+  page.setNextOffset(end < matching.size() ? uint32_t(end) : 0);
+  return replyChecked(c, rid, mb, "the contract list");
+}
+
+Status Broker::onGetTopicSchema(Conn& c, uint64_t rid, capnp::Text::Reader topicId) {
+  const std::string id = topicId.cStr();
+  auto it = topicSchemas_.find(id);
+  if (it == topicSchemas_.end()) {
+    return replyError(c, rid,
+                      Status(StatusCode::kNotFound,
+                             "no publisher has advertised topic '" + id.substr(0, 200) +
+                                 "' since this broker started, so its message type is unknown; "
+                                 "start its publisher"));
+  }
+  auto reader = readFlat(it->second);
+  capnp::MallocMessageBuilder mb;
+  auto r = mb.initRoot<wire::BrokerMessage>().initReply();
+  r.setId(rid);
+  r.initStatus().setCode(0);
+  r.setTopicSchema(reader.getRoot<wire::TopicSchema>());
+  return replyChecked(c, rid, mb, "the schema of topic " + id);
+}
+
+Status Broker::replyChecked(Conn& c, uint64_t rid, capnp::MessageBuilder& mb,
+                            const std::string& what) {
+  if (mb.sizeInWords() * sizeof(capnp::word) > detail::kMaxControlMessageBytes) {
+    return replyError(c, rid,
+                      Status(StatusCode::kResourceExhausted,
+                             what + " is larger than a control message (" +
+                                 std::to_string(detail::kMaxControlMessageBytes) + " bytes)"));
+  }
   return reply(c, mb);
 }
 
@@ -783,7 +1001,27 @@ void Broker::removeService(uint64_t key, uint32_t channelState, const char* why)
     pc->second->services.erase(key);
   spdlog::info("{} {}.{}.{} left the registry ({})", it->second.id, it->second.major,
                it->second.minor, it->second.patch, why);
+  touchContract(it->second);
   services_.erase(key);
+}
+
+void Broker::touchContract(const Service& s) {
+  auto versions = contracts_.find(s.id);
+  if (versions == contracts_.end()) return;
+  auto flat = versions->second.find({s.major, s.minor, s.patch});
+  if (flat == versions->second.end()) return;
+  capnp::MallocMessageBuilder mb;
+  {
+    auto reader = readFlat(flat->second);
+    mb.setRoot(reader.getRoot<wire::Contract>());
+  }
+  auto c = mb.getRoot<wire::Contract>();
+  c.setLastSeenUnixMs(unixMillis());
+  if (auto st = store_->put(c.asReader()); !st) {
+    spdlog::warn("cannot record when {} {}.{}.{} was last seen: {}", s.id, s.major, s.minor,
+                 s.patch, st.toString());
+  }
+  flat->second = toFlat(mb);
 }
 
 void Broker::disconnect(uint64_t connId, const char* why) {
@@ -922,6 +1160,17 @@ Status Broker::onAdvertise(Conn& c, uint64_t rid, wire::Advertise::Reader adv,
                                  "); a topic has one publisher: publish from there, or "
                                  "use another topic id"));
   }
+  if (!adv.hasSchemaNodes() || adv.getSchemaNodes().size() == 0) {
+    return replyError(
+        c, rid,
+        Status(StatusCode::kInvalidArgument, "the advertisement of topic " + id +
+                                                 " carries no schema nodes for its message type"));
+  }
+  if (auto s = validateMessageType(adv.getTypeId(), adv.getSchemaNodes()); !s) {
+    return replyError(
+        c, rid,
+        Status(s.code(), "the message type of topic " + id + " is not valid: " + s.message()));
+  }
   Topic t;
   if (c.noSharedMemory.empty() && options_.transport != wire::Transport::SOCKET) {
     // The log must come, sealed so that nobody else can ever map it writable, and of the size
@@ -953,6 +1202,14 @@ Status Broker::onAdvertise(Conn& c, uint64_t rid, wire::Advertise::Reader adv,
   t.publisherClient = c.id;
   t.tag = adv.getTag();
   const uint64_t key = t.key;
+  {
+    capnp::MallocMessageBuilder schema;
+    auto ts = schema.initRoot<wire::TopicSchema>();
+    ts.setTopicId(id);
+    ts.setTypeId(adv.getTypeId());
+    ts.setNodes(adv.getSchemaNodes());
+    topicSchemas_[id] = toFlat(schema);
+  }
   c.topics.insert(key);
   topics_.emplace(key, std::move(t));
   if (auto s = publishRegistry(); !s) {

@@ -10,8 +10,10 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <tuple>
 #include <vector>
 
+#include "contract_store.hpp"
 #include "hms/ffi/control.capnp.h"
 #include "hms/ffi/status.hpp"
 #include "os.hpp"
@@ -32,6 +34,9 @@ struct BrokerOptions {
   uint32_t maxTopicsPerClient = 1024;         // --max-topics-per-client
   uint32_t maxChannelsPerClient = 4096;       // --max-channels-per-client (as the caller)
   uint32_t maxSubscriptionsPerClient = 4096;  // --max-subscriptions-per-client
+  // Where the contract store lives (docs/contracts.md); empty: defaultStateDir(); ":memory:"
+  // keeps contracts for this broker's life only.
+  std::string stateDir;
 };
 
 class Broker {
@@ -111,6 +116,7 @@ class Broker {
     detail::Mapping cursor;     // subscriber that dies, and to tell it its publisher did
   };
 
+  Status openContractStore();
   void accept();
   // Out of descriptors (EMFILE, ENFILE) or kernel memory, accept() would fail at once again on
   // the still-readable listening socket: the loop would spin and the log fill. Instead the socket
@@ -133,6 +139,8 @@ class Broker {
   Status handle(Conn& c, const std::vector<uint8_t>& bytes, std::vector<detail::UniqueFd>& fds);
   Status reply(Conn& c, capnp::MessageBuilder& msg, const int* fds = nullptr, size_t n = 0);
   Status replyOk(Conn& c, uint64_t requestId);  // an empty OK reply
+  // Sends `mb`, or RESOURCE_EXHAUSTED naming `what` when it does not fit a datagram.
+  Status replyChecked(Conn& c, uint64_t rid, capnp::MessageBuilder& mb, const std::string& what);
   Status replyError(Conn& c, uint64_t requestId, const Status& s);
   void sendEvent(uint64_t connId, capnp::MessageBuilder& msg, const int* fds = nullptr,
                  size_t n = 0);
@@ -149,6 +157,13 @@ class Broker {
   Status onUnadvertise(Conn& c, uint64_t rid, uint64_t key);
   Status onSubscribe(Conn& c, uint64_t rid, wire::Subscribe::Reader sub);
   Status onUnsubscribe(Conn& c, uint64_t rid, uint64_t id);
+  Status onGetSchema(Conn& c, uint64_t rid, wire::GetSchema::Reader get);
+  Status onListContracts(Conn& c, uint64_t rid, wire::ListContracts::Reader list);
+  Status onGetTopicSchema(Conn& c, uint64_t rid, capnp::Text::Reader topicId);
+  // Checks a registration's contract against what the broker knows of the same id at the same
+  // major version, stores it and remembers it. INVALID_ARGUMENT, FAILED_PRECONDITION or the
+  // store's error.
+  Status acceptContract(const Conn& c, wire::RegisterService::Reader reg);
   // The publisher left (kEndClosed) or died (kEndDead): its subscribers read what is in the log,
   // then see the end.
   void removeTopic(uint64_t key, uint32_t state, const char* why);
@@ -169,6 +184,8 @@ class Broker {
   // RESOURCE_EXHAUSTED when `held` has reached `limit` (0: none).
   static Status checkLimit(const Conn& c, size_t held, uint32_t limit, const char* what,
                            const char* flag, const char* advice);
+  // Its provider leaves: the contract's lastSeen becomes now (in memory and in the store).
+  void touchContract(const Service& s);
 
   BrokerOptions options_;
   std::string socketPath_;
@@ -178,6 +195,13 @@ class Broker {
   detail::UniqueFd signalFd_;
   detail::UniqueFd stopFd_;
   std::unique_ptr<detail::RegistryWriter> registry_;
+  std::unique_ptr<ContractStore> store_;
+  // Every contract accepted (this broker's life and the store's history), by id then version.
+  using VersionKey = std::tuple<uint32_t, uint32_t, uint32_t>;
+  std::map<std::string, std::map<VersionKey, FlatContract>> contracts_;
+  // The last message type of every topic advertised in this broker's life, flat
+  // wire::TopicSchema, so that a JSON publisher can take over a topic whose publisher left.
+  std::map<std::string, std::vector<capnp::word>> topicSchemas_;
   std::vector<capnp::word> snapshot_;  // the published snapshot, flat, for getRegistry
   std::map<uint64_t, std::unique_ptr<Conn>> conns_;
   std::map<uint64_t, Service> services_;

@@ -17,9 +17,9 @@ namespace {
 void usage(FILE* out) {
   std::fputs(
       "usage: hms-ffid [--socket PATH] [--log-level LEVEL] [--registry-bytes N]\n"
-      "                [--transport auto|shm|socket] [--max-services-per-client N]\n"
-      "                [--max-topics-per-client N] [--max-channels-per-client N]\n"
-      "                [--max-subscriptions-per-client N]\n"
+      "                [--transport auto|shm|socket] [--state-dir DIR]\n"
+      "                [--max-services-per-client N] [--max-topics-per-client N]\n"
+      "                [--max-channels-per-client N] [--max-subscriptions-per-client N]\n"
       "\n"
       "The HMS-FFI broker: control socket, service registry, shared-memory segments, liveness.\n"
       "\n"
@@ -31,6 +31,10 @@ void usage(FILE* out) {
       "  --transport T        how channels carry messages: auto (default: shared memory where\n"
       "                       both ends can map it, else a socketpair), shm (refuse clients\n"
       "                       without shared memory), socket (every channel a socketpair)\n"
+      "  --state-dir DIR      where the contract store (contracts.db, SQLite) lives (default:\n"
+      "                       /var/lib/hms-ffi as root, else $XDG_STATE_HOME/hms-ffi, else\n"
+      "                       ~/.local/state/hms-ffi); ':memory:' keeps contracts for this\n"
+      "                       broker's life only\n"
       "  --max-services-per-client N       registrations one client may hold (default 1024)\n"
       "  --max-topics-per-client N         topics one client may publish (default 1024)\n"
       "  --max-channels-per-client N       channels one client may have open as a caller\n"
@@ -102,6 +106,8 @@ int main(int argc, char** argv) {
                      int(t.size()), t.data());
         return 2;
       }
+    } else if (a == "--state-dir") {
+      options.stateDir = value("--state-dir");
     } else if (a == "--version") {
       std::puts("hms-ffid 0.1.0");
       return 0;

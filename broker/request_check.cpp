@@ -15,6 +15,8 @@ void touch(capnp::Text::Reader) {}
 
 // Method ordinals are 16 bits: no interface has more methods than this.
 constexpr uint32_t kMaxMethods = 1u << 16;
+// A contract that fits a control message has far fewer nodes than this.
+constexpr uint32_t kMaxSchemaNodes = 1u << 16;
 
 void checkDescriptor(wire::ServiceDescriptor::Reader d) {
   touch(d.getId());
@@ -39,6 +41,10 @@ void check(wire::Request::Reader req) {
     }
     case wire::Request::REGISTER:
       checkDescriptor(req.getRegister().getDescriptor());
+      // The nodes themselves are checked by the contract checks (capnp::SchemaLoader, inside a
+      // catch); only their number is bounded here, for the same reason as the methods'.
+      KJ_REQUIRE(req.getRegister().getSchemaNodes().size() <= kMaxSchemaNodes,
+                 "more schema nodes than any contract needs");
       break;
     case wire::Request::OPEN_CHANNEL:
       (void)req.getOpenChannel().getServiceKey();
@@ -52,8 +58,20 @@ void check(wire::Request::Reader req) {
       touch(a.getTypeName());
       touch(a.getDisplayName());
       touch(a.getDescription());
+      KJ_REQUIRE(a.getSchemaNodes().size() <= kMaxSchemaNodes,
+                 "more schema nodes than any message type needs");
       break;
     }
+    case wire::Request::GET_SCHEMA:
+      touch(req.getGetSchema().getServiceId());
+      (void)req.getGetSchema().getVersion().getMajor();
+      break;
+    case wire::Request::LIST_CONTRACTS:
+      touch(req.getListContracts().getPrefix());
+      break;
+    case wire::Request::GET_TOPIC_SCHEMA:
+      touch(req.getGetTopicSchema());
+      break;
     case wire::Request::SUBSCRIBE:
       touch(req.getSubscribe().getTopicId());
       break;

@@ -16,6 +16,8 @@ endmacro()
 hms_ffi_require_package(CapnProto "capnproto libcapnp-dev" CONFIG)
 hms_ffi_require_package(spdlog "libspdlog-dev" CONFIG)
 hms_ffi_require_package(Threads "libc6-dev")
+# The broker's contract store (docs/contracts.md).
+hms_ffi_require_package(SQLite3 "libsqlite3-dev")
 
 find_path(HMS_FFI_CONCURRENTQUEUE_DIR concurrentqueue/concurrentqueue.h)
 if(NOT HMS_FFI_CONCURRENTQUEUE_DIR)
@@ -25,13 +27,6 @@ if(NOT HMS_FFI_CONCURRENTQUEUE_DIR)
 endif()
 add_library(hms_ffi_concurrentqueue INTERFACE)
 target_include_directories(hms_ffi_concurrentqueue SYSTEM INTERFACE ${HMS_FFI_CONCURRENTQUEUE_DIR})
-
-find_path(HMS_FFI_BOOST_INTERPROCESS_DIR boost/interprocess/mapped_region.hpp)
-if(NOT HMS_FFI_BOOST_INTERPROCESS_DIR)
-  message(FATAL_ERROR
-    "HMS-FFI needs boost.interprocess, which was not found. On Debian 12 install it with:\n"
-    "  apt-get install libboost-dev\nor run scripts/install-deps.sh.")
-endif()
 
 if(HMS_FFI_BUILD_TESTS)
   hms_ffi_require_package(GTest "libgtest-dev libgmock-dev" CONFIG)

@@ -25,7 +25,7 @@ int main() {
     std::fprintf(stderr, "hms-sys: %s\n", client.status().toString().c_str());
     return 1;
   }
-  auto cdf = (*client)->bind<DebateService>("hms.cdf.debate", ">=2.0.0 <3.0.0");
+  auto cdf = (*client)->bind<DebateService>("hms.cdf.debate", "^2.0");
   if (!cdf) {
     std::fprintf(stderr, "hms-sys: %s\n", cdf.status().toString().c_str());
     return 1;

@@ -9,7 +9,8 @@ cmake --preset release -S "$here" >/dev/null
 cmake --build "$build" --target hms-ffid hms-ffi hms-example-emr_patient_service \
   hms-example-api_gateway hms-example-cdf_debate_service hms-example-sys_policy_caller \
   hms-example-ach_transaction_service hms-example-ach_etl_batch hms-example-emr_vitals_monitor \
-  hms-example-emr_vitals_subscriber
+  hms-example-emr_vitals_subscriber hms-example-cdf_debate_client_v2_0 \
+  hms-example-cdf_debate_breaking_provider
 
 runtime=$(mktemp -d /tmp/hms-ffi-demo-XXXXXX)
 export HMS_FFI_SOCKET="$runtime/broker.sock"
@@ -22,7 +23,7 @@ cleanup() {
 trap cleanup EXIT
 
 echo "== starting hms-ffid on $HMS_FFI_SOCKET"
-"$build/broker/hms-ffid" --log-level info 2>"$runtime/broker.log" &
+"$build/broker/hms-ffid" --log-level info --state-dir "$runtime/state" 2>"$runtime/broker.log" &
 pids+=($!)
 for _ in $(seq 100); do [ -S "$HMS_FFI_SOCKET" ] && break; sleep 0.05; done
 
@@ -48,6 +49,19 @@ echo "== HMS-API -> HMS-EMR: hms.emr.patient getPatient / searchPatients"
 echo
 echo "== HMS-SYS -> HMS-CDF: hms.cdf.debate evaluatePolicy"
 "$build/examples/hms-example-sys_policy_caller"
+echo
+echo "== contracts: hms.cdf.debate 2.1 is a compatible evolution of 2.0; a caller built against"
+echo "   2.0 keeps working, and a provider registering a breaking 2.2 is refused with the reason"
+"$build/examples/hms-example-cdf_debate_client_v2_0"
+"$build/examples/hms-example-cdf_debate_breaking_provider"
+echo
+echo "== hms-ffi describe hms.cdf.debate (the contract the broker checked and stored)"
+"$build/tools/hms-ffi" describe hms.cdf.debate
+echo
+echo "== JSON, no generated code: hms-ffi call hms.emr.patient getPatient '{\"patientId\":\"p-1001\"}'"
+"$build/tools/hms-ffi" call hms.emr.patient getPatient '{"patientId":"p-1001","includeAllergies":true}'
+echo "== and an error, with its code, source and details (exit status 64 + code):"
+"$build/tools/hms-ffi" call hms.emr.patient getPatient '{"patientId":"p-9999"}' || echo "(exit status $?)"
 echo
 echo "== HMS-ETL -> HMS-ACH: a batch of 1000 payroll entries to hms.ach.transaction, all in"
 echo "   flight at once (asynchronous calls), one result or error per entry"

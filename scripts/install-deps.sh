@@ -3,8 +3,9 @@
 # Idempotent: installs only what is missing, so it is cheap to run before every build.
 set -euo pipefail
 packages=(build-essential cmake ninja-build pkg-config git
-          capnproto libcapnp-dev libboost-dev libconcurrentqueue-dev libspdlog-dev libfmt-dev
-          libbenchmark-dev libgtest-dev libgmock-dev libzmq3-dev)
+          capnproto libcapnp-dev libconcurrentqueue-dev libspdlog-dev libfmt-dev
+          libbenchmark-dev libgtest-dev libgmock-dev libzmq3-dev
+          libsqlite3-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -122,4 +122,44 @@ TEST_P(VitalsExample, ThreeSubscribersInTheirOwnProcesses_AlarmAndAuditSeeEveryR
 INSTANTIATE_TEST_SUITE_P(Transports, VitalsExample, ::testing::Values("shm", "socket"),
                          [](const auto& info) { return std::string(info.param); });
 
+// The seed's §6: hms.cdf.debate 2.1 adds methods to 2.0 and changes none of it. A caller built
+// against 2.0 keeps working against the 2.1 provider; a provider registering a breaking "2.2" at
+// the same major is refused with what it breaks, and the 2.1 provider keeps serving.
+class DebateExample : public ::testing::TestWithParam<const char*> {
+ protected:
+  std::vector<std::string> env() const {
+    return {"HMS_FFI_SOCKET=" + broker.socket(), std::string("HMS_FFI_TRANSPORT=") + GetParam()};
+  }
+  BrokerFixture broker;
+};
+
+TEST_P(DebateExample, OlderCallerWorksAgainstNewerProvider_BreakingChangeIsRefused) {
+  Subprocess service({HMS_FFI_EXAMPLE_CDF_SERVICE}, env());
+  ASSERT_TRUE(service.waitForLine("serving hms.cdf.debate 2.1.0")) << service.errors();
+
+  Subprocess old({HMS_FFI_EXAMPLE_CDF_CLIENT_V2_0}, env());
+  ASSERT_TRUE(old.waitForLine("arguments)")) << old.output() << old.errors();
+  ASSERT_EQ(old.wait(std::chrono::seconds(60)), 0) << old.output() << old.errors();
+  EXPECT_NE(old.output().find("bound hms.cdf.debate 2.1.0"), std::string::npos) << old.output();
+  // Two approving positions, one with evidence, against one denying: APPROVE at (1+1.8)/3.8.
+  EXPECT_NE(old.output().find("-> APPROVE (confidence 0.74, 3 arguments)"), std::string::npos)
+      << old.output();
+
+  Subprocess breaking({HMS_FFI_EXAMPLE_CDF_BREAKING}, env());
+  ASSERT_TRUE(breaking.waitForLine("registering 2.2.0")) << breaking.output() << breaking.errors();
+  ASSERT_EQ(breaking.wait(std::chrono::seconds(60)), 0) << breaking.output() << breaking.errors();
+  const std::string& out = breaking.output();
+  EXPECT_NE(out.find("FAILED_PRECONDITION"), std::string::npos) << out;
+  EXPECT_NE(out.find("addEvidence"), std::string::npos) << out;
+  EXPECT_NE(out.find("positionId"), std::string::npos) << out;
+  EXPECT_NE(out.find("2.2.0"), std::string::npos) << out;
+
+  // The 2.1 provider was not disturbed.
+  Subprocess again({HMS_FFI_EXAMPLE_CDF_CLIENT_V2_0}, env());
+  EXPECT_EQ(again.wait(std::chrono::seconds(60)), 0) << again.output() << again.errors();
+}
+
+INSTANTIATE_TEST_SUITE_P(Transports, DebateExample, ::testing::Values("shm", "socket"),
+                         [](const auto& info) { return std::string(info.param); });
+
 }  // namespace

@@ -965,6 +965,28 @@ TEST_P(Integration, OneWayCalls_RunInTheOrderSent_AndAnswerNothing) {
   for (uint i = 0; i < notes.size(); ++i) ASSERT_EQ(notes[i], i);
 }
 
+// One-way calls are acknowledged once they are in the channel: a caller that exits right after
+// sending them (its channel closed, its process gone) loses none of them.
+TEST_P(Integration, OneWayCalls_AllRun_WhenTheCallerExitsRightAfterSending) {
+  auto svc = service();
+  Subprocess caller({testing::testCallerBinary(), broker.socket(), "--notes", "500"});
+  ASSERT_TRUE(caller.waitForLine("sent 500")) << caller.errors();
+  ASSERT_EQ(caller.wait(), 0) << caller.errors();
+  auto client = connect();
+  auto stub = client->bind<TestService>("hms.test").valueOrThrow();
+  std::vector<uint64_t> seen;
+  ASSERT_TRUE(waitUntil([&] {
+    auto s = stats(stub);
+    auto notes = s.results().getNotes();
+    seen.clear();
+    for (auto n : notes) seen.push_back(n);
+    return seen.size() >= 500;
+  })) << seen.size()
+      << " of 500 ran";
+  ASSERT_EQ(seen.size(), 500u);
+  for (uint64_t i = 0; i < seen.size(); ++i) ASSERT_EQ(seen[i], i);
+}
+
 // Sum of what the count stream sends for [from, from + n): values and payload bytes.
 uint64_t expectedChecksum(uint64_t from, uint64_t n, uint32_t payloadBytes) {
   uint64_t sum = 0;

@@ -1,26 +1,71 @@
-// hms-ffi: the command-line tool. Reads the registry from the broker's registry segment.
-//   hms-ffi [--socket PATH] list [PREFIX]     live services, one per line
-//   hms-ffi [--socket PATH] describe ID       every live version of ID with its methods
-//   hms-ffi [--socket PATH] topics [PREFIX]   live publish/subscribe topics
-#include <cinttypes>
+// hms-ffi: the command-line tool, as grpcurl is to gRPC and busctl to D-Bus. The global options
+// and the command table; each command lives in a file of its own:
+//   list, topics       registry_commands.cpp
+//   describe           describe.cpp (with schema_printer.cpp)
+//   call               call.cpp
+//   pub, sub           topic_commands.cpp
 #include <cstdio>
 #include <cstring>
 #include <string>
+#include <vector>
 
-#include "hms/ffi/client.hpp"
+#include "command.hpp"
+#include "interrupts.hpp"
 
 namespace {
 
+using hms::ffi::cli::Command;
+
+const Command* const kCommands[] = {
+    &hms::ffi::cli::kListCommand,   &hms::ffi::cli::kDescribeCommand, &hms::ffi::cli::kCallCommand,
+    &hms::ffi::cli::kTopicsCommand, &hms::ffi::cli::kPubCommand,      &hms::ffi::cli::kSubCommand,
+};
+
+const Command* findCommand(std::string_view name) {
+  for (const Command* c : kCommands) {
+    if (c->name == name) return c;
+  }
+  return nullptr;
+}
+
 int usage(FILE* out, int rc) {
   std::fputs(
-      "usage: hms-ffi [--socket PATH] <command>\n"
+      "usage: hms-ffi [--socket PATH] [--transport auto|shm|socket] <command> [args]\n"
       "\n"
-      "  list [PREFIX]    live services (all, or those whose id starts with PREFIX)\n"
-      "  describe ID      every live version of service ID, with its methods and provider\n"
-      "  topics [PREFIX]  live topics: message type, publisher, subscribers, log size\n"
+      "Commands:\n",
+      out);
+  for (const Command* c : kCommands) {
+    const std::string_view firstLine = c->summary.substr(0, c->summary.find('\n'));
+    std::fprintf(out, "  %.*s\n      %.*s\n", int(c->synopsis.size()), c->synopsis.data(),
+                 int(firstLine.size()), firstLine.data());
+  }
+  std::fputs(
       "\n"
-      "The broker's socket is --socket, else $HMS_FFI_SOCKET, else\n"
-      "$XDG_RUNTIME_DIR/hms-ffi/broker.sock (/run/hms-ffi/broker.sock as root).\n",
+      "'hms-ffi COMMAND --help' (or 'hms-ffi help COMMAND') explains a command and its options.\n"
+      "\n"
+      "Examples:\n"
+      "  hms-ffi list\n"
+      "  hms-ffi describe hms.emr.patient@^1.0\n"
+      "  hms-ffi call hms.emr.patient getPatient '{\"patientId\": \"p-1001\"}'\n"
+      "  hms-ffi sub hms.emr.vitals --count 10\n"
+      "  echo '{\"heartRate\": 72}' | hms-ffi pub hms.emr.vitals --wait-subscribers 1\n"
+      "\n"
+      "Global options:\n"
+      "  --socket PATH     the broker's socket; else $HMS_FFI_SOCKET, else\n"
+      "                    $XDG_RUNTIME_DIR/hms-ffi/broker.sock (/run/hms-ffi/broker.sock as "
+      "root)\n"
+      "  --transport T     how this tool's channels carry messages: auto (default; defers to\n"
+      "                    $HMS_FFI_TRANSPORT), shm or socket\n"
+      "\n"
+      "Exit status:\n"
+      "  0        success\n"
+      "  1        the broker could not be reached or read; describe: no such service\n"
+      "  2        a command line that does not parse\n"
+      "  64+CODE  call, pub and sub: the operation failed with gRPC status CODE, printed to\n"
+      "           stderr as 'ERROR: CODE_NAME: message' (as grpcurl does): 65 CANCELLED,\n"
+      "           67 INVALID_ARGUMENT, 68 DEADLINE_EXCEEDED, 69 NOT_FOUND, 70 ALREADY_EXISTS,\n"
+      "           73 FAILED_PRECONDITION, 76 UNIMPLEMENTED, 77 INTERNAL, 78 UNAVAILABLE, ...\n"
+      "  130      interrupted by Ctrl-C (a stream, sub, or pub waiting)\n",
       out);
   return rc;
 }
@@ -28,80 +73,66 @@ int usage(FILE* out, int rc) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  using namespace hms::ffi::cli;
+  // Before any thread starts: every thread then has SIGINT and SIGTERM blocked (interrupts.hpp).
+  Interrupts::install();
+
   hms::ffi::ClientOptions options;
   options.name = "hms-ffi";
   options.reconnect = false;
   int i = 1;
-  if (i + 1 < argc && std::strcmp(argv[i], "--socket") == 0) {
-    options.socketPath = argv[i + 1];
-    i += 2;
-  }
-  if (i >= argc) return usage(stderr, 2);
-  const std::string cmd = argv[i++];
-  if (cmd == "--help" || cmd == "-h" || cmd == "help") return usage(stdout, 0);
-  if (cmd != "list" && cmd != "describe" && cmd != "topics") {
-    std::fprintf(stderr, "hms-ffi: unknown command '%s'\n", cmd.c_str());
-    return usage(stderr, 2);
-  }
-  if (cmd == "describe" && i >= argc) {
-    std::fprintf(stderr, "hms-ffi: describe needs a service id\n");
-    return 2;
-  }
-  auto client = hms::ffi::Client::connect(options);
-  if (!client) {
-    std::fprintf(stderr, "hms-ffi: %s\n", client.status().toString().c_str());
-    return 1;
-  }
-  if (cmd == "topics") {
-    auto topics = (*client)->discoverTopics(i < argc ? argv[i] : "");
-    if (!topics) {
-      std::fprintf(stderr, "hms-ffi: %s\n", topics.status().toString().c_str());
-      return 1;
+  // Global options come before the command.
+  for (; i < argc && argv[i][0] == '-'; ++i) {
+    const std::string a = argv[i];
+    std::string value;
+    std::string name = a;
+    if (const auto eq = a.find('='); eq != std::string::npos) {
+      name = a.substr(0, eq);
+      value = a.substr(eq + 1);
+    } else if ((a == "--socket" || a == "--transport") && i + 1 < argc) {
+      value = argv[++i];
+    } else if (a == "--socket" || a == "--transport") {
+      std::fprintf(stderr, "hms-ffi: option '%s' needs a value\n", a.c_str());
+      return kExitUsage;
     }
-    std::printf("%-32s %-20s %-8s %-24s %-11s %s\n", "TOPIC", "TYPE", "PID", "PUBLISHER",
-                "SUBSCRIBERS", "SLOTS x MAX BYTES");
-    for (const auto& t : *topics) {
-      std::printf("%-32s %-20s %-8d %-24s %-11u %u x %u\n", t.id.c_str(), t.typeName.c_str(),
-                  int(t.publisherPid), t.publisherName.c_str(), t.subscribers, t.slots,
-                  t.maxMessageBytes);
-    }
-    return 0;
-  }
-  if (cmd == "list") {
-    auto services = (*client)->discoverPrefix(i < argc ? argv[i] : "");
-    if (!services) {
-      std::fprintf(stderr, "hms-ffi: %s\n", services.status().toString().c_str());
-      return 1;
-    }
-    std::printf("%-32s %-10s %-8s %-20s %s\n", "SERVICE", "VERSION", "PID", "PROVIDER", "METHODS");
-    for (const auto& s : *services) {
-      std::string methods;
-      for (const auto& m : s.methods) methods += (methods.empty() ? "" : ",") + m.name;
-      std::printf("%-32s %-10s %-8d %-20s %s\n", s.id.c_str(), s.version.toString().c_str(),
-                  int(s.providerPid), s.providerName.c_str(), methods.c_str());
-    }
-    return 0;
-  }
-  auto services = (*client)->discover(argv[i]);
-  if (!services) {
-    std::fprintf(stderr, "hms-ffi: %s\n", services.status().toString().c_str());
-    return 1;
-  }
-  if (services->empty()) {
-    std::fprintf(stderr, "hms-ffi: no live service '%s'\n", argv[i]);
-    return 1;
-  }
-  for (const auto& s : *services) {
-    std::printf("%s %s  (%s)\n", s.id.c_str(), s.version.toString().c_str(), s.displayName.c_str());
-    if (!s.description.empty()) std::printf("  %s\n", s.description.c_str());
-    std::printf("  interface %s (@0x%016" PRIx64 "), rings of %u bytes\n", s.interfaceName.c_str(),
-                s.interfaceId, s.ringBytes);
-    std::printf("  provider  %s, pid %d, uid %u, client %" PRIu64 "\n", s.providerName.c_str(),
-                int(s.providerPid), unsigned(s.providerUid), s.providerClientId);
-    for (const auto& m : s.methods) {
-      std::printf("  @%-3u %-24s params @0x%016" PRIx64 " results @0x%016" PRIx64 "\n",
-                  unsigned(m.ordinal), m.name.c_str(), m.paramSchemaId, m.resultSchemaId);
+    if (name == "--help" || name == "-h") return usage(stdout, kExitOk);
+    if (name == "--socket") {
+      options.socketPath = value;
+    } else if (name == "--transport") {
+      if (value == "auto") {
+        options.transport = hms::ffi::Transport::kAuto;
+      } else if (value == "shm") {
+        options.transport = hms::ffi::Transport::kSharedMemory;
+      } else if (value == "socket") {
+        options.transport = hms::ffi::Transport::kSocket;
+      } else {
+        std::fprintf(stderr, "hms-ffi: --transport is auto, shm or socket, not '%s'\n",
+                     value.c_str());
+        return kExitUsage;
+      }
+    } else {
+      std::fprintf(stderr, "hms-ffi: unknown option '%s'\n", a.c_str());
+      return usage(stderr, kExitUsage);
     }
   }
-  return 0;
+  if (i >= argc) return usage(stderr, kExitUsage);
+  std::string name = argv[i++];
+  if (name == "help") {
+    if (i >= argc) return usage(stdout, kExitOk);
+    name = argv[i++];
+    const Command* cmd = findCommand(name);
+    if (cmd == nullptr) {
+      std::fprintf(stderr, "hms-ffi: unknown command '%s'\n", name.c_str());
+      return usage(stderr, kExitUsage);
+    }
+    printHelp(*cmd, stdout);
+    return kExitOk;
+  }
+  const Command* cmd = findCommand(name);
+  if (cmd == nullptr) {
+    std::fprintf(stderr, "hms-ffi: unknown command '%s'\n", name.c_str());
+    return usage(stderr, kExitUsage);
+  }
+  Invocation inv(std::move(options), std::vector<std::string>(argv + i, argv + argc));
+  return cmd->run(*cmd, inv);
 }

@@ -455,6 +455,11 @@ class Dispatcher {
                 const std::function<Status(CallContext&, capnp::MessageReader&)>* run,
                 capnp::MessageBuilder* results);
   void closeChannelLocal(Channel& ch, uint32_t myState, const char* why);
+  // The caller left (closed the channel or died): the one-way calls it committed were
+  // acknowledged when they entered the channel, so they still run, in order, on this thread;
+  // calls waiting for an answer are dropped (nobody reads it). Reads a shared-memory ring to its
+  // end first. Before the channel is closed.
+  void runWhatTheCallerLeft(Channel& ch);
   void cancelRunning(Channel& ch);
   void reapClosed();
   int64_t sweepDeadlines(std::vector<std::unique_ptr<Channel>>& list);

@@ -14,6 +14,7 @@
 #include "hms/ffi/registry.capnp.h"
 #include "log.hpp"
 #include "paths.hpp"
+#include "schema_nodes.hpp"
 
 namespace hms::ffi::detail {
 
@@ -58,7 +59,7 @@ ServiceInfo toServiceInfo(wire::ServiceEntry::Reader e) {
   s.interfaceName = d.getInterfaceName().cStr();
   for (auto m : d.getMethods()) {
     s.methods.push_back(MethodInfo{m.getName().cStr(), m.getOrdinal(), m.getParamSchemaId(),
-                                   m.getResultSchemaId()});
+                                   m.getResultSchemaId(), m.getStream()});
   }
   s.displayName = d.getDisplayName().cStr();
   s.description = d.getDescription().cStr();
@@ -81,9 +82,20 @@ ClientImpl::~ClientImpl() {
   shutdown();
 }
 
+// A request larger than the broker takes would end this client's connection.
+static Status checkControlSize(size_t bytes) {
+  if (bytes <= kMaxControlMessageBytes) return Status();
+  return Status(StatusCode::kResourceExhausted,
+                "the control request is " + std::to_string(bytes) + " bytes, more than the " +
+                    std::to_string(kMaxControlMessageBytes) +
+                    " a control message may carry (a contract this large must be split into "
+                    "smaller interfaces)");
+}
+
 Result<ControlReply> ClientImpl::directRoundTrip(int sock, capnp::MessageBuilder& request,
                                                  const int* fds, size_t fdCount) {
   auto flat = encodeMessage(request);
+  if (auto s = checkControlSize(flat.size() * sizeof(capnp::word)); !s) return s;
   const uint64_t id = request.getRoot<wire::ClientMessage>().getRequest().getId();
   if (auto s = sendDatagram(sock, flat.begin(), flat.size() * 8, fds, fdCount); !s) return s;
   const auto deadline = std::chrono::steady_clock::now() + options.controlTimeout;
@@ -268,6 +280,7 @@ Result<ControlReply> ClientImpl::roundTrip(const BuildRequest& build, const int*
   req.setId(id);
   build(req);
   auto flat = encodeMessage(mb);
+  if (auto s = checkControlSize(flat.size() * sizeof(capnp::word)); !s) return s;
   auto pending = std::make_shared<Pending>();
   {
     std::lock_guard lock(pendingMu_);
@@ -461,10 +474,14 @@ Status ClientImpl::registerWith(int sock, uint64_t tag, Served& served, bool dir
       methods[uint(i)].setOrdinal(spec.methods[i].ordinal);
       methods[uint(i)].setParamSchemaId(spec.methods[i].paramSchemaId);
       methods[uint(i)].setResultSchemaId(spec.methods[i].resultSchemaId);
+      methods[uint(i)].setStream(spec.streamHandlers.count(spec.methods[i].ordinal) != 0);
     }
     d.setDisplayName(spec.options.displayName);
     d.setDescription(spec.options.description);
     d.setRingBytes(spec.options.ringBytes);
+    capnp::FlatArrayMessageReader nodes(
+        kj::arrayPtr(spec.schemaNodes.data(), spec.schemaNodes.size()));
+    r.setSchemaNodes(nodes.getRoot<capnp::schema::CodeGeneratorRequest>().getNodes());
   };
   Result<ControlReply> reply = Status(StatusCode::kInternal, "unreachable");
   if (direct) {
@@ -652,6 +669,7 @@ Result<ServiceHandle> ClientImpl::serve(ServiceSpec spec) {
                   "ServiceOptions::ringBytes must be a power of two from 4096 to 1 GiB, not " +
                       std::to_string(spec.options.ringBytes));
   }
+  spec.schemaNodes = flatNodes(spec.schema);
   uint64_t tag;
   {
     std::lock_guard lock(servedMu_);

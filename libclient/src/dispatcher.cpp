@@ -457,14 +457,19 @@ bool Dispatcher::drainEvents() {
         bool found = false;
         for (auto& ch : channels_) {
           if (ch->id == ev.id && ch->session == ev.session) {
-            found = ch->closed = anyClosed_ = true;
+            found = true;
+            runWhatTheCallerLeft(*ch);
+            ch->closed = anyClosed_ = true;
             cancelRunning(*ch);
           }
         }
         if (!found && socketThread_.joinable()) {
           toSocketThread([this, id = ev.id, session = ev.session] {
             for (auto& ch : socketChannels_) {
-              if (ch->id == id && ch->session == session) socketClose(*ch, "closed by the broker");
+              if (ch->id != id || ch->session != session || ch->closed) continue;
+              socketRead(*ch);  // what the caller sent before it left may still be in the socket
+              runWhatTheCallerLeft(*ch);
+              socketClose(*ch, "closed by the broker");
             }
           });
         }
@@ -570,6 +575,35 @@ void Dispatcher::closeChannelLocal(Channel& ch, uint32_t myState, const char* wh
   if (myState == kEndCorrupt) {
     log().error("hms-ffi: closed channel {} of {} with DATA_LOSS: {}", ch.id, ch.service->spec.id,
                 why);
+  }
+}
+
+void Dispatcher::runWhatTheCallerLeft(Channel& ch) {
+  if (ch.closed) return;
+  if (!ch.link) {
+    // A dead caller writes no more: the ring holds what it committed, read to its end.
+    for (;;) {
+      RingConsumer::Record rec;
+      RingStatus st;
+      {
+        auto lock = ch.lockRequests();
+        st = ch.requests.next(rec);
+      }
+      if (st != RingStatus::kOk) break;  // empty, or corrupt: nothing more to trust
+      if (!take(ch, rec, nullptr)) {
+        auto lock = ch.lockRequests();
+        ch.requests.release(rec);
+      }
+    }
+  }
+  auto queued = std::move(ch.queued);
+  ch.queued.clear();
+  for (auto& q : queued) {
+    if (!q->dropped && (q->rec.header.flags & kRecordOneWay)) {
+      runOneWay(ch, *q);
+    } else {
+      finish(ch, *q);
+    }
   }
 }
 
@@ -707,6 +741,7 @@ bool Dispatcher::pollChannels() {
     Channel& ch = *chp;
     if (ch.closed) continue;
     if (loadAcquire(ch.hdr->callerState) != kEndOpen) {
+      runWhatTheCallerLeft(ch);
       closeChannelLocal(ch, kEndClosed, "the caller closed it or went away");
       continue;
     }
@@ -1054,6 +1089,7 @@ void Dispatcher::runSockets() {
     for (auto& ch : socketChannels_) {
       if (ch->closed) continue;
       if (ch->link->ended() && !ch->busy.load(std::memory_order_acquire)) {
+        runWhatTheCallerLeft(*ch);
         socketClose(*ch, "the caller closed it or went away");
         continue;
       }
@@ -1108,6 +1144,7 @@ void Dispatcher::socketRead(Channel& ch) {
         n = 64;  // part of a record, or nothing: the rest is on its way
         continue;
       case SocketLink::Recv::kClosed:
+        runWhatTheCallerLeft(ch);
         socketClose(ch, "the caller closed it or went away");
         return;
       case SocketLink::Recv::kCorrupt:
@@ -1119,6 +1156,7 @@ void Dispatcher::socketRead(Channel& ch) {
     // Read in place in the receive buffer, before the next receive reuses it.
     if (runInPlace(ch, rec)) {
       if (ch.link->ended()) {
+        runWhatTheCallerLeft(ch);
         socketClose(ch, "the caller closed it or went away");
         return;
       }

@@ -12,6 +12,7 @@
 // each message over the subscriber's socket. A publisher without shared memory keeps its log in
 // private memory; all its subscribers are relayed.
 #include <capnp/message.h>
+#include <capnp/serialize.h>
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
@@ -30,6 +31,7 @@
 #include "hms/ffi/client.hpp"
 #include "log.hpp"
 #include "message_check.hpp"
+#include "schema_nodes.hpp"
 #include "topic_log.hpp"
 
 namespace hms::ffi {
@@ -273,6 +275,8 @@ class PublisherState final : public PublisherEvents,
     a.setTopicId(id);
     a.setTypeId(typeId);
     a.setTypeName(typeName);
+    capnp::FlatArrayMessageReader nodes(kj::arrayPtr(schemaNodes.data(), schemaNodes.size()));
+    a.setSchemaNodes(nodes.getRoot<capnp::schema::CodeGeneratorRequest>().getNodes());
     a.setSlotCount(geometry.slotCount);
     a.setSlotBytes(geometry.slotBytes);
     a.setDisplayName(displayName);
@@ -335,7 +339,8 @@ class PublisherState final : public PublisherEvents,
   const std::chrono::nanoseconds timeout;
   uint64_t typeId = 0;
   std::string typeName, displayName, description;
-  std::atomic<uint64_t> topicKey{0};  // the broker's; changes when it is advertised again
+  std::vector<capnp::word> schemaNodes;  // flatNodes(type), sent with every advertise
+  std::atomic<uint64_t> topicKey{0};     // the broker's; changes when it is advertised again
   uint64_t tag = 0;
 
   UniqueFd logFd;
@@ -886,8 +891,8 @@ class SubscriptionImpl final : public SubscriptionCore {
 }  // namespace
 
 Result<std::unique_ptr<PublisherCore>> advertiseTopic(const std::shared_ptr<ClientImpl>& client,
-                                                      std::string_view id, uint64_t typeId,
-                                                      std::string typeName, TopicOptions options) {
+                                                      std::string_view id, capnp::StructSchema type,
+                                                      TopicOptions options) {
   if (options.slots < 2 || options.slots > kMaxTopicSlots ||
       (options.slots & (options.slots - 1)) != 0) {
     return Status(StatusCode::kInvalidArgument,
@@ -904,8 +909,9 @@ Result<std::unique_ptr<PublisherCore>> advertiseTopic(const std::shared_ptr<Clie
   if (auto s = g.validate(); !s) return s;
   auto st = std::make_shared<PublisherState>(client, std::string(id), g, options.publishTimeout);
   if (auto s = st->createLog(); !s) return s;
-  st->typeId = typeId;
-  st->typeName = std::move(typeName);
+  st->typeId = type.getProto().getId();
+  st->typeName = type.getShortDisplayName().cStr();
+  st->schemaNodes = flatNodes(type);
   st->displayName = std::move(options.displayName);
   st->description = std::move(options.description);
   st->tag = client->addPublisher(st);

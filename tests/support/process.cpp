@@ -187,7 +187,10 @@ BrokerFixture::BrokerFixture(std::vector<std::string> extraArgs)
 }
 
 void BrokerFixture::start() {
-  std::vector<std::string> argv = {brokerBinary(), "--socket", socket_, "--log-level", "debug"};
+  // The contract store lives in the fixture's dir: it survives a restart by start(), and no
+  // test sees another's contracts.
+  std::vector<std::string> argv = {brokerBinary(), "--socket",    socket_,        "--log-level",
+                                   "debug",        "--state-dir", dir_ + "/state"};
   argv.insert(argv.end(), extraArgs_.begin(), extraArgs_.end());
   broker_ = Subprocess(argv);
   if (!waitUntil([&] { return socketAccepts(socket_) || !broker_.running(); }) ||

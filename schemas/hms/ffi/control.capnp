@@ -6,8 +6,9 @@
 
 using Cxx = import "/capnp/c++.capnp";
 $Cxx.namespace("hms::ffi::wire");
+using Schema = import "/capnp/schema.capnp";
 
-const protocolVersion :UInt32 = 1;
+const protocolVersion :UInt32 = 2;  # 2: registrations and advertisements carry schema nodes
 
 struct Version {
   major @0 :UInt32;
@@ -20,6 +21,7 @@ struct MethodInfo {
   ordinal @1 :UInt16;
   paramSchemaId @2 :UInt64;
   resultSchemaId @3 :UInt64;
+  stream @4 :Bool;             # a server stream: results come as items (Stub::openStream)
 }
 
 struct ServiceDescriptor {
@@ -59,7 +61,45 @@ struct Request {
     unadvertise @8 :UInt64;    # topic key
     subscribe @9 :Subscribe;
     unsubscribe @10 :UInt64;   # subscription id
+    getSchema @11 :GetSchema;
+    listContracts @12 :ListContracts;
+    getTopicSchema @13 :Text;  # topic id
   }
+}
+
+# Contracts (docs/contracts.md). A registration carries the Cap'n Proto schema nodes of its
+# interface and of every struct, enum and interface they reach, as capnp::SchemaLoader takes
+# them; the broker checks them, keeps every accepted contract in its store and serves them here.
+# The registry segment carries only ids.
+struct Contract {
+  descriptor @0 :ServiceDescriptor;
+  nodes @1 :List(Schema.Node);   # empty in listContracts replies
+  providerName @2 :Text;         # the provider that registered it last
+  firstSeenUnixMs @3 :Int64;     # when the broker first accepted this id and version
+  lastSeenUnixMs @4 :Int64;      # when it was last live: registered, or its provider left
+}
+
+struct GetSchema {
+  serviceId @0 :Text;
+  version @1 :Version;           # exact; live or known from the store
+}
+
+# Every contract the broker knows (live or only in its store) whose id starts with `prefix`,
+# sorted by id then version, in pages that fit a datagram.
+struct ListContracts {
+  prefix @0 :Text;
+  offset @1 :UInt32;             # index of the first contract wanted
+}
+
+struct ContractList {
+  contracts @0 :List(Contract);  # without their nodes
+  nextOffset @1 :UInt32;         # 0: this was the last page
+}
+
+struct TopicSchema {
+  topicId @0 :Text;
+  typeId @1 :UInt64;
+  nodes @2 :List(Schema.Node);   # the message struct's node and every node it reaches
 }
 
 # Publish/subscribe (docs/pubsub.md). A publisher with shared memory creates its topic's log
@@ -76,6 +116,7 @@ struct Advertise {
   displayName @5 :Text;
   description @6 :Text;
   tag @7 :UInt64;              # the client's own handle; echoed in its subscriber events
+  schemaNodes @8 :List(Schema.Node);  # the message struct's node and every node it reaches
 }
 
 enum SlowConsumerPolicy {
@@ -108,6 +149,7 @@ struct Hello {
 struct RegisterService {
   descriptor @0 :ServiceDescriptor;
   tag @1 :UInt64;              # the client's own handle; echoed in ChannelOpened
+  schemaNodes @2 :List(Schema.Node);  # the interface's node and every node it reaches
 }
 
 struct OpenChannel {
@@ -127,6 +169,9 @@ struct Reply {
     advertise @7 :AdvertiseReply;
     subscribe @8 :SubscribeReply;  # shm: fd 0 the log (read-only), fd 1 the cursor page;
                                    # socket: fd 0 the subscriber's end of the socketpair
+    schema @9 :Contract;
+    contracts @10 :ContractList;
+    topicSchema @11 :TopicSchema;
   }
 }
 

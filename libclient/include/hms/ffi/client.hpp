@@ -32,6 +32,7 @@
 #include <capnp/any.h>
 #include <capnp/capability.h>
 #include <capnp/message.h>
+#include <capnp/schema-loader.h>
 #include <capnp/schema.h>
 #include <sys/types.h>
 
@@ -125,6 +126,7 @@ struct MethodInfo {
   uint16_t ordinal = 0;
   uint64_t paramSchemaId = 0;
   uint64_t resultSchemaId = 0;
+  bool stream = false;  // a server stream (Stub::openStream); known from the registration
 };
 
 // A live service as the registry describes it.
@@ -143,6 +145,36 @@ struct ServiceInfo {
   uid_t providerUid = 0;
   std::string providerName;
 };
+
+// A contract as the broker knows it (docs/contracts.md): the registration of a live provider, or
+// one the broker's store remembers after its provider left.
+struct ContractInfo {
+  std::string id;
+  Version version;
+  uint64_t interfaceId = 0;
+  std::string interfaceName;
+  std::vector<MethodInfo> methods;
+  std::string displayName;
+  std::string description;
+  std::string providerName;  // the provider that registered it last
+  std::chrono::system_clock::time_point firstSeen, lastSeen;
+  // Client::contract() only (not Client::contracts()): the interface's schema, loaded from the
+  // nodes its provider registered; valid while `loader` lives (copies share it).
+  std::shared_ptr<const capnp::SchemaLoader> loader;
+  capnp::InterfaceSchema schema;
+};
+
+// The message type of a topic, as its publisher advertised it.
+struct TopicSchemaInfo {
+  std::string topicId;
+  uint64_t typeId = 0;
+  std::shared_ptr<const capnp::SchemaLoader> loader;
+  capnp::StructSchema schema;  // valid while `loader` lives
+};
+
+class JsonStub;  // hms/ffi/json.hpp
+class JsonPublisher;
+class JsonSubscription;
 
 namespace detail {
 class Dispatcher;
@@ -238,6 +270,8 @@ Transport boundTransport(const CallerChannel& ch) noexcept;
 struct ServiceSpec {
   std::string id;
   Version version;
+  capnp::InterfaceSchema schema;         // its nodes go with the registration (docs/contracts.md)
+  std::vector<capnp::word> schemaNodes;  // filled by the library from `schema`
   uint64_t interfaceId = 0;
   std::string interfaceName;
   std::vector<MethodInfo> methods;
@@ -700,6 +734,7 @@ class Client {
     detail::ServiceSpec spec;
     spec.id = std::string(id);
     spec.version = version;
+    spec.schema = schema.asInterface();
     spec.interfaceId = schema.getProto().getId();
     spec.interfaceName = schema.getShortDisplayName().cStr();
     spec.methods = detail::describeMethods(schema.asInterface());
@@ -713,9 +748,7 @@ class Client {
   // ALREADY_EXISTS when the topic has a publisher (docs/pubsub.md).
   template <class T>
   Result<Publisher<T>> advertise(std::string_view id, TopicOptions options = {}) {
-    auto schema = capnp::Schema::from<T>();
-    auto core = detail::advertiseTopic(impl_, id, schema.getProto().getId(),
-                                       schema.getShortDisplayName().cStr(), std::move(options));
+    auto core = detail::advertiseTopic(impl_, id, capnp::Schema::from<T>(), std::move(options));
     if (!core.ok()) return core.status();
     return Publisher<T>(std::move(*core));
   }
@@ -740,6 +773,29 @@ class Client {
   }
   // Live topics whose id starts with `prefix`, sorted by id (from the registry).
   Result<std::vector<TopicInfo>> discoverTopics(std::string_view prefix = "") const;
+
+  // Contracts (docs/contracts.md). Each is a round trip to the broker (blocking).
+  // The contract of `id` at exactly `version`, with its schema: live or from the broker's store.
+  // NOT_FOUND naming the versions the broker knows.
+  Result<ContractInfo> contract(std::string_view id, const Version& version) const;
+  // Every contract the broker knows whose id starts with `prefix` (live or not), sorted by id
+  // then version (lowest first), without their schemas.
+  Result<std::vector<ContractInfo>> contracts(std::string_view prefix = "") const;
+  // The message type of topic `id` as its publisher advertised it (this broker's life).
+  Result<TopicSchemaInfo> topicSchema(std::string_view id) const;
+
+  // A stub that calls the highest live version of `id` in `range` with JSON
+  // (hms/ffi/json.hpp): no generated code needed, the schema comes from the broker.
+  Result<JsonStub> bindJson(std::string_view id, std::string_view range = "*");
+  // One call with JSON in and out, for a one-off (bindJson each time: a channel open and a
+  // contract fetch; keep a JsonStub for repeated calls).
+  Result<std::string> callJson(std::string_view id, std::string_view range, std::string_view method,
+                               std::string_view params, const CallOptions& options = {});
+  // The publisher of topic `id` with JSON messages of the type its earlier publisher advertised
+  // (NOT_FOUND when no publisher advertised it in this broker's life).
+  Result<JsonPublisher> advertiseJson(std::string_view id, TopicOptions options = {});
+  // A subscription to topic `id` whose messages come as JSON.
+  Result<JsonSubscription> subscribeJson(std::string_view id, SubscribeOptions options = {});
 
   // The largest Cap'n Proto message a channel with rings of `ringBytes` carries.
   static uint32_t maxMessageBytes(uint32_t ringBytes) noexcept;

@@ -12,6 +12,7 @@
 #pragma once
 
 #include <capnp/message.h>
+#include <capnp/schema.h>
 #include <sys/types.h>
 
 #include <chrono>
@@ -114,9 +115,10 @@ class SubscriptionCore {
   virtual Status close() noexcept = 0;
 };
 
+// `type` is the message struct; its schema nodes go with the advertisement (docs/contracts.md).
 Result<std::unique_ptr<PublisherCore>> advertiseTopic(const std::shared_ptr<ClientImpl>& client,
-                                                      std::string_view id, uint64_t typeId,
-                                                      std::string typeName, TopicOptions options);
+                                                      std::string_view id, capnp::StructSchema type,
+                                                      TopicOptions options);
 Result<std::unique_ptr<SubscriptionCore>> subscribeTopic(const std::shared_ptr<ClientImpl>& client,
                                                          std::string_view id, uint64_t typeId,
                                                          const SubscribeOptions& options);

@@ -1,0 +1,146 @@
+// The JSON level (docs/contracts.md#json): calls, streams and topics with JSON in and out, for
+// any service or topic the broker knows the contract of, without generated code. The request is
+// built from the JSON directly in the channel's ring (or the topic's log) with the schema nodes the
+// provider registered; the reply is read in place and written out as JSON. It is what `hms-ffi
+// call|pub|sub` and the C ABI's JSON level use; typed C++ callers never pay for it.
+//
+//     auto patient = client->bindJson("hms.emr.patient", "^1.0").valueOrThrow();
+//     auto json = patient.call("getPatient", R"({"patientId": "p-1001"})");
+//     if (json) std::puts(json->c_str());   // {"patient":{"patientId":"p-1001",...}}
+//
+// The mapping (proto3's JSON mapping where Cap'n Proto has the same thing) is in
+// libclient/src/json_codec.hpp and docs/contracts.md. JSON that does not fit the schema (bad
+// syntax, unknown fields, wrong types, out-of-range numbers) is INVALID_ARGUMENT naming the field
+// path; nothing is sent.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "hms/ffi/client.hpp"
+
+namespace hms::ffi {
+
+struct JsonCallOptions : CallOptions {
+  bool pretty = false;  // indent the result (two spaces, a field per line)
+};
+
+// The items of a server stream as JSON, one at a time. Destroying it before the end cancels it.
+class JsonStream {
+ public:
+  JsonStream(JsonStream&&) noexcept;
+  JsonStream& operator=(JsonStream&&) = delete;
+  ~JsonStream();
+  // Blocking. True and item() holds the next item; false at the end, and status() says how (OK:
+  // the service finished the stream).
+  bool next();
+  const std::string& item() const noexcept { return item_; }
+  const Status& status() const noexcept { return status_; }
+  Status cancel();
+
+ private:
+  friend class JsonStub;
+  JsonStream(std::shared_ptr<detail::AsyncCall> call, capnp::StructSchema itemType, bool pretty,
+             std::shared_ptr<const ContractInfo> contract);
+  std::shared_ptr<detail::AsyncCall> call_;
+  capnp::StructSchema itemType_;
+  bool pretty_ = false;
+  std::shared_ptr<const ContractInfo> contract_;  // keeps itemType_'s loader alive
+  std::string item_;
+  Status status_;
+  bool ended_ = false;
+};
+
+// A bound service called by method name with JSON. Like Stub: one call at a time per JsonStub
+// (use one per thread); movable, closes its channel when destroyed.
+class JsonStub {
+ public:
+  JsonStub(JsonStub&&) noexcept = default;
+  JsonStub& operator=(JsonStub&&) noexcept = default;
+  ~JsonStub();
+
+  // The bound registration and its contract (the exact version bound).
+  const ServiceInfo& service() const noexcept;
+  const ContractInfo& contract() const noexcept { return *contract_; }
+
+  // Blocking: calls `method` with `params` (a JSON object) and returns the results as a JSON
+  // object. UNIMPLEMENTED for a method the contract lacks, FAILED_PRECONDITION for a stream
+  // method (use openStream), INVALID_ARGUMENT for JSON that does not fit, else the call's status.
+  Result<std::string> call(std::string_view method, std::string_view params,
+                           const JsonCallOptions& options = {});
+  // Sends a call expecting no reply: OK once it is in the channel.
+  Status callOneWay(std::string_view method, std::string_view params,
+                    const CallOptions& options = {});
+  // Opens a server stream (a method the service serves with onStream).
+  Result<JsonStream> openStream(std::string_view method, std::string_view params,
+                                const JsonCallOptions& options = {});
+
+ private:
+  friend class Client;
+  struct Method {
+    detail::MethodRef ref;
+    capnp::StructSchema params, results;
+    bool stream = false;
+  };
+  JsonStub(std::shared_ptr<detail::CallerChannel> ch, std::shared_ptr<const ContractInfo> contract)
+      : ch_(std::move(ch)), contract_(std::move(contract)) {}
+  Result<Method> method(std::string_view name) const;
+  // Begins a call of `m` on the channel with the JSON params built in the ring.
+  Status build(const Method& m, std::string_view params, const CallOptions& options);
+
+  std::shared_ptr<detail::CallerChannel> ch_;
+  std::shared_ptr<const ContractInfo> contract_;
+};
+
+// The one publisher of a topic, publishing JSON messages of the topic's type (known to the
+// broker from an earlier publisher of the topic in its life). Client::advertiseJson.
+class JsonPublisher {
+ public:
+  JsonPublisher(JsonPublisher&&) noexcept = default;
+  JsonPublisher& operator=(JsonPublisher&&) noexcept = default;
+  ~JsonPublisher();
+  // Builds `message` (a JSON object) in the log and publishes it. May block like
+  // Publisher::publish (a block_publisher subscriber that reads slowly).
+  Status publish(std::string_view message);
+  // Subscribers attached now.
+  size_t subscribers() const noexcept;
+  const TopicSchemaInfo& type() const noexcept { return *type_; }
+  Status close();
+
+ private:
+  friend class Client;
+  JsonPublisher(std::unique_ptr<detail::PublisherCore> core,
+                std::shared_ptr<const TopicSchemaInfo> type)
+      : core_(std::move(core)), type_(std::move(type)) {}
+  std::unique_ptr<detail::PublisherCore> core_;
+  std::shared_ptr<const TopicSchemaInfo> type_;
+};
+
+// A subscription whose messages come as JSON. Client::subscribeJson.
+class JsonSubscription {
+ public:
+  JsonSubscription(JsonSubscription&&) noexcept = default;
+  JsonSubscription& operator=(JsonSubscription&&) noexcept = default;
+  ~JsonSubscription();
+  // Blocking, up to `timeout`: OK and message() holds the next message; DEADLINE_EXCEEDED when
+  // none came; UNAVAILABLE once the publisher has gone and everything was read.
+  Status next(std::chrono::nanoseconds timeout, bool pretty = false);
+  const std::string& message() const noexcept { return message_; }
+  uint64_t sequence() const noexcept;
+  uint64_t missed() const noexcept;  // messages lost before this one (drop_oldest)
+  const TopicSchemaInfo& type() const noexcept { return *type_; }
+  Status close();
+
+ private:
+  friend class Client;
+  JsonSubscription(std::unique_ptr<detail::SubscriptionCore> core,
+                   std::shared_ptr<const TopicSchemaInfo> type)
+      : core_(std::move(core)), type_(std::move(type)) {}
+  std::unique_ptr<detail::SubscriptionCore> core_;
+  std::shared_ptr<const TopicSchemaInfo> type_;
+  std::string message_;
+};
+
+}  // namespace hms::ffi
