@@ -147,6 +147,21 @@ Status Broker::start() {
   (void)!::ftruncate(lockFd_.get(), 0);
   (void)!::pwrite(lockFd_.get(), pid.data(), pid.size(), 0);
 
+  if (auto s = openContractStore(); !s) return s;
+
+  auto registry = detail::RegistryWriter::create(options_.registryBytes, uint32_t(::getpid()));
+  if (!registry.ok()) return registry.status();
+  registry_ = std::make_unique<detail::RegistryWriter>(std::move(*registry));
+  publishRegistry();
+
+  stopFd_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  epollFd_.reset(::epoll_create1(EPOLL_CLOEXEC));
+  if (!signalFd_ || !stopFd_ || !epollFd_) {
+    return Status(StatusCode::kInternal, detail::errnoText("signalfd/eventfd/epoll", errno));
+  }
+
+  // The socket last: once it accepts, everything a client is served from exists (tests and
+  // supervisors take an accepting socket for a broker that is up).
   struct stat st;
   if (::lstat(socketPath_.c_str(), &st) == 0) {
     if (!S_ISSOCK(st.st_mode)) {
@@ -166,18 +181,6 @@ Status Broker::start() {
     spdlog::warn("clients will refuse this broker: {}", s.message());
   }
 
-  if (auto s = openContractStore(); !s) return s;
-
-  auto registry = detail::RegistryWriter::create(options_.registryBytes, uint32_t(::getpid()));
-  if (!registry.ok()) return registry.status();
-  registry_ = std::make_unique<detail::RegistryWriter>(std::move(*registry));
-  publishRegistry();
-
-  stopFd_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-  epollFd_.reset(::epoll_create1(EPOLL_CLOEXEC));
-  if (!signalFd_ || !stopFd_ || !epollFd_) {
-    return Status(StatusCode::kInternal, detail::errnoText("signalfd/eventfd/epoll", errno));
-  }
   for (auto [fd, tag] :
        {std::pair{listenFd_.get(), kListenTag}, std::pair{signalFd_.get(), kSignalTag},
         std::pair{stopFd_.get(), kStopTag}}) {

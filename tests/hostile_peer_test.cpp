@@ -415,6 +415,13 @@ TEST(HostileProviders, ProviderThatStopsReading_IsDropped_AndItsCallersGetUnavai
 // What the broker holds for clients: their sockets and the segments it made for them (the
 // listening socket and the registry segment are there from the start). Other descriptors, such as
 // those a sanitizer's runtime opens when it first needs them, are not counted.
+// How often `needle` stands in `text`.
+size_t countOf(const std::string& text, const std::string& needle) {
+  size_t n = 0;
+  for (size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
+  return n;
+}
+
 size_t clientFds(pid_t pid) {
   size_t n = 0;
   std::error_code ec;
@@ -470,6 +477,10 @@ Result<ServiceHandle> serveEcho(Client& client, const std::string& id,
 TEST(ClientLimits, EachPerClientLimit_IsResourceExhaustedNamingItsFlag_AndALeaverFreesAll) {
   BrokerFixture broker({"--max-services-per-client", "3", "--max-channels-per-client", "2",
                         "--max-topics-per-client", "1", "--max-subscriptions-per-client", "1"});
+  // The fixture's probe that the broker is up is a connection too: the baseline is taken once
+  // the broker has seen it leave.
+  ASSERT_TRUE(waitUntil(
+      [&] { return countOf(broker.process().errors(), "gone: connection closed") == 1; }));
   const size_t baseline = clientFds(broker.process().pid());
   auto provider = connectTo(broker.socket());
   auto caller = connectTo(broker.socket());
@@ -558,12 +569,6 @@ TEST(ClientLimits, RegistrationThatDoesNotFitTheRegistry_IsRefusedNamingRegistry
 }
 
 // ---- item 6: out of descriptors -----------------------------------------------------------
-
-size_t countOf(const std::string& text, const std::string& needle) {
-  size_t n = 0;
-  for (size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
-  return n;
-}
 
 // User plus system CPU time of a process, in clock ticks.
 uint64_t cpuTicks(pid_t pid) {
@@ -716,7 +721,8 @@ TEST(BrokerTrust, BrokerRunByAnotherUser_IsPermissionDenied_UnlessThatUserIsTrus
     }
   } cleanup{dir};
   Subprocess other({"/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                    testing::brokerBinary(), "--socket", socket, "--log-level", "debug"});
+                    testing::brokerBinary(), "--socket", socket, "--log-level", "debug",
+                    "--state-dir", ":memory:"});
   ASSERT_TRUE(waitUntil([&] { return other.errors().find("serving on") != std::string::npos; }))
       << other.errors();
 
