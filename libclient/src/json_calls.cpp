@@ -20,7 +20,6 @@ using detail::ControlReply;
 Result<std::shared_ptr<capnp::SchemaLoader>> loadNodes(
     capnp::List<capnp::schema::Node>::Reader nodes, const std::string& what) {
   auto loader = std::make_shared<capnp::SchemaLoader>();
-  Status st;
   KJ_IF_MAYBE (e, kj::runCatchingExceptions([&] {
                  for (auto n : nodes) loader->load(n);
                })) {
@@ -62,6 +61,19 @@ auto readReply(F&& f) -> decltype(f()) {
                   std::string("malformed reply from the broker: ") + e->getDescription().cStr());
   }
   return out;
+}
+
+// Builds `json` as the root of `builder` (ring space: a call's params or a topic's loan). The
+// codec turns what it meets into INVALID_ARGUMENT; initRoot itself may still throw.
+Status fillFromJson(capnp::MessageBuilder& builder, capnp::StructSchema type,
+                    std::string_view json) {
+  Status st;
+  KJ_IF_MAYBE (e, kj::runCatchingExceptions([&] {
+                 st = detail::jsonToStruct(json, builder.initRoot<capnp::DynamicStruct>(type));
+               })) {
+    st = Status(StatusCode::kInvalidArgument, e->getDescription().cStr());
+  }
+  return st;
 }
 
 }  // namespace
@@ -203,13 +215,7 @@ Result<JsonStub::Method> JsonStub::method(std::string_view name) const {
 Status JsonStub::build(const Method& m, std::string_view params, const CallOptions& options) {
   auto builder = detail::beginCall(*ch_, m.ref, options);
   if (!builder.ok()) return builder.status();
-  Status st;
-  KJ_IF_MAYBE (e, kj::runCatchingExceptions([&] {
-                 st = detail::jsonToStruct(params,
-                                           (*builder)->initRoot<capnp::DynamicStruct>(m.params));
-               })) {
-    st = Status(StatusCode::kInvalidArgument, e->getDescription().cStr());
-  }
+  Status st = fillFromJson(**builder, m.params, params);
   if (!st) detail::abandonCall(*ch_);
   return st;
 }
@@ -339,13 +345,7 @@ Status JsonPublisher::publish(std::string_view message) {
   if (!core_) return Status(StatusCode::kFailedPrecondition, "publish() on a closed publisher");
   auto builder = core_->loan();
   if (!builder.ok()) return builder.status();
-  Status st;
-  KJ_IF_MAYBE (e, kj::runCatchingExceptions([&] {
-                 st = detail::jsonToStruct(
-                     message, (*builder)->initRoot<capnp::DynamicStruct>(type_->schema));
-               })) {
-    st = Status(StatusCode::kInvalidArgument, e->getDescription().cStr());
-  }
+  Status st = fillFromJson(**builder, type_->schema, message);
   if (!st) {
     core_->abandon();
     return st;
