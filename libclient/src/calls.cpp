@@ -796,6 +796,24 @@ Result<std::shared_ptr<detail::CallerChannel>> Client::bindImpl(std::string_view
   return ch;
 }
 
+Result<ServiceHandle> Client::serveDynamic(std::string_view id, Version version,
+                                          capnp::InterfaceSchema schema,
+                                          std::map<uint16_t, Handler> handlers,
+                                          std::map<uint16_t, StreamHandler> streamHandlers,
+                                          ServiceOptions options) {
+  detail::ServiceSpec spec;
+  spec.id = std::string(id);
+  spec.version = version;
+  spec.schema = schema;
+  spec.interfaceId = schema.getProto().getId();
+  spec.interfaceName = schema.getShortDisplayName().cStr();
+  spec.methods = detail::describeMethods(schema);
+  spec.handlers = std::move(handlers);
+  spec.streamHandlers = std::move(streamHandlers);
+  spec.options = std::move(options);
+  return serveImpl(std::move(spec));
+}
+
 Result<ServiceHandle> Client::serveImpl(detail::ServiceSpec spec) {
   return impl_->serve(std::move(spec));
 }

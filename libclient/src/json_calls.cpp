@@ -262,6 +262,42 @@ Result<std::string> JsonStub::call(std::string_view name, std::string_view param
   return json;
 }
 
+Result<JsonCallHandle> JsonStub::callAsync(std::string_view name, std::string_view params,
+                                           std::function<void(Result<std::string>)> done,
+                                           const JsonCallOptions& options) {
+  auto m = method(name);
+  if (!m.ok()) return m.status();
+  if (m->stream) {
+    return Status(StatusCode::kFailedPrecondition,
+                  "method " + std::string(name) + " of " + contract_->id +
+                      " is a server stream; open it with openStream()");
+  }
+  if (auto s = build(*m, params, options); !s) return s;
+  // The callback keeps the contract alive: the results type lives in its loader.
+  auto call = detail::sendAsync(
+      ch_, false,
+      [done = std::move(done), type = m->results, pretty = options.pretty,
+       contract = contract_](const std::shared_ptr<detail::AsyncCall>& c) {
+        capnp::MessageReader* reader = nullptr;
+        if (auto st = detail::takeAsync(*c, reader); !st) {
+          done(st);
+          return;
+        }
+        auto json = toJson(*reader, type, pretty);
+        detail::releaseAsync(*c);
+        done(std::move(json));
+      });
+  return JsonCallHandle(std::move(call));
+}
+
+Status JsonCallHandle::cancel() {
+  return call_ ? detail::cancelAsync(call_) : Status();
+}
+
+uint64_t JsonCallHandle::callId() const noexcept {
+  return call_ ? detail::asyncCallId(*call_) : 0;
+}
+
 Status JsonStub::callOneWay(std::string_view name, std::string_view params,
                             const CallOptions& options) {
   auto m = method(name);
@@ -332,6 +368,19 @@ Result<JsonPublisher> Client::advertiseJson(std::string_view id, TopicOptions op
   auto type = topicSchema(id);
   if (!type.ok()) return type.status();
   auto info = std::make_shared<const TopicSchemaInfo>(std::move(*type));
+  auto core = detail::advertiseTopic(impl_, id, info->schema, std::move(options));
+  if (!core.ok()) return core.status();
+  return JsonPublisher(std::move(*core), std::move(info));
+}
+
+Result<JsonPublisher> Client::advertiseJson(std::string_view id, TopicSchemaInfo type,
+                                           TopicOptions options) {
+  if (!type.loader || type.schema.getProto().getId() == 0) {
+    return Status(StatusCode::kInvalidArgument, "advertiseJson: the message type has no schema");
+  }
+  type.topicId = std::string(id);
+  type.typeId = type.schema.getProto().getId();
+  auto info = std::make_shared<const TopicSchemaInfo>(std::move(type));
   auto core = detail::advertiseTopic(impl_, id, info->schema, std::move(options));
   if (!core.ok()) return core.status();
   return JsonPublisher(std::move(*core), std::move(info));

@@ -744,6 +744,16 @@ class Client {
     return serveImpl(std::move(spec));
   }
 
+  // Serves an interface known only at run time (parsed from a schema file or loaded from schema
+  // nodes), with handlers keyed by method ordinal: what the C ABI's hms_client_serve uses. C++
+  // code with generated classes uses serve(). `schema` must stay valid while the service lives
+  // (keep its loader); a method without a handler answers UNIMPLEMENTED.
+  Result<ServiceHandle> serveDynamic(std::string_view id, Version version,
+                                     capnp::InterfaceSchema schema,
+                                     std::map<uint16_t, Handler> handlers,
+                                     std::map<uint16_t, StreamHandler> streamHandlers = {},
+                                     ServiceOptions options = {});
+
   // Becomes the one publisher of topic `id`, whose messages are T (a Cap'n Proto struct).
   // ALREADY_EXISTS when the topic has a publisher (docs/pubsub.md).
   template <class T>
@@ -794,6 +804,9 @@ class Client {
   // The publisher of topic `id` with JSON messages of the type its earlier publisher advertised
   // (NOT_FOUND when no publisher advertised it in this broker's life).
   Result<JsonPublisher> advertiseJson(std::string_view id, TopicOptions options = {});
+  // The same with the message type given (e.g. parsed from a schema file at run time).
+  Result<JsonPublisher> advertiseJson(std::string_view id, TopicSchemaInfo type,
+                                      TopicOptions options = {});
   // A subscription to topic `id` whose messages come as JSON.
   Result<JsonSubscription> subscribeJson(std::string_view id, SubscribeOptions options = {});
 

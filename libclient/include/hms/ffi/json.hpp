@@ -15,6 +15,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -53,6 +54,19 @@ class JsonStream {
   bool ended_ = false;
 };
 
+// A JSON call in flight (JsonStub::callAsync). Dropping it does not cancel the call.
+class JsonCallHandle {
+ public:
+  // Stops the call: its callback gets CANCELLED unless the result came first.
+  Status cancel();
+  uint64_t callId() const noexcept;
+
+ private:
+  friend class JsonStub;
+  explicit JsonCallHandle(std::shared_ptr<detail::AsyncCall> call) : call_(std::move(call)) {}
+  std::shared_ptr<detail::AsyncCall> call_;
+};
+
 // A bound service called by method name with JSON. Like Stub: one call at a time per JsonStub
 // (use one per thread); movable, closes its channel when destroyed.
 class JsonStub {
@@ -70,6 +84,13 @@ class JsonStub {
   // method (use openStream), INVALID_ARGUMENT for JSON that does not fit, else the call's status.
   Result<std::string> call(std::string_view method, std::string_view params,
                            const JsonCallOptions& options = {});
+  // Sends the call and returns at once. `done` runs exactly once, on the client's completion
+  // thread, with the results as JSON or the error (a send that failed included), unless this
+  // returns an error itself (an unknown method, JSON that does not fit: nothing was sent).
+  // Several calls may be in flight on one JsonStub.
+  Result<JsonCallHandle> callAsync(std::string_view method, std::string_view params,
+                                   std::function<void(Result<std::string>)> done,
+                                   const JsonCallOptions& options = {});
   // Sends a call expecting no reply: OK once it is in the channel.
   Status callOneWay(std::string_view method, std::string_view params,
                     const CallOptions& options = {});
