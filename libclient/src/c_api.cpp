@@ -31,6 +31,7 @@
 #include "hms/ffi/client.hpp"
 #include "hms/ffi/json.hpp"
 #include "json_codec.hpp"
+#include "ring_message.hpp"
 #include "schema_nodes.hpp"
 
 using hms::ffi::CallContext;
@@ -57,7 +58,8 @@ std::once_flag gAtForkOnce;
 
 void registerAtFork() {
   std::call_once(gAtForkOnce, [] {
-    pthread_atfork(nullptr, nullptr, [] { gForkGeneration.fetch_add(1, std::memory_order_relaxed); });
+    pthread_atfork(nullptr, nullptr,
+                   [] { gForkGeneration.fetch_add(1, std::memory_order_relaxed); });
   });
 }
 
@@ -417,6 +419,11 @@ struct hms_future {
   uint64_t generation = 0;
 };
 
+struct hms_reply {
+  std::optional<hms::ffi::RawReply> reply;
+  uint64_t generation = 0;
+};
+
 struct hms_stream {
   std::optional<hms::ffi::JsonStream> stream;
   uint64_t generation = 0;
@@ -457,6 +464,7 @@ struct PendingRequest {
   int64_t deadlineNs = INT64_MAX;
   std::string traceparent;
   bool hasTrace = false;
+  bool rawLoaned = false;  // the results are being written raw (hms_request_loan_raw)
 
   void orphan() {
     std::lock_guard lock(mu);
@@ -930,6 +938,67 @@ void hms_stream_free(hms_stream_t** stream) {
   freeHandle(stream);
 }
 
+// ---- the raw level ----------------------------------------------------------------------------
+
+int hms_stub_loan_raw(hms_stub_t* stub, const char* method, const hms_call_options_t* options,
+                      void** data, size_t* capacity, hms_error_t** err) {
+  if (stub == nullptr) return nullArgument(err, "stub");
+  if (method == nullptr) return nullArgument(err, "method");
+  if (data == nullptr) return nullArgument(err, "data");
+  if (capacity == nullptr) return nullArgument(err, "capacity");
+  *data = nullptr;
+  *capacity = 0;
+  if (foreign(stub)) return forked(err, "stub");
+  return guarded(err, [&] {
+    auto o = callOptions(options);
+    if (!o.ok()) return setError(err, o.status());
+    auto space = stub->stub->loanRaw(method, *o);
+    if (!space.ok()) return setError(err, space.status());
+    *data = space->begin();
+    *capacity = space->size() * sizeof(capnp::word);
+    return 0;
+  });
+}
+
+int hms_stub_send_raw(hms_stub_t* stub, size_t size, hms_reply_t** reply, hms_error_t** err) {
+  if (reply == nullptr) return nullArgument(err, "reply");
+  *reply = nullptr;
+  if (stub == nullptr) return nullArgument(err, "stub");
+  if (foreign(stub)) return forked(err, "stub");
+  return guarded(err, [&] {
+    if (size % sizeof(capnp::word) != 0) {
+      stub->stub->abandonRaw();
+      return setError(err, StatusCode::kInvalidArgument,
+                      "a raw message's size is a multiple of 8 bytes (Cap'n Proto words); " +
+                          std::to_string(size) + " is not");
+    }
+    auto r = stub->stub->sendRaw(size / sizeof(capnp::word));
+    if (!r.ok()) return setError(err, r.status());
+    auto h = std::make_unique<hms_reply>();
+    h->reply.emplace(std::move(*r));
+    h->generation = stub->generation;
+    *reply = h.release();
+    return 0;
+  });
+}
+
+void hms_stub_abandon_raw(hms_stub_t* stub) {
+  if (stub == nullptr || foreign(stub)) return;
+  stub->stub->abandonRaw();
+}
+
+const void* hms_reply_data(const hms_reply_t* reply) {
+  return reply != nullptr ? reply->reply->words().begin() : nullptr;
+}
+
+size_t hms_reply_size(const hms_reply_t* reply) {
+  return reply != nullptr ? reply->reply->words().size() * sizeof(capnp::word) : 0;
+}
+
+void hms_reply_free(hms_reply_t** reply) {
+  freeHandle(reply);
+}
+
 // ---- serving ----------------------------------------------------------------------------------
 
 void hms_service_options_init(hms_service_options_t* o) {
@@ -1213,6 +1282,79 @@ int hms_request_params_json(const hms_request_t* request, char** json, size_t* j
   });
 }
 
+const void* hms_request_params_data(const hms_request_t* request) {
+  if (request == nullptr || foreign(request)) return nullptr;
+  auto& r = *request->req;
+  std::lock_guard lock(r.mu);
+  if (r.answered || r.orphaned || r.params == nullptr) return nullptr;
+  return r.params->getSegment(0).begin();
+}
+
+size_t hms_request_params_size(const hms_request_t* request) {
+  if (request == nullptr || foreign(request)) return 0;
+  auto& r = *request->req;
+  std::lock_guard lock(r.mu);
+  if (r.answered || r.orphaned || r.params == nullptr) return 0;
+  return r.params->getSegment(0).size() * sizeof(capnp::word);
+}
+
+int hms_request_loan_raw(hms_request_t* request, void** data, size_t* capacity,
+                         hms_error_t** err) {
+  if (request == nullptr) return nullArgument(err, "request");
+  if (data == nullptr) return nullArgument(err, "data");
+  if (capacity == nullptr) return nullArgument(err, "capacity");
+  *data = nullptr;
+  *capacity = 0;
+  if (foreign(request)) return forked(err, "request");
+  return guarded(err, [&] {
+    auto& r = *request->req;
+    std::lock_guard lock(r.mu);
+    if (int c = usable(r, err)) return c;
+    if (r.stream) {
+      return setError(err, StatusCode::kFailedPrecondition,
+                      "method " + r.method + " is a stream; its items are sent as JSON");
+    }
+    // The dispatcher builds results in a RingMessageBuilder (ring slot or socket scratch).
+    auto space = static_cast<hms::ffi::detail::RingMessageBuilder*>(r.results)->loanRaw();
+    r.rawLoaned = true;
+    *data = space.begin();
+    *capacity = space.size() * sizeof(capnp::word);
+    return 0;
+  });
+}
+
+int hms_request_reply_raw(hms_request_t** request, size_t size, hms_error_t** err) {
+  if (request == nullptr || *request == nullptr) return nullArgument(err, "request");
+  if (foreign(*request)) return forked(err, "request");
+  return guarded(err, [&] {
+    std::unique_ptr<hms_request> owned(*request);
+    *request = nullptr;
+    auto& r = *owned->req;
+    std::lock_guard lock(r.mu);
+    if (int c = usable(r, err)) return c;
+    int rc = 0;
+    auto* b = static_cast<hms::ffi::detail::RingMessageBuilder*>(r.results);
+    const size_t capacity = r.rawLoaned ? b->loanRaw().size() * sizeof(capnp::word) : 0;
+    if (!r.rawLoaned) {
+      rc = setError(err, StatusCode::kFailedPrecondition,
+                    "hms_request_reply_raw without hms_request_loan_raw");
+      r.status = Status(StatusCode::kInternal, "the service answered without results");
+    } else if (size == 0 || size % sizeof(capnp::word) != 0 || size > capacity) {
+      rc = setError(err, StatusCode::kInvalidArgument,
+                    "a raw reply of " + std::to_string(size) +
+                        " bytes is not a whole number of words within the loan of " +
+                        std::to_string(capacity));
+      r.status = Status(StatusCode::kInternal, "the service's raw reply was malformed");
+    } else {
+      b->setRawWords(size / sizeof(capnp::word));
+      r.status = Status();
+    }
+    r.answered = true;
+    r.cv.notify_all();
+    return rc;
+  });
+}
+
 int hms_request_reply_json(hms_request_t** request, const char* results, size_t results_len,
                            hms_error_t** err) {
   if (request == nullptr || *request == nullptr) return nullArgument(err, "request");
@@ -1231,6 +1373,11 @@ int hms_request_reply_json(hms_request_t** request, const char* results, size_t 
                       "a stream ends without results: pass NULL (or {}) to end it");
       }
       r.status = Status();
+    } else if (r.rawLoaned) {
+      rc = setError(err, StatusCode::kFailedPrecondition,
+                    "the results were loaned raw (hms_request_loan_raw): answer with "
+                    "hms_request_reply_raw");
+      r.status = Status(StatusCode::kInternal, "the service answered without results");
     } else if (results == nullptr) {
       rc = nullArgument(err, "results");
       r.status = Status(StatusCode::kInternal, "the service answered without results");

@@ -8,6 +8,7 @@
 #include "client_impl.hpp"
 #include "hms/ffi/json.hpp"
 #include "json_codec.hpp"
+#include "ring_message.hpp"
 
 namespace hms::ffi {
 
@@ -183,7 +184,9 @@ Result<std::string> Client::callJson(std::string_view id, std::string_view range
   return stub->call(method, params, o);
 }
 
-JsonStub::~JsonStub() = default;
+JsonStub::~JsonStub() {
+  if (raw_ != nullptr && ch_) detail::abandonCall(*ch_);
+}
 
 const ServiceInfo& JsonStub::service() const noexcept {
   return detail::boundService(*ch_);
@@ -288,6 +291,64 @@ Result<JsonCallHandle> JsonStub::callAsync(std::string_view name, std::string_vi
         done(std::move(json));
       });
   return JsonCallHandle(std::move(call));
+}
+
+Result<kj::ArrayPtr<capnp::word>> JsonStub::loanRaw(std::string_view name,
+                                                     const CallOptions& options) {
+  if (raw_ != nullptr) {
+    return Status(StatusCode::kFailedPrecondition,
+                  "a raw message is on loan on this stub already: send or abandon it first");
+  }
+  auto m = method(name);
+  if (!m.ok()) return m.status();
+  if (m->stream) {
+    return Status(StatusCode::kFailedPrecondition,
+                  "method " + std::string(name) + " of " + contract_->id +
+                      " is a server stream; the raw level makes calls only");
+  }
+  auto builder = detail::beginCall(*ch_, m->ref, options);
+  if (!builder.ok()) return builder.status();
+  // beginCall's builder is the channel's RingMessageBuilder (ring slot or socket scratch).
+  raw_ = static_cast<detail::RingMessageBuilder*>(*builder);
+  return raw_->loanRaw();
+}
+
+void JsonStub::abandonRaw() {
+  if (raw_ == nullptr) return;
+  raw_ = nullptr;
+  detail::abandonCall(*ch_);
+}
+
+Result<RawReply> JsonStub::sendRaw(size_t words) {
+  if (raw_ == nullptr) {
+    return Status(StatusCode::kFailedPrecondition, "no raw message is on loan (loanRaw first)");
+  }
+  const size_t capacity = raw_->loanRaw().size();
+  if (words == 0 || words > capacity) {
+    abandonRaw();
+    return Status(StatusCode::kInvalidArgument,
+                  "a raw message of " + std::to_string(words) + " words does not fit its loan of " +
+                      std::to_string(capacity) + " words (at least the root pointer)");
+  }
+  raw_->setRawWords(words);
+  raw_ = nullptr;
+  auto segment = [](capnp::MessageReader& r) {
+    return r.getSegment(0);  // ring messages are one segment
+  };
+  if (detail::inAsyncMode(*ch_)) {
+    auto call = detail::sendAsync(ch_, false, nullptr);
+    capnp::MessageReader* reader = nullptr;
+    if (auto s = detail::awaitAsync(*call, reader); !s) return s;
+    return RawReply(nullptr, call, segment(*reader));
+  }
+  auto reader = detail::finishCall(*ch_);
+  if (!reader.ok()) return reader.status();
+  return RawReply(ch_, nullptr, segment(**reader));
+}
+
+RawReply::~RawReply() {
+  if (ch_) detail::releaseReply(*ch_);
+  if (call_) detail::releaseAsync(*call_);
 }
 
 Status JsonCallHandle::cancel() {

@@ -3,6 +3,7 @@
 
 #include <capnp/message.h>
 
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
@@ -31,8 +32,27 @@ class RingMessageBuilder final : public capnp::MessageBuilder {
     return ptr;
   }
 
+  // The raw level (C ABI): the whole space, handed to code that writes a single-segment message
+  // into it itself (root pointer at word 0). The builder is not used for building afterwards.
+  kj::ArrayPtr<capnp::word> loanRaw() {
+    gaveSpace_ = true;
+    raw_ = true;
+    rawWords_ = 0;
+    return space_;
+  }
+  bool isRaw() const noexcept { return raw_; }
+  // How many words of the loaned space the message takes (at most its size).
+  void setRawWords(size_t words) noexcept { rawWords_ = std::min(words, space_.size()); }
+
+  // The message's one segment, when it is in place (see inPlace()).
+  kj::ArrayPtr<const capnp::word> inPlaceWords() {
+    if (raw_) return kj::arrayPtr(space_.begin(), rawWords_);
+    return getSegmentsForOutput()[0];
+  }
+
   // Words of ring space the builder wrote into (to zero on abort).
   size_t ringWordsTouched() {
+    if (raw_) return space_.size();  // raw code may have written anywhere in the loan
     if (!gaveSpace_) return 0;
     auto segs = getSegmentsForOutput();
     if (segs.size() > 0 && segs[0].begin() == space_.begin()) return segs[0].size();
@@ -41,6 +61,7 @@ class RingMessageBuilder final : public capnp::MessageBuilder {
 
   // Whether the whole message is the one segment in the ring space.
   bool inPlace() {
+    if (raw_) return true;
     auto segs = getSegmentsForOutput();
     return segs.size() == 1 && segs[0].begin() == space_.begin();
   }
@@ -48,6 +69,8 @@ class RingMessageBuilder final : public capnp::MessageBuilder {
  private:
   kj::ArrayPtr<capnp::word> space_;
   bool gaveSpace_ = false;
+  bool raw_ = false;
+  size_t rawWords_ = 0;
   std::vector<kj::Array<capnp::word>> spill_;
 };
 
@@ -76,7 +99,7 @@ Status publishRecord(RingProducer& ring, const RingProducer::Slot& slot,
                      const std::string& limitHint, WaitSpace&& waitSpace) {
   const uint32_t offset = payloadOffset(header.flags);
   if (builder.inPlace()) {
-    const size_t words = builder.getSegmentsForOutput()[0].size();
+    const size_t words = builder.inPlaceWords().size();
     if (words * 8 > maxMessageBytes) {
       ring.abort(slot, uint32_t(offset + words * 8));
       return Status(StatusCode::kResourceExhausted,

@@ -113,7 +113,7 @@ Status SocketLink::send(RecordHeader header, const TraceContextWire* trace,
   kj::ArrayPtr<const capnp::word> words;
   std::optional<capnp::MallocMessageBuilder> flat;
   if (builder.inPlace()) {
-    words = builder.getSegmentsForOutput()[0];  // within the scratch, so within the limit
+    words = builder.inPlaceWords();  // within the scratch, so within the limit
   } else {
     size_t total = 0;
     for (auto seg : builder.getSegmentsForOutput()) total += seg.size();

@@ -598,7 +598,7 @@ class PublisherImpl final : public PublisherCore {
     uint32_t words = 0;
     try {
       if (builder_->inPlace()) {
-        words = uint32_t(builder_->getSegmentsForOutput()[0].size());
+        words = uint32_t(builder_->inPlaceWords().size());
       } else {
         // It outgrew the slot's first segment: flattened into the slot if it fits.
         size_t total = 0;

@@ -20,9 +20,10 @@
  *   - A process forked from one that connected gets HMS_FAILED_PRECONDITION from every call on
  *     the parent's handles (it must connect anew); nothing is written to the parent's rings.
  *
- * The JSON level: any service or topic whose contract the broker knows, JSON in and out,
- * converted in place in the rings (docs/contracts.md has the mapping). The raw level (a Cap'n
- * Proto message built by the caller in loaned ring memory) is not in this version.
+ * Two levels: the JSON level (any service or topic whose contract the broker knows; JSON in and
+ * out, converted in place in the rings; docs/contracts.md has the mapping) and the raw level (a
+ * single-segment Cap'n Proto message built by the caller in loaned ring memory, and a reply read
+ * in place), for languages with a Cap'n Proto library.
  */
 #ifndef HMS_FFI_H
 #define HMS_FFI_H
@@ -208,6 +209,32 @@ HMS_FFI_API int hms_stream_cancel(hms_stream_t* stream);
 /* Frees the stream; one that has not ended is cancelled. */
 HMS_FFI_API void hms_stream_free(hms_stream_t** stream);
 
+/* ---- Calls: the raw level -------------------------------------------------------------------- */
+
+typedef struct hms_reply hms_reply_t;
+
+/* Loans zeroed ring memory for the params of `method`: *data (8-byte aligned), *capacity bytes.
+ * Write one Cap'n Proto segment there (the root pointer at offset 0, no segment table), then
+ * hms_stub_send_raw, or hms_stub_abandon_raw. Nothing may be written past the size sent. The stub
+ * is held until then (other threads' calls on it wait). May block while the ring is full
+ * (BLOCKING). */
+HMS_FFI_API int hms_stub_loan_raw(hms_stub_t* stub, const char* method,
+                                  const hms_call_options_t* options, void** data,
+                                  size_t* capacity, hms_error_t** err);
+/* BLOCKING: sends the first `size` bytes of the loan (a multiple of 8, at least 8) and waits for
+ * the reply, read in place until hms_reply_free. The service checks the message like any other:
+ * a malformed one is refused (HMS_INVALID_ARGUMENT). */
+HMS_FFI_API int hms_stub_send_raw(hms_stub_t* stub, size_t size, hms_reply_t** reply,
+                                  hms_error_t** err);
+/* Gives a loan back unsent. */
+HMS_FFI_API void hms_stub_abandon_raw(hms_stub_t* stub);
+/* The reply's one segment (the root pointer at offset 0) and its size in bytes; valid until
+ * hms_reply_free. */
+HMS_FFI_API const void* hms_reply_data(const hms_reply_t* reply);
+HMS_FFI_API size_t hms_reply_size(const hms_reply_t* reply);
+/* Gives the reply's ring space back; the stub's next call may go. */
+HMS_FFI_API void hms_reply_free(hms_reply_t** reply);
+
 /* ---- Serving (pull) -------------------------------------------------------------------------- */
 
 typedef struct hms_service hms_service_t;
@@ -269,6 +296,18 @@ HMS_FFI_API int hms_request_cancelled(const hms_request_t* request);
 /* The params as JSON. */
 HMS_FFI_API int hms_request_params_json(const hms_request_t* request, char** json,
                                         size_t* json_len, hms_error_t** err);
+
+/* The params' one segment (the root pointer at offset 0), read in place, and its size in bytes;
+ * valid until the request is answered or freed, or its service freed. NULL once answered. */
+HMS_FFI_API const void* hms_request_params_data(const hms_request_t* request);
+HMS_FFI_API size_t hms_request_params_size(const hms_request_t* request);
+/* The raw level for the results: zeroed ring memory (8-byte aligned) to write one Cap'n Proto
+ * segment into (root pointer at offset 0), then hms_request_reply_raw. Not for stream methods. */
+HMS_FFI_API int hms_request_loan_raw(hms_request_t* request, void** data, size_t* capacity,
+                                     hms_error_t** err);
+/* Answers with the first `size` bytes of the loan (a multiple of 8, at least 8) and frees the
+ * request. */
+HMS_FFI_API int hms_request_reply_raw(hms_request_t** request, size_t size, hms_error_t** err);
 
 /* Answers with `results` (a JSON object) and frees the request. HMS_INVALID_ARGUMENT when the
  * JSON does not fit the results type: the request is still freed and the caller gets INTERNAL

@@ -24,6 +24,10 @@
 
 namespace hms::ffi {
 
+namespace detail {
+class RingMessageBuilder;
+}  // namespace detail
+
 struct JsonCallOptions : CallOptions {
   bool pretty = false;  // indent the result (two spaces, a field per line)
 };
@@ -67,6 +71,27 @@ class JsonCallHandle {
   std::shared_ptr<detail::AsyncCall> call_;
 };
 
+// The reply of a raw call (JsonStub::sendRaw): its one Cap'n Proto segment, read in place in the
+// channel's ring. The stub's next call waits until it is destroyed.
+class RawReply {
+ public:
+  RawReply(RawReply&& o) noexcept
+      : ch_(std::move(o.ch_)), call_(std::move(o.call_)), words_(o.words_) {}
+  RawReply& operator=(RawReply&&) = delete;
+  ~RawReply();
+  // The segment (root pointer at word 0).
+  kj::ArrayPtr<const capnp::word> words() const noexcept { return words_; }
+
+ private:
+  friend class JsonStub;
+  RawReply(std::shared_ptr<detail::CallerChannel> ch, std::shared_ptr<detail::AsyncCall> call,
+           kj::ArrayPtr<const capnp::word> words)
+      : ch_(std::move(ch)), call_(std::move(call)), words_(words) {}
+  std::shared_ptr<detail::CallerChannel> ch_;  // a synchronous reply
+  std::shared_ptr<detail::AsyncCall> call_;    // one through the completion thread
+  kj::ArrayPtr<const capnp::word> words_;
+};
+
 // A bound service called by method name with JSON. Like Stub: one call at a time per JsonStub
 // (use one per thread); movable, closes its channel when destroyed.
 class JsonStub {
@@ -94,6 +119,15 @@ class JsonStub {
   // Sends a call expecting no reply: OK once it is in the channel.
   Status callOneWay(std::string_view method, std::string_view params,
                     const CallOptions& options = {});
+  // The raw level (the C ABI's, docs/c-abi.md): the params of `method` written by the caller as
+  // one Cap'n Proto segment (root pointer at word 0, no segment table) straight into the
+  // channel's ring. loanRaw returns the zeroed space and holds the channel; sendRaw(words) sends
+  // the first `words` words and waits for the reply (blocking), abandonRaw gives the space back.
+  // The service checks the message like any other. Nothing may be written beyond `words`.
+  Result<kj::ArrayPtr<capnp::word>> loanRaw(std::string_view method,
+                                            const CallOptions& options = {});
+  Result<RawReply> sendRaw(size_t words);
+  void abandonRaw();
   // Opens a server stream (a method the service serves with onStream).
   Result<JsonStream> openStream(std::string_view method, std::string_view params,
                                 const JsonCallOptions& options = {});
@@ -113,6 +147,7 @@ class JsonStub {
 
   std::shared_ptr<detail::CallerChannel> ch_;
   std::shared_ptr<const ContractInfo> contract_;
+  detail::RingMessageBuilder* raw_ = nullptr;  // the loan of loanRaw(), until sent or abandoned
 };
 
 // The one publisher of a topic, publishing JSON messages of the topic's type (known to the
