@@ -40,6 +40,7 @@
 
 #include "hms/ffi/bench.capnp.h"
 #include "hms/ffi/client.hpp"
+#include "hms/ffi/hms_ffi.h"
 #include "hms/ffi/json.hpp"
 
 #ifdef HMS_FFI_HAVE_ZMQ
@@ -599,6 +600,10 @@ std::optional<FfiResult> ffiCall(const Options& o, const std::string& self,
 struct JsonResult {
   Stats typed, json;    // all samples of each
   double ratioP50 = 0;  // median over slices of (JSON call p50 / adjacent typed call p50)
+  // The C ABI (hms_ffi.h) from C++: its JSON call (P12) and its raw call, each in slices beside
+  // the typed call.
+  std::optional<Stats> cJson, cRaw;
+  double cJsonRatioP50 = 0, cRawRatioP50 = 0;
 };
 
 std::string base64(const uint8_t* p, size_t n) {
@@ -662,11 +667,77 @@ std::optional<JsonResult> ffiJson(const Options& o, const std::string& self,
     ++gChecksFailed;
     return std::nullopt;
   }
-  if (sink == 42) std::fprintf(stderr, " ");
   JsonResult out;
   out.typed = summarize("hms-ffi typed call, " + mode, r.baseline);
-  out.json = summarize("hms-ffi JSON call, " + mode, r.measured);
+  out.json = summarize("C++ JsonStub call, " + mode, r.measured);
   out.ratioP50 = r.ratioP50;
+
+  // The same through the C ABI, as any other language's binding makes it.
+  hms_client_options_t co;
+  hms_client_options_init(&co);
+  co.socket_path = socket.c_str();
+  co.name = "bench-c-abi-caller";
+  co.wait_mode = mode == "spin"       ? HMS_WAIT_SPIN
+                 : mode == "blocking" ? HMS_WAIT_BLOCKING
+                                      : HMS_WAIT_ADAPTIVE;
+  hms_client_t* c = nullptr;
+  hms_stub_t* cstub = nullptr;
+  hms_error_t* err = nullptr;
+  if (hms_client_connect(&co, &c, &err) != HMS_OK ||
+      hms_client_bind(c, ("hms.bench.echo." + mode).c_str(), "*", &cstub, &err) != HMS_OK) {
+    std::fprintf(stderr, "hms-ffi-bench: C ABI: %s\n", hms_error_message(err));
+    hms_error_free(&err);
+    hms_client_free(&c);
+    ++gChecksFailed;
+    return out;
+  }
+  Sliced cj = slicedAgainst(o, 1000, typed, [&](int i) {
+    const std::string& req = requests[size_t(i & 0xff)];
+    char* reply = nullptr;
+    size_t len = 0;
+    if (hms_stub_call_json(cstub, "echo", req.data(), req.size(), nullptr, &reply, &len,
+                           nullptr) != HMS_OK ||
+        std::string_view(reply, len) != req) {
+      failed = true;
+    }
+    hms_string_free(&reply);
+  });
+  Sliced cr = slicedAgainst(o, 1000, typed, [&](int i) {
+    void* data = nullptr;
+    size_t capacity = 0;
+    if (hms_stub_loan_raw(cstub, "echo", nullptr, &data, &capacity, nullptr) != HMS_OK) {
+      failed = true;
+      return;
+    }
+    capnp::FlatMessageBuilder mb(
+        kj::arrayPtr(static_cast<capnp::word*>(data), capacity / sizeof(capnp::word)));
+    auto d = mb.initRoot<Echo::EchoParams>().initPayload(64);
+    std::memset(d.begin(), i & 0xff, 64);
+    hms_reply_t* reply = nullptr;
+    if (hms_stub_send_raw(cstub, mb.getSegmentsForOutput()[0].size() * sizeof(capnp::word),
+                          &reply, nullptr) != HMS_OK) {
+      failed = true;
+      return;
+    }
+    kj::ArrayPtr<const capnp::word> seg(static_cast<const capnp::word*>(hms_reply_data(reply)),
+                                        hms_reply_size(reply) / sizeof(capnp::word));
+    capnp::SegmentArrayMessageReader rd(kj::arrayPtr(&seg, 1));
+    sink += rd.getRoot<Echo::EchoResults>().getPayload()[63];
+    hms_reply_free(&reply);
+  });
+  hms_stub_free(&cstub);
+  hms_client_free(&c);
+  if (failed) {
+    std::fprintf(stderr, "hms-ffi-bench: some %s C ABI calls failed or came back wrong\n",
+                 mode.c_str());
+    ++gChecksFailed;
+    return out;
+  }
+  if (sink == 42) std::fprintf(stderr, " ");
+  out.cJson = summarize("C ABI JSON call, " + mode, cj.measured);
+  out.cJsonRatioP50 = cj.ratioP50;
+  out.cRaw = summarize("C ABI raw call, " + mode, cr.measured);
+  out.cRawRatioP50 = cr.ratioP50;
   return out;
 }
 
@@ -1527,6 +1598,16 @@ int main(int argc, char** argv) {
       std::snprintf(extra, sizeof(extra), ",\"ratio_p50_to_typed\":%.3f", jsonCall->ratioP50);
       std::printf(",");
       jsonRow(jsonCall->json, extra);
+      if (jsonCall->cJson) {
+        std::snprintf(extra, sizeof(extra), ",\"ratio_p50_to_typed\":%.3f",
+                      jsonCall->cJsonRatioP50);
+        std::printf(",");
+        jsonRow(*jsonCall->cJson, extra);
+        std::snprintf(extra, sizeof(extra), ",\"ratio_p50_to_typed\":%.3f",
+                      jsonCall->cRawRatioP50);
+        std::printf(",");
+        jsonRow(*jsonCall->cRaw, extra);
+      }
     }
     std::printf(",");
     jsonRow(floorEnd, "");
@@ -1641,6 +1722,10 @@ int main(int argc, char** argv) {
         "the typed call, 64-byte echo (us):\n");
     row(jsonCall->typed);
     row(jsonCall->json);
+    if (jsonCall->cJson) {
+      row(*jsonCall->cJson);
+      row(*jsonCall->cRaw);
+    }
   }
   std::printf("\ntargets (../shared/design/PERFORMANCE.md):\n");
   auto verdict = [](bool met) { return met ? "met" : "MISSED"; };
@@ -1699,11 +1784,11 @@ int main(int argc, char** argv) {
                   verdict(r <= 1.3));
     }
   }
-  if (jsonCall) {
-    std::printf(
-        "  P12 JSON-level call p50 %.2fx the typed call (<= 5x): %s (through the C++ JsonStub; "
-        "the C ABI is not built yet)\n",
-        jsonCall->ratioP50, verdict(jsonCall->ratioP50 <= 5));
+  if (jsonCall && jsonCall->cJson) {
+    std::printf("  P12 JSON-level call through the C ABI p50 %.2fx the typed call (<= 5x): %s "
+                "(the C++ JsonStub: %.2fx; the C ABI's raw call: %.2fx)\n",
+                jsonCall->cJsonRatioP50, verdict(jsonCall->cJsonRatioP50 <= 5),
+                jsonCall->ratioP50, jsonCall->cRawRatioP50);
   }
   return checksExitStatus();
 }
