@@ -12,6 +12,7 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -172,11 +173,22 @@ Status Broker::start() {
     spdlog::info("removing stale socket {} left by a broker that is gone", socketPath_);
     ::unlink(socketPath_.c_str());
   }
-  auto listen = detail::listenSeqpacket(socketPath_);
+  // Bound and listening under a temporary name, then renamed into place: the socket appears
+  // only once it accepts, with its mode set (a client that sees it never gets ECONNREFUSED).
+  std::string bindPath = socketPath_ + "." + std::to_string(::getpid()) + ".new";
+  if (bindPath.size() >= sizeof(sockaddr_un::sun_path)) bindPath = socketPath_;
+  ::unlink(bindPath.c_str());
+  auto listen = detail::listenSeqpacket(bindPath);
   if (!listen.ok()) return listen.status();
   listenFd_ = std::move(*listen);
+  ::chmod(bindPath.c_str(), 0660);
+  if (bindPath != socketPath_ && ::rename(bindPath.c_str(), socketPath_.c_str()) != 0) {
+    const int e = errno;
+    ::unlink(bindPath.c_str());
+    return Status(StatusCode::kUnavailable,
+                  detail::errnoText(("rename " + bindPath + " to " + socketPath_).c_str(), e));
+  }
   socketCreated_ = true;
-  ::chmod(socketPath_.c_str(), 0660);
   if (auto s = detail::checkSocketDirectory(socketPath_, {0, ::geteuid()}); !s) {
     spdlog::warn("clients will refuse this broker: {}", s.message());
   }

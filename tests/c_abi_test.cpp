@@ -10,6 +10,7 @@
 
 #include <atomic>
 #include <cstring>
+#include <filesystem>
 #include <chrono>
 #include <string>
 #include <thread>
@@ -324,6 +325,52 @@ TEST_P(CAbi, AsyncCallsWaitPollSignalAnFdAndCancel) {
   hms_stub_free(&stub);
 }
 
+// An async call's deadline completes its future then, also while the service is busy with an
+// earlier call (once the completion thread slept past it; on sockets it waited for the reply).
+TEST_P(CAbi, AsyncCallsCompleteAtTheirDeadline) {
+  hms_stub_t* stub = bind();
+  ASSERT_NE(stub, nullptr);
+  Err err;
+  hms_call_options_t o;
+  hms_call_options_init(&o);
+  o.timeout_ns = 300'000'000;
+  for (int i = 0; i < 2; ++i) {
+    hms_future_t* f = nullptr;
+    const auto start = std::chrono::steady_clock::now();
+    ASSERT_EQ(hms_stub_call_async_json(stub, "sleep", R"({"ms": 3000})", SIZE_MAX, &o, &f, &err),
+              HMS_OK);
+    ASSERT_EQ(hms_future_wait(f, -1), HMS_OK);
+    const auto took = std::chrono::steady_clock::now() - start;
+    EXPECT_LT(took, std::chrono::milliseconds(2000)) << "call " << i << " waited for the reply";
+    Str out;
+    EXPECT_EQ(hms_future_result_json(f, &out.s, &out.len, &err), HMS_DEADLINE_EXCEEDED);
+    hms_future_free(&f);
+  }
+  hms_stub_free(&stub);
+}
+
+TEST(CAbiBroker, TheSocketAppearsOnlyOnceItAccepts) {
+  for (int round = 0; round < 5; ++round) {
+    char tmpl[] = "/tmp/hms-ffi-c-abi-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    const std::string dir = tmpl, sock = dir + "/broker.sock";
+    Subprocess broker({hms::ffi::testing::brokerBinary(), "--socket", sock, "--state-dir",
+                       ":memory:", "--log-level", "warn"});
+    ASSERT_TRUE(waitUntil([&] { return ::access(sock.c_str(), F_OK) == 0; }));
+    hms_client_options_t o;
+    hms_client_options_init(&o);
+    o.socket_path = sock.c_str();
+    o.reconnect = 0;
+    hms_client_t* c = nullptr;
+    Err err;
+    EXPECT_EQ(hms_client_connect(&o, &c, &err), HMS_OK) << "round " << round << ": "
+                                                        << err.message();
+    hms_client_free(&c);
+    broker.stop();
+    std::filesystem::remove_all(dir);
+  }
+}
+
 TEST_P(CAbi, OneWayCallsAndServerStreams) {
   hms_stub_t* stub = bind();
   ASSERT_NE(stub, nullptr);
@@ -533,8 +580,9 @@ TEST_P(CAbi, ServiceFdSignalsWaitingRequestsAndFreeingReleasesWaitingCallers) {
   ASSERT_EQ(hms_service_next(svc, 0, &req, &err), HMS_OK);
   EXPECT_EQ(::poll(&p, 1, 0), 0) << "taken: nothing waits any more";
 
-  // A request taken but not answered when the service goes: its caller hears UNAVAILABLE, and
-  // answering it afterwards is refused, not a crash.
+  // A request taken but not answered when the service stops: its caller hears UNAVAILABLE, and
+  // answering it afterwards is refused, not a crash (nor lost without a word).
+  EXPECT_EQ(hms_service_stop(svc), HMS_OK);
   hms_service_free(&svc);
   ASSERT_EQ(hms_future_wait(f, 20'000'000'000), HMS_OK);
   Str out;

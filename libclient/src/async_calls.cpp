@@ -622,6 +622,9 @@ void Completions::track(const std::shared_ptr<AsyncCall>& call) {
   deadlines_.emplace(call->deadlineNs, call);
   if (call->deadlineNs < earliest_.load(std::memory_order_relaxed)) {
     earliest_.store(call->deadlineNs, std::memory_order_relaxed);
+    // The shared-memory thread sleeps until the deadline it read; a change is what makes its
+    // wait's condition true, so that it wakes and sleeps again until this earlier one.
+    changes_.fetch_add(1, std::memory_order_release);
     wakeAll();
   }
 }
@@ -789,7 +792,9 @@ void Completions::runSockets() {
     for (auto& ch : chans) did |= drainAsync(*ch, *this);
     runCallbacks();
     expireDeadlines(monotonicNs());
-    if (did) continue;
+    // Callbacks of calls that expired just now are queued: run them before sleeping (epoll does
+    // not see the queue; the shared-memory thread's wait checks it).
+    if (did || queued_.load(std::memory_order_relaxed) != 0) continue;
     chans.clear();
     const int64_t deadline = earliest_.load(std::memory_order_relaxed);
     int timeoutMs = -1;

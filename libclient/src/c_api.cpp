@@ -1172,19 +1172,10 @@ int hms_service_fd(hms_service_t* service) {
 int hms_service_stop(hms_service_t* service) {
   if (service == nullptr) return HMS_INVALID_ARGUMENT;
   if (foreign(service)) return HMS_FAILED_PRECONDITION;
-  // Queued requests are answered UNAVAILABLE (release) before the registration goes, so that the
-  // library's workers are free when stop() waits for them.
-  {
-    std::lock_guard lock(service->state->mu);
-    service->state->stopped = true;
-    service->state->cv.notify_all();
-  }
-  std::deque<std::shared_ptr<PendingRequest>> queued;
-  {
-    std::lock_guard lock(service->state->mu);
-    queued.swap(service->state->queue);
-  }
-  for (auto& r : queued) r->orphan();
+  // Every request not answered yet is let go of first (its caller hears UNAVAILABLE, answering
+  // it afterwards is refused), so that the library's workers are free when the service's
+  // channels close.
+  service->state->release();
   Status s;
   if (service->handle) s = service->handle->stop();
   return int(s.code());

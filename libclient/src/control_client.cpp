@@ -149,7 +149,7 @@ Status ClientImpl::chooseTransport() {
   }
   if (transport_ == Transport::kSocket) {
     noSharedMemory_ = "transport set to socket";
-    log().info("hms-ffi: transport set to socket; this client maps no shared memory");
+    log().debug("hms-ffi: transport set to socket; this client maps no shared memory");
     return Status();
   }
   Status probe = probeSharedMemory();

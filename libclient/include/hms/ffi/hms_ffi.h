@@ -274,8 +274,9 @@ HMS_FFI_API int hms_service_next(hms_service_t* service, int64_t timeout_ns,
                                  hms_request_t** out, hms_error_t** err);
 /* A file descriptor readable while requests wait (level-triggered); owned by the service. */
 HMS_FFI_API int hms_service_fd(hms_service_t* service);
-/* Leaves the registry; hms_service_next then returns HMS_UNAVAILABLE. Requests taken stay
- * answerable. */
+/* Leaves the registry; hms_service_next then returns HMS_UNAVAILABLE. Requests not answered yet
+ * (queued or taken) are let go of: their callers get HMS_UNAVAILABLE, and answering one
+ * afterwards returns HMS_UNAVAILABLE. Answer what you took before stopping. */
 HMS_FFI_API int hms_service_stop(hms_service_t* service);
 /* Stops the service and frees it. */
 HMS_FFI_API void hms_service_free(hms_service_t** service);
