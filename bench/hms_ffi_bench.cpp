@@ -77,6 +77,8 @@ struct Options {
   std::vector<unsigned> fanout = {1, 2, 4, 8};                  // pub/sub subscribers (P6)
   std::vector<std::string> pubsubModes = {"spin", "adaptive"};  // one subscriber (P5)
   std::string brokerPath;
+  // --binding-programs: each language's bench program (the `bindings` pattern, P13).
+  std::vector<std::string> bindingPrograms;
 
   bool runs(const char* pattern) const {
     return std::find(patterns.begin(), patterns.end(), pattern) != patterns.end();
@@ -741,6 +743,97 @@ std::optional<JsonResult> ffiJson(const Options& o, const std::string& self,
   return out;
 }
 
+// P13: each binding's own bench program (bindings/go/cmd/hms-ffi-bench-go,
+// bindings/rust/examples/bench.rs) calls this run's echo service, in slices beside that language's
+// own blocking Unix-socket ping-pong with a peer on the service's CPU, and prints one JSON object
+// per row. Its raw-level rows are compared with the typed C++ call measured here just before.
+struct BindingRow {
+  std::string name;
+  double p50 = 0, p90 = 0, p99 = 0;
+  double ratioToBaseline = 0;  // 0: the row is a baseline
+  int samples = 0;
+};
+
+struct BindingResult {
+  std::string mode;
+  Stats typed;  // the C++ typed call in the same run
+  std::vector<BindingRow> rows;
+};
+
+// The number after "key": in one line of JSON (the programs' own output; flat objects).
+double jsonNumber(const std::string& line, const std::string& key) {
+  const auto at = line.find("\"" + key + "\":");
+  return at == std::string::npos ? 0 : std::atof(line.c_str() + at + key.size() + 3);
+}
+
+std::string jsonString(const std::string& line, const std::string& key) {
+  const auto at = line.find("\"" + key + "\":\"");
+  if (at == std::string::npos) return "";
+  const auto from = at + key.size() + 4;
+  return line.substr(from, line.find('"', from) - from);
+}
+
+std::optional<BindingResult> bindingBench(const Options& o, const std::string& self,
+                                          const std::string& socket, const std::string& mode) {
+  EchoServer server(o, self, socket, mode);
+  if (!server.up()) return std::nullopt;
+  BindingResult out;
+  out.mode = mode;
+  {
+    EchoCaller caller(socket, mode);
+    if (!caller.stub) return std::nullopt;
+    Options so = o;
+    so.iterations = std::max(2000, o.iterations / 10);
+    bool failed = false;
+    auto ns = timeLoop(so, [&](int i) {
+      auto reply = caller.stub->call<&Echo::Client::echoRequest>([&](auto p) {
+        auto d = p.initPayload(64);
+        std::memset(d.begin(), i & 0xff, 64);
+      });
+      if (!reply) failed = true;
+    });
+    if (failed) {
+      ++gChecksFailed;
+      return std::nullopt;
+    }
+    out.typed = summarize("C++ typed call, " + mode, ns);
+  }
+  for (const auto& program : o.bindingPrograms) {
+    const std::string cmd = program + " --socket " + socket + " --service hms.bench.echo." + mode +
+                            " --wait " + mode + " --iterations " +
+                            std::to_string(std::max(2000, o.iterations / 10)) + " --peer-cpu " +
+                            (o.pin ? std::to_string(o.peerCpu) : std::string("-1"));
+    FILE* f = ::popen(cmd.c_str(), "r");
+    if (f == nullptr) {
+      std::fprintf(stderr, "hms-ffi-bench: cannot run %s\n", program.c_str());
+      ++gChecksFailed;
+      continue;
+    }
+    char buf[1024];
+    int rows = 0;
+    while (std::fgets(buf, sizeof buf, f) != nullptr) {
+      const std::string line = buf;
+      BindingRow r;
+      r.name = jsonString(line, "name");
+      if (r.name.empty()) continue;
+      r.p50 = jsonNumber(line, "p50_us");
+      r.p90 = jsonNumber(line, "p90_us");
+      r.p99 = jsonNumber(line, "p99_us");
+      r.ratioToBaseline = jsonNumber(line, "ratio_p50_to_baseline");
+      r.samples = int(jsonNumber(line, "samples"));
+      out.rows.push_back(r);
+      ++rows;
+    }
+    const int status = ::pclose(f);
+    if (status != 0 || rows == 0) {
+      std::fprintf(stderr, "hms-ffi-bench: %s failed (status %d, %d rows)\n", program.c_str(),
+                   status, rows);
+      ++gChecksFailed;
+    }
+  }
+  return out;
+}
+
 // Raw in-place round trip of `bytes`: the caller writes the payload into shared memory and flips
 // a sequence word; the other process reads every byte (sums it) and answers with 64 bytes. The
 // floor for a large request built in place (P4).
@@ -1352,15 +1445,18 @@ int main(int argc, char** argv) {
       o.patterns = splitList(next());
       for (const auto& pat : o.patterns) {
         if (pat != "rtt" && pat != "sizes" && pat != "async" && pat != "stream" && pat != "setup" &&
-            pat != "pubsub" && pat != "idle" && pat != "json") {
+            pat != "pubsub" && pat != "idle" && pat != "json" && pat != "bindings") {
           std::fprintf(
               stderr,
-              "hms-ffi-bench: --patterns takes rtt,sizes,async,stream,setup,idle,pubsub,json, not "
+              "hms-ffi-bench: --patterns takes rtt,sizes,async,stream,setup,idle,pubsub,json,"
+              "bindings, not "
               "'%s'\n",
               pat.c_str());
           return 2;
         }
       }
+    } else if (a == "--binding-programs") {
+      o.bindingPrograms = splitList(next());
     } else if (a == "--throughput-modes") {
       o.throughputModes = splitList(next());
     } else if (a == "--stream-items") {
@@ -1389,6 +1485,7 @@ int main(int argc, char** argv) {
           "--no-pin]\n"
           "                     [--json]\n"
           "                     [--pubsub-modes spin,adaptive] [--fanout 1,2,4,8] [--broker PATH]\n"
+          "                     [--binding-programs PATH,PATH]\n"
           "rtt:    64-byte round trips between two processes: HMS-FFI calls per wait mode\n"
           "        (--modes) beside raw shared-memory spin and futex ping-pongs, a raw UDS\n"
           "        seqpacket ping-pong and, when built with libzmq, ZeroMQ ipc:// PAIR, all\n"
@@ -1409,6 +1506,9 @@ int main(int argc, char** argv) {
           "        CPU per message (P6).\n"
           "json:   a JSON-level 64-byte echo (JsonStub) in adaptive mode, in slices beside the\n"
           "        typed call of the same mode (P12).\n"
+          "bindings (not run by default): each --binding-programs program (default: the Go and\n"
+          "        Rust ones of this build) calls the echo service in blocking and adaptive mode\n"
+          "        beside its language's own blocking UDS ping-pong (P13).\n"
           "The measuring process on the first --cpus CPU, the other on the second (0,1), unless\n"
           "--no-pin. --iterations (200000) is the samples per round-trip row and the async calls "
           "per\n"
@@ -1511,6 +1611,27 @@ int main(int argc, char** argv) {
   }
   std::optional<JsonResult> jsonCall;
   if (o.runs("json")) jsonCall = ffiJson(o, self, socket, "adaptive");
+  std::vector<BindingResult> bindings;
+  if (o.runs("bindings")) {
+    Options bo = o;
+    if (bo.bindingPrograms.empty()) {
+      // This build's: bench/../bindings/go and bench/../cargo-target (bindings/build-programs.sh).
+      namespace fs = std::filesystem;
+      const fs::path build = fs::path(self).parent_path().parent_path();
+      for (const fs::path& p : {build / "bindings/go/hms-ffi-bench-go",
+                                build / "cargo-target/release/examples/bench"}) {
+        if (fs::exists(p)) {
+          bo.bindingPrograms.push_back(p.string());
+        } else {
+          std::fprintf(stderr, "hms-ffi-bench: %s is not built (bindings/build-programs.sh)\n",
+                       p.c_str());
+        }
+      }
+    }
+    for (const char* mode : {"blocking", "adaptive"}) {
+      if (auto r = bindingBench(bo, self, socket, mode)) bindings.push_back(std::move(*r));
+    }
+  }
   const Stats floorEnd = rawSpin(o, "raw-spin (floor, end)");
   kill(broker, SIGTERM);
   waitpid(broker, nullptr, 0);
@@ -1727,6 +1848,15 @@ int main(int argc, char** argv) {
       row(*jsonCall->cRaw);
     }
   }
+  for (const auto& b : bindings) {
+    std::printf("\nbindings, 64-byte echo, %s (us; each language beside its own blocking UDS "
+                "ping-pong):\n",
+                b.mode.c_str());
+    row(b.typed);
+    for (const auto& r : b.rows) {
+      std::printf("%-38s %9.2f %9.2f %9.2f\n", r.name.c_str(), r.p50, r.p90, r.p99);
+    }
+  }
   std::printf("\ntargets (../shared/design/PERFORMANCE.md):\n");
   auto verdict = [](bool met) { return met ? "met" : "MISSED"; };
   if (spin) {
@@ -1789,6 +1919,19 @@ int main(int argc, char** argv) {
                 "(the C++ JsonStub: %.2fx; the C ABI's raw call: %.2fx)\n",
                 jsonCall->cJsonRatioP50, verdict(jsonCall->cJsonRatioP50 <= 5),
                 jsonCall->ratioP50, jsonCall->cRawRatioP50);
+  }
+  for (const auto& b : bindings) {
+    for (const auto& r : b.rows) {
+      if (r.ratioToBaseline > 0 && r.name.find("JSON") != std::string::npos) {
+        std::printf("  P13 %s p50 %.2fx its language's UDS ping-pong (<= 0.5x): %s\n",
+                    r.name.c_str(), r.ratioToBaseline, verdict(r.ratioToBaseline <= 0.5));
+      }
+      if (r.name.find("raw") != std::string::npos && b.typed.p50 > 0) {
+        const double x = r.p50 / b.typed.p50;
+        std::printf("  P13 %s p50 %.2fx the C++ typed call (<= 1.5x): %s\n", r.name.c_str(), x,
+                    verdict(x <= 1.5));
+      }
+    }
   }
   return checksExitStatus();
 }

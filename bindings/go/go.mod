@@ -1,0 +1,3 @@
+module hmsffi.dev/ffi
+
+go 1.19
