@@ -10,7 +10,9 @@ cmake --build "$build" --target hms-ffid hms-ffi hms-example-emr_patient_service
   hms-example-api_gateway hms-example-cdf_debate_service hms-example-sys_policy_caller \
   hms-example-ach_transaction_service hms-example-ach_etl_batch hms-example-emr_vitals_monitor \
   hms-example-emr_vitals_subscriber hms-example-cdf_debate_client_v2_0 \
-  hms-example-cdf_debate_breaking_provider
+  hms-example-cdf_debate_breaking_provider hmsffi_c
+# The Go and Rust components (HMS-SYS in Go, HMS-CDF in Rust) over the C ABI.
+bash "$here/bindings/build-programs.sh" "$build"
 
 runtime=$(mktemp -d /tmp/hms-ffi-demo-XXXXXX)
 export HMS_FFI_SOCKET="$runtime/broker.sock"
@@ -31,6 +33,7 @@ echo "== starting the services (HMS-EMR, HMS-CDF, HMS-ACH)"
 "$build/examples/hms-example-emr_patient_service" >"$runtime/emr.log" 2>&1 &
 pids+=($!)
 "$build/examples/hms-example-cdf_debate_service" >"$runtime/cdf.log" 2>&1 &
+cdf_cpp=$!
 pids+=($!)
 "$build/examples/hms-example-ach_transaction_service" >"$runtime/ach.log" 2>&1 &
 pids+=($!)
@@ -54,6 +57,23 @@ echo "== contracts: hms.cdf.debate 2.1 is a compatible evolution of 2.0; a calle
 echo "   2.0 keeps working, and a provider registering a breaking 2.2 is refused with the reason"
 "$build/examples/hms-example-cdf_debate_client_v2_0"
 "$build/examples/hms-example-cdf_debate_breaking_provider"
+echo
+echo "== the seed's §4.1 across languages: HMS-SYS [go] -> HMS-CDF [rust], hms.cdf.debate"
+echo "   evaluatePolicy through the C ABI. The C++ HMS-CDF leaves; the Rust one registers the"
+echo "   same contract (the broker checks it against the stored 2.1.0); the Go caller binds it"
+kill "$cdf_cpp"
+wait "$cdf_cpp" 2>/dev/null || true
+for _ in $(seq 100); do
+  "$build/tools/hms-ffi" list 2>/dev/null | grep -q hms.cdf.debate || break
+  sleep 0.05
+done
+"$build/cargo-target/debug/examples/hms_cdf" --socket "$HMS_FFI_SOCKET" \
+  --schema "$here/schemas/hms/cdf/debate.capnp" >"$runtime/cdf-rust.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 200); do grep -q ready "$runtime/cdf-rust.log" && break; sleep 0.05; done
+"$build/bindings/go/hms-sys" --socket "$HMS_FFI_SOCKET"
+echo "-- what HMS-CDF [rust] saw:"
+cat "$runtime/cdf-rust.log"
 echo
 echo "== hms-ffi describe hms.cdf.debate (the contract the broker checked and stored)"
 "$build/tools/hms-ffi" describe hms.cdf.debate

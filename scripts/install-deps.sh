@@ -5,7 +5,8 @@ set -euo pipefail
 packages=(build-essential cmake ninja-build pkg-config git
           capnproto libcapnp-dev libconcurrentqueue-dev libspdlog-dev libfmt-dev
           libbenchmark-dev libgtest-dev libgmock-dev libzmq3-dev
-          libsqlite3-dev)
+          libsqlite3-dev
+          golang-go rustc cargo)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

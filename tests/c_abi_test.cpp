@@ -349,6 +349,28 @@ TEST_P(CAbi, AsyncCallsCompleteAtTheirDeadline) {
   hms_stub_free(&stub);
 }
 
+// INT64_MAX (or any bound beyond ten years) means no bound: it must not overflow into "now".
+TEST_P(CAbi, HugeBoundsMeanNoBound) {
+  hms_stub_t* stub = bind();
+  ASSERT_NE(stub, nullptr);
+  Err err;
+  hms_call_options_t o;
+  hms_call_options_init(&o);
+  o.timeout_ns = INT64_MAX;
+  Str out;
+  ASSERT_EQ(hms_stub_call_json(stub, "sleep", R"({"ms": 100})", SIZE_MAX, &o, &out.s, &out.len,
+                               &err),
+            HMS_OK)
+      << err.message();
+  hms_future_t* f = nullptr;
+  ASSERT_EQ(hms_stub_call_async_json(stub, "sleep", R"({"ms": 100})", SIZE_MAX, &o, &f, &err),
+            HMS_OK);
+  EXPECT_EQ(hms_future_wait(f, INT64_MAX), HMS_OK);
+  EXPECT_EQ(hms_future_poll(f), 1);
+  hms_future_free(&f);
+  hms_stub_free(&stub);
+}
+
 TEST(CAbiBroker, TheSocketAppearsOnlyOnceItAccepts) {
   for (int round = 0; round < 5; ++round) {
     char tmpl[] = "/tmp/hms-ffi-c-abi-XXXXXX";

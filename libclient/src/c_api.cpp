@@ -301,13 +301,21 @@ std::string formatTraceparent(const hms::ffi::TraceContext& tc) {
   return s;
 }
 
+// Bounds given in nanoseconds go into now + bound arithmetic: beyond ten years (INT64_MAX
+// included) they mean "no bound" and are clamped there, so that nothing overflows.
+constexpr int64_t kLongestNs = int64_t(10) * 365 * 24 * 3600 * 1'000'000'000;
+
+int64_t clampNs(int64_t ns) {
+  return ns > kLongestNs ? kLongestNs : ns;
+}
+
 Result<hms::ffi::JsonCallOptions> callOptions(const hms_call_options_t* o) {
   hms::ffi::JsonCallOptions out;
   if (o == nullptr) return out;
   if (o->timeout_ns < 0) {
     return Status(StatusCode::kInvalidArgument, "timeout_ns is negative");
   }
-  out.timeout = std::chrono::nanoseconds(o->timeout_ns);
+  out.timeout = std::chrono::nanoseconds(clampNs(o->timeout_ns));
   out.pretty = o->pretty != 0;
   if (o->traceparent != nullptr) {
     auto tc = parseTraceparent(o->traceparent);
@@ -835,7 +843,8 @@ int hms_future_wait(hms_future_t* future, int64_t timeout_ns) {
     st.cv.wait(lock, [&] { return st.done; });
     return 0;
   }
-  return st.cv.wait_for(lock, std::chrono::nanoseconds(timeout_ns), [&] { return st.done; })
+  return st.cv.wait_for(lock, std::chrono::nanoseconds(clampNs(timeout_ns)),
+                        [&] { return st.done; })
              ? 0
              : HMS_DEADLINE_EXCEEDED;
 }
@@ -1144,7 +1153,7 @@ int hms_service_next(hms_service_t* service, int64_t timeout_ns, hms_request_t**
     auto ready = [&] { return st.stopped || !st.queue.empty(); };
     if (timeout_ns < 0) {
       st.cv.wait(lock, ready);
-    } else if (!st.cv.wait_for(lock, std::chrono::nanoseconds(timeout_ns), ready)) {
+    } else if (!st.cv.wait_for(lock, std::chrono::nanoseconds(clampNs(timeout_ns)), ready)) {
       return setError(err, StatusCode::kDeadlineExceeded, "no request came in time");
     }
     if (st.queue.empty()) {
@@ -1566,9 +1575,7 @@ int hms_subscription_next_json(hms_subscription_t* subscription, int64_t timeout
   *message = nullptr;
   if (foreign(subscription)) return forked(err, "subscription");
   return guarded(err, [&] {
-    // -1: a year is as good as forever, and leaves the deadline arithmetic room.
-    const auto timeout = timeout_ns < 0 ? std::chrono::nanoseconds(std::chrono::hours(24 * 365))
-                                        : std::chrono::nanoseconds(timeout_ns);
+    const auto timeout = std::chrono::nanoseconds(timeout_ns < 0 ? kLongestNs : clampNs(timeout_ns));
     auto s = subscription->subscription->next(timeout);
     if (!s) return setError(err, s);
     if (sequence != nullptr) *sequence = subscription->subscription->sequence();

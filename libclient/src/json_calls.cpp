@@ -295,10 +295,8 @@ Result<JsonCallHandle> JsonStub::callAsync(std::string_view name, std::string_vi
 
 Result<kj::ArrayPtr<capnp::word>> JsonStub::loanRaw(std::string_view name,
                                                      const CallOptions& options) {
-  if (raw_ != nullptr) {
-    return Status(StatusCode::kFailedPrecondition,
-                  "a raw message is on loan on this stub already: send or abandon it first");
-  }
+  // A loan holds the channel's lease: another thread's loan waits in beginCall for it, this
+  // thread's second one is refused there (FAILED_PRECONDITION).
   auto m = method(name);
   if (!m.ok()) return m.status();
   if (m->stream) {

@@ -121,8 +121,10 @@ HMS_FFI_API void hms_client_options_init(hms_client_options_t* options);
 /* BLOCKING (bounded by 5 s): connects to the broker. `options` may be NULL (defaults). */
 HMS_FFI_API int hms_client_connect(const hms_client_options_t* options, hms_client_t** out,
                                    hms_error_t** err);
-/* Closes the client: its services leave the registry. Stubs, services and subscriptions made
- * from it that are still alive answer HMS_UNAVAILABLE from then on; free them too. */
+/* Closes the client: its services leave the registry and requests waiting for them are let go
+ * of. Handles made from it stay safe to use and must still be freed: stubs and services answer
+ * with an error (HMS_UNAVAILABLE or HMS_FAILED_PRECONDITION); publishers and subscriptions keep
+ * their topic's shared log and go on until freed. */
 HMS_FFI_API void hms_client_free(hms_client_t** client);
 HMS_FFI_API uint64_t hms_client_id(const hms_client_t* client);
 /* Whether the client maps shared memory (0: it runs on sockets). */
@@ -137,7 +139,9 @@ HMS_FFI_API int hms_client_contract_json(hms_client_t* client, const char* servi
 /* ---- Calls: per-call options ----------------------------------------------------------------- */
 
 typedef struct hms_call_options {
-  /* Deadline from now in nanoseconds; 0: the client's default. */
+  /* Deadline from now in nanoseconds; 0: the client's default. A stream's deadline bounds the
+   * whole stream. Bounds beyond ten years (INT64_MAX included) mean none, here and in every
+   * timeout_ns argument. */
   int64_t timeout_ns;
   /* W3C traceparent ("00-<32 hex>-<16 hex>-<2 hex>") to carry, or NULL. */
   const char* traceparent;
@@ -174,7 +178,9 @@ HMS_FFI_API int hms_stub_call_oneway_json(hms_stub_t* stub, const char* method,
                                           const char* params, size_t params_len,
                                           const hms_call_options_t* options, hms_error_t** err);
 /* Sends a call and returns at once with a future of its result. May block while the ring is
- * full (BLOCKING). A send that fails still returns OK with a future that holds the error. */
+ * full (BLOCKING). What is wrong before anything is sent (an unknown method, JSON that does not
+ * fit, bad options) is returned at once, with no future; a send that fails returns OK with a
+ * future that holds the error. */
 HMS_FFI_API int hms_stub_call_async_json(hms_stub_t* stub, const char* method,
                                          const char* params, size_t params_len,
                                          const hms_call_options_t* options, hms_future_t** out,
