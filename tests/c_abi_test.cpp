@@ -52,6 +52,13 @@ struct Str {
   std::string str() const { return s ? std::string(s, len) : std::string(); }
 };
 
+// A segment as a reader (what a raw caller or service does with a reply or params it got).
+capnp::SegmentArrayMessageReader readSegment(const void* data, size_t size,
+                                             kj::ArrayPtr<const capnp::word>& seg) {
+  seg = kj::arrayPtr(static_cast<const capnp::word*>(data), size / sizeof(capnp::word));
+  return capnp::SegmentArrayMessageReader(kj::arrayPtr(&seg, 1));
+}
+
 class CAbi : public ::testing::TestWithParam<hms_transport_t> {
  protected:
   void SetUp() override {
@@ -702,6 +709,65 @@ TEST_P(CAbi, PublishesAndSubscribesWithJson) {
   hms_client_free(&reader);
 }
 
+TEST_P(CAbi, PublishesAndSubscribesRaw) {
+  hms_publisher_t* pub = nullptr;
+  Err err;
+  ASSERT_EQ(hms_client_advertise_json(client_, "hms.test.rawticks", kTestSchema.c_str(), "Tick", 0,
+                                      &pub, &err),
+            HMS_OK)
+      << err.message();
+  hms_client_t* reader = connect("c-abi-reader");
+  hms_subscription_t* raw = nullptr;
+  hms_subscription_t* json = nullptr;
+  ASSERT_EQ(hms_client_subscribe_json(reader, "hms.test.rawticks", 5000, &raw, &err), HMS_OK);
+  ASSERT_EQ(hms_client_subscribe_json(reader, "hms.test.rawticks", 5000, &json, &err), HMS_OK);
+  ASSERT_TRUE(waitUntil([&] { return hms_publisher_subscribers(pub) == 2; }));
+  for (uint64_t seq = 1; seq <= 3; ++seq) {
+    void* data = nullptr;
+    size_t capacity = 0;
+    ASSERT_EQ(hms_publisher_loan_raw(pub, &data, &capacity, &err), HMS_OK) << err.message();
+    capnp::FlatMessageBuilder mb(
+        kj::arrayPtr(static_cast<capnp::word*>(data), capacity / sizeof(capnp::word)));
+    auto tick = mb.initRoot<hms::ffi::test::Tick>();
+    tick.setSeq(seq * 100);
+    tick.setPayload(kj::StringPtr("raw").asBytes());
+    ASSERT_EQ(hms_publisher_publish_raw(pub, mb.getSegmentsForOutput()[0].size() * 8, &err),
+              HMS_OK)
+        << err.message();
+  }
+  // A loan given back publishes nothing; sizes that are not whole words are refused.
+  void* data = nullptr;
+  size_t capacity = 0;
+  ASSERT_EQ(hms_publisher_loan_raw(pub, &data, &capacity, &err), HMS_OK);
+  hms_publisher_abandon_raw(pub);
+  ASSERT_EQ(hms_publisher_loan_raw(pub, &data, &capacity, &err), HMS_OK);
+  EXPECT_EQ(hms_publisher_publish_raw(pub, 12, &err), HMS_INVALID_ARGUMENT);
+  EXPECT_EQ(hms_publisher_publish_raw(pub, 8, &err), HMS_FAILED_PRECONDITION) << "no loan";
+
+  for (uint64_t seq = 1; seq <= 3; ++seq) {
+    const void* msg = nullptr;
+    size_t size = 0;
+    uint64_t n = 0;
+    ASSERT_EQ(hms_subscription_next_raw(raw, 10'000'000'000, &msg, &size, &n, &err), HMS_OK)
+        << err.message();
+    EXPECT_EQ(n, seq);
+    kj::ArrayPtr<const capnp::word> seg;
+    auto in = readSegment(msg, size, seg);
+    EXPECT_EQ(in.getRoot<hms::ffi::test::Tick>().getSeq(), seq * 100);
+    Str j;
+    ASSERT_EQ(hms_subscription_next_json(json, 10'000'000'000, &j.s, &j.len, &n, &err), HMS_OK);
+    EXPECT_EQ(j.str(), R"({"seq":")" + std::to_string(seq * 100) + R"(","payload":"cmF3"})");
+  }
+  const void* msg = nullptr;
+  size_t size = 0;
+  EXPECT_EQ(hms_subscription_next_raw(raw, 50'000'000, &msg, &size, nullptr, &err),
+            HMS_DEADLINE_EXCEEDED);
+  hms_subscription_free(&raw);
+  hms_subscription_free(&json);
+  hms_publisher_free(&pub);
+  hms_client_free(&reader);
+}
+
 TEST_P(CAbi, OneStubFromManyThreadsTakesTurns) {
   hms_stub_t* stub = bind();
   ASSERT_NE(stub, nullptr);
@@ -794,13 +860,6 @@ TEST_P(CAbi, AForkedChildIsRefusedAndTheParentGoesOn) {
 }
 
 using hms::ffi::test::TestService;
-
-// A segment as a reader (what a raw caller or service does with a reply or params it got).
-capnp::SegmentArrayMessageReader readSegment(const void* data, size_t size,
-                                             kj::ArrayPtr<const capnp::word>& seg) {
-  seg = kj::arrayPtr(static_cast<const capnp::word*>(data), size / sizeof(capnp::word));
-  return capnp::SegmentArrayMessageReader(kj::arrayPtr(&seg, 1));
-}
 
 TEST_P(CAbi, RawCallsAreBuiltInTheLoanAndReadInPlace) {
   hms_stub_t* stub = bind();

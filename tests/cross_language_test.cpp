@@ -120,6 +120,34 @@ TEST_P(CrossLanguage, AServiceKilledMidCallIsUnavailable) {
   EXPECT_EQ(reply.status().code(), StatusCode::kUnavailable) << reply.status().toString();
 }
 
+// The seed's §4.1 as the demo runs it: HMS-SYS in Go calls HMS-CDF in Rust (hms.cdf.debate
+// evaluatePolicy), and handles NOT_FOUND, INVALID_ARGUMENT and INTERNAL with their source and
+// details; both processes on shared memory, then both on sockets.
+TEST(Scenario41, GoHmsSysCallsRustHmsCdf) {
+  for (const char* transport : {"auto", "socket"}) {
+    SCOPED_TRACE(transport);
+    BrokerFixture broker;
+    const std::vector<std::string> env = {std::string("HMS_FFI_TRANSPORT=") + transport};
+    Subprocess cdf({HMS_FFI_RUST_HMS_CDF, "--socket", broker.socket(), "--schema",
+                    std::string(HMS_FFI_SOURCE_DIR) + "/schemas/hms/cdf/debate.capnp"},
+                   env);
+    ASSERT_TRUE(cdf.waitForLine("hms-cdf [rust]: ready")) << cdf.errors();
+    Subprocess sys({HMS_FFI_GO_HMS_SYS, "--socket", broker.socket()}, env);
+    ASSERT_TRUE(sys.waitForLine("hms-sys [go]: all calls went as expected", std::chrono::seconds(60)))
+        << sys.output() << sys.errors();
+    EXPECT_EQ(sys.wait(), 0) << sys.output();
+    const std::string& out = sys.output();
+    EXPECT_NE(out.find("-> APPROVE"), std::string::npos) << out;
+    EXPECT_NE(out.find("-> DENY"), std::string::npos) << out;
+    EXPECT_NE(out.find("NOT_FOUND from hms.cdf.debate"), std::string::npos) << out;
+    EXPECT_NE(out.find("INVALID_ARGUMENT from hms.cdf.debate"), std::string::npos) << out;
+    EXPECT_NE(out.find("INTERNAL from hms.cdf.debate"), std::string::npos) << out;
+    EXPECT_TRUE(cdf.waitForLine("hms-cdf [rust]: evaluatePolicy crash -> INTERNAL"))
+        << cdf.output();
+    cdf.stop();
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(
     Services, CrossLanguage,
     ::testing::Values(

@@ -1539,6 +1539,43 @@ int hms_publisher_publish_json(hms_publisher_t* publisher, const char* message,
   });
 }
 
+int hms_publisher_loan_raw(hms_publisher_t* publisher, void** data, size_t* capacity,
+                           hms_error_t** err) {
+  if (publisher == nullptr) return nullArgument(err, "publisher");
+  if (data == nullptr) return nullArgument(err, "data");
+  if (capacity == nullptr) return nullArgument(err, "capacity");
+  *data = nullptr;
+  *capacity = 0;
+  if (foreign(publisher)) return forked(err, "publisher");
+  return guarded(err, [&] {
+    auto space = publisher->publisher->loanRaw();
+    if (!space.ok()) return setError(err, space.status());
+    *data = space->begin();
+    *capacity = space->size() * sizeof(capnp::word);
+    return 0;
+  });
+}
+
+int hms_publisher_publish_raw(hms_publisher_t* publisher, size_t size, hms_error_t** err) {
+  if (publisher == nullptr) return nullArgument(err, "publisher");
+  if (foreign(publisher)) return forked(err, "publisher");
+  return guarded(err, [&] {
+    if (size % sizeof(capnp::word) != 0) {
+      publisher->publisher->abandonRaw();
+      return setError(err, StatusCode::kInvalidArgument,
+                      "a raw message's size is a multiple of 8 bytes (Cap'n Proto words); " +
+                          std::to_string(size) + " is not");
+    }
+    auto s = publisher->publisher->publishRaw(size / sizeof(capnp::word));
+    return s ? 0 : setError(err, s);
+  });
+}
+
+void hms_publisher_abandon_raw(hms_publisher_t* publisher) {
+  if (publisher == nullptr || foreign(publisher)) return;
+  publisher->publisher->abandonRaw();
+}
+
 size_t hms_publisher_subscribers(const hms_publisher_t* publisher) {
   return publisher != nullptr && !foreign(publisher) ? publisher->publisher->subscribers() : 0;
 }
@@ -1580,6 +1617,28 @@ int hms_subscription_next_json(hms_subscription_t* subscription, int64_t timeout
     if (!s) return setError(err, s);
     if (sequence != nullptr) *sequence = subscription->subscription->sequence();
     return giveString(subscription->subscription->message(), message, message_len, err);
+  });
+}
+
+int hms_subscription_next_raw(hms_subscription_t* subscription, int64_t timeout_ns,
+                              const void** data, size_t* size, uint64_t* sequence,
+                              hms_error_t** err) {
+  if (subscription == nullptr) return nullArgument(err, "subscription");
+  if (data == nullptr) return nullArgument(err, "data");
+  if (size == nullptr) return nullArgument(err, "size");
+  *data = nullptr;
+  *size = 0;
+  if (foreign(subscription)) return forked(err, "subscription");
+  return guarded(err, [&] {
+    const auto timeout =
+        std::chrono::nanoseconds(timeout_ns < 0 ? kLongestNs : clampNs(timeout_ns));
+    auto s = subscription->subscription->nextRaw(timeout);
+    if (!s) return setError(err, s);
+    const auto words = subscription->subscription->rawMessage();
+    *data = words.begin();
+    *size = words.size() * sizeof(capnp::word);
+    if (sequence != nullptr) *sequence = subscription->subscription->sequence();
+    return 0;
   });
 }
 

@@ -446,6 +446,7 @@ Result<JsonPublisher> Client::advertiseJson(std::string_view id, TopicSchemaInfo
 }
 
 JsonPublisher::~JsonPublisher() {
+  if (raw_ != nullptr && core_) core_->abandon();
   if (core_) (void)core_->close();
 }
 
@@ -459,6 +460,37 @@ Status JsonPublisher::publish(std::string_view message) {
     return st;
   }
   return core_->publish();
+}
+
+Result<kj::ArrayPtr<capnp::word>> JsonPublisher::loanRaw() {
+  if (!core_) return Status(StatusCode::kFailedPrecondition, "loanRaw() on a closed publisher");
+  auto builder = core_->loan();
+  if (!builder.ok()) return builder.status();
+  // The log's loan is a RingMessageBuilder over the slot.
+  raw_ = static_cast<detail::RingMessageBuilder*>(*builder);
+  return raw_->loanRaw();
+}
+
+Status JsonPublisher::publishRaw(size_t words) {
+  if (raw_ == nullptr || !core_) {
+    return Status(StatusCode::kFailedPrecondition, "no raw message is on loan (loanRaw first)");
+  }
+  const size_t capacity = raw_->loanRaw().size();
+  if (words == 0 || words > capacity) {
+    abandonRaw();
+    return Status(StatusCode::kInvalidArgument,
+                  "a raw message of " + std::to_string(words) + " words does not fit its loan of " +
+                      std::to_string(capacity) + " words (at least the root pointer)");
+  }
+  raw_->setRawWords(words);
+  raw_ = nullptr;
+  return core_->publish();
+}
+
+void JsonPublisher::abandonRaw() {
+  if (raw_ == nullptr || !core_) return;
+  raw_ = nullptr;
+  core_->abandon();
 }
 
 size_t JsonPublisher::subscribers() const noexcept {
@@ -499,6 +531,15 @@ Status JsonSubscription::next(std::chrono::nanoseconds timeout, bool pretty) {
   auto json = toJson(*reader, type_->schema, pretty);
   if (!json.ok()) return json.status();
   message_ = std::move(*json);
+  return Status();
+}
+
+Status JsonSubscription::nextRaw(std::chrono::nanoseconds timeout) {
+  raw_ = {};
+  if (!core_) return Status(StatusCode::kFailedPrecondition, "next() on a closed subscription");
+  capnp::MessageReader* reader = nullptr;
+  if (auto s = core_->next(timeout, reader); !s) return s;
+  raw_ = reader->getSegment(0);  // log messages are one segment
   return Status();
 }
 

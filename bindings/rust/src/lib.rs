@@ -62,7 +62,7 @@ pub mod sys;
 pub use call::{CallOptions, Future, Loan, RawReply, Stream, Stub};
 pub use client::{Client, Options, Transport, WaitMode};
 pub use error::{Code, Error, Result};
-pub use pubsub::{Publisher, Subscription};
+pub use pubsub::{Publisher, RawMessage, Subscription, TopicLoan};
 pub use serve::{RawParams, Request, Service, ServiceOptions};
 
 /// The ABI version of the `libhmsffi` loaded: `(major, minor)`. This crate needs major

@@ -1,6 +1,8 @@
-//! Publish/subscribe at the JSON level: [`Publisher`] and [`Subscription`].
+//! Publish/subscribe: [`Publisher`] and [`Subscription`], JSON or raw (one Cap'n Proto segment
+//! written or read in place in the topic's log).
 
-use std::os::raw::c_char;
+use std::marker::PhantomData;
+use std::os::raw::{c_char, c_void};
 use std::ptr::{self, NonNull};
 use std::time::Duration;
 
@@ -42,6 +44,24 @@ impl Publisher {
         check(status, err)
     }
 
+    /// The raw level: the next message's slot in the log (zeroed), to write one Cap'n Proto
+    /// segment into (root pointer at offset 0); [`TopicLoan::publish`] publishes it, dropping
+    /// the loan gives the slot back. May block like [`Publisher::publish`] (BLOCKING).
+    pub fn loan_raw(&mut self) -> Result<TopicLoan<'_>> {
+        let mut data: *mut c_void = ptr::null_mut();
+        let mut capacity = 0usize;
+        let mut err = ptr::null_mut();
+        // SAFETY: a live handle; out-pointers are ours.
+        let status = unsafe {
+            sys::hms_publisher_loan_raw(self.raw.as_ptr(), &mut data, &mut capacity, &mut err)
+        };
+        check(status, err)?;
+        let data = NonNull::new(data as *mut u8).ok_or_else(|| {
+            Error::new(Code::Internal, "hms_publisher_loan_raw returned OK and no memory")
+        })?;
+        Ok(TopicLoan { publisher: self, data, capacity })
+    }
+
     /// How many subscribers the topic has now.
     pub fn subscribers(&self) -> usize {
         // SAFETY: a live handle.
@@ -59,6 +79,65 @@ impl Drop for Publisher {
         let mut p = self.raw.as_ptr();
         // SAFETY: we own the handle and free it once.
         unsafe { sys::hms_publisher_free(&mut p) };
+    }
+}
+
+/// A message's slot in the log on loan ([`Publisher::loan_raw`]): write one segment, then
+/// [`TopicLoan::publish`]. Dropped unpublished, the slot goes back and nothing is published.
+#[derive(Debug)]
+pub struct TopicLoan<'a> {
+    publisher: &'a mut Publisher,
+    data: NonNull<u8>,
+    capacity: usize,
+}
+
+impl TopicLoan<'_> {
+    /// The slot's bytes (zeroed).
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: `capacity` writable bytes of the log, ours until published or given back; the
+        // publisher is borrowed mutably for as long as this loan lives.
+        unsafe { std::slice::from_raw_parts_mut(self.data.as_ptr(), self.capacity) }
+    }
+
+    /// The slot as 64-bit words (Cap'n Proto's unit; the library loans 8-byte aligned memory).
+    pub fn words_mut(&mut self) -> &mut [u64] {
+        debug_assert_eq!(self.data.as_ptr() as usize % 8, 0);
+        // SAFETY: as bytes_mut, aligned.
+        unsafe { std::slice::from_raw_parts_mut(self.data.as_ptr() as *mut u64, self.capacity / 8) }
+    }
+
+    /// Publishes the first `size` bytes (a multiple of 8, at least 8) to every subscriber.
+    pub fn publish(self, size: usize) -> Result<()> {
+        let this = std::mem::ManuallyDrop::new(self);
+        let mut err = ptr::null_mut();
+        // SAFETY: a live publisher with this loan out.
+        let status =
+            unsafe { sys::hms_publisher_publish_raw(this.publisher.raw.as_ptr(), size, &mut err) };
+        check(status, err)
+    }
+}
+
+impl Drop for TopicLoan<'_> {
+    fn drop(&mut self) {
+        // SAFETY: a live publisher with this loan out.
+        unsafe { sys::hms_publisher_abandon_raw(self.publisher.raw.as_ptr()) };
+    }
+}
+
+/// A message read in place in the log ([`Subscription::next_raw`]); the subscription is
+/// borrowed until it is dropped.
+#[derive(Debug)]
+pub struct RawMessage<'a> {
+    /// Its sequence number (from 1).
+    pub sequence: u64,
+    data: &'a [u8],
+    _subscription: PhantomData<&'a mut Subscription>,
+}
+
+impl RawMessage<'_> {
+    /// The message's one segment (root pointer at offset 0).
+    pub fn data(&self) -> &[u8] {
+        self.data
     }
 }
 
@@ -102,6 +181,37 @@ impl Subscription {
         match check(status, err) {
             // SAFETY: the library's string of len bytes.
             Ok(()) => Ok(Some((seq, unsafe { take_string(msg, len) }))),
+            Err(e) if e.code() == Code::DeadlineExceeded => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The raw level: the next message's one segment read in place, waiting up to `timeout`
+    /// (`Ok(None)` when none came). BLOCKING up to `timeout`.
+    pub fn next_raw(&mut self, timeout: Duration) -> Result<Option<RawMessage<'_>>> {
+        let mut data: *const c_void = ptr::null();
+        let mut size = 0usize;
+        let mut seq = 0u64;
+        let mut err = ptr::null_mut();
+        // SAFETY: a live handle; out-pointers are ours.
+        let status = unsafe {
+            sys::hms_subscription_next_raw(
+                self.raw.as_ptr(),
+                wait_ns(timeout),
+                &mut data,
+                &mut size,
+                &mut seq,
+                &mut err,
+            )
+        };
+        match check(status, err) {
+            Ok(()) => Ok(Some(RawMessage {
+                sequence: seq,
+                // SAFETY: `size` bytes in the log, valid until the next call on this
+                // subscription, which the borrow of `self` rules out meanwhile.
+                data: unsafe { std::slice::from_raw_parts(data as *const u8, size) },
+                _subscription: PhantomData,
+            })),
             Err(e) if e.code() == Code::DeadlineExceeded => Ok(None),
             Err(e) => Err(e),
         }

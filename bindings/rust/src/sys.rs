@@ -365,6 +365,19 @@ extern "C" {
         message_len: usize,
         err: *mut *mut hms_error_t,
     ) -> c_int;
+    /// BLOCKING like publishing.
+    pub fn hms_publisher_loan_raw(
+        publisher: *mut hms_publisher_t,
+        data: *mut *mut c_void,
+        capacity: *mut usize,
+        err: *mut *mut hms_error_t,
+    ) -> c_int;
+    pub fn hms_publisher_publish_raw(
+        publisher: *mut hms_publisher_t,
+        size: usize,
+        err: *mut *mut hms_error_t,
+    ) -> c_int;
+    pub fn hms_publisher_abandon_raw(publisher: *mut hms_publisher_t);
     pub fn hms_publisher_subscribers(publisher: *const hms_publisher_t) -> usize;
     pub fn hms_publisher_free(publisher: *mut *mut hms_publisher_t);
 
@@ -382,6 +395,15 @@ extern "C" {
         timeout_ns: i64,
         message: *mut *mut c_char,
         message_len: *mut usize,
+        sequence: *mut u64,
+        err: *mut *mut hms_error_t,
+    ) -> c_int;
+    /// BLOCKING up to `timeout_ns`; the segment is valid until the next call.
+    pub fn hms_subscription_next_raw(
+        subscription: *mut hms_subscription_t,
+        timeout_ns: i64,
+        data: *mut *const c_void,
+        size: *mut usize,
         sequence: *mut u64,
         err: *mut *mut hms_error_t,
     ) -> c_int;

@@ -332,7 +332,7 @@ HMS_FFI_API int hms_request_stream_json(hms_request_t* request, const char* item
 /* Frees a request; one not answered gets HMS_INTERNAL ("the service dropped the request"). */
 HMS_FFI_API void hms_request_free(hms_request_t** request);
 
-/* ---- Topics (JSON) --------------------------------------------------------------------------- */
+/* ---- Topics --------------------------------------------------------------------------- */
 
 typedef struct hms_publisher hms_publisher_t;
 typedef struct hms_subscription hms_subscription_t;
@@ -349,6 +349,15 @@ HMS_FFI_API int hms_client_advertise_json(hms_client_t* client, const char* topi
 /* Publishes one message (a JSON object). May block for a slow blocking subscriber (BLOCKING). */
 HMS_FFI_API int hms_publisher_publish_json(hms_publisher_t* publisher, const char* message,
                                            size_t message_len, hms_error_t** err);
+/* The raw level: the next message's slot in the topic's log (zeroed, 8-byte aligned), to write
+ * one Cap'n Proto segment into (root pointer at offset 0), then hms_publisher_publish_raw with
+ * the size written (a multiple of 8, at least 8) or hms_publisher_abandon_raw. May block like
+ * publishing (BLOCKING). Subscribers check the message like any other. */
+HMS_FFI_API int hms_publisher_loan_raw(hms_publisher_t* publisher, void** data, size_t* capacity,
+                                       hms_error_t** err);
+HMS_FFI_API int hms_publisher_publish_raw(hms_publisher_t* publisher, size_t size,
+                                          hms_error_t** err);
+HMS_FFI_API void hms_publisher_abandon_raw(hms_publisher_t* publisher);
 HMS_FFI_API size_t hms_publisher_subscribers(const hms_publisher_t* publisher);
 HMS_FFI_API void hms_publisher_free(hms_publisher_t** publisher);
 
@@ -362,6 +371,11 @@ HMS_FFI_API int hms_client_subscribe_json(hms_client_t* client, const char* topi
 HMS_FFI_API int hms_subscription_next_json(hms_subscription_t* subscription, int64_t timeout_ns,
                                            char** message, size_t* message_len,
                                            uint64_t* sequence, hms_error_t** err);
+/* The raw level: BLOCKING like hms_subscription_next_json; *data and *size are the message's one
+ * segment read in place in the log, valid until the next call on this subscription. */
+HMS_FFI_API int hms_subscription_next_raw(hms_subscription_t* subscription, int64_t timeout_ns,
+                                          const void** data, size_t* size, uint64_t* sequence,
+                                          hms_error_t** err);
 HMS_FFI_API void hms_subscription_free(hms_subscription_t** subscription);
 
 #ifdef __cplusplus

@@ -160,6 +160,13 @@ class JsonPublisher {
   // Builds `message` (a JSON object) in the log and publishes it. May block like
   // Publisher::publish (a block_publisher subscriber that reads slowly).
   Status publish(std::string_view message);
+  // The raw level (the C ABI's, docs/c-abi.md): the next message written by the caller as one
+  // Cap'n Proto segment (root pointer at word 0) straight into its slot of the log. loanRaw
+  // waits like publish() for the slot; publishRaw(words) publishes the first `words` words;
+  // abandonRaw gives the slot back. Nothing may be written beyond `words`.
+  Result<kj::ArrayPtr<capnp::word>> loanRaw();
+  Status publishRaw(size_t words);
+  void abandonRaw();
   // Subscribers attached now.
   size_t subscribers() const noexcept;
   const TopicSchemaInfo& type() const noexcept { return *type_; }
@@ -172,6 +179,7 @@ class JsonPublisher {
       : core_(std::move(core)), type_(std::move(type)) {}
   std::unique_ptr<detail::PublisherCore> core_;
   std::shared_ptr<const TopicSchemaInfo> type_;
+  detail::RingMessageBuilder* raw_ = nullptr;  // the loan of loanRaw(), until published
 };
 
 // A subscription whose messages come as JSON. Client::subscribeJson.
@@ -184,6 +192,10 @@ class JsonSubscription {
   // none came; UNAVAILABLE once the publisher has gone and everything was read.
   Status next(std::chrono::nanoseconds timeout, bool pretty = false);
   const std::string& message() const noexcept { return message_; }
+  // The raw level: the next message's one segment, read in place in the log; rawMessage() is
+  // valid until the next call. Statuses as next().
+  Status nextRaw(std::chrono::nanoseconds timeout);
+  kj::ArrayPtr<const capnp::word> rawMessage() const noexcept { return raw_; }
   uint64_t sequence() const noexcept;
   uint64_t missed() const noexcept;  // messages lost before this one (drop_oldest)
   const TopicSchemaInfo& type() const noexcept { return *type_; }
@@ -197,6 +209,7 @@ class JsonSubscription {
   std::unique_ptr<detail::SubscriptionCore> core_;
   std::shared_ptr<const TopicSchemaInfo> type_;
   std::string message_;
+  kj::ArrayPtr<const capnp::word> raw_;
 };
 
 }  // namespace hms::ffi
