@@ -638,22 +638,28 @@ int hms_client_connect(const hms_client_options_t* options, hms_client_t** out,
     hms::ffi::ClientOptions co;
     if (o.socket_path != nullptr) co.socketPath = o.socket_path;
     if (o.name != nullptr) co.name = o.name;
-    switch (o.transport) {
+    // Read as ints: a C caller may store any int there, and a value outside the enumerators
+    // must be refused, not loaded as the enum type (undefined in C++).
+    int transport = 0, waitMode = 0;
+    static_assert(sizeof(o.transport) == sizeof(int) && sizeof(o.wait_mode) == sizeof(int));
+    std::memcpy(&transport, &o.transport, sizeof transport);
+    std::memcpy(&waitMode, &o.wait_mode, sizeof waitMode);
+    switch (transport) {
       case HMS_TRANSPORT_AUTO: co.transport = hms::ffi::Transport::kAuto; break;
       case HMS_TRANSPORT_SHM: co.transport = hms::ffi::Transport::kSharedMemory; break;
       case HMS_TRANSPORT_SOCKET: co.transport = hms::ffi::Transport::kSocket; break;
       default:
         return setError(err, StatusCode::kInvalidArgument,
-                        "transport " + std::to_string(int(o.transport)) + " is not one of "
+                        "transport " + std::to_string(transport) + " is not one of "
                         "HMS_TRANSPORT_AUTO, HMS_TRANSPORT_SHM, HMS_TRANSPORT_SOCKET");
     }
-    switch (o.wait_mode) {
+    switch (waitMode) {
       case HMS_WAIT_ADAPTIVE: co.waitMode = hms::ffi::WaitMode::kAdaptive; break;
       case HMS_WAIT_SPIN: co.waitMode = hms::ffi::WaitMode::kSpin; break;
       case HMS_WAIT_BLOCKING: co.waitMode = hms::ffi::WaitMode::kBlocking; break;
       default:
         return setError(err, StatusCode::kInvalidArgument,
-                        "wait_mode " + std::to_string(int(o.wait_mode)) + " is not one of "
+                        "wait_mode " + std::to_string(waitMode) + " is not one of "
                         "HMS_WAIT_ADAPTIVE, HMS_WAIT_SPIN, HMS_WAIT_BLOCKING");
     }
     if (o.default_timeout_ms <= 0) {
