@@ -1730,6 +1730,17 @@ int main(int argc, char** argv) {
         jsonRow(*jsonCall->cRaw, extra);
       }
     }
+    for (const auto& b : bindings) {
+      std::printf(",");
+      jsonRow(b.typed, "");
+      for (const auto& r : b.rows) {
+        std::printf(",{\"name\":\"%s\",\"p50_us\":%.3f,\"p90_us\":%.3f,\"p99_us\":%.3f%s",
+                    r.name.c_str(), r.p50, r.p90, r.p99, r.ratioToBaseline > 0 ? "" : "}");
+        if (r.ratioToBaseline > 0) {
+          std::printf(",\"ratio_p50_to_baseline\":%.3f}", r.ratioToBaseline);
+        }
+      }
+    }
     std::printf(",");
     jsonRow(floorEnd, "");
     std::printf("]}\n");
