@@ -201,6 +201,67 @@ TEST_P(CAbi, CallsWithJsonAndReadsTheContract) {
   EXPECT_EQ(stub, nullptr);
 }
 
+TEST_P(CAbi, ClientAndRequestFactsAndStreamCancel) {
+  EXPECT_NE(hms_client_id(client_), 0u);
+  EXPECT_EQ(hms_client_uses_shared_memory(client_), GetParam() == HMS_TRANSPORT_SOCKET ? 0 : 1);
+  EXPECT_EQ(hms_client_id(nullptr), 0u);
+
+  // A C service sees the caller's name and trace context.
+  hms_service_t* svc = nullptr;
+  Err err;
+  ASSERT_EQ(hms_client_serve(client_, "hms.test.facts", "1.0.0", kTestSchema.c_str(),
+                             "TestService", nullptr, &svc, &err),
+            HMS_OK)
+      << err.message();
+  std::string seenName, seenTrace;
+  std::thread server([&] {
+    hms_request_t* req = nullptr;
+    Err e;
+    if (hms_service_next(svc, 20'000'000'000, &req, &e) != HMS_OK) return;
+    seenName = hms_request_caller_name(req);
+    const char* tp = hms_request_traceparent(req);
+    seenTrace = tp ? tp : "";
+    EXPECT_EQ(hms_request_reply_json(&req, "{}", SIZE_MAX, &e), HMS_OK);
+  });
+  hms_client_t* caller = connect("c-abi-named-caller");
+  hms_stub_t* stub = nullptr;
+  ASSERT_EQ(hms_client_bind(caller, "hms.test.facts", "*", &stub, &err), HMS_OK);
+  hms_call_options_t o;
+  hms_call_options_init(&o);
+  o.traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+  Str out;
+  ASSERT_EQ(hms_stub_call_json(stub, "echo", "{}", SIZE_MAX, &o, &out.s, &out.len, &err), HMS_OK)
+      << err.message();
+  server.join();
+  EXPECT_EQ(seenName, "c-abi-named-caller");
+  EXPECT_EQ(seenTrace, o.traceparent);
+  hms_stub_free(&stub);
+  hms_client_free(&caller);
+  hms_service_free(&svc);
+
+  // A stream cancelled by its caller ends with CANCELLED.
+  hms_stub_t* test = bind();
+  ASSERT_NE(test, nullptr);
+  hms_stream_t* s = nullptr;
+  ASSERT_EQ(hms_stub_open_stream_json(test, "count", R"({"from": 0, "n": 100000, "delayUs": 1000})",
+                                      SIZE_MAX, nullptr, &s, &err),
+            HMS_OK);
+  Str first;
+  ASSERT_EQ(hms_stream_next_json(s, &first.s, &first.len, &err), HMS_OK);
+  ASSERT_NE(first.s, nullptr);
+  EXPECT_EQ(hms_stream_cancel(s), HMS_OK);
+  int rc = HMS_OK;
+  for (int i = 0; i < 100000 && rc == HMS_OK; ++i) {
+    Str item;
+    rc = hms_stream_next_json(s, &item.s, &item.len, &err);
+    if (rc == HMS_OK && item.s == nullptr) break;
+  }
+  EXPECT_EQ(rc, HMS_CANCELLED);
+  hms_stream_free(&s);
+  EXPECT_EQ(hms_stream_cancel(nullptr), HMS_INVALID_ARGUMENT);
+  hms_stub_free(&test);
+}
+
 TEST_P(CAbi, ErrorsCarryCodeMessageSourceAndDetails) {
   hms_stub_t* stub = bind();
   ASSERT_NE(stub, nullptr);
