@@ -16,7 +16,9 @@
  *     served by pull (hms_service_next), and completions are waited for, polled, or signalled
  *     through a file descriptor.
  *   - Handles may be used from any thread. A stub makes one call at a time (a second thread waits
- *     its turn: BLOCKING); bind one stub per thread for parallel calls, or use async calls.
+ *     its turn: BLOCKING). Async calls on one stub are many in flight, but a service runs the
+ *     calls of one channel (one stub) in order; for calls the service should run in parallel,
+ *     bind one stub per concurrent call.
  *   - A process forked from one that connected gets HMS_FAILED_PRECONDITION from every call on
  *     the parent's handles (it must connect anew); nothing is written to the parent's rings.
  *
