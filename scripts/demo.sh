@@ -31,11 +31,13 @@ for _ in $(seq 100); do [ -S "$HMS_FFI_SOCKET" ] && break; sleep 0.05; done
 
 echo "== starting the services (HMS-EMR, HMS-CDF, HMS-ACH)"
 "$build/examples/hms-example-emr_patient_service" >"$runtime/emr.log" 2>&1 &
+emr_cpp=$!
 pids+=($!)
 "$build/examples/hms-example-cdf_debate_service" >"$runtime/cdf.log" 2>&1 &
 cdf_cpp=$!
 pids+=($!)
 "$build/examples/hms-example-ach_transaction_service" >"$runtime/ach.log" 2>&1 &
+ach_cpp=$!
 pids+=($!)
 for _ in $(seq 100); do
   listed=$("$build/tools/hms-ffi" list 2>/dev/null || true)
@@ -117,6 +119,47 @@ HMS_FFI_INJECT_SHM_FAILURE=1 "$build/examples/hms-example-api_gateway"
 echo
 echo "== what the EMR service saw"
 cat "$runtime/emr.log"
+echo
+if command -v php >/dev/null; then
+  echo "== the seed's §4.2 across languages: HMS-API [php] -> HMS-EMR [go], hms.emr.patient"
+  echo "   getPatient through the C ABI; the C++ HMS-EMR leaves and the Go one takes its place"
+  kill "$emr_cpp"
+  wait "$emr_cpp" 2>/dev/null || true
+  for _ in $(seq 100); do
+    "$build/tools/hms-ffi" list 2>/dev/null | grep -q hms.emr.patient || break
+    sleep 0.05
+  done
+  "$build/bindings/go/hms-emr" --socket "$HMS_FFI_SOCKET" \
+    --schema "$here/schemas/hms/emr/patient.capnp" >"$runtime/emr-go.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 200); do grep -q ready "$runtime/emr-go.log" && break; sleep 0.05; done
+  HMS_FFI_LIBRARY="$build/libclient/libhmsffi.so.1" \
+    php -d ffi.enable=1 "$here/bindings/php/examples/hms_api.php" --socket "$HMS_FFI_SOCKET"
+  echo "-- what HMS-EMR [go] saw:"
+  cat "$runtime/emr-go.log"
+  echo
+fi
+echo "== the seed's §4.3 across languages: HMS-ETL [python] -> HMS-ACH [ruby],"
+echo "   hms.ach.transaction submit, 1000 entries all in flight at once (asynchronous calls);"
+echo "   the C++ HMS-ACH leaves and the Ruby one (a fresh ledger) takes its place"
+kill "$ach_cpp"
+wait "$ach_cpp" 2>/dev/null || true
+for _ in $(seq 100); do
+  "$build/tools/hms-ffi" list 2>/dev/null | grep -q hms.ach.transaction || break
+  sleep 0.05
+done
+HMS_FFI_LIBRARY="$build/libclient/libhmsffi.so.1" /usr/bin/ruby -I"$here/bindings/ruby/lib" \
+  "$here/bindings/ruby/examples/hms_ach.rb" --socket "$HMS_FFI_SOCKET" \
+  --summary-every 250 >"$runtime/ach-ruby.log" 2>&1 &
+ach_ruby=$!
+pids+=($!)
+for _ in $(seq 400); do grep -q ready "$runtime/ach-ruby.log" && break; sleep 0.05; done
+HMS_FFI_LIBRARY="$build/libclient/libhmsffi.so.1" PYTHONPATH="$here/bindings/python" \
+  /usr/bin/python3 "$here/bindings/python/examples/hms_etl.py" --socket "$HMS_FFI_SOCKET" --count 1000
+kill "$ach_ruby"
+wait "$ach_ruby" 2>/dev/null || true
+echo "-- what HMS-ACH [ruby] saw:"
+cat "$runtime/ach-ruby.log"
 echo
 echo "== broker log"
 cat "$runtime/broker.log"

@@ -6,7 +6,8 @@ packages=(build-essential cmake ninja-build pkg-config git
           capnproto libcapnp-dev libconcurrentqueue-dev libspdlog-dev libfmt-dev
           libbenchmark-dev libgtest-dev libgmock-dev libzmq3-dev
           libsqlite3-dev
-          golang-go rustc cargo)
+          golang-go rustc cargo
+          php8.2-cli phpunit python3-pytest ruby ruby-ffi ruby-minitest)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

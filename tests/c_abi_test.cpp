@@ -214,11 +214,13 @@ TEST_P(CAbi, ClientAndRequestFactsAndStreamCancel) {
             HMS_OK)
       << err.message();
   std::string seenName, seenTrace;
+  int64_t seenLeft = 0;
   std::thread server([&] {
     hms_request_t* req = nullptr;
     Err e;
     if (hms_service_next(svc, 20'000'000'000, &req, &e) != HMS_OK) return;
     seenName = hms_request_caller_name(req);
+    seenLeft = hms_request_time_left_ns(req);
     const char* tp = hms_request_traceparent(req);
     seenTrace = tp ? tp : "";
     EXPECT_EQ(hms_request_reply_json(&req, "{}", SIZE_MAX, &e), HMS_OK);
@@ -229,10 +231,12 @@ TEST_P(CAbi, ClientAndRequestFactsAndStreamCancel) {
   hms_call_options_t o;
   hms_call_options_init(&o);
   o.traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+  o.timeout_ns = INT64_MAX;  // no bound: the service is told there is none
   Str out;
   ASSERT_EQ(hms_stub_call_json(stub, "echo", "{}", SIZE_MAX, &o, &out.s, &out.len, &err), HMS_OK)
       << err.message();
   server.join();
+  EXPECT_EQ(seenLeft, INT64_MAX);
   EXPECT_EQ(seenName, "c-abi-named-caller");
   EXPECT_EQ(seenTrace, o.traceparent);
   hms_stub_free(&stub);
@@ -546,6 +550,7 @@ TEST_P(CAbi, ServesByPullAndAnswersWithResultsErrorsAndStreams) {
         EXPECT_GT(hms_request_caller_pid(req), 0);
         EXPECT_EQ(hms_request_caller_uid(req), uint32_t(getuid()));
         EXPECT_GT(hms_request_time_left_ns(req), 0);
+        EXPECT_LT(hms_request_time_left_ns(req), INT64_MAX) << "the caller's default deadline";
         EXPECT_EQ(hms_request_cancelled(req), 0);
         EXPECT_EQ(hms_request_reply_json(&req, params.s, params.len, &e), HMS_OK) << e.message();
         EXPECT_EQ(req, nullptr);

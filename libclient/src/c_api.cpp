@@ -1236,7 +1236,9 @@ int64_t hms_request_time_left_ns(const hms_request_t* request) {
   timespec ts{};
   clock_gettime(CLOCK_MONOTONIC, &ts);
   const int64_t now = int64_t(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
-  return d > now ? d - now : 0;
+  if (d <= now) return 0;
+  // A caller's "no bound" arrives as the ten-year clamp (see clampNs): report it as none.
+  return d - now > kLongestNs - int64_t(24) * 3600 * 1'000'000'000 ? INT64_MAX : d - now;
 }
 
 const char* hms_request_traceparent(const hms_request_t* request) {

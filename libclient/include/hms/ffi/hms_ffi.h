@@ -296,7 +296,7 @@ HMS_FFI_API int hms_request_is_stream(const hms_request_t* request);
 HMS_FFI_API int32_t hms_request_caller_pid(const hms_request_t* request);
 HMS_FFI_API uint32_t hms_request_caller_uid(const hms_request_t* request);
 HMS_FFI_API const char* hms_request_caller_name(const hms_request_t* request);
-/* Nanoseconds left until the caller's deadline (INT64_MAX: none). */
+/* Nanoseconds left until the caller's deadline (INT64_MAX: none, the caller gave no bound). */
 HMS_FFI_API int64_t hms_request_time_left_ns(const hms_request_t* request);
 /* The W3C traceparent of the call, or NULL. */
 HMS_FFI_API const char* hms_request_traceparent(const hms_request_t* request);
@@ -331,7 +331,8 @@ HMS_FFI_API int hms_request_reply_error(hms_request_t** request, int code, const
  * HMS_UNAVAILABLE when the caller stopped reading: end the stream then. */
 HMS_FFI_API int hms_request_stream_json(hms_request_t* request, const char* item,
                                         size_t item_len, hms_error_t** err);
-/* Frees a request; one not answered gets HMS_INTERNAL ("the service dropped the request"). */
+/* Frees a request; one not answered gets HMS_INTERNAL ("the service dropped the request
+ * unanswered"). */
 HMS_FFI_API void hms_request_free(hms_request_t** request);
 
 /* ---- Topics --------------------------------------------------------------------------- */
@@ -367,7 +368,8 @@ HMS_FFI_API void hms_publisher_free(hms_publisher_t** publisher);
 HMS_FFI_API int hms_client_subscribe_json(hms_client_t* client, const char* topic_id,
                                           int64_t wait_ms, hms_subscription_t** out,
                                           hms_error_t** err);
-/* BLOCKING up to `timeout_ns`: the next message as JSON and its sequence number (from 1).
+/* BLOCKING up to `timeout_ns` (-1: no bound): the next message as JSON and its sequence number
+ * (from 1).
  * HMS_DEADLINE_EXCEEDED when none came; HMS_UNAVAILABLE once the publisher left and all was
  * read. */
 HMS_FFI_API int hms_subscription_next_json(hms_subscription_t* subscription, int64_t timeout_ns,
