@@ -1,4 +1,4 @@
-"""§4.3: the Python HMS-ETL against the C++ HMS-ACH (hms.ach.transaction)."""
+"""§4.3: the Python HMS-ETL against the C++ HMS-ACH and the Ruby one (hms.ach.transaction)."""
 from __future__ import annotations
 
 import os
@@ -12,9 +12,16 @@ import pytest
 from conftest import ACH_SERVICE, Broker, Proc
 
 ETL = str(Path(__file__).resolve().parents[1] / "examples" / "hms_etl.py")
+RUBY_ROOT = Path(__file__).resolve().parents[2] / "ruby"
+ACHS = ["cpp", "ruby"]
 
 
-def start_ach(broker: Broker) -> Proc:
+def start_ach(broker: Broker, lang: str = "cpp") -> Proc:
+    if lang == "ruby":
+        # HMS-ACH in Ruby (bindings/ruby/examples/hms_ach.rb), as the demo runs it.
+        return broker.start(["/usr/bin/ruby", "-I", str(RUBY_ROOT / "lib"),
+                             str(RUBY_ROOT / "examples" / "hms_ach.rb"), "--socket",
+                             broker.socket], ready="hms-ach [ruby]: ready")
     if not os.access(ACH_SERVICE, os.X_OK):
         pytest.skip(f"{ACH_SERVICE} not built")
     return broker.start([ACH_SERVICE], ready="serving", env={"HMS_FFI_SOCKET": broker.socket})
@@ -27,11 +34,12 @@ def summary(out: str) -> tuple:
     return tuple(int(x) for x in m.groups())
 
 
+@pytest.mark.parametrize("ach", ACHS)
 @pytest.mark.parametrize("mode", ["futures", "asyncio"])
-def test_etl_batch(mode: str) -> None:
+def test_etl_batch(mode: str, ach: str) -> None:
     broker = Broker()  # a fresh ledger per run: the outcome counts are known
     try:
-        start_ach(broker)
+        start_ach(broker, ach)
         r = subprocess.run([sys.executable, ETL, "--socket", broker.socket, "--count", "1000",
                             "--mode", mode], capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stdout + r.stderr
@@ -48,10 +56,11 @@ def test_etl_batch(mode: str) -> None:
         broker.close()
 
 
-def test_etl_service_killed_mid_batch() -> None:
+@pytest.mark.parametrize("lang", ACHS)
+def test_etl_service_killed_mid_batch(lang: str) -> None:
     broker = Broker()
     try:
-        ach = start_ach(broker)
+        ach = start_ach(broker, lang)
         etl = Proc([sys.executable, ETL, "--socket", broker.socket, "--count", "30000",
                     "--timeout", "60"])
         broker.procs.append(etl)
