@@ -751,6 +751,7 @@ struct BindingRow {
   std::string name;
   double p50 = 0, p90 = 0, p99 = 0;
   double ratioToBaseline = 0;  // 0: the row is a baseline
+  double callsPerSec = 0;      // a throughput row (an async batch) instead of latencies
   int samples = 0;
 };
 
@@ -821,6 +822,7 @@ std::optional<BindingResult> bindingBench(const Options& o, const std::string& s
       r.p99 = jsonNumber(line, "p99_us");
       r.ratioToBaseline = jsonNumber(line, "ratio_p50_to_baseline");
       r.samples = int(jsonNumber(line, "samples"));
+      r.callsPerSec = jsonNumber(line, "calls_per_sec");
       out.rows.push_back(r);
       ++rows;
     }
@@ -1506,9 +1508,10 @@ int main(int argc, char** argv) {
           "        CPU per message (P6).\n"
           "json:   a JSON-level 64-byte echo (JsonStub) in adaptive mode, in slices beside the\n"
           "        typed call of the same mode (P12).\n"
-          "bindings (not run by default): each --binding-programs program (default: the Go and\n"
-          "        Rust ones of this build) calls the echo service in blocking and adaptive mode\n"
-          "        beside its language's own blocking UDS ping-pong (P13).\n"
+          "bindings (not run by default): each --binding-programs program (default: Go, Rust,\n"
+          "        Python, Ruby and PHP ones of this build and tree) calls the echo service in\n"
+          "        blocking and adaptive mode beside its language's own blocking UDS ping-pong\n"
+          "        (P13).\n"
           "The measuring process on the first --cpus CPU, the other on the second (0,1), unless\n"
           "--no-pin. --iterations (200000) is the samples per round-trip row and the async calls "
           "per\n"
@@ -1618,8 +1621,12 @@ int main(int argc, char** argv) {
       // This build's: bench/../bindings/go and bench/../cargo-target (bindings/build-programs.sh).
       namespace fs = std::filesystem;
       const fs::path build = fs::path(self).parent_path().parent_path();
-      for (const fs::path& p : {build / "bindings/go/hms-ffi-bench-go",
-                                build / "cargo-target/release/examples/bench"}) {
+      const fs::path src = HMS_FFI_SOURCE_DIR;
+      for (const fs::path& p :
+           {build / "bindings/go/hms-ffi-bench-go", build / "cargo-target/release/examples/bench",
+            src / "bindings/python/bench/hms_ffi_bench_py.py",
+            src / "bindings/ruby/bench/hms_ffi_bench_rb.rb",
+            src / "bindings/php/bench/hms_ffi_bench_php"}) {
         if (fs::exists(p)) {
           bo.bindingPrograms.push_back(p.string());
         } else {
@@ -1865,7 +1872,11 @@ int main(int argc, char** argv) {
                 b.mode.c_str());
     row(b.typed);
     for (const auto& r : b.rows) {
-      std::printf("%-38s %9.2f %9.2f %9.2f\n", r.name.c_str(), r.p50, r.p90, r.p99);
+      if (r.callsPerSec > 0) {
+        std::printf("%-38s %9.0f calls/s\n", r.name.c_str(), r.callsPerSec);
+      } else {
+        std::printf("%-38s %9.2f %9.2f %9.2f\n", r.name.c_str(), r.p50, r.p90, r.p99);
+      }
     }
   }
   std::printf("\ntargets (../shared/design/PERFORMANCE.md):\n");
