@@ -798,12 +798,15 @@ Status Dispatcher::invoke(Channel& ch, const RingConsumer::Record& rec,
   if (stream && !streamer) {
     return Status(StatusCode::kFailedPrecondition,
                   svc.spec.id + "." + methodName +
-                      " is not a stream method; call it with send() or sendAsync()");
+                      " is not a stream method; make it a call (send or sendAsync, "
+                      "hms_stub_call_json, or the binding's call)");
   }
   if (!stream && !unary) {
     return Status(
         StatusCode::kFailedPrecondition,
-        svc.spec.id + "." + methodName + " is a stream method; call it with openStream()");
+        svc.spec.id + "." + methodName +
+            " is a stream method; open it as a stream (openStream, hms_stub_open_stream_json, "
+            "or the binding's stream call)");
   }
   kj::ArrayPtr<const capnp::word> seg[1] = {
       kj::arrayPtr(reinterpret_cast<const capnp::word*>(rec.words), rec.header.words)};

@@ -247,7 +247,8 @@ Result<std::string> JsonStub::call(std::string_view name, std::string_view param
   if (m->stream) {
     return Status(StatusCode::kFailedPrecondition,
                   "method " + std::string(name) + " of " + contract_->id +
-                      " is a server stream; open it with openStream()");
+                      " is a server stream; open it as a stream (openStream, "
+                      "hms_stub_open_stream_json, or the binding's stream call)");
   }
   if (auto s = build(*m, params, options); !s) return s;
   if (detail::inAsyncMode(*ch_)) {
@@ -273,7 +274,8 @@ Result<JsonCallHandle> JsonStub::callAsync(std::string_view name, std::string_vi
   if (m->stream) {
     return Status(StatusCode::kFailedPrecondition,
                   "method " + std::string(name) + " of " + contract_->id +
-                      " is a server stream; open it with openStream()");
+                      " is a server stream; open it as a stream (openStream, "
+                      "hms_stub_open_stream_json, or the binding's stream call)");
   }
   if (auto s = build(*m, params, options); !s) return s;
   // The callback keeps the contract alive: the results type lives in its loader.
@@ -372,7 +374,8 @@ Result<JsonStream> JsonStub::openStream(std::string_view name, std::string_view 
   if (!m->stream) {
     return Status(StatusCode::kFailedPrecondition,
                   "method " + std::string(name) + " of " + contract_->id +
-                      " is not a server stream; call it with call()");
+                      " is not a server stream; make it a call (call, hms_stub_call_json, or "
+                      "the binding's call)");
   }
   if (auto s = build(*m, params, options); !s) return s;
   return JsonStream(detail::sendAsync(ch_, true, nullptr), m->results, options.pretty, contract_);
