@@ -1342,19 +1342,18 @@ int hms_request_reply_raw(hms_request_t** request, size_t size, hms_error_t** er
     if (int c = usable(r, err)) return c;
     int rc = 0;
     auto* b = static_cast<hms::ffi::detail::RingMessageBuilder*>(r.results);
-    const size_t capacity = r.rawLoaned ? b->loanRaw().size() * sizeof(capnp::word) : 0;
+    Status fits;
     if (!r.rawLoaned) {
       rc = setError(err, StatusCode::kFailedPrecondition,
                     "hms_request_reply_raw without hms_request_loan_raw");
       r.status = Status(StatusCode::kInternal, "the service answered without results");
-    } else if (size == 0 || size % sizeof(capnp::word) != 0 || size > capacity) {
+    } else if (size % sizeof(capnp::word) != 0 ||
+               !(fits = b->setRawWords(size / sizeof(capnp::word)))) {
       rc = setError(err, StatusCode::kInvalidArgument,
-                    "a raw reply of " + std::to_string(size) +
-                        " bytes is not a whole number of words within the loan of " +
-                        std::to_string(capacity));
+                    "a raw reply of " + std::to_string(size) + " bytes: " +
+                        (fits ? std::string("not a whole number of words") : fits.message()));
       r.status = Status(StatusCode::kInternal, "the service's raw reply was malformed");
     } else {
-      b->setRawWords(size / sizeof(capnp::word));
       r.status = Status();
     }
     r.answered = true;

@@ -323,14 +323,10 @@ Result<RawReply> JsonStub::sendRaw(size_t words) {
   if (raw_ == nullptr) {
     return Status(StatusCode::kFailedPrecondition, "no raw message is on loan (loanRaw first)");
   }
-  const size_t capacity = raw_->loanRaw().size();
-  if (words == 0 || words > capacity) {
+  if (auto s = raw_->setRawWords(words); !s) {
     abandonRaw();
-    return Status(StatusCode::kInvalidArgument,
-                  "a raw message of " + std::to_string(words) + " words does not fit its loan of " +
-                      std::to_string(capacity) + " words (at least the root pointer)");
+    return s;
   }
-  raw_->setRawWords(words);
   raw_ = nullptr;
   auto segment = [](capnp::MessageReader& r) {
     return r.getSegment(0);  // ring messages are one segment
@@ -478,14 +474,10 @@ Status JsonPublisher::publishRaw(size_t words) {
   if (raw_ == nullptr || !core_) {
     return Status(StatusCode::kFailedPrecondition, "no raw message is on loan (loanRaw first)");
   }
-  const size_t capacity = raw_->loanRaw().size();
-  if (words == 0 || words > capacity) {
+  if (auto s = raw_->setRawWords(words); !s) {
     abandonRaw();
-    return Status(StatusCode::kInvalidArgument,
-                  "a raw message of " + std::to_string(words) + " words does not fit its loan of " +
-                      std::to_string(capacity) + " words (at least the root pointer)");
+    return s;
   }
-  raw_->setRawWords(words);
   raw_ = nullptr;
   return core_->publish();
 }

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "hms/ffi/status.hpp"
@@ -41,8 +42,18 @@ class RingMessageBuilder final : public capnp::MessageBuilder {
     return space_;
   }
   bool isRaw() const noexcept { return raw_; }
-  // How many words of the loaned space the message takes (at most its size).
-  void setRawWords(size_t words) noexcept { rawWords_ = std::min(words, space_.size()); }
+  // Ends a raw loan: the message is the first `words` words of the space. INVALID_ARGUMENT
+  // (nothing set) for none, or for more than the loan holds.
+  Status setRawWords(size_t words) {
+    if (words == 0 || words > space_.size()) {
+      return Status(StatusCode::kInvalidArgument,
+                    "a raw message of " + std::to_string(words) +
+                        " words does not fit its loan of " + std::to_string(space_.size()) +
+                        " words (at least the root pointer)");
+    }
+    rawWords_ = words;
+    return Status();
+  }
 
   // The message's one segment, when it is in place (see inPlace()).
   kj::ArrayPtr<const capnp::word> inPlaceWords() {
