@@ -24,6 +24,21 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# Stops the C++ provider with pid $1 and waits until its service $2 has left the registry, so that
+# the next language's provider of the same contract is the one callers bind.
+retire() {
+  kill "$1"
+  wait "$1" 2>/dev/null || true
+  for _ in $(seq 100); do
+    "$build/tools/hms-ffi" list 2>/dev/null | grep -q "$2" || break
+    sleep 0.05
+  done
+}
+# Waits (up to 20 s) for a line with "ready" in the log $1.
+await_ready() {
+  for _ in $(seq 400); do grep -q ready "$1" && break; sleep 0.05; done
+}
+
 echo "== starting hms-ffid on $HMS_FFI_SOCKET"
 "$build/broker/hms-ffid" --log-level info --state-dir "$runtime/state" 2>"$runtime/broker.log" &
 pids+=($!)
@@ -63,16 +78,11 @@ echo
 echo "== the seed's §4.1 across languages: HMS-SYS [go] -> HMS-CDF [rust], hms.cdf.debate"
 echo "   evaluatePolicy through the C ABI. The C++ HMS-CDF leaves; the Rust one registers the"
 echo "   same contract (the broker checks it against the stored 2.1.0); the Go caller binds it"
-kill "$cdf_cpp"
-wait "$cdf_cpp" 2>/dev/null || true
-for _ in $(seq 100); do
-  "$build/tools/hms-ffi" list 2>/dev/null | grep -q hms.cdf.debate || break
-  sleep 0.05
-done
+retire "$cdf_cpp" hms.cdf.debate
 "$build/cargo-target/debug/examples/hms_cdf" --socket "$HMS_FFI_SOCKET" \
   --schema "$here/schemas/hms/cdf/debate.capnp" >"$runtime/cdf-rust.log" 2>&1 &
 pids+=($!)
-for _ in $(seq 200); do grep -q ready "$runtime/cdf-rust.log" && break; sleep 0.05; done
+await_ready "$runtime/cdf-rust.log"
 "$build/bindings/go/hms-sys" --socket "$HMS_FFI_SOCKET"
 echo "-- what HMS-CDF [rust] saw:"
 cat "$runtime/cdf-rust.log"
@@ -123,16 +133,11 @@ echo
 if command -v php >/dev/null; then
   echo "== the seed's §4.2 across languages: HMS-API [php] -> HMS-EMR [go], hms.emr.patient"
   echo "   getPatient through the C ABI; the C++ HMS-EMR leaves and the Go one takes its place"
-  kill "$emr_cpp"
-  wait "$emr_cpp" 2>/dev/null || true
-  for _ in $(seq 100); do
-    "$build/tools/hms-ffi" list 2>/dev/null | grep -q hms.emr.patient || break
-    sleep 0.05
-  done
+  retire "$emr_cpp" hms.emr.patient
   "$build/bindings/go/hms-emr" --socket "$HMS_FFI_SOCKET" \
     --schema "$here/schemas/hms/emr/patient.capnp" >"$runtime/emr-go.log" 2>&1 &
   pids+=($!)
-  for _ in $(seq 200); do grep -q ready "$runtime/emr-go.log" && break; sleep 0.05; done
+  await_ready "$runtime/emr-go.log"
   HMS_FFI_LIBRARY="$build/libclient/libhmsffi.so.1" \
     php -d ffi.enable=1 "$here/bindings/php/examples/hms_api.php" --socket "$HMS_FFI_SOCKET"
   echo "-- what HMS-EMR [go] saw:"
@@ -142,18 +147,13 @@ fi
 echo "== the seed's §4.3 across languages: HMS-ETL [python] -> HMS-ACH [ruby],"
 echo "   hms.ach.transaction submit, 1000 entries all in flight at once (asynchronous calls);"
 echo "   the C++ HMS-ACH leaves and the Ruby one (a fresh ledger) takes its place"
-kill "$ach_cpp"
-wait "$ach_cpp" 2>/dev/null || true
-for _ in $(seq 100); do
-  "$build/tools/hms-ffi" list 2>/dev/null | grep -q hms.ach.transaction || break
-  sleep 0.05
-done
+retire "$ach_cpp" hms.ach.transaction
 HMS_FFI_LIBRARY="$build/libclient/libhmsffi.so.1" /usr/bin/ruby -I"$here/bindings/ruby/lib" \
   "$here/bindings/ruby/examples/hms_ach.rb" --socket "$HMS_FFI_SOCKET" \
   --summary-every 250 >"$runtime/ach-ruby.log" 2>&1 &
 ach_ruby=$!
 pids+=($!)
-for _ in $(seq 400); do grep -q ready "$runtime/ach-ruby.log" && break; sleep 0.05; done
+await_ready "$runtime/ach-ruby.log"
 HMS_FFI_LIBRARY="$build/libclient/libhmsffi.so.1" PYTHONPATH="$here/bindings/python" \
   /usr/bin/python3 "$here/bindings/python/examples/hms_etl.py" --socket "$HMS_FFI_SOCKET" --count 1000
 kill "$ach_ruby"
