@@ -85,6 +85,14 @@ capnp::FlatArrayMessageReader readFlat(const std::vector<capnp::word>& words) {
                                        detail::controlReaderOptions());
 }
 
+template <class Grant>
+std::string firstDenial(const Grant& g) {
+  for (const auto& why : g.denied) {
+    if (!why.empty()) return why;
+  }
+  return "it has no methods";
+}
+
 std::vector<capnp::word> toFlat(capnp::MessageBuilder& mb) {
   auto flat = capnp::messageToFlatArray(mb);
   return std::vector<capnp::word>(flat.begin(), flat.end());
@@ -126,8 +134,7 @@ Status Broker::start() {
     // Clients refuse a socket directory that others may write (broker_trust.hpp), whatever the
     // umask made of one created here.
     if (!existed) {
-      fs::permissions(path.parent_path(), fs::perms::group_write | fs::perms::others_write,
-                      fs::perm_options::remove, ec);
+      if (auto s = applySocketAccess(path.parent_path().string(), true); !s) return s;
     }
   }
   // The lock file decides which broker owns the path, without races between two starting at once.
@@ -149,6 +156,8 @@ Status Broker::start() {
   (void)!::pwrite(lockFd_.get(), pid.data(), pid.size(), 0);
 
   if (auto s = openContractStore(); !s) return s;
+  if (auto s = loadPolicy(); !s) return s;
+  if (auto s = openAuditLog(); !s) return s;
 
   auto registry = detail::RegistryWriter::create(options_.registryBytes, uint32_t(::getpid()));
   if (!registry.ok()) return registry.status();
@@ -181,7 +190,10 @@ Status Broker::start() {
   auto listen = detail::listenSeqpacket(bindPath);
   if (!listen.ok()) return listen.status();
   listenFd_ = std::move(*listen);
-  ::chmod(bindPath.c_str(), 0660);
+  if (auto s = applySocketAccess(bindPath, false); !s) {
+    ::unlink(bindPath.c_str());
+    return s;
+  }
   if (bindPath != socketPath_ && ::rename(bindPath.c_str(), socketPath_.c_str()) != 0) {
     const int e = errno;
     ::unlink(bindPath.c_str());
@@ -239,12 +251,16 @@ Status Broker::run() {
   for (;;) {
     // While accepting is paused, try again each second: descriptors also come free without a
     // client leaving (a channel or a subscription ends).
-    const int n = ::epoll_wait(epollFd_.get(), events, 64, acceptPaused_ ? 1000 : -1);
+    const int n = ::epoll_wait(epollFd_.get(), events, 64, waitTimeoutMs());
     if (n < 0) {
       if (errno == EINTR) continue;
       return Status(StatusCode::kInternal, detail::errnoText("epoll_wait", errno));
     }
-    if (n == 0) resumeAccepting();
+    if (n == 0 && acceptPaused_) resumeAccepting();
+    if (n == 0) {
+      dropExpiredTokens();
+      reapDropped();
+    }
     for (int i = 0; i < n; ++i) {
       const uint64_t tag = events[i].data.u64;
       if (tag == kListenTag) {
@@ -253,7 +269,8 @@ Status Broker::run() {
         signalfd_siginfo si;
         while (::read(signalFd_.get(), &si, sizeof(si)) == sizeof(si)) {
           if (si.ssi_signo == SIGHUP) {
-            spdlog::info("SIGHUP: no policy file configured; nothing to reload");
+            reloadPolicy();
+            reapDropped();
             continue;
           }
           spdlog::info("{}: stopping; {} client(s) connected", strsignal(int(si.ssi_signo)),
@@ -283,14 +300,14 @@ void Broker::accept() {
       fdShortage_ = false;
       spdlog::info("accepting clients again");
     }
-    auto cred = detail::peerCredentials(fd.get());
+    auto cred = detail::peerIdentity(fd.get());
     if (!cred.ok()) {
       spdlog::warn("dropping a connection: {}", cred.status().toString());
       continue;
     }
     auto c = std::make_unique<Conn>();
     c->id = nextConnId_++;
-    c->cred = *cred;
+    c->cred = std::move(*cred);
     c->sock = std::move(fd);
     epoll_event ev{};
     ev.events = EPOLLIN;
@@ -518,6 +535,12 @@ Status Broker::onHello(Conn& c, uint64_t rid, wire::Hello::Reader hello,
                                  "; use a libhmsffi of the broker's release"));
   }
   c.name = std::string(hello.getClientName().cStr()).substr(0, 128);
+  if (auto s = authenticate(c, hello.getToken().cStr()); !s) {
+    audit("connect", &c, s);
+    spdlog::warn("client {} '{}' (pid {}, uid {}) refused: {}", c.id, c.name, c.cred.pid,
+                 c.cred.uid, s.message());
+    return replyError(c, rid, s);
+  }
   c.transport = hello.getTransport();
   c.noSharedMemory = std::string(hello.getNoSharedMemory().cStr()).substr(0, 512);
   const bool shm = c.noSharedMemory.empty();
@@ -561,8 +584,10 @@ Status Broker::onHello(Conn& c, uint64_t rid, wire::Hello::Reader hello,
     }
   }
   c.helloed = true;
-  spdlog::info("client {} '{}' connected (pid {}, uid {}){}{}", c.id, c.name, c.cred.pid,
-               c.cred.uid, shm ? "" : " without shared memory: ", c.noSharedMemory);
+  spdlog::info("client {} '{}' connected (pid {}, uid {}{}){}{}", c.id, c.name, c.cred.pid,
+               c.cred.uid, c.identity.hasToken ? ", sub " + c.identity.token.subject : "",
+               shm ? "" : " without shared memory: ", c.noSharedMemory);
+  audit("connect", &c, Status());
   capnp::MallocMessageBuilder mb;
   auto r = mb.initRoot<wire::BrokerMessage>().initReply();
   r.setId(rid);
@@ -587,6 +612,12 @@ Status Broker::onRegister(Conn& c, uint64_t rid, wire::RegisterService::Reader r
                              "service id '" + id.substr(0, 64) +
                                  "' is not a dotted name of letters, digits, '_' and '-' "
                                  "(e.g. hms.emr.patient)"));
+  }
+  if (auto st = mayProvide(c, id); !st) {
+    audit("register", &c, st, {{"service", id}});
+    spdlog::warn("refused the registration of {} by client {} '{}': {}", id, c.id, c.name,
+                 st.message());
+    return replyError(c, rid, st);
   }
   const uint32_t ring = d.getRingBytes();
   if (ring < detail::kMinRingBytes || ring > detail::kMaxRingBytes || (ring & (ring - 1)) != 0) {
@@ -642,6 +673,8 @@ Status Broker::onRegister(Conn& c, uint64_t rid, wire::RegisterService::Reader r
   }
   spdlog::info("registered {} {} (key {}) for client {} '{}'", id,
                versionText(v.getMajor(), v.getMinor(), v.getPatch()), key, c.id, c.name);
+  audit("register", &c, Status(),
+        {{"service", id}, {"version", versionText(v.getMajor(), v.getMinor(), v.getPatch())}});
   capnp::MallocMessageBuilder mb;
   auto r = mb.initRoot<wire::BrokerMessage>().initReply();
   r.setId(rid);
@@ -871,6 +904,16 @@ Status Broker::onOpen(Conn& c, uint64_t rid, uint64_t key) {
                       Status(StatusCode::kUnavailable,
                              "the provider of " + svc.id + " is gone; discover the service again"));
   }
+  const GrantDecision grant = decideGrant(c, svc);
+  if (!grant.any) {
+    Status denied(StatusCode::kPermissionDenied,
+                  "uid " + std::to_string(c.cred.uid) + " (pid " + std::to_string(c.cred.pid) +
+                      ", '" + c.name + "') may call no method of " + svc.id + ": " +
+                      firstDenial(grant));
+    denied.withSource(svc.id);
+    audit("open", &c, denied, {{"service", svc.id}});
+    return replyError(c, rid, denied);
+  }
   auto transport = channelTransport(c, provider, svc.id);
   if (!transport.ok()) return replyError(c, rid, transport.status());
   const uint32_t maxMessage = detail::maxMessageBytesForRing(svc.ringBytes);
@@ -926,6 +969,7 @@ Status Broker::onOpen(Conn& c, uint64_t rid, uint64_t key) {
     o.setCallerName(c.name);
     o.setTransport(*transport);
     o.setMaxMessageBytes(maxMessage);
+    fillGrant(o.initGrant(), c, grant);
     // With shared memory, fd 1 is the caller's doorbell: the service wakes the caller's
     // completion thread through it when it answers asynchronous calls.
     const int out[2] = {shm ? ch.fd.get() : serviceEnd.get(), c.doorbellFd.get()};
@@ -956,9 +1000,22 @@ Status Broker::onOpen(Conn& c, uint64_t rid, uint64_t key) {
   provider.channels.insert(ch.id);
   svc.channels.insert(ch.id);
   const uint64_t id = ch.id;
+  ch.allowed = grant.allowed;
+  ch.audit = grant.audit;
   channels_.emplace(id, std::move(ch));
   spdlog::debug("channel {}: client {} -> {} (key {}) over {}", id, c.id, svc.id, key,
                 shm ? "shared memory" : "a socketpair");
+  if (policy_) {
+    std::string allowed;
+    const auto methods = readFlat(svc.descriptor).getRoot<wire::ServiceDescriptor>().getMethods();
+    for (auto m : methods) {
+      if (m.getOrdinal() < grant.allowed.size() && grant.allowed[m.getOrdinal()]) {
+        allowed += (allowed.empty() ? "" : ",") + std::string(m.getName().cStr());
+      }
+    }
+    audit("open", &c, Status(), {{"service", svc.id}, {"channel", std::to_string(id), true},
+                                 {"methods_allowed", allowed}});
+  }
   return shm ? reply(c, mb, shmFds, 2) : reply(c, mb, sockFds, 1);
 }
 
@@ -1158,6 +1215,10 @@ Status Broker::onAdvertise(Conn& c, uint64_t rid, wire::Advertise::Reader adv,
                                  "' is not a dotted name of letters, digits, '_' and '-' "
                                  "(e.g. hms.emr.vitals)"));
   }
+  if (auto s = mayPublish(c, id); !s) {
+    audit("advertise", &c, s, {{"topic", id}});
+    return replyError(c, rid, s);
+  }
   const detail::TopicGeometry g{adv.getSlotCount(), adv.getSlotBytes()};
   if (auto s = g.validate(); !s) return replyError(c, rid, s);
   if (auto s = checkLimit(c, c.topics.size(), options_.maxTopicsPerClient, "topics",
@@ -1233,6 +1294,7 @@ Status Broker::onAdvertise(Conn& c, uint64_t rid, wire::Advertise::Reader adv,
     return replyError(c, rid, s);
   }
   spdlog::info("topic {} (key {}) advertised by client {} '{}'", id, key, c.id, c.name);
+  if (policy_) audit("advertise", &c, Status(), {{"topic", id}});
   capnp::MallocMessageBuilder mb;
   auto r = mb.initRoot<wire::BrokerMessage>().initReply();
   r.setId(rid);
@@ -1255,6 +1317,10 @@ Status Broker::onUnadvertise(Conn& c, uint64_t rid, uint64_t key) {
 
 Status Broker::onSubscribe(Conn& c, uint64_t rid, wire::Subscribe::Reader sub) {
   const std::string id = sub.getTopicId().cStr();
+  if (auto s = maySubscribe(c, id); !s) {
+    audit("subscribe", &c, s, {{"topic", id}});
+    return replyError(c, rid, s);
+  }
   auto it = std::find_if(topics_.begin(), topics_.end(),
                          [&](const auto& kv) { return kv.second.id == id; });
   if (it == topics_.end()) {
@@ -1366,6 +1432,7 @@ Status Broker::onSubscribe(Conn& c, uint64_t rid, wire::Subscribe::Reader sub) {
   publishRegistry();
   spdlog::debug("subscription {}: client {} to topic {} over {}, {}", sid, c.id, id,
                 shm ? "shared memory" : "a socketpair", drop ? "drop_oldest" : "block_publisher");
+  if (policy_) audit("subscribe", &c, Status(), {{"topic", id}});
   return shm ? reply(c, mb, shmFds, 2) : reply(c, mb, sockFds, 1);
 }
 

@@ -13,10 +13,12 @@
 #include <tuple>
 #include <vector>
 
+#include "audit.hpp"
 #include "contract_store.hpp"
 #include "hms/ffi/control.capnp.h"
 #include "hms/ffi/status.hpp"
 #include "os.hpp"
+#include "policy.hpp"
 #include "registry_segment.hpp"
 
 namespace hms::ffi::broker {
@@ -37,6 +39,16 @@ struct BrokerOptions {
   // Where the contract store lives (docs/contracts.md); empty: defaultStateDir(); ":memory:"
   // keeps contracts for this broker's life only.
   std::string stateDir;
+  // Access policy (docs/security.md): empty, none (every local peer with socket access may do
+  // anything, as before; one warning at startup). Reloaded on SIGHUP.
+  std::string policyPath;
+  // Where audit records go: "journald", a file, "-" (standard error); empty: journald when it
+  // runs, else <state dir>/audit.jsonl (standard error with --state-dir :memory:).
+  std::string auditLog;
+  // The socket's group (name or number; empty: the broker's) and mode; a socket directory the
+  // broker creates gets the same group and mode 0750 (g+rx, so that the group can reach it).
+  std::string socketGroup;
+  uint32_t socketMode = 0660;
 };
 
 class Broker {
@@ -60,6 +72,9 @@ class Broker {
     detail::PeerCredentials cred;
     std::string name;
     bool helloed = false;
+    Identity identity;               // at hello: kernel identity and verified token
+    std::string token;               // as presented, to verify again on a reload
+    std::vector<std::string> roles;  // under the current policy (rolesOf; recomputed on reload)
     detail::UniqueFd doorbellFd;
     detail::Mapping doorbell;
     wire::Transport transport = wire::Transport::AUTO;  // the client's own setting
@@ -91,6 +106,9 @@ class Broker {
     uint64_t serviceKey = 0;
     detail::UniqueFd fd;  // shared memory only; a socket channel's ends belong to the clients
     detail::Mapping map;
+    // The grant sent to the service (by ordinal), to see on reload whether the policy changed it.
+    std::vector<bool> allowed;
+    std::vector<AuditLevel> audit;
   };
 
   // A topic and its publisher (docs/pubsub.md). The log belongs to the publisher, which writes
@@ -187,6 +205,40 @@ class Broker {
   // Its provider leaves: the contract's lastSeen becomes now (in memory and in the store).
   void touchContract(const Service& s);
 
+  // Access control (access.cpp, docs/security.md).
+  Status loadPolicy();          // at start: --policy, or none (warned)
+  Status openAuditLog();
+  void reloadPolicy();          // SIGHUP: a bad policy keeps the old one
+  // Ends a channel the policy no longer grants as it is, telling both ends: the service stops
+  // serving it (a socket channel's caller then sees its socket close) and the caller opens it
+  // again on its next call.
+  void endChannelForPolicy(uint64_t channelId, const char* why);
+  // A client's token is part of its identity only while it is valid: when it expires (or, on a
+  // reload, no longer verifies) the client is disconnected; it reconnects with the token its
+  // options or token file give then, or is refused.
+  void dropExpiredTokens();
+  int waitTimeoutMs() const;  // epoll_wait's: until the next token expiry (or paused accepts)
+  // The kernel identity plus, if `token` is non-empty, its verified claims; UNAUTHENTICATED when
+  // the token does not verify.
+  Status authenticate(Conn& c, const std::string& token);
+  // What `caller` may call of `svc`: per method ordinal, allowed / audit level / why not.
+  struct GrantDecision {
+    std::vector<bool> allowed;
+    std::vector<AuditLevel> audit;
+    std::vector<std::string> denied;
+    bool any = false;  // some method is allowed
+  };
+  GrantDecision decideGrant(const Conn& caller, const Service& svc) const;
+  void fillGrant(wire::Grant::Builder g, const Conn& caller, const GrantDecision& d) const;
+  Status mayProvide(const Conn& c, const std::string& serviceId) const;
+  Status mayPublish(const Conn& c, const std::string& topicId) const;
+  Status maySubscribe(const Conn& c, const std::string& topicId) const;
+  // One audit record: `event` (connect, register, open, advertise, subscribe, reload), the
+  // outcome ("allowed", "denied", "failed"), the client's identity, and `fields`.
+  void audit(const std::string& event, const Conn* c, const Status& outcome,
+             std::vector<detail::AuditField> fields = {});
+  Status applySocketAccess(const std::string& path, bool isDirectory);
+
   BrokerOptions options_;
   std::string socketPath_;
   detail::UniqueFd lockFd_;
@@ -196,6 +248,9 @@ class Broker {
   detail::UniqueFd stopFd_;
   std::unique_ptr<detail::RegistryWriter> registry_;
   std::unique_ptr<ContractStore> store_;
+  std::shared_ptr<const Policy> policy_;  // null: no policy
+  std::unique_ptr<detail::AuditLog> audit_;
+  gid_t socketGid_ = gid_t(-1);
   // Every contract accepted (this broker's life and the store's history), by id then version.
   using VersionKey = std::tuple<uint32_t, uint32_t, uint32_t>;
   std::map<std::string, std::map<VersionKey, FlatContract>> contracts_;

@@ -20,6 +20,8 @@ void usage(FILE* out) {
       "                [--transport auto|shm|socket] [--state-dir DIR]\n"
       "                [--max-services-per-client N] [--max-topics-per-client N]\n"
       "                [--max-channels-per-client N] [--max-subscriptions-per-client N]\n"
+      "                [--policy FILE] [--audit-log journald|FILE|-]\n"
+      "                [--socket-group GROUP] [--socket-mode MODE]\n"
       "\n"
       "The HMS-FFI broker: control socket, service registry, shared-memory segments, liveness.\n"
       "\n"
@@ -41,6 +43,16 @@ void usage(FILE* out) {
       "                                    (default 4096)\n"
       "  --max-subscriptions-per-client N  subscriptions one client may hold (default 4096)\n"
       "                       0 lifts a limit. Beyond one, the request is RESOURCE_EXHAUSTED.\n"
+      "  --policy FILE        access policy (docs/security.md): who may provide which service,\n"
+      "                       call which method, publish and subscribe which topic; token\n"
+      "                       issuers. What it does not allow is denied. SIGHUP reloads it (a\n"
+      "                       bad file keeps the old one). Without it, every process that can\n"
+      "                       open the socket may do anything (one warning at startup)\n"
+      "  --audit-log WHERE    audit records: journald, a file (JSON lines) or - (stderr);\n"
+      "                       default journald when it runs, else STATE_DIR/audit.jsonl\n"
+      "  --socket-group GROUP group of the socket (and of a socket directory it creates)\n"
+      "  --socket-mode MODE   octal mode of the socket (default 0660; the directory it creates\n"
+      "                       gets 0750 for it: the group may connect, others not even look)\n"
       "  --version            print the version\n"
       "\n"
       "SIGTERM or SIGINT stop it gracefully.\n"
@@ -106,6 +118,24 @@ int main(int argc, char** argv) {
                      int(t.size()), t.data());
         return 2;
       }
+    } else if (a == "--policy") {
+      options.policyPath = value("--policy");
+    } else if (a == "--audit-log") {
+      options.auditLog = value("--audit-log");
+    } else if (a == "--socket-group") {
+      options.socketGroup = value("--socket-group");
+    } else if (a == "--socket-mode") {
+      const char* text = value("--socket-mode");
+      char* end = nullptr;
+      const unsigned long mode = std::strtoul(text, &end, 8);
+      if (end == text || *end != '\0' || mode > 0777 || (mode & 0600) != 0600) {
+        std::fprintf(stderr,
+                     "hms-ffid: --socket-mode takes an octal mode such as 0660 that lets the "
+                     "owner read and write, not '%s'\n",
+                     text);
+        return 2;
+      }
+      options.socketMode = uint32_t(mode);
     } else if (a == "--state-dir") {
       options.stateDir = value("--state-dir");
     } else if (a == "--version") {

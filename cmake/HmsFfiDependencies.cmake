@@ -34,3 +34,20 @@ endif()
 if(HMS_FFI_BUILD_BENCH)
   hms_ffi_require_package(benchmark "libbenchmark-dev" CONFIG)
 endif()
+
+# Security (docs/security.md): JWT verification in the broker (libjwt on OpenSSL), and audit
+# records to journald from the broker and from services (libsystemd).
+find_package(PkgConfig QUIET)
+if(PkgConfig_FOUND)
+  pkg_check_modules(HMS_FFI_JWT QUIET IMPORTED_TARGET libjwt)
+  pkg_check_modules(HMS_FFI_SYSTEMD QUIET IMPORTED_TARGET libsystemd)
+endif()
+hms_ffi_require_package(OpenSSL "libssl-dev")
+if(NOT HMS_FFI_JWT_FOUND)
+  message(FATAL_ERROR "HMS-FFI needs libjwt, which was not found. On Debian 12 install it with:\n"
+                      "  apt-get install libjwt-dev\nor run scripts/install-deps.sh.")
+endif()
+if(NOT HMS_FFI_SYSTEMD_FOUND)
+  message(FATAL_ERROR "HMS-FFI needs libsystemd, which was not found. On Debian 12 install it "
+                      "with:\n  apt-get install libsystemd-dev\nor run scripts/install-deps.sh.")
+endif()

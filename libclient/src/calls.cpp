@@ -15,6 +15,13 @@
 
 namespace hms::ffi {
 
+bool Caller::hasRole(std::string_view role) const noexcept {
+  for (const auto& r : roles) {
+    if (r == role) return true;
+  }
+  return false;
+}
+
 std::chrono::nanoseconds CallContext::timeLeft() const noexcept {
   if (deadlineNs_ == detail::kNoDeadline) return std::chrono::nanoseconds::max();
   return std::chrono::nanoseconds(std::max<int64_t>(0, deadlineNs_ - detail::monotonicNs()));

@@ -19,6 +19,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "audit.hpp"
 #include "codec.hpp"
 #include "hms/ffi/client.hpp"
 #include "hms/ffi/control.capnp.h"
@@ -131,6 +132,9 @@ class ClientImpl : public std::enable_shared_from_this<ClientImpl> {
 
   Result<ServiceHandle> serve(ServiceSpec spec);
   Status unregister(uint64_t tag);
+  // Where this client's services write audit records (ClientOptions::auditLog), opened at the
+  // first record; null if it cannot be opened (logged once).
+  AuditLog* auditLog();
 
   // Publishers of this client, by the tag their advertise carried, for the broker's events.
   uint64_t addPublisher(std::weak_ptr<PublisherEvents> p);
@@ -209,6 +213,8 @@ class ClientImpl : public std::enable_shared_from_this<ClientImpl> {
   std::vector<uid_t> brokerUids_;           // who may run the broker (broker_trust.hpp)
   std::string refusedBroker_;               // why the last broker was refused (logged once)
   std::string noSharedMemory_;              // why this client has none; empty: it has
+  std::once_flag auditOnce_;
+  std::unique_ptr<AuditLog> audit_;
 
   std::mutex servedMu_;
   std::map<uint64_t, Served> served_;  // by tag
@@ -370,6 +376,15 @@ struct ServerCall {
 // client's doorbell when all are idle. No thread and no futex per caller. Records are read as
 // they come (a cancel takes effect while earlier calls run) and run in order per channel; streams
 // run on the service's stream threads, beside the channel's other calls.
+// The broker's decision for one channel (control.capnp, Grant): checked before every handler.
+struct ChannelGrant {
+  bool enforced = false;              // false: no policy; everything allowed, nothing audited
+  std::vector<uint8_t> allowed;       // by ordinal
+  std::vector<uint8_t> audit;         // by ordinal: wire::AuditLevel
+  std::vector<std::string> denied;    // by ordinal: why not
+  Caller caller;
+};
+
 class Dispatcher {
  public:
   Dispatcher(ClientImpl& client);
@@ -380,9 +395,7 @@ class Dispatcher {
     uint64_t channelId = 0;
     uint64_t tag = 0;
     uint64_t segmentBytes = 0;
-    pid_t callerPid = 0;
-    uid_t callerUid = 0;
-    std::string callerName;
+    std::shared_ptr<const ChannelGrant> grant;
     std::shared_ptr<UniqueFd> fd;
     bool socket = false;  // fd is the service's end of a socketpair, not a segment
     std::shared_ptr<UniqueFd> callerDoorbell;  // shared memory: wakes the caller's completions
@@ -450,10 +463,19 @@ class Dispatcher {
   void runStream(Channel& ch, Queued& q, const std::shared_ptr<ServerCall>& call);
   void finish(Channel& ch, Queued& q);  // gives the request back
   // Runs the unary handler into `results`, or (stream) `run`; the checks before it are shared.
+  // First the channel's grant: a method it does not allow is PERMISSION_DENIED and no handler
+  // runs; then the audit record the grant asks for, whatever the outcome.
+  // The handler run of invoke(), once the grant allowed the call.
+  Status invokeGranted(Channel& ch, const RingConsumer::Record& rec,
+                       const std::shared_ptr<ServerCall>* call, bool stream,
+                       const std::function<Status(CallContext&, capnp::MessageReader&)>* run,
+                       capnp::MessageBuilder* results);
   Status invoke(Channel& ch, const RingConsumer::Record& rec,
                 const std::shared_ptr<ServerCall>* call, bool stream,
                 const std::function<Status(CallContext&, capnp::MessageReader&)>* run,
                 capnp::MessageBuilder* results);
+  void auditCall(Channel& ch, const RingConsumer::Record& rec, const Status& status,
+                 uint8_t level, int64_t startedNs);
   void closeChannelLocal(Channel& ch, uint32_t myState, const char* why);
   // The caller left (closed the channel or died): the one-way calls it committed were
   // acknowledged when they entered the channel, so they still run, in order, on this thread;

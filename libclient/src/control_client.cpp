@@ -1,4 +1,5 @@
 // ClientImpl: the control connection to the broker, its reconnection, and the registry view.
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -35,11 +36,75 @@ std::string defaultClientName() {
 
 ClientOptions withDefaults(ClientOptions o) {
   if (o.name.empty()) o.name = defaultClientName();
+  if (o.token.empty()) {
+    if (const char* t = std::getenv("HMS_FFI_TOKEN"); t && *t) o.token = t;
+  }
+  if (o.tokenFile.empty()) {
+    if (const char* t = std::getenv("HMS_FFI_TOKEN_FILE"); t && *t) o.tokenFile = t;
+  }
+  if (o.auditLog.empty()) {
+    if (const char* t = std::getenv("HMS_FFI_AUDIT_LOG"); t && *t) o.auditLog = t;
+  }
   if (o.defaultTimeout <= std::chrono::nanoseconds::zero())
     o.defaultTimeout = std::chrono::seconds(30);
   if (o.controlTimeout <= std::chrono::milliseconds::zero())
     o.controlTimeout = std::chrono::seconds(5);
   return o;
+}
+
+// The token for this connect: the option or $HMS_FFI_TOKEN, else the token file, read now so that
+// a renewed token is used from the next reconnect on. Surrounding whitespace is not the token's.
+Result<std::string> currentToken(const ClientOptions& o) {
+  std::string token = o.token;
+  if (token.empty() && !o.tokenFile.empty()) {
+    UniqueFd fd(::open(o.tokenFile.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd) {
+      return Status(StatusCode::kFailedPrecondition,
+                    errnoText(("cannot read the token file " + o.tokenFile).c_str(), errno));
+    }
+    char buf[4096];
+    for (;;) {
+      const ssize_t n = ::read(fd.get(), buf, sizeof buf);
+      if (n == 0) break;
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return Status(StatusCode::kFailedPrecondition,
+                      errnoText(("cannot read the token file " + o.tokenFile).c_str(), errno));
+      }
+      token.append(buf, size_t(n));
+      if (token.size() > 64 * 1024) {
+        return Status(StatusCode::kInvalidArgument,
+                      "the token file " + o.tokenFile + " is larger than 64 KiB: not a token");
+      }
+    }
+  }
+  const auto first = token.find_first_not_of(" \t\r\n");
+  if (first == std::string::npos) return std::string();
+  token = token.substr(first, token.find_last_not_of(" \t\r\n") - first + 1);
+  return token;
+}
+
+// The grant of a channel, as the broker sent it (its lists by method ordinal).
+std::shared_ptr<const ChannelGrant> readGrant(wire::ChannelOpened::Reader o) {
+  auto g = std::make_shared<ChannelGrant>();
+  Caller& who = g->caller;
+  who.pid = pid_t(o.getCallerPid());
+  who.uid = uid_t(o.getCallerUid());
+  who.name = o.getCallerName().cStr();
+  if (!o.hasGrant()) return g;  // a broker without grants: nothing enforced
+  auto w = o.getGrant();
+  g->enforced = w.getEnforced();
+  for (bool a : w.getAllowed()) g->allowed.push_back(a ? 1 : 0);
+  for (auto a : w.getAudit()) g->audit.push_back(uint8_t(a));
+  for (auto d : w.getDenied()) g->denied.emplace_back(d.cStr());
+  auto c = w.getCaller();
+  who.gid = gid_t(c.getGid());
+  for (uint32_t gid : c.getGroups()) who.groups.push_back(gid_t(gid));
+  who.authenticated = c.getAuthenticated();
+  who.subject = c.getSubject().cStr();
+  who.issuer = c.getIssuer().cStr();
+  for (auto r : c.getRoles()) who.roles.emplace_back(r.cStr());
+  return g;
 }
 
 Status statusFromReply(wire::Reply::Reader reply) {
@@ -184,6 +249,9 @@ Status ClientImpl::connectAndHello(UniqueFd& sock, std::shared_ptr<RegistryReade
                      : transport_ == Transport::kSocket     ? wire::Transport::SOCKET
                                                             : wire::Transport::AUTO);
   hello.setNoSharedMemory(noSharedMemory_);
+  auto token = currentToken(options);
+  if (!token.ok()) return token.status();
+  hello.setToken(*token);
   if (!sharedMemory()) {
     auto reply = directRoundTrip(fd->get(), mb, nullptr, 0);
     if (!reply.ok()) return reply.status();
@@ -365,9 +433,7 @@ void ClientImpl::handleMessage(std::vector<uint8_t> bytes, std::vector<UniqueFd>
     e.channelId = o.getChannelId();
     e.tag = o.getServiceTag();
     e.segmentBytes = o.getSegmentBytes();
-    e.callerPid = pid_t(o.getCallerPid());
-    e.callerUid = uid_t(o.getCallerUid());
-    e.callerName = o.getCallerName().cStr();
+    e.grant = readGrant(o);
     e.fd = std::make_shared<UniqueFd>(std::move(fds[0]));
     if (fds.size() > 1) e.callerDoorbell = std::make_shared<UniqueFd>(std::move(fds[1]));
     e.socket = o.getTransport() == wire::Transport::SOCKET;
@@ -692,6 +758,19 @@ Result<ServiceHandle> ClientImpl::serve(ServiceSpec spec) {
   std::lock_guard lock(servedMu_);
   served_.emplace(tag, std::move(served));
   return h;
+}
+
+AuditLog* ClientImpl::auditLog() {
+  std::call_once(auditOnce_, [this] {
+    auto opened = AuditLog::open(options.auditLog, "", options.name);
+    if (!opened.ok()) {
+      log().error("hms-ffi: audit records of {}'s services are lost: {}", options.name,
+                  opened.status().message());
+      return;
+    }
+    audit_ = std::move(*opened);
+  });
+  return audit_.get();
 }
 
 Status ClientImpl::unregister(uint64_t tag) {

@@ -82,9 +82,7 @@ struct Dispatcher::Channel {
   RingConsumer requests;   // next(): dispatcher/socket thread; release(): any, under inMu
   RingProducer responses;  // under outMu
   uint32_t maxMessageBytes = 0;
-  pid_t callerPid = 0;
-  uid_t callerUid = 0;
-  std::string callerName;
+  std::shared_ptr<const ChannelGrant> grant;  // never null
   Mapping callerDoorbell;
   std::atomic<bool> busy{false};     // a worker runs the channel's current call: the next waits
   std::atomic<int> active{0};        // streams running on stream threads
@@ -459,6 +457,17 @@ bool Dispatcher::drainEvents() {
           if (ch->id == ev.id && ch->session == ev.session) {
             found = true;
             runWhatTheCallerLeft(*ch);
+            // The service's side ends too, so that a caller still alive (one the broker
+            // disconnected, or a channel a policy reload ended) sees it at once instead of
+            // waiting for answers until its deadline.
+            if (loadAcquire(ch->hdr->serviceState) == kEndOpen) {
+              storeRelease(ch->hdr->serviceState, uint32_t(kEndClosed));
+            }
+            wakeAlways(ch->hdr->response.consumerWake);
+            wakeAlways(ch->hdr->request.producerWake);
+            if (ch->callerDoorbell.data()) {
+              wakeAlways(ch->callerDoorbell.as<DoorbellSegment>()->replyWake);
+            }
             ch->closed = anyClosed_ = true;
             cancelRunning(*ch);
           }
@@ -488,9 +497,7 @@ std::unique_ptr<Dispatcher::Channel> Dispatcher::newChannel(const ChannelOpenedE
   ch->session = ev.session;
   ch->id = ev.channelId;
   ch->service = services_.at(ev.tag);
-  ch->callerPid = ev.callerPid;
-  ch->callerUid = ev.callerUid;
-  ch->callerName = ev.callerName;
+  ch->grant = ev.grant ? ev.grant : std::make_shared<const ChannelGrant>();
   return ch;
 }
 
@@ -771,11 +778,92 @@ bool Dispatcher::pollChannels() {
   return did;
 }
 
-// Runs the handler with what a handler knows, catching what it throws.
 Status Dispatcher::invoke(Channel& ch, const RingConsumer::Record& rec,
                           const std::shared_ptr<ServerCall>* call, bool stream,
                           const std::function<Status(CallContext&, capnp::MessageReader&)>* run,
                           capnp::MessageBuilder* results) {
+  const ChannelGrant& grant = *ch.grant;
+  const uint16_t ordinal = rec.header.method;
+  if (!grant.enforced) return invokeGranted(ch, rec, call, stream, run, results);
+  // The broker's word for this caller, sent to this process over its own control socket: what
+  // the caller writes into the channel cannot widen it.
+  const bool allowed = ordinal < grant.allowed.size() && grant.allowed[ordinal] != 0;
+  const uint8_t level = allowed && ordinal < grant.audit.size() ? grant.audit[ordinal] : 0;
+  Status status;
+  const int64_t started = level != 0 ? monotonicNs() : 0;
+  if (!allowed) {
+    const Service& svc = *ch.service;
+    const std::string method =
+        ordinal < svc.methodNames.size() && !svc.methodNames[ordinal].empty()
+            ? svc.methodNames[ordinal]
+            : "method " + std::to_string(ordinal);
+    const std::string why = ordinal < grant.denied.size() && !grant.denied[ordinal].empty()
+                                ? grant.denied[ordinal]
+                                : "the broker's policy grants it to no caller of this channel";
+    const Caller& who = grant.caller;
+    status = Status(StatusCode::kPermissionDenied,
+                    svc.spec.id + "." + method + " is not allowed for uid " +
+                        std::to_string(who.uid) + " (pid " + std::to_string(who.pid) + ", '" +
+                        who.name + "'" + (who.subject.empty() ? "" : ", sub " + who.subject) +
+                        "): " + why,
+                    svc.spec.id,
+                    {{"service", svc.spec.id}, {"method", method}, {"reason", why}});
+  } else {
+    status = invokeGranted(ch, rec, call, stream, run, results);
+  }
+  // Denials are always recorded; allowed calls as the policy's audit level asks.
+  if (!allowed || level != 0) auditCall(ch, rec, status, level, started);
+  return status;
+}
+
+void Dispatcher::auditCall(Channel& ch, const RingConsumer::Record& rec, const Status& status,
+                           uint8_t level, int64_t startedNs) {
+  AuditLog* log = client_.auditLog();
+  if (log == nullptr) return;
+  const Service& svc = *ch.service;
+  const Caller& who = ch.grant->caller;
+  const uint16_t ordinal = rec.header.method;
+  const std::string method = ordinal < svc.methodNames.size() ? svc.methodNames[ordinal]
+                                                              : std::to_string(ordinal);
+  std::string roles;
+  for (const auto& r : who.roles) roles += (roles.empty() ? "" : ",") + r;
+  std::vector<AuditField> f{
+      {"event", "call"},
+      {"service", svc.spec.id},
+      {"version", svc.spec.version.toString()},
+      {"method", method},
+      {"outcome", status.isOk() ? "ok" : "error"},
+      {"code", std::string(statusCodeName(status.code()))},
+      {"uid", std::to_string(who.uid), true},
+      {"gid", std::to_string(who.gid), true},
+      {"pid", std::to_string(who.pid), true},
+      {"caller_name", who.name},
+      {"roles", roles},
+  };
+  if (!who.subject.empty()) f.push_back({"sub", who.subject});
+  if (!status.isOk()) f.push_back({"reason", status.message()});
+  if (level >= uint8_t(wire::AuditLevel::DETAILED)) {
+    f.push_back({"duration_us", std::to_string((monotonicNs() - startedNs) / 1000), true});
+    if (rec.trace) {
+      static const char* hex = "0123456789abcdef";
+      std::string trace;
+      for (int i = 0; i < 16; ++i) {
+        trace += hex[rec.trace->traceId[i] >> 4];
+        trace += hex[rec.trace->traceId[i] & 15];
+      }
+      f.push_back({"trace_id", trace});
+    }
+  }
+  log->record(svc.spec.id + "." + method + " called by uid " + std::to_string(who.uid) + " pid " +
+                  std::to_string(who.pid) + ": " + std::string(statusCodeName(status.code())),
+              f);
+}
+
+// Runs the handler with what a handler knows, catching what it throws.
+Status Dispatcher::invokeGranted(Channel& ch, const RingConsumer::Record& rec,
+                                 const std::shared_ptr<ServerCall>* call, bool stream,
+                                 const std::function<Status(CallContext&, capnp::MessageReader&)>* run,
+                                 capnp::MessageBuilder* results) {
   Service& svc = *ch.service;
   static const std::string kNoName;
   const uint16_t ordinal = rec.header.method;
@@ -820,10 +908,8 @@ Status Dispatcher::invoke(Channel& ch, const RingConsumer::Record& rec,
     }
     CallContext ctx;
     ctx.serviceId_ = &svc.spec.id;
-    ctx.callerName_ = &ch.callerName;
+    ctx.caller_ = &ch.grant->caller;
     ctx.method_ = ordinal;
-    ctx.callerPid_ = ch.callerPid;
-    ctx.callerUid_ = ch.callerUid;
     ctx.deadlineNs_ = rec.header.deadlineNs > 0 ? rec.header.deadlineNs : kNoDeadline;
     if (call) ctx.call_ = *call;
     if (rec.trace) {
@@ -853,7 +939,7 @@ void Dispatcher::runOneWay(Channel& ch, Queued& q) {
   const Status status = invoke(ch, q.rec, nullptr, false, nullptr, &scratch);
   if (!status) {
     log().warn("hms-ffi: one-way call to {} (method {}) from {} failed: {}", ch.service->spec.id,
-               q.rec.header.method, ch.callerName, status.toString());
+               q.rec.header.method, ch.grant->caller.name, status.toString());
   }
   finish(ch, q);
 }

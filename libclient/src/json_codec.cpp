@@ -614,8 +614,42 @@ const char* primitiveName(capnp::schema::Type::Which which) {
 // At most this many names are listed in a message; the rest become "...".
 constexpr size_t kMaxListedNames = 16;
 
+// "allowedRoles" -> "allowed_roles": how a snake_case file spells a field.
+std::string snakeCase(std::string_view camel) {
+  std::string out;
+  for (char c : camel) {
+    if (c >= 'A' && c <= 'Z') {
+      out += '_';
+      out += static_cast<char>(c - 'A' + 'a');
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+// "allowed_roles" -> "allowedRoles"; false when `snake` is no snake_case spelling of any name: it
+// has an upper-case letter (the camelCase spelling is not accepted too, so that one file does not
+// mix both), or an '_' that is not followed by a lower-case letter.
+bool camelCase(std::string_view snake, std::string& out) {
+  out.clear();
+  for (size_t i = 0; i < snake.size(); ++i) {
+    char c = snake[i];
+    if (c >= 'A' && c <= 'Z') return false;
+    if (c == '_') {
+      if (i + 1 >= snake.size() || snake[i + 1] < 'a' || snake[i + 1] > 'z') return false;
+      out += static_cast<char>(snake[++i] - 'a' + 'A');
+    } else {
+      out += c;
+    }
+  }
+  return true;
+}
+
+// The members' names, comma-separated, at most kMaxListedNames of them; snake_case spelled when
+// the input is (JsonInputOptions::snakeCaseKeys).
 template <class Members>
-std::string listNames(Members members) {
+std::string listNames(Members members, bool snake = false) {
   std::string out;
   size_t n = 0;
   for (auto m : members) {
@@ -625,7 +659,8 @@ std::string listNames(Members members) {
     }
     if (n++ != 0) out += ", ";
     auto name = m.getProto().getName();
-    out.append(name.cStr(), name.size());
+    const std::string_view text(name.cStr(), name.size());
+    out += snake ? snakeCase(text) : std::string(text);
   }
   return out;
 }
@@ -744,11 +779,21 @@ struct Slot {
 
 class JsonToCapnp {
  public:
-  JsonToCapnp(std::string_view json, const std::vector<JsonNode>& nodes)
-      : json_(json), nodes_(nodes) {}
+  JsonToCapnp(std::string_view json, const std::vector<JsonNode>& nodes,
+              const JsonInputOptions& options = {})
+      : json_(json), nodes_(nodes), options_(options) {}
 
-  Status run(capnp::DynamicStruct::Builder out) {
+  // `asField`: the top-level node is the value of that field of `out` (topLevelArrayField).
+  Status run(capnp::DynamicStruct::Builder out,
+             const capnp::StructSchema::Field* asField = nullptr) {
     try {
+      if (asField != nullptr) {
+        pushField(options_.topLevelArrayField);
+        if (!value(0, asField->getType(), Slot::of(out, *asField))) {
+          return Status(StatusCode::kInvalidArgument, error_);
+        }
+        return Status();
+      }
       if (!structValue(0, out)) return Status(StatusCode::kInvalidArgument, error_);
       return Status();
     } catch (const kj::Exception& e) {
@@ -769,6 +814,7 @@ class JsonToCapnp {
     // Fields already given, to refuse a name given twice.
     std::vector<bool> seen(fields.size());
     const FieldFacts* unionMember = nullptr;
+    std::string unionMemberName;  // as the input spells it
     uint32_t k = n + 1;
     for (uint32_t m = 0; m < obj.count; ++m) {
       const uint32_t keyNode = k;
@@ -778,11 +824,21 @@ class JsonToCapnp {
       keyScratch_.assign(decodeString(json_, nodes_[keyNode], valueScratch_));
       const std::string& name = keyScratch_;
       uint32_t index = 0;
-      KJ_IF_MAYBE (field, schema.findFieldByName(kj::StringPtr(name.c_str(), name.size()))) {
+      // The name looked up: the key itself, or its camelCase form for a snake_case input.
+      const std::string* lookup = &name;
+      bool spellable = true;
+      if (options_.snakeCaseKeys) {
+        spellable = camelCase(name, camelScratch_);
+        lookup = &camelScratch_;
+      }
+      kj::Maybe<capnp::StructSchema::Field> found;
+      if (spellable) found = schema.findFieldByName(kj::StringPtr(lookup->c_str(), lookup->size()));
+      KJ_IF_MAYBE (field, found) {
         index = field->getIndex();
       } else {
-        return fail("unknown field '" + excerpt(name) + "' in " + typeName(schema) +
-                    " (fields: " + listNames(schema.getFields()) + ")");
+        return fail("unknown field '" + excerpt(name) + "' in " + typeName(schema) + " (fields: " +
+                    listNames(schema.getFields(), options_.snakeCaseKeys) +
+                    ")");
       }
       const FieldFacts& facts = fields[index];
       if (seen[index]) return fail("field '" + excerpt(name) + "' is given twice");
@@ -792,12 +848,15 @@ class JsonToCapnp {
       if (nodes_[valueNode].kind == JsonKind::kNull && !facts.type.isVoid()) continue;
       if (facts.inUnion) {
         if (unionMember != nullptr) {
-          return fail("fields '" + std::string(unionMember->name) + "' and '" + name +
-                      "' are members of one union; give at most one");
+          return fail("fields '" +
+                      (options_.snakeCaseKeys ? unionMemberName : std::string(unionMember->name)) +
+                      "' and '" + name + "' are members of one union; give at most one");
         }
         unionMember = &facts;
+        if (options_.snakeCaseKeys) unionMemberName = name;
       }
-      const size_t mark = pushField(facts.name);
+      // The path names the field as the input does; `name` is overwritten by nested members.
+      const size_t mark = pushField(options_.snakeCaseKeys ? std::string_view(name) : facts.name);
       if (!value(valueNode, facts.type, Slot::of(out, facts.field))) return false;
       path_.resize(mark);
     }
@@ -1025,11 +1084,13 @@ class JsonToCapnp {
 
   const std::string_view json_;
   const std::vector<JsonNode>& nodes_;
+  const JsonInputOptions options_;
   FieldTable fieldTable_;
   std::string path_;  // e.g. "facts[2].value"; empty at the top level
   std::string error_;
   std::string keyScratch_;
   std::string valueScratch_;
+  std::string camelScratch_;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -1254,6 +1315,11 @@ class JsonWriter {
 }  // namespace
 
 Status jsonToStruct(std::string_view json, capnp::DynamicStruct::Builder out) noexcept {
+  return jsonToStruct(json, out, JsonInputOptions{});
+}
+
+Status jsonToStruct(std::string_view json, capnp::DynamicStruct::Builder out,
+                    const JsonInputOptions& options) noexcept {
   try {
     if (json.size() > std::numeric_limits<uint32_t>::max()) {
       return Status(StatusCode::kInvalidArgument,
@@ -1265,11 +1331,25 @@ Status jsonToStruct(std::string_view json, capnp::DynamicStruct::Builder out) no
     if (!parser.parse()) {
       return Status(StatusCode::kInvalidArgument, "malformed JSON: " + parser.error());
     }
+    if (nodes[0].kind == JsonKind::kArray && !options.topLevelArrayField.empty()) {
+      const std::string name(options.topLevelArrayField);
+      kj::Maybe<capnp::StructSchema::Field> found =
+          out.getSchema().findFieldByName(kj::StringPtr(name.c_str(), name.size()));
+      KJ_IF_MAYBE (field, found) {
+        return JsonToCapnp(json, nodes, options).run(out, field);
+      }
+      return Status(
+          StatusCode::kInvalidArgument,
+          "cannot convert the JSON: " + typeName(out.getSchema()) + " has no field '" + name + "'");
+    }
     if (nodes[0].kind != JsonKind::kObject) {
       return Status(StatusCode::kInvalidArgument,
-                    "expected a JSON object at the top level, got " + describe(nodes[0]));
+                    std::string(options.topLevelArrayField.empty()
+                                    ? "expected a JSON object at the top level, got "
+                                    : "expected a JSON object or array at the top level, got ") +
+                        describe(nodes[0]));
     }
-    return JsonToCapnp(json, nodes).run(out);
+    return JsonToCapnp(json, nodes, options).run(out);
   } catch (const kj::Exception& e) {
     auto d = e.getDescription();
     return Status(StatusCode::kInvalidArgument,

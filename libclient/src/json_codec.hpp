@@ -61,6 +61,19 @@ namespace hms::ffi::detail {
 // holds whatever was converted before it: discard the message (or abort the ring claim).
 Status jsonToStruct(std::string_view json, capnp::DynamicStruct::Builder out) noexcept;
 
+// How a configuration file (rather than a message) is read. The defaults are jsonToStruct's above.
+struct JsonInputOptions {
+  // Member names are snake_case: "allowed_roles" names the field allowedRoles, and the camelCase
+  // spelling is then unknown. Messages name fields as the input spells them
+  // ("rules[2].allowed_roles"), and list a struct's fields in snake_case.
+  bool snakeCaseKeys = false;
+  // Non-empty: a JSON array at the top level is read as the value of this field of `out` (a
+  // list), as if it were {"<field>": [...]}; paths then start with the field ("rules[2]").
+  std::string_view topLevelArrayField;
+};
+Status jsonToStruct(std::string_view json, capnp::DynamicStruct::Builder out,
+                    const JsonInputOptions& options) noexcept;
+
 struct JsonOptions {
   bool pretty = false;  // indented with two spaces, one field per line
 };

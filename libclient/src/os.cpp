@@ -1,6 +1,7 @@
 #include "os.hpp"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -135,7 +136,45 @@ Result<PeerCredentials> peerCredentials(int socketFd) {
   if (::getsockopt(socketFd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
     return Status(StatusCode::kInternal, errnoText("SO_PEERCRED", errno));
   }
-  return PeerCredentials{cred.pid, cred.uid, cred.gid};
+  PeerCredentials out;
+  out.pid = cred.pid;
+  out.uid = cred.uid;
+  out.gid = cred.gid;
+  return out;
+}
+
+Result<PeerCredentials> peerIdentity(int socketFd) {
+  auto cred = peerCredentials(socketFd);
+  if (!cred.ok()) return cred.status();
+  // SO_PEERGROUPS: the groups the peer held at connect. ERANGE says how many there are.
+  std::vector<gid_t> groups(16);
+  for (int attempt = 0; attempt < 4; ++attempt) {
+    socklen_t len = socklen_t(groups.size() * sizeof(gid_t));
+    if (::getsockopt(socketFd, SOL_SOCKET, SO_PEERGROUPS, groups.data(), &len) == 0) {
+      groups.resize(len / sizeof(gid_t));
+      cred->groups = std::move(groups);
+      break;
+    }
+    if (errno != ERANGE) {
+      return Status(StatusCode::kInternal, errnoText("SO_PEERGROUPS", errno));
+    }
+    groups.resize(len / sizeof(gid_t) + 1);
+  }
+#ifndef SO_PEERPIDFD
+#define SO_PEERPIDFD 77  // Linux 6.5; glibc 2.36's headers predate it
+#endif
+  int pidfd = -1;
+  socklen_t len = sizeof(pidfd);
+  if (::getsockopt(socketFd, SOL_SOCKET, SO_PEERPIDFD, &pidfd, &len) == 0 && pidfd >= 0) {
+    cred->pidfd.reset(pidfd);
+    ::fcntl(pidfd, F_SETFD, FD_CLOEXEC);
+  }
+  return cred;
+}
+
+bool pidfdAlive(int pidfd) {
+  pollfd p{pidfd, POLLIN, 0};
+  return ::poll(&p, 1, 0) == 0;
 }
 
 Status sendDatagram(int socketFd, const void* data, size_t size, const int* fds, size_t fdCount,

@@ -86,8 +86,17 @@ struct PeerCredentials {
   pid_t pid = 0;
   uid_t uid = 0;
   gid_t gid = 0;
+  std::vector<gid_t> groups;  // supplementary groups at connect (SO_PEERGROUPS); peerIdentity only
+  UniqueFd pidfd;             // the peer process (SO_PEERPIDFD, Linux 6.5+); peerIdentity only
 };
+// pid, uid and gid as the kernel recorded them when the peer connected (SO_PEERCRED).
 Result<PeerCredentials> peerCredentials(int socketFd);
+// The same plus the peer's supplementary groups and, where the kernel has it, a pidfd of the peer
+// (SO_PEERPIDFD): a handle on the very process that connected, which a recycled pid cannot
+// impersonate. The broker takes it once at accept and freezes it for the connection.
+Result<PeerCredentials> peerIdentity(int socketFd);
+// True while the process `pidfd` names is alive (its pidfd is not yet readable).
+bool pidfdAlive(int pidfd);
 
 // One datagram with its file descriptors. `fds` are owned by the receiver.
 struct Datagram {

@@ -144,6 +144,8 @@ struct Hello {
   hasDoorbell @2 :Bool;        # fd 0 is this client's doorbell from an earlier broker (reconnect)
   transport @3 :Transport;     # the client's setting (ClientOptions, $HMS_FFI_TRANSPORT)
   noSharedMemory @4 :Text;     # non-empty: this client cannot map shared memory, and why
+  token @5 :Text;              # a JWT adding claims to the kernel's identity (docs/security.md);
+                               # verified by the broker at hello, never forwarded
 }
 
 struct RegisterService {
@@ -259,6 +261,36 @@ struct ChannelOpened {
   serviceTag @7 :UInt64;       # RegisterService.tag of the service
   transport @8 :Transport;     # socket: fd 0 is the service's end of the socketpair
   maxMessageBytes @9 :UInt32;
+  grant @10 :Grant;            # what the caller may do on this channel (docs/security.md)
+}
+
+enum AuditLevel {
+  none @0;
+  standard @1;                 # who, what, outcome
+  detailed @2;                 # and duration and trace id
+}
+
+# The broker's decision for one channel, sent to the *service* over its own control socket (never
+# through shared memory, which the caller can write): the service's library checks every request
+# against it before the handler runs. Decided from the caller's kernel identity and verified token.
+struct Grant {
+  enforced @0 :Bool;           # false: no policy is configured; every method is allowed
+  allowed @1 :List(Bool);      # by method ordinal
+  audit @2 :List(AuditLevel);  # by method ordinal
+  denied @3 :List(Text);       # by method ordinal: why, for the PERMISSION_DENIED the caller sees
+  caller @4 :CallerIdentity;
+}
+
+struct CallerIdentity {
+  uid @0 :UInt32;
+  gid @1 :UInt32;
+  pid @2 :UInt32;
+  groups @3 :List(UInt32);
+  name @4 :Text;
+  subject @5 :Text;            # the token's sub; empty without a token
+  roles @6 :List(Text);        # every role the policy gives the caller (token and assignments)
+  authenticated @7 :Bool;      # a token was presented and verified
+  issuer @8 :Text;
 }
 
 struct ChannelClosed {

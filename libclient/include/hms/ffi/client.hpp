@@ -92,6 +92,16 @@ struct ClientOptions {
   // directory another user owns or may write (FAILED_PRECONDITION): such a broker may be a
   // stand-in. See docs/architecture.md, "Trust".
   std::vector<uid_t> brokerUids;
+  // A token (JWT) adding claims (sub, roles, amr) to this process's kernel identity, for brokers
+  // with an access policy (docs/security.md). Empty: $HMS_FFI_TOKEN, else the file named by
+  // `tokenFile` or $HMS_FFI_TOKEN_FILE (read at each connect, so a renewed token is picked up
+  // when the client reconnects). A token the broker refuses fails the connect (UNAUTHENTICATED).
+  std::string token;
+  std::string tokenFile;
+  // Where this process's services write audit records of the calls their policy audits:
+  // "journald", a file (JSON lines, appended) or "-" (standard error). Empty: $HMS_FFI_AUDIT_LOG,
+  // else journald when it runs, else standard error.
+  std::string auditLog;
 };
 
 struct ServiceOptions {
@@ -184,14 +194,32 @@ class StreamSink;
 }  // namespace detail
 
 // What a handler knows about the call it serves.
+// Who is calling (docs/security.md): the calling process as the kernel told the broker when it
+// connected (SO_PEERCRED, SO_PEERGROUPS), and the claims of the token it presented, which the
+// broker verified. The caller cannot change any of it: it comes from the broker over the
+// service's own control socket, not through the channel.
+struct Caller {
+  uid_t uid = 0;
+  gid_t gid = 0;
+  pid_t pid = 0;
+  std::vector<gid_t> groups;       // supplementary groups
+  std::string name;                // the caller's client name: informative only, it chose it
+  bool authenticated = false;      // it presented a token the broker verified
+  std::string subject;             // the token's sub
+  std::string issuer;              // the token's iss
+  std::vector<std::string> roles;  // every role the broker's policy gives it (empty: no policy)
+  bool hasRole(std::string_view role) const noexcept;
+};
+
 class CallContext {
  public:
   const std::string& serviceId() const noexcept { return *serviceId_; }
   uint16_t methodOrdinal() const noexcept { return method_; }
-  // The caller's identity, as the kernel told the broker (SO_PEERCRED): unforgeable.
-  pid_t callerPid() const noexcept { return callerPid_; }
-  uid_t callerUid() const noexcept { return callerUid_; }
-  const std::string& callerName() const noexcept { return *callerName_; }
+  const Caller& caller() const noexcept { return *caller_; }
+  // The same as caller().pid, .uid, .name.
+  pid_t callerPid() const noexcept { return caller_->pid; }
+  uid_t callerUid() const noexcept { return caller_->uid; }
+  const std::string& callerName() const noexcept { return caller_->name; }
   // Absolute CLOCK_MONOTONIC deadline in ns (INT64_MAX: none) and the time left until it.
   int64_t deadlineNs() const noexcept { return deadlineNs_; }
   std::chrono::nanoseconds timeLeft() const noexcept;
@@ -209,10 +237,8 @@ class CallContext {
   friend class detail::Dispatcher;
   std::shared_ptr<detail::ServerCall> call_;
   const std::string* serviceId_ = nullptr;
-  const std::string* callerName_ = nullptr;
+  const Caller* caller_ = nullptr;
   uint16_t method_ = 0;
-  pid_t callerPid_ = 0;
-  uid_t callerUid_ = 0;
   int64_t deadlineNs_ = 0;
   std::optional<TraceContext> trace_;
 };
