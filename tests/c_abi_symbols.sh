@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # c-abi-symbols: libhmsffi.so.1 exports exactly the functions hms/ffi/hms_ffi.h declares, each in
-# the version node HMS_FFI_1.0, and its soname is libhmsffi.so.1.
+# a version node (HMS_FFI_1.0, or the later minor version that added it), and its soname is
+# libhmsffi.so.1.
 set -euo pipefail
 lib=$1
 header=$2
@@ -14,14 +15,22 @@ if ! diff <(echo "$declared") <(echo "$exported" | sed 's/@.*//' | sort -u) > /t
   status=1
 fi
 rm -f /tmp/c-abi-symbols.$$
-unversioned=$(echo "$exported" | grep -v '@@HMS_FFI_1\.0$' | grep -v '^HMS_FFI_1\.0$' || true)
+unversioned=$(echo "$exported" | grep -vE '@@HMS_FFI_1\.[0-9]+$' | grep -vE '^HMS_FFI_1\.[0-9]+$' || true)
 if [ -n "$unversioned" ]; then
-  echo "symbols outside the version node HMS_FFI_1.0:"; echo "$unversioned"; status=1
+  echo "symbols outside the version nodes HMS_FFI_1.x:"; echo "$unversioned"; status=1
 fi
+# Functions added after 1.0 say so in the header ("Since ABI 1.N") and sit in that node.
+for f in $(grep -B8 -E '^HMS_FFI_API [^(]*\bhms_[a-z0-9_]+\(' "$header" | awk '
+    /Since ABI 1\.[0-9]+/ { match($0, /1\.[0-9]+/); since = substr($0, RSTART, RLENGTH) }
+    /^HMS_FFI_API/ { if (since != "") { match($0, /hms_[a-z0-9_]+\(/); print substr($0, RSTART, RLENGTH - 1) "@@HMS_FFI_" since; since = "" } }'); do
+  if ! echo "$exported" | grep -qx "$f"; then
+    echo "expected $f (the header says since which ABI version)"; status=1
+  fi
+done
 soname=$(objdump -p "$lib" | awk '$1 == "SONAME" {print $2}')
 if [ "$soname" != "libhmsffi.so.1" ]; then
   echo "soname is '$soname', expected libhmsffi.so.1"; status=1
 fi
 count=$(echo "$declared" | wc -l)
-[ $status -eq 0 ] && echo "ok: $count functions, all in HMS_FFI_1.0, soname $soname"
+[ $status -eq 0 ] && echo "ok: $count functions, all in HMS_FFI_1.x version nodes, soname $soname"
 exit $status

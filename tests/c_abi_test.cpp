@@ -201,6 +201,18 @@ TEST_P(CAbi, CallsWithJsonAndReadsTheContract) {
   EXPECT_EQ(stub, nullptr);
 }
 
+// This process's supplementary groups as the kernel lists them, comma-separated.
+std::string supplementaryGroups() {
+  std::vector<gid_t> groups(size_t(getgroups(0, nullptr)));
+  groups.resize(size_t(getgroups(int(groups.size()), groups.data())));
+  std::string out;
+  for (size_t i = 0; i < groups.size(); ++i) {
+    if (i) out += ',';
+    out += std::to_string(groups[i]);
+  }
+  return out;
+}
+
 TEST_P(CAbi, ClientAndRequestFactsAndStreamCancel) {
   EXPECT_NE(hms_client_id(client_), 0u);
   EXPECT_EQ(hms_client_uses_shared_memory(client_), GetParam() == HMS_TRANSPORT_SOCKET ? 0 : 1);
@@ -213,13 +225,14 @@ TEST_P(CAbi, ClientAndRequestFactsAndStreamCancel) {
                              "TestService", nullptr, &svc, &err),
             HMS_OK)
       << err.message();
-  std::string seenName, seenTrace;
+  std::string seenName, seenTrace, seenCaller;
   int64_t seenLeft = 0;
   std::thread server([&] {
     hms_request_t* req = nullptr;
     Err e;
     if (hms_service_next(svc, 20'000'000'000, &req, &e) != HMS_OK) return;
     seenName = hms_request_caller_name(req);
+    seenCaller = hms_request_caller_json(req);
     seenLeft = hms_request_time_left_ns(req);
     const char* tp = hms_request_traceparent(req);
     seenTrace = tp ? tp : "";
@@ -238,6 +251,13 @@ TEST_P(CAbi, ClientAndRequestFactsAndStreamCancel) {
   server.join();
   EXPECT_EQ(seenLeft, INT64_MAX);
   EXPECT_EQ(seenName, "c-abi-named-caller");
+  // The whole caller as JSON (ABI 1.1): this process, no token, no policy so no roles.
+  EXPECT_EQ(seenCaller, R"({"uid":)" + std::to_string(getuid()) + R"(,"gid":)" +
+                            std::to_string(getgid()) + R"(,"pid":)" + std::to_string(getpid()) +
+                            R"(,"groups":[)" + supplementaryGroups() +
+                            R"(],"name":"c-abi-named-caller","authenticated":false,)"
+                            R"("subject":"","issuer":"","roles":[]})");
+  EXPECT_STREQ(hms_request_caller_json(nullptr), "{}");
   EXPECT_EQ(seenTrace, o.traceparent);
   hms_stub_free(&stub);
   hms_client_free(&caller);

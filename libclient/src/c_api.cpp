@@ -28,6 +28,7 @@
 #include <string>
 #include <vector>
 
+#include "audit.hpp"
 #include "hms/ffi/client.hpp"
 #include "hms/ffi/json.hpp"
 #include "json_codec.hpp"
@@ -35,6 +36,7 @@
 #include "schema_nodes.hpp"
 
 using hms::ffi::CallContext;
+using hms::ffi::Caller;
 using hms::ffi::Client;
 using hms::ffi::Result;
 using hms::ffi::Status;
@@ -72,25 +74,7 @@ uint64_t forkGeneration() {
 std::string jsonEscape(std::string_view s) {
   std::string out;
   out.reserve(s.size() + 2);
-  out += '"';
-  for (unsigned char c : s) {
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (c < 0x20) {
-          char buf[8];
-          std::snprintf(buf, sizeof buf, "\\u%04x", c);
-          out += buf;
-        } else {
-          out += char(c);
-        }
-    }
-  }
-  out += '"';
+  hms::ffi::detail::appendJsonString(out, s);
   return out;
 }
 
@@ -469,6 +453,8 @@ struct PendingRequest {
   int32_t callerPid = 0;
   uint32_t callerUid = 0;
   std::string callerName;
+  Caller caller;
+  std::string callerJson;  // hms_request_caller_json(), made at its first call
   int64_t deadlineNs = INT64_MAX;
   std::string traceparent;
   bool hasTrace = false;
@@ -1094,6 +1080,7 @@ int hms_client_serve(hms_client_t* client, const char* service_id, const char* v
         req->callerPid = int32_t(ctx.callerPid());
         req->callerUid = uint32_t(ctx.callerUid());
         req->callerName = ctx.callerName();
+        req->caller = ctx.caller();
         req->deadlineNs = ctx.deadlineNs();
         if (ctx.trace()) {
           req->traceparent = formatTraceparent(*ctx.trace());
@@ -1227,6 +1214,40 @@ uint32_t hms_request_caller_uid(const hms_request_t* request) {
 
 const char* hms_request_caller_name(const hms_request_t* request) {
   return request != nullptr ? request->req->callerName.c_str() : "";
+}
+
+const char* hms_request_caller_json(const hms_request_t* request) {
+  if (request == nullptr) return "{}";
+  PendingRequest& r = *request->req;
+  if (r.callerJson.empty()) {
+    const Caller& c = r.caller;
+    std::string& out = r.callerJson;
+    out = "{\"uid\":";
+    out += std::to_string(c.uid);
+    out += ",\"gid\":";
+    out += std::to_string(c.gid);
+    out += ",\"pid\":";
+    out += std::to_string(c.pid);
+    out += ",\"groups\":[";
+    for (size_t i = 0; i < c.groups.size(); ++i) {
+      if (i) out += ',';
+      out += std::to_string(c.groups[i]);
+    }
+    out += "],\"name\":";
+    hms::ffi::detail::appendJsonString(out, c.name);
+    out += std::string(",\"authenticated\":") + (c.authenticated ? "true" : "false");
+    out += ",\"subject\":";
+    hms::ffi::detail::appendJsonString(out, c.subject);
+    out += ",\"issuer\":";
+    hms::ffi::detail::appendJsonString(out, c.issuer);
+    out += ",\"roles\":[";
+    for (size_t i = 0; i < c.roles.size(); ++i) {
+      if (i) out += ",";
+      hms::ffi::detail::appendJsonString(out, c.roles[i]);
+    }
+    out += "]}";
+  }
+  return r.callerJson.c_str();
 }
 
 int64_t hms_request_time_left_ns(const hms_request_t* request) {

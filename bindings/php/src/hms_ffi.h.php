@@ -137,6 +137,7 @@ int hms_request_is_stream(const hms_request_t* request);
 int32_t hms_request_caller_pid(const hms_request_t* request);
 uint32_t hms_request_caller_uid(const hms_request_t* request);
 const char* hms_request_caller_name(const hms_request_t* request);
+const char* hms_request_caller_json(const hms_request_t* request);
 int64_t hms_request_time_left_ns(const hms_request_t* request);
 const char* hms_request_traceparent(const hms_request_t* request);
 int hms_request_cancelled(const hms_request_t* request);

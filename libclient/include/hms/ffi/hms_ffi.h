@@ -45,7 +45,7 @@ extern "C" {
 
 /* The ABI's version: major << 16 | minor. The major changes (with the soname) only on a break. */
 #define HMS_ABI_VERSION_MAJOR 1
-#define HMS_ABI_VERSION_MINOR 0
+#define HMS_ABI_VERSION_MINOR 1
 HMS_FFI_API uint32_t hms_abi_version(void);
 
 /* ---- Status and errors ----------------------------------------------------------------------- */
@@ -296,6 +296,12 @@ HMS_FFI_API int hms_request_is_stream(const hms_request_t* request);
 HMS_FFI_API int32_t hms_request_caller_pid(const hms_request_t* request);
 HMS_FFI_API uint32_t hms_request_caller_uid(const hms_request_t* request);
 HMS_FFI_API const char* hms_request_caller_name(const hms_request_t* request);
+/* Since ABI 1.1. The whole caller (docs/security.md) as one JSON object, valid while the request
+ * lives: {"uid":1001,"gid":1001,"pid":4242,"groups":[1001,27],"name":"hms-api",
+ * "authenticated":true,"subject":"alice","issuer":"hms-auth","roles":["doctor"]}. The kernel's
+ * identity of the calling process and the claims of the token the broker verified; the caller
+ * cannot alter any of it. "roles" are those the broker's policy gives it (empty: no policy). */
+HMS_FFI_API const char* hms_request_caller_json(const hms_request_t* request);
 /* Nanoseconds left until the caller's deadline (INT64_MAX: none, the caller gave no bound). */
 HMS_FFI_API int64_t hms_request_time_left_ns(const hms_request_t* request);
 /* The W3C traceparent of the call, or NULL. */
