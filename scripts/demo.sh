@@ -39,8 +39,23 @@ await_ready() {
   for _ in $(seq 400); do grep -q ready "$1" && break; sleep 0.05; done
 }
 
-echo "== starting hms-ffid on $HMS_FFI_SOCKET"
-"$build/broker/hms-ffid" --log-level info --state-dir "$runtime/state" 2>"$runtime/broker.log" &
+# The access policy (docs/security.md): the seed's §7.2 rule for hms.emr.patient getPatient
+# (doctor, nurse, administrator), this user's components provide and call the rest. Tokens come
+# from an issuer key made here; the callers that act for a person present one.
+mkdir -m 700 "$runtime/security"
+openssl ecparam -name prime256v1 -genkey -noout -out "$runtime/security/issuer.key" 2>/dev/null
+openssl ec -in "$runtime/security/issuer.key" -pubout -out "$runtime/security/issuer.pub.pem" 2>/dev/null
+sed "s/\"root\"/\"$(id -un)\"/g" "$here/examples/security/demo-policy.json" >"$runtime/security/policy.json"
+mint() { "$here/scripts/mint-test-token.sh" "$runtime/security/issuer.key" "$@"; }
+nurse_token=$(mint nurse-jackie nurse)
+clerk_token=$(mint front-desk clerk)
+openssl ecparam -name prime256v1 -genkey -noout -out "$runtime/security/forger.key" 2>/dev/null
+forged_token=$("$here/scripts/mint-test-token.sh" "$runtime/security/forger.key" mallory doctor)
+export HMS_FFI_AUDIT_LOG="$runtime/service-audit.jsonl"
+
+echo "== starting hms-ffid on $HMS_FFI_SOCKET (policy: examples/security/demo-policy.json)"
+"$build/broker/hms-ffid" --log-level info --state-dir "$runtime/state" \
+  --policy "$runtime/security/policy.json" --audit-log "$runtime/audit.jsonl" 2>"$runtime/broker.log" &
 pids+=($!)
 for _ in $(seq 100); do [ -S "$HMS_FFI_SOCKET" ] && break; sleep 0.05; done
 
@@ -64,8 +79,8 @@ done
 echo "== registry (hms-ffi list)"
 "$build/tools/hms-ffi" list
 echo
-echo "== HMS-API -> HMS-EMR: hms.emr.patient getPatient / searchPatients"
-"$build/examples/hms-example-api_gateway"
+echo "== HMS-API -> HMS-EMR: hms.emr.patient getPatient / searchPatients (as a nurse's token)"
+HMS_FFI_TOKEN=$nurse_token "$build/examples/hms-example-api_gateway"
 echo
 echo "== HMS-SYS -> HMS-CDF: hms.cdf.debate evaluatePolicy"
 "$build/examples/hms-example-sys_policy_caller"
@@ -91,9 +106,24 @@ echo "== hms-ffi describe hms.cdf.debate (the contract the broker checked and st
 "$build/tools/hms-ffi" describe hms.cdf.debate
 echo
 echo "== JSON, no generated code: hms-ffi call hms.emr.patient getPatient '{\"patientId\":\"p-1001\"}'"
-"$build/tools/hms-ffi" call hms.emr.patient getPatient '{"patientId":"p-1001","includeAllergies":true}'
+HMS_FFI_TOKEN=$nurse_token "$build/tools/hms-ffi" call hms.emr.patient getPatient \
+  '{"patientId":"p-1001","includeAllergies":true}'
 echo "== and an error, with its code, source and details (exit status 64 + code):"
-"$build/tools/hms-ffi" call hms.emr.patient getPatient '{"patientId":"p-9999"}' || echo "(exit status $?)"
+HMS_FFI_TOKEN=$nurse_token "$build/tools/hms-ffi" call hms.emr.patient getPatient \
+  '{"patientId":"p-9999"}' || echo "(exit status $?)"
+echo
+echo "== the seed's §7: hms.emr.patient getPatient is for doctor, nurse and administrator."
+echo "   A nurse's token is allowed (above); a clerk's is denied by the service's library before"
+echo "   the handler runs; a token signed by an unknown key does not get past hello:"
+HMS_FFI_TOKEN=$clerk_token "$build/tools/hms-ffi" call hms.emr.patient getPatient \
+  '{"patientId":"p-1001"}' || echo "(exit status $?)"
+HMS_FFI_TOKEN=$forged_token "$build/tools/hms-ffi" call hms.emr.patient getPatient \
+  '{"patientId":"p-1001"}' || echo "(exit status $?)"
+echo "-- the broker's audit records of those decisions ($runtime/audit.jsonl):"
+grep -E '"sub":"(nurse-jackie|front-desk)"|UNAUTHENTICATED' "$runtime/audit.jsonl" |
+  grep -E '"event":"(open|connect)"' | grep -E 'denied|"event":"open"' | tail -n 3
+echo "-- and HMS-EMR's, one per getPatient call, the denied one included:"
+grep '"method":"getPatient"' "$HMS_FFI_AUDIT_LOG" | tail -n 2
 echo
 echo "== HMS-ETL -> HMS-ACH: a batch of 1000 payroll entries to hms.ach.transaction, all in"
 echo "   flight at once (asynchronous calls), one result or error per entry"
@@ -125,7 +155,7 @@ cat "$runtime/vitals-alarm.log" "$runtime/vitals-audit.log"
 echo
 echo "== the same HMS-API caller in a process that cannot map shared memory (simulated):"
 echo "   it falls back to a Unix socketpair, says so once on stderr, and gets the same answers"
-HMS_FFI_INJECT_SHM_FAILURE=1 "$build/examples/hms-example-api_gateway"
+HMS_FFI_TOKEN=$nurse_token HMS_FFI_INJECT_SHM_FAILURE=1 "$build/examples/hms-example-api_gateway"
 echo
 echo "== what the EMR service saw"
 cat "$runtime/emr.log"
@@ -138,7 +168,7 @@ if command -v php >/dev/null; then
     --schema "$here/schemas/hms/emr/patient.capnp" >"$runtime/emr-go.log" 2>&1 &
   pids+=($!)
   await_ready "$runtime/emr-go.log"
-  HMS_FFI_LIBRARY="$build/libclient/libhmsffi.so.1" \
+  HMS_FFI_TOKEN=$nurse_token HMS_FFI_LIBRARY="$build/libclient/libhmsffi.so.1" \
     php -d ffi.enable=1 "$here/bindings/php/examples/hms_api.php" --socket "$HMS_FFI_SOCKET"
   echo "-- what HMS-EMR [go] saw:"
   cat "$runtime/emr-go.log"
