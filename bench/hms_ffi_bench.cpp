@@ -553,6 +553,12 @@ Sliced slicedAgainst(const Options& o, int minPerSlice, Baseline&& baseline,
   return out;
 }
 
+// P15: the typed call with no policy and under one (best p50 of alternating rounds each).
+struct PolicyResult {
+  std::string mode;
+  Stats open, policy;
+};
+
 std::optional<FfiResult> ffiCall(const Options& o, const std::string& self,
                                  const std::string& socket, const std::string& mode) {
   EchoServer server(o, self, socket, mode);
@@ -1447,7 +1453,8 @@ int main(int argc, char** argv) {
       o.patterns = splitList(next());
       for (const auto& pat : o.patterns) {
         if (pat != "rtt" && pat != "sizes" && pat != "async" && pat != "stream" && pat != "setup" &&
-            pat != "pubsub" && pat != "idle" && pat != "json" && pat != "bindings") {
+            pat != "pubsub" && pat != "idle" && pat != "json" && pat != "bindings" &&
+            pat != "policy") {
           std::fprintf(
               stderr,
               "hms-ffi-bench: --patterns takes rtt,sizes,async,stream,setup,idle,pubsub,json,"
@@ -1512,6 +1519,9 @@ int main(int argc, char** argv) {
           "        Python, Ruby and PHP ones of this build and tree) calls the echo service in\n"
           "        blocking and adaptive mode beside its language's own blocking UDS ping-pong\n"
           "        (P13).\n"
+          "policy (not run by default): the typed call, spin and adaptive, through a second\n"
+          "        broker under an access policy (every method granted, audit none) beside the\n"
+          "        same call with no policy, alternating rounds, best p50 of each (P15).\n"
           "The measuring process on the first --cpus CPU, the other on the second (0,1), unless\n"
           "--no-pin. --iterations (200000) is the samples per round-trip row and the async calls "
           "per\n"
@@ -1614,6 +1624,60 @@ int main(int argc, char** argv) {
   }
   std::optional<JsonResult> jsonCall;
   if (o.runs("json")) jsonCall = ffiJson(o, self, socket, "adaptive");
+  // P15: the same typed call through a second broker under an access policy (every method of the
+  // echo service granted to this uid's role, so each call pays the service's grant check), in
+  // alternating rounds with the first broker's, best p50 of each side.
+  std::vector<PolicyResult> policyRows;
+  if (o.runs("policy")) {
+    const std::string policyDir = dir + "/policy";
+    std::filesystem::create_directories(policyDir);
+    const std::string uid = std::to_string(::getuid());
+    {
+      std::FILE* f = std::fopen((policyDir + "/policy.json").c_str(), "w");
+      std::string providers, sep;
+      for (const char* m : {"spin", "adaptive", "blocking", "socket-blocking"}) {
+        providers += sep + R"({"service": "hms.bench.echo.)" + m + R"(", "uids": [)" + uid + "]}";
+        sep = ",";
+      }
+      std::string rules;
+      sep.clear();
+      for (const char* m : {"spin", "adaptive", "blocking", "socket-blocking"}) {
+        rules += sep + R"({"service": "hms.bench.echo.)" + m +
+                 R"(", "method": "*", "allowed_roles": ["bench"], "audit_level": "none"})";
+        sep = ",";
+      }
+      const std::string text = R"({"role_assignments": [{"role": "bench", "uids": [)" + uid +
+                               R"(]}], "providers": [)" + providers + R"(], "rules": [)" + rules +
+                               "]}";
+      if (f) {
+        std::fputs(text.c_str(), f);
+        std::fclose(f);
+      }
+    }
+    const std::string policySocket = policyDir + "/broker.sock";
+    const pid_t policyBroker =
+        spawn({findBroker(self, o.brokerPath), "--socket", policySocket, "--log-level", "warn",
+               "--state-dir", ":memory:", "--policy", policyDir + "/policy.json", "--audit-log",
+               policyDir + "/audit.jsonl"});
+    for (int i = 0; i < 2000 && !std::filesystem::exists(policySocket); ++i) usleep(1000);
+    for (const char* mode : {"spin", "adaptive"}) {
+      PolicyResult pr;
+      pr.mode = mode;
+      for (int round = 0; round < 2; ++round) {
+        auto open = ffiCall(o, self, socket, mode);
+        auto guarded = ffiCall(o, self, policySocket, mode);
+        if (!open || !guarded) continue;
+        if (pr.open.p50 == 0 || open->stats.p50 < pr.open.p50) pr.open = open->stats;
+        if (pr.policy.p50 == 0 || guarded->stats.p50 < pr.policy.p50) pr.policy = guarded->stats;
+      }
+      if (pr.open.p50 > 0 && pr.policy.p50 > 0) {
+        pr.policy.name = "hms-ffi call under a policy, " + pr.mode;
+        policyRows.push_back(pr);
+      }
+    }
+    kill(policyBroker, SIGTERM);
+    waitpid(policyBroker, nullptr, 0);
+  }
   std::vector<BindingResult> bindings;
   if (o.runs("bindings")) {
     Options bo = o;
@@ -1748,6 +1812,13 @@ int main(int argc, char** argv) {
         }
       }
     }
+    for (const auto& r : policyRows) {
+      char extra[96];
+      std::snprintf(extra, sizeof(extra), ",\"ratio_p50_to_no_policy\":%.3f",
+                    r.policy.p50 / r.open.p50);
+      std::printf(",");
+      jsonRow(r.policy, extra);
+    }
     std::printf(",");
     jsonRow(floorEnd, "");
     std::printf("]}\n");
@@ -1866,6 +1937,17 @@ int main(int argc, char** argv) {
       row(*jsonCall->cRaw);
     }
   }
+  if (!policyRows.empty()) {
+    std::printf(
+        "\naccess policy: the typed call with no policy and under one (every method granted to "
+        "this uid's role, audit none; best p50 of two alternating rounds each, us):\n");
+    for (const auto& r : policyRows) {
+      Stats open = r.open;
+      open.name = "hms-ffi call, no policy, " + r.mode;
+      row(open);
+      row(r.policy);
+    }
+  }
   for (const auto& b : bindings) {
     std::printf("\nbindings, 64-byte echo, %s (us; each language beside its own blocking UDS "
                 "ping-pong):\n",
@@ -1941,6 +2023,11 @@ int main(int argc, char** argv) {
                 "(the C++ JsonStub: %.2fx; the C ABI's raw call: %.2fx)\n",
                 jsonCall->cJsonRatioP50, verdict(jsonCall->cJsonRatioP50 <= 5),
                 jsonCall->ratioP50, jsonCall->cRawRatioP50);
+  }
+  for (const auto& r : policyRows) {
+    const double x = r.policy.p50 / r.open.p50;
+    std::printf("  P15 %s call under a policy p50 %.3f us vs %.3f us without: %.3fx (<= 1.05x): %s\n",
+                r.mode.c_str(), r.policy.p50, r.open.p50, x, verdict(x <= 1.05));
   }
   for (const auto& b : bindings) {
     for (const auto& r : b.rows) {
