@@ -11,6 +11,8 @@
 #include <cstdio>
 #include <ctime>
 
+#include "json_codec.hpp"
+
 namespace hms::ffi::detail {
 namespace {
 
@@ -42,7 +44,20 @@ std::string upper(const std::string& key) {
 
 void appendJsonString(std::string& out, std::string_view s) {
   out += '"';
-  for (unsigned char c : s) {
+  for (size_t i = 0; i < s.size(); ++i) {
+    const unsigned char c = static_cast<unsigned char>(s[i]);
+    if (c >= 0x80) {
+      // Names come from clients (and a 128-byte cut may split a character): bytes that are not
+      // UTF-8 become U+FFFD, so that every line stays JSON.
+      const size_t n = utf8SequenceLength(s, i);
+      if (n == 0) {
+        out += "\xEF\xBF\xBD";
+      } else {
+        out.append(s.substr(i, n));
+        i += n - 1;
+      }
+      continue;
+    }
     switch (c) {
       case '"': out += "\\\""; break;
       case '\\': out += "\\\\"; break;

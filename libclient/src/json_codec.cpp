@@ -25,6 +25,26 @@
 #include <vector>
 
 namespace hms::ffi::detail {
+
+// json_codec.hpp
+size_t utf8SequenceLength(std::string_view s, size_t i) {
+  auto at = [&](size_t k) -> unsigned {
+    return i + k < s.size() ? static_cast<unsigned char>(s[i + k]) : 0u;
+  };
+  auto cont = [](unsigned b, unsigned lo = 0x80, unsigned hi = 0xBF) { return b >= lo && b <= hi; };
+  unsigned b0 = at(0);
+  if (b0 >= 0xC2 && b0 <= 0xDF) return cont(at(1)) ? 2 : 0;
+  if (b0 == 0xE0) return cont(at(1), 0xA0) && cont(at(2)) ? 3 : 0;
+  if ((b0 >= 0xE1 && b0 <= 0xEC) || b0 == 0xEE || b0 == 0xEF) {
+    return cont(at(1)) && cont(at(2)) ? 3 : 0;
+  }
+  if (b0 == 0xED) return cont(at(1), 0x80, 0x9F) && cont(at(2)) ? 3 : 0;
+  if (b0 == 0xF0) return cont(at(1), 0x90) && cont(at(2)) && cont(at(3)) ? 4 : 0;
+  if (b0 >= 0xF1 && b0 <= 0xF3) return cont(at(1)) && cont(at(2)) && cont(at(3)) ? 4 : 0;
+  if (b0 == 0xF4) return cont(at(1), 0x80, 0x8F) && cont(at(2)) && cont(at(3)) ? 4 : 0;
+  return 0;
+}
+
 namespace {
 
 // Arrays and objects nested deeper than this are refused, so that neither the parser nor the
@@ -72,26 +92,6 @@ int32_t hex4(const char* p) {
     v = v * 16 + h;
   }
   return v;
-}
-
-// Length of the well-formed UTF-8 sequence starting at s[i] (a byte >= 0x80), or 0 when it is
-// not one: overlong forms, surrogates and code points above U+10FFFF are not.
-size_t utf8SequenceLength(std::string_view s, size_t i) {
-  auto at = [&](size_t k) -> unsigned {
-    return i + k < s.size() ? static_cast<unsigned char>(s[i + k]) : 0u;
-  };
-  auto cont = [](unsigned b, unsigned lo = 0x80, unsigned hi = 0xBF) { return b >= lo && b <= hi; };
-  unsigned b0 = at(0);
-  if (b0 >= 0xC2 && b0 <= 0xDF) return cont(at(1)) ? 2 : 0;
-  if (b0 == 0xE0) return cont(at(1), 0xA0) && cont(at(2)) ? 3 : 0;
-  if ((b0 >= 0xE1 && b0 <= 0xEC) || b0 == 0xEE || b0 == 0xEF) {
-    return cont(at(1)) && cont(at(2)) ? 3 : 0;
-  }
-  if (b0 == 0xED) return cont(at(1), 0x80, 0x9F) && cont(at(2)) ? 3 : 0;
-  if (b0 == 0xF0) return cont(at(1), 0x90) && cont(at(2)) && cont(at(3)) ? 4 : 0;
-  if (b0 >= 0xF1 && b0 <= 0xF3) return cont(at(1)) && cont(at(2)) && cont(at(3)) ? 4 : 0;
-  if (b0 == 0xF4) return cont(at(1), 0x80, 0x8F) && cont(at(2)) && cont(at(3)) ? 4 : 0;
-  return 0;
 }
 
 void appendUtf8(std::string& out, uint32_t cp) {

@@ -57,6 +57,10 @@
 
 namespace hms::ffi::detail {
 
+// Length of the well-formed UTF-8 sequence starting at s[i] (a byte >= 0x80), or 0 when it is
+// not one: overlong forms, surrogates and code points above U+10FFFF are not.
+size_t utf8SequenceLength(std::string_view s, size_t i);
+
 // Fills `out` (freshly initialised) from `json`, which must be one JSON object. On an error `out`
 // holds whatever was converted before it: discard the message (or abort the ring claim).
 Status jsonToStruct(std::string_view json, capnp::DynamicStruct::Builder out) noexcept;
