@@ -36,11 +36,59 @@ type HandlerFunc func(ctx context.Context, req *Request) (any, error)
 // that status (mapped as for HandlerFunc). send must not be called after it returned.
 type StreamHandlerFunc func(ctx context.Context, req *Request, send func(item any) error) error
 
-// Caller is who made a request, as the kernel told the broker.
+// Caller is who made a request: the identity of the calling process as the kernel told the
+// broker, its client name, and the claims of the token the broker verified (docs/security.md).
+// The caller cannot alter any of it. Without an access policy on the broker, Authenticated is
+// false, Subject and Issuer are "" and Roles is empty.
 type Caller struct {
-	PID  int
-	UID  uint32
-	Name string
+	PID    int
+	UID    uint32
+	GID    uint32
+	Groups []uint32 // the supplementary groups
+	Name   string   // the client name the caller connected with
+
+	Authenticated bool     // the broker verified a token of the caller
+	Subject       string   // the token's subject ("" when not authenticated)
+	Issuer        string   // the token's issuer ("" when not authenticated)
+	Roles         []string // the roles the broker's policy gives the caller (empty: no policy)
+}
+
+// HasRole reports whether the broker's policy gives the caller role.
+func (c Caller) HasRole(role string) bool {
+	for _, r := range c.Roles {
+		if r == role {
+			return true
+		}
+	}
+	return false
+}
+
+// callerJSON is hms_request_caller_json's object.
+type callerJSON struct {
+	GID           uint32   `json:"gid"`
+	Groups        []uint32 `json:"groups"`
+	Authenticated bool     `json:"authenticated"`
+	Subject       string   `json:"subject"`
+	Issuer        string   `json:"issuer"`
+	Roles         []string `json:"roles"`
+}
+
+// decodeCaller fills c's fields besides PID, UID and Name from hms_request_caller_json's text.
+// Text that does not decode leaves them unset: not authenticated, no roles.
+func decodeCaller(c *Caller, text string) {
+	var j callerJSON
+	if err := json.Unmarshal([]byte(text), &j); err != nil {
+		return
+	}
+	c.GID, c.Groups = j.GID, j.Groups
+	c.Authenticated, c.Subject, c.Issuer = j.Authenticated, j.Subject, j.Issuer
+	c.Roles = j.Roles
+	if c.Groups == nil {
+		c.Groups = []uint32{}
+	}
+	if c.Roles == nil {
+		c.Roles = []string{}
+	}
 }
 
 // Request is one call to a Service, handed to its handler.
@@ -49,6 +97,8 @@ type Request struct {
 	stream      bool
 	params      json.RawMessage
 	caller      Caller
+	callerJSON  string // hms_request_caller_json, decoded into caller at the first Caller()
+	callerOnce  sync.Once
 	traceparent string
 
 	mu sync.RWMutex
@@ -73,8 +123,19 @@ func (r *Request) Params(v any) error {
 // RawParams returns the params as JSON.
 func (r *Request) RawParams() json.RawMessage { return r.params }
 
-// Caller returns who made the request.
-func (r *Request) Caller() Caller { return r.caller }
+// Caller returns who made the request. Its slices are the caller's own copies.
+func (r *Request) Caller() Caller {
+	r.callerOnce.Do(func() { decodeCaller(&r.caller, r.callerJSON) })
+	c := r.caller
+	c.Groups = append([]uint32{}, c.Groups...)
+	c.Roles = append([]string{}, c.Roles...)
+	return c
+}
+
+// CallerJSON returns who made the request as the library gives it (hms_request_caller_json):
+// {"uid":1001,"gid":1001,"pid":4242,"groups":[1001,27],"name":"hms-api",
+// "authenticated":true,"subject":"alice","issuer":"hms-auth","roles":["doctor"]}.
+func (r *Request) CallerJSON() string { return r.callerJSON }
 
 // Traceparent is the W3C traceparent the caller sent, or "".
 func (r *Request) Traceparent() string { return r.traceparent }
@@ -376,6 +437,7 @@ func (s *Service) serve(c *C.hms_request_t) {
 			UID:  uint32(C.hms_request_caller_uid(c)),
 			Name: goString(C.hms_request_caller_name(c)),
 		},
+		callerJSON:  goString(C.hms_request_caller_json(c)),
 		traceparent: goString(C.hms_request_traceparent(c)),
 	}
 	var ctx context.Context

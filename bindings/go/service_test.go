@@ -23,6 +23,7 @@ type goTestService struct {
 	deadlineLeft chan time.Duration // what each sleep's context had left when it started
 	mu           sync.Mutex
 	notes        []uint64
+	lastCaller   ffi.Caller // who called whoami last
 }
 
 func newGoTestService() *goTestService {
@@ -43,6 +44,9 @@ func (g *goTestService) handlers() map[string]ffi.HandlerFunc {
 			return p, nil
 		},
 		"whoami": func(ctx context.Context, req *ffi.Request) (any, error) {
+			g.mu.Lock()
+			g.lastCaller = req.Caller()
+			g.mu.Unlock()
 			return whoami{PID: uint32(os.Getpid()), Version: req.Caller().Name,
 				CallerPID: uint32(req.Caller().PID)}, nil
 		},
@@ -182,6 +186,15 @@ func TestGoService(t *testing.T) {
 				}
 				if int(w.CallerPID) != os.Getpid() || w.Version != "go-caller" {
 					t.Fatalf("whoami returned %+v", w)
+				}
+				g.mu.Lock()
+				c := g.lastCaller
+				g.mu.Unlock()
+				// The broker runs without an access policy: no token, no roles.
+				if c.PID != os.Getpid() || c.UID != uint32(os.Getuid()) || c.GID != uint32(os.Getegid()) ||
+					c.Name != "go-caller" || c.Authenticated || c.Subject != "" || c.Issuer != "" ||
+					len(c.Roles) != 0 || c.Roles == nil || c.HasRole("doctor") {
+					t.Fatalf("the handler saw the caller %+v", c)
 				}
 			})
 

@@ -5,8 +5,8 @@
         stub = client.bind("hms.test", "*")
         print(stub.call("echo", {"seq": 1}))
 """
-from .client import (CallFuture, Client, Publisher, RequestContext, Service, Stream, Stub,
-                     Subscription, connect)
+from .client import (CallFuture, Caller, Client, Publisher, RequestContext, Service, Stream,
+                     Stub, Subscription, connect)
 from .errors import (STATUS_NAMES, AbortedError, AlreadyExistsError, CallCancelledError,
                      DataLossError, DeadlineExceededError, FailedPreconditionError, HmsError,
                      InternalError, InvalidArgumentError, NotFoundError, OutOfRangeError,
@@ -24,8 +24,8 @@ def abi_version() -> tuple:
 
 
 __all__ = [
-    "connect", "Client", "Stub", "CallFuture", "Stream", "Service", "RequestContext", "Publisher",
-    "Subscription", "HmsError", "CallCancelledError", "UnknownError", "InvalidArgumentError",
+    "connect", "Client", "Stub", "CallFuture", "Stream", "Service", "RequestContext", "Caller",
+    "Publisher", "Subscription", "HmsError", "CallCancelledError", "UnknownError", "InvalidArgumentError",
     "DeadlineExceededError", "NotFoundError", "AlreadyExistsError", "PermissionDeniedError",
     "ResourceExhaustedError", "FailedPreconditionError", "AbortedError", "OutOfRangeError",
     "UnimplementedError", "InternalError", "UnavailableError", "DataLossError",

@@ -93,6 +93,7 @@ _SIGNATURES: Dict[str, Any] = {
     "hms_request_caller_pid": (c_int32, [_P]),
     "hms_request_caller_uid": (c_uint32, [_P]),
     "hms_request_caller_name": (c_char_p, [_P]),
+    "hms_request_caller_json": (c_char_p, [_P]),  # since ABI 1.1
     "hms_request_time_left_ns": (c_int64, [_P]),
     "hms_request_traceparent": (c_char_p, [_P]),
     "hms_request_cancelled": (c_int, [_P]),

@@ -9,7 +9,8 @@ import selectors
 import threading
 import traceback
 from ctypes import byref, c_size_t, c_uint64, c_void_p
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from . import _native as N
 from ._native import lib
@@ -455,6 +456,38 @@ class Stream(_Handle):
 # ---- serving ----------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Caller:
+    """Who made a request (docs/security.md): the identity of the calling process as the kernel
+    told the broker, its client name, and the claims of the token the broker verified. The caller
+    cannot alter any of it. Without an access policy on the broker, ``authenticated`` is False,
+    ``subject`` and ``issuer`` are "" and ``roles`` is empty."""
+
+    uid: int
+    gid: int
+    pid: int
+    groups: Tuple[int, ...]
+    name: str
+    authenticated: bool
+    subject: str
+    issuer: str
+    roles: Tuple[str, ...]
+
+    def has_role(self, role: str) -> bool:
+        """Whether the broker's policy gives the caller ``role``."""
+        return role in self.roles
+
+    @classmethod
+    def from_json(cls, text: bytes) -> "Caller":
+        """The Caller of hms_request_caller_json's object."""
+        j = json.loads(text.decode("utf-8", "replace")) if text else {}
+        return cls(uid=int(j.get("uid", 0)), gid=int(j.get("gid", 0)), pid=int(j.get("pid", 0)),
+                   groups=tuple(int(g) for g in j.get("groups") or ()),
+                   name=str(j.get("name", "")), authenticated=j.get("authenticated") is True,
+                   subject=str(j.get("subject", "")), issuer=str(j.get("issuer", "")),
+                   roles=tuple(str(r) for r in j.get("roles") or ()))
+
+
 class RequestContext:
     """What a handler knows of the request besides its params."""
 
@@ -464,8 +497,24 @@ class RequestContext:
         self.caller_pid: int = int(lib.hms_request_caller_pid(req))
         self.caller_uid: int = int(lib.hms_request_caller_uid(req))
         self.caller_name: str = (lib.hms_request_caller_name(req) or b"").decode()
+        # Copied now (the library's string lives as long as the request), parsed at first use.
+        self._caller_json: bytes = lib.hms_request_caller_json(req) or b""
+        self._caller: Optional[Caller] = None
         tp = lib.hms_request_traceparent(req)
         self.traceparent: Optional[str] = tp.decode() if tp else None
+
+    @property
+    def caller(self) -> Caller:
+        """Who made the request: uid, gid, pid, groups, name, and the token's authenticated,
+        subject, issuer and roles (``ctx.caller.has_role("doctor")``)."""
+        if self._caller is None:
+            self._caller = Caller.from_json(self._caller_json)
+        return self._caller
+
+    @property
+    def caller_json(self) -> str:
+        """The caller as the library gives it (hms_request_caller_json), a JSON object."""
+        return self._caller_json.decode("utf-8", "replace")
 
     @property
     def time_left(self) -> Optional[float]:

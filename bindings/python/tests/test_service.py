@@ -19,6 +19,7 @@ def py_service(broker: Broker) -> Iterator[hms_ffi.Service]:
     client = broker.connect()
     svc = client.service("hms.test.py", "1.0.0", TEST_SCHEMA, "TestService")
     notes = []
+    callers = []  # the ctx.caller of each whoami
 
     @svc.method("echo")
     def echo(params: dict, ctx: hms_ffi.RequestContext) -> dict:
@@ -26,6 +27,7 @@ def py_service(broker: Broker) -> Iterator[hms_ffi.Service]:
 
     @svc.method("whoami")
     def whoami(params: dict, ctx: hms_ffi.RequestContext) -> dict:
+        callers.append(ctx.caller)
         return {"pid": os.getpid(), "version": ctx.traceparent or "", "callerPid": ctx.caller_pid}
 
     @svc.method("fail")
@@ -58,6 +60,7 @@ def py_service(broker: Broker) -> Iterator[hms_ffi.Service]:
             yield {"value": start + i}
 
     stop = threading.Event()
+    svc.test_callers = callers  # type: ignore[attr-defined]
     threads = svc.run(threads=4, stop_event=stop, block=False)
     try:
         yield svc
@@ -86,6 +89,37 @@ def test_python_context(py_stub: hms_ffi.Stub) -> None:
     r = py_stub.call("whoami", {}, traceparent=tp)
     assert r["version"] == tp
     assert int(r["callerPid"]) == os.getpid()
+
+
+def test_python_caller(broker: Broker, py_service: hms_ffi.Service) -> None:
+    """ctx.caller: the kernel's identity of this process and its client name; the test broker
+    runs without an access policy, so no token and no roles."""
+    c = broker.connect(name="py-caller")
+    try:
+        stub = wait_bound(c, "hms.test.py")
+        try:
+            del py_service.test_callers[:]  # type: ignore[attr-defined]
+            assert int(stub.call("whoami", {})["callerPid"]) == os.getpid()
+        finally:
+            stub.close()
+    finally:
+        c.close()
+    (caller,) = py_service.test_callers  # type: ignore[attr-defined]
+    assert isinstance(caller, hms_ffi.Caller)
+    assert caller.pid == os.getpid()
+    assert caller.uid == os.getuid()
+    assert caller.gid == os.getegid()
+    assert caller.name == "py-caller"
+    assert caller.authenticated is False
+    assert caller.subject == "" and caller.issuer == ""
+    assert caller.roles == ()
+    assert not caller.has_role("doctor")
+    with pytest.raises(AttributeError):  # frozen
+        caller.uid = 0  # type: ignore[misc]
+    parsed = hms_ffi.Caller.from_json(
+        b'{"uid":1001,"gid":1001,"pid":4242,"groups":[1001,27],"name":"hms-api",'
+        b'"authenticated":true,"subject":"alice","issuer":"hms-auth","roles":["doctor"]}')
+    assert parsed.groups == (1001, 27) and parsed.authenticated and parsed.has_role("doctor")
 
 
 def test_python_errors(py_stub: hms_ffi.Stub) -> None:

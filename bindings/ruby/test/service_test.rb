@@ -17,7 +17,11 @@ module ServiceTests
     @seen = Queue.new
     @sleeping = Queue.new
     @service.on(:echo) { |req, _ctx| { seq: req["seq"], payload: req["payload"] } }
-    @service.on(:whoami) { |_req, ctx| { pid: Process.pid, version: "1.0.0", callerPid: ctx.caller_pid } }
+    @callers = Queue.new
+    @service.on(:whoami) do |_req, ctx|
+      @callers << ctx.caller
+      { pid: Process.pid, version: "1.0.0", callerPid: ctx.caller_pid }
+    end
     @service.on(:sleep) do |req, ctx|
       @seen << ctx
       @sleeping << [ctx.time_left, ctx.caller_name, ctx.caller_uid]
@@ -63,6 +67,17 @@ module ServiceTests
     assert_equal({ "seq" => "9", "payload" => ["abc"].pack("m0") }, r)
     w = @stub.call(:whoami)
     assert_equal Process.pid, w["callerPid"]
+    c = @callers.pop
+    assert_kind_of Hms::Ffi::Caller, c
+    assert_predicate c, :frozen?
+    assert_equal Process.pid, c.pid
+    assert_equal Process.uid, c.uid
+    assert_equal Process.egid, c.gid
+    assert_equal "ruby-caller", c.name
+    refute c.authenticated # the test broker runs without an access policy
+    assert_equal [], c.roles
+    refute c.role?("doctor")
+    assert_equal "", c.subject
     futures = (1..30).map { |i| @stub.call_async(:echo, { seq: i }) }
     assert_equal (1..30).map(&:to_s), futures.map { |f| f.value["seq"] }
   end

@@ -33,8 +33,22 @@ class UnitTest < Minitest::Test
     assert_equal "DATA_LOSS: gone (from x)", Hms::Ffi::DataLoss.new("gone", source: "x").describe
   end
 
+  def test_caller_from_json
+    c = Hms::Ffi::Caller.from_json('{"uid":1001,"gid":1001,"pid":4242,"groups":[1001,27],"name":"hms-api",' \
+                                   '"authenticated":true,"subject":"alice","issuer":"hms-auth","roles":["doctor"]}')
+    assert_equal [1001, 1001, 4242, [1001, 27], "hms-api"], [c.uid, c.gid, c.pid, c.groups, c.name]
+    assert c.authenticated?
+    assert_equal %w[alice hms-auth], [c.subject, c.issuer]
+    assert c.role?("doctor")
+    assert c.role?(:doctor)
+    refute c.role?("nurse")
+    assert_predicate c, :frozen?
+    assert_predicate c.roles, :frozen?
+    assert_raises(FrozenError) { c.uid = 0 }
+  end
+
   def test_abi_version
-    assert_equal "1.0", Hms::Ffi.abi_version
+    assert_equal "1.1", Hms::Ffi.abi_version # hms_request_caller_json came with 1.1
     assert_equal "1.0.0", Hms::Ffi::VERSION
   end
 

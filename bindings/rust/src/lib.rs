@@ -63,7 +63,7 @@ pub use call::{CallOptions, Future, Loan, RawReply, Stream, Stub};
 pub use client::{Client, Options, Transport, WaitMode};
 pub use error::{Code, Error, Result};
 pub use pubsub::{Publisher, RawMessage, Subscription, TopicLoan};
-pub use serve::{RawParams, Request, Service, ServiceOptions};
+pub use serve::{Caller, RawParams, Request, Service, ServiceOptions};
 
 /// The ABI version of the `libhmsffi` loaded: `(major, minor)`. This crate needs major
 /// [`sys::HMS_ABI_VERSION_MAJOR`]; [`Client::connect`] checks it.

@@ -266,6 +266,38 @@ impl Request {
         unsafe { borrowed_str(sys::hms_request_caller_name(self.raw.as_ptr())) }
     }
 
+    /// The whole caller (docs/security.md) as the library gives it, one JSON object (ABI 1.1):
+    /// `{"uid":1001,"gid":1001,"pid":4242,"groups":[1001,27],"name":"hms-api",
+    /// "authenticated":true,"subject":"alice","issuer":"hms-auth","roles":["doctor"]}`. The
+    /// kernel's identity of the calling process and the claims of the token the broker verified;
+    /// the caller cannot alter any of it. `"roles"` are those the broker's access policy gives
+    /// it (none without a policy). [`Request::caller`] parses it.
+    pub fn caller_json(&self) -> &str {
+        // SAFETY: valid while the request lives.
+        unsafe { borrowed_str(sys::hms_request_caller_json(self.raw.as_ptr())) }
+    }
+
+    /// Who made the request: [`Request::caller_json`] parsed into a [`Caller`]. Should the text
+    /// not parse (the library does not produce such), the caller is given with its pid, uid and
+    /// name only: not authenticated, no groups, no roles.
+    pub fn caller(&self) -> Caller {
+        // SAFETY: NULL or a NUL-terminated string valid while the request lives.
+        let text = unsafe {
+            let p = sys::hms_request_caller_json(self.raw.as_ptr());
+            if p.is_null() {
+                &[][..]
+            } else {
+                CStr::from_ptr(p).to_bytes()
+            }
+        };
+        Caller::from_json(text).unwrap_or_else(|| Caller {
+            uid: self.caller_uid(),
+            pid: self.caller_pid(),
+            name: self.caller_name().to_owned(),
+            ..Caller::default()
+        })
+    }
+
     /// Time left until the caller's deadline (zero once it passed); `None` when the call has
     /// no deadline.
     pub fn time_left(&self) -> Option<Duration> {
@@ -460,6 +492,287 @@ impl Drop for Request {
         let mut p = self.raw.as_ptr();
         // SAFETY: we own the handle and free it once; unanswered, the caller gets INTERNAL.
         unsafe { sys::hms_request_free(&mut p) };
+    }
+}
+
+/// Who made a request ([`Request::caller`], docs/security.md): the identity of the calling
+/// process as the kernel told the broker, its client name, and the claims of the token the broker
+/// verified. The caller cannot alter any of it. Without an access policy on the broker,
+/// `authenticated` is false, `subject` and `issuer` are empty and `roles` is empty.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Caller {
+    /// The caller's uid.
+    pub uid: u32,
+    /// The caller's gid.
+    pub gid: u32,
+    /// The caller's pid.
+    pub pid: i32,
+    /// The caller's supplementary groups.
+    pub groups: Vec<u32>,
+    /// The caller's client name ([`crate::Options::name`]).
+    pub name: String,
+    /// Whether the broker verified a token of the caller.
+    pub authenticated: bool,
+    /// The token's subject (empty when not authenticated).
+    pub subject: String,
+    /// The token's issuer (empty when not authenticated).
+    pub issuer: String,
+    /// The roles the broker's policy gives the caller (empty: no policy).
+    pub roles: Vec<String>,
+}
+
+impl Caller {
+    /// Whether the broker's policy gives the caller `role`.
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
+
+    /// Parses the object of `hms_request_caller_json` ([`Request::caller_json`]); `None` when
+    /// `text` is not such an object. Members it does not know are skipped; bytes that are not
+    /// UTF-8 in a string become U+FFFD.
+    pub fn from_json(text: &[u8]) -> Option<Caller> {
+        let mut r = JsonReader { s: text, i: 0 };
+        let mut c = Caller::default();
+        r.expect(b'{')?;
+        if r.peek() == Some(b'}') {
+            r.i += 1;
+        } else {
+            loop {
+                let key = r.string()?;
+                r.expect(b':')?;
+                match key.as_str() {
+                    "uid" => c.uid = r.number()?.parse().ok()?,
+                    "gid" => c.gid = r.number()?.parse().ok()?,
+                    "pid" => c.pid = r.number()?.parse().ok()?,
+                    "groups" => c.groups = r.array(|r| r.number()?.parse().ok())?,
+                    "name" => c.name = r.string()?,
+                    "authenticated" => c.authenticated = r.boolean()?,
+                    "subject" => c.subject = r.string()?,
+                    "issuer" => c.issuer = r.string()?,
+                    "roles" => c.roles = r.array(JsonReader::string)?,
+                    _ => r.skip(0)?,
+                }
+                if r.peek() == Some(b',') {
+                    r.i += 1;
+                } else {
+                    r.expect(b'}')?;
+                    break;
+                }
+            }
+        }
+        r.ws();
+        if r.i == text.len() {
+            Some(c)
+        } else {
+            None
+        }
+    }
+}
+
+/// Just enough of a JSON reader for [`Caller::from_json`] (the crate has no dependencies).
+struct JsonReader<'a> {
+    s: &'a [u8],
+    i: usize,
+}
+
+impl<'a> JsonReader<'a> {
+    fn ws(&mut self) {
+        while matches!(self.s.get(self.i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.i += 1;
+        }
+    }
+
+    fn peek(&mut self) -> Option<u8> {
+        self.ws();
+        self.s.get(self.i).copied()
+    }
+
+    fn expect(&mut self, c: u8) -> Option<()> {
+        if self.peek() == Some(c) {
+            self.i += 1;
+            Some(())
+        } else {
+            None
+        }
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Option<()> {
+        self.ws();
+        if self.s.get(self.i..self.i + word.len()) == Some(word) {
+            self.i += word.len();
+            Some(())
+        } else {
+            None
+        }
+    }
+
+    fn boolean(&mut self) -> Option<bool> {
+        match self.peek()? {
+            b't' => self.literal(b"true").map(|_| true),
+            b'f' => self.literal(b"false").map(|_| false),
+            _ => None,
+        }
+    }
+
+    /// The text of a number (its parse() validates it).
+    fn number(&mut self) -> Option<&'a str> {
+        self.ws();
+        let start = self.i;
+        while matches!(self.s.get(self.i), Some(b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')) {
+            self.i += 1;
+        }
+        if start == self.i {
+            return None;
+        }
+        std::str::from_utf8(&self.s[start..self.i]).ok()
+    }
+
+    fn hex4(&mut self) -> Option<u32> {
+        let h = self.s.get(self.i..self.i + 4)?;
+        if !h.iter().all(u8::is_ascii_hexdigit) {
+            return None;
+        }
+        self.i += 4;
+        u32::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok()
+    }
+
+    fn string(&mut self) -> Option<String> {
+        self.expect(b'"')?;
+        let mut out = Vec::new();
+        loop {
+            let c = *self.s.get(self.i)?;
+            self.i += 1;
+            match c {
+                b'"' => break,
+                b'\\' => {
+                    let e = *self.s.get(self.i)?;
+                    self.i += 1;
+                    let ch = match e {
+                        b'"' => '"',
+                        b'\\' => '\\',
+                        b'/' => '/',
+                        b'b' => '\u{8}',
+                        b'f' => '\u{c}',
+                        b'n' => '\n',
+                        b'r' => '\r',
+                        b't' => '\t',
+                        b'u' => {
+                            let mut cp = self.hex4()?;
+                            if (0xd800..0xdc00).contains(&cp) {
+                                // A high surrogate: its low one must follow.
+                                if self.s.get(self.i..self.i + 2) != Some(&b"\\u"[..]) {
+                                    return None;
+                                }
+                                self.i += 2;
+                                let lo = self.hex4()?;
+                                if !(0xdc00..0xe000).contains(&lo) {
+                                    return None;
+                                }
+                                cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+                            }
+                            char::from_u32(cp)?
+                        }
+                        _ => return None,
+                    };
+                    let mut buf = [0u8; 4];
+                    out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
+                }
+                0..=0x1f => return None,
+                _ => out.push(c),
+            }
+        }
+        Some(match String::from_utf8(out) {
+            Ok(s) => s,
+            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+        })
+    }
+
+    fn array<T>(&mut self, mut item: impl FnMut(&mut Self) -> Option<T>) -> Option<Vec<T>> {
+        self.expect(b'[')?;
+        let mut v = Vec::new();
+        if self.peek() == Some(b']') {
+            self.i += 1;
+            return Some(v);
+        }
+        loop {
+            v.push(item(self)?);
+            if self.peek() == Some(b',') {
+                self.i += 1;
+            } else {
+                self.expect(b']')?;
+                return Some(v);
+            }
+        }
+    }
+
+    /// Skips a value of a member [`Caller::from_json`] does not know (nested at most 32 deep).
+    fn skip(&mut self, depth: u32) -> Option<()> {
+        if depth > 32 {
+            return None;
+        }
+        match self.peek()? {
+            b'"' => self.string().map(|_| ()),
+            b't' | b'f' => self.boolean().map(|_| ()),
+            b'n' => self.literal(b"null"),
+            b'[' => self.array(|r| r.skip(depth + 1)).map(|_| ()),
+            b'{' => {
+                self.i += 1;
+                if self.peek() == Some(b'}') {
+                    self.i += 1;
+                    return Some(());
+                }
+                loop {
+                    self.string()?;
+                    self.expect(b':')?;
+                    self.skip(depth + 1)?;
+                    if self.peek() == Some(b',') {
+                        self.i += 1;
+                    } else {
+                        return self.expect(b'}');
+                    }
+                }
+            }
+            _ => self.number().map(|_| ()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod caller_tests {
+    use super::Caller;
+
+    #[test]
+    fn parses_the_caller_object_of_the_header() {
+        let c = Caller::from_json(
+            br#"{"uid":1001,"gid":1001,"pid":4242,"groups":[1001,27],"name":"hms-api",
+                "authenticated":true,"subject":"alice","issuer":"hms-auth","roles":["doctor"]}"#,
+        )
+        .expect("parses");
+        assert_eq!((c.uid, c.gid, c.pid), (1001, 1001, 4242));
+        assert_eq!(c.groups, vec![1001, 27]);
+        assert_eq!(c.name, "hms-api");
+        assert!(c.authenticated);
+        assert_eq!((c.subject.as_str(), c.issuer.as_str()), ("alice", "hms-auth"));
+        assert!(c.has_role("doctor"));
+        assert!(!c.has_role("nurse"));
+    }
+
+    #[test]
+    fn parses_escapes_skips_unknown_members_and_refuses_what_is_not_the_object() {
+        let c = Caller::from_json(
+            br#"{"name":"a\"b\\c\n\u00e9\ud834\udd1e","new":{"x":[1,{"y":null}],"z":"}"},"roles":[],"groups":[]}"#,
+        )
+        .expect("parses");
+        assert_eq!(c.name, "a\"b\\c\n\u{e9}\u{1d11e}");
+        assert!(c.roles.is_empty() && !c.authenticated);
+        assert_eq!(Caller::from_json(b"{}"), Some(Caller::default()));
+        for bad in
+            [&b""[..], b"\xff", b"{", b"{\"uid\":-1}", b"{\"name\":\"\\ud834\"}", b"{} x", b"[]"]
+        {
+            assert_eq!(Caller::from_json(bad), None, "{}", String::from_utf8_lossy(bad));
+        }
+        let lossy = Caller::from_json(b"{\"name\":\"a\xffb\"}").expect("parses");
+        assert_eq!(lossy.name, "a\u{fffd}b");
     }
 }
 

@@ -303,6 +303,8 @@ extern "C" {
     pub fn hms_request_caller_pid(request: *const hms_request_t) -> i32;
     pub fn hms_request_caller_uid(request: *const hms_request_t) -> u32;
     pub fn hms_request_caller_name(request: *const hms_request_t) -> *const c_char;
+    /// Since ABI 1.1: the whole caller as one JSON object, valid while the request lives.
+    pub fn hms_request_caller_json(request: *const hms_request_t) -> *const c_char;
     pub fn hms_request_time_left_ns(request: *const hms_request_t) -> i64;
     pub fn hms_request_traceparent(request: *const hms_request_t) -> *const c_char;
     pub fn hms_request_cancelled(request: *const hms_request_t) -> c_int;

@@ -132,6 +132,16 @@ fn request_shows_method_caller_deadline_and_trace() {
         assert_eq!(req.caller_pid(), std::process::id() as i32);
         assert_eq!(req.caller_uid(), current_uid());
         assert_eq!(req.caller_name(), "rust-caller");
+        // The whole caller (ABI 1.1); the test broker runs without an access policy: no token,
+        // no roles.
+        let who = req.caller();
+        assert_eq!(who.pid, std::process::id() as i32, "{}", req.caller_json());
+        assert_eq!(who.uid, current_uid(), "{}", req.caller_json());
+        assert_eq!(who.name, "rust-caller", "{}", req.caller_json());
+        assert!(!who.authenticated, "{}", req.caller_json());
+        assert!(who.roles.is_empty() && !who.has_role("doctor"), "{}", req.caller_json());
+        assert!(who.subject.is_empty() && who.issuer.is_empty(), "{}", req.caller_json());
+        assert_eq!(field(req.caller_json(), "pid").as_u64(), Some(std::process::id() as u64));
         let left = req.time_left().expect("the call has a deadline");
         assert!(left > Duration::ZERO && left <= Duration::from_secs(5), "{:?}", left);
         assert_eq!(req.traceparent(), Some(traceparent));

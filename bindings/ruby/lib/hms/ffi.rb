@@ -480,9 +480,33 @@ module Hms
       end
     end
 
+    # Who made a request (docs/security.md), frozen: the identity of the calling process as the
+    # kernel told the broker (uid, gid, pid, groups), its client name, and the claims of the token
+    # the broker verified (authenticated, subject, issuer) with the roles its access policy gives
+    # the caller. The caller cannot alter any of it. Without a policy on the broker,
+    # authenticated is false, subject and issuer are "" and roles is empty.
+    Caller = Struct.new(:uid, :gid, :pid, :groups, :name, :authenticated, :subject, :issuer, :roles,
+                        keyword_init: true) do
+      # Whether the broker's policy gives the caller the role `name` (a String or Symbol).
+      def role?(name)
+        roles.include?(name.to_s)
+      end
+
+      alias_method :authenticated?, :authenticated
+
+      # The Caller of hms_request_caller_json's object (a JSON String), frozen.
+      def self.from_json(text)
+        j = text.nil? || text.empty? ? {} : JSON.parse(text.dup.force_encoding("UTF-8").scrub)
+        new(uid: j["uid"].to_i, gid: j["gid"].to_i, pid: j["pid"].to_i,
+            groups: Array(j["groups"]).map(&:to_i).freeze, name: j["name"].to_s.freeze,
+            authenticated: j["authenticated"] == true, subject: j["subject"].to_s.freeze,
+            issuer: j["issuer"].to_s.freeze, roles: Array(j["roles"]).map { |r| r.to_s.freeze }.freeze).freeze
+      end
+    end
+
     # What a handler knows of the call it answers.
     class Context
-      attr_reader :method, :caller_pid, :caller_uid, :caller_name, :traceparent
+      attr_reader :method, :caller_pid, :caller_uid, :caller_name, :caller_json, :traceparent
 
       def initialize(req, method)
         @req = req
@@ -490,11 +514,20 @@ module Hms
         @caller_pid = Native.hms_request_caller_pid(req)
         @caller_uid = Native.hms_request_caller_uid(req)
         @caller_name = Native.hms_request_caller_name(req)&.force_encoding("UTF-8")
+        # Copied now (the library's string lives as long as the request), parsed at first use.
+        @caller_json = Native.hms_request_caller_json(req)&.force_encoding("UTF-8")
+        @caller = nil
         @traceparent = Native.hms_request_traceparent(req)
         left = Native.hms_request_time_left_ns(req)
         # The header says INT64_MAX means none; libhmsffi 1.0 hands out "ten years" instead for a
         # caller without a bound, so anything beyond NO_DEADLINE_NS counts as none too.
         @deadline = left >= NO_DEADLINE_NS ? nil : Process.clock_gettime(Process::CLOCK_MONOTONIC) + (left / 1e9)
+      end
+
+      # Who made the request, a frozen Hms::Ffi::Caller (`ctx.caller.role?("doctor")`). Shadows
+      # Kernel#caller (the backtrace) on a Context.
+      def caller
+        @caller ||= Caller.from_json(@caller_json)
       end
 
       # Seconds left until the caller's deadline (nil: none).

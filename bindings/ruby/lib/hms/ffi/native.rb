@@ -101,6 +101,7 @@ module Hms
       attach_function :hms_request_caller_pid, [:pointer], :int32
       attach_function :hms_request_caller_uid, [:pointer], :uint32
       attach_function :hms_request_caller_name, [:pointer], :string
+      attach_function :hms_request_caller_json, [:pointer], :string # since ABI 1.1
       attach_function :hms_request_time_left_ns, [:pointer], :int64
       attach_function :hms_request_traceparent, [:pointer], :string
       attach_function :hms_request_cancelled, [:pointer], :int
