@@ -69,7 +69,8 @@ std::string policyText(const std::string& keyFile, uid_t providerUid, bool clerk
   "token_issuers": [{"issuer": "hms-auth", "algorithm": "ES256",
                      "public_key_file": ")" +
          keyFile + R"(", "audience": "hms-ffi"}],
-  "role_assignments": [{"role": "night-shift", "uids": [65534]}],
+  "role_assignments": [{"role": "night-shift", "uids": [65534]},
+                       {"role": "pharmacy", "gids": [4343]}],
   "providers": [{"service": "hms.test.secure", "uids": [)" +
          std::to_string(providerUid) + R"(]}],
   "rules": [
@@ -81,7 +82,8 @@ std::string policyText(const std::string& keyFile, uid_t providerUid, bool clerk
      "allowed_roles": ["doctor", "nurse", "clerk", "intern", "night-shift"],
      "denied_roles": ["intern"], "audit_level": "none"},
     {"service": "hms.test.secure", "method": "blob", "allowed_roles": ["doctor"],
-     "requires_mfa": true}
+     "requires_mfa": true},
+    {"service": "hms.test.secure", "method": "stats", "allowed_roles": ["pharmacy"]}
   ]
 })";
 }
@@ -156,6 +158,10 @@ class Security : public ::testing::TestWithParam<const char*> {
           r.setPid(uint32_t(::getpid()));
           r.setCallerPid(uint32_t(ctx.caller().pid));
           r.setVersion("1.0.0");
+          return Status();
+        });
+    def.on<&TestService::Client::statsRequest>(
+        [](CallContext&, TestService::StatsParams::Reader, TestService::StatsResults::Builder) {
           return Status();
         });
     def.on<&TestService::Client::blobRequest>(
@@ -425,10 +431,11 @@ class SecurityOtherUid : public Security {
     ::chmod(broker_->dir().c_str(), 0755);
     serve();
   }
-  std::vector<std::string> asNobody(bool inGroup, std::vector<std::string> argv) {
+  std::vector<std::string> asNobody(bool inGroup, std::vector<std::string> argv,
+                                    const std::string& moreGroups = "") {
     std::vector<std::string> out = {"/usr/bin/setpriv", "--reuid=65534", "--regid=65534"};
     if (inGroup) {
-      out.push_back(std::string("--groups=") + kGroup);
+      out.push_back(std::string("--groups=") + kGroup + moreGroups);
     } else {
       out.push_back("--clear-groups");
     }
@@ -489,6 +496,22 @@ TEST_P(SecurityOtherUid, RoleByUid_AllowsOneMethod_AndNotAnother) {
                                        R"("code":"PERMISSION_DENIED")"})
                 .empty();
   })) << readFile(serviceAudit_);
+}
+
+TEST_P(SecurityOtherUid, RoleByGroup_ComesWithTheSupplementaryGroupHeldAtConnect) {
+  auto stats = [&](const std::string& moreGroups) {
+    Subprocess p(asNobody(true,
+                          {tool(), "--socket", broker_->socket(), "call", "hms.test.secure",
+                           "stats", "{}"},
+                          moreGroups));
+    const int status = p.wait(std::chrono::seconds(30));
+    return std::make_pair(WIFEXITED(status) ? WEXITSTATUS(status) : -1, p.errors());
+  };
+  const auto [withGroup, withErr] = stats(",4343");
+  EXPECT_EQ(withGroup, 0) << withErr;
+  const auto [without, withoutErr] = stats("");
+  EXPECT_EQ(without, 64 + int(StatusCode::kPermissionDenied)) << withoutErr;
+  EXPECT_NE(withoutErr.find("pharmacy"), std::string::npos) << withoutErr;
 }
 
 }  // namespace
