@@ -49,7 +49,7 @@ Status Broker::loadPolicy() {
         socketPath_);
     return Status();
   }
-  auto policy = Policy::load(options_.policyPath);
+  auto policy = Policy::load(options_.policyPath, &options_.policyOverlay);
   if (!policy.ok()) return policy.status();
   policy_ = std::move(*policy);
   spdlog::info("access policy {}: {} rule(s), {} token issuer(s); what no rule allows is denied",
@@ -68,21 +68,75 @@ Status Broker::openAuditLog() {
   return Status();
 }
 
-void Broker::reloadPolicy() {
-  if (options_.policyPath.empty()) {
+void Broker::reload() {
+  BrokerOptions next = options_;
+  const std::string what = options_.configPath.empty() ? options_.policyPath : options_.configPath;
+  if (reloadSource_) {
+    auto read = reloadSource_();
+    if (!read.ok()) {
+      spdlog::error("SIGHUP: keeping the current configuration: {}", read.status().message());
+      audit("reload", nullptr, read.status(), {{"config", what}});
+      return;
+    }
+    next = std::move(*read);
+  }
+  std::shared_ptr<const Policy> policy;
+  if (!next.policyPath.empty()) {
+    auto loaded = Policy::load(next.policyPath, &next.policyOverlay);
+    if (!loaded.ok()) {
+      spdlog::error("SIGHUP: keeping the current configuration and policy: {}",
+                    loaded.status().message());
+      audit("reload", nullptr, loaded.status(), {{"policy", next.policyPath}});
+      return;
+    }
+    policy = std::move(*loaded);
+  } else if (policy_) {
+    // Dropping enforcement while clients hold grants is not something a reload should do by
+    // omission: the policy stays until a restart.
+    spdlog::warn("SIGHUP: the configuration names no policy any more; the current one stays in "
+                 "force until hms-ffid restarts");
+    next.policyPath = options_.policyPath;
+    next.policyOverlay = options_.policyOverlay;
+    policy = policy_;
+  } else if (!reloadSource_) {
     spdlog::info("SIGHUP: no policy file configured (--policy); nothing to reload");
     return;
   }
-  auto loaded = Policy::load(options_.policyPath);
-  if (!loaded.ok()) {
-    spdlog::error("SIGHUP: keeping the current policy: {}", loaded.status().message());
-    audit("reload", nullptr, loaded.status(), {{"policy", options_.policyPath}});
-    return;
+  // What only a restart changes is named, and left as it is.
+  std::vector<std::string> fixed;
+  if (next.socketPath != options_.socketPath) fixed.push_back("the socket path");
+  if (next.registryBytes != options_.registryBytes) fixed.push_back("the registry size");
+  if (next.stateDir != options_.stateDir) fixed.push_back("the state directory");
+  if (next.transport != options_.transport) fixed.push_back("the transport");
+  if (next.auditLog != options_.auditLog) fixed.push_back("the audit log");
+  if (next.socketGroup != options_.socketGroup || next.socketMode != options_.socketMode) {
+    fixed.push_back("the socket's group and mode");
   }
-  policy_ = std::move(*loaded);
-  spdlog::info("SIGHUP: access policy {} reloaded: {} rule(s), {} token issuer(s)",
-               policy_->origin(), policy_->ruleCount(), policy_->issuers().size());
-  audit("reload", nullptr, Status(), {{"policy", options_.policyPath}});
+  for (const auto& f : fixed) {
+    spdlog::warn("SIGHUP: {} changes only when hms-ffid restarts; it stays as it is", f);
+  }
+  options_.policyPath = next.policyPath;
+  options_.policyOverlay = next.policyOverlay;
+  options_.maxServicesPerClient = next.maxServicesPerClient;
+  options_.maxTopicsPerClient = next.maxTopicsPerClient;
+  options_.maxChannelsPerClient = next.maxChannelsPerClient;
+  options_.maxSubscriptionsPerClient = next.maxSubscriptionsPerClient;
+  if (next.logLevel != options_.logLevel) {
+    options_.logLevel = next.logLevel;
+    spdlog::set_level(spdlog::level::from_str(next.logLevel));
+    spdlog::info("SIGHUP: log level {}", next.logLevel);
+  }
+  audit("reload", nullptr, Status(), {{"config", what}});
+  if (policy) applyPolicy(std::move(policy));
+}
+
+void Broker::applyPolicy(std::shared_ptr<const Policy> policy) {
+  const bool changed = policy != policy_;
+  policy_ = std::move(policy);
+  if (changed) {
+    spdlog::info("SIGHUP: access policy {} in force: {} rule(s), {} token issuer(s)",
+                 policy_->origin(), policy_->ruleCount(), policy_->issuers().size());
+  }
   // Tokens verify against the new issuers (a removed issuer or key ends its clients' sessions);
   // roles follow the new assignments. A client whose roles changed has its channels opened
   // again, so that its services see the caller as it now is.
@@ -206,7 +260,7 @@ void Broker::dropExpiredTokens() {
   }
 }
 
-int Broker::waitTimeoutMs() const {
+int Broker::waitTimeoutMs() {
   int64_t next = INT64_MAX;
   for (const auto& [id, c] : conns_) {
     const auto& t = c->identity.token;
@@ -214,6 +268,7 @@ int Broker::waitTimeoutMs() const {
       next = std::min(next, t.expiresUnix);
     }
   }
+  nextTokenExpiry_ = next;
   int timeout = acceptPaused_ ? 1000 : -1;
   if (next != INT64_MAX) {
     // exp is in whole seconds: wake just after it has passed.

@@ -120,6 +120,19 @@ Status Broker::start() {
   ::pthread_sigmask(SIG_BLOCK, &mask, nullptr);
   ::signal(SIGPIPE, SIG_IGN);
   signalFd_.reset(::signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK));
+  // Socket activation (hms-ffid.socket): systemd made the socket, with its mode and group; its
+  // path is the one served, whatever --socket says.
+  auto activated = activatedSocket();
+  if (!activated.ok()) return activated.status();
+  if (*activated >= 0) {
+    listenFd_.reset(*activated);
+    activated_ = true;
+    const std::string path = boundPath(*activated);
+    if (!path.empty() && path != socketPath_) {
+      spdlog::info("serving the socket systemd passed, {} (not {})", path, socketPath_);
+      socketPath_ = path;
+    }
+  }
   namespace fs = std::filesystem;
   const fs::path path(socketPath_);
   std::error_code ec;
@@ -137,23 +150,10 @@ Status Broker::start() {
       if (auto s = applySocketAccess(path.parent_path().string(), true); !s) return s;
     }
   }
-  // The lock file decides which broker owns the path, without races between two starting at once.
-  const std::string lockPath = socketPath_ + ".lock";
-  lockFd_.reset(::open(lockPath.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
-  if (!lockFd_) {
-    return Status(StatusCode::kFailedPrecondition,
-                  detail::errnoText(("open " + lockPath).c_str(), errno));
+  // A socket systemd passed is owned already: systemd runs one instance of the unit.
+  if (!activated_) {
+    if (auto s = lockSocketPath(); !s) return s;
   }
-  if (::flock(lockFd_.get(), LOCK_EX | LOCK_NB) != 0) {
-    char buf[32] = {};
-    (void)!::pread(lockFd_.get(), buf, sizeof(buf) - 1, 0);
-    return Status(StatusCode::kFailedPrecondition,
-                  "another hms-ffid (pid " + std::string(buf[0] ? buf : "?") + ") already serves " +
-                      socketPath_ + "; stop it first or give this one another --socket");
-  }
-  const std::string pid = std::to_string(::getpid());
-  (void)!::ftruncate(lockFd_.get(), 0);
-  (void)!::pwrite(lockFd_.get(), pid.data(), pid.size(), 0);
 
   if (auto s = openContractStore(); !s) return s;
   if (auto s = loadPolicy(); !s) return s;
@@ -171,7 +171,9 @@ Status Broker::start() {
   }
 
   // The socket last: once it accepts, everything a client is served from exists (tests and
-  // supervisors take an accepting socket for a broker that is up).
+  // supervisors take an accepting socket for a broker that is up). An activated socket has
+  // queued its first clients already; they are served from here on.
+  if (activated_) return finishStart();
   struct stat st;
   if (::lstat(socketPath_.c_str(), &st) == 0) {
     if (!S_ISSOCK(st.st_mode)) {
@@ -204,7 +206,31 @@ Status Broker::start() {
   if (auto s = detail::checkSocketDirectory(socketPath_, {0, ::geteuid()}); !s) {
     spdlog::warn("clients will refuse this broker: {}", s.message());
   }
+  return finishStart();
+}
 
+// The lock file decides which broker owns the path, without races between two starting at once.
+Status Broker::lockSocketPath() {
+  const std::string lockPath = socketPath_ + ".lock";
+  lockFd_.reset(::open(lockPath.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  if (!lockFd_) {
+    return Status(StatusCode::kFailedPrecondition,
+                  detail::errnoText(("open " + lockPath).c_str(), errno));
+  }
+  if (::flock(lockFd_.get(), LOCK_EX | LOCK_NB) != 0) {
+    char buf[32] = {};
+    (void)!::pread(lockFd_.get(), buf, sizeof(buf) - 1, 0);
+    return Status(StatusCode::kFailedPrecondition,
+                  "another hms-ffid (pid " + std::string(buf[0] ? buf : "?") + ") already serves " +
+                      socketPath_ + "; stop it first or give this one another --socket");
+  }
+  const std::string pid = std::to_string(::getpid());
+  (void)!::ftruncate(lockFd_.get(), 0);
+  (void)!::pwrite(lockFd_.get(), pid.data(), pid.size(), 0);
+  return Status();
+}
+
+Status Broker::finishStart() {
   for (auto [fd, tag] :
        {std::pair{listenFd_.get(), kListenTag}, std::pair{signalFd_.get(), kSignalTag},
         std::pair{stopFd_.get(), kStopTag}}) {
@@ -213,8 +239,31 @@ Status Broker::start() {
     ev.data.u64 = tag;
     ::epoll_ctl(epollFd_.get(), EPOLL_CTL_ADD, fd, &ev);
   }
-  spdlog::info("hms-ffid {} serving on {} (pid {})", "0.1.0", socketPath_, ::getpid());
+  spdlog::info("hms-ffid {} serving on {} (pid {}){}", "0.1.0", socketPath_, ::getpid(),
+               activated_ ? ", a socket systemd passed" : "");
   return Status();
+}
+
+std::string Broker::statusText() const {
+  size_t clients = 0;
+  for (const auto& [id, c] : conns_) clients += c->helloed ? 1 : 0;
+  return "serving " + std::to_string(clients) + " client(s), " + std::to_string(services_.size()) +
+         " service(s), " + std::to_string(topics_.size()) + " topic(s), " +
+         std::to_string(channels_.size()) + " channel(s)";
+}
+
+int Broker::updateStatus() {
+  if (!notifier_.active()) return -1;
+  const std::string now = statusText();
+  if (now == sentStatus_) return -1;
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  const int64_t ms = int64_t(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+  if (ms - statusSentMs_ < 1000) return int(1000 - (ms - statusSentMs_));
+  notifier_.status(now);
+  sentStatus_ = now;
+  statusSentMs_ = ms;
+  return -1;
 }
 
 Status Broker::openContractStore() {
@@ -248,16 +297,24 @@ void Broker::requestStop() {
 
 Status Broker::run() {
   epoll_event events[64];
+  sentStatus_ = statusText();
+  notifier_.ready(sentStatus_);
   for (;;) {
     // While accepting is paused, try again each second: descriptors also come free without a
-    // client leaving (a channel or a subscription ends).
-    const int n = ::epoll_wait(epollFd_.get(), events, 64, waitTimeoutMs());
+    // client leaving (a channel or a subscription ends). The watchdog and STATUS= want their
+    // turns too.
+    int timeout = waitTimeoutMs();
+    for (int t : {notifier_.watchdogTick(), updateStatus()}) {
+      if (t >= 0) timeout = timeout < 0 ? t : std::min(timeout, t);
+    }
+    const int n = ::epoll_wait(epollFd_.get(), events, 64, timeout);
     if (n < 0) {
       if (errno == EINTR) continue;
       return Status(StatusCode::kInternal, detail::errnoText("epoll_wait", errno));
     }
     if (n == 0 && acceptPaused_) resumeAccepting();
-    if (n == 0) {
+    // A busy broker may never time out: expiries are checked whenever one is due.
+    if (nextTokenExpiry_ != INT64_MAX && int64_t(::time(nullptr)) >= nextTokenExpiry_) {
       dropExpiredTokens();
       reapDropped();
     }
@@ -269,15 +326,20 @@ Status Broker::run() {
         signalfd_siginfo si;
         while (::read(signalFd_.get(), &si, sizeof(si)) == sizeof(si)) {
           if (si.ssi_signo == SIGHUP) {
-            reloadPolicy();
+            notifier_.reloading();
+            reload();
             reapDropped();
+            sentStatus_ = statusText();
+            notifier_.ready(sentStatus_);
             continue;
           }
           spdlog::info("{}: stopping; {} client(s) connected", strsignal(int(si.ssi_signo)),
                        conns_.size());
+          notifier_.stopping();
           return Status();
         }
       } else if (tag == kStopTag) {
+        notifier_.stopping();
         return Status();
       } else {
         onReadable(tag);

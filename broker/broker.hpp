@@ -6,6 +6,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <set>
@@ -20,6 +21,7 @@
 #include "os.hpp"
 #include "policy.hpp"
 #include "registry_segment.hpp"
+#include "systemd.hpp"
 
 namespace hms::ffi::broker {
 
@@ -42,6 +44,8 @@ struct BrokerOptions {
   // Access policy (docs/security.md): empty, none (every local peer with socket access may do
   // anything, as before; one warning at startup). Reloaded on SIGHUP.
   std::string policyPath;
+  // Token settings from the configuration file, replacing the policy file's (config.hpp).
+  PolicyOverlay policyOverlay;
   // Where audit records go: "journald", a file, "-" (standard error); empty: journald when it
   // runs, else <state dir>/audit.jsonl (standard error with --state-dir :memory:).
   std::string auditLog;
@@ -49,6 +53,11 @@ struct BrokerOptions {
   // broker creates gets the same group and mode 0750 (g+rx, so that the group can reach it).
   std::string socketGroup;
   uint32_t socketMode = 0660;
+  // trace, debug, info, warn, error, critical, off; applied by main() at start and on a reload.
+  std::string logLevel = "info";
+  // Where a reload (SIGHUP) gets the options anew: the configuration file, then the flags over
+  // it (main.cpp). Empty: only the policy file is read again.
+  std::string configPath;
 };
 
 class Broker {
@@ -62,6 +71,10 @@ class Broker {
   // Serves until SIGTERM or SIGINT (or requestStop()).
   Status run();
   void requestStop();
+  // How reload() rebuilds the options: the configuration file and the command line's flags.
+  void setReloadSource(std::function<Result<BrokerOptions>()> source) {
+    reloadSource_ = std::move(source);
+  }
 
   const std::string& socketPath() const { return socketPath_; }
 
@@ -134,6 +147,9 @@ class Broker {
     detail::Mapping cursor;     // subscriber that dies, and to tell it its publisher did
   };
 
+  // start()'s end: the event loop's descriptors, once the socket exists or was passed.
+  Status finishStart();
+  Status lockSocketPath();  // <socket>.lock, flock'ed: FAILED_PRECONDITION when another broker has it
   Status openContractStore();
   void accept();
   // Out of descriptors (EMFILE, ENFILE) or kernel memory, accept() would fail at once again on
@@ -208,7 +224,11 @@ class Broker {
   // Access control (access.cpp, docs/security.md).
   Status loadPolicy();          // at start: --policy, or none (warned)
   Status openAuditLog();
-  void reloadPolicy();          // SIGHUP: a bad policy keeps the old one
+  // SIGHUP: the configuration (setReloadSource) and the policy read again; anything bad keeps
+  // all of the old.
+  void reload();
+  // The new policy in force: what it takes away ends (reload()).
+  void applyPolicy(std::shared_ptr<const Policy> policy);
   // Ends a channel the policy no longer grants as it is, telling both ends: the service stops
   // serving it (a socket channel's caller then sees its socket close) and the caller opens it
   // again on its next call.
@@ -217,7 +237,9 @@ class Broker {
   // reload, no longer verifies) the client is disconnected; it reconnects with the token its
   // options or token file give then, or is refused.
   void dropExpiredTokens();
-  int waitTimeoutMs() const;  // epoll_wait's: until the next token expiry (or paused accepts)
+  // epoll_wait's timeout: until the next token expiry (nextTokenExpiry_), or a second while
+  // accepting is paused; -1: none.
+  int waitTimeoutMs();
   // The kernel identity plus, if `token` is non-empty, its verified claims; UNAUTHENTICATED when
   // the token does not verify.
   Status authenticate(Conn& c, const std::string& token);
@@ -249,8 +271,20 @@ class Broker {
   std::unique_ptr<detail::RegistryWriter> registry_;
   std::unique_ptr<ContractStore> store_;
   std::shared_ptr<const Policy> policy_;  // null: no policy
+  std::function<Result<BrokerOptions>()> reloadSource_;
   std::unique_ptr<detail::AuditLog> audit_;
   gid_t socketGid_ = gid_t(-1);
+  int64_t nextTokenExpiry_ = INT64_MAX;  // unix seconds; the earliest exp of a live token
+  // systemd (docs/operations.md): the socket it passed (then systemd owns the path), and the
+  // notifications of a Type=notify unit. STATUS= follows the counts, at most once a second.
+  bool activated_ = false;
+  Notifier notifier_;
+  std::string sentStatus_;
+  int64_t statusSentMs_ = 0;
+  std::string statusText() const;
+  // Sends STATUS= if the counts changed; returns the milliseconds until a held-back change is
+  // due (-1: none), for the event loop's timeout.
+  int updateStatus();
   // Every contract accepted (this broker's life and the store's history), by id then version.
   using VersionKey = std::tuple<uint32_t, uint32_t, uint32_t>;
   std::map<std::string, std::map<VersionKey, FlatContract>> contracts_;

@@ -472,6 +472,11 @@ Result<std::vector<FlatContract>> ContractStore::loadAll() {
 }
 
 std::string defaultStateDir() {
+  // A systemd unit's StateDirectory= (hms-ffid.service: /var/lib/hms-ffi, owned by its user).
+  if (const char* sd = std::getenv("STATE_DIRECTORY"); sd && sd[0] == '/') {
+    const std::string dirs = sd;
+    return dirs.substr(0, dirs.find(':'));
+  }
   if (::geteuid() == 0) return "/var/lib/hms-ffi";
   // The XDG base directory spec: a relative $XDG_STATE_HOME is invalid and must be ignored.
   if (const char* xdg = std::getenv("XDG_STATE_HOME"); xdg && xdg[0] == '/') {

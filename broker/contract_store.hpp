@@ -56,7 +56,8 @@ class ContractStore {
   std::string path_;
 };
 
-// The default state dir: /var/lib/hms-ffi as root, else $XDG_STATE_HOME/hms-ffi (when absolute,
+// The default state dir: $STATE_DIRECTORY (the first, when systemd's StateDirectory= set it),
+// else /var/lib/hms-ffi as root, else $XDG_STATE_HOME/hms-ffi (when absolute,
 // as the XDG spec wants), else $HOME/.local/state/hms-ffi (the passwd entry's home when HOME is
 // unset); empty when there is no home either, which open() refuses with what to do.
 std::string defaultStateDir();

@@ -11,6 +11,7 @@
 #include <string_view>
 
 #include "broker.hpp"
+#include "config.hpp"
 
 namespace {
 
@@ -22,6 +23,7 @@ void usage(FILE* out) {
       "                [--max-channels-per-client N] [--max-subscriptions-per-client N]\n"
       "                [--policy FILE] [--audit-log journald|FILE|-]\n"
       "                [--socket-group GROUP] [--socket-mode MODE]\n"
+      "                [--config FILE] [--check-config]\n"
       "\n"
       "The HMS-FFI broker: control socket, service registry, shared-memory segments, liveness.\n"
       "\n"
@@ -53,9 +55,14 @@ void usage(FILE* out) {
       "  --socket-group GROUP group of the socket (and of a socket directory it creates)\n"
       "  --socket-mode MODE   octal mode of the socket (default 0660; the directory it creates\n"
       "                       gets 0750 for it: the group may connect, others not even look)\n"
+      "  --config FILE        YAML configuration (docs/operations.md#configuration), e.g.\n"
+      "                       /etc/hms-ffi/hms-ffid.yaml; flags given here beat it. SIGHUP reads\n"
+      "                       it again (a bad file keeps the current configuration)\n"
+      "  --check-config       check the configuration and the policy it names, print OK or\n"
+      "                       what is wrong (file:line), and exit 0 or 1 without starting\n"
       "  --version            print the version\n"
       "\n"
-      "SIGTERM or SIGINT stop it gracefully.\n"
+      "SIGTERM or SIGINT stop it gracefully; SIGHUP reloads the configuration and the policy.\n"
       "\n"
       "Each client holds a descriptor, and each shared-memory channel and subscription one more,\n"
       "so RLIMIT_NOFILE bounds how many the broker serves. When it runs out, it stops accepting\n"
@@ -77,11 +84,9 @@ uint32_t count(const char* flag, const char* text) {
   return uint32_t(v);
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  hms::ffi::broker::BrokerOptions options;
-  std::string level = "info";
+// Applies the command line's flags to `o`: -1 when they all parse, else the exit status (after
+// printing why, or the help). The configuration file is read first (main), so flags beat it.
+int applyFlags(int argc, char** argv, hms::ffi::broker::BrokerOptions& o, bool& checkOnly) {
   for (int i = 1; i < argc; ++i) {
     std::string_view a = argv[i];
     auto value = [&](const char* name) -> const char* {
@@ -92,38 +97,38 @@ int main(int argc, char** argv) {
       return argv[++i];
     };
     if (a == "--socket") {
-      options.socketPath = value("--socket");
+      o.socketPath = value("--socket");
     } else if (a == "--log-level") {
-      level = value("--log-level");
+      o.logLevel = value("--log-level");
     } else if (a == "--registry-bytes") {
-      options.registryBytes = std::strtoull(value("--registry-bytes"), nullptr, 10);
+      o.registryBytes = std::strtoull(value("--registry-bytes"), nullptr, 10);
     } else if (a == "--max-services-per-client") {
-      options.maxServicesPerClient = count("--max-services-per-client", value(argv[i]));
+      o.maxServicesPerClient = count("--max-services-per-client", value(argv[i]));
     } else if (a == "--max-topics-per-client") {
-      options.maxTopicsPerClient = count("--max-topics-per-client", value(argv[i]));
+      o.maxTopicsPerClient = count("--max-topics-per-client", value(argv[i]));
     } else if (a == "--max-channels-per-client") {
-      options.maxChannelsPerClient = count("--max-channels-per-client", value(argv[i]));
+      o.maxChannelsPerClient = count("--max-channels-per-client", value(argv[i]));
     } else if (a == "--max-subscriptions-per-client") {
-      options.maxSubscriptionsPerClient = count("--max-subscriptions-per-client", value(argv[i]));
+      o.maxSubscriptionsPerClient = count("--max-subscriptions-per-client", value(argv[i]));
     } else if (a == "--transport") {
       const std::string_view t = value("--transport");
       if (t == "auto") {
-        options.transport = hms::ffi::wire::Transport::AUTO;
+        o.transport = hms::ffi::wire::Transport::AUTO;
       } else if (t == "shm") {
-        options.transport = hms::ffi::wire::Transport::SHARED_MEMORY;
+        o.transport = hms::ffi::wire::Transport::SHARED_MEMORY;
       } else if (t == "socket") {
-        options.transport = hms::ffi::wire::Transport::SOCKET;
+        o.transport = hms::ffi::wire::Transport::SOCKET;
       } else {
         std::fprintf(stderr, "hms-ffid: --transport must be auto, shm or socket, not '%.*s'\n",
                      int(t.size()), t.data());
         return 2;
       }
     } else if (a == "--policy") {
-      options.policyPath = value("--policy");
+      o.policyPath = value("--policy");
     } else if (a == "--audit-log") {
-      options.auditLog = value("--audit-log");
+      o.auditLog = value("--audit-log");
     } else if (a == "--socket-group") {
-      options.socketGroup = value("--socket-group");
+      o.socketGroup = value("--socket-group");
     } else if (a == "--socket-mode") {
       const char* text = value("--socket-mode");
       char* end = nullptr;
@@ -135,9 +140,13 @@ int main(int argc, char** argv) {
                      text);
         return 2;
       }
-      options.socketMode = uint32_t(mode);
+      o.socketMode = uint32_t(mode);
+    } else if (a == "--config") {
+      o.configPath = value("--config");
+    } else if (a == "--check-config") {
+      checkOnly = true;
     } else if (a == "--state-dir") {
-      options.stateDir = value("--state-dir");
+      o.stateDir = value("--state-dir");
     } else if (a == "--version") {
       std::puts("hms-ffid 0.1.0");
       return 0;
@@ -150,17 +159,68 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
+  return -1;
+}
+
+// The configuration file named by --config (if any), then the flags over it.
+hms::ffi::Result<hms::ffi::broker::BrokerOptions> readOptions(int argc, char** argv,
+                                                             const std::string& configPath) {
+  hms::ffi::broker::BrokerOptions o;
+  if (!configPath.empty()) {
+    auto file = hms::ffi::broker::loadConfig(configPath, o);
+    if (!file.ok()) return file.status();
+    o = std::move(*file);
+  }
+  bool checkOnly = false;
+  if (int rc = applyFlags(argc, argv, o, checkOnly); rc >= 0) {
+    return hms::ffi::Status(hms::ffi::StatusCode::kInvalidArgument, "the command line");
+  }
+  o.configPath = configPath;
+  return o;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // Flags first, for --config (and for their errors, before any file is read).
+  hms::ffi::broker::BrokerOptions flags;
+  bool checkOnly = false;
+  if (int rc = applyFlags(argc, argv, flags, checkOnly); rc >= 0) return rc;
+  auto read = readOptions(argc, argv, flags.configPath);
+  if (!read.ok()) {
+    std::fprintf(stderr, "hms-ffid: %s\n", read.status().message().c_str());
+    return checkOnly ? 1 : 2;
+  }
+  hms::ffi::broker::BrokerOptions options = std::move(*read);
+  if (!hms::ffi::broker::validLogLevel(options.logLevel)) {
+    std::fprintf(stderr,
+                 "hms-ffid: unknown log level '%s' (trace, debug, info, warn, error, critical, "
+                 "off)\n",
+                 options.logLevel.c_str());
+    return 2;
+  }
+  if (checkOnly) {
+    // What a start would read: the configuration, and the policy it names.
+    if (!options.policyPath.empty()) {
+      auto policy = hms::ffi::broker::Policy::load(options.policyPath, &options.policyOverlay);
+      if (!policy.ok()) {
+        std::fprintf(stderr, "hms-ffid: %s\n", policy.status().message().c_str());
+        return 1;
+      }
+    }
+    std::printf("hms-ffid: %s: OK\n",
+                options.configPath.empty() ? "the command line" : options.configPath.c_str());
+    return 0;
+  }
   auto logger = spdlog::stderr_color_mt("hms-ffid");
   spdlog::set_default_logger(logger);
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
-  const auto lvl = spdlog::level::from_str(level);
-  if (lvl == spdlog::level::off && level != "off") {
-    std::fprintf(stderr, "hms-ffid: unknown --log-level '%s'\n", level.c_str());
-    return 2;
-  }
-  spdlog::set_level(lvl);
+  spdlog::set_level(spdlog::level::from_str(options.logLevel));
 
   hms::ffi::broker::Broker broker(options);
+  broker.setReloadSource([argc, argv, path = options.configPath] {
+    return readOptions(argc, argv, path);
+  });
   if (auto s = broker.start(); !s) {
     spdlog::critical("cannot start: {}", s.message());
     return 1;

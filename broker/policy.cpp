@@ -524,7 +524,8 @@ std::string Policy::Principals::describe() const {
   return parts.empty() ? "no one" : join(parts);
 }
 
-Result<std::shared_ptr<const Policy>> Policy::load(const std::string& path) {
+Result<std::shared_ptr<const Policy>> Policy::load(const std::string& path,
+                                                   const PolicyOverlay* overlay) {
   auto json = readFile(path, kMaxPolicyBytes);
   if (!json.ok()) {
     return Status(StatusCode::kFailedPrecondition,
@@ -535,12 +536,13 @@ Result<std::shared_ptr<const Policy>> Policy::load(const std::string& path) {
   const std::string baseDir = slash == std::string::npos ? "."
                               : slash == 0               ? "/"
                                                          : path.substr(0, slash);
-  return parse(json.value(), path, baseDir);
+  return parse(json.value(), path, baseDir, overlay);
 }
 
 Result<std::shared_ptr<const Policy>> Policy::parse(std::string_view json,
                                                     const std::string& origin,
-                                                    const std::string& baseDir) {
+                                                    const std::string& baseDir,
+                                                    const PolicyOverlay* overlay) {
   try {
     capnp::MallocMessageBuilder message;
     auto root = message.initRoot<wire::PolicyFile>();
@@ -563,6 +565,34 @@ Result<std::shared_ptr<const Policy>> Policy::parse(std::string_view json,
     if (s) s = c.topics(file.getTopics(), policy->topics_);
     if (s) s = c.rules(file.getRules(), policy->rules_);
     if (!s) return s;
+    if (overlay != nullptr && !overlay->json.empty()) {
+      capnp::MallocMessageBuilder overlayMessage;
+      auto over = overlayMessage.initRoot<wire::PolicyFile>();
+      detail::JsonInputOptions overlayOptions;
+      overlayOptions.snakeCaseKeys = true;
+      if (Status bad = detail::jsonToStruct(overlay->json, capnp::toDynamic(over), overlayOptions);
+          !bad) {
+        return Status(StatusCode::kInvalidArgument, overlay->origin + ": " + bad.message());
+      }
+      const auto o = over.asReader();
+      if (o.hasRoleAssignments() || o.hasProviders() || o.hasTopics() || o.hasRules()) {
+        return Status(StatusCode::kInvalidArgument,
+                      overlay->origin +
+                          ": only permission_policy, required_claims and token_issuers may be "
+                          "given here; roles, providers, topics and rules belong in the policy file");
+      }
+      Compiler oc(overlay->origin, overlay->baseDir);
+      Status os = oc.permissionPolicy(o);
+      if (os && o.hasRequiredClaims()) {
+        policy->requiredClaims_.clear();
+        os = oc.requiredClaims(o.getRequiredClaims(), policy->requiredClaims_);
+      }
+      if (os && o.hasTokenIssuers()) {
+        policy->issuers_.clear();
+        os = oc.issuers(o.getTokenIssuers(), policy->issuers_);
+      }
+      if (!os) return os;
+    }
 
     sortBy(policy->providers_,
            [](const ProviderRule& p) -> const std::string& { return p.service; });

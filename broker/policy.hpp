@@ -70,6 +70,14 @@ struct MethodDecision {
                        // administrator; the caller has clerk"
 };
 
+// Token settings given beside the policy file (the broker's configuration file: security.
+// permission_policy, required_claims, token_issuers): each one given replaces the file's.
+struct PolicyOverlay {
+  std::string json;     // an object with any of permission_policy, required_claims, token_issuers
+  std::string origin;   // names it in messages, e.g. "/etc/hms-ffi/hms-ffid.yaml: ffi.security"
+  std::string baseDir;  // relative public_key_file paths are relative to it
+};
+
 class Policy {
  public:
   // Reads and compiles `path`. A missing or unreadable file: FAILED_PRECONDITION naming it.
@@ -78,12 +86,14 @@ class Policy {
   // an unreadable or wrong key: INVALID_ARGUMENT "<path>: <entry>: <what>", e.g.
   // "/etc/hms-ffi/policy.json: rules[2].audit_level: 'verbose' is not one of none, standard,
   // detailed".
-  static Result<std::shared_ptr<const Policy>> load(const std::string& path);
+  static Result<std::shared_ptr<const Policy>> load(const std::string& path,
+                                                    const PolicyOverlay* overlay = nullptr);
   // The same from text; `origin` names it in messages and relative key files are relative to
   // `baseDir`.
   static Result<std::shared_ptr<const Policy>> parse(std::string_view json,
                                                      const std::string& origin,
-                                                     const std::string& baseDir);
+                                                     const std::string& baseDir,
+                                                     const PolicyOverlay* overlay = nullptr);
 
   const std::string& origin() const { return origin_; }
   const std::vector<TokenIssuer>& issuers() const { return issuers_; }

@@ -35,6 +35,9 @@ if(HMS_FFI_BUILD_BENCH)
   hms_ffi_require_package(benchmark "libbenchmark-dev" CONFIG)
 endif()
 
+# The broker's configuration file (docs/operations.md).
+hms_ffi_require_package(yaml-cpp "libyaml-cpp-dev" CONFIG)
+
 # Security (docs/security.md): JWT verification in the broker (libjwt on OpenSSL), and audit
 # records to journald from the broker and from services (libsystemd).
 find_package(PkgConfig QUIET)

@@ -568,7 +568,7 @@ TEST(ContractStore, StoredContracts_SurviveSigkillOfTheWriter) {
   }
 }
 
-TEST(ContractStore, DefaultStateDir_IsVarLibAsRootElseXdgStateHomeElseHome) {
+TEST(ContractStore, DefaultStateDir_IsStateDirectoryElseVarLibAsRootElseXdgStateHomeElseHome) {
   if (::geteuid() == 0) {
     EXPECT_EQ(defaultStateDir(), "/var/lib/hms-ffi");
   }
@@ -584,6 +584,9 @@ TEST(ContractStore, DefaultStateDir_IsVarLibAsRootElseXdgStateHomeElseHome) {
     ::unsetenv("XDG_STATE_HOME");
     if (defaultStateDir() != "/home/alice/.local/state/hms-ffi")
       return "HOME: " + defaultStateDir();
+    // Under systemd, StateDirectory= (the first of several) comes before all of them.
+    ::setenv("STATE_DIRECTORY", "/var/lib/hms-ffi:/var/lib/other", 1);
+    if (defaultStateDir() != "/var/lib/hms-ffi") return "STATE_DIRECTORY: " + defaultStateDir();
     return "";
   });
   if (failure == "SKIP") GTEST_SKIP() << "cannot drop root privileges";

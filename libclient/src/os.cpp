@@ -52,8 +52,15 @@ Result<Mapping> Mapping::map(int fd, uint64_t bytes, bool writable) {
   return m;
 }
 
+#ifndef MFD_NOEXEC_SEAL
+#define MFD_NOEXEC_SEAL 0x0008U  // Linux 6.3; glibc 2.36's headers predate it
+#endif
+
 Result<UniqueFd> createSegment(const char* name, uint64_t bytes) {
-  UniqueFd fd(::memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING));
+  // Never executable (sealed so), where the kernel knows how: memory the peers share is data.
+  // Older kernels refuse the flag (EINVAL) and get a plain one, as before.
+  UniqueFd fd(::memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_NOEXEC_SEAL));
+  if (!fd && errno == EINVAL) fd.reset(::memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING));
   if (!fd) return Status(StatusCode::kUnavailable, errnoText("memfd_create", errno));
   if (::ftruncate(fd.get(), off_t(bytes)) != 0) {
     return Status(StatusCode::kResourceExhausted, errnoText("ftruncate of a memfd segment", errno));

@@ -1,0 +1,354 @@
+#include "config.hpp"
+
+#include <yaml-cpp/yaml.h>
+
+#include <cerrno>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <sstream>
+#include <vector>
+
+#include "audit.hpp"
+
+namespace hms::ffi::broker {
+namespace {
+
+// What the seed's §10.2 names that has no meaning on one host, and why: refused with the reason,
+// rather than accepted and ignored.
+const std::map<std::string, std::string>& notOnOneHost() {
+  static const std::map<std::string, std::string> m = {
+      {"ffi.registry.url",
+       "the registry is the broker's own shared memory on this host; there is no registry server"},
+      {"ffi.registry.cache_ttl", "clients read the registry segment live; nothing is cached"},
+      {"ffi.registry.refresh_interval", "clients see registry changes at once; nothing is polled"},
+      {"ffi.transport.in_process", "in-process calls are plain function calls, not the broker's"},
+      {"ffi.transport.grpc", "calls between hosts go through the gRPC gateway (not built yet)"},
+      {"ffi.security.token_validation_endpoint",
+       "the broker verifies tokens itself against ffi.security.token_issuers' public keys"},
+      {"ffi.metrics", "metrics are not built yet"},
+  };
+  return m;
+}
+
+// ":line:column" of a mark (1-based), as compilers print positions.
+std::string position(const YAML::Mark& mark) {
+  std::string out = ":";
+  out += std::to_string(mark.line + 1);
+  out += ':';
+  out += std::to_string(mark.column + 1);
+  return out;
+}
+
+class Reader {
+ public:
+  explicit Reader(std::string path) : path_(std::move(path)) {}
+
+  Status error(const YAML::Node& at, const std::string& key, const std::string& what) const {
+    std::string where = path_;
+    if (at.IsDefined() && at.Mark().line >= 0) where += position(at.Mark());
+    where += ": ";
+    where += key;
+    where += ": ";
+    where += what;
+    return Status(StatusCode::kInvalidArgument, where);
+  }
+
+  // A mapping whose keys are all in `allowed` (in the file's order) or refused with the reason.
+  Status keys(const YAML::Node& map, const std::string& path,
+              const std::vector<std::string>& allowed) const {
+    if (map.IsNull()) return Status();  // a section with every key commented out: defaults
+    if (!map.IsMap()) return error(map, path, "expected a mapping of " + list(allowed));
+    for (const auto& kv : map) {
+      const std::string key = kv.first.as<std::string>();
+      const std::string full = path.empty() ? key : path + "." + key;
+      bool known = false;
+      for (const auto& a : allowed) known = known || a == key;
+      if (known) continue;
+      if (auto why = notOnOneHost().find(full); why != notOnOneHost().end()) {
+        return error(kv.first, full, "not on one host: " + why->second);
+      }
+      return error(kv.first, full,
+                   "unknown key; " + (path.empty() ? std::string("the top level") : path) +
+                       " takes " + list(allowed));
+    }
+    return Status();
+  }
+
+  Status text(const YAML::Node& n, const std::string& key, std::string& out) const {
+    if (!n.IsScalar()) return error(n, key, "expected a string");
+    out = n.as<std::string>();
+    return Status();
+  }
+
+  Status choice(const YAML::Node& n, const std::string& key, const std::vector<std::string>& allowed,
+                std::string& out) const {
+    if (Status s = text(n, key, out); !s) return s;
+    for (const auto& a : allowed) {
+      if (a == out) return Status();
+    }
+    return error(n, key, "'" + out + "' is not one of " + list(allowed));
+  }
+
+  Status count(const YAML::Node& n, const std::string& key, uint64_t max, uint64_t& out) const {
+    std::string s;
+    if (!n.IsScalar() || (s = n.as<std::string>()).empty() ||
+        s.find_first_not_of("0123456789") != std::string::npos || s.size() > 19) {
+      return error(n, key, "expected a whole number from 0 to " + std::to_string(max));
+    }
+    out = std::stoull(s);
+    if (out > max) return error(n, key, std::to_string(out) + " is above " + std::to_string(max));
+    return Status();
+  }
+
+  Status texts(const YAML::Node& n, const std::string& key, std::vector<std::string>& out) const {
+    if (!n.IsSequence()) return error(n, key, "expected a list of strings");
+    for (size_t i = 0; i < n.size(); ++i) {
+      std::string v;
+      if (Status s = text(n[i], key + "[" + std::to_string(i) + "]", v); !s) return s;
+      out.push_back(v);
+    }
+    return Status();
+  }
+
+  static std::string list(const std::vector<std::string>& items) {
+    std::string out;
+    for (size_t i = 0; i < items.size(); ++i) {
+      out += (i == 0 ? "" : i + 1 == items.size() ? " or " : ", ") + items[i];
+    }
+    return out;
+  }
+
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+void appendJsonList(std::string& out, const std::vector<std::string>& items) {
+  out += '[';
+  for (size_t i = 0; i < items.size(); ++i) {
+    if (i != 0) out += ',';
+    detail::appendJsonString(out, items[i]);
+  }
+  out += ']';
+}
+
+// ffi.security: the policy file, the audit log, and the token settings that replace the policy
+// file's (carried to Policy::load as JSON in the policy file's own format, so that they are
+// checked by the same code).
+Status readSecurity(const Reader& r, const YAML::Node& sec, BrokerOptions& o,
+                    const std::string& baseDir) {
+  if (Status s = r.keys(sec, "ffi.security",
+                        {"policy_file", "audit_log", "permission_policy", "required_claims",
+                         "token_issuers"});
+      !s) {
+    return s;
+  }
+  std::string json;
+  auto member = [&](const char* name) {
+    json += json.empty() ? "{" : ",";
+    detail::appendJsonString(json, name);
+    json += ':';
+  };
+  if (sec["policy_file"]) {
+    if (Status s = r.text(sec["policy_file"], "ffi.security.policy_file", o.policyPath); !s) return s;
+    if (!o.policyPath.empty() && o.policyPath[0] != '/') o.policyPath = baseDir + "/" + o.policyPath;
+  }
+  if (sec["audit_log"]) {
+    if (Status s = r.text(sec["audit_log"], "ffi.security.audit_log", o.auditLog); !s) return s;
+  }
+  if (sec["permission_policy"]) {
+    std::string v;
+    if (Status s = r.choice(sec["permission_policy"], "ffi.security.permission_policy",
+                            {"strict"}, v);
+        !s) {
+      return s;
+    }
+    member("permission_policy");
+    detail::appendJsonString(json, v);
+  }
+  if (sec["required_claims"]) {
+    std::vector<std::string> claims;
+    if (Status s = r.texts(sec["required_claims"], "ffi.security.required_claims", claims); !s) {
+      return s;
+    }
+    member("required_claims");
+    appendJsonList(json, claims);
+  }
+  if (const YAML::Node issuers = sec["token_issuers"]) {
+    if (!issuers.IsSequence()) {
+      return r.error(issuers, "ffi.security.token_issuers", "expected a list of issuers");
+    }
+    member("token_issuers");
+    json += '[';
+    for (size_t i = 0; i < issuers.size(); ++i) {
+      const std::string path = "ffi.security.token_issuers[" + std::to_string(i) + "]";
+      const YAML::Node is = issuers[i];
+      if (Status s = r.keys(is, path, {"issuer", "algorithm", "public_key_file", "audience"}); !s) {
+        return s;
+      }
+      json += i == 0 ? "{" : ",{";
+      bool first = true;
+      for (const char* key : {"issuer", "algorithm", "public_key_file", "audience"}) {
+        if (!is[key]) continue;
+        std::string v;
+        if (Status s = r.text(is[key], path + "." + key, v); !s) return s;
+        if (!first) json += ',';
+        first = false;
+        detail::appendJsonString(json, key);
+        json += ':';
+        detail::appendJsonString(json, v);
+      }
+      json += '}';
+    }
+    json += ']';
+  }
+  if (!json.empty()) {
+    json += '}';
+    if (o.policyPath.empty()) {
+      return r.error(sec, "ffi.security",
+                     "token settings without ffi.security.policy_file: with no policy nothing "
+                     "is enforced; name the policy file");
+    }
+    o.policyOverlay.json = json;
+    o.policyOverlay.origin = r.path() + ": ffi.security";
+    o.policyOverlay.baseDir = baseDir;
+  }
+  return Status();
+}
+
+Status readConfig(const Reader& r, const YAML::Node& root, BrokerOptions& o,
+                  const std::string& baseDir) {
+  if (root.IsNull()) return Status();  // an empty file: the defaults
+  if (Status s = r.keys(root, "", {"ffi"}); !s) return s;
+  const YAML::Node ffi = root["ffi"];
+  if (ffi.IsNull()) return Status();
+  if (Status s = r.keys(ffi, "ffi",
+                        {"registry", "transport", "security", "limits", "logging"});
+      !s) {
+    return s;
+  }
+  if (const YAML::Node reg = ffi["registry"]) {
+    if (Status s = r.keys(reg, "ffi.registry", {"size_bytes", "state_dir"}); !s) return s;
+    if (reg["size_bytes"]) {
+      uint64_t v = 0;
+      if (Status s = r.count(reg["size_bytes"], "ffi.registry.size_bytes", 1ull << 32, v); !s) {
+        return s;
+      }
+      o.registryBytes = v;
+    }
+    if (reg["state_dir"]) {
+      if (Status s = r.text(reg["state_dir"], "ffi.registry.state_dir", o.stateDir); !s) return s;
+    }
+  }
+  if (const YAML::Node t = ffi["transport"]) {
+    if (Status s = r.keys(t, "ffi.transport", {"default", "local_socket"}); !s) return s;
+    if (t["default"]) {
+      std::string v;
+      if (Status s = r.choice(t["default"], "ffi.transport.default", {"auto", "shm", "socket"}, v);
+          !s) {
+        return s;
+      }
+      o.transport = v == "shm"      ? wire::Transport::SHARED_MEMORY
+                    : v == "socket" ? wire::Transport::SOCKET
+                                    : wire::Transport::AUTO;
+    }
+    if (const YAML::Node ls = t["local_socket"]) {
+      if (Status s = r.keys(ls, "ffi.transport.local_socket", {"path", "group", "mode"}); !s) {
+        return s;
+      }
+      if (ls["path"]) {
+        if (Status s = r.text(ls["path"], "ffi.transport.local_socket.path", o.socketPath); !s) {
+          return s;
+        }
+      }
+      if (ls["group"]) {
+        if (Status s = r.text(ls["group"], "ffi.transport.local_socket.group", o.socketGroup); !s) {
+          return s;
+        }
+      }
+      if (ls["mode"]) {
+        std::string v;
+        if (Status s = r.text(ls["mode"], "ffi.transport.local_socket.mode", v); !s) return s;
+        char* end = nullptr;
+        const unsigned long mode = std::strtoul(v.c_str(), &end, 8);
+        if (v.empty() || *end != '\0' || mode > 0777 || (mode & 0600) != 0600) {
+          return r.error(ls["mode"], "ffi.transport.local_socket.mode",
+                         "'" + v + "' is not an octal mode such as 0660 that lets the owner read "
+                                   "and write");
+        }
+        o.socketMode = uint32_t(mode);
+      }
+    }
+  }
+  if (const YAML::Node sec = ffi["security"]) {
+    if (Status s = readSecurity(r, sec, o, baseDir); !s) return s;
+  }
+  if (const YAML::Node lim = ffi["limits"]) {
+    const std::vector<std::pair<std::string, uint32_t*>> limits = {
+        {"max_services_per_client", &o.maxServicesPerClient},
+        {"max_topics_per_client", &o.maxTopicsPerClient},
+        {"max_channels_per_client", &o.maxChannelsPerClient},
+        {"max_subscriptions_per_client", &o.maxSubscriptionsPerClient}};
+    std::vector<std::string> names;
+    for (const auto& [name, field] : limits) names.push_back(name);
+    if (Status s = r.keys(lim, "ffi.limits", names); !s) return s;
+    for (const auto& [name, field] : limits) {
+      if (!lim[name]) continue;
+      uint64_t v = 0;
+      if (Status s = r.count(lim[name], "ffi.limits." + name, UINT32_MAX, v); !s) return s;
+      *field = uint32_t(v);
+    }
+  }
+  if (const YAML::Node log = ffi["logging"]) {
+    if (Status s = r.keys(log, "ffi.logging", {"level"}); !s) return s;
+    if (log["level"]) {
+      if (Status s = r.choice(log["level"], "ffi.logging.level",
+                              {"trace", "debug", "info", "warn", "error", "critical", "off"},
+                              o.logLevel);
+          !s) {
+        return s;
+      }
+    }
+  }
+  return Status();
+}
+
+}  // namespace
+
+bool validLogLevel(const std::string& level) {
+  for (const char* l : {"trace", "debug", "info", "warn", "error", "critical", "off"}) {
+    if (level == l) return true;
+  }
+  return false;
+}
+
+Result<BrokerOptions> loadConfig(const std::string& path, BrokerOptions base) {
+  std::ifstream in(path);
+  if (!in) {
+    return Status(StatusCode::kFailedPrecondition,
+                  detail::errnoText(("cannot read the configuration file " + path).c_str(), errno) +
+                      "; check the path given to --config and that the broker's user may read it");
+  }
+  std::stringstream text;
+  text << in.rdbuf();
+  const std::string dir = std::filesystem::path(path).parent_path().string();
+  const std::string baseDir = dir.empty() ? "." : dir;
+  Reader reader(path);
+  try {
+    const YAML::Node root = YAML::Load(text.str());
+    if (Status s = readConfig(reader, root, base, baseDir); !s) return s;
+  } catch (const YAML::Exception& e) {
+    std::string where = path;
+    where += position(e.mark);
+    where += ": ";
+    where += e.msg;
+    return Status(StatusCode::kInvalidArgument, where);
+  }
+  return base;
+}
+
+}  // namespace hms::ffi::broker
