@@ -14,6 +14,7 @@
 
 #include "broker.hpp"
 #include "codec.hpp"
+#include "logging.hpp"
 
 namespace hms::ffi::broker {
 
@@ -121,6 +122,11 @@ void Broker::reload() {
   options_.maxTopicsPerClient = next.maxTopicsPerClient;
   options_.maxChannelsPerClient = next.maxChannelsPerClient;
   options_.maxSubscriptionsPerClient = next.maxSubscriptionsPerClient;
+  if (next.logFormat != options_.logFormat) {
+    options_.logFormat = next.logFormat;
+    setLogFormat(next.logFormat);
+    spdlog::info("SIGHUP: log format {}", next.logFormat);
+  }
   if (next.logLevel != options_.logLevel) {
     options_.logLevel = next.logLevel;
     spdlog::set_level(spdlog::level::from_str(next.logLevel));

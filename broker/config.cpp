@@ -304,7 +304,13 @@ Status readConfig(const Reader& r, const YAML::Node& root, BrokerOptions& o,
     }
   }
   if (const YAML::Node log = ffi["logging"]) {
-    if (Status s = r.keys(log, "ffi.logging", {"level"}); !s) return s;
+    if (Status s = r.keys(log, "ffi.logging", {"level", "format"}); !s) return s;
+    if (log["format"]) {
+      if (Status s = r.choice(log["format"], "ffi.logging.format", {"text", "json"}, o.logFormat);
+          !s) {
+        return s;
+      }
+    }
     if (log["level"]) {
       if (Status s = r.choice(log["level"], "ffi.logging.level",
                               {"trace", "debug", "info", "warn", "error", "critical", "off"},

@@ -12,12 +12,14 @@
 
 #include "broker.hpp"
 #include "config.hpp"
+#include "logging.hpp"
 
 namespace {
 
 void usage(FILE* out) {
   std::fputs(
-      "usage: hms-ffid [--socket PATH] [--log-level LEVEL] [--registry-bytes N]\n"
+      "usage: hms-ffid [--socket PATH] [--log-level LEVEL] [--log-format text|json]\n"
+      "                [--registry-bytes N]\n"
       "                [--transport auto|shm|socket] [--state-dir DIR]\n"
       "                [--max-services-per-client N] [--max-topics-per-client N]\n"
       "                [--max-channels-per-client N] [--max-subscriptions-per-client N]\n"
@@ -31,6 +33,7 @@ void usage(FILE* out) {
       "                       $XDG_RUNTIME_DIR/hms-ffi/broker.sock, else /run/hms-ffi/broker.sock\n"
       "                       as root)\n"
       "  --log-level LEVEL    trace, debug, info (default), warn, error, critical, off\n"
+      "  --log-format F       text (default) or json (one object a line)\n"
       "  --registry-bytes N   size of the registry segment (default 4194304)\n"
       "  --transport T        how channels carry messages: auto (default: shared memory where\n"
       "                       both ends can map it, else a socketpair), shm (refuse clients\n"
@@ -141,6 +144,13 @@ int applyFlags(int argc, char** argv, hms::ffi::broker::BrokerOptions& o, bool& 
         return 2;
       }
       o.socketMode = uint32_t(mode);
+    } else if (a == "--log-format") {
+      o.logFormat = value("--log-format");
+      if (!hms::ffi::broker::validLogFormat(o.logFormat)) {
+        std::fprintf(stderr, "hms-ffid: --log-format must be text or json, not '%s'\n",
+                     o.logFormat.c_str());
+        return 2;
+      }
     } else if (a == "--config") {
       o.configPath = value("--config");
     } else if (a == "--check-config") {
@@ -214,7 +224,7 @@ int main(int argc, char** argv) {
   }
   auto logger = spdlog::stderr_color_mt("hms-ffid");
   spdlog::set_default_logger(logger);
-  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
+  hms::ffi::broker::setLogFormat(options.logFormat);
   spdlog::set_level(spdlog::level::from_str(options.logLevel));
 
   hms::ffi::broker::Broker broker(options);

@@ -76,6 +76,7 @@ TEST(ConfigFile, EveryKeyReachesItsOption) {
     max_subscriptions_per_client: 0
   logging:
     level: debug
+    format: json
 )");
   ASSERT_TRUE(r.ok()) << r.status().toString();
   EXPECT_EQ(r->registryBytes, 8388608u);
@@ -91,6 +92,7 @@ TEST(ConfigFile, EveryKeyReachesItsOption) {
   EXPECT_EQ(r->maxChannelsPerClient, 9u);
   EXPECT_EQ(r->maxSubscriptionsPerClient, 0u);
   EXPECT_EQ(r->logLevel, "debug");
+  EXPECT_EQ(r->logFormat, "json");
   EXPECT_TRUE(r->policyOverlay.json.empty());
 }
 
@@ -125,8 +127,10 @@ TEST(ConfigFileError, UnknownKeysNameFileLineAndTheKeysAllowed) {
       << m;
   m = refusal(dir, "hms:\n  x: 1\n");
   EXPECT_NE(m.find(":1:1: hms: unknown key; the top level takes ffi"), std::string::npos) << m;
-  m = refusal(dir, "ffi:\n  logging:\n    level: info\n    format: json\n");
-  EXPECT_NE(m.find(":4:5: ffi.logging.format: unknown key"), std::string::npos) << m;
+  m = refusal(dir, "ffi:\n  logging:\n    level: info\n    colour: blue\n");
+  EXPECT_NE(m.find(":4:5: ffi.logging.colour: unknown key; ffi.logging takes level or format"),
+            std::string::npos)
+      << m;
 }
 
 TEST(ConfigFileError, SeedKeysThatDoNotApplyOnOneHostSayWhy) {
@@ -290,6 +294,36 @@ TEST(ConfigBroker, Sighup_ReadsTheFileAgain_ABadOneKeepsTheOld_FixedKeysAreNamed
   })) << broker.errors();
   EXPECT_NE(broker.errors().find("hms-ffid.yaml:"), std::string::npos);
   EXPECT_TRUE(broker.running());
+  broker.stop();
+}
+
+TEST(ConfigBroker, LogFormatJson_OneObjectALine_AndSighupSwitchesIt) {
+  TempDir dir;
+  const std::string socket = dir.path() + "/broker.sock";
+  const std::string config = dir.write(
+      "hms-ffid.yaml", "ffi:\n  registry:\n    state_dir: \":memory:\"\n  logging:\n    format: json\n");
+  Subprocess broker({testing::brokerBinary(), "--config", config, "--socket", socket});
+  ASSERT_TRUE(waitUntil([&] {
+    return broker.errors().find("serving on") != std::string::npos || !broker.running();
+  })) << broker.errors();
+  // Every line so far is one JSON object with the four fields; quotes in messages are escaped.
+  const std::string log = broker.errors();
+  size_t lines = 0;
+  for (size_t at = 0, end; (end = log.find('\n', at)) != std::string::npos; at = end + 1) {
+    const std::string line = log.substr(at, end - at);
+    ++lines;
+    EXPECT_EQ(line.rfind(R"({"time":")", 0), 0u) << line;
+    EXPECT_NE(line.find(R"(","level":")"), std::string::npos) << line;
+    EXPECT_NE(line.find(R"(,"pid":)"), std::string::npos) << line;
+    EXPECT_EQ(line.substr(line.size() - 2), "\"}") << line;
+  }
+  EXPECT_GT(lines, 0u);
+  dir.write("hms-ffid.yaml",
+            "ffi:\n  registry:\n    state_dir: \":memory:\"\n  logging:\n    format: text\n");
+  broker.signal(SIGHUP);
+  ASSERT_TRUE(waitUntil([&] {
+    return broker.errors().find("SIGHUP: log format text") != std::string::npos;
+  })) << broker.errors();
   broker.stop();
 }
 

@@ -10,10 +10,13 @@
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -263,6 +266,25 @@ std::optional<Status> helloWithDoorbell(const std::string& socket, int doorbell)
 
 // A client could hand the broker an unsealed memfd as "its doorbell" and truncate it once the
 // broker (and, through the broker, every service it calls) had mapped it: SIGBUS in both.
+// Shared memory is data: every segment is sealed non-executable where the kernel can (6.3+,
+// MFD_NOEXEC_SEAL), so no peer can ever map it executable.
+TEST(HostileDescriptors, Segments_AreSealedNonExecutable) {
+  auto fd = detail::createSegment("hms-ffi-test", 4096);
+  ASSERT_TRUE(fd.ok()) << fd.status().toString();
+  constexpr int kSealExec = 0x0020;  // F_SEAL_EXEC, Linux 6.3
+  utsname u{};
+  ::uname(&u);
+  int major = 0, minor = 0;
+  std::sscanf(u.release, "%d.%d", &major, &minor);
+  if (major < 6 || (major == 6 && minor < 3)) GTEST_SKIP() << "kernel " << u.release;
+  const int seals = ::fcntl(fd->get(), F_GET_SEALS);
+  ASSERT_GE(seals, 0);
+  EXPECT_NE(seals & kSealExec, 0) << "seals " << seals;
+  struct stat st {};
+  ASSERT_EQ(::fstat(fd->get(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0111, 0u) << "no execute bits";
+}
+
 TEST(HostileDescriptors, UnsealedDoorbellInHello_IsRefusedNamingTheSeal) {
   BrokerFixture broker;
   auto unsealed = fakeDoorbell(0);
