@@ -238,7 +238,8 @@ TEST_P(Security, RoleWithoutPermission_PermissionDenied_AndTheHandlerNeverRuns) 
       << r.status().message();
   EXPECT_NE(r.status().message().find("doctor"), std::string::npos) << r.status().message();
   bool namesMethod = false;
-  for (const auto& [k, v] : r.status().details()) namesMethod |= k == "method" && v == "echo";
+  const Status denied = r.status();  // a copy: details() refers into it
+  for (const auto& [k, v] : denied.details()) namesMethod |= k == "method" && v == "echo";
   EXPECT_TRUE(namesMethod);
   EXPECT_EQ(echoRuns_.load(), 0) << "a denied call must not reach the handler";
   // The service records the denial, whatever the method's audit level.
