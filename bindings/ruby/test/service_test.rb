@@ -27,7 +27,14 @@ module ServiceTests
       @sleeping << [ctx.time_left, ctx.caller_name, ctx.caller_uid]
       t_end = HmsTestSupport.now + (req["ms"].to_i / 1000.0)
       sleep 0.005 while HmsTestSupport.now < t_end && !ctx.cancelled?
-      raise Hms::Ffi::Cancelled, "gave up" if ctx.cancelled?
+      if ctx.cancelled?
+        # Out of time or cancelled: say which, as a handler should (the caller's own deadline and
+        # this answer race; either way the caller must see DEADLINE_EXCEEDED for a deadline).
+        left = ctx.time_left
+        raise Hms::Ffi::DeadlineExceeded, "out of time" if left && left <= 0
+
+        raise Hms::Ffi::Cancelled, "gave up"
+      end
 
       { timeLeftMs: ((ctx.time_left || 0) * 1000).to_i, calls: 1 }
     end
