@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <cstdint>
 #include <deque>
 #include <functional>
 #include <future>
@@ -445,7 +446,11 @@ class Dispatcher {
   void runSockets();
   void toSocketThread(std::function<void()> fn);
   void socketClose(Channel& ch, const char* why);
-  void socketRead(Channel& ch);
+  // Reads and runs (or queues) up to `maxRecords` records from a socket channel: a batch of 64
+  // on the poll loop, so that one busy caller cannot starve the others; kDrainAll when the
+  // channel is ending and what its caller sent must all run.
+  static constexpr size_t kDrainAll = SIZE_MAX;
+  void socketRead(Channel& ch, size_t maxRecords = 64);
   bool drainEvents();
   std::unique_ptr<Channel> newChannel(const ChannelOpenedEvent& ev);  // the caller's side of it
   void attach(const ChannelOpenedEvent& ev);

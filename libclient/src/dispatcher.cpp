@@ -476,7 +476,9 @@ bool Dispatcher::drainEvents() {
           toSocketThread([this, id = ev.id, session = ev.session] {
             for (auto& ch : socketChannels_) {
               if (ch->id != id || ch->session != session || ch->closed) continue;
-              socketRead(*ch);  // what the caller sent before it left may still be in the socket
+              // Everything the caller sent before it left may still be in the socket, more than
+              // one batch of it: read to the end of what is there.
+              socketRead(*ch, kDrainAll);
               runWhatTheCallerLeft(*ch);
               socketClose(*ch, "closed by the broker");
             }
@@ -1225,12 +1227,12 @@ void Dispatcher::runSockets() {
   for (auto& ch : socketChannels_) socketClose(*ch, "client stopped");
 }
 
-void Dispatcher::socketRead(Channel& ch) {
-  for (int n = 0; n < 64; ++n) {
+void Dispatcher::socketRead(Channel& ch, size_t maxRecords) {
+  for (size_t n = 0; n < maxRecords; ++n) {
     RingConsumer::Record rec;
     switch (ch.link->tryReceive(rec)) {
       case SocketLink::Recv::kEmpty:
-        n = 64;  // part of a record, or nothing: the rest is on its way
+        n = maxRecords - 1;  // part of a record, or nothing: the rest is on its way
         continue;
       case SocketLink::Recv::kClosed:
         runWhatTheCallerLeft(ch);

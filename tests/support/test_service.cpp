@@ -6,6 +6,8 @@
 //   --workers N          ServiceOptions::workerThreads
 //   --wait MODE          spin | adaptive | blocking
 //   --skip METHOD        register no handler for METHOD (to test UNIMPLEMENTED)
+//   --hold-note PATH     the note with seq 0 waits (up to 60 s) until PATH exists, so that a test
+//                        can let the caller's records pile up unread
 // Prints "ready" once every version is registered, then serves until SIGTERM.
 #include <signal.h>
 #include <unistd.h>
@@ -47,6 +49,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> versions;
   hms::ffi::ServiceOptions sopts;
   std::set<std::string> skip;
+  std::string holdNote;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i], v = argv[i + 1];
     if (a == "--socket")
@@ -61,6 +64,8 @@ int main(int argc, char** argv) {
       sopts.workerThreads = unsigned(std::stoul(v));
     else if (a == "--skip")
       skip.insert(v);
+    else if (a == "--hold-note")
+      holdNote = v;
     else if (a == "--wait") {
       copts.waitMode = v == "spin"       ? hms::ffi::WaitMode::kSpin
                        : v == "blocking" ? hms::ffi::WaitMode::kBlocking
@@ -136,7 +141,13 @@ int main(int argc, char** argv) {
           return Status();
         });
     def.on<&TestService::Client::noteRequest>(
-        [](CallContext&, TestService::NoteParams::Reader p, TestService::NoteResults::Builder) {
+        [holdNote](CallContext&, TestService::NoteParams::Reader p,
+                   TestService::NoteResults::Builder) {
+          if (!holdNote.empty() && p.getSeq() == 0) {
+            const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+            while (::access(holdNote.c_str(), F_OK) != 0 && std::chrono::steady_clock::now() < until)
+              std::this_thread::sleep_for(std::chrono::milliseconds(1));
+          }
           std::lock_guard lock(gNotesMu);
           gNotes.push_back(p.getSeq());
           return Status();
