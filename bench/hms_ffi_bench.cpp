@@ -1454,11 +1454,11 @@ int main(int argc, char** argv) {
       for (const auto& pat : o.patterns) {
         if (pat != "rtt" && pat != "sizes" && pat != "async" && pat != "stream" && pat != "setup" &&
             pat != "pubsub" && pat != "idle" && pat != "json" && pat != "bindings" &&
-            pat != "policy") {
+            pat != "policy" && pat != "metrics") {
           std::fprintf(
               stderr,
               "hms-ffi-bench: --patterns takes rtt,sizes,async,stream,setup,idle,pubsub,json,"
-              "bindings, not "
+              "bindings,policy,metrics, not "
               "'%s'\n",
               pat.c_str());
           return 2;
@@ -1522,6 +1522,9 @@ int main(int argc, char** argv) {
           "policy (not run by default): the typed call, spin and adaptive, through a second\n"
           "        broker under an access policy (every method granted, audit none) beside the\n"
           "        same call with no policy, alternating rounds, best p50 of each (P15).\n"
+          "metrics (not run by default): the typed call, spin and adaptive, with the call\n"
+          "        metrics on (the default) and off ($HMS_FFI_METRICS=off in the caller and the\n"
+          "        service), alternating rounds, best p50 of each (P14).\n"
           "The measuring process on the first --cpus CPU, the other on the second (0,1), unless\n"
           "--no-pin. --iterations (200000) is the samples per round-trip row and the async calls "
           "per\n"
@@ -1678,6 +1681,29 @@ int main(int argc, char** argv) {
     kill(policyBroker, SIGTERM);
     waitpid(policyBroker, nullptr, 0);
   }
+  // P14: the same typed call with the call metrics on (the default) and off, both sides (the
+  // service inherits $HMS_FFI_METRICS), in alternating rounds, best p50 of each.
+  std::vector<PolicyResult> metricsRows;
+  if (o.runs("metrics")) {
+    for (const char* mode : {"spin", "adaptive"}) {
+      PolicyResult pr;
+      pr.mode = mode;
+      for (int round = 0; round < 2; ++round) {
+        ::setenv("HMS_FFI_METRICS", "off", 1);
+        auto off = ffiCall(o, self, socket, mode);
+        ::unsetenv("HMS_FFI_METRICS");
+        auto on = ffiCall(o, self, socket, mode);
+        if (!off || !on) continue;
+        if (pr.open.p50 == 0 || off->stats.p50 < pr.open.p50) pr.open = off->stats;
+        if (pr.policy.p50 == 0 || on->stats.p50 < pr.policy.p50) pr.policy = on->stats;
+      }
+      if (pr.open.p50 > 0 && pr.policy.p50 > 0) {
+        pr.open.name = "hms-ffi call, metrics off, " + pr.mode;
+        pr.policy.name = "hms-ffi call, metrics on, " + pr.mode;
+        metricsRows.push_back(pr);
+      }
+    }
+  }
   std::vector<BindingResult> bindings;
   if (o.runs("bindings")) {
     Options bo = o;
@@ -1819,6 +1845,15 @@ int main(int argc, char** argv) {
       std::printf(",");
       jsonRow(r.policy, extra);
     }
+    for (const auto& r : metricsRows) {
+      char extra[96];
+      std::snprintf(extra, sizeof(extra), ",\"ratio_p50_to_metrics_off\":%.3f",
+                    r.policy.p50 / r.open.p50);
+      std::printf(",");
+      jsonRow(r.open, "");
+      std::printf(",");
+      jsonRow(r.policy, extra);
+    }
     std::printf(",");
     jsonRow(floorEnd, "");
     std::printf("]}\n");
@@ -1948,6 +1983,15 @@ int main(int argc, char** argv) {
       row(r.policy);
     }
   }
+  if (!metricsRows.empty()) {
+    std::printf(
+        "\ncall metrics: the typed call with them off and on (best p50 of two alternating rounds "
+        "each, us):\n");
+    for (const auto& r : metricsRows) {
+      row(r.open);
+      row(r.policy);
+    }
+  }
   for (const auto& b : bindings) {
     std::printf("\nbindings, 64-byte echo, %s (us; each language beside its own blocking UDS "
                 "ping-pong):\n",
@@ -2028,6 +2072,11 @@ int main(int argc, char** argv) {
     const double x = r.policy.p50 / r.open.p50;
     std::printf("  P15 %s call under a policy p50 %.3f us vs %.3f us without: %.3fx (<= 1.05x): %s\n",
                 r.mode.c_str(), r.policy.p50, r.open.p50, x, verdict(x <= 1.05));
+  }
+  for (const auto& r : metricsRows) {
+    const double x = r.policy.p50 / r.open.p50;
+    std::printf("  P14 %s call with metrics p50 %.3f us vs %.3f us without: %.3fx (<= 1.10x): %s\n",
+                r.mode.c_str(), r.policy.p50, r.open.p50, x, verdict(x <= 1.10));
   }
   for (const auto& b : bindings) {
     for (const auto& r : b.rows) {

@@ -110,6 +110,7 @@ void Broker::reload() {
   if (next.stateDir != options_.stateDir) fixed.push_back("the state directory");
   if (next.transport != options_.transport) fixed.push_back("the transport");
   if (next.auditLog != options_.auditLog) fixed.push_back("the audit log");
+  if (next.metricsListen != options_.metricsListen) fixed.push_back("the metrics endpoint");
   if (next.socketGroup != options_.socketGroup || next.socketMode != options_.socketMode) {
     fixed.push_back("the socket's group and mode");
   }

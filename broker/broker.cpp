@@ -231,6 +231,21 @@ Status Broker::lockSocketPath() {
 }
 
 Status Broker::finishStart() {
+  startedUnixMs_ = std::chrono::duration_cast<std::chrono::milliseconds>(
+                       std::chrono::system_clock::now().time_since_epoch())
+                       .count();
+  if (!options_.metricsListen.empty()) {
+    auto ep = MetricsEndpoint::start(options_.metricsListen,
+                                     [this] { return metricsBook_.snapshot(); });
+    if (!ep.ok()) {
+      return Status(ep.status().code(), "the metrics endpoint (--metrics " +
+                                            options_.metricsListen +
+                                            "): " + ep.status().message());
+    }
+    metricsEndpoint_ = std::move(*ep);
+    spdlog::info("metrics on {}", metricsEndpoint_->address());
+  }
+  publishGauges();
   for (auto [fd, tag] :
        {std::pair{listenFd_.get(), kListenTag}, std::pair{signalFd_.get(), kSignalTag},
         std::pair{stopFd_.get(), kStopTag}}) {
@@ -303,6 +318,7 @@ Status Broker::run() {
     // While accepting is paused, try again each second: descriptors also come free without a
     // client leaving (a channel or a subscription ends). The watchdog and STATUS= want their
     // turns too.
+    publishGauges();
     int timeout = waitTimeoutMs();
     for (int t : {notifier_.watchdogTick(), updateStatus()}) {
       if (t >= 0) timeout = timeout < 0 ? t : std::min(timeout, t);
@@ -580,6 +596,8 @@ Status Broker::handle(Conn& c, const std::vector<uint8_t>& bytes, std::vector<Un
       return onListContracts(c, rid, req.getListContracts());
     case wire::Request::GET_TOPIC_SCHEMA:
       return onGetTopicSchema(c, rid, req.getGetTopicSchema());
+    case wire::Request::GET_METRICS:
+      return onGetMetrics(c, rid, req.getGetMetrics());
   }
   return replyError(c, rid, Status(StatusCode::kUnimplemented, "unknown control request"));
 }
@@ -645,6 +663,19 @@ Status Broker::onHello(Conn& c, uint64_t rid, wire::Hello::Reader hello,
       c.doorbell = std::move(*map);
     }
   }
+  // The client's metrics segment: without one (memfd refused) it still works, uncounted.
+  detail::UniqueFd metricsFd;
+  if (shm || hello.getMapsMetrics()) {
+    auto fd = metricsBook_.create(c.id);
+    if (fd.ok()) {
+      metricsFd = std::move(*fd);
+    } else {
+      spdlog::warn("client {} '{}' gets no metrics segment, its calls go uncounted: {}", c.id,
+                   c.name, fd.status().toString());
+    }
+  }
+  ++connectionsTotal_;
+  if (hello.getHasDoorbell()) ++reconnectsTotal_;
   c.helloed = true;
   spdlog::info("client {} '{}' connected (pid {}, uid {}{}){}{}", c.id, c.name, c.cred.pid,
                c.cred.uid, c.identity.hasToken ? ", sub " + c.identity.token.subject : "",
@@ -658,10 +689,15 @@ Status Broker::onHello(Conn& c, uint64_t rid, wire::Hello::Reader hello,
   h.setClientId(c.id);
   h.setBrokerPid(uint32_t(::getpid()));
   h.setSharedMemory(shm);
-  if (!shm) return reply(c, mb);  // no segments: registry by getRegistry, channels on sockets
+  if (metricsFd) h.setMetricsBytes(detail::kMetricsSegmentBytes);
+  if (!shm) {
+    // No segments but the metrics: registry by getRegistry, channels on sockets.
+    const int out[1] = {metricsFd.get()};
+    return metricsFd ? reply(c, mb, out, 1) : reply(c, mb);
+  }
   h.setRegistryBytes(registry_->segmentBytes());
-  const int out[2] = {registry_->fd(), c.doorbellFd.get()};
-  return reply(c, mb, out, 2);
+  const int out[3] = {registry_->fd(), c.doorbellFd.get(), metricsFd.get()};
+  return reply(c, mb, out, metricsFd ? 3 : 2);
 }
 
 Status Broker::onRegister(Conn& c, uint64_t rid, wire::RegisterService::Reader reg) {
@@ -874,6 +910,106 @@ Status Broker::onListContracts(Conn& c, uint64_t rid, wire::ListContracts::Reade
   }
   page.setNextOffset(end < matching.size() ? uint32_t(end) : 0);
   return replyChecked(c, rid, mb, "the contract list");
+}
+
+void Broker::publishGauges() {
+  BrokerGauges g;
+  for (const auto& [id, c] : conns_) g.clients += c->helloed ? 1 : 0;
+  g.channels = uint32_t(channels_.size());
+  g.services = uint32_t(services_.size());
+  g.topics = uint32_t(topics_.size());
+  g.subscriptions = uint32_t(subscriptions_.size());
+  g.registryGeneration = registry_ ? registry_->generation() : 0;
+  g.connectionsTotal = connectionsTotal_;
+  g.reconnectsTotal = reconnectsTotal_;
+  g.startedUnixMs = startedUnixMs_;
+  metricsBook_.setGauges(g);
+}
+
+namespace {
+
+void setHistogram(wire::Histogram::Builder out, const LatencyHistogram& h) {
+  auto idx = out.initBucketIndex(uint(h.buckets.size()));
+  auto cnt = out.initBucketCount(uint(h.buckets.size()));
+  for (uint i = 0; i < h.buckets.size(); ++i) {
+    idx.set(i, h.buckets[i].first);
+    cnt.set(i, h.buckets[i].second);
+  }
+  out.setCount(h.count);
+  out.setSumNs(h.sumNs);
+  out.setMaxNs(h.maxNs);
+}
+
+}  // namespace
+
+Status Broker::onGetMetrics(Conn& c, uint64_t rid, wire::GetMetrics::Reader get) {
+  publishGauges();
+  const MetricsSnapshot snap = metricsBook_.snapshot();
+  // Entries are the methods, then the topics. A page is what fits well inside a datagram: about
+  // 200 bytes a method and 20 a bucket, 100 a topic.
+  const size_t entries = snap.methods.size() + snap.topics.size();
+  const size_t first = std::min<size_t>(get.getOffset(), entries);
+  size_t end = first;
+  size_t bytes = 0;
+  while (end < entries && bytes < detail::kMaxControlMessageBytes / 2) {
+    if (end < snap.methods.size()) {
+      const auto& m = snap.methods[end];
+      bytes += 256 + m.service.size() + m.method.size() +
+               20 * (m.callDuration.buckets.size() + m.handlerDuration.buckets.size());
+    } else {
+      bytes += 100 + snap.topics[end - snap.methods.size()].topic.size();
+    }
+    ++end;
+  }
+  const size_t methodEnd = std::min(end, snap.methods.size());
+  const size_t methodFirst = std::min(first, methodEnd);
+  capnp::MallocMessageBuilder mb;
+  auto r = mb.initRoot<wire::BrokerMessage>().initReply();
+  r.setId(rid);
+  r.initStatus().setCode(0);
+  auto page = r.initMetrics();
+  page.setTotal(uint32_t(entries));
+  page.setTakenUnixNs(snap.takenUnixNs);
+  auto g = page.initGauges();
+  g.setClients(snap.gauges.clients);
+  g.setChannels(snap.gauges.channels);
+  g.setServices(snap.gauges.services);
+  g.setTopics(snap.gauges.topics);
+  g.setSubscriptions(snap.gauges.subscriptions);
+  g.setRegistryGeneration(snap.gauges.registryGeneration);
+  g.setConnectionsTotal(snap.gauges.connectionsTotal);
+  g.setReconnectsTotal(snap.gauges.reconnectsTotal);
+  g.setMetricsSlotsRefused(snap.gauges.metricsSlotsRefused);
+  g.setStartedUnixMs(snap.gauges.startedUnixMs);
+  auto out = page.initMethods(uint(methodEnd - methodFirst));
+  for (size_t i = methodFirst; i < methodEnd; ++i) {
+    const auto& m = snap.methods[i];
+    auto o = out[uint(i - methodFirst)];
+    o.setService(m.service);
+    o.setMethod(m.method);
+    auto calls = o.initCalls(uint(m.calls.size()));
+    auto handled = o.initHandled(uint(m.handled.size()));
+    for (uint k = 0; k < m.calls.size(); ++k) {
+      calls.set(k, m.calls[k]);
+      handled.set(k, m.handled[k]);
+    }
+    o.setInFlight(m.inFlight);
+    setHistogram(o.initCallDuration(), m.callDuration);
+    setHistogram(o.initHandlerDuration(), m.handlerDuration);
+  }
+  const size_t topicFirst = std::max(first, snap.methods.size()) - snap.methods.size();
+  const size_t topicEnd = std::max(end, snap.methods.size()) - snap.methods.size();
+  auto topics = page.initTopics(uint(topicEnd - topicFirst));
+  for (size_t i = topicFirst; i < topicEnd; ++i) {
+    const auto& t = snap.topics[i];
+    auto o = topics[uint(i - topicFirst)];
+    o.setTopic(t.topic);
+    o.setPublished(t.published);
+    o.setPublishedBytes(t.publishedBytes);
+    o.setDelivered(t.delivered);
+    o.setDropped(t.dropped);
+  }
+  return replyChecked(c, rid, mb, "the metrics page");
 }
 
 Status Broker::onGetTopicSchema(Conn& c, uint64_t rid, capnp::Text::Reader topicId) {
@@ -1165,6 +1301,7 @@ void Broker::disconnect(uint64_t connId, const char* why) {
   conns_.erase(it);
   ::epoll_ctl(epollFd_.get(), EPOLL_CTL_DEL, c->sock.get(), nullptr);
   spdlog::info("client {} '{}' (pid {}) gone: {}", c->id, c->name, c->cred.pid, why);
+  metricsBook_.retire(c->id);  // its counts stay counted
   // Everything the client provided leaves the registry; every channel it had ends. Its peers wake
   // at once and fail their calls with UNAVAILABLE.
   const bool hadServices = !c->services.empty() || !c->topics.empty() || !c->subscriptions.empty();

@@ -18,6 +18,8 @@
 #include "contract_store.hpp"
 #include "hms/ffi/control.capnp.h"
 #include "hms/ffi/status.hpp"
+#include "metrics_book.hpp"
+#include "metrics_endpoint.hpp"
 #include "os.hpp"
 #include "policy.hpp"
 #include "registry_segment.hpp"
@@ -59,6 +61,9 @@ struct BrokerOptions {
   // Where a reload (SIGHUP) gets the options anew: the configuration file, then the flags over
   // it (main.cpp). Empty: only the policy file is read again.
   std::string configPath;
+  // Where the metrics endpoint listens (docs/observability.md): "HOST:PORT" or "unix:PATH";
+  // empty: none (the counters are kept all the same; `hms-ffi stats` reads them).
+  std::string metricsListen;
 };
 
 class Broker {
@@ -195,6 +200,9 @@ class Broker {
   Status onGetSchema(Conn& c, uint64_t rid, wire::GetSchema::Reader get);
   Status onListContracts(Conn& c, uint64_t rid, wire::ListContracts::Reader list);
   Status onGetTopicSchema(Conn& c, uint64_t rid, capnp::Text::Reader topicId);
+  Status onGetMetrics(Conn& c, uint64_t rid, wire::GetMetrics::Reader get);
+  // The broker's gauges, for the metrics book (after every change of what they count).
+  void publishGauges();
   // Checks a registration's contract against what the broker knows of the same id at the same
   // major version, stores it and remembers it. INVALID_ARGUMENT, FAILED_PRECONDITION or the
   // store's error.
@@ -298,6 +306,13 @@ class Broker {
   std::map<uint64_t, Channel> channels_;
   std::map<uint64_t, Topic> topics_;
   std::map<uint64_t, Subscription> subscriptions_;
+  // Call metrics (docs/observability.md): every client's segment, the totals of those gone;
+  // the endpoint reads them on its own thread.
+  MetricsBook metricsBook_;
+  std::unique_ptr<MetricsEndpoint> metricsEndpoint_;
+  uint64_t connectionsTotal_ = 0;
+  uint64_t reconnectsTotal_ = 0;
+  int64_t startedUnixMs_ = 0;
   std::vector<uint64_t> dropped_;  // conns marked by dropLater(), not yet disconnected
   // Service keys, channel ids, topic keys and subscription ids outlive this broker in its
   // clients (an open channel keeps working across a restart), so a later broker must not hand

@@ -28,7 +28,6 @@ const std::map<std::string, std::string>& notOnOneHost() {
       {"ffi.transport.grpc", "calls between hosts go through the gRPC gateway (not built yet)"},
       {"ffi.security.token_validation_endpoint",
        "the broker verifies tokens itself against ffi.security.token_issuers' public keys"},
-      {"ffi.metrics", "metrics are not built yet"},
   };
   return m;
 }
@@ -227,7 +226,7 @@ Status readConfig(const Reader& r, const YAML::Node& root, BrokerOptions& o,
   const YAML::Node ffi = root["ffi"];
   if (ffi.IsNull()) return Status();
   if (Status s = r.keys(ffi, "ffi",
-                        {"registry", "transport", "security", "limits", "logging"});
+                        {"registry", "transport", "security", "limits", "logging", "metrics"});
       !s) {
     return s;
   }
@@ -318,6 +317,12 @@ Status readConfig(const Reader& r, const YAML::Node& root, BrokerOptions& o,
           !s) {
         return s;
       }
+    }
+  }
+  if (const YAML::Node m = ffi["metrics"]) {
+    if (Status s = r.keys(m, "ffi.metrics", {"listen"}); !s) return s;
+    if (m["listen"]) {
+      if (Status s = r.text(m["listen"], "ffi.metrics.listen", o.metricsListen); !s) return s;
     }
   }
   return Status();

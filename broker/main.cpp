@@ -25,6 +25,7 @@ void usage(FILE* out) {
       "                [--max-channels-per-client N] [--max-subscriptions-per-client N]\n"
       "                [--policy FILE] [--audit-log journald|FILE|-]\n"
       "                [--socket-group GROUP] [--socket-mode MODE]\n"
+      "                [--metrics HOST:PORT|unix:PATH]\n"
       "                [--config FILE] [--check-config]\n"
       "\n"
       "The HMS-FFI broker: control socket, service registry, shared-memory segments, liveness.\n"
@@ -58,6 +59,9 @@ void usage(FILE* out) {
       "  --socket-group GROUP group of the socket (and of a socket directory it creates)\n"
       "  --socket-mode MODE   octal mode of the socket (default 0660; the directory it creates\n"
       "                       gets 0750 for it: the group may connect, others not even look)\n"
+      "  --metrics ADDRESS    serve Prometheus metrics (docs/observability.md) on HOST:PORT\n"
+      "                       (e.g. 127.0.0.1:9464) or unix:PATH; default: no endpoint (the\n"
+      "                       counters are kept anyway: hms-ffi stats)\n"
       "  --config FILE        YAML configuration (docs/operations.md#configuration), e.g.\n"
       "                       /etc/hms-ffi/hms-ffid.yaml; flags given here beat it. SIGHUP reads\n"
       "                       it again (a bad file keeps the current configuration)\n"
@@ -128,6 +132,8 @@ int applyFlags(int argc, char** argv, hms::ffi::broker::BrokerOptions& o, bool& 
       }
     } else if (a == "--policy") {
       o.policyPath = value("--policy");
+    } else if (a == "--metrics") {
+      o.metricsListen = value("--metrics");
     } else if (a == "--audit-log") {
       o.auditLog = value("--audit-log");
     } else if (a == "--socket-group") {

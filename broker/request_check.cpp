@@ -72,6 +72,9 @@ void check(wire::Request::Reader req) {
     case wire::Request::GET_TOPIC_SCHEMA:
       touch(req.getGetTopicSchema());
       break;
+    case wire::Request::GET_METRICS:
+      (void)req.getGetMetrics().getOffset();
+      break;
     case wire::Request::SUBSCRIBE:
       touch(req.getSubscribe().getTopicId());
       break;

@@ -471,6 +471,47 @@ INSTANTIATE_TEST_SUITE_P(Transports, Cli,
                          ::testing::Values(Transport::kSharedMemory, Transport::kSocket),
                          [](const auto& info) { return std::string(transportName(info.param)); });
 
+// ---- stats --------------------------------------------------------------------------------------
+
+TEST_P(Cli, Stats_ShowsTheCallsMade_PerMethod) {
+  auto svc = service();
+  for (int i = 0; i < 3; ++i) {
+    auto c = run({"call", "hms.test", "echo", R"({"seq": 1})", "--compact"});
+    ASSERT_EQ(c.code, 0) << c.err;
+  }
+  // The service counts a call as it answers: wait until the broker has all 3 of both sides.
+  auto client = connect();
+  ASSERT_TRUE(waitUntil([&] {
+    auto m = client->metrics();
+    if (!m.ok()) return false;
+    for (const auto& mm : m->methods) {
+      if (mm.method == "echo") return mm.handled[0] == 3;
+    }
+    return false;
+  }));
+  auto r = run({"stats", "--json", "--compact", "--interval", "0.2"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  Json j(r.out);
+  auto methods = Json::member(j.root(), "methods");
+  ASSERT_TRUE(methods.isArray()) << r.out;
+  bool seen = false;
+  for (auto m : methods.getArray()) {
+    if (Json::text(Json::member(m, "method")) != "echo") continue;
+    seen = true;
+    EXPECT_EQ(Json::text(Json::member(m, "service")), "hms.test");
+    EXPECT_EQ(Json::member(m, "calls_total").getNumber(), 3) << r.out;
+    EXPECT_EQ(Json::member(m, "errors_total").getNumber(), 0) << r.out;
+    EXPECT_EQ(Json::member(m, "handled_total").getNumber(), 3) << r.out;
+    EXPECT_GT(Json::member(m, "max_ns").getNumber(), 0) << r.out;
+  }
+  EXPECT_TRUE(seen) << r.out;
+
+  auto table = run({"stats", "--interval", "0.2"});
+  ASSERT_EQ(table.code, 0) << table.err;
+  EXPECT_TRUE(contains(table.out, "hms.test")) << table.out;
+  EXPECT_TRUE(contains(table.out, "echo")) << table.out;
+}
+
 // ---- no broker needed
 // -----------------------------------------------------------------------------
 

@@ -77,6 +77,8 @@ TEST(ConfigFile, EveryKeyReachesItsOption) {
   logging:
     level: debug
     format: json
+  metrics:
+    listen: unix:/run/x/metrics.sock
 )");
   ASSERT_TRUE(r.ok()) << r.status().toString();
   EXPECT_EQ(r->registryBytes, 8388608u);
@@ -93,6 +95,7 @@ TEST(ConfigFile, EveryKeyReachesItsOption) {
   EXPECT_EQ(r->maxSubscriptionsPerClient, 0u);
   EXPECT_EQ(r->logLevel, "debug");
   EXPECT_EQ(r->logFormat, "json");
+  EXPECT_EQ(r->metricsListen, "unix:/run/x/metrics.sock");
   EXPECT_TRUE(r->policyOverlay.json.empty());
 }
 

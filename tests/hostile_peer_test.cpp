@@ -320,7 +320,7 @@ TEST(HostileDescriptors, DoorbellAnEarlierBrokerMade_IsTakenBack) {
   ASSERT_TRUE(first.send(mb).ok());
   std::vector<detail::UniqueFd> fds;
   ASSERT_TRUE(okReply(first.replyStatus(1, &fds)));
-  ASSERT_EQ(fds.size(), 2u);
+  ASSERT_EQ(fds.size(), 3u);  // the registry, the doorbell, the metrics segment
   auto st = helloWithDoorbell(broker.socket(), fds[1].get());
   ASSERT_TRUE(okReply(st));
 
@@ -622,7 +622,7 @@ TEST(FdExhaustion, BrokerOutOfDescriptors_WaitsQuietly_AndServesWhenAClientLeave
   // Room for a few clients beyond what the broker holds now.
   // Counted once: the fixture's probe may close between two counts, and a soft limit above the
   // hard one is EINVAL.
-  const rlim_t room = rlim_t(openFds(pid) + 4);
+  const rlim_t room = rlim_t(openFds(pid) + 6);
   const rlimit lim{room, room};
   ASSERT_EQ(::prlimit(pid, RLIMIT_NOFILE, &lim, nullptr), 0) << std::strerror(errno);
 
@@ -662,13 +662,13 @@ TEST(FdExhaustion, BrokerOutOfDescriptors_WaitsQuietly_AndServesWhenAClientLeave
   EXPECT_TRUE(broker.process().running());
   EXPECT_LT(broker.process().errors().size(), 64u * 1024) << "the log grew while waiting";
 
-  // Three clients leave: the one waiting is taken, and a real client fits (its connection and
-  // its doorbell need two descriptors).
-  raws.erase(raws.begin(), raws.begin() + 3);
+  // Four clients leave: the one waiting is taken, and a real client fits (its connection and
+  // its doorbell need two descriptors, its metrics segment a third while the hello is answered).
+  raws.erase(raws.begin(), raws.begin() + 4);
   ASSERT_TRUE(waitUntil([&] {
     const std::string log = broker.process().errors();
     return countOf(log, accepted) - acceptedBefore == served + 1 &&
-           countOf(log, left) - leftBefore == 3;
+           countOf(log, left) - leftBefore == 4;
   })) << broker.process().errors();
   ClientOptions o;
   o.controlTimeout = std::chrono::seconds(20);

@@ -4,6 +4,7 @@
 //   describe           describe.cpp (with schema_printer.cpp)
 //   call               call.cpp
 //   pub, sub           topic_commands.cpp
+//   stats              stats_command.cpp (with stats.cpp)
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -19,6 +20,7 @@ using hms::ffi::cli::Command;
 const Command* const kCommands[] = {
     &hms::ffi::cli::kListCommand,   &hms::ffi::cli::kDescribeCommand, &hms::ffi::cli::kCallCommand,
     &hms::ffi::cli::kTopicsCommand, &hms::ffi::cli::kPubCommand,      &hms::ffi::cli::kSubCommand,
+    &hms::ffi::cli::kStatsCommand,
 };
 
 const Command* findCommand(std::string_view name) {

@@ -54,10 +54,26 @@ void releaseMessage(CallerChannel& ch, AsyncMessage& m) {
   m.keep.reset();
 }
 
+}  // namespace
+
+void countAsyncEnd(AsyncCall& call) noexcept {
+  if (call.metricsFamily == 0 || !call.ch) return;
+  const uint32_t family = call.metricsFamily - 1;
+  call.metricsFamily = 0;  // once
+  try {
+    metricsEnd(call.ch->client->metrics.slot(family), uint32_t(call.status.code()),
+               uint64_t(monotonicNs() - call.startNs));
+  } catch (const std::exception&) {
+  }
+}
+
+namespace {
+
 // Completes `call` (not yet done) under its lock; the caller posts the callback.
 void completeLocked(AsyncCall& call, Status status, std::optional<AsyncMessage> result) {
   call.done = true;
   call.status = std::move(status);
+  countAsyncEnd(call);
   call.result = std::move(result);
   call.cv.notify_all();
 }
@@ -519,6 +535,7 @@ bool streamNext(AsyncCall& call, capnp::MessageReader*& reader, Status& status) 
       if (!call.done) {
         call.done = true;
         call.status = Status(StatusCode::kDeadlineExceeded, "the stream's deadline passed");
+        countAsyncEnd(call);
       }
       continue;
     }

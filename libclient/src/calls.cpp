@@ -306,12 +306,32 @@ Status CallerChannel::open(bool initial) {
   return bound(Transport::kSharedMemory, ring);
 }
 
+MetricsSlot* callerMetricsSlot(CallerChannel& ch, uint16_t ordinal, std::string_view method,
+                               uint32_t* family) noexcept {
+  MetricsWriter& w = ch.client->metrics;
+  if (!w.enabled()) return nullptr;
+  try {
+    std::atomic<uint32_t> spare{0};  // an ordinal past the cache: looked up each time
+    auto& cell = ordinal < ch.metricsFamilies.size() ? ch.metricsFamilies[ordinal] : spare;
+    const uint32_t f = w.family(cell, kMetricsCaller, ch.serviceId, method);
+    if (family) *family = f + 1;
+    return w.slot(f);
+  } catch (const std::exception&) {
+    return nullptr;  // out of memory: uncounted
+  }
+}
+
 Result<capnp::MessageBuilder*> beginCall(CallerChannel& ch, const MethodRef& method,
                                          const CallOptions& options) noexcept {
   try {
     const int64_t deadline = deadlineFrom(options, ch.client->options);
+    const int64_t t0 = ch.client->metrics.enabled() ? monotonicNs() : 0;
     if (auto s = ch.acquire(deadline); !s) return s;
+    ch.metricsSlot = method.found ? callerMetricsSlot(ch, method.ordinal, method.name) : nullptr;
+    ch.startNs = t0;
+    metricsStart(ch.metricsSlot);
     auto fail = [&](Status s) -> Result<capnp::MessageBuilder*> {
+      if (ch.metricsSlot) metricsEnd(ch.metricsSlot, uint32_t(s.code()), monotonicNs() - t0);
       ch.releaseLease();
       return s;
     };
@@ -426,6 +446,9 @@ void abandonCall(CallerChannel& ch) noexcept {
     ch.requests.abort(ch.slot, uint32_t(offset + ch.builder->ringWordsTouched() * 8));
   }
   ch.builder.reset();
+  if (ch.metricsSlot) {
+    metricsEnd(ch.metricsSlot, uint32_t(StatusCode::kCancelled), monotonicNs() - ch.startNs);
+  }
   ch.releaseLease();
 }
 
@@ -518,6 +541,11 @@ std::shared_ptr<AsyncCall> sendAsync(const std::shared_ptr<CallerChannel>& chp, 
     call->stream = stream;
     call->what = ch.serviceId + "." + ch.methodName;
     call->callback = std::move(cb);
+    if (ch.metricsSlot) {
+      // Begun on this thread's slot; ended on the slot of whichever thread ends it.
+      (void)callerMetricsSlot(ch, ch.pendingHeader.method, ch.methodName, &call->metricsFamily);
+      call->startNs = ch.startNs;
+    }
     Completions& completions = ch.client->completions();
     if (!ch.asyncMode.load(std::memory_order_acquire)) {
       // From now on the completion thread reads this channel's replies. The lease is ours, so
@@ -543,6 +571,7 @@ std::shared_ptr<AsyncCall> sendAsync(const std::shared_ptr<CallerChannel>& chp, 
         if (!call->done) {
           call->done = true;
           call->status = published;
+          countAsyncEnd(*call);
           if (call->callback) completed.push_back(call);
         }
       }
@@ -570,6 +599,8 @@ Status sendOneWay(CallerChannel& ch) noexcept {
   if (!ch.builder) return Status(StatusCode::kFailedPrecondition, "the call was sent already");
   ch.pendingHeader.flags |= kRecordOneWay;
   Status s = publishPending(ch);
+  // A one-way call ends when it is in the channel.
+  if (ch.metricsSlot) metricsEnd(ch.metricsSlot, uint32_t(s.code()), monotonicNs() - ch.startNs);
   ch.releaseLease();
   return s;
 }
@@ -630,6 +661,9 @@ Status sendCancel(CallerChannel& ch, uint64_t callId, uint64_t conn) noexcept {
 
 Result<capnp::MessageReader*> finishCall(CallerChannel& ch) noexcept {
   auto fail = [&](Status s) -> Result<capnp::MessageReader*> {
+    if (ch.metricsSlot) {
+      metricsEnd(ch.metricsSlot, uint32_t(s.code()), monotonicNs() - ch.startNs);
+    }
     ch.releaseLease();
     return s;
   };
@@ -704,6 +738,7 @@ Result<capnp::MessageReader*> finishCall(CallerChannel& ch) noexcept {
   }
   ch.replyRecord = rec;
   ch.holdingReply = true;
+  if (ch.metricsSlot) metricsEnd(ch.metricsSlot, 0, monotonicNs() - ch.startNs);
   return static_cast<capnp::MessageReader*>(&*ch.reader);
 }
 

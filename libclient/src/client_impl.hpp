@@ -6,6 +6,7 @@
 #include <concurrentqueue/blockingconcurrentqueue.h>
 #include <concurrentqueue/concurrentqueue.h>
 
+#include <array>
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
@@ -24,6 +25,7 @@
 #include "codec.hpp"
 #include "hms/ffi/client.hpp"
 #include "hms/ffi/control.capnp.h"
+#include "metrics_writer.hpp"
 #include "os.hpp"
 #include "registry_segment.hpp"
 #include "ring.hpp"
@@ -108,7 +110,15 @@ struct AsyncCall {
   std::optional<capnp::SegmentArrayMessageReader> reader;
   AsyncCallback callback;  // runs once on the completion thread
   bool callbackQueued = false;
+  uint32_t metricsFamily = 0;  // the series + 1 (0: uncounted), ended by whichever thread ends it
+  int64_t startNs = 0;
 };
+
+// Metrics of the calls (metrics_writer.hpp): the calling thread's slot of a caller-side series.
+MetricsSlot* callerMetricsSlot(CallerChannel& ch, uint16_t ordinal, std::string_view method,
+                               uint32_t* family = nullptr) noexcept;
+// Ends an asynchronous call in the metrics, on the thread that ends it (call.m held).
+void countAsyncEnd(AsyncCall& call) noexcept;
 
 class ClientImpl : public std::enable_shared_from_this<ClientImpl> {
  public:
@@ -166,6 +176,8 @@ class ClientImpl : public std::enable_shared_from_this<ClientImpl> {
   const WaitPolicy policy;
   const std::string socketPath;
   std::atomic<uint64_t> clientId{0};
+  // This process's call metrics, in the segment of the current broker connection.
+  MetricsWriter metrics;
 
  private:
   struct Pending {
@@ -206,6 +218,7 @@ class ClientImpl : public std::enable_shared_from_this<ClientImpl> {
   std::shared_ptr<RegistryReader> registry_;
   std::shared_ptr<const RegistryView> view_;
 
+  bool mapsMetrics_ = false;  // without channel memory: whether the metrics segment is wanted
   UniqueFd doorbellFd_;
   Mapping doorbell_;
   DoorbellSegment localDoorbell_{};
@@ -277,6 +290,10 @@ class CallerChannel : public std::enable_shared_from_this<CallerChannel> {
   uint64_t callId = 0;
   int64_t deadlineNs = 0;
   std::string methodName;
+  int64_t startNs = 0;  // when the call began (for the metrics)
+  MetricsSlot* metricsSlot = nullptr;
+  // The metrics series of each method of this channel, by ordinal (0: not yet known).
+  std::array<std::atomic<uint32_t>, 64> metricsFamilies{};
   RingProducer::Slot slot;
   RecordHeader pendingHeader{};
   TraceContextWire trace{};
@@ -479,6 +496,11 @@ class Dispatcher {
                 const std::shared_ptr<ServerCall>* call, bool stream,
                 const std::function<Status(CallContext&, capnp::MessageReader&)>* run,
                 capnp::MessageBuilder* results);
+  // invoke() without the metrics: the grant, the handler and the audit.
+  Status invokeChecked(Channel& ch, const RingConsumer::Record& rec,
+                       const std::shared_ptr<ServerCall>* call, bool stream,
+                       const std::function<Status(CallContext&, capnp::MessageReader&)>* run,
+                       capnp::MessageBuilder* results);
   void auditCall(Channel& ch, const RingConsumer::Record& rec, const Status& status,
                  uint8_t level, int64_t startedNs);
   void closeChannelLocal(Channel& ch, uint32_t myState, const char* why);

@@ -45,6 +45,11 @@ ClientOptions withDefaults(ClientOptions o) {
   if (o.auditLog.empty()) {
     if (const char* t = std::getenv("HMS_FFI_AUDIT_LOG"); t && *t) o.auditLog = t;
   }
+  if (const char* m = std::getenv("HMS_FFI_METRICS"); m && (std::string_view(m) == "off" ||
+                                                           std::string_view(m) == "0" ||
+                                                           std::string_view(m) == "false")) {
+    o.metrics = false;
+  }
   if (o.defaultTimeout <= std::chrono::nanoseconds::zero())
     o.defaultTimeout = std::chrono::seconds(30);
   if (o.controlTimeout <= std::chrono::milliseconds::zero())
@@ -214,7 +219,9 @@ Status ClientImpl::chooseTransport() {
   }
   if (transport_ == Transport::kSocket) {
     noSharedMemory_ = "transport set to socket";
-    log().debug("hms-ffi: transport set to socket; this client maps no shared memory");
+    // Its channels use sockets by choice; its metrics still go to shared memory if it can.
+    mapsMetrics_ = probeSharedMemory().isOk();
+    log().debug("hms-ffi: transport set to socket; this client maps no channel memory");
     return Status();
   }
   Status probe = probeSharedMemory();
@@ -249,6 +256,7 @@ Status ClientImpl::connectAndHello(UniqueFd& sock, std::shared_ptr<RegistryReade
                      : transport_ == Transport::kSocket     ? wire::Transport::SOCKET
                                                             : wire::Transport::AUTO);
   hello.setNoSharedMemory(noSharedMemory_);
+  hello.setMapsMetrics(mapsMetrics_ && options.metrics);
   auto token = currentToken(options);
   if (!token.ok()) return token.status();
   hello.setToken(*token);
@@ -258,6 +266,11 @@ Status ClientImpl::connectAndHello(UniqueFd& sock, std::shared_ptr<RegistryReade
     auto r = reply->reply();
     if (!r.isHello() || r.getHello().getSharedMemory()) {
       return Status(StatusCode::kInternal, "the broker's hello reply does not match the request");
+    }
+    if (options.metrics && r.getHello().getMetricsBytes() > 0 && reply->fds.size() >= 1) {
+      if (auto s = metrics.attach(std::move(reply->fds[0]), r.getHello().getMetricsBytes()); !s) {
+        log().warn("hms-ffi: this client's calls go uncounted: {}", s.toString());
+      }
     }
     clientId.store(r.getHello().getClientId(), std::memory_order_relaxed);
     session_.fetch_add(1, std::memory_order_acq_rel);
@@ -292,6 +305,12 @@ Status ClientImpl::connectAndHello(UniqueFd& sock, std::shared_ptr<RegistryReade
           "doorbell segment has an unknown layout; use a libhmsffi of the broker's release");
     }
     doorbell_ = std::move(*map);
+  }
+  if (options.metrics && h.getMetricsBytes() > 0 && reply->fds.size() >= 3) {
+    // Without it the client works all the same, uncounted.
+    if (auto s = metrics.attach(std::move(reply->fds[2]), h.getMetricsBytes()); !s) {
+      log().warn("hms-ffi: this client's calls go uncounted: {}", s.toString());
+    }
   }
   clientId.store(h.getClientId(), std::memory_order_relaxed);
   // Events of this connection (handled from now on, during re-registration already) carry the new

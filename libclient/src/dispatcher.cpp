@@ -66,6 +66,8 @@ struct Dispatcher::Service {
   std::vector<const Handler*> byOrdinal;
   std::vector<const StreamHandler*> streamByOrdinal;
   std::vector<std::string> methodNames;
+  // The metrics series of each method as this service runs it (0: not yet known).
+  std::unique_ptr<std::atomic<uint32_t>[]> metricsFamilies;
   std::unique_ptr<moodycamel::BlockingConcurrentQueue<Work>> work;
   std::vector<std::thread> workers;
   std::unique_ptr<moodycamel::BlockingConcurrentQueue<Work>> streams;
@@ -307,6 +309,7 @@ void Dispatcher::addService(uint64_t tag, const ServiceSpec& spec) {
   s->streamByOrdinal.assign(size_t(maxOrdinal) + 1, nullptr);
   s->methodNames.assign(size_t(maxOrdinal) + 1, "");
   for (const auto& m : spec.methods) s->methodNames[m.ordinal] = m.name;
+  s->metricsFamilies = std::make_unique<std::atomic<uint32_t>[]>(s->methodNames.size());
   for (const auto& [ordinal, h] : s->spec.handlers) {
     if (ordinal < s->byOrdinal.size()) s->byOrdinal[ordinal] = &h;
   }
@@ -784,6 +787,29 @@ Status Dispatcher::invoke(Channel& ch, const RingConsumer::Record& rec,
                           const std::shared_ptr<ServerCall>* call, bool stream,
                           const std::function<Status(CallContext&, capnp::MessageReader&)>* run,
                           capnp::MessageBuilder* results) {
+  MetricsWriter& w = client_.metrics;
+  const uint16_t ordinal = rec.header.method;
+  const Service& svc = *ch.service;
+  if (!w.enabled() || ordinal >= svc.methodNames.size() || svc.methodNames[ordinal].empty()) {
+    return invokeChecked(ch, rec, call, stream, run, results);
+  }
+  MetricsSlot* m = nullptr;
+  try {
+    m = w.slot(w.family(svc.metricsFamilies[ordinal], kMetricsService, svc.spec.id,
+                        svc.methodNames[ordinal]));
+  } catch (const std::exception&) {
+  }
+  const int64_t t0 = monotonicNs();
+  metricsStart(m);
+  Status status = invokeChecked(ch, rec, call, stream, run, results);
+  metricsEnd(m, uint32_t(status.code()), uint64_t(monotonicNs() - t0));
+  return status;
+}
+
+Status Dispatcher::invokeChecked(Channel& ch, const RingConsumer::Record& rec,
+                                 const std::shared_ptr<ServerCall>* call, bool stream,
+                                 const std::function<Status(CallContext&, capnp::MessageReader&)>* run,
+                                 capnp::MessageBuilder* results) {
   const ChannelGrant& grant = *ch.grant;
   const uint16_t ordinal = rec.header.method;
   if (!grant.enforced) return invokeGranted(ch, rec, call, stream, run, results);

@@ -160,6 +160,78 @@ Result<TopicSchemaInfo> Client::topicSchema(std::string_view id) const {
   });
 }
 
+namespace {
+
+LatencyHistogram toHistogram(wire::Histogram::Reader h) {
+  LatencyHistogram out;
+  auto idx = h.getBucketIndex();
+  auto cnt = h.getBucketCount();
+  for (uint i = 0; i < idx.size() && i < cnt.size(); ++i) {
+    if (idx[i] < LatencyHistogram::kBuckets) out.buckets.emplace_back(idx[i], cnt[i]);
+  }
+  out.count = h.getCount();
+  out.sumNs = h.getSumNs();
+  out.maxNs = h.getMaxNs();
+  return out;
+}
+
+}  // namespace
+
+Result<MetricsSnapshot> Client::metrics() const {
+  MetricsSnapshot snap;
+  uint32_t offset = 0;
+  for (;;) {
+    auto reply = impl_->roundTrip(
+        [&](wire::Request::Builder req) { req.initGetMetrics().setOffset(offset); });
+    if (!reply.ok()) return reply.status();
+    auto got = readReply([&]() -> Result<uint32_t> {
+      auto page = reply->reply().getMetrics();
+      // The gauges and the time of the first page (later pages are read a moment after).
+      if (offset == 0) {
+        auto g = page.getGauges();
+        snap.gauges.clients = g.getClients();
+        snap.gauges.channels = g.getChannels();
+        snap.gauges.services = g.getServices();
+        snap.gauges.topics = g.getTopics();
+        snap.gauges.subscriptions = g.getSubscriptions();
+        snap.gauges.registryGeneration = g.getRegistryGeneration();
+        snap.gauges.connectionsTotal = g.getConnectionsTotal();
+        snap.gauges.reconnectsTotal = g.getReconnectsTotal();
+        snap.gauges.metricsSlotsRefused = g.getMetricsSlotsRefused();
+        snap.gauges.startedUnixMs = g.getStartedUnixMs();
+        snap.takenUnixNs = page.getTakenUnixNs();
+      }
+      for (auto m : page.getMethods()) {
+        MethodMetrics mm;
+        mm.service = m.getService().cStr();
+        mm.method = m.getMethod().cStr();
+        auto calls = m.getCalls();
+        auto handled = m.getHandled();
+        for (uint k = 0; k < mm.calls.size(); ++k) {
+          if (k < calls.size()) mm.calls[k] = calls[k];
+          if (k < handled.size()) mm.handled[k] = handled[k];
+        }
+        mm.inFlight = m.getInFlight();
+        mm.callDuration = toHistogram(m.getCallDuration());
+        mm.handlerDuration = toHistogram(m.getHandlerDuration());
+        snap.methods.push_back(std::move(mm));
+      }
+      for (auto t : page.getTopics()) {
+        snap.topics.push_back(TopicMetrics{t.getTopic().cStr(), t.getPublished(),
+                                           t.getPublishedBytes(), t.getDelivered(),
+                                           t.getDropped()});
+      }
+      return page.getTotal();
+    });
+    if (!got.ok()) return got.status();
+    const size_t before = offset;
+    offset = uint32_t(snap.methods.size() + snap.topics.size());
+    if (offset >= *got) break;
+    if (offset == before) return Status(StatusCode::kDataLoss, "the broker's metrics do not advance");
+  }
+  return snap;
+}
+
 // ---- JsonStub ---------------------------------------------------------------------------------
 
 Result<JsonStub> Client::bindJson(std::string_view id, std::string_view range) {

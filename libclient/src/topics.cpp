@@ -90,6 +90,18 @@ struct CursorRef {
   uint64_t epoch = 0;  // the broker (counted from this client's first) that handed it out
 };
 
+// The calling thread's slot of a topic's publisher or subscriber series; null when uncounted.
+MetricsSlot* topicMetricsSlot(ClientImpl& client, std::atomic<uint32_t>& cell, MetricsSide side,
+                              const std::string& topic) noexcept {
+  MetricsWriter& w = client.metrics;
+  if (!w.enabled()) return nullptr;
+  try {
+    return w.slot(w.family(cell, side, topic, ""));
+  } catch (const std::exception&) {
+    return nullptr;
+  }
+}
+
 class PublisherState;
 
 // Sends a topic to its socket subscribers (one thread per publisher that has any).
@@ -145,6 +157,8 @@ class PublisherState final : public PublisherEvents,
         policy(this->client->policy),
         timeout(timeout.count() > 0 ? timeout : this->client->options.defaultTimeout) {}
   ~PublisherState() override { relay.reset(); }
+
+  std::atomic<uint32_t> metricsFamily{0};  // this topic's publisher series (metrics_writer.hpp)
 
   Status createLog() {
     if (client->sharedMemory()) {
@@ -621,6 +635,11 @@ class PublisherImpl final : public PublisherCore {
     }
     const uint64_t seq = loan_->seq;
     st_->pub->publish(*loan_, words);
+    if (MetricsSlot* m = topicMetricsSlot(*st_->client, st_->metricsFamily, kMetricsPublisher,
+                                          st_->id)) {
+      bumpSingleWriter(m->started, uint64_t(1));
+      bumpSingleWriter(m->sumNs, uint64_t(words) * 8);
+    }
     published_.store(seq, std::memory_order_relaxed);
     if (!st_->relayedBlocking.empty()) relayedBlocking_ = st_->relayedBlocking;
     held_.unlock();
@@ -794,6 +813,11 @@ class SubscriptionImpl final : public SubscriptionCore {
     seq_ = seq;
     missed_ = missed;
     dropped_ += missed;
+    if (MetricsSlot* m =
+            topicMetricsSlot(*client_, metricsFamily_, kMetricsSubscriber, id_)) {
+      bumpSingleWriter(m->started, uint64_t(1));
+      if (missed) bumpSingleWriter(m->sumNs, missed);
+    }
     words_ = words;
     wordCount_ = count;
     return Status();
@@ -886,6 +910,7 @@ class SubscriptionImpl final : public SubscriptionCore {
   std::optional<capnp::SegmentArrayMessageReader> reader_;
   std::atomic<bool> interrupted_{false};
   bool closed_ = false;
+  std::atomic<uint32_t> metricsFamily_{0};  // this topic's subscriber series
 };
 
 }  // namespace

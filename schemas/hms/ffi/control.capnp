@@ -64,6 +64,7 @@ struct Request {
     getSchema @11 :GetSchema;
     listContracts @12 :ListContracts;
     getTopicSchema @13 :Text;  # topic id
+    getMetrics @14 :GetMetrics;
   }
 }
 
@@ -146,6 +147,8 @@ struct Hello {
   noSharedMemory @4 :Text;     # non-empty: this client cannot map shared memory, and why
   token @5 :Text;              # a JWT adding claims to the kernel's identity (docs/security.md);
                                # verified by the broker at hello, never forwarded
+  mapsMetrics @6 :Bool;        # with noSharedMemory set: this client can still map its metrics
+                               # segment (its channels use sockets by choice)
 }
 
 struct RegisterService {
@@ -163,7 +166,8 @@ struct Reply {
   status @1 :StatusInfo;       # code 0 = OK; otherwise the union below is `none`
   union {
     none @2 :Void;
-    hello @3 :HelloReply;      # fd 0: registry segment (read-only), fd 1: this client's doorbell
+    hello @3 :HelloReply;      # fd 0: registry segment (read-only), fd 1: this client's doorbell,
+                               # then (when metricsBytes > 0) this client's metrics segment
     register @4 :RegisterReply;
     openChannel @5 :OpenChannelReply;  # shm: fd 0 channel segment, fd 1 the service's doorbell;
                                        # socket: fd 0 the caller's end of the socketpair
@@ -174,6 +178,7 @@ struct Reply {
     schema @9 :Contract;
     contracts @10 :ContractList;
     topicSchema @11 :TopicSchema;
+    metrics @12 :MetricsPage;
   }
 }
 
@@ -206,6 +211,65 @@ struct HelloReply {
   brokerPid @2 :UInt32;
   sharedMemory @3 :Bool;       # false: no segments come with this reply; the registry comes by
                                # getRegistry and every channel of this client is a socket
+  metricsBytes @4 :UInt64;     # > 0: the last fd is the metrics segment the client writes
+                               # (fd 2 with shared memory, fd 0 without)
+                               # (libclient/src/metrics_layout.hpp); 0: the client keeps none
+}
+
+# Metrics (docs/observability.md): the broker's merge of every client's metrics segment and of
+# the totals of clients gone, per service and method, sorted by service then method, in pages.
+struct GetMetrics {
+  offset @0 :UInt32;             # index of the first entry wanted (methods, then topics)
+}
+
+# A latency histogram: log-linear buckets (metricsBucket in metrics_layout.hpp), only those not
+# empty, as (bucket index, count) pairs in increasing index.
+struct Histogram {
+  bucketIndex @0 :List(UInt16);
+  bucketCount @1 :List(UInt64);
+  count @2 :UInt64;
+  sumNs @3 :UInt64;
+  maxNs @4 :UInt64;              # the longest seen (by live clients and clients gone)
+}
+
+struct MethodMetrics {
+  service @0 :Text;
+  method @1 :Text;
+  calls @2 :List(UInt64);        # calls ended, as their callers saw them, by status code 0..16
+  inFlight @3 :UInt64;           # calls begun by live callers and not yet ended
+  callDuration @4 :Histogram;    # as the callers saw them, send to reply
+  handled @5 :List(UInt64);      # calls the service ran, by the code it answered, 0..16
+  handlerDuration @6 :Histogram; # as the service saw them, handler start to answer
+}
+
+struct BrokerGauges {
+  clients @0 :UInt32;
+  channels @1 :UInt32;
+  services @2 :UInt32;
+  topics @3 :UInt32;
+  subscriptions @4 :UInt32;
+  registryGeneration @5 :UInt64;
+  connectionsTotal @6 :UInt64;   # hellos accepted since the broker started
+  reconnectsTotal @7 :UInt64;    # of those, clients back from an earlier connection
+  metricsSlotsRefused @8 :UInt64;  # series not counted: a client's metrics segment was full
+  startedUnixMs @9 :Int64;
+}
+
+struct TopicMetrics {
+  topic @0 :Text;
+  published @1 :UInt64;          # messages published
+  publishedBytes @2 :UInt64;
+  delivered @3 :UInt64;          # summed over the subscribers
+  dropped @4 :UInt64;            # messages subscribers missed
+}
+
+# Pages run over the methods, then the topics: `offset` and `total` count both.
+struct MetricsPage {
+  methods @0 :List(MethodMetrics);
+  total @1 :UInt32;              # methods and topics in all pages
+  gauges @2 :BrokerGauges;
+  takenUnixNs @3 :Int64;         # when the broker read the counters
+  topics @4 :List(TopicMetrics);
 }
 
 struct RegisterReply {

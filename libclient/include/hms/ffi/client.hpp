@@ -47,6 +47,7 @@
 #include <string_view>
 #include <vector>
 
+#include "hms/ffi/metrics.hpp"
 #include "hms/ffi/status.hpp"
 #include "hms/ffi/topics.hpp"
 #include "hms/ffi/version.hpp"
@@ -102,6 +103,9 @@ struct ClientOptions {
   // "journald", a file (JSON lines, appended) or "-" (standard error). Empty: $HMS_FFI_AUDIT_LOG,
   // else journald when it runs, else standard error.
   std::string auditLog;
+  // Whether this process counts its calls in the broker's metrics (docs/observability.md):
+  // on unless false here or $HMS_FFI_METRICS is "off" (or "0", "false").
+  bool metrics = true;
 };
 
 struct ServiceOptions {
@@ -819,6 +823,10 @@ class Client {
   Result<std::vector<ContractInfo>> contracts(std::string_view prefix = "") const;
   // The message type of topic `id` as its publisher advertised it (this broker's life).
   Result<TopicSchemaInfo> topicSchema(std::string_view id) const;
+
+  // Call metrics of every service and method, merged by the broker from all its clients (live
+  // and gone) (docs/observability.md). A round trip to the broker per page (blocking).
+  Result<MetricsSnapshot> metrics() const;
 
   // A stub that calls the highest live version of `id` in `range` with JSON
   // (hms/ffi/json.hpp): no generated code needed, the schema comes from the broker.

@@ -1,0 +1,253 @@
+// Call metrics end to end (docs/observability.md): real hms-ffid, real service and caller
+// processes; the counts the broker merges from their metrics segments, over both transports,
+// kept when a process dies, and served to Prometheus.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <regex>
+#include <string>
+
+#include "hms/ffi/client.hpp"
+#include "support/process.hpp"
+#include "test.capnp.h"
+
+namespace hms::ffi {
+namespace {
+
+using test::TestService;
+using testing::BrokerFixture;
+using testing::startTestService;
+using testing::Subprocess;
+using testing::waitUntil;
+
+const MethodMetrics* find(const MetricsSnapshot& s, const std::string& service,
+                          const std::string& method) {
+  for (const auto& m : s.methods) {
+    if (m.service == service && m.method == method) return &m;
+  }
+  return nullptr;
+}
+
+// The broker's snapshot once `pred` holds of it (the service's counts land as it answers).
+MetricsSnapshot metricsWhen(Client& client,
+                            const std::function<bool(const MetricsSnapshot&)>& pred) {
+  MetricsSnapshot last;
+  waitUntil([&] {
+    auto m = client.metrics();
+    if (!m.ok()) return false;
+    last = std::move(*m);
+    return pred(last);
+  });
+  return last;
+}
+
+class Metrics : public ::testing::TestWithParam<const char*> {
+ protected:
+  // Socket: the broker's channels and the clients' own choice (HMS_FFI_TRANSPORT, which the
+  // children inherit): such a client maps no channel memory, its metrics segment all the same.
+  Metrics() : broker({"--transport", GetParam()}) {
+    if (std::string(GetParam()) == "socket") ::setenv("HMS_FFI_TRANSPORT", "socket", 1);
+  }
+  ~Metrics() override { ::unsetenv("HMS_FFI_TRANSPORT"); }
+  std::unique_ptr<Client> connect() {
+    ClientOptions o;
+    o.socketPath = broker.socket();
+    return Client::connect(o).valueOrThrow();
+  }
+  BrokerFixture broker;
+};
+
+TEST_P(Metrics, CountsAreExactPerMethodAndCode_OnBothSides) {
+  auto svc = startTestService(broker.socket(), {});
+  auto client = connect();
+  auto stub = client->bind<TestService>("hms.test").valueOrThrow();
+  for (uint64_t i = 0; i < 100; ++i) {
+    ASSERT_TRUE(stub.call<&TestService::Client::echoRequest>([&](auto p) { p.setSeq(i); }).ok());
+  }
+  for (int i = 0; i < 5; ++i) {
+    auto r = stub.call<&TestService::Client::failRequest>([](auto p) {
+      p.setCode(uint32_t(StatusCode::kPermissionDenied));
+      p.setMessage("no");
+    });
+    ASSERT_EQ(r.status().code(), StatusCode::kPermissionDenied);
+  }
+  auto snap = metricsWhen(*client, [](const MetricsSnapshot& s) {
+    auto* f = find(s, "hms.test", "fail");
+    return f && f->handled[7] == 5;
+  });
+  const MethodMetrics* echo = find(snap, "hms.test", "echo");
+  ASSERT_NE(echo, nullptr);
+  EXPECT_EQ(echo->calls[0], 100u);
+  EXPECT_EQ(echo->callsTotal(), 100u);
+  EXPECT_EQ(echo->errorsTotal(), 0u);
+  EXPECT_EQ(echo->handled[0], 100u);
+  EXPECT_EQ(echo->inFlight, 0u);
+  EXPECT_EQ(echo->callDuration.count, 100u);
+  EXPECT_EQ(echo->handlerDuration.count, 100u);
+  EXPECT_GT(echo->callDuration.sumNs, 0u);
+  // A call as its caller saw it includes the handler's time.
+  EXPECT_GE(echo->callDuration.sumNs, echo->handlerDuration.sumNs);
+  EXPECT_LE(echo->callDuration.quantileNs(0.5), echo->callDuration.maxNs);
+  const MethodMetrics* fail = find(snap, "hms.test", "fail");
+  ASSERT_NE(fail, nullptr);
+  EXPECT_EQ(fail->calls[7], 5u);
+  EXPECT_EQ(fail->errorsTotal(), 5u);
+  EXPECT_EQ(fail->handled[7], 5u);
+  EXPECT_EQ(snap.gauges.services, 1u);
+  EXPECT_GE(snap.gauges.clients, 2u);
+}
+
+TEST_P(Metrics, CallsToNoProviderAreCountedAsTheCallerSawThem) {
+  auto svc = startTestService(broker.socket(), {});
+  auto client = connect();
+  auto stub = client->bind<TestService>("hms.test").valueOrThrow();
+  ASSERT_TRUE(stub.call<&TestService::Client::echoRequest>([](auto p) { p.setSeq(1); }).ok());
+  svc.stop();
+  auto r = stub.call<&TestService::Client::echoRequest>([](auto p) { p.setSeq(2); });
+  ASSERT_EQ(r.status().code(), StatusCode::kUnavailable) << r.status().toString();
+  auto snap = metricsWhen(*client, [](const MetricsSnapshot& s) {
+    auto* e = find(s, "hms.test", "echo");
+    return e && e->calls[14] == 1;
+  });
+  const MethodMetrics* echo = find(snap, "hms.test", "echo");
+  ASSERT_NE(echo, nullptr);
+  EXPECT_EQ(echo->calls[0], 1u);
+  EXPECT_EQ(echo->calls[14], 1u);   // UNAVAILABLE
+  EXPECT_EQ(echo->handled[0], 1u);  // the stopped service's count stays
+}
+
+// A process that exits, or is killed, leaves its counts counted: totals never go backwards.
+TEST_P(Metrics, ADeadProcessesCountsStay) {
+  auto svc = startTestService(broker.socket(), {});
+  Subprocess caller({testing::testCallerBinary(), broker.socket(), "--notes", "40"});
+  ASSERT_TRUE(caller.waitForLine("sent 40")) << caller.errors();
+  ASSERT_EQ(caller.wait(), 0) << caller.errors();
+  auto client = connect();
+  auto snap = metricsWhen(*client, [](const MetricsSnapshot& s) {
+    auto* n = find(s, "hms.test", "note");
+    return n && n->handled[0] == 40 && n->calls[0] == 40;
+  });
+  ASSERT_NE(find(snap, "hms.test", "note"), nullptr);
+  EXPECT_EQ(find(snap, "hms.test", "note")->calls[0], 40u);
+  svc.signal(SIGKILL);
+  ASSERT_NE(svc.wait(), -1);
+  ASSERT_TRUE(waitUntil([&] {
+    auto m = client->metrics();
+    return m.ok() && m->gauges.services == 0;
+  }));
+  auto after = client->metrics();
+  ASSERT_TRUE(after.ok()) << after.status().toString();
+  const MethodMetrics* note = find(*after, "hms.test", "note");
+  ASSERT_NE(note, nullptr);
+  EXPECT_EQ(note->calls[0], 40u);
+  EXPECT_EQ(note->handled[0], 40u);
+}
+
+TEST_P(Metrics, TopicsCountPublishedAndDeliveredMessages) {
+  auto client = connect();
+  auto pub = client->advertise<test::Tick>("hms.test.ticks").valueOrThrow();
+  auto sub = client->subscribe<test::Tick>("hms.test.ticks").valueOrThrow();
+  for (uint64_t i = 0; i < 25; ++i) {
+    ASSERT_TRUE(pub.publish([&](test::Tick::Builder t) { t.setSeq(i); }).ok());
+  }
+  for (int i = 0; i < 25; ++i) ASSERT_TRUE(sub.next(std::chrono::seconds(20)).ok());
+  auto snap = client->metrics();
+  ASSERT_TRUE(snap.ok()) << snap.status().toString();
+  ASSERT_EQ(snap->topics.size(), 1u);
+  const TopicMetrics& t = snap->topics[0];
+  EXPECT_EQ(t.topic, "hms.test.ticks");
+  EXPECT_EQ(t.published, 25u);
+  EXPECT_GE(t.publishedBytes, 25u * 8);
+  EXPECT_EQ(t.delivered, 25u);
+  EXPECT_EQ(t.dropped, 0u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Transports, Metrics, ::testing::Values("shm", "socket"),
+                         [](const auto& info) { return std::string(info.param); });
+
+// GET http://ADDRESS/metrics; the body, or "" on failure.
+std::string scrape(const std::string& hostPort) {
+  const auto colon = hostPort.rfind(':');
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(uint16_t(std::stoi(hostPort.substr(colon + 1))));
+  ::inet_pton(AF_INET, hostPort.substr(0, colon).c_str(), &a.sin_addr);
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return "";
+  std::string out;
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0) {
+    const std::string req = "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    (void)!::write(fd, req.data(), req.size());
+    char buf[65536];
+    for (ssize_t n; (n = ::read(fd, buf, sizeof(buf))) > 0;) out.append(buf, size_t(n));
+  }
+  ::close(fd);
+  const auto body = out.find("\r\n\r\n");
+  return out.rfind("HTTP/1.1 200", 0) == 0 && body != std::string::npos ? out.substr(body + 4) : "";
+}
+
+TEST(MetricsEndpoint, ServesTheCallsToPrometheus_AndPromtoolAcceptsThem) {
+  BrokerFixture broker({"--metrics", "127.0.0.1:0"});
+  std::smatch m;
+  std::string address;
+  ASSERT_TRUE(waitUntil([&] {
+    const std::string err = broker.process().errors();
+    static const std::regex re("metrics on (127\\.0\\.0\\.1:[0-9]+)");
+    if (!std::regex_search(err, m, re)) return false;
+    address = m[1];
+    return true;
+  })) << broker.process().errors();
+  auto svc = startTestService(broker.socket(), {});
+  ClientOptions o;
+  o.socketPath = broker.socket();
+  auto client = Client::connect(o).valueOrThrow();
+  auto stub = client->bind<TestService>("hms.test").valueOrThrow();
+  for (uint64_t i = 0; i < 7; ++i) {
+    ASSERT_TRUE(stub.call<&TestService::Client::echoRequest>([&](auto p) { p.setSeq(i); }).ok());
+  }
+  auto pub = client->advertise<test::Tick>("hms.test.ticks").valueOrThrow();
+  for (uint64_t i = 0; i < 3; ++i) {
+    ASSERT_TRUE(pub.publish([&](test::Tick::Builder t) { t.setSeq(i); }).ok());
+  }
+  std::string body;
+  ASSERT_TRUE(waitUntil([&] {
+    body = scrape(address);
+    return body.find("hms_ffi_handled_total{service=\"hms.test\",method=\"echo\",code=\"OK\"} 7") !=
+           std::string::npos;
+  })) << body;
+  EXPECT_NE(body.find("hms_ffi_calls_total{service=\"hms.test\",method=\"echo\",code=\"OK\"} 7"),
+            std::string::npos)
+      << body;
+  EXPECT_NE(
+      body.find("hms_ffi_call_duration_seconds_count{service=\"hms.test\",method=\"echo\"} 7"),
+      std::string::npos)
+      << body;
+  EXPECT_NE(body.find("hms_ffi_services 1"), std::string::npos) << body;
+  EXPECT_NE(body.find("hms_ffi_topic_messages_total{topic=\"hms.test.ticks\"} 3"),
+            std::string::npos)
+      << body;
+  // promtool, as Prometheus' own linter.
+  const std::string file = broker.dir() + "/scrape.txt";
+  FILE* f = std::fopen(file.c_str(), "w");
+  ASSERT_NE(f, nullptr);
+  std::fwrite(body.data(), 1, body.size(), f);
+  std::fclose(f);
+  ASSERT_EQ(::access("/usr/bin/promtool", X_OK), 0)
+      << "promtool is missing: install the Debian package prometheus (scripts/install-deps.sh)";
+  const std::string cmd = "/usr/bin/promtool check metrics < " + file + " 2>&1";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  ASSERT_NE(p, nullptr);
+  std::string lint;
+  char buf[4096];
+  for (size_t n; (n = std::fread(buf, 1, sizeof(buf), p)) > 0;) lint.append(buf, n);
+  EXPECT_EQ(::pclose(p), 0) << lint;
+  EXPECT_EQ(lint, "") << lint;
+}
+
+}  // namespace
+}  // namespace hms::ffi

@@ -1,0 +1,262 @@
+#include "stats.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <map>
+#include <tuple>
+#include <utility>
+
+#include "hms/ffi/status.hpp"
+#include "json_writer.hpp"
+
+namespace hms::ffi::cli {
+
+namespace {
+
+uint64_t sum(const std::array<uint64_t, 17>& counts) {
+  uint64_t n = 0;
+  for (uint64_t c : counts) n += c;
+  return n;
+}
+
+// What a counter gained since `before`; a counter that went back started again from zero.
+uint64_t gained(uint64_t after, uint64_t before) {
+  return after >= before ? after - before : after;
+}
+
+std::optional<uint64_t> quantile(const LatencyHistogram& interval, double q) {
+  if (interval.buckets.empty()) return std::nullopt;
+  return interval.quantileNs(q);
+}
+
+// A rate for the table: one decimal.
+std::string formatRate(double perSecond) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.1f", perSecond);
+  return buf;
+}
+
+// A JSON number with at most three decimals and no trailing zeros ("12.5", "3").
+std::string jsonNumber(double v) {
+  if (!std::isfinite(v)) return "0";
+  char buf[48];
+  std::snprintf(buf, sizeof(buf), "%.3f", v);
+  std::string s = buf;
+  if (s.find('.') != std::string::npos) {
+    while (s.back() == '0') s.pop_back();
+    if (s.back() == '.') s.pop_back();
+  }
+  if (s == "-0") s = "0";
+  return s;
+}
+
+std::string durationOrDash(const std::optional<uint64_t>& ns) {
+  return ns ? formatDuration(*ns) : std::string("-");
+}
+
+void optionalNs(JsonWriter& w, std::string_view key, const std::optional<uint64_t>& ns) {
+  w.key(key);
+  if (ns) {
+    w.value(*ns);
+  } else {
+    w.null();
+  }
+}
+
+}  // namespace
+
+std::vector<StatsRow> statsRows(const MetricsSnapshot& before, const MetricsSnapshot& after,
+                                double seconds, std::string_view prefix) {
+  // A broker that started again between the snapshots counts everything from zero.
+  const bool restarted = before.gauges.startedUnixMs != 0 && after.gauges.startedUnixMs != 0 &&
+                         before.gauges.startedUnixMs != after.gauges.startedUnixMs;
+  std::map<std::pair<std::string_view, std::string_view>, const MethodMetrics*> earlier;
+  if (!restarted) {
+    for (const auto& m : before.methods) earlier[{m.service, m.method}] = &m;
+  }
+  const MethodMetrics none;
+  const double perSecond = seconds > 0 ? 1.0 / seconds : 0.0;
+
+  std::vector<StatsRow> rows;
+  for (const auto& m : after.methods) {
+    if (!std::string_view(m.service).starts_with(prefix)) continue;
+    const auto it = earlier.find({m.service, m.method});
+    const MethodMetrics* b = it == earlier.end() ? &none : it->second;
+    // A series that went back belongs to a new life of the broker: all of it is new.
+    if (m.callsTotal() < b->callsTotal() || m.callDuration.count < b->callDuration.count ||
+        sum(m.handled) < sum(b->handled) || m.handlerDuration.count < b->handlerDuration.count) {
+      b = &none;
+    }
+    StatsRow r;
+    r.service = m.service;
+    r.method = m.method;
+    r.callsTotal = m.callsTotal();
+    r.errorsTotal = m.errorsTotal();
+    r.callsPerSecond = double(gained(r.callsTotal, b->callsTotal())) * perSecond;
+    r.errorsPerSecond = double(gained(r.errorsTotal, b->errorsTotal())) * perSecond;
+    r.inFlight = m.inFlight;
+    const LatencyHistogram calls = m.callDuration.minus(b->callDuration);
+    r.p50Ns = quantile(calls, 0.5);
+    r.p99Ns = quantile(calls, 0.99);
+    if (m.callDuration.maxNs != 0) r.maxNs = m.callDuration.maxNs;
+    r.callsByCode = m.calls;
+    r.handledTotal = sum(m.handled);
+    const LatencyHistogram handler = m.handlerDuration.minus(b->handlerDuration);
+    r.handlerP50Ns = quantile(handler, 0.5);
+    r.handlerP99Ns = quantile(handler, 0.99);
+    rows.push_back(std::move(r));
+  }
+  std::sort(rows.begin(), rows.end(), [](const StatsRow& x, const StatsRow& y) {
+    if (x.callsPerSecond != y.callsPerSecond) return x.callsPerSecond > y.callsPerSecond;
+    if (x.callsTotal != y.callsTotal) return x.callsTotal > y.callsTotal;
+    return std::tie(x.service, x.method) < std::tie(y.service, y.method);
+  });
+  return rows;
+}
+
+double sampleSeconds(const MetricsSnapshot& before, const MetricsSnapshot& after,
+                     double measuredSeconds) {
+  if (before.takenUnixNs > 0 && after.takenUnixNs > before.takenUnixNs) {
+    const double broker = double(after.takenUnixNs - before.takenUnixNs) / 1e9;
+    // A clock step between the two would make the broker's interval wrong: trust ours then.
+    if (measuredSeconds <= 0 || (broker > measuredSeconds / 2 && broker < measuredSeconds * 2)) {
+      return broker;
+    }
+  }
+  return measuredSeconds;
+}
+
+StatsSample statsSample(const MetricsSnapshot& before, const MetricsSnapshot& after, double seconds,
+                        std::string_view prefix) {
+  StatsSample s;
+  s.gauges = after.gauges;
+  s.takenUnixNs = after.takenUnixNs;
+  s.intervalSeconds = seconds;
+  s.anyMethods = !after.methods.empty();
+  s.rows = statsRows(before, after, seconds, prefix);
+  return s;
+}
+
+std::string formatDuration(uint64_t ns) {
+  std::string out;
+  if (ns < 1000) {
+    out = std::to_string(ns);
+    out += "ns";
+    return out;
+  }
+  static constexpr struct {
+    double divisor;
+    const char* unit;
+  } kUnits[] = {{1e3, "us"}, {1e6, "ms"}, {1e9, "s"}};
+  char buf[48] = "";
+  for (size_t i = 0; i < std::size(kUnits); ++i) {
+    const double v = double(ns) / kUnits[i].divisor;
+    // 999.7us would print as "1000us": it is "1.00ms".
+    if (i + 1 < std::size(kUnits) && v >= 999.5) continue;
+    const int decimals = v < 9.995 ? 2 : v < 99.95 ? 1 : 0;
+    std::snprintf(buf, sizeof(buf), "%.*f%s", decimals, v, kUnits[i].unit);
+    break;
+  }
+  out = buf;
+  return out;
+}
+
+std::string renderStatsTable(const StatsSample& sample, std::string_view prefix) {
+  const BrokerGauges& g = sample.gauges;
+  char line[256];
+  std::snprintf(line, sizeof(line),
+                "hms-ffid: %u clients, %u channels, %u services, %u topics, %u subscriptions"
+                "; rates over the last %.2fs\n",
+                g.clients, g.channels, g.services, g.topics, g.subscriptions,
+                sample.intervalSeconds);
+  std::string out = line;
+  if (sample.rows.empty()) {
+    if (!sample.anyMethods || prefix.empty()) {
+      out += "no calls have been made yet\n";
+    } else {
+      out += "no calls to services starting with '";
+      out += prefix;
+      out += "' yet\n";
+    }
+    return out;
+  }
+
+  std::vector<std::vector<std::string>> cells;
+  cells.push_back({"SERVICE", "METHOD", "CALLS/S", "ERRORS/S", "CALLS", "ERRORS", "P50", "P99",
+                   "MAX", "IN FLIGHT", "HANDLER P50", "HANDLER P99"});
+  for (const auto& r : sample.rows) {
+    cells.push_back({r.service, r.method, formatRate(r.callsPerSecond),
+                     formatRate(r.errorsPerSecond), std::to_string(r.callsTotal),
+                     std::to_string(r.errorsTotal), durationOrDash(r.p50Ns),
+                     durationOrDash(r.p99Ns), durationOrDash(r.maxNs), std::to_string(r.inFlight),
+                     durationOrDash(r.handlerP50Ns), durationOrDash(r.handlerP99Ns)});
+  }
+  std::vector<size_t> widths(cells.front().size(), 0);
+  for (const auto& row : cells) {
+    for (size_t c = 0; c < row.size(); ++c) widths[c] = std::max(widths[c], row[c].size());
+  }
+  for (const auto& row : cells) {
+    std::string text;
+    for (size_t c = 0; c < row.size(); ++c) {
+      if (c > 0) text += "  ";
+      const std::string pad(widths[c] - row[c].size(), ' ');
+      // Names to the left, numbers to the right.
+      if (c < 2) {
+        text += row[c];
+        if (c + 1 < row.size()) text += pad;
+      } else {
+        text += pad;
+        text += row[c];
+      }
+    }
+    out += text;
+    out += '\n';
+  }
+  return out;
+}
+
+std::string renderStatsJson(const StatsSample& sample, bool pretty) {
+  const BrokerGauges& g = sample.gauges;
+  JsonWriter w(pretty);
+  w.beginObject();
+  w.key("taken_unix_ns").value(int64_t(sample.takenUnixNs));
+  w.key("interval_seconds").raw(jsonNumber(sample.intervalSeconds));
+  w.key("gauges").beginObject();
+  w.key("clients").value(unsigned(g.clients)).key("channels").value(unsigned(g.channels));
+  w.key("services").value(unsigned(g.services)).key("topics").value(unsigned(g.topics));
+  w.key("subscriptions").value(unsigned(g.subscriptions));
+  w.key("registry_generation").value(uint64_t(g.registryGeneration));
+  w.key("connections_total").value(uint64_t(g.connectionsTotal));
+  w.key("reconnects_total").value(uint64_t(g.reconnectsTotal));
+  w.key("metrics_series_refused_total").value(uint64_t(g.metricsSlotsRefused));
+  w.endObject();
+  w.key("methods").beginArray();
+  for (const auto& r : sample.rows) {
+    w.beginObject();
+    w.key("service").value(r.service).key("method").value(r.method);
+    w.key("calls_total").value(uint64_t(r.callsTotal));
+    w.key("errors_total").value(uint64_t(r.errorsTotal));
+    w.key("calls_per_second").raw(jsonNumber(r.callsPerSecond));
+    w.key("errors_per_second").raw(jsonNumber(r.errorsPerSecond));
+    w.key("in_flight").value(uint64_t(r.inFlight));
+    optionalNs(w, "p50_ns", r.p50Ns);
+    optionalNs(w, "p99_ns", r.p99Ns);
+    optionalNs(w, "max_ns", r.maxNs);
+    w.key("calls_by_code").beginObject();
+    for (size_t code = 0; code < r.callsByCode.size(); ++code) {
+      if (r.callsByCode[code] == 0) continue;
+      w.key(statusCodeName(StatusCode(code))).value(uint64_t(r.callsByCode[code]));
+    }
+    w.endObject();
+    w.key("handled_total").value(uint64_t(r.handledTotal));
+    optionalNs(w, "handler_p50_ns", r.handlerP50Ns);
+    optionalNs(w, "handler_p99_ns", r.handlerP99Ns);
+    w.endObject();
+  }
+  w.endArray();
+  w.endObject();
+  return w.str();
+}
+
+}  // namespace hms::ffi::cli

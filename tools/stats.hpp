@@ -1,0 +1,73 @@
+// hms-ffi stats without a broker: from two metrics snapshots (hms/ffi/metrics.hpp) taken an
+// interval apart, the rows of the table, the table and the JSON document. The command
+// (stats_command.cpp) takes the snapshots; everything here is pure, so it is tested alone.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "hms/ffi/metrics.hpp"
+
+namespace hms::ffi::cli {
+
+// One service method over one interval. Totals are since the broker started; rates and
+// quantiles cover the interval only.
+struct StatsRow {
+  std::string service;
+  std::string method;
+  uint64_t callsTotal = 0;
+  uint64_t errorsTotal = 0;   // calls that ended other than OK
+  double callsPerSecond = 0;  // never negative: a series that went back counts from zero
+  double errorsPerSecond = 0;
+  uint64_t inFlight = 0;
+  // Upper bounds (within a bucket, ~19%) of the callers' send-to-reply latency over the
+  // interval; nothing when no call ended in it.
+  std::optional<uint64_t> p50Ns;
+  std::optional<uint64_t> p99Ns;
+  std::optional<uint64_t> maxNs;           // the longest ever; nothing when no call ever ended
+  std::array<uint64_t, 17> callsByCode{};  // totals, by StatusCode
+  uint64_t handledTotal = 0;               // calls the service ran (its view)
+  std::optional<uint64_t> handlerP50Ns;    // handler start to answer, over the interval
+  std::optional<uint64_t> handlerP99Ns;
+};
+
+// The rows of the methods of `after` whose service starts with `prefix`, busiest first (calls/s,
+// then total calls, descending; then service and method). A method missing from `before`
+// started from zero; one whose calls went back (the broker restarted), or every one when the
+// broker's start time changed, is rated from zero too. Rates are 0 when seconds <= 0.
+std::vector<StatsRow> statsRows(const MetricsSnapshot& before, const MetricsSnapshot& after,
+                                double seconds, std::string_view prefix);
+
+// The interval between two snapshots in seconds: the broker's own timestamps when they agree
+// with `measuredSeconds` (the caller's clock around the two requests) within a factor of two,
+// else `measuredSeconds`.
+double sampleSeconds(const MetricsSnapshot& before, const MetricsSnapshot& after,
+                     double measuredSeconds);
+
+// What one refresh of `hms-ffi stats` shows.
+struct StatsSample {
+  BrokerGauges gauges;
+  int64_t takenUnixNs = 0;
+  double intervalSeconds = 0;
+  bool anyMethods = false;  // the broker has metrics of at least one method (prefix or not)
+  std::vector<StatsRow> rows;
+};
+StatsSample statsSample(const MetricsSnapshot& before, const MetricsSnapshot& after, double seconds,
+                        std::string_view prefix);
+
+// Three significant digits in the largest unit that keeps the number at least 1: "850ns",
+// "12.3us", "4.56ms", "1.20s".
+std::string formatDuration(uint64_t ns);
+
+// The gauges line, then the table (or a line saying there is nothing to show), each line ending
+// in '\n'.
+std::string renderStatsTable(const StatsSample& sample, std::string_view prefix);
+
+// One JSON object (docs of `hms-ffi stats --help`), without a final newline.
+std::string renderStatsJson(const StatsSample& sample, bool pretty);
+
+}  // namespace hms::ffi::cli
