@@ -29,15 +29,6 @@ std::chrono::nanoseconds CallContext::timeLeft() const noexcept {
 
 namespace detail {
 
-namespace {
-
-int64_t deadlineFrom(const CallOptions& o, const ClientOptions& c) {
-  const auto timeout = o.timeout.count() > 0 ? o.timeout : c.defaultTimeout;
-  return monotonicNs() + timeout.count();
-}
-
-}  // namespace
-
 // Maps a channel segment handed over by the broker and checks what the broker wrote in it.
 Result<Mapping> attachChannel(int fd, uint64_t claimedBytes) {
   if (auto s = checkSealedAgainstShrink(fd, 0, "the channel segment"); !s) return s;
@@ -324,8 +315,11 @@ MetricsSlot* callerMetricsSlot(CallerChannel& ch, uint16_t ordinal, std::string_
 Result<capnp::MessageBuilder*> beginCall(CallerChannel& ch, const MethodRef& method,
                                          const CallOptions& options) noexcept {
   try {
-    const int64_t deadline = deadlineFrom(options, ch.client->options);
-    const int64_t t0 = ch.client->metrics.enabled() ? monotonicNs() : 0;
+    // One clock read for the deadline and the call's start (the metrics).
+    const int64_t t0 = monotonicNs();
+    const auto timeout =
+        options.timeout.count() > 0 ? options.timeout : ch.client->options.defaultTimeout;
+    const int64_t deadline = t0 + timeout.count();
     if (auto s = ch.acquire(deadline); !s) return s;
     ch.metricsSlot = method.found ? callerMetricsSlot(ch, method.ordinal, method.name) : nullptr;
     ch.startNs = t0;

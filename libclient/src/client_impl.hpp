@@ -114,6 +114,17 @@ struct AsyncCall {
   int64_t startNs = 0;
 };
 
+// A call the service began counting whose end is counted later, off the reply's path: after the
+// reply is published (the handler's time then includes the publish).
+struct MetricsTiming {
+  MetricsSlot* slot = nullptr;
+  int64_t startNs = 0;
+  void end(StatusCode code) noexcept {
+    if (slot) metricsEnd(slot, uint32_t(code), uint64_t(monotonicNs() - startNs));
+    slot = nullptr;
+  }
+};
+
 // Metrics of the calls (metrics_writer.hpp): the calling thread's slot of a caller-side series.
 MetricsSlot* callerMetricsSlot(CallerChannel& ch, uint16_t ordinal, std::string_view method,
                                uint32_t* family = nullptr) noexcept;
@@ -491,16 +502,19 @@ class Dispatcher {
   Status invokeGranted(Channel& ch, const RingConsumer::Record& rec,
                        const std::shared_ptr<ServerCall>* call, bool stream,
                        const std::function<Status(CallContext&, capnp::MessageReader&)>* run,
-                       capnp::MessageBuilder* results);
+                       capnp::MessageBuilder* results,
+                       int64_t nowNs = 0);
   Status invoke(Channel& ch, const RingConsumer::Record& rec,
                 const std::shared_ptr<ServerCall>* call, bool stream,
                 const std::function<Status(CallContext&, capnp::MessageReader&)>* run,
-                capnp::MessageBuilder* results);
+                capnp::MessageBuilder* results,
+                MetricsTiming* timing = nullptr);
   // invoke() without the metrics: the grant, the handler and the audit.
   Status invokeChecked(Channel& ch, const RingConsumer::Record& rec,
                        const std::shared_ptr<ServerCall>* call, bool stream,
                        const std::function<Status(CallContext&, capnp::MessageReader&)>* run,
-                       capnp::MessageBuilder* results);
+                       capnp::MessageBuilder* results,
+                       int64_t nowNs = 0);
   void auditCall(Channel& ch, const RingConsumer::Record& rec, const Status& status,
                  uint8_t level, int64_t startedNs);
   void closeChannelLocal(Channel& ch, uint32_t myState, const char* why);

@@ -786,7 +786,8 @@ bool Dispatcher::pollChannels() {
 Status Dispatcher::invoke(Channel& ch, const RingConsumer::Record& rec,
                           const std::shared_ptr<ServerCall>* call, bool stream,
                           const std::function<Status(CallContext&, capnp::MessageReader&)>* run,
-                          capnp::MessageBuilder* results) {
+                          capnp::MessageBuilder* results,
+                          MetricsTiming* timing) {
   MetricsWriter& w = client_.metrics;
   const uint16_t ordinal = rec.header.method;
   const Service& svc = *ch.service;
@@ -801,18 +802,23 @@ Status Dispatcher::invoke(Channel& ch, const RingConsumer::Record& rec,
   }
   const int64_t t0 = monotonicNs();
   metricsStart(m);
-  Status status = invokeChecked(ch, rec, call, stream, run, results);
-  metricsEnd(m, uint32_t(status.code()), uint64_t(monotonicNs() - t0));
+  Status status = invokeChecked(ch, rec, call, stream, run, results, t0);
+  if (timing) {
+    timing->slot = m;  // ended by the caller once the reply is out
+    timing->startNs = t0;
+  } else {
+    metricsEnd(m, uint32_t(status.code()), uint64_t(monotonicNs() - t0));
+  }
   return status;
 }
 
 Status Dispatcher::invokeChecked(Channel& ch, const RingConsumer::Record& rec,
                                  const std::shared_ptr<ServerCall>* call, bool stream,
                                  const std::function<Status(CallContext&, capnp::MessageReader&)>* run,
-                                 capnp::MessageBuilder* results) {
+                                 capnp::MessageBuilder* results, int64_t nowNs) {
   const ChannelGrant& grant = *ch.grant;
   const uint16_t ordinal = rec.header.method;
-  if (!grant.enforced) return invokeGranted(ch, rec, call, stream, run, results);
+  if (!grant.enforced) return invokeGranted(ch, rec, call, stream, run, results, nowNs);
   // The broker's word for this caller, sent to this process over its own control socket: what
   // the caller writes into the channel cannot widen it.
   const bool allowed = ordinal < grant.allowed.size() && grant.allowed[ordinal] != 0;
@@ -837,7 +843,7 @@ Status Dispatcher::invokeChecked(Channel& ch, const RingConsumer::Record& rec,
                     svc.spec.id,
                     {{"service", svc.spec.id}, {"method", method}, {"reason", why}});
   } else {
-    status = invokeGranted(ch, rec, call, stream, run, results);
+    status = invokeGranted(ch, rec, call, stream, run, results, nowNs);
   }
   // Denials are always recorded; allowed calls as the policy's audit level asks.
   if (!allowed || level != 0) auditCall(ch, rec, status, level, started);
@@ -891,7 +897,7 @@ void Dispatcher::auditCall(Channel& ch, const RingConsumer::Record& rec, const S
 Status Dispatcher::invokeGranted(Channel& ch, const RingConsumer::Record& rec,
                                  const std::shared_ptr<ServerCall>* call, bool stream,
                                  const std::function<Status(CallContext&, capnp::MessageReader&)>* run,
-                                 capnp::MessageBuilder* results) {
+                                 capnp::MessageBuilder* results, int64_t nowNs) {
   Service& svc = *ch.service;
   static const std::string kNoName;
   const uint16_t ordinal = rec.header.method;
@@ -900,16 +906,17 @@ Status Dispatcher::invokeGranted(Channel& ch, const RingConsumer::Record& rec,
   const Handler* unary = ordinal < svc.byOrdinal.size() ? svc.byOrdinal[ordinal] : nullptr;
   const StreamHandler* streamer =
       ordinal < svc.streamByOrdinal.size() ? svc.streamByOrdinal[ordinal] : nullptr;
-  const std::string label =
-      methodName.empty() ? "ordinal " + std::to_string(ordinal) : "'" + methodName + "'";
-  if (rec.header.deadlineNs > 0 && monotonicNs() >= rec.header.deadlineNs) {
+  auto label = [&] {
+    return methodName.empty() ? "ordinal " + std::to_string(ordinal) : "'" + methodName + "'";
+  };
+  if (rec.header.deadlineNs > 0 && (nowNs ? nowNs : monotonicNs()) >= rec.header.deadlineNs) {
     return Status(StatusCode::kDeadlineExceeded,
                   "the deadline passed before " + svc.spec.id + "." + methodName + " started");
   }
   if (!unary && !streamer) {
     return Status(StatusCode::kUnimplemented, "service '" + svc.spec.id + "' " +
                                                   svc.spec.version.toString() +
-                                                  " has no handler for method " + label);
+                                                  " has no handler for method " + label());
   }
   if (stream && !streamer) {
     return Status(StatusCode::kFailedPrecondition,
@@ -1000,6 +1007,15 @@ void Dispatcher::runUnary(Channel& ch, Queued& q, const std::shared_ptr<ServerCa
   header.callId = rec.header.callId;
   header.method = rec.header.method;
   std::unique_lock out(ch.outMu);
+  // The call's end is counted once its reply is out (or there is nobody to send it to), with
+  // the code the service answered.
+  MetricsTiming timing;
+  Status answered;
+  struct EndCount {
+    MetricsTiming& t;
+    const Status& s;
+    ~EndCount() { t.end(s.code()); }
+  } endCount{timing, answered};
 
   if (ch.link) {
     Status status;
@@ -1008,7 +1024,7 @@ void Dispatcher::runUnary(Channel& ch, Queued& q, const std::shared_ptr<ServerCa
       // link's scratch, a separate buffer.
       RingMessageBuilder results(ch.link->scratch());
       try {
-        status = invoke(ch, rec, call, false, nullptr, &results);
+        status = invoke(ch, rec, call, false, nullptr, &results, &timing);
         if (status) {
           const Status sent =
               ch.link->send(header, nullptr, results, client_.policy, replyDeadline, svc.limitHint);
@@ -1026,6 +1042,7 @@ void Dispatcher::runUnary(Channel& ch, Queued& q, const std::shared_ptr<ServerCa
         status = Status(StatusCode::kInternal, e.getDescription().cStr());
       }
     }
+    answered = status;
     RingMessageBuilder error(ch.link->scratch());
     header.status = uint16_t(status.code());
     buildError(error, status, svc.spec.id);
@@ -1060,7 +1077,7 @@ void Dispatcher::runUnary(Channel& ch, Queued& q, const std::shared_ptr<ServerCa
   std::optional<RingMessageBuilder> results;
   results.emplace(kj::arrayPtr(reinterpret_cast<capnp::word*>(slot.record + offset),
                                (slot.bytes - offset) / sizeof(capnp::word)));
-  Status status = invoke(ch, rec, call, false, nullptr, &*results);
+  Status status = invoke(ch, rec, call, false, nullptr, &*results, &timing);
 
   auto waitSpace = [&](uint32_t bytes) -> Status {
     const bool ok = waitFor(ch.responses.spaceWake(), client_.policy, replyDeadline,
@@ -1097,6 +1114,7 @@ void Dispatcher::runUnary(Channel& ch, Queued& q, const std::shared_ptr<ServerCa
                                  (slot.bytes - offset) / sizeof(capnp::word)));
   }
   if (!status) {
+    answered = status;
     header.status = uint16_t(status.code());
     buildError(*results, status, svc.spec.id);
     (void)publishRecord(ch.responses, slot, *results, header, nullptr, ch.maxMessageBytes,
