@@ -147,6 +147,13 @@ func (r *Request) cancelled() bool {
 	return r.c != nil && C.hms_request_cancelled(r.c) != 0
 }
 
+// deadlinePassed reports whether the call's deadline has passed.
+func (r *Request) deadlinePassed() bool {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.c != nil && C.hms_request_time_left_ns(r.c) == 0
+}
+
 // take hands the request's C handle to the one who answers it, once.
 func (r *Request) take() *C.hms_request_t {
 	r.mu.Lock()
@@ -505,7 +512,11 @@ func watchRequest(r *Request, cancel context.CancelFunc, done <-chan struct{}) {
 			return
 		case <-t.C:
 			if r.cancelled() {
-				cancel()
+				// Past its deadline the context ends by its own timer, a moment later, with
+				// context.DeadlineExceeded: the handler then answers what the caller sees.
+				if !r.deadlinePassed() {
+					cancel()
+				}
 				return
 			}
 		}
