@@ -61,6 +61,24 @@ uint64_t upperBound(uint64_t ns, uint64_t maxNs) {
   return std::min(LatencyHistogram::bucketUpperNs(LatencyHistogram::bucketOf(ns)), maxNs);
 }
 
+TopicMetrics topic(std::string id, uint64_t published, uint64_t delivered = 0, uint64_t dropped = 0,
+                   uint64_t bytes = 0) {
+  TopicMetrics t;
+  t.topic = std::move(id);
+  t.published = published;
+  t.delivered = delivered;
+  t.dropped = dropped;
+  t.publishedBytes = bytes;
+  return t;
+}
+
+MetricsSnapshot withTopics(std::vector<TopicMetrics> topics,
+                           std::vector<MethodMetrics> methods = {}) {
+  auto s = snapshot(std::move(methods));
+  s.topics = std::move(topics);
+  return s;
+}
+
 const StatsRow* find(const std::vector<StatsRow>& rows, std::string_view method) {
   for (const auto& r : rows) {
     if (r.method == method) return &r;
@@ -200,6 +218,93 @@ TEST(StatsRows, InFlightComesFromTheLaterSnapshot) {
   EXPECT_EQ(statsRows(before, after, 1.0, "")[0].inFlight, 3u);
 }
 
+TEST(TopicRows, RatesAreTheDifferenceOverTheInterval) {
+  const auto before = withTopics({topic("hms.emr.vitals", 100, 180, 4, 10'000)});
+  const auto after = withTopics({topic("hms.emr.vitals", 300, 570, 10, 2'410'000)});
+  const auto rows = topicRows(before, after, 2.0, "");
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0].topic, "hms.emr.vitals");
+  EXPECT_EQ(rows[0].publishedTotal, 300u);
+  EXPECT_EQ(rows[0].deliveredTotal, 570u);
+  EXPECT_EQ(rows[0].droppedTotal, 10u);
+  EXPECT_EQ(rows[0].bytesTotal, 2'410'000u);
+  EXPECT_DOUBLE_EQ(rows[0].publishedPerSecond, 100.0);    // (300 - 100) / 2
+  EXPECT_DOUBLE_EQ(rows[0].deliveredPerSecond, 195.0);    // (570 - 180) / 2
+  EXPECT_DOUBLE_EQ(rows[0].droppedPerSecond, 3.0);        // (10 - 4) / 2
+  EXPECT_DOUBLE_EQ(rows[0].bytesPerSecond, 1'200'000.0);  // (2410000 - 10000) / 2
+  EXPECT_DOUBLE_EQ(topicRows(before, after, 0.0, "")[0].publishedPerSecond, 0.0);
+}
+
+TEST(TopicRows, CounterThatWentBackIsNotANegativeRate) {
+  // Only the drops went back: the whole topic is counted from zero.
+  const auto before = withTopics({topic("t", 1000, 2000, 50, 100'000)});
+  const auto after = withTopics({topic("t", 1010, 2020, 3, 101'000)});
+  const auto rows = topicRows(before, after, 1.0, "");
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_DOUBLE_EQ(rows[0].publishedPerSecond, 1010.0);
+  EXPECT_DOUBLE_EQ(rows[0].deliveredPerSecond, 2020.0);
+  EXPECT_DOUBLE_EQ(rows[0].droppedPerSecond, 3.0);
+  EXPECT_DOUBLE_EQ(rows[0].bytesPerSecond, 101'000.0);
+}
+
+TEST(TopicRows, NewBrokerStartTimeCountsEverythingFromZero) {
+  auto before = withTopics({topic("t", 10, 10)});
+  auto after = withTopics({topic("t", 25, 30)});
+  after.gauges.startedUnixMs = before.gauges.startedUnixMs + 5'000;
+  const auto rows = topicRows(before, after, 1.0, "");
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_DOUBLE_EQ(rows[0].publishedPerSecond, 25.0);
+  EXPECT_DOUBLE_EQ(rows[0].deliveredPerSecond, 30.0);
+}
+
+TEST(TopicRows, TopicOnlyInTheLaterSnapshotCountsFromZero) {
+  const auto before = withTopics({topic("old", 10, 10)});
+  const auto after = withTopics({topic("new", 8, 16, 2, 800), topic("old", 10, 10)});
+  const auto rows = topicRows(before, after, 2.0, "");
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_EQ(rows[0].topic, "new");  // the busiest
+  EXPECT_DOUBLE_EQ(rows[0].publishedPerSecond, 4.0);
+  EXPECT_DOUBLE_EQ(rows[0].deliveredPerSecond, 8.0);
+  EXPECT_DOUBLE_EQ(rows[0].droppedPerSecond, 1.0);
+  EXPECT_DOUBLE_EQ(rows[0].bytesPerSecond, 400.0);
+  EXPECT_DOUBLE_EQ(rows[1].publishedPerSecond, 0.0);
+}
+
+TEST(TopicRows, SortsBusiestFirst_ThenByTotal_ThenById) {
+  const auto before = withTopics({topic("a.idle", 500), topic("b.quiet", 5), topic("c.busy", 0),
+                                  topic("d.z", 1), topic("d.a", 1)});
+  const auto after = withTopics({topic("a.idle", 500), topic("b.quiet", 5), topic("c.busy", 100),
+                                 topic("d.z", 11), topic("d.a", 11)});
+  std::vector<std::string> order;
+  for (const auto& r : topicRows(before, after, 1.0, "")) order.push_back(r.topic);
+  EXPECT_EQ(order, (std::vector<std::string>{"c.busy", "d.a", "d.z", "a.idle", "b.quiet"}));
+}
+
+TEST(TopicRows, PrefixKeepsOnlyMatchingTopics) {
+  const auto s = withTopics(
+      {topic("hms.ach.events", 1), topic("hms.emr.alerts", 1), topic("hms.emr.vitals", 1)},
+      {method("hms.emr.patient", "get", 1), method("hms.ach.batch", "run", 1)});
+  const auto sample = statsSample(s, s, 1.0, "hms.emr.");
+  ASSERT_EQ(sample.topics.size(), 2u);
+  for (const auto& t : sample.topics) EXPECT_EQ(t.topic.rfind("hms.emr.", 0), 0u) << t.topic;
+  ASSERT_EQ(sample.rows.size(), 1u);
+  EXPECT_TRUE(sample.anyTopics);
+  EXPECT_TRUE(topicRows(s, s, 1.0, "nothing").empty());
+  EXPECT_EQ(topicRows(s, s, 1.0, "").size(), 3u);
+}
+
+TEST(FormatByteRate, DecimalUnitsWithOneDecimal) {
+  EXPECT_EQ(formatByteRate(0), "0B/s");
+  EXPECT_EQ(formatByteRate(-3), "0B/s");
+  EXPECT_EQ(formatByteRate(850), "850B/s");
+  EXPECT_EQ(formatByteRate(999.7), "1.0kB/s");  // not "1000B/s"
+  EXPECT_EQ(formatByteRate(1'234), "1.2kB/s");
+  EXPECT_EQ(formatByteRate(999'970), "1.0MB/s");  // not "1000.0kB/s"
+  EXPECT_EQ(formatByteRate(1'200'000), "1.2MB/s");
+  EXPECT_EQ(formatByteRate(45'600'000), "45.6MB/s");
+  EXPECT_EQ(formatByteRate(3'400'000'000), "3.4GB/s");
+}
+
 TEST(SampleSeconds, UsesTheBrokersTimestamps_WhenTheyAgreeWithOurClock) {
   const auto before = snapshot({}, 1'000'000'000);
   const auto after = snapshot({}, 2'100'000'000);
@@ -235,9 +340,12 @@ TEST(RenderStatsTable, SaysNoCallsYet_WhenTheBrokerHasNoMethods) {
 }
 
 TEST(RenderStatsTable, SaysNoCallsToThePrefix_WhenNoServiceMatches) {
-  const auto s = snapshot({method("hms.ach.batch", "run", 1)});
+  const auto s = withTopics({topic("hms.ach.events", 3)}, {method("hms.ach.batch", "run", 1)});
   const auto text = renderStatsTable(statsSample(s, s, 1.0, "hms.emr."), "hms.emr.");
-  EXPECT_NE(text.find("no calls to services starting with 'hms.emr.'"), std::string::npos) << text;
+  EXPECT_NE(text.find("no calls to services or messages on topics starting with 'hms.emr.' yet"),
+            std::string::npos)
+      << text;
+  EXPECT_EQ(text.find("TOPIC"), std::string::npos) << text;
 }
 
 TEST(RenderStatsTable, HasGaugesHeaderAndARowPerMethod) {
@@ -272,6 +380,47 @@ TEST(RenderStatsTable, HasGaugesHeaderAndARowPerMethod) {
   const std::string idle = text.substr(vitals, text.find('\n', vitals) - vitals);
   EXPECT_NE(idle.find(" - "), std::string::npos) << idle;
   EXPECT_LT(patient, vitals);  // busiest first
+}
+
+TEST(RenderStatsTable, ShowsTopicsAfterTheMethods) {
+  const auto before = withTopics({topic("hms.emr.vitals", 100, 200, 0, 0), topic("quiet", 7, 7)},
+                                 {method("hms.emr.patient", "getPatient", 100)});
+  const auto after =
+      withTopics({topic("hms.emr.vitals", 150, 290, 10, 1'200'000), topic("quiet", 7, 7)},
+                 {method("hms.emr.patient", "getPatient", 110)});
+  const auto text = renderStatsTable(statsSample(before, after, 1.0, ""), "");
+  for (const char* column :
+       {"TOPIC", "MSGS/S", "DELIVERED/S", "DROPPED/S", "TOTAL", "DROPPED", "BYTES/S"}) {
+    EXPECT_NE(text.find(column), std::string::npos) << column << "\n" << text;
+  }
+  // gauges, methods header and row, a blank line, topics header and 2 rows
+  EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 7) << text;
+  EXPECT_NE(text.find("\n\nTOPIC"), std::string::npos) << text;
+  EXPECT_LT(text.find("getPatient"), text.find("TOPIC"));
+  const auto vitals = text.find("hms.emr.vitals");
+  ASSERT_NE(vitals, std::string::npos);
+  const std::string row = text.substr(vitals, text.find('\n', vitals) - vitals);
+  for (const char* cell : {" 50.0 ", " 90.0 ", " 10.0 ", " 150 ", " 10 ", " 1.2MB/s"}) {
+    EXPECT_NE(row.find(cell), std::string::npos) << cell << " in\n" << row;
+  }
+  EXPECT_LT(vitals, text.find("quiet"));  // busiest first
+  EXPECT_EQ(text.find("no calls"), std::string::npos) << text;
+}
+
+TEST(RenderStatsTable, ShowsTopics_WhenNoMethodWasCalled) {
+  const auto before = withTopics({topic("hms.emr.vitals", 10)});
+  const auto after = withTopics({topic("hms.emr.vitals", 15, 5, 0, 500)});
+  const auto text = renderStatsTable(statsSample(before, after, 1.0, ""), "");
+  EXPECT_EQ(text.find("no calls"), std::string::npos) << text;
+  EXPECT_EQ(text.find("SERVICE"), std::string::npos) << text;
+  EXPECT_NE(text.find("TOPIC"), std::string::npos) << text;
+  EXPECT_NE(text.find("hms.emr.vitals"), std::string::npos) << text;
+  EXPECT_NE(text.find("500B/s"), std::string::npos) << text;
+  EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 3) << text;  // gauges, header, a row
+  // The same with a prefix that matches the topic and no service.
+  const auto prefixed = renderStatsTable(statsSample(before, after, 1.0, "hms.emr."), "hms.emr.");
+  EXPECT_EQ(prefixed.find("no calls"), std::string::npos) << prefixed;
+  EXPECT_NE(prefixed.find("hms.emr.vitals"), std::string::npos) << prefixed;
 }
 
 TEST(RenderStatsJson, HasTheFieldsAndNumbers) {
@@ -322,6 +471,24 @@ TEST(RenderStatsJson, HasTheFieldsAndNumbers) {
 TEST(RenderStatsJson, EmptyMethodsArray_WhenNoCallsYet) {
   const auto json = renderStatsJson(statsSample(snapshot({}), snapshot({}), 1.0, ""), false);
   EXPECT_NE(json.find("\"methods\":[]"), std::string::npos) << json;
+  EXPECT_NE(json.find("\"topics\":[]"), std::string::npos) << json;
+}
+
+TEST(RenderStatsJson, HasTheTopicFields) {
+  const auto before = withTopics({topic("hms.emr.vitals", 100, 200, 1, 10'000), topic("quiet", 3)});
+  const auto after = withTopics({topic("hms.emr.vitals", 105, 209, 2, 12'500), topic("quiet", 3)});
+  const auto json = renderStatsJson(statsSample(before, after, 2.0, ""), false);
+  for (const std::string expected : {
+           "\"methods\":[],\"topics\":[{\"topic\":\"hms.emr.vitals\",\"published_total\":105,"
+           "\"delivered_total\":209,\"dropped_total\":2,\"bytes_total\":12500,"
+           "\"published_per_second\":2.5,\"delivered_per_second\":4.5,"
+           "\"dropped_per_second\":0.5,\"bytes_per_second\":1250}",
+           "{\"topic\":\"quiet\",\"published_total\":3,\"delivered_total\":0,"
+           "\"dropped_total\":0,\"bytes_total\":0,\"published_per_second\":0,"
+           "\"delivered_per_second\":0,\"dropped_per_second\":0,\"bytes_per_second\":0}]}",
+       }) {
+    EXPECT_NE(json.find(expected), std::string::npos) << expected << "\nin\n" << json;
+  }
 }
 
 TEST(RenderStatsJson, PrettyIsIndented) {

@@ -55,6 +55,32 @@ std::string durationOrDash(const std::optional<uint64_t>& ns) {
   return ns ? formatDuration(*ns) : std::string("-");
 }
 
+// The rows of `cells` (the header first) as aligned columns: the first `names` to the left,
+// the rest (numbers) to the right.
+void appendTable(std::string& out, const std::vector<std::vector<std::string>>& cells,
+                 size_t names) {
+  std::vector<size_t> widths(cells.front().size(), 0);
+  for (const auto& row : cells) {
+    for (size_t c = 0; c < row.size(); ++c) widths[c] = std::max(widths[c], row[c].size());
+  }
+  for (const auto& row : cells) {
+    std::string text;
+    for (size_t c = 0; c < row.size(); ++c) {
+      if (c > 0) text += "  ";
+      const std::string pad(widths[c] - row[c].size(), ' ');
+      if (c < names) {
+        text += row[c];
+        if (c + 1 < row.size()) text += pad;
+      } else {
+        text += pad;
+        text += row[c];
+      }
+    }
+    out += text;
+    out += '\n';
+  }
+}
+
 void optionalNs(JsonWriter& w, std::string_view key, const std::optional<uint64_t>& ns) {
   w.key(key);
   if (ns) {
@@ -115,6 +141,49 @@ std::vector<StatsRow> statsRows(const MetricsSnapshot& before, const MetricsSnap
   return rows;
 }
 
+std::vector<TopicRow> topicRows(const MetricsSnapshot& before, const MetricsSnapshot& after,
+                                double seconds, std::string_view prefix) {
+  const bool restarted = before.gauges.startedUnixMs != 0 && after.gauges.startedUnixMs != 0 &&
+                         before.gauges.startedUnixMs != after.gauges.startedUnixMs;
+  std::map<std::string_view, const TopicMetrics*> earlier;
+  if (!restarted) {
+    for (const auto& t : before.topics) earlier[t.topic] = &t;
+  }
+  const TopicMetrics none;
+  const double perSecond = seconds > 0 ? 1.0 / seconds : 0.0;
+
+  std::vector<TopicRow> rows;
+  for (const auto& t : after.topics) {
+    if (!std::string_view(t.topic).starts_with(prefix)) continue;
+    const auto it = earlier.find(t.topic);
+    const TopicMetrics* b = it == earlier.end() ? &none : it->second;
+    // A counter that went back belongs to a new life of the broker: all of it is new.
+    if (t.published < b->published || t.publishedBytes < b->publishedBytes ||
+        t.delivered < b->delivered || t.dropped < b->dropped) {
+      b = &none;
+    }
+    TopicRow r;
+    r.topic = t.topic;
+    r.publishedTotal = t.published;
+    r.deliveredTotal = t.delivered;
+    r.droppedTotal = t.dropped;
+    r.bytesTotal = t.publishedBytes;
+    r.publishedPerSecond = double(gained(t.published, b->published)) * perSecond;
+    r.deliveredPerSecond = double(gained(t.delivered, b->delivered)) * perSecond;
+    r.droppedPerSecond = double(gained(t.dropped, b->dropped)) * perSecond;
+    r.bytesPerSecond = double(gained(t.publishedBytes, b->publishedBytes)) * perSecond;
+    rows.push_back(std::move(r));
+  }
+  std::sort(rows.begin(), rows.end(), [](const TopicRow& x, const TopicRow& y) {
+    if (x.publishedPerSecond != y.publishedPerSecond) {
+      return x.publishedPerSecond > y.publishedPerSecond;
+    }
+    if (x.publishedTotal != y.publishedTotal) return x.publishedTotal > y.publishedTotal;
+    return x.topic < y.topic;
+  });
+  return rows;
+}
+
 double sampleSeconds(const MetricsSnapshot& before, const MetricsSnapshot& after,
                      double measuredSeconds) {
   if (before.takenUnixNs > 0 && after.takenUnixNs > before.takenUnixNs) {
@@ -134,7 +203,9 @@ StatsSample statsSample(const MetricsSnapshot& before, const MetricsSnapshot& af
   s.takenUnixNs = after.takenUnixNs;
   s.intervalSeconds = seconds;
   s.anyMethods = !after.methods.empty();
+  s.anyTopics = !after.topics.empty();
   s.rows = statsRows(before, after, seconds, prefix);
+  s.topics = topicRows(before, after, seconds, prefix);
   return s;
 }
 
@@ -162,6 +233,23 @@ std::string formatDuration(uint64_t ns) {
   return out;
 }
 
+std::string formatByteRate(double bytesPerSecond) {
+  double v = std::isfinite(bytesPerSecond) && bytesPerSecond > 0 ? bytesPerSecond : 0.0;
+  static constexpr const char* kUnits[] = {"B", "kB", "MB", "GB", "TB", "PB"};
+  char buf[64] = "";
+  for (size_t i = 0; i < std::size(kUnits); ++i) {
+    const bool last = i + 1 == std::size(kUnits);
+    // 999.97kB/s would print as "1000.0kB/s": it is "1.0MB/s".
+    if (!last && v >= (i == 0 ? 999.5 : 999.95)) {
+      v /= 1000;
+      continue;
+    }
+    std::snprintf(buf, sizeof(buf), "%.*f%s/s", i == 0 ? 0 : 1, v, kUnits[i]);
+    break;
+  }
+  return buf;
+}
+
 std::string renderStatsTable(const StatsSample& sample, std::string_view prefix) {
   const BrokerGauges& g = sample.gauges;
   char line[256];
@@ -171,47 +259,40 @@ std::string renderStatsTable(const StatsSample& sample, std::string_view prefix)
                 g.clients, g.channels, g.services, g.topics, g.subscriptions,
                 sample.intervalSeconds);
   std::string out = line;
-  if (sample.rows.empty()) {
-    if (!sample.anyMethods || prefix.empty()) {
+  if (sample.rows.empty() && sample.topics.empty()) {
+    if ((!sample.anyMethods && !sample.anyTopics) || prefix.empty()) {
       out += "no calls have been made yet\n";
     } else {
-      out += "no calls to services starting with '";
+      out += "no calls to services or messages on topics starting with '";
       out += prefix;
       out += "' yet\n";
     }
     return out;
   }
 
-  std::vector<std::vector<std::string>> cells;
-  cells.push_back({"SERVICE", "METHOD", "CALLS/S", "ERRORS/S", "CALLS", "ERRORS", "P50", "P99",
-                   "MAX", "IN FLIGHT", "HANDLER P50", "HANDLER P99"});
-  for (const auto& r : sample.rows) {
-    cells.push_back({r.service, r.method, formatRate(r.callsPerSecond),
-                     formatRate(r.errorsPerSecond), std::to_string(r.callsTotal),
-                     std::to_string(r.errorsTotal), durationOrDash(r.p50Ns),
-                     durationOrDash(r.p99Ns), durationOrDash(r.maxNs), std::to_string(r.inFlight),
-                     durationOrDash(r.handlerP50Ns), durationOrDash(r.handlerP99Ns)});
-  }
-  std::vector<size_t> widths(cells.front().size(), 0);
-  for (const auto& row : cells) {
-    for (size_t c = 0; c < row.size(); ++c) widths[c] = std::max(widths[c], row[c].size());
-  }
-  for (const auto& row : cells) {
-    std::string text;
-    for (size_t c = 0; c < row.size(); ++c) {
-      if (c > 0) text += "  ";
-      const std::string pad(widths[c] - row[c].size(), ' ');
-      // Names to the left, numbers to the right.
-      if (c < 2) {
-        text += row[c];
-        if (c + 1 < row.size()) text += pad;
-      } else {
-        text += pad;
-        text += row[c];
-      }
+  if (!sample.rows.empty()) {
+    std::vector<std::vector<std::string>> cells;
+    cells.push_back({"SERVICE", "METHOD", "CALLS/S", "ERRORS/S", "CALLS", "ERRORS", "P50", "P99",
+                     "MAX", "IN FLIGHT", "HANDLER P50", "HANDLER P99"});
+    for (const auto& r : sample.rows) {
+      cells.push_back({r.service, r.method, formatRate(r.callsPerSecond),
+                       formatRate(r.errorsPerSecond), std::to_string(r.callsTotal),
+                       std::to_string(r.errorsTotal), durationOrDash(r.p50Ns),
+                       durationOrDash(r.p99Ns), durationOrDash(r.maxNs), std::to_string(r.inFlight),
+                       durationOrDash(r.handlerP50Ns), durationOrDash(r.handlerP99Ns)});
     }
-    out += text;
-    out += '\n';
+    appendTable(out, cells, 2);
+  }
+  if (!sample.topics.empty()) {
+    if (!sample.rows.empty()) out += '\n';
+    std::vector<std::vector<std::string>> cells;
+    cells.push_back({"TOPIC", "MSGS/S", "DELIVERED/S", "DROPPED/S", "TOTAL", "DROPPED", "BYTES/S"});
+    for (const auto& t : sample.topics) {
+      cells.push_back({t.topic, formatRate(t.publishedPerSecond), formatRate(t.deliveredPerSecond),
+                       formatRate(t.droppedPerSecond), std::to_string(t.publishedTotal),
+                       std::to_string(t.droppedTotal), formatByteRate(t.bytesPerSecond)});
+    }
+    appendTable(out, cells, 1);
   }
   return out;
 }
@@ -252,6 +333,21 @@ std::string renderStatsJson(const StatsSample& sample, bool pretty) {
     w.key("handled_total").value(uint64_t(r.handledTotal));
     optionalNs(w, "handler_p50_ns", r.handlerP50Ns);
     optionalNs(w, "handler_p99_ns", r.handlerP99Ns);
+    w.endObject();
+  }
+  w.endArray();
+  w.key("topics").beginArray();
+  for (const auto& t : sample.topics) {
+    w.beginObject();
+    w.key("topic").value(t.topic);
+    w.key("published_total").value(uint64_t(t.publishedTotal));
+    w.key("delivered_total").value(uint64_t(t.deliveredTotal));
+    w.key("dropped_total").value(uint64_t(t.droppedTotal));
+    w.key("bytes_total").value(uint64_t(t.bytesTotal));
+    w.key("published_per_second").raw(jsonNumber(t.publishedPerSecond));
+    w.key("delivered_per_second").raw(jsonNumber(t.deliveredPerSecond));
+    w.key("dropped_per_second").raw(jsonNumber(t.droppedPerSecond));
+    w.key("bytes_per_second").raw(jsonNumber(t.bytesPerSecond));
     w.endObject();
   }
   w.endArray();

@@ -42,6 +42,27 @@ struct StatsRow {
 std::vector<StatsRow> statsRows(const MetricsSnapshot& before, const MetricsSnapshot& after,
                                 double seconds, std::string_view prefix);
 
+// One topic over one interval: its messages summed over its publishers and subscribers (live
+// and gone). Totals are since the broker started; rates cover the interval only.
+struct TopicRow {
+  std::string topic;
+  uint64_t publishedTotal = 0;
+  uint64_t deliveredTotal = 0;    // summed over the subscribers
+  uint64_t droppedTotal = 0;      // messages subscribers missed
+  uint64_t bytesTotal = 0;        // payload bytes published
+  double publishedPerSecond = 0;  // never negative, like the rates of StatsRow
+  double deliveredPerSecond = 0;
+  double droppedPerSecond = 0;
+  double bytesPerSecond = 0;
+};
+
+// The rows of the topics of `after` whose id starts with `prefix`, busiest first (published/s,
+// then published total, descending; then topic id). A topic missing from `before`, one whose
+// counters went back, or every one when the broker's start time changed, is rated from zero.
+// Rates are 0 when seconds <= 0.
+std::vector<TopicRow> topicRows(const MetricsSnapshot& before, const MetricsSnapshot& after,
+                                double seconds, std::string_view prefix);
+
 // The interval between two snapshots in seconds: the broker's own timestamps when they agree
 // with `measuredSeconds` (the caller's clock around the two requests) within a factor of two,
 // else `measuredSeconds`.
@@ -54,7 +75,9 @@ struct StatsSample {
   int64_t takenUnixNs = 0;
   double intervalSeconds = 0;
   bool anyMethods = false;  // the broker has metrics of at least one method (prefix or not)
+  bool anyTopics = false;   // the broker has metrics of at least one topic (prefix or not)
   std::vector<StatsRow> rows;
+  std::vector<TopicRow> topics;
 };
 StatsSample statsSample(const MetricsSnapshot& before, const MetricsSnapshot& after, double seconds,
                         std::string_view prefix);
@@ -63,8 +86,12 @@ StatsSample statsSample(const MetricsSnapshot& before, const MetricsSnapshot& af
 // "12.3us", "4.56ms", "1.20s".
 std::string formatDuration(uint64_t ns);
 
-// The gauges line, then the table (or a line saying there is nothing to show), each line ending
-// in '\n'.
+// A byte rate in decimal units with one decimal above bytes: "0B/s", "850B/s", "1.2kB/s",
+// "45.6MB/s", "1.2GB/s".
+std::string formatByteRate(double bytesPerSecond);
+
+// The gauges line, then the methods table and the topics table (each when it has rows, a blank
+// line between them), or a line saying there is nothing to show; each line ending in '\n'.
 std::string renderStatsTable(const StatsSample& sample, std::string_view prefix);
 
 // One JSON object (docs of `hms-ffi stats --help`), without a final newline.

@@ -1,6 +1,6 @@
-// hms-ffi stats: the calls of every service method as the broker counts them, rated over an
-// interval, once or top-like (--watch). The numbers come from stats.cpp; this file takes the
-// snapshots, paces them and prints.
+// hms-ffi stats: the calls of every service method and the messages of every topic as the
+// broker counts them, rated over an interval, once or top-like (--watch). The numbers come from
+// stats.cpp; this file takes the snapshots, paces them and prints.
 #include <unistd.h>
 
 #include <algorithm>
@@ -59,7 +59,7 @@ int runStats(const Command& cmd, Invocation& inv) {
     return *rc;
   }
   if (!args.positional.empty()) {
-    return usageError(cmd, "takes no arguments (--prefix SERVICE_PREFIX picks services)");
+    return usageError(cmd, "takes no arguments (--prefix PREFIX picks services and topics)");
   }
   std::chrono::nanoseconds interval = std::chrono::seconds(1);
   if (const std::string* v = args.value("--interval")) {
@@ -117,15 +117,16 @@ int runStats(const Command& cmd, Invocation& inv) {
 }  // namespace
 
 const Command kStatsCommand{
-    "stats", "stats [--interval SECONDS] [--watch] [--count N] [--prefix SERVICE_PREFIX] [--json]",
-    "Calls per service method as the broker counts them: rates, errors and latencies.",
-    "Takes the broker's call metrics, waits --interval, takes them again and prints a row per\n"
-    "service method, busiest first. Rates and latency quantiles cover that interval only;\n"
-    "totals are since hms-ffid started (calls of every client, live or gone). A broker restart\n"
-    "between the two samples counts from zero again: rates are never negative.\n"
+    "stats", "stats [--interval SECONDS] [--watch] [--count N] [--prefix PREFIX] [--json]",
+    "Calls per method and messages per topic as the broker counts them: rates, errors, drops.",
+    "Takes the broker's metrics, waits --interval, takes them again and prints a row per\n"
+    "service method, busiest first, then a row per topic, busiest first. Rates and latency\n"
+    "quantiles cover that interval only; totals are since hms-ffid started (calls and messages\n"
+    "of every client, live or gone). A broker restart between the two samples counts from zero\n"
+    "again: rates are never negative.\n"
     "\n"
     "The first line has the broker's gauges: connected clients, open channels, live services,\n"
-    "topics and subscriptions. Then the columns:\n"
+    "topics and subscriptions. Then the methods table, when a method has been called:\n"
     "  SERVICE, METHOD   the method's service id and name\n"
     "  CALLS/S           calls that ended in the interval, per second (any status)\n"
     "  ERRORS/S          of those, the ones that ended other than OK, per second\n"
@@ -137,6 +138,14 @@ const Command kStatsCommand{
     "  IN FLIGHT         calls begun by live callers and not ended yet\n"
     "  HANDLER P50, P99  the service's view: from its handler starting to its answer, over the\n"
     "                    interval; P99 much above HANDLER P99 points at queueing, not the work\n"
+    "Then the topics table, when a topic has been used (summed over its publishers and\n"
+    "subscribers, live and gone):\n"
+    "  TOPIC             the topic id\n"
+    "  MSGS/S            messages published in the interval, per second\n"
+    "  DELIVERED/S       messages delivered, summed over the subscribers, per second\n"
+    "  DROPPED/S         messages subscribers missed (drop_oldest, fell behind), per second\n"
+    "  TOTAL, DROPPED    messages published and dropped since the broker started\n"
+    "  BYTES/S           payload bytes published per second: 850B/s, 1.2kB/s, 3.4MB/s\n"
     "Latencies are counted in buckets (four per power of two), so a quantile is the upper bound\n"
     "of its bucket: the true value is at most that and within about 19% below it. Durations read\n"
     "850ns, 12.3us, 4.56ms, 1.20s.\n"
@@ -148,7 +157,7 @@ const Command kStatsCommand{
     "                      Ctrl-C; on a terminal the screen is redrawn, else the tables follow\n"
     "                      one another with a blank line between them\n"
     "  --count N           stop after N samples (implies --watch)\n"
-    "  --prefix P          only services whose id starts with P\n"
+    "  --prefix P          only services and topics whose id starts with P\n"
     "  --json              a JSON object per sample instead of the table (one line each with\n"
     "                      --watch): {taken_unix_ns, interval_seconds, gauges {clients,\n"
     "                      channels, services, topics, subscriptions, registry_generation,\n"
@@ -156,13 +165,17 @@ const Command kStatsCommand{
     "                      methods [{service, method, calls_total, errors_total,\n"
     "                      calls_per_second, errors_per_second, in_flight, p50_ns, p99_ns,\n"
     "                      max_ns, calls_by_code {OK: n, UNAVAILABLE: n, ... (totals, non-zero\n"
-    "                      only)}, handled_total, handler_p50_ns, handler_p99_ns}]} in the\n"
-    "                      table's order; a latency is null when there is none to show\n"
+    "                      only)}, handled_total, handler_p50_ns, handler_p99_ns}],\n"
+    "                      topics [{topic, published_total, delivered_total, dropped_total,\n"
+    "                      bytes_total, published_per_second, delivered_per_second,\n"
+    "                      dropped_per_second, bytes_per_second}]} in the tables' order (both\n"
+    "                      arrays always there, maybe empty); a latency is null when there is\n"
+    "                      none to show\n"
     "  --pretty, --compact\n"
     "                      indent the JSON or not (default: indented when stdout is a terminal\n"
     "                      and not watching)\n"
     "\n"
-    "No calls made yet is not an error: stats says so and exits 0.\n"
+    "No calls or messages yet is not an error: stats says so and exits 0.\n"
     "\n"
     "exit status:\n"
     "  0        printed (--count samples, with --count)\n"
