@@ -9,6 +9,10 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <mutex>
 #include <regex>
 #include <string>
 
@@ -247,6 +251,141 @@ TEST(MetricsEndpoint, ServesTheCallsToPrometheus_AndPromtoolAcceptsThem) {
   for (size_t n; (n = std::fread(buf, 1, sizeof(buf), p)) > 0;) lint.append(buf, n);
   EXPECT_EQ(::pclose(p), 0) << lint;
   EXPECT_EQ(lint, "") << lint;
+}
+
+// ---- tracing -----------------------------------------------------------------------------------
+
+struct SpanLine {
+  std::string traceId, spanId, parent, name, kind, process, code;
+};
+
+std::string field(const std::string& line, const std::string& name) {
+  const std::string key = "\"" + name + "\":\"";
+  const auto at = line.find(key);
+  if (at == std::string::npos) return "";
+  const auto from = at + key.size();
+  return line.substr(from, line.find('"', from) - from);
+}
+
+std::vector<SpanLine> readSpans(const std::string& dir) {
+  std::vector<SpanLine> out;
+  for (const auto& e : std::filesystem::directory_iterator(dir)) {
+    if (e.path().extension() != ".jsonl") continue;
+    std::ifstream in(e.path());
+    for (std::string line; std::getline(in, line);) {
+      out.push_back({field(line, "trace_id"), field(line, "span_id"), field(line, "parent_span_id"),
+                     field(line, "name"), field(line, "kind"), field(line, "process"),
+                     field(line, "status_code")});
+    }
+  }
+  return out;
+}
+
+// Caller -> service A (in this process) -> service B (another process): the four spans share
+// the trace, each the child of the one before, in three files; `hms-ffi trace` draws the tree.
+TEST(Tracing, AThreeHopCallIsOneTrace_AndHmsFfiTraceDrawsIt) {
+  BrokerFixture broker;
+  const std::string dir = broker.dir() + "/traces";
+  auto b = startTestService(broker.socket(), {}, "ready", {"HMS_FFI_TRACE_DIR=" + dir});
+  ClientOptions ao;
+  ao.socketPath = broker.socket();
+  ao.name = "svc-a";
+  ao.traceDir = dir;
+  auto a = Client::connect(ao).valueOrThrow();
+  auto toB = a->bind<TestService>("hms.test").valueOrThrow();
+  ServiceDefinition<test::OtherService> def;
+  def.on<&test::OtherService::Client::pingRequest>(
+      [&](CallContext&, test::OtherService::PingParams::Reader,
+          test::OtherService::PingResults::Builder) -> Status {
+        // No trace given: the call inherits this handler's.
+        auto r = toB.call<&TestService::Client::echoRequest>([](auto p) { p.setSeq(5); });
+        return r.ok() ? Status() : r.status();
+      });
+  auto served = a->serve("hms.test.a", {1, 0, 0}, std::move(def));
+  ASSERT_TRUE(served.ok()) << served.status().toString();
+
+  ClientOptions co;
+  co.socketPath = broker.socket();
+  co.name = "caller";
+  co.traceDir = dir;
+  auto caller = Client::connect(co).valueOrThrow();
+  auto toA = caller->bind<test::OtherService>("hms.test.a").valueOrThrow();
+  auto root = TraceContext::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+  ASSERT_TRUE(root.ok());
+  CallOptions opts;
+  opts.trace = *root;
+  auto r = toA.call<&test::OtherService::Client::pingRequest>([](auto) {}, opts);
+  ASSERT_TRUE(r.ok()) << r.status().toString();
+
+  // The service B writes its server span as it answers: wait for all four.
+  std::vector<SpanLine> spans;
+  ASSERT_TRUE(waitUntil([&] {
+    spans = readSpans(dir);
+    return spans.size() >= 4;
+  })) << spans.size();
+  ASSERT_EQ(spans.size(), 4u);
+  std::map<std::string, SpanLine> byKey;  // "kind name"
+  for (const auto& sp : spans) {
+    EXPECT_EQ(sp.traceId, "4bf92f3577b34da6a3ce929d0e0e4736");
+    EXPECT_EQ(sp.code, "OK");
+    EXPECT_EQ(sp.spanId.size(), 16u);
+    byKey[sp.kind + " " + sp.name] = sp;
+  }
+  const SpanLine& c1 = byKey["client hms.test.a/ping"];
+  const SpanLine& s1 = byKey["server hms.test.a/ping"];
+  const SpanLine& c2 = byKey["client hms.test/echo"];
+  const SpanLine& s2 = byKey["server hms.test/echo"];
+  EXPECT_EQ(c1.parent, "00f067aa0ba902b7");  // the caller's own span
+  EXPECT_EQ(s1.parent, c1.spanId);
+  EXPECT_EQ(c2.parent, s1.spanId);
+  EXPECT_EQ(s2.parent, c2.spanId);
+  EXPECT_EQ(c1.process, "caller");
+  EXPECT_EQ(s1.process, "svc-a");
+  EXPECT_EQ(c2.process, "svc-a");
+  EXPECT_EQ(s2.process, "test-service");
+
+  Subprocess tool({HMS_FFI_TOOL_BINARY, "trace", "4bf92f3577b34da6a3ce929d0e0e4736", "--dir", dir});
+  ASSERT_EQ(tool.wait(), 0) << tool.errors();
+  (void)tool.waitForLine("never");  // read all of stdout
+  const std::string out = tool.output();
+  EXPECT_NE(out.find("4 spans"), std::string::npos) << out;
+  EXPECT_NE(out.find("3 processes"), std::string::npos) << out;
+  // Depth-first, each hop indented under the one before.
+  const auto p1 = out.find("hms.test.a/ping"), p2 = out.find("hms.test.a/ping", p1 + 1),
+             p3 = out.find("hms.test/echo"), p4 = out.find("hms.test/echo", p3 + 1);
+  ASSERT_NE(p4, std::string::npos) << out;
+  EXPECT_LT(p1, p2);
+  EXPECT_LT(p2, p3);
+  EXPECT_LT(p3, p4);
+}
+
+// Without a trace directory or sink nothing is recorded, and the context still reaches the
+// service as the caller sent it.
+TEST(Tracing, WithoutASink_TheContextPassesUnchanged) {
+  BrokerFixture broker;
+  ClientOptions o;
+  o.socketPath = broker.socket();
+  auto server = Client::connect(o).valueOrThrow();
+  std::string seen;
+  std::mutex mu;
+  ServiceDefinition<test::OtherService> def;
+  def.on<&test::OtherService::Client::pingRequest>([&](CallContext& ctx,
+                                                       test::OtherService::PingParams::Reader,
+                                                       test::OtherService::PingResults::Builder) {
+    std::lock_guard lock(mu);
+    seen = ctx.trace() ? ctx.trace()->traceparent() : "";
+    return Status();
+  });
+  auto served = server->serve("hms.test.a", {1, 0, 0}, std::move(def));
+  ASSERT_TRUE(served.ok());
+  auto caller = Client::connect(o).valueOrThrow();
+  auto stub = caller->bind<test::OtherService>("hms.test.a").valueOrThrow();
+  const std::string tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+  CallOptions opts;
+  opts.trace = TraceContext::parse(tp).valueOrThrow();
+  ASSERT_TRUE(stub.call<&test::OtherService::Client::pingRequest>([](auto) {}, opts).ok());
+  std::lock_guard lock(mu);
+  EXPECT_EQ(seen, tp);
 }
 
 }  // namespace

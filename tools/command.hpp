@@ -57,6 +57,7 @@ extern const Command kCallCommand;
 extern const Command kPubCommand;
 extern const Command kSubCommand;
 extern const Command kStatsCommand;
+extern const Command kTraceCommand;
 
 // Parses the invocation's arguments for `cmd`: nothing when the command should go on with
 // `out`, else the exit status to return (the help was printed, or a usage error).

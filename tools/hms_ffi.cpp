@@ -5,6 +5,7 @@
 //   call               call.cpp
 //   pub, sub           topic_commands.cpp
 //   stats              stats_command.cpp (with stats.cpp)
+//   trace              trace_command.cpp (with trace.cpp)
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -20,7 +21,7 @@ using hms::ffi::cli::Command;
 const Command* const kCommands[] = {
     &hms::ffi::cli::kListCommand,   &hms::ffi::cli::kDescribeCommand, &hms::ffi::cli::kCallCommand,
     &hms::ffi::cli::kTopicsCommand, &hms::ffi::cli::kPubCommand,      &hms::ffi::cli::kSubCommand,
-    &hms::ffi::cli::kStatsCommand,
+    &hms::ffi::cli::kStatsCommand,  &hms::ffi::cli::kTraceCommand,
 };
 
 const Command* findCommand(std::string_view name) {

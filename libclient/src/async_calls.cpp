@@ -57,6 +57,16 @@ void releaseMessage(CallerChannel& ch, AsyncMessage& m) {
 }  // namespace
 
 void countAsyncEnd(AsyncCall& call) noexcept {
+  if (call.span && call.ch && call.ch->client->spans) {
+    try {
+      call.span->endUnixNs = realtimeNs();
+      call.span->code = call.status.code();
+      call.span->message = call.status.message();
+      call.ch->client->spans->record(*call.span);
+    } catch (const std::exception&) {
+    }
+    call.span.reset();
+  }
   if (call.metricsFamily == 0 || !call.ch) return;
   const uint32_t family = call.metricsFamily - 1;
   call.metricsFamily = 0;  // once

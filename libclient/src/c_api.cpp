@@ -34,6 +34,7 @@
 #include "json_codec.hpp"
 #include "ring_message.hpp"
 #include "schema_nodes.hpp"
+#include "tracing_impl.hpp"
 
 using hms::ffi::CallContext;
 using hms::ffi::Caller;
@@ -241,50 +242,6 @@ Result<Status::Details> parseDetails(std::string_view j) {
   return out;
 }
 
-// ---- trace context ----------------------------------------------------------------------------
-
-bool parseHex(std::string_view s, uint8_t* out, size_t n) {
-  if (s.size() != n * 2) return false;
-  for (size_t i = 0; i < n; ++i) {
-    unsigned v = 0;
-    for (int k = 0; k < 2; ++k) {
-      const char h = s[i * 2 + size_t(k)];
-      v <<= 4;
-      if (h >= '0' && h <= '9') v |= unsigned(h - '0');
-      else if (h >= 'a' && h <= 'f') v |= unsigned(h - 'a' + 10);
-      else return false;
-    }
-    out[i] = uint8_t(v);
-  }
-  return true;
-}
-
-// "00-<32 hex>-<16 hex>-<2 hex>", lower case (W3C trace context).
-Result<hms::ffi::TraceContext> parseTraceparent(std::string_view t) {
-  hms::ffi::TraceContext tc;
-  uint8_t flags = 0;
-  if (t.size() != 55 || t.substr(0, 3) != "00-" || t[35] != '-' || t[52] != '-' ||
-      !parseHex(t.substr(3, 32), tc.traceId.data(), 16) ||
-      !parseHex(t.substr(36, 16), tc.spanId.data(), 8) || !parseHex(t.substr(53, 2), &flags, 1)) {
-    return Status(StatusCode::kInvalidArgument,
-                  "traceparent '" + std::string(t) +
-                      "' is not a W3C traceparent (00-<32 hex>-<16 hex>-<2 hex>, lower case)");
-  }
-  tc.flags = flags;
-  return tc;
-}
-
-std::string formatTraceparent(const hms::ffi::TraceContext& tc) {
-  static const char* kHex = "0123456789abcdef";
-  std::string s = "00-";
-  for (uint8_t b : tc.traceId) (s += kHex[b >> 4]) += kHex[b & 15];
-  s += '-';
-  for (uint8_t b : tc.spanId) (s += kHex[b >> 4]) += kHex[b & 15];
-  s += '-';
-  (s += kHex[tc.flags >> 4]) += kHex[tc.flags & 15];
-  return s;
-}
-
 // Bounds given in nanoseconds go into now + bound arithmetic: beyond ten years (INT64_MAX
 // included) they mean "no bound" and are clamped there, so that nothing overflows.
 constexpr int64_t kLongestNs = int64_t(10) * 365 * 24 * 3600 * 1'000'000'000;
@@ -302,7 +259,7 @@ Result<hms::ffi::JsonCallOptions> callOptions(const hms_call_options_t* o) {
   out.timeout = std::chrono::nanoseconds(clampNs(o->timeout_ns));
   out.pretty = o->pretty != 0;
   if (o->traceparent != nullptr) {
-    auto tc = parseTraceparent(o->traceparent);
+    auto tc = hms::ffi::TraceContext::parse(o->traceparent);
     if (!tc.ok()) return tc.status();
     out.trace = *tc;
   }
@@ -1082,8 +1039,13 @@ int hms_client_serve(hms_client_t* client, const char* service_id, const char* v
         req->callerName = ctx.callerName();
         req->caller = ctx.caller();
         req->deadlineNs = ctx.deadlineNs();
-        if (ctx.trace()) {
-          req->traceparent = formatTraceparent(*ctx.trace());
+        // The context a handler passes on: its server span's when one is recorded, else what
+        // the caller sent.
+        if (const hms::ffi::TraceContext* t =
+                hms::ffi::detail::currentTrace() ? hms::ffi::detail::currentTrace()
+                : ctx.trace()                    ? &*ctx.trace()
+                                                 : nullptr) {
+          req->traceparent = t->traceparent();
           req->hasTrace = true;
         }
         return req;

@@ -362,7 +362,18 @@ Result<capnp::MessageBuilder*> beginCall(CallerChannel& ch, const MethodRef& met
                              "rebuild both from the same .capnp",
                          ch.serviceId));
     }
-    const uint16_t flags = options.trace ? kRecordHasTrace : 0;
+    // The trace the call carries: its options', else that of the handler it is made from, else
+    // (spans being recorded) a new sampled one at ClientOptions::traceSampleRatio.
+    ClientImpl& client = *ch.client;
+    const TraceContext* parent = options.trace ? &*options.trace : currentTrace();
+    std::optional<TraceContext> root;
+    if (!parent && client.spans && drawSample(client.options.traceSampleRatio)) {
+      root.emplace();
+      root->traceId = newTraceId();
+      root->flags = 1;  // sampled; its span id stays zero: the call's span is the root
+      parent = &*root;
+    }
+    const uint16_t flags = parent ? kRecordHasTrace : 0;
     if (!ch.link) {
       // Replies to calls that timed out earlier are still in the ring: drop them now (in async
       // mode the completion thread does).
@@ -411,10 +422,20 @@ Result<capnp::MessageBuilder*> beginCall(CallerChannel& ch, const MethodRef& met
     ch.pendingHeader.callId = ch.callId;
     ch.pendingHeader.deadlineNs = deadline;
     ch.pendingHeader.method = method.ordinal;
-    if (options.trace) {
-      std::memcpy(ch.trace.traceId, options.trace->traceId.data(), 16);
-      std::memcpy(ch.trace.spanId, options.trace->spanId.data(), 8);
-      ch.trace.traceFlags = options.trace->flags;
+    ch.spanActive = false;
+    if (parent) {
+      std::memcpy(ch.trace.traceId, parent->traceId.data(), 16);
+      ch.trace.traceFlags = parent->flags;
+      if (client.spans && parent->sampled()) {
+        // The call's own client span: the service sees it as the parent of its server span.
+        const auto id = newSpanId();
+        std::memcpy(ch.trace.spanId, id.data(), 8);
+        ch.spanParent = parent->spanId;
+        ch.spanStartUnixNs = realtimeNs();
+        ch.spanActive = true;
+      } else {
+        std::memcpy(ch.trace.spanId, parent->spanId.data(), 8);
+      }
     }
     if (ch.link) {
       // Built in the link's scratch; replies left by calls that timed out are skipped when the
@@ -443,7 +464,38 @@ void abandonCall(CallerChannel& ch) noexcept {
   if (ch.metricsSlot) {
     metricsEnd(ch.metricsSlot, uint32_t(StatusCode::kCancelled), monotonicNs() - ch.startNs);
   }
+  endClientSpan(ch, Status(StatusCode::kCancelled, "the call was dropped before it was sent"));
   ch.releaseLease();
+}
+
+namespace {
+
+Span clientSpan(const CallerChannel& ch) {
+  Span sp;
+  std::memcpy(sp.context.traceId.data(), ch.trace.traceId, 16);
+  std::memcpy(sp.context.spanId.data(), ch.trace.spanId, 8);
+  sp.context.flags = ch.trace.traceFlags;
+  sp.parentSpanId = ch.spanParent;
+  sp.kind = Span::Kind::kClient;
+  sp.service = ch.serviceId;
+  sp.method = ch.methodName;
+  sp.startUnixNs = ch.spanStartUnixNs;
+  return sp;
+}
+
+}  // namespace
+
+void endClientSpan(CallerChannel& ch, const Status& outcome) noexcept {
+  if (!ch.spanActive) return;
+  ch.spanActive = false;
+  try {
+    Span sp = clientSpan(ch);
+    sp.endUnixNs = realtimeNs();
+    sp.code = outcome.code();
+    sp.message = outcome.message();
+    ch.client->spans->record(sp);
+  } catch (const std::exception&) {
+  }
 }
 
 // Waits for the reply to ch.callId on a socket channel, skipping the late replies of calls that
@@ -540,6 +592,11 @@ std::shared_ptr<AsyncCall> sendAsync(const std::shared_ptr<CallerChannel>& chp, 
       (void)callerMetricsSlot(ch, ch.pendingHeader.method, ch.methodName, &call->metricsFamily);
       call->startNs = ch.startNs;
     }
+    if (ch.spanActive) {
+      // Recorded by whichever thread ends the call.
+      call->span = clientSpan(ch);
+      ch.spanActive = false;
+    }
     Completions& completions = ch.client->completions();
     if (!ch.asyncMode.load(std::memory_order_acquire)) {
       // From now on the completion thread reads this channel's replies. The lease is ours, so
@@ -595,6 +652,7 @@ Status sendOneWay(CallerChannel& ch) noexcept {
   Status s = publishPending(ch);
   // A one-way call ends when it is in the channel.
   if (ch.metricsSlot) metricsEnd(ch.metricsSlot, uint32_t(s.code()), monotonicNs() - ch.startNs);
+  endClientSpan(ch, s);
   ch.releaseLease();
   return s;
 }
@@ -658,6 +716,7 @@ Result<capnp::MessageReader*> finishCall(CallerChannel& ch) noexcept {
     if (ch.metricsSlot) {
       metricsEnd(ch.metricsSlot, uint32_t(s.code()), monotonicNs() - ch.startNs);
     }
+    endClientSpan(ch, s);
     ch.releaseLease();
     return s;
   };
@@ -733,6 +792,7 @@ Result<capnp::MessageReader*> finishCall(CallerChannel& ch) noexcept {
   ch.replyRecord = rec;
   ch.holdingReply = true;
   if (ch.metricsSlot) metricsEnd(ch.metricsSlot, 0, monotonicNs() - ch.startNs);
+  endClientSpan(ch, Status());
   return static_cast<capnp::MessageReader*>(&*ch.reader);
 }
 

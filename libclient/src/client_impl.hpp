@@ -26,6 +26,7 @@
 #include "hms/ffi/client.hpp"
 #include "hms/ffi/control.capnp.h"
 #include "metrics_writer.hpp"
+#include "tracing_impl.hpp"
 #include "os.hpp"
 #include "registry_segment.hpp"
 #include "ring.hpp"
@@ -112,17 +113,20 @@ struct AsyncCall {
   bool callbackQueued = false;
   uint32_t metricsFamily = 0;  // the series + 1 (0: uncounted), ended by whichever thread ends it
   int64_t startNs = 0;
+  std::optional<Span> span;  // the client span, recorded when the call ends
 };
+
+// Records the client span of the call in progress on `ch` (if it has one) with its outcome.
+void endClientSpan(CallerChannel& ch, const Status& outcome) noexcept;
 
 // A call the service began counting whose end is counted later, off the reply's path: after the
 // reply is published (the handler's time then includes the publish).
 struct MetricsTiming {
   MetricsSlot* slot = nullptr;
   int64_t startNs = 0;
-  void end(StatusCode code) noexcept {
-    if (slot) metricsEnd(slot, uint32_t(code), uint64_t(monotonicNs() - startNs));
-    slot = nullptr;
-  }
+  std::optional<Span> span;  // the server span, recorded at the end too
+  SpanSink* spans = nullptr;
+  void end(const Status& answered) noexcept;
 };
 
 // Metrics of the calls (metrics_writer.hpp): the calling thread's slot of a caller-side series.
@@ -189,6 +193,8 @@ class ClientImpl : public std::enable_shared_from_this<ClientImpl> {
   std::atomic<uint64_t> clientId{0};
   // This process's call metrics, in the segment of the current broker connection.
   MetricsWriter metrics;
+  // Where spans of sampled traces go (tracing.hpp); null: none are recorded.
+  const std::shared_ptr<SpanSink> spans;
 
  private:
   struct Pending {
@@ -303,6 +309,11 @@ class CallerChannel : public std::enable_shared_from_this<CallerChannel> {
   std::string methodName;
   int64_t startNs = 0;  // when the call began (for the metrics)
   MetricsSlot* metricsSlot = nullptr;
+  // The call's client span, when its trace is sampled and spans are recorded: its id is the
+  // span id in `trace`.
+  bool spanActive = false;
+  std::array<uint8_t, 8> spanParent{};
+  int64_t spanStartUnixNs = 0;
   // The metrics series of each method of this channel, by ordinal (0: not yet known).
   std::array<std::atomic<uint32_t>, 64> metricsFamilies{};
   RingProducer::Slot slot;

@@ -50,6 +50,21 @@ ClientOptions withDefaults(ClientOptions o) {
                                                            std::string_view(m) == "false")) {
     o.metrics = false;
   }
+  if (o.traceDir.empty()) {
+    if (const char* t = std::getenv("HMS_FFI_TRACE_DIR"); t && *t) o.traceDir = t;
+  }
+  if (o.traceSampleRatio <= 0) {
+    if (const char* t = std::getenv("HMS_FFI_TRACE_SAMPLE"); t && *t) {
+      char* end = nullptr;
+      const double r = std::strtod(t, &end);
+      if (end != t && *end == '\0' && r >= 0 && r <= 1) {
+        o.traceSampleRatio = r;
+      } else {
+        log().warn("hms-ffi: HMS_FFI_TRACE_SAMPLE='{}' is not a probability from 0 to 1; ignored",
+                   t);
+      }
+    }
+  }
   if (o.defaultTimeout <= std::chrono::nanoseconds::zero())
     o.defaultTimeout = std::chrono::seconds(30);
   if (o.controlTimeout <= std::chrono::milliseconds::zero())
@@ -146,7 +161,10 @@ ServiceInfo toServiceInfo(wire::ServiceEntry::Reader e) {
 ClientImpl::ClientImpl(ClientOptions o)
     : options(withDefaults(std::move(o))),
       policy(toWaitPolicy(options)),
-      socketPath(resolveSocketPath(options.socketPath)) {}
+      socketPath(resolveSocketPath(options.socketPath)),
+      spans(options.spanSink            ? options.spanSink
+            : options.traceDir.empty() ? nullptr
+                                       : jsonLinesSpanSink(options.traceDir, options.name)) {}
 
 ClientImpl::~ClientImpl() {
   shutdown();

@@ -783,32 +783,75 @@ bool Dispatcher::pollChannels() {
   return did;
 }
 
+void MetricsTiming::end(const Status& answered) noexcept {
+  if (slot) metricsEnd(slot, uint32_t(answered.code()), uint64_t(monotonicNs() - startNs));
+  slot = nullptr;
+  if (span && spans) {
+    try {
+      span->endUnixNs = realtimeNs();
+      span->code = answered.code();
+      span->message = answered.message();
+      spans->record(*span);
+    } catch (const std::exception&) {
+    }
+  }
+  span.reset();
+}
+
 Status Dispatcher::invoke(Channel& ch, const RingConsumer::Record& rec,
                           const std::shared_ptr<ServerCall>* call, bool stream,
                           const std::function<Status(CallContext&, capnp::MessageReader&)>* run,
-                          capnp::MessageBuilder* results,
-                          MetricsTiming* timing) {
-  MetricsWriter& w = client_.metrics;
+                          capnp::MessageBuilder* results, MetricsTiming* timing) {
   const uint16_t ordinal = rec.header.method;
   const Service& svc = *ch.service;
-  if (!w.enabled() || ordinal >= svc.methodNames.size() || svc.methodNames[ordinal].empty()) {
-    return invokeChecked(ch, rec, call, stream, run, results);
-  }
+  const bool named = ordinal < svc.methodNames.size() && !svc.methodNames[ordinal].empty();
   MetricsSlot* m = nullptr;
-  try {
-    m = w.slot(w.family(svc.metricsFamilies[ordinal], kMetricsService, svc.spec.id,
-                        svc.methodNames[ordinal]));
-  } catch (const std::exception&) {
+  MetricsWriter& w = client_.metrics;
+  if (w.enabled() && named) {
+    try {
+      m = w.slot(w.family(svc.metricsFamilies[ordinal], kMetricsService, svc.spec.id,
+                          svc.methodNames[ordinal]));
+    } catch (const std::exception&) {
+    }
+  }
+  if (!m && !rec.trace) return invokeChecked(ch, rec, call, stream, run, results);
+  // The trace the handler runs in, which the calls it makes inherit: the caller's, or (spans
+  // being recorded, the trace sampled) this call's server span, a child of the caller's span.
+  std::optional<TraceContext> current;
+  std::optional<Span> span;
+  if (rec.trace) {
+    TraceContext in;
+    std::memcpy(in.traceId.data(), rec.trace->traceId, 16);
+    std::memcpy(in.spanId.data(), rec.trace->spanId, 8);
+    in.flags = rec.trace->traceFlags;
+    current = in;
+    if (client_.spans && in.sampled()) {
+      span.emplace();
+      span->context = in;
+      span->context.spanId = newSpanId();
+      span->parentSpanId = in.spanId;
+      span->kind = Span::Kind::kServer;
+      span->service = svc.spec.id;
+      span->method = named ? svc.methodNames[ordinal] : "ordinal " + std::to_string(ordinal);
+      span->startUnixNs = realtimeNs();
+      current->spanId = span->context.spanId;
+    }
   }
   const int64_t t0 = monotonicNs();
   metricsStart(m);
-  Status status = invokeChecked(ch, rec, call, stream, run, results, t0);
-  if (timing) {
-    timing->slot = m;  // ended by the caller once the reply is out
-    timing->startNs = t0;
-  } else {
-    metricsEnd(m, uint32_t(status.code()), uint64_t(monotonicNs() - t0));
+  Status status;
+  {
+    std::optional<TraceScope> scope;
+    if (current) scope.emplace(current);
+    status = invokeChecked(ch, rec, call, stream, run, results, t0);
   }
+  MetricsTiming here;
+  MetricsTiming& t = timing ? *timing : here;
+  t.slot = m;
+  t.startNs = t0;
+  t.span = std::move(span);
+  t.spans = client_.spans.get();
+  if (!timing) t.end(status);  // else the caller ends it once the reply is out
   return status;
 }
 
@@ -1014,7 +1057,7 @@ void Dispatcher::runUnary(Channel& ch, Queued& q, const std::shared_ptr<ServerCa
   struct EndCount {
     MetricsTiming& t;
     const Status& s;
-    ~EndCount() { t.end(s.code()); }
+    ~EndCount() { t.end(s); }
   } endCount{timing, answered};
 
   if (ch.link) {

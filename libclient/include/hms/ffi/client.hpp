@@ -50,6 +50,7 @@
 #include "hms/ffi/metrics.hpp"
 #include "hms/ffi/status.hpp"
 #include "hms/ffi/topics.hpp"
+#include "hms/ffi/tracing.hpp"
 #include "hms/ffi/version.hpp"
 
 namespace hms::ffi {
@@ -106,6 +107,14 @@ struct ClientOptions {
   // Whether this process counts its calls in the broker's metrics (docs/observability.md):
   // on unless false here or $HMS_FFI_METRICS is "off" (or "0", "false").
   bool metrics = true;
+  // Tracing (docs/observability.md). Spans of sampled traces go to `spanSink`, else, with a
+  // trace directory (this or $HMS_FFI_TRACE_DIR), to DIR/<name>-<pid>.jsonl; with neither,
+  // no spans are recorded (trace context is still carried). A call made with no trace context
+  // (none in CallOptions, not from inside a handler) starts a new sampled trace with this
+  // probability (0 to 1; or $HMS_FFI_TRACE_SAMPLE).
+  std::shared_ptr<SpanSink> spanSink;
+  std::string traceDir;
+  double traceSampleRatio = 0;
 };
 
 struct ServiceOptions {
@@ -122,12 +131,6 @@ struct ServiceOptions {
   unsigned streamThreads = 2;
 };
 
-// W3C trace context carried in the record header.
-struct TraceContext {
-  std::array<uint8_t, 16> traceId{};
-  std::array<uint8_t, 8> spanId{};
-  uint8_t flags = 0;
-};
 
 struct CallOptions {
   // Zero: ClientOptions::defaultTimeout.

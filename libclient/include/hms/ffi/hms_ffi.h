@@ -304,7 +304,9 @@ HMS_FFI_API const char* hms_request_caller_name(const hms_request_t* request);
 HMS_FFI_API const char* hms_request_caller_json(const hms_request_t* request);
 /* Nanoseconds left until the caller's deadline (INT64_MAX: none, the caller gave no bound). */
 HMS_FFI_API int64_t hms_request_time_left_ns(const hms_request_t* request);
-/* The W3C traceparent of the call, or NULL. */
+/* The W3C traceparent of the call, or NULL: what the caller sent, or, when this process records
+ * spans (HMS_FFI_TRACE_DIR) and the trace is sampled, this call's server span. Pass it to the
+ * calls the handler makes (hms_call_options_t.traceparent) to keep them in the trace. */
 HMS_FFI_API const char* hms_request_traceparent(const hms_request_t* request);
 /* 1 once the caller cancelled, its deadline passed or it went away: the answer is not read. */
 HMS_FFI_API int hms_request_cancelled(const hms_request_t* request);
