@@ -52,10 +52,13 @@ clerk_token=$(mint front-desk clerk)
 openssl ecparam -name prime256v1 -genkey -noout -out "$runtime/security/forger.key" 2>/dev/null
 forged_token=$("$here/scripts/mint-test-token.sh" "$runtime/security/forger.key" mallory doctor)
 export HMS_FFI_AUDIT_LOG="$runtime/service-audit.jsonl"
+# Every component records the spans of sampled traces here (docs/observability.md).
+export HMS_FFI_TRACE_DIR="$runtime/traces"
 
 echo "== starting hms-ffid on $HMS_FFI_SOCKET (policy: examples/security/demo-policy.json)"
 "$build/broker/hms-ffid" --log-level info --state-dir "$runtime/state" \
-  --policy "$runtime/security/policy.json" --audit-log "$runtime/audit.jsonl" 2>"$runtime/broker.log" &
+  --policy "$runtime/security/policy.json" --audit-log "$runtime/audit.jsonl" \
+  --metrics "unix:$runtime/metrics.sock" 2>"$runtime/broker.log" &
 pids+=($!)
 for _ in $(seq 100); do [ -S "$HMS_FFI_SOCKET" ] && break; sleep 0.05; done
 
@@ -80,7 +83,8 @@ echo "== registry (hms-ffi list)"
 "$build/tools/hms-ffi" list
 echo
 echo "== HMS-API -> HMS-EMR: hms.emr.patient getPatient / searchPatients (as a nurse's token)"
-HMS_FFI_TOKEN=$nurse_token "$build/examples/hms-example-api_gateway"
+# Every call of this run starts a sampled trace (see "observability" below).
+HMS_FFI_TOKEN=$nurse_token HMS_FFI_TRACE_SAMPLE=1 "$build/examples/hms-example-api_gateway"
 echo
 echo "== HMS-SYS -> HMS-CDF: hms.cdf.debate evaluatePolicy"
 "$build/examples/hms-example-sys_policy_caller"
@@ -190,6 +194,22 @@ kill "$ach_ruby"
 wait "$ach_ruby" 2>/dev/null || true
 echo "-- what HMS-ACH [ruby] saw:"
 cat "$runtime/ach-ruby.log"
+echo
+echo "== observability (docs/observability.md): the calls so far, as the broker's metrics endpoint"
+echo "   serves them to Prometheus (per method and code; latency histograms too)"
+curl -s --unix-socket "$runtime/metrics.sock" http://localhost/metrics >"$runtime/metrics.txt"
+grep -E '^hms_ffi_(calls_total|topic_messages_total|clients|services)[ {]' "$runtime/metrics.txt" |
+  head -20
+if command -v promtool >/dev/null; then
+  promtool check metrics <"$runtime/metrics.txt" && echo "(promtool check metrics: OK)"
+fi
+echo "-- hms-ffi stats (totals, and rates over the last half second)"
+"$build/tools/hms-ffi" stats --interval 0.5
+trace=$(grep -ho '"trace_id":"[0-9a-f]*"' "$runtime"/traces/*.jsonl 2>/dev/null | head -1 | cut -d'"' -f4)
+if [ -n "$trace" ]; then
+  echo "-- hms-ffi trace $trace (one of HMS-API's calls: its span and HMS-EMR's)"
+  "$build/tools/hms-ffi" trace "$trace" --dir "$runtime/traces"
+fi
 echo
 echo "== broker log"
 cat "$runtime/broker.log"
