@@ -1,26 +1,26 @@
 // The C ABI (hms/ffi/hms_ffi.h) as a C program uses it: every function against a real broker and
 // the C++ test service, both transports, and its misuse (NULL, freed handles, forked children,
 // concurrent use). Only the header and libhmsffi.so.1 are used here; no C++ API.
-#include "hms/ffi/hms_ffi.h"
-
+#include <capnp/message.h>
+#include <capnp/serialize.h>
 #include <gtest/gtest.h>
 #include <poll.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstring>
 #include <filesystem>
-#include <chrono>
+#include <fstream>
+#include <iterator>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "hms/ffi/hms_ffi.h"
 #include "support/process.hpp"
 #include "test.capnp.h"  // the raw-level tests build and read messages with Cap'n Proto itself
-
-#include <capnp/message.h>
-#include <capnp/serialize.h>
 
 using hms::ffi::testing::BrokerFixture;
 using hms::ffi::testing::startTestService;
@@ -191,9 +191,9 @@ TEST_P(CAbi, CallsWithJsonAndReadsTheContract) {
   EXPECT_NE(out2.str().find(R"("seq":"8")"), std::string::npos);
 
   Str contract;
-  ASSERT_EQ(hms_client_contract_json(client_, "hms.test", "1.0.0", &contract.s, &contract.len,
-                                     &err),
-            HMS_OK)
+  ASSERT_EQ(
+      hms_client_contract_json(client_, "hms.test", "1.0.0", &contract.s, &contract.len, &err),
+      HMS_OK)
       << err.message();
   EXPECT_NE(contract.str().find(R"("name":"count","ordinal":5,"stream":true)"), std::string::npos)
       << contract.str();
@@ -213,6 +213,60 @@ std::string supplementaryGroups() {
   return out;
 }
 
+// Tracing across the C ABI (docs/observability.md): a C service whose process records spans
+// (HMS_FFI_TRACE_DIR at connect) records its server span as the child of the caller's span and
+// hands its handler that span's context to pass on.
+TEST_P(CAbi, AServiceRecordingSpans_GivesItsHandlerItsServerSpan) {
+  const std::string dir = broker_.dir() + "/traces";
+  ::setenv("HMS_FFI_TRACE_DIR", dir.c_str(), 1);
+  hms_client_t* server = connect("c-abi-traced");
+  ::unsetenv("HMS_FFI_TRACE_DIR");
+  ASSERT_NE(server, nullptr);
+  hms_service_t* svc = nullptr;
+  Err err;
+  ASSERT_EQ(hms_client_serve(server, "hms.test.traced", "1.0.0", kTestSchema.c_str(), "TestService",
+                             nullptr, &svc, &err),
+            HMS_OK)
+      << err.message();
+  std::string seenTrace;
+  std::thread handler([&] {
+    hms_request_t* req = nullptr;
+    Err e;
+    if (hms_service_next(svc, 20'000'000'000, &req, &e) != HMS_OK) return;
+    const char* tp = hms_request_traceparent(req);
+    seenTrace = tp ? tp : "";
+    EXPECT_EQ(hms_request_reply_json(&req, "{}", SIZE_MAX, &e), HMS_OK);
+  });
+  hms_stub_t* stub = nullptr;
+  ASSERT_EQ(hms_client_bind(client_, "hms.test.traced", "*", &stub, &err), HMS_OK);
+  hms_call_options_t o;
+  hms_call_options_init(&o);
+  o.traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+  Str out;
+  ASSERT_EQ(hms_stub_call_json(stub, "echo", "{}", SIZE_MAX, &o, &out.s, &out.len, &err), HMS_OK)
+      << err.message();
+  handler.join();
+  // The same trace, a span of its own, still sampled.
+  ASSERT_EQ(seenTrace.size(), 55u) << seenTrace;
+  EXPECT_EQ(seenTrace.substr(0, 36), "00-4bf92f3577b34da6a3ce929d0e0e4736-");
+  EXPECT_NE(seenTrace.substr(36, 16), "00f067aa0ba902b7");
+  EXPECT_EQ(seenTrace.substr(52), "-01");
+  hms_stub_free(&stub);
+  hms_service_free(&svc);
+  hms_client_free(&server);
+  // Its span: that id, the caller's span its parent.
+  std::string spans;
+  for (const auto& e : std::filesystem::directory_iterator(dir)) {
+    std::ifstream in(e.path());
+    spans.append(std::istreambuf_iterator<char>(in), {});
+  }
+  EXPECT_NE(spans.find("\"span_id\":\"" + seenTrace.substr(36, 16) +
+                       "\",\"parent_span_id\":\"00f067aa0ba902b7\""),
+            std::string::npos)
+      << spans;
+  EXPECT_NE(spans.find("\"kind\":\"server\""), std::string::npos) << spans;
+}
+
 TEST_P(CAbi, ClientAndRequestFactsAndStreamCancel) {
   EXPECT_NE(hms_client_id(client_), 0u);
   EXPECT_EQ(hms_client_uses_shared_memory(client_), GetParam() == HMS_TRANSPORT_SOCKET ? 0 : 1);
@@ -221,8 +275,8 @@ TEST_P(CAbi, ClientAndRequestFactsAndStreamCancel) {
   // A C service sees the caller's name and trace context.
   hms_service_t* svc = nullptr;
   Err err;
-  ASSERT_EQ(hms_client_serve(client_, "hms.test.facts", "1.0.0", kTestSchema.c_str(),
-                             "TestService", nullptr, &svc, &err),
+  ASSERT_EQ(hms_client_serve(client_, "hms.test.facts", "1.0.0", kTestSchema.c_str(), "TestService",
+                             nullptr, &svc, &err),
             HMS_OK)
       << err.message();
   std::string seenName, seenTrace, seenCaller;
@@ -309,13 +363,13 @@ TEST_P(CAbi, ErrorsCarryCodeMessageSourceAndDetails) {
   EXPECT_EQ(hms_stub_call_json(stub, "nope", "{}", SIZE_MAX, nullptr, &out.s, &out.len, &err),
             HMS_UNIMPLEMENTED);
   EXPECT_NE(err.message().find("echo"), std::string::npos) << "names the methods there are";
-  EXPECT_EQ(hms_stub_call_json(stub, "echo", R"({"seq": "x"})", SIZE_MAX, nullptr, &out.s,
-                               &out.len, &err),
-            HMS_INVALID_ARGUMENT);
-  EXPECT_NE(err.message().find("seq"), std::string::npos) << err.message();
-  EXPECT_EQ(hms_stub_call_json(stub, "echo", R"({"seq": 1)", SIZE_MAX, nullptr, &out.s, &out.len,
+  EXPECT_EQ(hms_stub_call_json(stub, "echo", R"({"seq": "x"})", SIZE_MAX, nullptr, &out.s, &out.len,
                                &err),
             HMS_INVALID_ARGUMENT);
+  EXPECT_NE(err.message().find("seq"), std::string::npos) << err.message();
+  EXPECT_EQ(
+      hms_stub_call_json(stub, "echo", R"({"seq": 1)", SIZE_MAX, nullptr, &out.s, &out.len, &err),
+      HMS_INVALID_ARGUMENT);
 
   hms_stub_t* none = nullptr;
   EXPECT_EQ(hms_client_bind(client_, "hms.test", "^2", &none, &err), HMS_NOT_FOUND);
@@ -331,22 +385,21 @@ TEST_P(CAbi, DeadlinesAndTraceContextGoWithTheCall) {
   o.timeout_ns = 200'000'000;
   Str out;
   Err err;
-  EXPECT_EQ(hms_stub_call_json(stub, "sleep", R"({"ms": 1000})", SIZE_MAX, &o, &out.s, &out.len,
-                               &err),
-            HMS_DEADLINE_EXCEEDED);
+  EXPECT_EQ(
+      hms_stub_call_json(stub, "sleep", R"({"ms": 1000})", SIZE_MAX, &o, &out.s, &out.len, &err),
+      HMS_DEADLINE_EXCEEDED);
   o.timeout_ns = 10'000'000'000;
   o.traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
   o.pretty = 1;
-  ASSERT_EQ(hms_stub_call_json(stub, "sleep", R"({"ms": 0})", SIZE_MAX, &o, &out.s, &out.len,
-                               &err),
+  ASSERT_EQ(hms_stub_call_json(stub, "sleep", R"({"ms": 0})", SIZE_MAX, &o, &out.s, &out.len, &err),
             HMS_OK)
       << err.message();
   EXPECT_NE(out.str().find("\n  \"timeLeftMs\""), std::string::npos) << out.str();
   o.traceparent = "not-a-traceparent";
   Str out2;
-  EXPECT_EQ(hms_stub_call_json(stub, "sleep", R"({"ms": 0})", SIZE_MAX, &o, &out2.s, &out2.len,
-                               &err),
-            HMS_INVALID_ARGUMENT);
+  EXPECT_EQ(
+      hms_stub_call_json(stub, "sleep", R"({"ms": 0})", SIZE_MAX, &o, &out2.s, &out2.len, &err),
+      HMS_INVALID_ARGUMENT);
   EXPECT_NE(err.message().find("traceparent"), std::string::npos);
   hms_stub_free(&stub);
 }
@@ -378,9 +431,9 @@ TEST_P(CAbi, AsyncCallsWaitPollSignalAnFdAndCancel) {
   std::vector<hms_future_t*> fs(8, nullptr);
   for (size_t i = 0; i < fs.size(); ++i) {
     const std::string params = R"({"seq": )" + std::to_string(i) + "}";
-    ASSERT_EQ(hms_stub_call_async_json(stub, "echo", params.c_str(), SIZE_MAX, nullptr, &fs[i],
-                                       &err),
-              HMS_OK);
+    ASSERT_EQ(
+        hms_stub_call_async_json(stub, "echo", params.c_str(), SIZE_MAX, nullptr, &fs[i], &err),
+        HMS_OK);
   }
   for (size_t i = 0; i < fs.size(); ++i) {
     Str r;
@@ -390,8 +443,7 @@ TEST_P(CAbi, AsyncCallsWaitPollSignalAnFdAndCancel) {
   }
 
   // Cancelled: the future completes with CANCELLED well before the service would answer.
-  ASSERT_EQ(hms_stub_call_async_json(stub, "sleep", R"({"ms": 2000})", SIZE_MAX, nullptr, &f,
-                                     &err),
+  ASSERT_EQ(hms_stub_call_async_json(stub, "sleep", R"({"ms": 2000})", SIZE_MAX, nullptr, &f, &err),
             HMS_OK);
   EXPECT_EQ(hms_future_cancel(f), HMS_OK);
   ASSERT_EQ(hms_future_wait(f, 5'000'000'000), HMS_OK);
@@ -450,9 +502,9 @@ TEST_P(CAbi, HugeBoundsMeanNoBound) {
   hms_call_options_init(&o);
   o.timeout_ns = INT64_MAX;
   Str out;
-  ASSERT_EQ(hms_stub_call_json(stub, "sleep", R"({"ms": 100})", SIZE_MAX, &o, &out.s, &out.len,
-                               &err),
-            HMS_OK)
+  ASSERT_EQ(
+      hms_stub_call_json(stub, "sleep", R"({"ms": 100})", SIZE_MAX, &o, &out.s, &out.len, &err),
+      HMS_OK)
       << err.message();
   hms_future_t* f = nullptr;
   ASSERT_EQ(hms_stub_call_async_json(stub, "sleep", R"({"ms": 100})", SIZE_MAX, &o, &f, &err),
@@ -477,8 +529,8 @@ TEST(CAbiBroker, TheSocketAppearsOnlyOnceItAccepts) {
     o.reconnect = 0;
     hms_client_t* c = nullptr;
     Err err;
-    EXPECT_EQ(hms_client_connect(&o, &c, &err), HMS_OK) << "round " << round << ": "
-                                                        << err.message();
+    EXPECT_EQ(hms_client_connect(&o, &c, &err), HMS_OK)
+        << "round " << round << ": " << err.message();
     hms_client_free(&c);
     broker.stop();
     std::filesystem::remove_all(dir);
@@ -581,8 +633,7 @@ TEST_P(CAbi, ServesByPullAndAnswersWithResultsErrorsAndStreams) {
         EXPECT_EQ(hms_request_reply_json(&req, r.c_str(), SIZE_MAX, &e), HMS_OK);
       } else if (m == "fail") {
         EXPECT_EQ(hms_request_reply_error(&req, HMS_PERMISSION_DENIED, "not for you",
-                                          R"({"role": "nurse", "needs": "doctor \"\u00e9\""})",
-                                          &e),
+                                          R"({"role": "nurse", "needs": "doctor \"\u00e9\""})", &e),
                   HMS_OK)
             << e.message();
       } else if (m == "blob") {
@@ -612,8 +663,8 @@ TEST_P(CAbi, ServesByPullAndAnswersWithResultsErrorsAndStreams) {
   ASSERT_EQ(hms_client_bind(caller, "hms.test.c", "^1", &stub, &err), HMS_OK) << err.message();
   EXPECT_STREQ(hms_stub_service_version(stub), "1.2.0");
   Str out;
-  ASSERT_EQ(hms_stub_call_json(stub, "echo", R"({"seq": 42, "payload": "AAEC"})", SIZE_MAX,
-                               nullptr, &out.s, &out.len, &err),
+  ASSERT_EQ(hms_stub_call_json(stub, "echo", R"({"seq": 42, "payload": "AAEC"})", SIZE_MAX, nullptr,
+                               &out.s, &out.len, &err),
             HMS_OK)
       << err.message();
   EXPECT_EQ(out.str(), R"({"seq":"42","payload":"AAEC"})");
@@ -651,9 +702,9 @@ TEST_P(CAbi, ServesByPullAndAnswersWithResultsErrorsAndStreams) {
 
   // The registration carries the contract, stream flag included.
   Str contract;
-  ASSERT_EQ(hms_client_contract_json(caller, "hms.test.c", "1.2.0", &contract.s, &contract.len,
-                                     &err),
-            HMS_OK);
+  ASSERT_EQ(
+      hms_client_contract_json(caller, "hms.test.c", "1.2.0", &contract.s, &contract.len, &err),
+      HMS_OK);
   EXPECT_NE(contract.str().find(R"("name":"count","ordinal":5,"stream":true)"), std::string::npos);
   EXPECT_NE(contract.str().find(R"("displayName":"C test service")"), std::string::npos);
 
@@ -712,17 +763,17 @@ TEST_P(CAbi, ServiceFdSignalsWaitingRequestsAndFreeingReleasesWaitingCallers) {
 TEST_P(CAbi, ServeRefusesBadSchemasAndNamesTheProblem) {
   hms_service_t* svc = nullptr;
   Err err;
-  EXPECT_EQ(hms_client_serve(client_, "hms.x", "1.0.0", "/nonexistent/x.capnp", "X", nullptr, &svc,
-                             &err),
-            HMS_NOT_FOUND);
+  EXPECT_EQ(
+      hms_client_serve(client_, "hms.x", "1.0.0", "/nonexistent/x.capnp", "X", nullptr, &svc, &err),
+      HMS_NOT_FOUND);
   EXPECT_NE(err.message().find("/nonexistent/x.capnp"), std::string::npos);
   EXPECT_EQ(hms_client_serve(client_, "hms.x", "1.0.0", kTestSchema.c_str(), "NoSuch", nullptr,
                              &svc, &err),
             HMS_NOT_FOUND);
   EXPECT_NE(err.message().find("NoSuch"), std::string::npos);
-  EXPECT_EQ(hms_client_serve(client_, "hms.x", "1.0.0", kTestSchema.c_str(), "Tick", nullptr, &svc,
-                             &err),
-            HMS_INVALID_ARGUMENT);
+  EXPECT_EQ(
+      hms_client_serve(client_, "hms.x", "1.0.0", kTestSchema.c_str(), "Tick", nullptr, &svc, &err),
+      HMS_INVALID_ARGUMENT);
   EXPECT_NE(err.message().find("not an interface"), std::string::npos);
   EXPECT_EQ(hms_client_serve(client_, "hms.x", "one", kTestSchema.c_str(), "TestService", nullptr,
                              &svc, &err),
@@ -740,8 +791,7 @@ TEST_P(CAbi, ServeRefusesBadSchemasAndNamesTheProblem) {
   ASSERT_NE(fp, nullptr);
   std::fputs("@0xb1d0c1a5e1a5e1a5;\ninterface Broken { m @0 () -> (x :NoSuchType); }\n", fp);
   std::fclose(fp);
-  EXPECT_EQ(hms_client_serve(client_, "hms.x", "1.0.0", bad.c_str(), "Broken", nullptr, &svc,
-                             &err),
+  EXPECT_EQ(hms_client_serve(client_, "hms.x", "1.0.0", bad.c_str(), "Broken", nullptr, &svc, &err),
             HMS_INVALID_ARGUMENT);
   EXPECT_NE(err.message().find("NoSuchType"), std::string::npos) << err.message();
   EXPECT_EQ(svc, nullptr);
@@ -761,16 +811,14 @@ TEST_P(CAbi, PublishesAndSubscribesWithJson) {
   ASSERT_TRUE(waitUntil([&] { return hms_publisher_subscribers(pub) == 1; }));
   for (int i = 1; i <= 3; ++i) {
     const std::string m = R"({"seq": )" + std::to_string(i) + R"(, "payload": "AQI="})";
-    ASSERT_EQ(hms_publisher_publish_json(pub, m.c_str(), SIZE_MAX, &err), HMS_OK)
-        << err.message();
+    ASSERT_EQ(hms_publisher_publish_json(pub, m.c_str(), SIZE_MAX, &err), HMS_OK) << err.message();
   }
   EXPECT_EQ(hms_publisher_publish_json(pub, R"({"nope": 1})", SIZE_MAX, &err),
             HMS_INVALID_ARGUMENT);
   for (int i = 1; i <= 3; ++i) {
     Str msg;
     uint64_t seq = 0;
-    ASSERT_EQ(hms_subscription_next_json(sub, 10'000'000'000, &msg.s, &msg.len, &seq, &err),
-              HMS_OK)
+    ASSERT_EQ(hms_subscription_next_json(sub, 10'000'000'000, &msg.s, &msg.len, &seq, &err), HMS_OK)
         << err.message();
     EXPECT_EQ(msg.str(), R"({"seq":")" + std::to_string(i) + R"(","payload":"AQI="})");
     EXPECT_EQ(seq, uint64_t(i));
@@ -782,8 +830,7 @@ TEST_P(CAbi, PublishesAndSubscribesWithJson) {
 
   // A second publisher of the same topic is refused; with no schema it takes the known type.
   hms_publisher_t* second = nullptr;
-  EXPECT_EQ(hms_client_advertise_json(reader, "hms.test.ticks", nullptr, nullptr, 0, &second,
-                                      &err),
+  EXPECT_EQ(hms_client_advertise_json(reader, "hms.test.ticks", nullptr, nullptr, 0, &second, &err),
             HMS_ALREADY_EXISTS);
   EXPECT_EQ(hms_client_advertise_json(reader, "hms.test.ticks", kTestSchema.c_str(), nullptr, 0,
                                       &second, &err),
@@ -817,8 +864,7 @@ TEST_P(CAbi, PublishesAndSubscribesRaw) {
     auto tick = mb.initRoot<hms::ffi::test::Tick>();
     tick.setSeq(seq * 100);
     tick.setPayload(kj::StringPtr("raw").asBytes());
-    ASSERT_EQ(hms_publisher_publish_raw(pub, mb.getSegmentsForOutput()[0].size() * 8, &err),
-              HMS_OK)
+    ASSERT_EQ(hms_publisher_publish_raw(pub, mb.getSegmentsForOutput()[0].size() * 8, &err), HMS_OK)
         << err.message();
   }
   // A loan given back publishes nothing; sizes that are not whole words are refused.
@@ -898,9 +944,9 @@ TEST_P(CAbi, TheServiceKilledMidCallIsUnavailable) {
   ASSERT_NE(stub, nullptr);
   hms_future_t* f = nullptr;
   Err err;
-  ASSERT_EQ(hms_stub_call_async_json(stub, "sleep", R"({"ms": 20000})", SIZE_MAX, nullptr, &f,
-                                     &err),
-            HMS_OK);
+  ASSERT_EQ(
+      hms_stub_call_async_json(stub, "sleep", R"({"ms": 20000})", SIZE_MAX, nullptr, &f, &err),
+      HMS_OK);
   service_.signal(SIGKILL);
   (void)service_.wait();
   ASSERT_EQ(hms_future_wait(f, 20'000'000'000), HMS_OK);
@@ -938,9 +984,9 @@ TEST_P(CAbi, AForkedChildIsRefusedAndTheParentGoesOn) {
   EXPECT_EQ(WEXITSTATUS(status), 0);
   Str out;
   Err err;
-  EXPECT_EQ(hms_stub_call_json(stub, "echo", R"({"seq": 3})", SIZE_MAX, nullptr, &out.s, &out.len,
-                               &err),
-            HMS_OK)
+  EXPECT_EQ(
+      hms_stub_call_json(stub, "echo", R"({"seq": 3})", SIZE_MAX, nullptr, &out.s, &out.len, &err),
+      HMS_OK)
       << err.message();
   hms_stub_free(&stub);
 }
@@ -1007,9 +1053,9 @@ TEST_P(CAbi, RawCallsAreBuiltInTheLoanAndReadInPlace) {
   EXPECT_EQ(rc, HMS_INVALID_ARGUMENT) << err.message();
   EXPECT_EQ(reply, nullptr);
   Str out;
-  EXPECT_EQ(hms_stub_call_json(stub, "echo", R"({"seq": 9})", SIZE_MAX, nullptr, &out.s, &out.len,
-                               &err),
-            HMS_OK)
+  EXPECT_EQ(
+      hms_stub_call_json(stub, "echo", R"({"seq": 9})", SIZE_MAX, nullptr, &out.s, &out.len, &err),
+      HMS_OK)
       << err.message();
   hms_stub_free(&stub);
 }
@@ -1038,8 +1084,7 @@ TEST_P(CAbi, ServicesReadParamsAndAnswerRaw) {
       results.setSeq(params.getSeq() * 10);
       results.setPayload(params.getPayload());
       if (i == 0) {
-        EXPECT_EQ(hms_request_reply_raw(&req, mb.getSegmentsForOutput()[0].size() * 8, &e),
-                  HMS_OK)
+        EXPECT_EQ(hms_request_reply_raw(&req, mb.getSegmentsForOutput()[0].size() * 8, &e), HMS_OK)
             << e.message();
         EXPECT_EQ(hms_request_params_data(req), nullptr);
       } else {
@@ -1058,8 +1103,8 @@ TEST_P(CAbi, ServicesReadParamsAndAnswerRaw) {
       << err.message();
   EXPECT_EQ(out.str(), R"({"seq":"40","payload":"AQID"})");
   Str out2;
-  EXPECT_EQ(hms_stub_call_json(stub, "echo", R"({"seq": 5})", SIZE_MAX, nullptr, &out2.s,
-                               &out2.len, &err),
+  EXPECT_EQ(hms_stub_call_json(stub, "echo", R"({"seq": 5})", SIZE_MAX, nullptr, &out2.s, &out2.len,
+                               &err),
             HMS_INTERNAL);
   server.join();
   hms_stub_free(&stub);

@@ -293,10 +293,16 @@ TEST(Tracing, AThreeHopCallIsOneTrace_AndHmsFfiTraceDrawsIt) {
   ao.traceDir = dir;
   auto a = Client::connect(ao).valueOrThrow();
   auto toB = a->bind<TestService>("hms.test").valueOrThrow();
+  std::mutex mu;
+  std::string logged;
   ServiceDefinition<test::OtherService> def;
   def.on<&test::OtherService::Client::pingRequest>(
-      [&](CallContext&, test::OtherService::PingParams::Reader,
+      [&](CallContext& ctx, test::OtherService::PingParams::Reader,
           test::OtherService::PingResults::Builder) -> Status {
+        {
+          std::lock_guard lock(mu);
+          logged = ctx.logFields().text();
+        }
         // No trace given: the call inherits this handler's.
         auto r = toB.call<&TestService::Client::echoRequest>([](auto p) { p.setSeq(5); });
         return r.ok() ? Status() : r.status();
@@ -343,6 +349,14 @@ TEST(Tracing, AThreeHopCallIsOneTrace_AndHmsFfiTraceDrawsIt) {
   EXPECT_EQ(s1.process, "svc-a");
   EXPECT_EQ(c2.process, "svc-a");
   EXPECT_EQ(s2.process, "test-service");
+  // The seed's §9.3 fields of a log line in A's handler: the trace, A's server span, A's
+  // service and method, the caller (no token: its uid).
+  {
+    std::lock_guard lock(mu);
+    EXPECT_EQ(logged,
+              "trace_id=4bf92f3577b34da6a3ce929d0e0e4736 span_id=" + s1.spanId +
+                  " service_id=hms.test.a method=ping user_id=uid:" + std::to_string(::getuid()));
+  }
 
   Subprocess tool({HMS_FFI_TOOL_BINARY, "trace", "4bf92f3577b34da6a3ce929d0e0e4736", "--dir", dir});
   ASSERT_EQ(tool.wait(), 0) << tool.errors();
@@ -366,7 +380,7 @@ TEST(Tracing, WithoutASink_TheContextPassesUnchanged) {
   ClientOptions o;
   o.socketPath = broker.socket();
   auto server = Client::connect(o).valueOrThrow();
-  std::string seen;
+  std::string seen, fields;
   std::mutex mu;
   ServiceDefinition<test::OtherService> def;
   def.on<&test::OtherService::Client::pingRequest>([&](CallContext& ctx,
@@ -374,6 +388,7 @@ TEST(Tracing, WithoutASink_TheContextPassesUnchanged) {
                                                        test::OtherService::PingResults::Builder) {
     std::lock_guard lock(mu);
     seen = ctx.trace() ? ctx.trace()->traceparent() : "";
+    fields = ctx.logFields().json();
     return Status();
   });
   auto served = server->serve("hms.test.a", {1, 0, 0}, std::move(def));
@@ -386,6 +401,11 @@ TEST(Tracing, WithoutASink_TheContextPassesUnchanged) {
   ASSERT_TRUE(stub.call<&test::OtherService::Client::pingRequest>([](auto) {}, opts).ok());
   std::lock_guard lock(mu);
   EXPECT_EQ(seen, tp);
+  EXPECT_EQ(fields,
+            "{\"trace_id\":\"4bf92f3577b34da6a3ce929d0e0e4736\",\"span_id\":"
+            "\"00f067aa0ba902b7\",\"service_id\":\"hms.test.a\",\"method\":\"ping\","
+            "\"user_id\":\"uid:" +
+                std::to_string(::getuid()) + "\"}");
 }
 
 }  // namespace

@@ -15,6 +15,61 @@
 
 namespace hms::ffi {
 
+const std::string& CallContext::methodName() const noexcept {
+  static const std::string kNone;
+  return methodName_ ? *methodName_ : kNone;
+}
+
+LogFields CallContext::logFields() const {
+  LogFields f;
+  const std::optional<TraceContext>& t = span_ ? span_ : trace_;
+  if (t) {
+    const std::string tp = t->traceparent();
+    f.traceId = tp.substr(3, 32);
+    f.spanId = tp.substr(36, 16);
+  }
+  f.serviceId = serviceId_ ? *serviceId_ : "";
+  f.method = methodName();
+  if (caller_) {
+    f.userId = caller_->subject.empty() ? "uid:" + std::to_string(caller_->uid) : caller_->subject;
+  }
+  return f;
+}
+
+std::string LogFields::text() const {
+  std::string out;
+  auto add = [&](const char* key, const std::string& v) {
+    if (v.empty()) return;
+    if (!out.empty()) out += ' ';
+    out += key;
+    out += '=';
+    out += v;
+  };
+  add("trace_id", traceId);
+  add("span_id", spanId);
+  add("service_id", serviceId);
+  add("method", method);
+  add("user_id", userId);
+  return out;
+}
+
+std::string LogFields::json() const {
+  std::string out = "{";
+  auto add = [&](const char* key, const std::string& v) {
+    if (out.size() > 1) out += ',';
+    detail::appendJsonString(out, key);
+    out += ':';
+    detail::appendJsonString(out, v);
+  };
+  add("trace_id", traceId);
+  add("span_id", spanId);
+  add("service_id", serviceId);
+  add("method", method);
+  add("user_id", userId);
+  out += '}';
+  return out;
+}
+
 bool Caller::hasRole(std::string_view role) const noexcept {
   for (const auto& r : roles) {
     if (r == role) return true;

@@ -988,6 +988,8 @@ Status Dispatcher::invokeGranted(Channel& ch, const RingConsumer::Record& rec,
     ctx.serviceId_ = &svc.spec.id;
     ctx.caller_ = &ch.grant->caller;
     ctx.method_ = ordinal;
+    ctx.methodName_ = &methodName;
+    if (const TraceContext* t = currentTrace()) ctx.span_ = *t;
     ctx.deadlineNs_ = rec.header.deadlineNs > 0 ? rec.header.deadlineNs : kNoDeadline;
     if (call) ctx.call_ = *call;
     if (rec.trace) {
@@ -1016,8 +1018,23 @@ void Dispatcher::runOneWay(Channel& ch, Queued& q) {
   capnp::MallocMessageBuilder scratch(256);
   const Status status = invoke(ch, q.rec, nullptr, false, nullptr, &scratch);
   if (!status) {
-    log().warn("hms-ffi: one-way call to {} (method {}) from {} failed: {}", ch.service->spec.id,
-               q.rec.header.method, ch.grant->caller.name, status.toString());
+    const Service& svc = *ch.service;
+    const uint16_t ordinal = q.rec.header.method;
+    LogFields f;
+    f.serviceId = svc.spec.id;
+    f.method = ordinal < svc.methodNames.size() ? svc.methodNames[ordinal] : std::to_string(ordinal);
+    const Caller& who = ch.grant->caller;
+    f.userId = who.subject.empty() ? "uid:" + std::to_string(who.uid) : who.subject;
+    if (q.rec.trace) {
+      TraceContext t;
+      std::memcpy(t.traceId.data(), q.rec.trace->traceId, 16);
+      std::memcpy(t.spanId.data(), q.rec.trace->spanId, 8);
+      const std::string tp = t.traceparent();
+      f.traceId = tp.substr(3, 32);
+      f.spanId = tp.substr(36, 16);
+    }
+    log().warn("hms-ffi: a one-way call from {} failed: {} ({})", who.name, status.toString(),
+               f.text());
   }
   finish(ch, q);
 }

@@ -218,6 +218,19 @@ struct Caller {
   bool hasRole(std::string_view role) const noexcept;
 };
 
+// The seed's §9.3 fields of a log line written inside a call: CallContext::logFields().
+struct LogFields {
+  std::string traceId;    // 32 hex, or empty outside a trace
+  std::string spanId;     // 16 hex: this call's server span if recorded, else the caller's span
+  std::string serviceId;
+  std::string method;
+  std::string userId;     // the caller's token subject, else "uid:<uid>"
+  // "trace_id=… span_id=… service_id=… method=… user_id=…" (the empty ones left out).
+  std::string text() const;
+  // {"trace_id": …, "span_id": …, "service_id": …, "method": …, "user_id": …} (no newline).
+  std::string json() const;
+};
+
 class CallContext {
  public:
   const std::string& serviceId() const noexcept { return *serviceId_; }
@@ -230,7 +243,13 @@ class CallContext {
   // Absolute CLOCK_MONOTONIC deadline in ns (INT64_MAX: none) and the time left until it.
   int64_t deadlineNs() const noexcept { return deadlineNs_; }
   std::chrono::nanoseconds timeLeft() const noexcept;
+  // The trace context the caller sent (its span is this call's parent). Calls the handler makes
+  // carry the trace by themselves (docs/observability.md).
   const std::optional<TraceContext>& trace() const noexcept { return trace_; }
+  // The method's name ("" if the service does not know it).
+  const std::string& methodName() const noexcept;
+  // What a log line about this call should carry (the seed's §9.3).
+  LogFields logFields() const;
   // True once the caller cancelled the call, its deadline passed, or the caller went away: the
   // handler may stop, its answer is not read. Cheap enough to check per item of a stream.
   bool cancelled() const noexcept;
@@ -248,6 +267,8 @@ class CallContext {
   uint16_t method_ = 0;
   int64_t deadlineNs_ = 0;
   std::optional<TraceContext> trace_;
+  const std::string* methodName_ = nullptr;
+  std::optional<TraceContext> span_;  // the context the handler runs in (its calls inherit it)
 };
 
 using Handler = std::function<Status(CallContext&, capnp::MessageReader& params,
