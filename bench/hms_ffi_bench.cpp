@@ -1524,7 +1524,8 @@ int main(int argc, char** argv) {
           "        same call with no policy, alternating rounds, best p50 of each (P15).\n"
           "metrics (not run by default): the typed call, spin and adaptive, with the call\n"
           "        metrics on (the default) and off ($HMS_FFI_METRICS=off in the caller and the\n"
-          "        service), alternating rounds, best p50 of each (P14).\n"
+          "        service), alternating rounds, best p50 of each; and one subscriber's pub/sub\n"
+          "        rate the same way, best of each (P14).\n"
           "The measuring process on the first --cpus CPU, the other on the second (0,1), unless\n"
           "--no-pin. --iterations (200000) is the samples per round-trip row and the async calls "
           "per\n"
@@ -1684,7 +1685,28 @@ int main(int argc, char** argv) {
   // P14: the same typed call with the call metrics on (the default) and off, both sides (the
   // service inherits $HMS_FFI_METRICS), in alternating rounds, best p50 of each.
   std::vector<PolicyResult> metricsRows;
+  // P14 for P5: one subscriber's rate, metrics off and on (both processes), best of two rounds.
+  struct PubSubPair {
+    std::string mode;
+    double off = 0, on = 0;  // messages per second
+  };
+  std::vector<PubSubPair> metricsPubSub;
   if (o.runs("metrics")) {
+    const uint64_t count = std::clamp<uint64_t>(uint64_t(o.iterations) * 5, 5'000, 5'000'000);
+    for (const char* mode : {"spin", "adaptive"}) {
+      PubSubPair pp;
+      pp.mode = mode;
+      for (int round = 0; round < 2; ++round) {
+        ::setenv("HMS_FFI_METRICS", "off", 1);
+        auto off = ffiPubSub(o, self, socket, mode, 1, count);
+        ::unsetenv("HMS_FFI_METRICS");
+        auto on = ffiPubSub(o, self, socket, mode, 1, count);
+        if (!off || !on) continue;
+        pp.off = std::max(pp.off, off->rate.msgsPerSec);
+        pp.on = std::max(pp.on, on->rate.msgsPerSec);
+      }
+      if (pp.off > 0 && pp.on > 0) metricsPubSub.push_back(pp);
+    }
     for (const char* mode : {"spin", "adaptive"}) {
       PolicyResult pr;
       pr.mode = mode;
@@ -1991,6 +2013,10 @@ int main(int argc, char** argv) {
       row(r.open);
       row(r.policy);
     }
+    for (const auto& pp : metricsPubSub) {
+      std::printf("%-38s %9.0f msgs/s\n", ("pub/sub, metrics off, " + pp.mode).c_str(), pp.off);
+      std::printf("%-38s %9.0f msgs/s\n", ("pub/sub, metrics on, " + pp.mode).c_str(), pp.on);
+    }
   }
   for (const auto& b : bindings) {
     std::printf("\nbindings, 64-byte echo, %s (us; each language beside its own blocking UDS "
@@ -2072,6 +2098,12 @@ int main(int argc, char** argv) {
     const double x = r.policy.p50 / r.open.p50;
     std::printf("  P15 %s call under a policy p50 %.3f us vs %.3f us without: %.3fx (<= 1.05x): %s\n",
                 r.mode.c_str(), r.policy.p50, r.open.p50, x, verdict(x <= 1.05));
+  }
+  for (const auto& pp : metricsPubSub) {
+    const double x = pp.on / pp.off;
+    std::printf("  P14 %s pub/sub with metrics %.0f msgs/s vs %.0f without: %.3fx (>= 1/1.10 = "
+                "0.909x): %s\n",
+                pp.mode.c_str(), pp.on, pp.off, x, verdict(x >= 1 / 1.10));
   }
   for (const auto& r : metricsRows) {
     const double x = r.policy.p50 / r.open.p50;

@@ -19,6 +19,11 @@ using detail::loadRelaxed;
 using detail::MetricsHeader;
 using detail::MetricsSlot;
 
+// Series the broker keeps for clients gone: the names come from clients, so a client that
+// reconnects in a loop could otherwise grow the broker without end. Past it, a gone client's
+// counts of a series not yet kept are refused (and counted as such).
+constexpr size_t kMaxRetiredSeries = 16384;
+
 // A name the client wrote: NUL-terminated within its field and of the characters service ids
 // and method names have; anything else is not counted (the memory is the client's).
 bool readName(const char* field, size_t size, bool dotted, std::string& out) {
@@ -92,6 +97,10 @@ void MetricsBook::addSegment(const detail::Mapping& m, bool live, Merged& into, 
     const uint32_t side = loadRelaxed(s.side);
     if (side == detail::kMetricsPublisher || side == detail::kMetricsSubscriber) {
       if (!readName(s.service, sizeof(s.service), true, service)) continue;
+      if (!live && into.topics.size() >= kMaxRetiredSeries && !into.topics.count(service)) {
+        ++refused;  // see kMaxRetiredSeries
+        continue;
+      }
       TopicTotals& t = into.topics[service];
       if (side == detail::kMetricsPublisher) {
         t.published += loadRelaxed(s.started);
@@ -107,6 +116,11 @@ void MetricsBook::addSegment(const detail::Mapping& m, bool live, Merged& into, 
         !readName(s.method, sizeof(s.method), false, method)) {
       continue;
     }
+    if (!live && into.methods.size() >= kMaxRetiredSeries &&
+        !into.methods.count({service, method})) {
+      ++refused;  // see kMaxRetiredSeries
+      continue;
+    }
     Totals& t = into.methods[{service, method}];
     Series& out = side == detail::kMetricsCaller ? t.caller : t.service;
     uint64_t ended = 0;
@@ -115,8 +129,10 @@ void MetricsBook::addSegment(const detail::Mapping& m, bool live, Merged& into, 
       out.byCode[c] += n;
       ended += n;
     }
-    const uint64_t started = loadRelaxed(s.started);
-    if (live && started > ended) out.inFlight += started - ended;
+    if (live) {
+      out.liveStarted += loadRelaxed(s.started);
+      out.liveEnded += ended;
+    }
     for (uint32_t b = 0; b < kMetricsBuckets; ++b) out.buckets[b] += loadRelaxed(s.buckets[b]);
     out.sumNs += loadRelaxed(s.sumNs);
     out.maxNs = std::max(out.maxNs, loadRelaxed(s.maxNs));
@@ -147,7 +163,8 @@ MetricsSnapshot MetricsBook::snapshot() const {
       mm.calls[c] = t.caller.byCode[c];
       mm.handled[c] = t.service.byCode[c];
     }
-    mm.inFlight = t.caller.inFlight;
+    mm.inFlight =
+        t.caller.liveStarted > t.caller.liveEnded ? t.caller.liveStarted - t.caller.liveEnded : 0;
     mm.callDuration = toHistogram(t.caller.buckets, t.caller.sumNs, t.caller.maxNs);
     mm.handlerDuration = toHistogram(t.service.buckets, t.service.sumNs, t.service.maxNs);
     snap.methods.push_back(std::move(mm));

@@ -30,7 +30,10 @@ class MetricsBook {
  private:
   struct Series {
     std::array<uint64_t, detail::kMetricsCodes> byCode{};
-    uint64_t inFlight = 0;
+    // Of live clients: calls begun and ended, summed over slots (an asynchronous call begins in
+    // one thread's slot and ends in another's); inFlight is their difference after the merge.
+    uint64_t liveStarted = 0;
+    uint64_t liveEnded = 0;
     std::array<uint64_t, detail::kMetricsBuckets> buckets{};
     uint64_t sumNs = 0;
     uint64_t maxNs = 0;

@@ -8,7 +8,6 @@
 #include <gtest/gtest.h>
 #include <kj/filesystem.h>
 
-#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -615,8 +614,10 @@ TEST(JsonCodec, Output_StopsDescendingAt128Levels_ForADeepBuilder) {
   EXPECT_PRED2(contains, out, R"("child":null}})");
 }
 
-TEST(JsonCodec, HugeInput_IsConvertedWholeAndQuickly) {
-  const auto start = std::chrono::steady_clock::now();
+// A conversion that went quadratic would not finish within the test's ctest timeout (300 s);
+// how fast it is belongs to the bench, not to a wall-clock bound here (a loaded sanitizer run
+// once took 20 s).
+TEST(JsonCodec, HugeInput_IsConvertedWhole) {
   // An 8 MiB text, and 200k structs in a list.
   std::string big(8u << 20, 'x');
   for (size_t i = 0; i < big.size(); i += 997) big[i] = 'y';
@@ -638,7 +639,6 @@ TEST(JsonCodec, HugeInput_IsConvertedWholeAndQuickly) {
   EXPECT_EQ(out.size(),
             json.size() + kDefaults.size() - 1);  // the input's fields among the defaults
   EXPECT_EQ(roundTrip(out), out);
-  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(20));
 }
 
 TEST(JsonCodec, BuilderExceptions_BecomeInvalidArgument_NamingThePath) {

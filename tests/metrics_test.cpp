@@ -73,6 +73,11 @@ TEST_P(Metrics, CountsAreExactPerMethodAndCode_OnBothSides) {
   for (uint64_t i = 0; i < 100; ++i) {
     ASSERT_TRUE(stub.call<&TestService::Client::echoRequest>([&](auto p) { p.setSeq(i); }).ok());
   }
+  // Asynchronous ones too: begun on this thread, ended where the reply is taken.
+  for (uint64_t i = 0; i < 10; ++i) {
+    auto f = stub.callAsync<&TestService::Client::echoRequest>([&](auto p) { p.setSeq(i); });
+    ASSERT_TRUE(f.get().ok());
+  }
   for (int i = 0; i < 5; ++i) {
     auto r = stub.call<&TestService::Client::failRequest>([](auto p) {
       p.setCode(uint32_t(StatusCode::kPermissionDenied));
@@ -86,13 +91,13 @@ TEST_P(Metrics, CountsAreExactPerMethodAndCode_OnBothSides) {
   });
   const MethodMetrics* echo = find(snap, "hms.test", "echo");
   ASSERT_NE(echo, nullptr);
-  EXPECT_EQ(echo->calls[0], 100u);
-  EXPECT_EQ(echo->callsTotal(), 100u);
+  EXPECT_EQ(echo->calls[0], 110u);
+  EXPECT_EQ(echo->callsTotal(), 110u);
   EXPECT_EQ(echo->errorsTotal(), 0u);
-  EXPECT_EQ(echo->handled[0], 100u);
+  EXPECT_EQ(echo->handled[0], 110u);
   EXPECT_EQ(echo->inFlight, 0u);
-  EXPECT_EQ(echo->callDuration.count, 100u);
-  EXPECT_EQ(echo->handlerDuration.count, 100u);
+  EXPECT_EQ(echo->callDuration.count, 110u);
+  EXPECT_EQ(echo->handlerDuration.count, 110u);
   EXPECT_GT(echo->callDuration.sumNs, 0u);
   // A call as its caller saw it includes the handler's time.
   EXPECT_GE(echo->callDuration.sumNs, echo->handlerDuration.sumNs);

@@ -367,6 +367,17 @@ MetricsSlot* callerMetricsSlot(CallerChannel& ch, uint16_t ordinal, std::string_
   }
 }
 
+// The slot a call ends in: the ending thread's own (a call may be begun on one thread and sent
+// or dropped on another; each slot has one writer).
+MetricsSlot* endingSlot(CallerChannel& ch) noexcept {
+  if (ch.metricsFamily == 0) return nullptr;
+  try {
+    return ch.client->metrics.slot(ch.metricsFamily - 1);
+  } catch (const std::exception&) {
+    return nullptr;
+  }
+}
+
 Result<capnp::MessageBuilder*> beginCall(CallerChannel& ch, const MethodRef& method,
                                          const CallOptions& options) noexcept {
   try {
@@ -376,7 +387,10 @@ Result<capnp::MessageBuilder*> beginCall(CallerChannel& ch, const MethodRef& met
         options.timeout.count() > 0 ? options.timeout : ch.client->options.defaultTimeout;
     const int64_t deadline = t0 + timeout.count();
     if (auto s = ch.acquire(deadline); !s) return s;
-    ch.metricsSlot = method.found ? callerMetricsSlot(ch, method.ordinal, method.name) : nullptr;
+    ch.metricsFamily = 0;
+    ch.metricsSlot = method.found
+                         ? callerMetricsSlot(ch, method.ordinal, method.name, &ch.metricsFamily)
+                         : nullptr;
     ch.startNs = t0;
     metricsStart(ch.metricsSlot);
     auto fail = [&](Status s) -> Result<capnp::MessageBuilder*> {
@@ -517,7 +531,7 @@ void abandonCall(CallerChannel& ch) noexcept {
   }
   ch.builder.reset();
   if (ch.metricsSlot) {
-    metricsEnd(ch.metricsSlot, uint32_t(StatusCode::kCancelled), monotonicNs() - ch.startNs);
+    metricsEnd(endingSlot(ch), uint32_t(StatusCode::kCancelled), monotonicNs() - ch.startNs);
   }
   endClientSpan(ch, Status(StatusCode::kCancelled, "the call was dropped before it was sent"));
   ch.releaseLease();
@@ -706,7 +720,7 @@ Status sendOneWay(CallerChannel& ch) noexcept {
   ch.pendingHeader.flags |= kRecordOneWay;
   Status s = publishPending(ch);
   // A one-way call ends when it is in the channel.
-  if (ch.metricsSlot) metricsEnd(ch.metricsSlot, uint32_t(s.code()), monotonicNs() - ch.startNs);
+  if (ch.metricsSlot) metricsEnd(endingSlot(ch), uint32_t(s.code()), monotonicNs() - ch.startNs);
   endClientSpan(ch, s);
   ch.releaseLease();
   return s;
@@ -769,7 +783,7 @@ Status sendCancel(CallerChannel& ch, uint64_t callId, uint64_t conn) noexcept {
 Result<capnp::MessageReader*> finishCall(CallerChannel& ch) noexcept {
   auto fail = [&](Status s) -> Result<capnp::MessageReader*> {
     if (ch.metricsSlot) {
-      metricsEnd(ch.metricsSlot, uint32_t(s.code()), monotonicNs() - ch.startNs);
+      metricsEnd(endingSlot(ch), uint32_t(s.code()), monotonicNs() - ch.startNs);
     }
     endClientSpan(ch, s);
     ch.releaseLease();
@@ -846,7 +860,7 @@ Result<capnp::MessageReader*> finishCall(CallerChannel& ch) noexcept {
   }
   ch.replyRecord = rec;
   ch.holdingReply = true;
-  if (ch.metricsSlot) metricsEnd(ch.metricsSlot, 0, monotonicNs() - ch.startNs);
+  if (ch.metricsSlot) metricsEnd(endingSlot(ch), 0, monotonicNs() - ch.startNs);
   endClientSpan(ch, Status());
   return static_cast<capnp::MessageReader*>(&*ch.reader);
 }
@@ -948,10 +962,10 @@ Result<std::shared_ptr<detail::CallerChannel>> Client::bindImpl(std::string_view
 }
 
 Result<ServiceHandle> Client::serveDynamic(std::string_view id, Version version,
-                                          capnp::InterfaceSchema schema,
-                                          std::map<uint16_t, Handler> handlers,
-                                          std::map<uint16_t, StreamHandler> streamHandlers,
-                                          ServiceOptions options) {
+                                           capnp::InterfaceSchema schema,
+                                           std::map<uint16_t, Handler> handlers,
+                                           std::map<uint16_t, StreamHandler> streamHandlers,
+                                           ServiceOptions options) {
   detail::ServiceSpec spec;
   spec.id = std::string(id);
   spec.version = version;

@@ -308,7 +308,8 @@ class CallerChannel : public std::enable_shared_from_this<CallerChannel> {
   int64_t deadlineNs = 0;
   std::string methodName;
   int64_t startNs = 0;  // when the call began (for the metrics)
-  MetricsSlot* metricsSlot = nullptr;
+  MetricsSlot* metricsSlot = nullptr;  // the beginning thread's
+  uint32_t metricsFamily = 0;          // the call's series + 1 (0: uncounted)
   // The call's client span, when its trace is sampled and spans are recorded: its id is the
   // span id in `trace`.
   bool spanActive = false;

@@ -18,7 +18,7 @@
 namespace hms::ffi::detail {
 
 inline constexpr uint64_t kMetricsMagic = 0x5445'4d46'4653'4d48ULL;  // "HMSFFMET"
-inline constexpr uint32_t kMetricsLayoutVersion = 1;
+inline constexpr uint32_t kMetricsLayoutVersion = 2;
 inline constexpr size_t kMetricsSegmentBytes = size_t(4)
                                                << 20;  // sparse: untouched pages cost nothing
 
@@ -55,8 +55,7 @@ enum MetricsSide : uint32_t {
   kMetricsSubscriber = 4,  // started: messages delivered; sumNs: messages it missed (dropped)
 };
 
-inline constexpr size_t kMetricsServiceChars =
-    128;  // service ids are shorter (the registry's limit)
+inline constexpr size_t kMetricsServiceChars = 208;  // service ids have at most 200
 inline constexpr size_t kMetricsMethodChars = 64;
 
 struct alignas(64) MetricsSlot {
