@@ -235,12 +235,11 @@ Status Broker::finishStart() {
                        std::chrono::system_clock::now().time_since_epoch())
                        .count();
   if (!options_.metricsListen.empty()) {
-    auto ep = MetricsEndpoint::start(options_.metricsListen,
-                                     [this] { return metricsBook_.snapshot(); });
+    auto ep =
+        MetricsEndpoint::start(options_.metricsListen, [this] { return metricsBook_.snapshot(); });
     if (!ep.ok()) {
       return Status(ep.status().code(), "the metrics endpoint (--metrics " +
-                                            options_.metricsListen +
-                                            "): " + ep.status().message());
+                                            options_.metricsListen + "): " + ep.status().message());
     }
     metricsEndpoint_ = std::move(*ep);
     spdlog::info("metrics on {}", metricsEndpoint_->address());
@@ -1104,10 +1103,10 @@ Status Broker::onOpen(Conn& c, uint64_t rid, uint64_t key) {
   }
   const GrantDecision grant = decideGrant(c, svc);
   if (!grant.any) {
-    Status denied(StatusCode::kPermissionDenied,
-                  "uid " + std::to_string(c.cred.uid) + " (pid " + std::to_string(c.cred.pid) +
-                      ", '" + c.name + "') may call no method of " + svc.id + ": " +
-                      firstDenial(grant));
+    Status denied(StatusCode::kPermissionDenied, "uid " + std::to_string(c.cred.uid) + " (pid " +
+                                                     std::to_string(c.cred.pid) + ", '" + c.name +
+                                                     "') may call no method of " + svc.id + ": " +
+                                                     firstDenial(grant));
     denied.withSource(svc.id);
     audit("open", &c, denied, {{"service", svc.id}});
     return replyError(c, rid, denied);
@@ -1211,8 +1210,9 @@ Status Broker::onOpen(Conn& c, uint64_t rid, uint64_t key) {
         allowed += (allowed.empty() ? "" : ",") + std::string(m.getName().cStr());
       }
     }
-    audit("open", &c, Status(), {{"service", svc.id}, {"channel", std::to_string(id), true},
-                                 {"methods_allowed", allowed}});
+    audit(
+        "open", &c, Status(),
+        {{"service", svc.id}, {"channel", std::to_string(id), true}, {"methods_allowed", allowed}});
   }
   return shm ? reply(c, mb, shmFds, 2) : reply(c, mb, sockFds, 1);
 }

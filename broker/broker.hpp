@@ -155,7 +155,8 @@ class Broker {
 
   // start()'s end: the event loop's descriptors, once the socket exists or was passed.
   Status finishStart();
-  Status lockSocketPath();  // <socket>.lock, flock'ed: FAILED_PRECONDITION when another broker has it
+  Status
+  lockSocketPath();  // <socket>.lock, flock'ed: FAILED_PRECONDITION when another broker has it
   Status openContractStore();
   void accept();
   // Out of descriptors (EMFILE, ENFILE) or kernel memory, accept() would fail at once again on
@@ -231,7 +232,7 @@ class Broker {
   void touchContract(const Service& s);
 
   // Access control (access.cpp, docs/security.md).
-  Status loadPolicy();          // at start: --policy, or none (warned)
+  Status loadPolicy();  // at start: --policy, or none (warned)
   Status openAuditLog();
   // SIGHUP: the configuration (setReloadSource) and the policy read again; anything bad keeps
   // all of the old.

@@ -82,8 +82,8 @@ class Reader {
     return Status();
   }
 
-  Status choice(const YAML::Node& n, const std::string& key, const std::vector<std::string>& allowed,
-                std::string& out) const {
+  Status choice(const YAML::Node& n, const std::string& key,
+                const std::vector<std::string>& allowed, std::string& out) const {
     if (Status s = text(n, key, out); !s) return s;
     for (const auto& a : allowed) {
       if (a == out) return Status();
@@ -140,9 +140,9 @@ void appendJsonList(std::string& out, const std::vector<std::string>& items) {
 // checked by the same code).
 Status readSecurity(const Reader& r, const YAML::Node& sec, BrokerOptions& o,
                     const std::string& baseDir) {
-  if (Status s = r.keys(sec, "ffi.security",
-                        {"policy_file", "audit_log", "permission_policy", "required_claims",
-                         "token_issuers"});
+  if (Status s = r.keys(
+          sec, "ffi.security",
+          {"policy_file", "audit_log", "permission_policy", "required_claims", "token_issuers"});
       !s) {
     return s;
   }
@@ -153,16 +153,18 @@ Status readSecurity(const Reader& r, const YAML::Node& sec, BrokerOptions& o,
     json += ':';
   };
   if (sec["policy_file"]) {
-    if (Status s = r.text(sec["policy_file"], "ffi.security.policy_file", o.policyPath); !s) return s;
-    if (!o.policyPath.empty() && o.policyPath[0] != '/') o.policyPath = baseDir + "/" + o.policyPath;
+    if (Status s = r.text(sec["policy_file"], "ffi.security.policy_file", o.policyPath); !s)
+      return s;
+    if (!o.policyPath.empty() && o.policyPath[0] != '/')
+      o.policyPath = baseDir + "/" + o.policyPath;
   }
   if (sec["audit_log"]) {
     if (Status s = r.text(sec["audit_log"], "ffi.security.audit_log", o.auditLog); !s) return s;
   }
   if (sec["permission_policy"]) {
     std::string v;
-    if (Status s = r.choice(sec["permission_policy"], "ffi.security.permission_policy",
-                            {"strict"}, v);
+    if (Status s =
+            r.choice(sec["permission_policy"], "ffi.security.permission_policy", {"strict"}, v);
         !s) {
       return s;
     }
@@ -225,8 +227,8 @@ Status readConfig(const Reader& r, const YAML::Node& root, BrokerOptions& o,
   if (Status s = r.keys(root, "", {"ffi"}); !s) return s;
   const YAML::Node ffi = root["ffi"];
   if (ffi.IsNull()) return Status();
-  if (Status s = r.keys(ffi, "ffi",
-                        {"registry", "transport", "security", "limits", "logging", "metrics"});
+  if (Status s =
+          r.keys(ffi, "ffi", {"registry", "transport", "security", "limits", "logging", "metrics"});
       !s) {
     return s;
   }
@@ -276,8 +278,9 @@ Status readConfig(const Reader& r, const YAML::Node& root, BrokerOptions& o,
         const unsigned long mode = std::strtoul(v.c_str(), &end, 8);
         if (v.empty() || *end != '\0' || mode > 0777 || (mode & 0600) != 0600) {
           return r.error(ls["mode"], "ffi.transport.local_socket.mode",
-                         "'" + v + "' is not an octal mode such as 0660 that lets the owner read "
-                                   "and write");
+                         "'" + v +
+                             "' is not an octal mode such as 0660 that lets the owner read "
+                             "and write");
         }
         o.socketMode = uint32_t(mode);
       }
@@ -311,9 +314,9 @@ Status readConfig(const Reader& r, const YAML::Node& root, BrokerOptions& o,
       }
     }
     if (log["level"]) {
-      if (Status s = r.choice(log["level"], "ffi.logging.level",
-                              {"trace", "debug", "info", "warn", "error", "critical", "off"},
-                              o.logLevel);
+      if (Status s =
+              r.choice(log["level"], "ffi.logging.level",
+                       {"trace", "debug", "info", "warn", "error", "critical", "off"}, o.logLevel);
           !s) {
         return s;
       }

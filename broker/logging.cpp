@@ -28,7 +28,9 @@ class JsonMessage final : public spdlog::custom_flag_formatter {
 
 }  // namespace
 
-bool validLogFormat(const std::string& format) { return format == "text" || format == "json"; }
+bool validLogFormat(const std::string& format) {
+  return format == "text" || format == "json";
+}
 
 void setLogFormat(const std::string& format) {
   if (format == "json") {

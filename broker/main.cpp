@@ -180,7 +180,7 @@ int applyFlags(int argc, char** argv, hms::ffi::broker::BrokerOptions& o, bool& 
 
 // The configuration file named by --config (if any), then the flags over it.
 hms::ffi::Result<hms::ffi::broker::BrokerOptions> readOptions(int argc, char** argv,
-                                                             const std::string& configPath) {
+                                                              const std::string& configPath) {
   hms::ffi::broker::BrokerOptions o;
   if (!configPath.empty()) {
     auto file = hms::ffi::broker::loadConfig(configPath, o);
@@ -234,9 +234,8 @@ int main(int argc, char** argv) {
   spdlog::set_level(spdlog::level::from_str(options.logLevel));
 
   hms::ffi::broker::Broker broker(options);
-  broker.setReloadSource([argc, argv, path = options.configPath] {
-    return readOptions(argc, argv, path);
-  });
+  broker.setReloadSource(
+      [argc, argv, path = options.configPath] { return readOptions(argc, argv, path); });
   if (auto s = broker.start(); !s) {
     spdlog::critical("cannot start: {}", s.message());
     return 1;

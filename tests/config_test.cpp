@@ -156,8 +156,7 @@ TEST(ConfigFileError, BadValuesNameTheAllowedOnes) {
             std::string::npos)
       << m;
   m = refusal(dir, "ffi:\n  logging:\n    level: loud\n");
-  EXPECT_NE(m.find("ffi.logging.level: 'loud' is not one of trace, debug"), std::string::npos)
-      << m;
+  EXPECT_NE(m.find("ffi.logging.level: 'loud' is not one of trace, debug"), std::string::npos) << m;
   m = refusal(dir, "ffi:\n  limits:\n    max_channels_per_client: -1\n");
   EXPECT_NE(m.find("ffi.limits.max_channels_per_client: expected a whole number"),
             std::string::npos)
@@ -200,15 +199,17 @@ TEST(ConfigFileError, TokenSettingsNeedAPolicyFile) {
 TEST(ConfigFile, TokenSettingsReplaceThePolicyFiles) {
   TempDir dir;
   dir.write("policy.json", R"({"required_claims": ["sub"], "rules": []})");
-  auto r = load(dir, "ffi:\n  security:\n    policy_file: policy.json\n"
-                     "    required_claims: [sub, role]\n");
+  auto r = load(dir,
+                "ffi:\n  security:\n    policy_file: policy.json\n"
+                "    required_claims: [sub, role]\n");
   ASSERT_TRUE(r.ok()) << r.status().toString();
   auto policy = Policy::load(r->policyPath, &r->policyOverlay);
   ASSERT_TRUE(policy.ok()) << policy.status().toString();
   EXPECT_EQ((*policy)->requiredClaims(), (std::vector<std::string>{"sub", "role"}));
 
-  auto bad = load(dir, "ffi:\n  security:\n    policy_file: policy.json\n    token_issuers:\n"
-                       "      - issuer: hms-auth\n        public_key_file: missing.pem\n");
+  auto bad = load(dir,
+                  "ffi:\n  security:\n    policy_file: policy.json\n    token_issuers:\n"
+                  "      - issuer: hms-auth\n        public_key_file: missing.pem\n");
   ASSERT_TRUE(bad.ok()) << bad.status().toString();
   auto refused = Policy::load(bad->policyPath, &bad->policyOverlay);
   ASSERT_FALSE(refused.ok());
@@ -252,9 +253,9 @@ TEST(ConfigBroker, FlagsBeatTheFile) {
   TempDir dir;
   const std::string fromFile = dir.path() + "/file.sock";
   const std::string fromFlag = dir.path() + "/flag.sock";
-  const std::string config = dir.write(
-      "hms-ffid.yaml", "ffi:\n  transport:\n    local_socket:\n      path: " + fromFile +
-                           "\n  registry:\n    state_dir: \":memory:\"\n");
+  const std::string config =
+      dir.write("hms-ffid.yaml", "ffi:\n  transport:\n    local_socket:\n      path: " + fromFile +
+                                     "\n  registry:\n    state_dir: \":memory:\"\n");
   Subprocess broker({testing::brokerBinary(), "--config", config, "--socket", fromFlag});
   ASSERT_TRUE(waitUntil([&] {
     struct stat st {};
@@ -303,8 +304,9 @@ TEST(ConfigBroker, Sighup_ReadsTheFileAgain_ABadOneKeepsTheOld_FixedKeysAreNamed
 TEST(ConfigBroker, LogFormatJson_OneObjectALine_AndSighupSwitchesIt) {
   TempDir dir;
   const std::string socket = dir.path() + "/broker.sock";
-  const std::string config = dir.write(
-      "hms-ffid.yaml", "ffi:\n  registry:\n    state_dir: \":memory:\"\n  logging:\n    format: json\n");
+  const std::string config =
+      dir.write("hms-ffid.yaml",
+                "ffi:\n  registry:\n    state_dir: \":memory:\"\n  logging:\n    format: json\n");
   Subprocess broker({testing::brokerBinary(), "--config", config, "--socket", socket});
   ASSERT_TRUE(waitUntil([&] {
     return broker.errors().find("serving on") != std::string::npos || !broker.running();

@@ -102,9 +102,9 @@ class Systemd : public ::testing::Test {
       argv.push_back("-E");
       argv.push_back(e);
     }
-    for (const auto& a : {testing::brokerBinary(), std::string("--state-dir"),
-                          std::string(":memory:"), std::string("--log-level"),
-                          std::string("debug")}) {
+    for (const auto& a :
+         {testing::brokerBinary(), std::string("--state-dir"), std::string(":memory:"),
+          std::string("--log-level"), std::string("debug")}) {
       argv.push_back(a);
     }
     activator_ = Subprocess(argv);
@@ -134,12 +134,12 @@ TEST_F(Systemd, SocketActivation_TheFirstConnectStartsTheBroker_WhichServesIt) {
   ASSERT_NE(first, nullptr);
   // It serves: a service registered by the first client is seen by a second one.
   ServiceDefinition<test::TestService> def;
-  def.on<&test::TestService::Client::echoRequest>(
-      [](CallContext&, test::TestService::EchoParams::Reader p,
-         test::TestService::EchoResults::Builder r) {
-        r.setSeq(p.getSeq() + 1);
-        return Status();
-      });
+  def.on<&test::TestService::Client::echoRequest>([](CallContext&,
+                                                     test::TestService::EchoParams::Reader p,
+                                                     test::TestService::EchoResults::Builder r) {
+    r.setSeq(p.getSeq() + 1);
+    return Status();
+  });
   auto handle = first->serve("hms.test.activated", Version{1, 0, 0}, std::move(def));
   ASSERT_TRUE(handle.ok()) << handle.status().toString();
   auto second = connect();

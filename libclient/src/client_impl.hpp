@@ -26,12 +26,12 @@
 #include "hms/ffi/client.hpp"
 #include "hms/ffi/control.capnp.h"
 #include "metrics_writer.hpp"
-#include "tracing_impl.hpp"
 #include "os.hpp"
 #include "registry_segment.hpp"
 #include "ring.hpp"
 #include "ring_message.hpp"
 #include "socket_link.hpp"
+#include "tracing_impl.hpp"
 #include "wait.hpp"
 
 namespace hms::ffi::detail {
@@ -307,7 +307,7 @@ class CallerChannel : public std::enable_shared_from_this<CallerChannel> {
   uint64_t callId = 0;
   int64_t deadlineNs = 0;
   std::string methodName;
-  int64_t startNs = 0;  // when the call began (for the metrics)
+  int64_t startNs = 0;                 // when the call began (for the metrics)
   MetricsSlot* metricsSlot = nullptr;  // the beginning thread's
   uint32_t metricsFamily = 0;          // the call's series + 1 (0: uncounted)
   // The call's client span, when its trace is sampled and spans are recorded: its id is the
@@ -419,10 +419,10 @@ struct ServerCall {
 // run on the service's stream threads, beside the channel's other calls.
 // The broker's decision for one channel (control.capnp, Grant): checked before every handler.
 struct ChannelGrant {
-  bool enforced = false;              // false: no policy; everything allowed, nothing audited
-  std::vector<uint8_t> allowed;       // by ordinal
-  std::vector<uint8_t> audit;         // by ordinal: wire::AuditLevel
-  std::vector<std::string> denied;    // by ordinal: why not
+  bool enforced = false;            // false: no policy; everything allowed, nothing audited
+  std::vector<uint8_t> allowed;     // by ordinal
+  std::vector<uint8_t> audit;       // by ordinal: wire::AuditLevel
+  std::vector<std::string> denied;  // by ordinal: why not
   Caller caller;
 };
 
@@ -514,21 +514,18 @@ class Dispatcher {
   Status invokeGranted(Channel& ch, const RingConsumer::Record& rec,
                        const std::shared_ptr<ServerCall>* call, bool stream,
                        const std::function<Status(CallContext&, capnp::MessageReader&)>* run,
-                       capnp::MessageBuilder* results,
-                       int64_t nowNs = 0);
+                       capnp::MessageBuilder* results, int64_t nowNs = 0);
   Status invoke(Channel& ch, const RingConsumer::Record& rec,
                 const std::shared_ptr<ServerCall>* call, bool stream,
                 const std::function<Status(CallContext&, capnp::MessageReader&)>* run,
-                capnp::MessageBuilder* results,
-                MetricsTiming* timing = nullptr);
+                capnp::MessageBuilder* results, MetricsTiming* timing = nullptr);
   // invoke() without the metrics: the grant, the handler and the audit.
   Status invokeChecked(Channel& ch, const RingConsumer::Record& rec,
                        const std::shared_ptr<ServerCall>* call, bool stream,
                        const std::function<Status(CallContext&, capnp::MessageReader&)>* run,
-                       capnp::MessageBuilder* results,
-                       int64_t nowNs = 0);
-  void auditCall(Channel& ch, const RingConsumer::Record& rec, const Status& status,
-                 uint8_t level, int64_t startedNs);
+                       capnp::MessageBuilder* results, int64_t nowNs = 0);
+  void auditCall(Channel& ch, const RingConsumer::Record& rec, const Status& status, uint8_t level,
+                 int64_t startedNs);
   void closeChannelLocal(Channel& ch, uint32_t myState, const char* why);
   // The caller left (closed the channel or died): the one-way calls it committed were
   // acknowledged when they entered the channel, so they still run, in order, on this thread;

@@ -855,10 +855,10 @@ Status Dispatcher::invoke(Channel& ch, const RingConsumer::Record& rec,
   return status;
 }
 
-Status Dispatcher::invokeChecked(Channel& ch, const RingConsumer::Record& rec,
-                                 const std::shared_ptr<ServerCall>* call, bool stream,
-                                 const std::function<Status(CallContext&, capnp::MessageReader&)>* run,
-                                 capnp::MessageBuilder* results, int64_t nowNs) {
+Status Dispatcher::invokeChecked(
+    Channel& ch, const RingConsumer::Record& rec, const std::shared_ptr<ServerCall>* call,
+    bool stream, const std::function<Status(CallContext&, capnp::MessageReader&)>* run,
+    capnp::MessageBuilder* results, int64_t nowNs) {
   const ChannelGrant& grant = *ch.grant;
   const uint16_t ordinal = rec.header.method;
   if (!grant.enforced) return invokeGranted(ch, rec, call, stream, run, results, nowNs);
@@ -870,21 +870,19 @@ Status Dispatcher::invokeChecked(Channel& ch, const RingConsumer::Record& rec,
   const int64_t started = level != 0 ? monotonicNs() : 0;
   if (!allowed) {
     const Service& svc = *ch.service;
-    const std::string method =
-        ordinal < svc.methodNames.size() && !svc.methodNames[ordinal].empty()
-            ? svc.methodNames[ordinal]
-            : "method " + std::to_string(ordinal);
+    const std::string method = ordinal < svc.methodNames.size() && !svc.methodNames[ordinal].empty()
+                                   ? svc.methodNames[ordinal]
+                                   : "method " + std::to_string(ordinal);
     const std::string why = ordinal < grant.denied.size() && !grant.denied[ordinal].empty()
                                 ? grant.denied[ordinal]
                                 : "the broker's policy grants it to no caller of this channel";
     const Caller& who = grant.caller;
-    status = Status(StatusCode::kPermissionDenied,
-                    svc.spec.id + "." + method + " is not allowed for uid " +
-                        std::to_string(who.uid) + " (pid " + std::to_string(who.pid) + ", '" +
-                        who.name + "'" + (who.subject.empty() ? "" : ", sub " + who.subject) +
-                        "): " + why,
-                    svc.spec.id,
-                    {{"service", svc.spec.id}, {"method", method}, {"reason", why}});
+    status =
+        Status(StatusCode::kPermissionDenied,
+               svc.spec.id + "." + method + " is not allowed for uid " + std::to_string(who.uid) +
+                   " (pid " + std::to_string(who.pid) + ", '" + who.name + "'" +
+                   (who.subject.empty() ? "" : ", sub " + who.subject) + "): " + why,
+               svc.spec.id, {{"service", svc.spec.id}, {"method", method}, {"reason", why}});
   } else {
     status = invokeGranted(ch, rec, call, stream, run, results, nowNs);
   }
@@ -900,8 +898,8 @@ void Dispatcher::auditCall(Channel& ch, const RingConsumer::Record& rec, const S
   const Service& svc = *ch.service;
   const Caller& who = ch.grant->caller;
   const uint16_t ordinal = rec.header.method;
-  const std::string method = ordinal < svc.methodNames.size() ? svc.methodNames[ordinal]
-                                                              : std::to_string(ordinal);
+  const std::string method =
+      ordinal < svc.methodNames.size() ? svc.methodNames[ordinal] : std::to_string(ordinal);
   std::string roles;
   for (const auto& r : who.roles) roles += (roles.empty() ? "" : ",") + r;
   std::vector<AuditField> f{
@@ -937,10 +935,10 @@ void Dispatcher::auditCall(Channel& ch, const RingConsumer::Record& rec, const S
 }
 
 // Runs the handler with what a handler knows, catching what it throws.
-Status Dispatcher::invokeGranted(Channel& ch, const RingConsumer::Record& rec,
-                                 const std::shared_ptr<ServerCall>* call, bool stream,
-                                 const std::function<Status(CallContext&, capnp::MessageReader&)>* run,
-                                 capnp::MessageBuilder* results, int64_t nowNs) {
+Status Dispatcher::invokeGranted(
+    Channel& ch, const RingConsumer::Record& rec, const std::shared_ptr<ServerCall>* call,
+    bool stream, const std::function<Status(CallContext&, capnp::MessageReader&)>* run,
+    capnp::MessageBuilder* results, int64_t nowNs) {
   Service& svc = *ch.service;
   static const std::string kNoName;
   const uint16_t ordinal = rec.header.method;
@@ -1022,7 +1020,8 @@ void Dispatcher::runOneWay(Channel& ch, Queued& q) {
     const uint16_t ordinal = q.rec.header.method;
     LogFields f;
     f.serviceId = svc.spec.id;
-    f.method = ordinal < svc.methodNames.size() ? svc.methodNames[ordinal] : std::to_string(ordinal);
+    f.method =
+        ordinal < svc.methodNames.size() ? svc.methodNames[ordinal] : std::to_string(ordinal);
     const Caller& who = ch.grant->caller;
     f.userId = who.subject.empty() ? "uid:" + std::to_string(who.uid) : who.subject;
     if (q.rec.trace) {

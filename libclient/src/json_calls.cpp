@@ -227,7 +227,8 @@ Result<MetricsSnapshot> Client::metrics() const {
     const size_t before = offset;
     offset = uint32_t(snap.methods.size() + snap.topics.size());
     if (offset >= *got) break;
-    if (offset == before) return Status(StatusCode::kDataLoss, "the broker's metrics do not advance");
+    if (offset == before)
+      return Status(StatusCode::kDataLoss, "the broker's metrics do not advance");
   }
   return snap;
 }
@@ -351,24 +352,24 @@ Result<JsonCallHandle> JsonStub::callAsync(std::string_view name, std::string_vi
   }
   if (auto s = build(*m, params, options); !s) return s;
   // The callback keeps the contract alive: the results type lives in its loader.
-  auto call = detail::sendAsync(
-      ch_, false,
-      [done = std::move(done), type = m->results, pretty = options.pretty,
-       contract = contract_](const std::shared_ptr<detail::AsyncCall>& c) {
-        capnp::MessageReader* reader = nullptr;
-        if (auto st = detail::takeAsync(*c, reader); !st) {
-          done(st);
-          return;
-        }
-        auto json = toJson(*reader, type, pretty);
-        detail::releaseAsync(*c);
-        done(std::move(json));
-      });
+  auto call =
+      detail::sendAsync(ch_, false,
+                        [done = std::move(done), type = m->results, pretty = options.pretty,
+                         contract = contract_](const std::shared_ptr<detail::AsyncCall>& c) {
+                          capnp::MessageReader* reader = nullptr;
+                          if (auto st = detail::takeAsync(*c, reader); !st) {
+                            done(st);
+                            return;
+                          }
+                          auto json = toJson(*reader, type, pretty);
+                          detail::releaseAsync(*c);
+                          done(std::move(json));
+                        });
   return JsonCallHandle(std::move(call));
 }
 
 Result<kj::ArrayPtr<capnp::word>> JsonStub::loanRaw(std::string_view name,
-                                                     const CallOptions& options) {
+                                                    const CallOptions& options) {
   // A loan holds the channel's lease: another thread's loan waits in beginCall for it, this
   // thread's second one is refused there (FAILED_PRECONDITION).
   auto m = method(name);
@@ -504,7 +505,7 @@ Result<JsonPublisher> Client::advertiseJson(std::string_view id, TopicOptions op
 }
 
 Result<JsonPublisher> Client::advertiseJson(std::string_view id, TopicSchemaInfo type,
-                                           TopicOptions options) {
+                                            TopicOptions options) {
   if (!type.loader || type.schema.getProto().getId() == 0) {
     return Status(StatusCode::kInvalidArgument, "advertiseJson: the message type has no schema");
   }

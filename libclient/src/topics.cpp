@@ -635,8 +635,8 @@ class PublisherImpl final : public PublisherCore {
     }
     const uint64_t seq = loan_->seq;
     st_->pub->publish(*loan_, words);
-    if (MetricsSlot* m = topicMetricsSlot(*st_->client, st_->metricsFamily, kMetricsPublisher,
-                                          st_->id)) {
+    if (MetricsSlot* m =
+            topicMetricsSlot(*st_->client, st_->metricsFamily, kMetricsPublisher, st_->id)) {
       bumpSingleWriter(m->started, uint64_t(1));
       bumpSingleWriter(m->sumNs, uint64_t(words) * 8);
     }
@@ -813,8 +813,7 @@ class SubscriptionImpl final : public SubscriptionCore {
     seq_ = seq;
     missed_ = missed;
     dropped_ += missed;
-    if (MetricsSlot* m =
-            topicMetricsSlot(*client_, metricsFamily_, kMetricsSubscriber, id_)) {
+    if (MetricsSlot* m = topicMetricsSlot(*client_, metricsFamily_, kMetricsSubscriber, id_)) {
       bumpSingleWriter(m->started, uint64_t(1));
       if (missed) bumpSingleWriter(m->sumNs, missed);
     }
