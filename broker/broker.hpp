@@ -57,7 +57,7 @@ struct BrokerOptions {
   uint32_t socketMode = 0660;
   // trace, debug, info, warn, error, critical, off; applied by main() at start and on a reload.
   std::string logLevel = "info";
-  std::string logFormat = "text";  // or "json" (logging.hpp)
+  std::string logFormat = "auto";  // or "text", "json", "journal" (logging.hpp)
   // Where a reload (SIGHUP) gets the options anew: the configuration file, then the flags over
   // it (main.cpp). Empty: only the policy file is read again.
   std::string configPath;

@@ -308,7 +308,8 @@ Status readConfig(const Reader& r, const YAML::Node& root, BrokerOptions& o,
   if (const YAML::Node log = ffi["logging"]) {
     if (Status s = r.keys(log, "ffi.logging", {"level", "format"}); !s) return s;
     if (log["format"]) {
-      if (Status s = r.choice(log["format"], "ffi.logging.format", {"text", "json"}, o.logFormat);
+      if (Status s = r.choice(log["format"], "ffi.logging.format",
+                              {"auto", "text", "json", "journal"}, o.logFormat);
           !s) {
         return s;
       }

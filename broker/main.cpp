@@ -18,7 +18,7 @@ namespace {
 
 void usage(FILE* out) {
   std::fputs(
-      "usage: hms-ffid [--socket PATH] [--log-level LEVEL] [--log-format text|json]\n"
+      "usage: hms-ffid [--socket PATH] [--log-level LEVEL] [--log-format auto|text|json|journal]\n"
       "                [--registry-bytes N]\n"
       "                [--transport auto|shm|socket] [--state-dir DIR]\n"
       "                [--max-services-per-client N] [--max-topics-per-client N]\n"
@@ -34,7 +34,8 @@ void usage(FILE* out) {
       "                       $XDG_RUNTIME_DIR/hms-ffi/broker.sock, else /run/hms-ffi/broker.sock\n"
       "                       as root)\n"
       "  --log-level LEVEL    trace, debug, info (default), warn, error, critical, off\n"
-      "  --log-format F       text (default) or json (one object a line)\n"
+      "  --log-format F       auto (default: journal under systemd, else text), text, json\n"
+      "                       (one object a line) or journal (native, with priorities)\n"
       "  --registry-bytes N   size of the registry segment (default 4194304)\n"
       "  --transport T        how channels carry messages: auto (default: shared memory where\n"
       "                       both ends can map it, else a socketpair), shm (refuse clients\n"
@@ -153,7 +154,8 @@ int applyFlags(int argc, char** argv, hms::ffi::broker::BrokerOptions& o, bool& 
     } else if (a == "--log-format") {
       o.logFormat = value("--log-format");
       if (!hms::ffi::broker::validLogFormat(o.logFormat)) {
-        std::fprintf(stderr, "hms-ffid: --log-format must be text or json, not '%s'\n",
+        std::fprintf(stderr,
+                     "hms-ffid: --log-format must be auto, text, json or journal, not '%s'\n",
                      o.logFormat.c_str());
         return 2;
       }
@@ -228,8 +230,7 @@ int main(int argc, char** argv) {
                 options.configPath.empty() ? "the command line" : options.configPath.c_str());
     return 0;
   }
-  auto logger = spdlog::stderr_color_mt("hms-ffid");
-  spdlog::set_default_logger(logger);
+  hms::ffi::broker::initLogging();
   hms::ffi::broker::setLogFormat(options.logFormat);
   spdlog::set_level(spdlog::level::from_str(options.logLevel));
 

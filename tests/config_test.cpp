@@ -157,6 +157,10 @@ TEST(ConfigFileError, BadValuesNameTheAllowedOnes) {
       << m;
   m = refusal(dir, "ffi:\n  logging:\n    level: loud\n");
   EXPECT_NE(m.find("ffi.logging.level: 'loud' is not one of trace, debug"), std::string::npos) << m;
+  m = refusal(dir, "ffi:\n  logging:\n    format: xml\n");
+  EXPECT_NE(m.find("ffi.logging.format: 'xml' is not one of auto, text, json or journal"),
+            std::string::npos)
+      << m;
   m = refusal(dir, "ffi:\n  limits:\n    max_channels_per_client: -1\n");
   EXPECT_NE(m.find("ffi.limits.max_channels_per_client: expected a whole number"),
             std::string::npos)

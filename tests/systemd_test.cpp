@@ -184,5 +184,36 @@ TEST_F(Systemd, Notify_ReadyStatusWatchdogReloadingStopping) {
   EXPECT_EQ(activator_.wait(std::chrono::seconds(20)), 0) << activator_.errors();
 }
 
+// --log-format journal where no journal runs (as here, in a container): nothing is lost, the
+// lines go to standard error, with one line saying why. Where journald runs they go to it.
+TEST_F(Systemd, LogFormatJournal_WithoutAJournal_LogsToStderrAndSaysSo) {
+  if (::access("/run/systemd/journal/socket", F_OK) == 0) {
+    GTEST_SKIP() << "journald runs here: the entries go to it";
+  }
+  Subprocess broker({testing::brokerBinary(), "--socket", socket_, "--state-dir",
+                     ":memory:", "--log-format", "journal"});
+  ASSERT_TRUE(testing::waitUntil([&] { return std::filesystem::exists(socket_); }));
+  ASSERT_NE(connect(), nullptr);
+  broker.signal(SIGTERM);
+  ASSERT_EQ(broker.wait(std::chrono::seconds(20)), 0) << broker.errors();
+  const std::string err = broker.errors();
+  EXPECT_NE(err.find("hms-ffid: the journal does not take log entries"), std::string::npos) << err;
+  EXPECT_NE(err.find("hms-ffid: info hms-ffid 0.1.0 serving on " + socket_), std::string::npos)
+      << err;
+}
+
+// auto (the default) is text unless standard error is the journal: JOURNAL_STREAM naming
+// another file (the unit's stream, inherited by a child with its own stderr) does not count.
+TEST_F(Systemd, LogFormatAuto_IsTextWhenStderrIsNotTheJournal) {
+  Subprocess broker({testing::brokerBinary(), "--socket", socket_, "--state-dir", ":memory:"},
+                    {"JOURNAL_STREAM=1:1"});
+  ASSERT_TRUE(testing::waitUntil([&] { return std::filesystem::exists(socket_); }));
+  broker.signal(SIGTERM);
+  ASSERT_EQ(broker.wait(std::chrono::seconds(20)), 0) << broker.errors();
+  const std::string err = broker.errors();
+  EXPECT_EQ(err.find("journal"), std::string::npos) << err;
+  EXPECT_NE(err.find(" info hms-ffid 0.1.0 serving on " + socket_), std::string::npos) << err;
+}
+
 }  // namespace
 }  // namespace hms::ffi
