@@ -944,24 +944,31 @@ void setHistogram(wire::Histogram::Builder out, const LatencyHistogram& h) {
 Status Broker::onGetMetrics(Conn& c, uint64_t rid, wire::GetMetrics::Reader get) {
   publishGauges();
   const MetricsSnapshot snap = metricsBook_.snapshot();
-  // Entries are the methods, then the topics. A page is what fits well inside a datagram: about
-  // 200 bytes a method and 20 a bucket, 100 a topic.
-  const size_t entries = snap.methods.size() + snap.topics.size();
+  // Entries are the methods, then the topics, then the rings. A page is what fits well inside a
+  // datagram: about 200 bytes a method and 20 a bucket, 100 a topic or a service's rings.
+  const size_t topicsAt = snap.methods.size(), ringsAt = topicsAt + snap.topics.size();
+  const size_t entries = ringsAt + snap.rings.size();
   const size_t first = std::min<size_t>(get.getOffset(), entries);
   size_t end = first;
   size_t bytes = 0;
   while (end < entries && bytes < detail::kMaxControlMessageBytes / 2) {
-    if (end < snap.methods.size()) {
+    if (end < topicsAt) {
       const auto& m = snap.methods[end];
       bytes += 256 + m.service.size() + m.method.size() +
                20 * (m.callDuration.buckets.size() + m.handlerDuration.buckets.size());
+    } else if (end < ringsAt) {
+      bytes += 100 + snap.topics[end - topicsAt].topic.size();
     } else {
-      bytes += 100 + snap.topics[end - snap.methods.size()].topic.size();
+      bytes += 100 + snap.rings[end - ringsAt].service.size();
     }
     ++end;
   }
-  const size_t methodEnd = std::min(end, snap.methods.size());
-  const size_t methodFirst = std::min(first, methodEnd);
+  // The part of [first, end) that falls in [from, to), relative to `from`.
+  auto part = [&](size_t from, size_t to) {
+    const size_t a = std::clamp(first, from, to), b = std::clamp(end, from, to);
+    return std::pair<size_t, size_t>(a - from, b - from);
+  };
+  const auto [methodFirst, methodEnd] = part(0, topicsAt);
   capnp::MallocMessageBuilder mb;
   auto r = mb.initRoot<wire::BrokerMessage>().initReply();
   r.setId(rid);
@@ -996,8 +1003,7 @@ Status Broker::onGetMetrics(Conn& c, uint64_t rid, wire::GetMetrics::Reader get)
     setHistogram(o.initCallDuration(), m.callDuration);
     setHistogram(o.initHandlerDuration(), m.handlerDuration);
   }
-  const size_t topicFirst = std::max(first, snap.methods.size()) - snap.methods.size();
-  const size_t topicEnd = std::max(end, snap.methods.size()) - snap.methods.size();
+  const auto [topicFirst, topicEnd] = part(topicsAt, ringsAt);
   auto topics = page.initTopics(uint(topicEnd - topicFirst));
   for (size_t i = topicFirst; i < topicEnd; ++i) {
     const auto& t = snap.topics[i];
@@ -1007,6 +1013,18 @@ Status Broker::onGetMetrics(Conn& c, uint64_t rid, wire::GetMetrics::Reader get)
     o.setPublishedBytes(t.publishedBytes);
     o.setDelivered(t.delivered);
     o.setDropped(t.dropped);
+    o.setLagHighWater(t.lagHighWater);
+  }
+  const auto [ringFirst, ringEnd] = part(ringsAt, entries);
+  auto rings = page.initRings(uint(ringEnd - ringFirst));
+  for (size_t i = ringFirst; i < ringEnd; ++i) {
+    const auto& r = snap.rings[i];
+    auto o = rings[uint(i - ringFirst)];
+    o.setService(r.service);
+    o.setRequestHighWater(r.requestHighWater);
+    o.setRequestFull(r.requestFull);
+    o.setResponseHighWater(r.responseHighWater);
+    o.setResponseFull(r.responseFull);
   }
   return replyChecked(c, rid, mb, "the metrics page");
 }

@@ -24,6 +24,10 @@ using detail::MetricsSlot;
 // counts of a series not yet kept are refused (and counted as such).
 constexpr size_t kMaxRetiredSeries = 16384;
 
+// High-water marks are kept in millionths (metrics_layout.hpp); a client's larger value is its
+// own nonsense and counts as full.
+constexpr uint64_t kPpm = 1'000'000;
+
 // A name the client wrote: NUL-terminated within its field and of the characters service ids
 // and method names have; anything else is not counted (the memory is the client's).
 bool readName(const char* field, size_t size, bool dotted, std::string& out) {
@@ -108,6 +112,24 @@ void MetricsBook::addSegment(const detail::Mapping& m, bool live, Merged& into, 
       } else {
         t.delivered += loadRelaxed(s.started);
         t.dropped += loadRelaxed(s.sumNs);
+        t.lagPpm = std::max(t.lagPpm, std::min<uint64_t>(loadRelaxed(s.maxNs), kPpm));
+      }
+      continue;
+    }
+    if (side == detail::kMetricsRequestRing || side == detail::kMetricsResponseRing) {
+      if (!readName(s.service, sizeof(s.service), true, service)) continue;
+      if (!live && into.rings.size() >= kMaxRetiredSeries && !into.rings.count(service)) {
+        ++refused;  // see kMaxRetiredSeries
+        continue;
+      }
+      RingTotals& r = into.rings[service];
+      const uint64_t ppm = std::min<uint64_t>(loadRelaxed(s.maxNs), kPpm);
+      if (side == detail::kMetricsRequestRing) {
+        r.requestPpm = std::max(r.requestPpm, ppm);
+        r.requestFull += loadRelaxed(s.started);
+      } else {
+        r.responsePpm = std::max(r.responsePpm, ppm);
+        r.responseFull += loadRelaxed(s.started);
       }
       continue;
     }
@@ -170,8 +192,12 @@ MetricsSnapshot MetricsBook::snapshot() const {
     snap.methods.push_back(std::move(mm));
   }
   for (const auto& [topic, t] : merged.topics) {
-    snap.topics.push_back(
-        TopicMetrics{topic, t.published, t.publishedBytes, t.delivered, t.dropped});
+    snap.topics.push_back(TopicMetrics{topic, t.published, t.publishedBytes, t.delivered, t.dropped,
+                                       double(t.lagPpm) / kPpm});
+  }
+  for (const auto& [service, r] : merged.rings) {
+    snap.rings.push_back(RingMetrics{service, double(r.requestPpm) / kPpm, r.requestFull,
+                                     double(r.responsePpm) / kPpm, r.responseFull});
   }
   return snap;
 }

@@ -44,10 +44,15 @@ class MetricsBook {
   };
   struct TopicTotals {
     uint64_t published = 0, publishedBytes = 0, delivered = 0, dropped = 0;
+    uint64_t lagPpm = 0;  // high-water, millionths of the log
+  };
+  struct RingTotals {
+    uint64_t requestPpm = 0, requestFull = 0, responsePpm = 0, responseFull = 0;
   };
   struct Merged {
     std::map<std::pair<std::string, std::string>, Totals> methods;
     std::map<std::string, TopicTotals> topics;
+    std::map<std::string, RingTotals> rings;
   };
   using Key = std::pair<std::string, std::string>;  // service, method
   // Adds the published, well-formed slots of one segment; `live` counts calls in flight.

@@ -389,6 +389,55 @@ std::string renderPrometheus(const MetricsSnapshot& s) {
         out += '\n';
       }
     }
+    appendHeader(out, "hms_ffi_topic_lag_high_water_ratio", "gauge",
+                 "The furthest a subscriber fell behind the topic's publisher, as a fraction of "
+                 "the log (1: the log was full of messages it had not read).");
+    for (const auto& t : s.topics) {
+      out += "hms_ffi_topic_lag_high_water_ratio{topic=\"";
+      appendLabelValue(out, t.topic);
+      out += "\"} ";
+      appendDouble(out, t.lagHighWater);
+      out += '\n';
+    }
+  }
+
+  if (!s.rings.empty()) {
+    struct RingFamily {
+      const char* name;
+      const char* type;
+      const char* help;
+      double RingMetrics::*ratio;
+      uint64_t RingMetrics::*count;
+    };
+    static constexpr RingFamily kRingFamilies[] = {
+        {"hms_ffi_request_ring_high_water_ratio", "gauge",
+         "The fullest a caller's request ring to the service was, 0 to 1.",
+         &RingMetrics::requestHighWater, nullptr},
+        {"hms_ffi_request_ring_full_total", "counter",
+         "Times a caller found its request ring to the service full (and waited or gave up).",
+         nullptr, &RingMetrics::requestFull},
+        {"hms_ffi_response_ring_high_water_ratio", "gauge",
+         "The fullest one of the service's response rings was, 0 to 1.",
+         &RingMetrics::responseHighWater, nullptr},
+        {"hms_ffi_response_ring_full_total", "counter",
+         "Times the service found a response ring full (its caller was not reading).", nullptr,
+         &RingMetrics::responseFull},
+    };
+    for (const auto& f : kRingFamilies) {
+      appendHeader(out, f.name, f.type, f.help);
+      for (const auto& r : s.rings) {
+        out += f.name;
+        out += "{service=\"";
+        appendLabelValue(out, r.service);
+        out += "\"} ";
+        if (f.ratio) {
+          appendDouble(out, r.*(f.ratio));
+        } else {
+          appendUnsigned(out, r.*(f.count));
+        }
+        out += '\n';
+      }
+    }
   }
 
   const BrokerGauges& g = s.gauges;

@@ -1,13 +1,21 @@
 // HMS-EMR: serves hms.emr.patient (PatientService) from an in-memory record store until SIGTERM.
+// Allergies are sensitive: before it releases them, getPatient asks HMS-CDF's policy engine
+// (hms.cdf.debate evaluatePolicy), a call made inside the handler, so it is part of the caller's
+// trace (HMS-API -> HMS-EMR -> HMS-CDF; docs/observability.md). Without an answer from HMS-CDF
+// the allergies are withheld, not released.
 #include <chrono>
 #include <cstdio>
 #include <map>
+#include <mutex>
+#include <optional>
 #include <string>
 
 #include "common.hpp"
+#include "hms/cdf/debate.capnp.h"
 #include "hms/emr/patient.capnp.h"
 #include "hms/ffi/client.hpp"
 
+using hms::cdf::DebateService;
 using hms::emr::PatientService;
 using hms::ffi::CallContext;
 using hms::ffi::Status;
@@ -59,6 +67,53 @@ void fill(hms::emr::Patient::Builder p, const std::string& id, const Record& r, 
   }
 }
 
+// The policy engine, bound on first use and again after its provider changed.
+class ReleasePolicy {
+ public:
+  explicit ReleasePolicy(hms::ffi::Client& client) : client_(client) {}
+
+  // Whether HMS-CDF approves releasing sensitive data of a routine, consented encounter; the
+  // reason when it does not (or cannot say).
+  bool approvesSensitive(std::string& why) {
+    std::lock_guard lock(mu_);
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      if (!cdf_) {
+        auto bound = client_.bind<DebateService>("hms.cdf.debate", "^2.0");
+        if (!bound) {
+          why = bound.status().toString();
+          return false;
+        }
+        cdf_.emplace(std::move(*bound));
+      }
+      auto reply = cdf_->call<&DebateService::Client::evaluatePolicyRequest>([](auto params) {
+        params.setPolicyId("records.release");
+        params.setMaxRounds(3);
+        auto facts = params.initFacts(3);
+        const char* kv[3][2] = {
+            {"encounter", "routine"}, {"consent", "yes"}, {"dataClass", "sensitive"}};
+        for (uint i = 0; i < 3; ++i) {
+          facts[i].setKey(kv[i][0]);
+          facts[i].setValue(kv[i][1]);
+        }
+      });
+      if (reply) {
+        const bool approved = reply->results().getDecision() == hms::cdf::Decision::APPROVE;
+        if (!approved) why = "HMS-CDF did not approve records.release";
+        return approved;
+      }
+      why = reply.status().toString();
+      cdf_.reset();  // its provider may have left: bind again, once
+      if (reply.status().code() != StatusCode::kUnavailable) break;
+    }
+    return false;
+  }
+
+ private:
+  hms::ffi::Client& client_;
+  std::mutex mu_;
+  std::optional<hms::ffi::Stub<DebateService>> cdf_;
+};
+
 }  // namespace
 
 int main() {
@@ -68,17 +123,22 @@ int main() {
     std::fprintf(stderr, "hms-emr: %s\n", client.status().toString().c_str());
     return 1;
   }
+  ReleasePolicy policy(**client);
   hms::ffi::ServiceDefinition<PatientService> def;
   def.on<&PatientService::Client::getPatientRequest>(
-      [](CallContext& ctx, PatientService::GetPatientParams::Reader params,
-         PatientService::GetPatientResults::Builder results) -> Status {
+      [&policy](CallContext& ctx, PatientService::GetPatientParams::Reader params,
+                PatientService::GetPatientResults::Builder results) -> Status {
         const std::string id = params.getPatientId();
         auto it = store().find(id);
         if (it == store().end()) {
           return Status(StatusCode::kNotFound, "no patient with id '" + id + "'");
         }
-        fill(results.initPatient(), id, it->second, params.getIncludeAllergies());
-        std::printf("hms-emr: getPatient(%s) for pid %d\n", id.c_str(), int(ctx.callerPid()));
+        std::string withheld;
+        bool allergies = params.getIncludeAllergies();
+        if (allergies && !policy.approvesSensitive(withheld)) allergies = false;
+        fill(results.initPatient(), id, it->second, allergies);
+        std::printf("hms-emr: getPatient(%s) for pid %d%s%s\n", id.c_str(), int(ctx.callerPid()),
+                    withheld.empty() ? "" : "; allergies withheld: ", withheld.c_str());
         std::fflush(stdout);
         return Status();
       });

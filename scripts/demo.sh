@@ -83,6 +83,7 @@ echo "== registry (hms-ffi list)"
 "$build/tools/hms-ffi" list
 echo
 echo "== HMS-API -> HMS-EMR: hms.emr.patient getPatient / searchPatients (as a nurse's token)"
+echo "   (HMS-EMR asks HMS-CDF, hms.cdf.debate evaluatePolicy, before it releases allergies)"
 # Every call of this run starts a sampled trace (see "observability" below).
 HMS_FFI_TOKEN=$nurse_token HMS_FFI_TRACE_SAMPLE=1 "$build/examples/hms-example-api_gateway"
 echo
@@ -205,9 +206,11 @@ if command -v promtool >/dev/null; then
 fi
 echo "-- hms-ffi stats (totals, and rates over the last half second)"
 "$build/tools/hms-ffi" stats --interval 0.5
-trace=$(grep -ho '"trace_id":"[0-9a-f]*"' "$runtime"/traces/*.jsonl 2>/dev/null | head -1 | cut -d'"' -f4)
+# The trace with the most spans: one of HMS-API's getPatient calls, in which HMS-EMR asked HMS-CDF.
+trace=$(grep -ho '"trace_id":"[0-9a-f]*"' "$runtime"/traces/*.jsonl 2>/dev/null | cut -d'"' -f4 |
+  sort | uniq -c | sort -rn | awk 'NR == 1 {print $2}')
 if [ -n "$trace" ]; then
-  echo "-- hms-ffi trace $trace (one of HMS-API's calls: its span and HMS-EMR's)"
+  echo "-- hms-ffi trace $trace (HMS-API -> HMS-EMR getPatient -> HMS-CDF evaluatePolicy)"
   "$build/tools/hms-ffi" trace "$trace" --dir "$runtime/traces"
 fi
 echo

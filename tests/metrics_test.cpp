@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -15,6 +16,7 @@
 #include <mutex>
 #include <regex>
 #include <string>
+#include <thread>
 
 #include "hms/ffi/client.hpp"
 #include "support/process.hpp"
@@ -176,8 +178,127 @@ TEST_P(Metrics, TopicsCountPublishedAndDeliveredMessages) {
   EXPECT_EQ(t.dropped, 0u);
 }
 
+// Thread churn: every thread that calls counts in a slot of its own, and the slots of threads
+// that ended are taken by the next ones, so that more threads over a client's life than its
+// segment has slots are all counted.
+TEST_P(Metrics, ThreadsThatEnd_GiveTheirSlotsToTheNext_SoEveryCallIsCounted) {
+  auto svc = startTestService(broker.socket(), {});
+  auto client = connect();
+  auto stub = client->bind<TestService>("hms.test").valueOrThrow();
+  constexpr int kThreads = 3000;  // more than a segment's 2621 slots
+  for (int i = 0; i < kThreads; ++i) {
+    Status st;
+    std::thread t([&] {
+      st = stub.call<&TestService::Client::echoRequest>([&](auto p) { p.setSeq(uint64_t(i)); })
+               .status();
+    });
+    t.join();
+    ASSERT_TRUE(st.ok()) << "call " << i << ": " << st.toString();
+  }
+  auto snap = metricsWhen(*client, [](const MetricsSnapshot& s) {
+    auto* e = find(s, "hms.test", "echo");
+    return e && e->handled[0] == uint64_t(kThreads);
+  });
+  const MethodMetrics* echo = find(snap, "hms.test", "echo");
+  ASSERT_NE(echo, nullptr);
+  EXPECT_EQ(echo->calls[0], uint64_t(kThreads));
+  EXPECT_EQ(echo->callDuration.count, uint64_t(kThreads));
+  EXPECT_EQ(snap.gauges.metricsSlotsRefused, 0u);
+}
+
 INSTANTIATE_TEST_SUITE_P(Transports, Metrics, ::testing::Values("shm", "socket"),
                          [](const auto& info) { return std::string(info.param); });
+
+const RingMetrics* findRings(const MetricsSnapshot& s, const std::string& service) {
+  for (const auto& r : s.rings) {
+    if (r.service == service) return &r;
+  }
+  return nullptr;
+}
+
+// A service that stops reading: its callers' request ring fills, and the high-water mark and
+// the full count say so. (Shared memory only: socket channels have no rings.)
+TEST(RingMetrics, AServiceThatFallsBehind_ShowsItsRequestRingFull) {
+  BrokerFixture broker;
+  const std::string gate = broker.dir() + "/let-notes-run";
+  auto svc = startTestService(broker.socket(), {"--hold-note", gate});
+  ClientOptions o;
+  o.socketPath = broker.socket();
+  auto client = Client::connect(o).valueOrThrow();
+  auto stub = client->bind<TestService>("hms.test").valueOrThrow();
+  ASSERT_EQ(stub.transport(), Transport::kSharedMemory);
+  // A few calls first: a ring that keeps up is nowhere near full.
+  for (uint64_t i = 0; i < 50; ++i) {
+    ASSERT_TRUE(stub.call<&TestService::Client::echoRequest>([&](auto p) { p.setSeq(i); }).ok());
+  }
+  // Note 0 holds the service; the rest pile up until the ring has no room left and the sender
+  // waits for some (its notes' deadline is far: the service drops none of them as late).
+  std::atomic<bool> stop{false};
+  std::atomic<uint64_t> sent{0};
+  Status sendFailed;
+  std::thread sender([&] {
+    CallOptions patient;
+    patient.timeout = std::chrono::minutes(5);
+    for (uint64_t i = 0; !stop.load(); ++i) {
+      const Status st =
+          stub.callOneWay<&TestService::Client::noteRequest>([&](auto p) { p.setSeq(i); }, patient);
+      if (!st.ok()) {
+        sendFailed = st;
+        return;
+      }
+      sent.store(i + 1);
+    }
+  });
+  const bool filled = waitUntil([&] {
+    auto m = client->metrics();
+    const RingMetrics* r = m.ok() ? findRings(*m, "hms.test") : nullptr;
+    return r && r->requestFull > 0;
+  });
+  stop.store(true);
+  { std::ofstream(gate).put('x'); }
+  sender.join();
+  ASSERT_TRUE(filled) << "the caller never found its request ring full";
+  ASSERT_TRUE(sendFailed.ok()) << sendFailed.toString();
+  auto snap = metricsWhen(*client, [&](const MetricsSnapshot& s) {
+    auto* n = find(s, "hms.test", "note");
+    return n && n->handled[0] == sent.load();
+  });
+  const RingMetrics* rings = findRings(snap, "hms.test");
+  ASSERT_NE(rings, nullptr);
+  EXPECT_GT(rings->requestHighWater, 0.95);
+  EXPECT_LE(rings->requestHighWater, 1.0);
+  EXPECT_EQ(rings->requestFull, 1u) << "one episode: the caller waited once";
+  EXPECT_LT(rings->responseHighWater, 0.5);  // a few echo replies
+  EXPECT_EQ(rings->responseFull, 0u);
+}
+
+// A drop_oldest subscriber that does not read while the log fills twice over was as far
+// behind as the log holds.
+TEST(RingMetrics, ASubscriberThatFallsBehind_ShowsItsLag) {
+  BrokerFixture broker;
+  ClientOptions o;
+  o.socketPath = broker.socket();
+  auto client = Client::connect(o).valueOrThrow();
+  TopicOptions to;
+  to.slots = 16;
+  auto pub = client->advertise<test::Tick>("hms.test.lag", to).valueOrThrow();
+  SubscribeOptions so;
+  so.policy = SlowConsumer::kDropOldest;
+  auto slow = client->subscribe<test::Tick>("hms.test.lag", so).valueOrThrow();
+  ASSERT_TRUE(pub.publish([](test::Tick::Builder t) { t.setSeq(0); }).ok());
+  ASSERT_TRUE(slow.next(std::chrono::seconds(20)).ok());
+  auto early = client->metrics().valueOrThrow();
+  ASSERT_EQ(early.topics.size(), 1u);
+  EXPECT_LE(early.topics[0].lagHighWater, 2.0 / 16);  // caught up: one message behind at most
+  for (uint64_t i = 1; i <= 32; ++i) {
+    ASSERT_TRUE(pub.publish([&](test::Tick::Builder t) { t.setSeq(i); }).ok());
+  }
+  ASSERT_TRUE(slow.next(std::chrono::seconds(20)).ok());
+  auto snap = client->metrics().valueOrThrow();
+  ASSERT_EQ(snap.topics.size(), 1u);
+  EXPECT_EQ(snap.topics[0].lagHighWater, 1.0);
+  EXPECT_GT(snap.topics[0].dropped, 0u);
+}
 
 // GET http://ADDRESS/metrics; the body, or "" on failure.
 std::string scrape(const std::string& hostPort) {

@@ -482,13 +482,47 @@ TEST(RenderStatsJson, HasTheTopicFields) {
            "\"methods\":[],\"topics\":[{\"topic\":\"hms.emr.vitals\",\"published_total\":105,"
            "\"delivered_total\":209,\"dropped_total\":2,\"bytes_total\":12500,"
            "\"published_per_second\":2.5,\"delivered_per_second\":4.5,"
-           "\"dropped_per_second\":0.5,\"bytes_per_second\":1250}",
+           "\"dropped_per_second\":0.5,\"bytes_per_second\":1250,\"lag_high_water\":0}",
            "{\"topic\":\"quiet\",\"published_total\":3,\"delivered_total\":0,"
            "\"dropped_total\":0,\"bytes_total\":0,\"published_per_second\":0,"
-           "\"delivered_per_second\":0,\"dropped_per_second\":0,\"bytes_per_second\":0}]}",
+           "\"delivered_per_second\":0,\"dropped_per_second\":0,\"bytes_per_second\":0,"
+           "\"lag_high_water\":0}],\"rings\":[]}",
        }) {
     EXPECT_NE(json.find(expected), std::string::npos) << expected << "\nin\n" << json;
   }
+}
+
+MetricsSnapshot withRings(std::vector<RingMetrics> rings) {
+  auto s = snapshot({});
+  s.rings = std::move(rings);
+  return s;
+}
+
+TEST(StatsSample, RingsOfThePrefix_TheFullestFirst) {
+  const auto s = withRings({{"hms.ach.transaction", 0.02, 0, 0.0, 0},
+                            {"hms.emr.patient", 0.25, 0, 1.0, 3},
+                            {"other", 0.9, 1, 0, 0}});
+  const auto sample = statsSample(s, s, 1.0, "hms.");
+  ASSERT_EQ(sample.rings.size(), 2u);
+  EXPECT_EQ(sample.rings[0].service, "hms.emr.patient");
+  EXPECT_EQ(sample.rings[1].service, "hms.ach.transaction");
+  const auto text = renderStatsTable(sample, "hms.");
+  for (const char* column : {"SERVICE RINGS", "REQUEST FILL MAX", "REQUEST FULL",
+                             "RESPONSE FILL MAX", "RESPONSE FULL"}) {
+    EXPECT_NE(text.find(column), std::string::npos) << column << "\n" << text;
+  }
+  const auto emr = text.find("hms.emr.patient");
+  ASSERT_NE(emr, std::string::npos) << text;
+  const std::string row = text.substr(emr, text.find('\n', emr) - emr);
+  EXPECT_NE(row.find("25%"), std::string::npos) << row;
+  EXPECT_NE(row.find("100%"), std::string::npos) << row;
+  EXPECT_EQ(text.find("other"), std::string::npos) << text;
+  const auto json = renderStatsJson(sample, false);
+  EXPECT_NE(json.find("\"rings\":[{\"service\":\"hms.emr.patient\",\"request_high_water\":0.25,"
+                      "\"request_full_total\":0,\"response_high_water\":1,"
+                      "\"response_full_total\":3}"),
+            std::string::npos)
+      << json;
 }
 
 TEST(RenderStatsJson, PrettyIsIndented) {

@@ -51,6 +51,14 @@ std::string jsonNumber(double v) {
   return s;
 }
 
+// A fraction as a whole percentage ("37%"); "<1%" for a little above zero.
+std::string formatPercent(double fraction) {
+  if (fraction > 0 && fraction < 0.01) return "<1%";
+  char buf[16];
+  std::snprintf(buf, sizeof(buf), "%.0f%%", std::clamp(fraction, 0.0, 1.0) * 100);
+  return buf;
+}
+
 std::string durationOrDash(const std::optional<uint64_t>& ns) {
   return ns ? formatDuration(*ns) : std::string("-");
 }
@@ -172,6 +180,7 @@ std::vector<TopicRow> topicRows(const MetricsSnapshot& before, const MetricsSnap
     r.deliveredPerSecond = double(gained(t.delivered, b->delivered)) * perSecond;
     r.droppedPerSecond = double(gained(t.dropped, b->dropped)) * perSecond;
     r.bytesPerSecond = double(gained(t.publishedBytes, b->publishedBytes)) * perSecond;
+    r.lagHighWater = t.lagHighWater;
     rows.push_back(std::move(r));
   }
   std::sort(rows.begin(), rows.end(), [](const TopicRow& x, const TopicRow& y) {
@@ -206,6 +215,13 @@ StatsSample statsSample(const MetricsSnapshot& before, const MetricsSnapshot& af
   s.anyTopics = !after.topics.empty();
   s.rows = statsRows(before, after, seconds, prefix);
   s.topics = topicRows(before, after, seconds, prefix);
+  for (const auto& r : after.rings) {
+    if (std::string_view(r.service).starts_with(prefix)) s.rings.push_back(r);
+  }
+  std::stable_sort(s.rings.begin(), s.rings.end(), [](const RingMetrics& x, const RingMetrics& y) {
+    return std::max(x.requestHighWater, x.responseHighWater) >
+           std::max(y.requestHighWater, y.responseHighWater);
+  });
   return s;
 }
 
@@ -259,7 +275,7 @@ std::string renderStatsTable(const StatsSample& sample, std::string_view prefix)
                 g.clients, g.channels, g.services, g.topics, g.subscriptions,
                 sample.intervalSeconds);
   std::string out = line;
-  if (sample.rows.empty() && sample.topics.empty()) {
+  if (sample.rows.empty() && sample.topics.empty() && sample.rings.empty()) {
     if ((!sample.anyMethods && !sample.anyTopics) || prefix.empty()) {
       out += "no calls have been made yet\n";
     } else {
@@ -286,11 +302,24 @@ std::string renderStatsTable(const StatsSample& sample, std::string_view prefix)
   if (!sample.topics.empty()) {
     if (!sample.rows.empty()) out += '\n';
     std::vector<std::vector<std::string>> cells;
-    cells.push_back({"TOPIC", "MSGS/S", "DELIVERED/S", "DROPPED/S", "TOTAL", "DROPPED", "BYTES/S"});
+    cells.push_back(
+        {"TOPIC", "MSGS/S", "DELIVERED/S", "DROPPED/S", "TOTAL", "DROPPED", "BYTES/S", "LAG MAX"});
     for (const auto& t : sample.topics) {
       cells.push_back({t.topic, formatRate(t.publishedPerSecond), formatRate(t.deliveredPerSecond),
                        formatRate(t.droppedPerSecond), std::to_string(t.publishedTotal),
-                       std::to_string(t.droppedTotal), formatByteRate(t.bytesPerSecond)});
+                       std::to_string(t.droppedTotal), formatByteRate(t.bytesPerSecond),
+                       formatPercent(t.lagHighWater)});
+    }
+    appendTable(out, cells, 1);
+  }
+  if (!sample.rings.empty()) {
+    if (!sample.rows.empty() || !sample.topics.empty()) out += '\n';
+    std::vector<std::vector<std::string>> cells;
+    cells.push_back({"SERVICE RINGS", "REQUEST FILL MAX", "REQUEST FULL", "RESPONSE FILL MAX",
+                     "RESPONSE FULL"});
+    for (const auto& r : sample.rings) {
+      cells.push_back({r.service, formatPercent(r.requestHighWater), std::to_string(r.requestFull),
+                       formatPercent(r.responseHighWater), std::to_string(r.responseFull)});
     }
     appendTable(out, cells, 1);
   }
@@ -348,6 +377,18 @@ std::string renderStatsJson(const StatsSample& sample, bool pretty) {
     w.key("delivered_per_second").raw(jsonNumber(t.deliveredPerSecond));
     w.key("dropped_per_second").raw(jsonNumber(t.droppedPerSecond));
     w.key("bytes_per_second").raw(jsonNumber(t.bytesPerSecond));
+    w.key("lag_high_water").raw(jsonNumber(t.lagHighWater));
+    w.endObject();
+  }
+  w.endArray();
+  w.key("rings").beginArray();
+  for (const auto& r : sample.rings) {
+    w.beginObject();
+    w.key("service").value(r.service);
+    w.key("request_high_water").raw(jsonNumber(r.requestHighWater));
+    w.key("request_full_total").value(uint64_t(r.requestFull));
+    w.key("response_high_water").raw(jsonNumber(r.responseHighWater));
+    w.key("response_full_total").value(uint64_t(r.responseFull));
     w.endObject();
   }
   w.endArray();

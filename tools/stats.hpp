@@ -54,6 +54,7 @@ struct TopicRow {
   double deliveredPerSecond = 0;
   double droppedPerSecond = 0;
   double bytesPerSecond = 0;
+  double lagHighWater = 0;  // the furthest a subscriber fell behind, 0 to 1 of the log
 };
 
 // The rows of the topics of `after` whose id starts with `prefix`, busiest first (published/s,
@@ -78,6 +79,8 @@ struct StatsSample {
   bool anyTopics = false;   // the broker has metrics of at least one topic (prefix or not)
   std::vector<StatsRow> rows;
   std::vector<TopicRow> topics;
+  // The rings of the services whose id starts with the prefix, the fullest first.
+  std::vector<RingMetrics> rings;
 };
 StatsSample statsSample(const MetricsSnapshot& before, const MetricsSnapshot& after, double seconds,
                         std::string_view prefix);

@@ -348,6 +348,13 @@ Status CallerChannel::open(bool initial) {
     uint8_t* base = segment->data() + kPageBytes;
     requests = RingProducer(&hdr_->request, base, ring, &doorbellMap.as<DoorbellSegment>()->wake);
     responses = RingConsumer(&hdr_->response, base + ring, ring);
+    if (client->metrics.enabled()) {
+      if (!ringMetrics) {
+        ringMetrics =
+            std::make_unique<RingMetrics>(client->metrics, kMetricsRequestRing, serviceId);
+      }
+      requests.setWatch(ringMetrics.get());
+    }
   }
   return bound(Transport::kSharedMemory, ring);
 }

@@ -299,6 +299,7 @@ class CallerChannel : public std::enable_shared_from_this<CallerChannel> {
   ChannelHeader* hdr_ = nullptr;
   RingProducer requests;
   RingConsumer responses;
+  std::unique_ptr<RingMetrics> ringMetrics;  // how full `requests` gets (metrics)
   uint32_t maxMessageBytes = 0;
   std::string limitHint;
 

@@ -68,6 +68,7 @@ struct Dispatcher::Service {
   std::vector<std::string> methodNames;
   // The metrics series of each method as this service runs it (0: not yet known).
   std::unique_ptr<std::atomic<uint32_t>[]> metricsFamilies;
+  std::unique_ptr<RingMetrics> ringMetrics;  // how full its channels' response rings get
   std::unique_ptr<moodycamel::BlockingConcurrentQueue<Work>> work;
   std::vector<std::thread> workers;
   std::unique_ptr<moodycamel::BlockingConcurrentQueue<Work>> streams;
@@ -310,6 +311,7 @@ void Dispatcher::addService(uint64_t tag, const ServiceSpec& spec) {
   s->methodNames.assign(size_t(maxOrdinal) + 1, "");
   for (const auto& m : spec.methods) s->methodNames[m.ordinal] = m.name;
   s->metricsFamilies = std::make_unique<std::atomic<uint32_t>[]>(s->methodNames.size());
+  s->ringMetrics = std::make_unique<RingMetrics>(client_.metrics, kMetricsResponseRing, s->spec.id);
   for (const auto& [ordinal, h] : s->spec.handlers) {
     if (ordinal < s->byOrdinal.size()) s->byOrdinal[ordinal] = &h;
   }
@@ -521,6 +523,7 @@ void Dispatcher::attach(const ChannelOpenedEvent& ev) {
   ch->requests = RingConsumer(&ch->hdr->request, base, ring);
   ch->responses =
       RingProducer(&ch->hdr->response, base + ring, ring, &ch->hdr->response.consumerWake);
+  if (client_.metrics.enabled()) ch->responses.setWatch(ch->service->ringMetrics.get());
   if (ev.callerDoorbell) {
     const Status sealed =
         checkSealedAgainstShrink(ev.callerDoorbell->get(), kDoorbellBytes, "the caller's doorbell");
@@ -1032,6 +1035,7 @@ void Dispatcher::runOneWay(Channel& ch, Queued& q) {
       f.traceId = tp.substr(3, 32);
       f.spanId = tp.substr(36, 16);
     }
+    ScopedLogFields scope(f);
     log().warn("hms-ffi: a one-way call from {} failed: {} ({})", who.name, status.toString(),
                f.text());
   }

@@ -218,14 +218,19 @@ Result<MetricsSnapshot> Client::metrics() const {
       }
       for (auto t : page.getTopics()) {
         snap.topics.push_back(TopicMetrics{t.getTopic().cStr(), t.getPublished(),
-                                           t.getPublishedBytes(), t.getDelivered(),
-                                           t.getDropped()});
+                                           t.getPublishedBytes(), t.getDelivered(), t.getDropped(),
+                                           t.getLagHighWater()});
+      }
+      for (auto r : page.getRings()) {
+        snap.rings.push_back(RingMetrics{r.getService().cStr(), r.getRequestHighWater(),
+                                         r.getRequestFull(), r.getResponseHighWater(),
+                                         r.getResponseFull()});
       }
       return page.getTotal();
     });
     if (!got.ok()) return got.status();
     const size_t before = offset;
-    offset = uint32_t(snap.methods.size() + snap.topics.size());
+    offset = uint32_t(snap.methods.size() + snap.topics.size() + snap.rings.size());
     if (offset >= *got) break;
     if (offset == before)
       return Status(StatusCode::kDataLoss, "the broker's metrics do not advance");

@@ -52,7 +52,12 @@ enum MetricsSide : uint32_t {
   kMetricsService = 2,  // a call as its service ran it: outcome and handler time
   // Topics (the topic id in `service`, `method` empty); only `started` and `sumNs` are used:
   kMetricsPublisher = 3,   // started: messages published; sumNs: their bytes
-  kMetricsSubscriber = 4,  // started: messages delivered; sumNs: messages it missed (dropped)
+  kMetricsSubscriber = 4,  // started: messages delivered; sumNs: messages it missed (dropped);
+                           // maxNs: the furthest behind it was, in millionths of the log
+  // A service's rings (the service id in `service`, `method` empty), as their producer saw them:
+  // started: times it found the ring full; maxNs: the fullest it saw it, in millionths.
+  kMetricsRequestRing = 5,   // written by the callers
+  kMetricsResponseRing = 6,  // written by the service
 };
 
 inline constexpr size_t kMetricsServiceChars = 208;  // service ids have at most 200

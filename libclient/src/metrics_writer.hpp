@@ -3,6 +3,7 @@
 // series (side, service, method), so that every update is a plain load and a relaxed store.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <map>
@@ -16,8 +17,18 @@
 #include "atomics.hpp"
 #include "metrics_layout.hpp"
 #include "os.hpp"
+#include "ring.hpp"
 
 namespace hms::ffi::detail {
+
+// The slots of a segment whose threads have ended, by series, for the next thread that counts
+// in that series: its counts go on from where they were (a slot's values only grow), so thread
+// churn does not fill the segment. Shared with the threads' records of their slots, which give
+// them back when the thread ends, whether or not the writer is still there.
+struct MetricsSlotPool {
+  std::mutex mu;
+  std::vector<std::vector<MetricsSlot*>> free;  // by series
+};
 
 class MetricsWriter {
  public:
@@ -34,9 +45,10 @@ class MetricsWriter {
   MetricsSlot* slot(uint32_t family);
 
  private:
-  MetricsSlot* newSlot(uint32_t family);
+  MetricsSlot* newSlot(uint32_t family, std::shared_ptr<MetricsSlotPool>& pool);
 
   std::mutex mu_;
+  std::shared_ptr<MetricsSlotPool> pool_;       // the current segment's
   std::vector<std::shared_ptr<Mapping>> maps_;  // the current one last; earlier ones stay mapped
   std::atomic<uint64_t> epoch_{0};              // unique in the process for each attach
   MetricsHeader* header_ = nullptr;
@@ -44,6 +56,29 @@ class MetricsWriter {
   std::vector<std::tuple<MetricsSide, std::string, std::string>> families_;
   std::map<std::tuple<MetricsSide, std::string, std::string>, uint32_t> index_;
 };
+
+// The fill of a service's rings of one kind (request or response), reported by their producers:
+// the high-water mark and the times they were found full (ring.hpp, RingWatch). One per caller
+// channel or served service; each producing thread writes its own slot.
+class RingMetrics final : public RingWatch {
+ public:
+  RingMetrics(MetricsWriter& writer, MetricsSide side, std::string service)
+      : writer_(writer), side_(side), service_(std::move(service)) {}
+  void sampled(uint64_t usedBytes, uint32_t capacity, bool becameFull) noexcept override;
+
+ private:
+  MetricsWriter& writer_;
+  MetricsSide side_;
+  std::string service_;
+  std::atomic<uint32_t> family_{0};
+};
+
+// A high-water mark in millionths of `of` (one writer).
+inline void metricsHighWater(MetricsSlot* s, uint64_t value, uint64_t of) noexcept {
+  if (!s || of == 0) return;
+  const uint64_t ppm = std::min<uint64_t>(value, of) * 1'000'000 / of;
+  if (ppm > loadRelaxed(s->maxNs)) storeRelaxed(s->maxNs, ppm);
+}
 
 // Counting one call in a slot (one writer: plain loads and relaxed stores).
 inline void metricsStart(MetricsSlot* s) noexcept {

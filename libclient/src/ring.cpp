@@ -19,7 +19,9 @@ bool RingProducer::hasSpaceFor(uint32_t bytes) noexcept {
   const uint32_t toEnd = capacity_ - uint32_t(tail_ & mask_);
   const uint64_t required = toEnd >= need ? need : uint64_t(toEnd) + need;
   if (freeBytes() >= required) return true;
-  return refreshHead() && freeBytes() >= required;
+  if (!refreshHead()) return false;
+  if (watch_) watch_->sampled(tail_ - cachedHead_, capacity_, false);
+  return freeBytes() >= required;
 }
 
 RingStatus RingProducer::tryReserve(uint32_t minBytes, uint32_t maxBytes, Slot& slot) noexcept {
@@ -30,7 +32,10 @@ RingStatus RingProducer::tryReserve(uint32_t minBytes, uint32_t maxBytes, Slot& 
   const uint64_t required = toEnd >= need ? need : uint64_t(toEnd) + need;
   if (freeBytes() < required) {
     if (!refreshHead()) return RingStatus::kCorrupt;
-    if (freeBytes() < required) return RingStatus::kFull;
+    const bool full = freeBytes() < required;
+    if (watch_) watch_->sampled(tail_ - cachedHead_, capacity_, full && !full_);
+    full_ = full;
+    if (full) return RingStatus::kFull;
   }
   if (toEnd < need) {
     // Skip the tail end: a padding record running to the end of the ring. Its body is already

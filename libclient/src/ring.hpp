@@ -35,6 +35,20 @@ inline void prefetchForWrite(const void* p) noexcept {
 // How many lines after its tail a producer claims ahead of its next record.
 inline constexpr uint32_t kPrefetchLines = 4;
 
+// Told how full a ring is each time its producer re-reads the consumer's position (metrics).
+// A producer reads it when its cached copy says the ring is full: once a lap while the consumer
+// keeps up, on every reservation while it does not, so the fuller the ring, the closer the
+// samples; a high-water mark of them is exact once the ring has been full.
+class RingWatch {
+ public:
+  // `usedBytes` of `capacity` hold records not yet released; `becameFull`: a reservation found
+  // the ring full after one that did not (once per episode of waiting or refusing).
+  virtual void sampled(uint64_t usedBytes, uint32_t capacity, bool becameFull) noexcept = 0;
+
+ protected:
+  ~RingWatch() = default;
+};
+
 class RingProducer {
  public:
   RingProducer() = default;
@@ -72,6 +86,8 @@ class RingProducer {
   const uint64_t* headWord() const noexcept { return &control_->head; }
   // A second word to wake after each commit (the caller's completion thread).
   void setExtraWake(WakeWord* w) noexcept { extraWake_ = w; }
+  // Where to report how full the ring is (null: nowhere). Called on the producer's thread.
+  void setWatch(RingWatch* w) noexcept { watch_ = w; }
   uint32_t capacity() const noexcept { return capacity_; }
   bool attached() const noexcept { return data_ != nullptr; }
 
@@ -85,6 +101,8 @@ class RingProducer {
   uint32_t mask_ = 0;
   WakeWord* consumerWake_ = nullptr;
   WakeWord* extraWake_ = nullptr;
+  RingWatch* watch_ = nullptr;
+  bool full_ = false;        // the last reservation that re-read `head` found the ring full
   uint64_t tail_ = 0;        // bytes published; private to the producer
   uint64_t cachedHead_ = 0;  // last `head` read; re-read only when it says the ring is full
 };

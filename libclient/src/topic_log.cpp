@@ -265,6 +265,7 @@ RingStatus TopicSubscriber::next(Message& m, uint64_t& missed) {
       return done(RingStatus::kEmpty);
     }
     knownPublished_ = published;
+    maxLag_ = std::max(maxLag_, std::min<uint64_t>(published - next_ + 1, g_.slotCount));
     if (policy_ == SlowConsumerPolicy::kBlockPublisher) return readInPlace(m);
     // drop_oldest: what the publisher has lapped is gone; count it and go on from the oldest
     // message still in the log.

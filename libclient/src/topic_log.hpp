@@ -124,6 +124,10 @@ class TopicSubscriber {
   // Leaves: the cursor holds the publisher back no more, and a publisher waiting on it wakes.
   void close() noexcept;
   uint64_t dropped() const noexcept { return dropped_; }
+  // The most messages it was seen behind the publisher (counting the one then read), at most the
+  // log's slots; sampled each time it reads the log's count (metrics).
+  uint64_t maxLag() const noexcept { return maxLag_; }
+  uint32_t slotCount() const noexcept { return g_.slotCount; }
 
  private:
   RingStatus readCopy(uint64_t seq, Message& m);
@@ -142,6 +146,7 @@ class TopicSubscriber {
   uint32_t batch_;               // release batch: min(kReleaseBatch, slotCount / 4), at least 1
   uint64_t reading_ = 0;         // the sequence next() handed out, 0 when none
   uint64_t dropped_ = 0;
+  uint64_t maxLag_ = 0;
   std::vector<uint64_t> copy_;  // drop_oldest: the message being read
 };
 

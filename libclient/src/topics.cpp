@@ -816,6 +816,7 @@ class SubscriptionImpl final : public SubscriptionCore {
     if (MetricsSlot* m = topicMetricsSlot(*client_, metricsFamily_, kMetricsSubscriber, id_)) {
       bumpSingleWriter(m->started, uint64_t(1));
       if (missed) bumpSingleWriter(m->sumNs, missed);
+      if (sub_) metricsHighWater(m, sub_->maxLag(), sub_->slotCount());
     }
     words_ = words;
     wordCount_ = count;

@@ -261,15 +261,25 @@ struct TopicMetrics {
   publishedBytes @2 :UInt64;
   delivered @3 :UInt64;          # summed over the subscribers
   dropped @4 :UInt64;            # messages subscribers missed
+  lagHighWater @5 :Float64;      # the furthest a subscriber fell behind, 0..1 of the log
 }
 
-# Pages run over the methods, then the topics: `offset` and `total` count both.
+struct RingMetrics {
+  service @0 :Text;
+  requestHighWater @1 :Float64;  # the fullest a request ring was, 0..1
+  requestFull @2 :UInt64;        # times a caller found its request ring full
+  responseHighWater @3 :Float64;
+  responseFull @4 :UInt64;
+}
+
+# Pages run over the methods, then the topics, then the rings: `offset` and `total` count all.
 struct MetricsPage {
   methods @0 :List(MethodMetrics);
-  total @1 :UInt32;              # methods and topics in all pages
+  total @1 :UInt32;              # methods, topics and rings in all pages
   gauges @2 :BrokerGauges;
   takenUnixNs @3 :Int64;         # when the broker read the counters
   topics @4 :List(TopicMetrics);
+  rings @5 :List(RingMetrics);
 }
 
 struct RegisterReply {

@@ -51,6 +51,22 @@ struct TopicMetrics {
   uint64_t publishedBytes = 0;  // their payload bytes
   uint64_t delivered = 0;       // messages delivered, summed over the subscribers
   uint64_t dropped = 0;         // messages subscribers missed (drop_oldest, fell behind)
+  // The furthest any subscriber mapping the log fell behind, as a fraction of the log's slots
+  // (1: the log was full of messages it had not read; under drop_oldest the next was lost).
+  double lagHighWater = 0;
+};
+
+// How full a service's rings got (shared memory only; channels over the socket fallback have
+// none), as their producers saw them. The high-water marks are sampled whenever a producer
+// re-reads its consumer's position, which it does the more often the fuller the ring: exact once
+// a ring has been full. Full counts are episodes: a producer that found the ring full, waited
+// (or gave up) and then found room counts once.
+struct RingMetrics {
+  std::string service;
+  double requestHighWater = 0;  // the fullest any caller's request ring was, 0 to 1
+  uint64_t requestFull = 0;     // times a caller found its request ring full
+  double responseHighWater = 0;
+  uint64_t responseFull = 0;  // times the service found a response ring full
 };
 
 struct BrokerGauges {
@@ -69,6 +85,7 @@ struct BrokerGauges {
 struct MetricsSnapshot {
   std::vector<MethodMetrics> methods;  // sorted by service, then method
   std::vector<TopicMetrics> topics;    // sorted by topic id
+  std::vector<RingMetrics> rings;      // sorted by service
   BrokerGauges gauges;
   int64_t takenUnixNs = 0;
 };
