@@ -816,7 +816,12 @@ class SubscriptionImpl final : public SubscriptionCore {
     if (MetricsSlot* m = topicMetricsSlot(*client_, metricsFamily_, kMetricsSubscriber, id_)) {
       bumpSingleWriter(m->started, uint64_t(1));
       if (missed) bumpSingleWriter(m->sumNs, missed);
-      if (sub_) metricsHighWater(m, sub_->maxLag(), sub_->slotCount());
+      // Only when it grew (or the slot is another, after a reconnect): no division a message.
+      if (sub_ && (sub_->maxLag() > lagCounted_ || m != lagSlot_)) {
+        lagCounted_ = sub_->maxLag();
+        lagSlot_ = m;
+        metricsHighWater(m, lagCounted_, sub_->slotCount());
+      }
     }
     words_ = words;
     wordCount_ = count;
@@ -911,6 +916,8 @@ class SubscriptionImpl final : public SubscriptionCore {
   std::atomic<bool> interrupted_{false};
   bool closed_ = false;
   std::atomic<uint32_t> metricsFamily_{0};  // this topic's subscriber series
+  uint64_t lagCounted_ = 0;                 // the lag last written to lagSlot_
+  MetricsSlot* lagSlot_ = nullptr;
 };
 
 }  // namespace
