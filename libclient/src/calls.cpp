@@ -665,7 +665,7 @@ std::shared_ptr<AsyncCall> sendAsync(const std::shared_ptr<CallerChannel>& chp, 
     call->callback = std::move(cb);
     if (ch.metricsSlot) {
       // Begun on this thread's slot; ended on the slot of whichever thread ends it.
-      (void)callerMetricsSlot(ch, ch.pendingHeader.method, ch.methodName, &call->metricsFamily);
+      call->metricsFamily = ch.metricsFamily;  // the series beginCall looked up
       call->startNs = ch.startNs;
     }
     if (ch.spanActive) {
