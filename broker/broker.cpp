@@ -948,7 +948,37 @@ Status Broker::onGetMetrics(Conn& c, uint64_t rid, wire::GetMetrics::Reader get)
   // datagram: about 200 bytes a method and 20 a bucket, 100 a topic or a service's rings.
   const size_t topicsAt = snap.methods.size(), ringsAt = topicsAt + snap.topics.size();
   const size_t entries = ringsAt + snap.rings.size();
-  const size_t first = std::min<size_t>(get.getOffset(), entries);
+  size_t first = std::min<size_t>(get.getOffset(), entries);
+  if (get.hasAfter() && get.getAfter().getSection() != 0) {
+    // The first entry after the client's last one, in the sorted order the snapshot has.
+    auto after = get.getAfter();
+    const std::string name = after.getName(), method = after.getMethod();
+    switch (after.getSection()) {
+      case 1:
+        first = size_t(std::upper_bound(snap.methods.begin(), snap.methods.end(),
+                                        std::tie(name, method),
+                                        [](const auto& key, const MethodMetrics& m) {
+                                          return key < std::tie(m.service, m.method);
+                                        }) -
+                       snap.methods.begin());
+        break;
+      case 2:
+        first =
+            topicsAt + size_t(std::upper_bound(snap.topics.begin(), snap.topics.end(), name,
+                                               [](const std::string& key, const TopicMetrics& t) {
+                                                 return key < t.topic;
+                                               }) -
+                              snap.topics.begin());
+        break;
+      default:
+        first = ringsAt + size_t(std::upper_bound(snap.rings.begin(), snap.rings.end(), name,
+                                                  [](const std::string& key, const RingMetrics& r) {
+                                                    return key < r.service;
+                                                  }) -
+                                 snap.rings.begin());
+        break;
+    }
+  }
   size_t end = first;
   size_t bytes = 0;
   while (end < entries && bytes < detail::kMaxControlMessageBytes / 2) {
@@ -975,6 +1005,7 @@ Status Broker::onGetMetrics(Conn& c, uint64_t rid, wire::GetMetrics::Reader get)
   r.initStatus().setCode(0);
   auto page = r.initMetrics();
   page.setTotal(uint32_t(entries));
+  page.setMore(end < entries);
   page.setTakenUnixNs(snap.takenUnixNs);
   auto g = page.initGauges();
   g.setClients(snap.gauges.clients);

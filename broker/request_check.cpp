@@ -74,6 +74,8 @@ void check(wire::Request::Reader req) {
       break;
     case wire::Request::GET_METRICS:
       (void)req.getGetMetrics().getOffset();
+      touch(req.getGetMetrics().getAfter().getName());
+      touch(req.getGetMetrics().getAfter().getMethod());
       break;
     case wire::Request::SUBSCRIBE:
       touch(req.getSubscribe().getTopicId());

@@ -206,6 +206,40 @@ TEST_P(Metrics, ThreadsThatEnd_GiveTheirSlotsToTheNext_SoEveryCallIsCounted) {
   EXPECT_EQ(snap.gauges.metricsSlotsRefused, 0u);
 }
 
+// More series than one control message carries: Client::metrics() reads page after page, each
+// after the last entry of the one before, and has every series once, in order.
+TEST(MetricsPages, ManySeries_SpanSeveralPages_AndEachIsReadOnce) {
+  // Quiet: the fixture reads the broker's stderr only at the end, and a line per topic would
+  // fill the pipe.
+  BrokerFixture broker({"--log-level", "warn"});
+  ClientOptions o;
+  o.socketPath = broker.socket();
+  auto client = Client::connect(o).valueOrThrow();
+  constexpr int kTopics = 600;  // about 280 fit a page
+  std::vector<Publisher<test::Tick>> pubs;
+  TopicOptions small;
+  small.slots = 2;
+  small.maxMessageBytes = 64;
+  for (int i = 0; i < kTopics; ++i) {
+    char id[32];
+    std::snprintf(id, sizeof(id), "hms.test.many.t%03d", i);
+    auto pub = client->advertise<test::Tick>(id, small);
+    ASSERT_TRUE(pub.ok()) << id << ": " << pub.status().toString() << "\n"
+                          << broker.process().errors();
+    pubs.push_back(std::move(*pub));
+    ASSERT_TRUE(pubs.back().publish([&](test::Tick::Builder t) { t.setSeq(uint64_t(i)); }).ok());
+  }
+  auto snap = client->metrics();
+  ASSERT_TRUE(snap.ok()) << snap.status().toString();
+  ASSERT_EQ(snap->topics.size(), size_t(kTopics));
+  for (int i = 0; i < kTopics; ++i) {
+    char id[32];
+    std::snprintf(id, sizeof(id), "hms.test.many.t%03d", i);
+    EXPECT_EQ(snap->topics[size_t(i)].topic, id);
+    EXPECT_EQ(snap->topics[size_t(i)].published, 1u) << id;
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Transports, Metrics, ::testing::Values("shm", "socket"),
                          [](const auto& info) { return std::string(info.param); });
 

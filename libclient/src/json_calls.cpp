@@ -179,15 +179,25 @@ LatencyHistogram toHistogram(wire::Histogram::Reader h) {
 
 Result<MetricsSnapshot> Client::metrics() const {
   MetricsSnapshot snap;
-  uint32_t offset = 0;
-  for (;;) {
-    auto reply = impl_->roundTrip(
-        [&](wire::Request::Builder req) { req.initGetMetrics().setOffset(offset); });
+  // Each page after the last entry of the one before (the broker reads its counters anew for
+  // each page; a series added meanwhile is neither skipped nor repeated).
+  uint8_t afterSection = 0;
+  std::string afterName, afterMethod;
+  for (bool firstPage = true;; firstPage = false) {
+    auto reply = impl_->roundTrip([&](wire::Request::Builder req) {
+      auto get = req.initGetMetrics();
+      if (afterSection != 0) {
+        auto after = get.initAfter();
+        after.setSection(afterSection);
+        after.setName(afterName);
+        after.setMethod(afterMethod);
+      }
+    });
     if (!reply.ok()) return reply.status();
-    auto got = readReply([&]() -> Result<uint32_t> {
+    auto got = readReply([&]() -> Result<bool> {
       auto page = reply->reply().getMetrics();
       // The gauges and the time of the first page (later pages are read a moment after).
-      if (offset == 0) {
+      if (firstPage) {
         auto g = page.getGauges();
         snap.gauges.clients = g.getClients();
         snap.gauges.channels = g.getChannels();
@@ -226,14 +236,23 @@ Result<MetricsSnapshot> Client::metrics() const {
                                          r.getRequestFull(), r.getResponseHighWater(),
                                          r.getResponseFull()});
       }
-      return page.getTotal();
+      const bool advanced =
+          page.getMethods().size() + page.getTopics().size() + page.getRings().size() > 0;
+      if (page.getMore() && !advanced) {
+        return Status(StatusCode::kDataLoss, "the broker's metrics do not advance");
+      }
+      return page.getMore();
     });
     if (!got.ok()) return got.status();
-    const size_t before = offset;
-    offset = uint32_t(snap.methods.size() + snap.topics.size() + snap.rings.size());
-    if (offset >= *got) break;
-    if (offset == before)
-      return Status(StatusCode::kDataLoss, "the broker's metrics do not advance");
+    if (!*got) break;
+    if (!snap.rings.empty()) {
+      afterSection = 3, afterName = snap.rings.back().service, afterMethod.clear();
+    } else if (!snap.topics.empty()) {
+      afterSection = 2, afterName = snap.topics.back().topic, afterMethod.clear();
+    } else {
+      afterSection = 1, afterName = snap.methods.back().service;
+      afterMethod = snap.methods.back().method;
+    }
   }
   return snap;
 }

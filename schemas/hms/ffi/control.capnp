@@ -219,7 +219,16 @@ struct HelloReply {
 # Metrics (docs/observability.md): the broker's merge of every client's metrics segment and of
 # the totals of clients gone, per service and method, sorted by service then method, in pages.
 struct GetMetrics {
-  offset @0 :UInt32;             # index of the first entry wanted (methods, then topics)
+  offset @0 :UInt32;             # index of the first entry wanted (methods, topics, rings)
+  after @1 :MetricsKey;          # when set: the page starts after this entry (offset unused)
+}
+
+# An entry of the metrics pages, by what sorts it: pages asked for after a key do not skip or
+# repeat an entry when series are added between two pages (an offset would).
+struct MetricsKey {
+  section @0 :UInt8;             # 0: none (use offset), 1: methods, 2: topics, 3: rings
+  name @1 :Text;                 # the service id, or the topic id
+  method @2 :Text;               # methods only
 }
 
 # A latency histogram: log-linear buckets (metricsBucket in metrics_layout.hpp), only those not
@@ -280,6 +289,7 @@ struct MetricsPage {
   takenUnixNs @3 :Int64;         # when the broker read the counters
   topics @4 :List(TopicMetrics);
   rings @5 :List(RingMetrics);
+  more @6 :Bool;                 # entries follow this page: ask again, after its last one
 }
 
 struct RegisterReply {
