@@ -3,11 +3,12 @@
 // (hms.cdf.debate evaluatePolicy), a call made inside the handler, so it is part of the caller's
 // trace (HMS-API -> HMS-EMR -> HMS-CDF; docs/observability.md). Without an answer from HMS-CDF
 // the allergies are withheld, not released.
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <map>
+#include <memory>
 #include <mutex>
-#include <optional>
 #include <string>
 
 #include "common.hpp"
@@ -67,51 +68,75 @@ void fill(hms::emr::Patient::Builder p, const std::string& id, const Record& r, 
   }
 }
 
-// The policy engine, bound on first use and again after its provider changed.
+// The policy engine, bound on first use and again after its provider changed. Handlers run on
+// several threads: the stub is shared (calls on one channel take turns), the lock only guards
+// binding it.
 class ReleasePolicy {
  public:
   explicit ReleasePolicy(hms::ffi::Client& client) : client_(client) {}
 
-  // Whether HMS-CDF approves releasing sensitive data of a routine, consented encounter; the
-  // reason when it does not (or cannot say).
-  bool approvesSensitive(std::string& why) {
-    std::lock_guard lock(mu_);
+  // Whether HMS-CDF approves releasing sensitive data of a routine, consented encounter, within
+  // what is left of the caller's deadline; the reason when it does not (or cannot say).
+  bool approvesSensitive(const CallContext& ctx, std::string& why) {
     for (int attempt = 0; attempt < 2; ++attempt) {
-      if (!cdf_) {
-        auto bound = client_.bind<DebateService>("hms.cdf.debate", "^2.0");
-        if (!bound) {
-          why = bound.status().toString();
-          return false;
-        }
-        cdf_.emplace(std::move(*bound));
+      const auto cdf = stub(why);
+      if (!cdf) return false;
+      const int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                              std::chrono::steady_clock::now().time_since_epoch())
+                              .count();
+      if (ctx.deadlineNs() <= now) {
+        why = "no time left before the caller's deadline";
+        return false;
       }
-      auto reply = cdf_->call<&DebateService::Client::evaluatePolicyRequest>([](auto params) {
-        params.setPolicyId("records.release");
-        params.setMaxRounds(3);
-        auto facts = params.initFacts(3);
-        const char* kv[3][2] = {
-            {"encounter", "routine"}, {"consent", "yes"}, {"dataClass", "sensitive"}};
-        for (uint i = 0; i < 3; ++i) {
-          facts[i].setKey(kv[i][0]);
-          facts[i].setValue(kv[i][1]);
-        }
-      });
+      hms::ffi::CallOptions options;
+      options.timeout = std::chrono::nanoseconds(
+          std::min<int64_t>(ctx.deadlineNs() - now, int64_t(2'000'000'000)));  // at most 2 s
+      auto reply = cdf->call<&DebateService::Client::evaluatePolicyRequest>(
+          [](auto params) {
+            params.setPolicyId("records.release");
+            params.setMaxRounds(3);
+            auto facts = params.initFacts(3);
+            const char* kv[3][2] = {
+                {"encounter", "routine"}, {"consent", "yes"}, {"dataClass", "sensitive"}};
+            for (uint i = 0; i < 3; ++i) {
+              facts[i].setKey(kv[i][0]);
+              facts[i].setValue(kv[i][1]);
+            }
+          },
+          options);
       if (reply) {
         const bool approved = reply->results().getDecision() == hms::cdf::Decision::APPROVE;
         if (!approved) why = "HMS-CDF did not approve records.release";
         return approved;
       }
       why = reply.status().toString();
-      cdf_.reset();  // its provider may have left: bind again, once
       if (reply.status().code() != StatusCode::kUnavailable) break;
+      forget(cdf);  // its provider left: bind again, once
     }
     return false;
   }
 
  private:
+  std::shared_ptr<hms::ffi::Stub<DebateService>> stub(std::string& why) {
+    std::lock_guard lock(mu_);
+    if (!cdf_) {
+      auto bound = client_.bind<DebateService>("hms.cdf.debate", "^2.0");
+      if (!bound) {
+        why = bound.status().toString();
+        return nullptr;
+      }
+      cdf_ = std::make_shared<hms::ffi::Stub<DebateService>>(std::move(*bound));
+    }
+    return cdf_;
+  }
+  void forget(const std::shared_ptr<hms::ffi::Stub<DebateService>>& gone) {
+    std::lock_guard lock(mu_);
+    if (cdf_ == gone) cdf_.reset();
+  }
+
   hms::ffi::Client& client_;
   std::mutex mu_;
-  std::optional<hms::ffi::Stub<DebateService>> cdf_;
+  std::shared_ptr<hms::ffi::Stub<DebateService>> cdf_;
 };
 
 }  // namespace
@@ -123,11 +148,12 @@ int main() {
     std::fprintf(stderr, "hms-emr: %s\n", client.status().toString().c_str());
     return 1;
   }
-  ReleasePolicy policy(**client);
+  // Shared with the handler, which may still run while main() unwinds.
+  auto policy = std::make_shared<ReleasePolicy>(**client);
   hms::ffi::ServiceDefinition<PatientService> def;
   def.on<&PatientService::Client::getPatientRequest>(
-      [&policy](CallContext& ctx, PatientService::GetPatientParams::Reader params,
-                PatientService::GetPatientResults::Builder results) -> Status {
+      [policy](CallContext& ctx, PatientService::GetPatientParams::Reader params,
+               PatientService::GetPatientResults::Builder results) -> Status {
         const std::string id = params.getPatientId();
         auto it = store().find(id);
         if (it == store().end()) {
@@ -135,7 +161,7 @@ int main() {
         }
         std::string withheld;
         bool allergies = params.getIncludeAllergies();
-        if (allergies && !policy.approvesSensitive(withheld)) allergies = false;
+        if (allergies && !policy->approvesSensitive(ctx, withheld)) allergies = false;
         fill(results.initPatient(), id, it->second, allergies);
         std::printf("hms-emr: getPatient(%s) for pid %d%s%s\n", id.c_str(), int(ctx.callerPid()),
                     withheld.empty() ? "" : "; allergies withheld: ", withheld.c_str());

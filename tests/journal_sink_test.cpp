@@ -99,6 +99,20 @@ TEST(JournalSink, AnEntryTheJournalRefuses_GoesToStderr) {
 }
 
 TEST(StderrIsJournal, WhenJournalStreamNamesStderr) {
+  // This test process's own JOURNAL_STREAM (under systemd) is put back at the end.
+  const char* inherited = std::getenv("JOURNAL_STREAM");
+  const std::string saved = inherited ? inherited : "";
+  struct Restore {
+    const std::string& value;
+    bool had;
+    ~Restore() {
+      if (had) {
+        ::setenv("JOURNAL_STREAM", value.c_str(), 1);
+      } else {
+        ::unsetenv("JOURNAL_STREAM");
+      }
+    }
+  } restore{saved, inherited != nullptr};
   struct stat st {};
   ASSERT_EQ(::fstat(2, &st), 0);
   const std::string mine = std::to_string(static_cast<unsigned long long>(st.st_dev)) + ":" +

@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <memory>
 #include <thread>
@@ -52,6 +53,74 @@ bool produce(RingProducer& p, uint64_t seq, uint32_t payloadWords) {
   for (uint32_t i = 0; i < payloadWords; ++i) w[i] = seq * 1000 + i;
   p.commit(slot, bytes);
   return true;
+}
+
+// What a producer reports of its ring's fill (metrics): a sample each time it re-reads the
+// consumer's position, and one "became full" per episode of finding no room.
+struct WatchLog final : RingWatch {
+  void sampled(uint64_t usedBytes, uint32_t capacity, bool becameFull) noexcept override {
+    maxUsed = std::max(maxUsed, usedBytes);
+    this->capacity = capacity;
+    if (becameFull) ++episodes;
+    ++samples;
+  }
+  uint64_t maxUsed = 0;
+  uint32_t capacity = 0;
+  int episodes = 0;
+  int samples = 0;
+};
+
+// Fills the ring until a reservation fails; the records produced.
+uint64_t fill(RingProducer& p, uint64_t firstSeq) {
+  uint64_t seq = firstSeq;
+  while (produce(p, seq, 6)) ++seq;
+  return seq - firstSeq;
+}
+
+TEST(RingWatch, CountsEachEpisodeOfAFullRing_AndTheHighWaterMark) {
+  SharedRing ring(4096);
+  auto p = ring.producer();
+  auto c = ring.consumer();
+  WatchLog log;
+  p.setWatch(&log);
+  ASSERT_GT(fill(p, 0), 10u);
+  EXPECT_EQ(log.episodes, 1);
+  EXPECT_EQ(log.capacity, 4096u);
+  EXPECT_GT(log.maxUsed, 4096u - 128);  // full but for less than a record
+  // Refused again while nothing was read: the same episode.
+  EXPECT_FALSE(produce(p, 999, 6));
+  EXPECT_EQ(log.episodes, 1);
+  // The consumer reads everything; the producer, waiting for room, sees it (hasSpaceFor) and
+  // fills the ring again: a second episode.
+  RingConsumer::Record r;
+  while (c.next(r) == RingStatus::kOk) c.release(r);
+  ASSERT_TRUE(p.hasSpaceFor(sizeof(RecordHeader) + 48));
+  ASSERT_GT(fill(p, 1000), 10u);
+  EXPECT_EQ(log.episodes, 2);
+  // And once more by tryReserve alone (no waiting in between).
+  while (c.next(r) == RingStatus::kOk) c.release(r);
+  ASSERT_GT(fill(p, 2000), 10u);
+  EXPECT_EQ(log.episodes, 3);
+}
+
+TEST(RingWatch, ARingThatKeepsUp_IsSampledOnceALap_AndNeverFull) {
+  SharedRing ring(4096);
+  auto p = ring.producer();
+  auto c = ring.consumer();
+  WatchLog log;
+  p.setWatch(&log);
+  RingConsumer::Record r;
+  const uint32_t record = roundUpRecord(sizeof(RecordHeader) + 48);
+  const int laps = int(1000 * uint64_t(record) / 4096);
+  for (uint64_t seq = 0; seq < 1000; ++seq) {
+    ASSERT_TRUE(produce(p, seq, 6));
+    ASSERT_EQ(c.next(r), RingStatus::kOk);
+    c.release(r);
+  }
+  EXPECT_EQ(log.episodes, 0);
+  EXPECT_GE(log.samples, laps - 1);  // once a lap
+  EXPECT_LE(log.samples, laps + 1);
+  EXPECT_LE(log.maxUsed, record);  // never more than the record in hand
 }
 
 // Produces records 0..count-1 of varied sizes, sleeping (adaptive) whenever the ring is full.

@@ -19,9 +19,13 @@ bool RingProducer::hasSpaceFor(uint32_t bytes) noexcept {
   const uint32_t toEnd = capacity_ - uint32_t(tail_ & mask_);
   const uint64_t required = toEnd >= need ? need : uint64_t(toEnd) + need;
   if (freeBytes() >= required) return true;
+  const uint64_t before = cachedHead_;
   if (!refreshHead()) return false;
-  if (watch_) watch_->sampled(tail_ - cachedHead_, capacity_, false);
-  return freeBytes() >= required;
+  // A waiter asks again and again: report a sample only when the consumer moved.
+  if (watch_ && cachedHead_ != before) watch_->sampled(tail_ - cachedHead_, capacity_, false);
+  const bool room = freeBytes() >= required;
+  if (room) full_ = false;  // the wait is over: the next full ring is another episode
+  return room;
 }
 
 RingStatus RingProducer::tryReserve(uint32_t minBytes, uint32_t maxBytes, Slot& slot) noexcept {
