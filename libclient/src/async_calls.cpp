@@ -344,6 +344,27 @@ bool spinOnOwnChannel(AsyncCall& call, int64_t limit, Have&& have) {
   const int64_t spinUntil =
       policy.kind == WaitKind::kSpin ? limit : std::min(limit, monotonicNs() + policy.spinNs);
   Completions& completions = ch->client->completions();
+  // While this thread reads the channel, the completion thread sleeps instead of spinning
+  // beside it; if it stops without what it waits for, the completion thread takes over.
+  struct Cover {
+    CallerChannel& ch;
+    Completions& completions;
+    bool got = false;
+    Cover(CallerChannel& c, Completions& cs) : ch(c), completions(cs) {
+      ch.spinners.fetch_add(1, std::memory_order_acq_rel);
+    }
+    ~Cover() {
+      ch.spinEpoch.fetch_add(1, std::memory_order_acq_rel);
+      ch.spinners.fetch_sub(1, std::memory_order_acq_rel);
+      if (!got) completions.uncover(ch);
+    }
+  };
+  std::optional<Cover> cover;
+  if (!socket) cover.emplace(*ch, completions);
+  auto found = [&] {
+    if (cover) cover->got = true;
+    return true;
+  };
   uint64_t seen = ~uint64_t{0};  // a first read at once
   for (uint32_t i = 1;; ++i) {
     if (socket) {  // a non-blocking receive is the look (the socket fallback's busy poll)
@@ -366,7 +387,7 @@ bool spinOnOwnChannel(AsyncCall& call, int64_t limit, Have&& have) {
       (void)drainAsync(*ch, completions);
       {
         std::lock_guard cl(call.m);
-        if (have()) return true;
+        if (have()) return found();
       }
       if (monotonicNs() >= spinUntil) return false;
     }
@@ -560,6 +581,9 @@ bool streamNext(AsyncCall& call, capnp::MessageReader*& reader, Status& status) 
 
 namespace {
 thread_local bool tOnCompletionThread = false;  // set for good by the completion threads
+// How long the shared-memory completion thread sleeps at a time while waiters read its channels
+// themselves: what a reply that comes just after the last of them stopped may wait at most.
+constexpr int64_t kCoverNs = 1'000'000;
 }  // namespace
 
 Completions::Completions(ClientImpl& client) : client_(client) {
@@ -603,8 +627,15 @@ void Completions::stop() {
 
 void Completions::wakeAll() {
   wakeAlways(client_.replyWake());
+  wakeIfSleeping(coverWake_);
   const uint64_t one = 1;
   (void)!::write(eventFd_.get(), &one, sizeof(one));
+}
+
+void Completions::uncover(CallerChannel& ch) {
+  ch.spinnerGaveUp.store(true, std::memory_order_release);
+  uncovers_.fetch_add(1, std::memory_order_acq_rel);
+  wakeIfSleeping(coverWake_);
 }
 
 void Completions::watch(const std::shared_ptr<CallerChannel>& ch) {
@@ -731,6 +762,7 @@ std::vector<std::shared_ptr<CallerChannel>> Completions::channels(bool socket) {
 
 void Completions::runShm() {
   tOnCompletionThread = true;
+  nameThisThread("hms-completion");
   struct Watch {
     std::shared_ptr<Mapping> keep;
     const uint32_t* nextLength = nullptr;  // null while the ring is all taken
@@ -745,14 +777,37 @@ void Completions::runShm() {
     // What to watch is noted before reading: a record committed after this is seen either by
     // the reading below or by the wait.
     const uint64_t changes = changes_.load(std::memory_order_acquire);
+    const uint64_t uncovers = uncovers_.load(std::memory_order_acquire);
     watches.clear();
+    // Covered: every channel is read by a thread spinning on its own call, or was since the last
+    // look. Then this thread sleeps where the replies do not wake it, for up to kCoverNs at a
+    // time, instead of spinning beside them.
+    bool covered = true;
     for (auto& ch : chans) {
       std::lock_guard lock(ch->asyncMu);
       if (!ch->isOpen || ch->link || ch->failedConn) continue;
+      const uint64_t epoch = ch->spinEpoch.load(std::memory_order_acquire);
+      const bool spun = ch->spinners.load(std::memory_order_acquire) != 0 || epoch != ch->coverSeen;
+      ch->coverSeen = epoch;
+      if (ch->spinnerGaveUp.exchange(false, std::memory_order_acq_rel) || !spun) covered = false;
       const uint64_t* records = &ch->hdr_->response.records;
       watches.push_back(Watch{ch->segment, ch->responses.nextLength(), records,
                               loadAcquire(*const_cast<uint64_t*>(records)),
                               &ch->hdr_->serviceState});
+    }
+    if (covered && !watches.empty()) {
+      chans.clear();
+      expireDeadlines(monotonicNs());
+      runCallbacks();
+      const WaitPolicy sleepAtOnce{WaitKind::kBlocking, 0};
+      waitFor(coverWake_, sleepAtOnce,
+              std::min(earliest_.load(std::memory_order_relaxed), monotonicNs() + kCoverNs), [&] {
+                return queued_.load(std::memory_order_relaxed) != 0 ||
+                       stopping_.load(std::memory_order_relaxed) ||
+                       changes_.load(std::memory_order_relaxed) != changes ||
+                       uncovers_.load(std::memory_order_relaxed) != uncovers;
+              });
+      continue;
     }
     bool did = false;
     for (auto& ch : chans) did |= drainAsync(*ch, *this);
@@ -785,6 +840,7 @@ void Completions::runShm() {
 
 void Completions::runSockets() {
   tOnCompletionThread = true;
+  nameThisThread("hms-compl-sock");
   // fd registered per channel, and for which connection.
   std::map<CallerChannel*, std::pair<uint64_t, int>> registered;
   epoll_event events[64];

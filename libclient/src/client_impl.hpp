@@ -339,6 +339,15 @@ class CallerChannel : public std::enable_shared_from_this<CallerChannel> {
   bool failedConn = false;              // pending calls of this connection were failed (peer gone)
   std::atomic<bool> brokenConn{false};  // the completion thread found the ring corrupt
   uint32_t ringBytes = 0;
+  // Threads that read this channel's replies themselves while they spin on their own call
+  // (spinOnOwnChannel). While one does, or did since the completion thread last looked, the
+  // completion thread leaves the channel to them and sleeps instead of spinning beside them
+  // (two spinning threads of one process on one core halve each other). A waiter that stops
+  // spinning without its answer sets spinnerGaveUp, and the completion thread takes over at once.
+  std::atomic<uint32_t> spinners{0};
+  std::atomic<uint64_t> spinEpoch{0};  // bumped when a spin begins and ends
+  std::atomic<bool> spinnerGaveUp{false};
+  uint64_t coverSeen = 0;  // spinEpoch when the completion thread last looked (its own)
 
  private:
   std::mutex leaseMu_;
@@ -365,6 +374,9 @@ class Completions {
   void post(std::shared_ptr<AsyncCall> call);
   // A channel in async mode opened again (perhaps on the other transport).
   void relink(const std::shared_ptr<CallerChannel>& ch);
+  // A waiter stopped spinning on `ch` without its answer: the completion thread reads the
+  // channel again from now on.
+  void uncover(CallerChannel& ch);
 
  private:
   void runShm();
@@ -385,6 +397,10 @@ class Completions {
   std::atomic<uint32_t> queued_{0};
   std::atomic<uint64_t> changes_{0};  // bumped when the watched channels change
   std::atomic<bool> stopping_{false};
+  // Where the shared-memory thread sleeps while waiters read all its channels themselves: a
+  // process-local word, so that the services' replies do not wake it (they wake replyWake).
+  WakeWord coverWake_{};
+  std::atomic<uint64_t> uncovers_{0};
   std::thread shmThread_;
   std::thread socketThread_;
   UniqueFd epollFd_;

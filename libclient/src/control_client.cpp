@@ -529,6 +529,7 @@ void ClientImpl::removePublisher(uint64_t tag) {
 }
 
 void ClientImpl::controlLoop() {
+  nameThisThread("hms-control");
   for (;;) {
     int sock;
     {

@@ -1188,6 +1188,7 @@ void Dispatcher::runUnary(Channel& ch, Queued& q, const std::shared_ptr<ServerCa
 }
 
 void Dispatcher::run() {
+  nameThisThread("hms-dispatch");
   int64_t nextDeadline = kNoDeadline;
   for (;;) {
     const bool events = drainEvents();
@@ -1249,6 +1250,7 @@ void Dispatcher::startSocketThread() {
   ::epoll_ctl(epollFd_.get(), EPOLL_CTL_ADD, socketEventFd_.get(), &ev);
   socketThread_ = std::thread([this] {
     socketThreadId_.store(std::this_thread::get_id());
+    nameThisThread("hms-dispatch-so");
     runSockets();
   });
 }

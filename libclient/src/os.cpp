@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -25,6 +26,10 @@ void UniqueFd::reset(int fd) noexcept {
 
 std::string errnoText(const char* what, int err) {
   return std::string(what) + ": " + std::strerror(err);
+}
+
+void nameThisThread(const char* name) noexcept {
+  (void)::pthread_setname_np(::pthread_self(), name);
 }
 
 Mapping& Mapping::operator=(Mapping&& o) noexcept {

@@ -35,6 +35,10 @@ class UniqueFd {
 // "what: strerror(errno)"
 std::string errnoText(const char* what, int err);
 
+// Names the calling thread (at most 15 characters), as top -H, gdb and /proc/<pid>/task show it:
+// the library's threads are named "hms-…" so that users can tell them from their own.
+void nameThisThread(const char* name) noexcept;
+
 // A shared mapping of a whole segment; unmapped on destruction.
 class Mapping {
  public:

@@ -505,6 +505,7 @@ bool Relay::pump(Sub& s) {
 }
 
 void Relay::run() {
+  nameThisThread("hms-relay");
   std::vector<epoll_event> events(64);
   while (!stopping_.load()) {
     {
@@ -1025,6 +1026,7 @@ struct SubscriptionHandle::State {
   std::thread thread;
 
   void run() {
+    detail::nameThisThread("hms-subscriber");
     Status end;
     for (;;) {
       capnp::MessageReader* reader = nullptr;
