@@ -56,6 +56,50 @@ void releaseMessage(CallerChannel& ch, AsyncMessage& m) {
 
 }  // namespace
 
+void PendingCalls::insert(std::shared_ptr<AsyncCall> call) {
+  if (slots_.empty()) slots_.resize(64);
+  for (;;) {
+    auto& s = slots_[call->callId & (slots_.size() - 1)];
+    if (!s) {
+      s = std::move(call);
+      ++count_;
+      return;
+    }
+    if (count_ * 4 < slots_.size()) {
+      overflow_.emplace(call->callId, std::move(call));
+      ++count_;
+      return;
+    }
+    std::vector<std::shared_ptr<AsyncCall>> old(slots_.size() * 2);
+    old.swap(slots_);
+    for (auto& c : old) {
+      if (c) slots_[c->callId & (slots_.size() - 1)] = std::move(c);  // ids distinct mod 2n
+    }
+  }
+}
+
+void PendingCalls::erase(std::shared_ptr<AsyncCall>* at) noexcept {
+  --count_;
+  if (!slots_.empty() && at >= slots_.data() && at < slots_.data() + slots_.size()) {
+    at->reset();
+    return;
+  }
+  overflow_.erase((*at)->callId);
+}
+
+void PendingCalls::clear() noexcept {
+  for (auto& s : slots_) s.reset();
+  overflow_.clear();
+  count_ = 0;
+}
+
+std::string AsyncCall::what() const {
+  std::string s = ch ? ch->serviceId : std::string();
+  s += '.';
+  s += method;
+  return s;
+}
+
 void countAsyncEnd(AsyncCall& call) noexcept {
   if (call.span && call.ch && call.ch->client->spans) {
     try {
@@ -90,12 +134,12 @@ void completeLocked(AsyncCall& call, Status status, std::optional<AsyncMessage> 
 
 void expire(const std::shared_ptr<AsyncCall>& call) {
   std::optional<AsyncMessage> dropped;
-  std::deque<AsyncMessage> items;
+  std::list<AsyncMessage> items;
   if (call->ch) {
     std::lock_guard lock(call->ch->asyncMu);
-    auto it = call->ch->pending.find(call->callId);
-    if (it == call->ch->pending.end() || it->second != call) return;  // completed meanwhile
-    call->ch->pending.erase(it);
+    auto* at = call->ch->pending.find(call->callId);
+    if (!at || *at != call) return;  // completed meanwhile
+    call->ch->pending.erase(at);
     std::lock_guard cl(call->m);
     items.swap(call->items);
     for (auto& m : items) {
@@ -106,7 +150,7 @@ void expire(const std::shared_ptr<AsyncCall>& call) {
         *call,
         Status(StatusCode::kDeadlineExceeded,
                "no " + std::string(call->stream ? "end of the stream from " : "reply from ") +
-                   call->what + " before the deadline",
+                   call->what() + " before the deadline",
                call->ch->serviceId),
         std::nullopt);
   }
@@ -117,8 +161,7 @@ bool expirePending(AsyncCall& call) {
   std::shared_ptr<AsyncCall> self;
   if (call.ch) {
     std::lock_guard lock(call.ch->asyncMu);
-    auto it = call.ch->pending.find(call.callId);
-    if (it != call.ch->pending.end()) self = it->second;
+    if (auto* at = call.ch->pending.find(call.callId)) self = *at;
   }
   if (self) expire(self);
   return self != nullptr;
@@ -128,7 +171,7 @@ bool expirePending(AsyncCall& call) {
 
 void failPendingLocked(CallerChannel& ch, const Status& why,
                        std::vector<std::shared_ptr<AsyncCall>>& completed) {
-  for (auto& [id, call] : ch.pending) {
+  ch.pending.forEach([&](const std::shared_ptr<AsyncCall>& call) {
     std::lock_guard cl(call->m);
     for (auto& m : call->items) {
       if (m.inRing && m.conn == ch.conn && !ch.link && ch.isOpen) ch.responses.release(m.rec);
@@ -136,7 +179,7 @@ void failPendingLocked(CallerChannel& ch, const Status& why,
     call->items.clear();
     completeLocked(*call, why, std::nullopt);
     if (call->callback) completed.push_back(call);
-  }
+  });
   ch.pending.clear();
 }
 
@@ -151,12 +194,12 @@ static bool route(CallerChannel& ch, const RingConsumer::Record& rec, bool inRin
     drop();
     return false;
   }
-  auto it = ch.pending.find(rec.header.callId);
-  if (it == ch.pending.end()) {
+  auto* at = ch.pending.find(rec.header.callId);
+  if (!at) {
     drop();  // the late answer of a call that was cancelled or timed out
     return true;
   }
-  std::shared_ptr<AsyncCall> call = it->second;
+  std::shared_ptr<AsyncCall> call = *at;
   auto message = [&] {
     AsyncMessage m;
     if (inRing) {
@@ -176,12 +219,12 @@ static bool route(CallerChannel& ch, const RingConsumer::Record& rec, bool inRin
     call->cv.notify_all();
     return true;
   }
-  ch.pending.erase(it);
+  ch.pending.erase(at);
   Status status;
   std::optional<AsyncMessage> result;
   if (!valid) {
     status = Status(StatusCode::kDataLoss,
-                    "the answer from " + call->what + " is not a valid Cap'n Proto message",
+                    "the answer from " + call->what() + " is not a valid Cap'n Proto message",
                     ch.serviceId);
     drop();
   } else if (rec.header.status != 0) {
@@ -190,7 +233,7 @@ static bool route(CallerChannel& ch, const RingConsumer::Record& rec, bool inRin
   } else if (rec.header.kind == kRecordStreamEnd || call->stream) {
     if (call->stream && rec.header.kind != kRecordStreamEnd) {
       status = Status(StatusCode::kFailedPrecondition,
-                      call->what +
+                      call->what() +
                           " answered with one reply, not a stream: it is not a stream "
                           "method; call it with send() or sendAsync()",
                       ch.serviceId);
@@ -324,7 +367,13 @@ bool spinOnOwnChannel(AsyncCall& call, int64_t limit, Have&& have) {
   if (!ch || ch->client->policy.kind == WaitKind::kBlocking) return false;
   {
     std::lock_guard cl(call.m);
-    if (have()) return true;
+    if (have()) {
+      // A waiter that finds its answer there is a waiter too: had it not been, this thread
+      // would have read the channel itself. Counted, or a completion thread that delivers
+      // ahead of the waiters would never give the reading back to them.
+      ch->spinEpoch.fetch_add(1, std::memory_order_relaxed);
+      return true;
+    }
   }
   std::shared_ptr<Mapping> keep;  // the counters below stay mapped if the channel reopens
   const uint64_t* records = nullptr;
@@ -499,21 +548,21 @@ Status cancelAsync(const std::shared_ptr<AsyncCall>& call) noexcept {
   uint64_t conn = 0;
   {
     std::lock_guard lock(ch.asyncMu);
-    auto it = ch.pending.find(call->callId);
-    if (it != ch.pending.end() && it->second == call) {
+    auto* at = ch.pending.find(call->callId);
+    if (at && *at == call) {
       wasPending = true;
       conn = call->conn;
-      ch.pending.erase(it);
+      ch.pending.erase(at);
       std::lock_guard cl(call->m);
       for (auto& m : call->items) {
         if (m.inRing && m.conn == ch.conn && !ch.link) ch.responses.release(m.rec);
       }
       call->items.clear();
       call->cancelled = true;
-      completeLocked(
-          *call,
-          Status(StatusCode::kCancelled, call->what + " was cancelled by the caller", ch.serviceId),
-          std::nullopt);
+      completeLocked(*call,
+                     Status(StatusCode::kCancelled, call->what() + " was cancelled by the caller",
+                            ch.serviceId),
+                     std::nullopt);
       if (call->callback) completed.push_back(call);
     }
   }
@@ -769,8 +818,16 @@ void Completions::runShm() {
     const uint64_t* records = nullptr;     // the producer's count of records committed
     uint64_t seen = 0;
     const uint32_t* serviceState = nullptr;
+    const std::atomic<uint32_t>* spinners = nullptr;
+    const std::atomic<uint64_t>* spinEpoch = nullptr;
+    uint64_t epoch = 0;
   };
   std::vector<Watch> watches;
+  // Spin mode is for the waits of the caller's threads (and they read their own replies). This
+  // thread delivers what nobody waits on: it spins for the spin budget at most, then sleeps, so
+  // that a spin-mode client with calls in flight does not keep a second core busy for it.
+  WaitPolicy ownPolicy = client_.policy;
+  if (ownPolicy.kind == WaitKind::kSpin) ownPolicy.kind = WaitKind::kAdaptive;
   while (!stopping_.load(std::memory_order_acquire)) {
     runCallbacks();
     auto chans = channels(false);
@@ -792,8 +849,8 @@ void Completions::runShm() {
       if (ch->spinnerGaveUp.exchange(false, std::memory_order_acq_rel) || !spun) covered = false;
       const uint64_t* records = &ch->hdr_->response.records;
       watches.push_back(Watch{ch->segment, ch->responses.nextLength(), records,
-                              loadAcquire(*const_cast<uint64_t*>(records)),
-                              &ch->hdr_->serviceState});
+                              loadAcquire(*const_cast<uint64_t*>(records)), &ch->hdr_->serviceState,
+                              &ch->spinners, &ch->spinEpoch, epoch});
     }
     if (covered && !watches.empty()) {
       chans.clear();
@@ -817,10 +874,17 @@ void Completions::runShm() {
     chans.clear();
     // Sleep until a watched ring has a record, a service goes away, a callback is queued, the
     // set of channels changes, or the earliest deadline.
-    waitFor(client_.replyWake(), client_.policy, earliest_.load(std::memory_order_relaxed), [&] {
+    waitFor(client_.replyWake(), ownPolicy, earliest_.load(std::memory_order_relaxed), [&] {
       if (queued_.load(std::memory_order_relaxed) != 0 ||
           stopping_.load(std::memory_order_relaxed) ||
           changes_.load(std::memory_order_relaxed) != changes) {
+        return true;
+      }
+      // Waiters are back on every channel: leave the reading to them (the loop sleeps, covered).
+      if (!watches.empty() && std::all_of(watches.begin(), watches.end(), [](const Watch& w) {
+            return w.spinners->load(std::memory_order_relaxed) != 0 ||
+                   w.spinEpoch->load(std::memory_order_relaxed) != w.epoch;
+          })) {
         return true;
       }
       for (const auto& w : watches) {

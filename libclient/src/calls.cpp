@@ -661,7 +661,8 @@ std::shared_ptr<AsyncCall> sendAsync(const std::shared_ptr<CallerChannel>& chp, 
     call->callId = ch.callId;
     call->deadlineNs = ch.deadlineNs;
     call->stream = stream;
-    call->what = ch.serviceId + "." + ch.methodName;
+    call->method = ch.methodName;
+    const bool hasCallback = cb != nullptr;
     call->callback = std::move(cb);
     if (ch.metricsSlot) {
       // Begun on this thread's slot; ended on the slot of whichever thread ends it.
@@ -685,15 +686,15 @@ std::shared_ptr<AsyncCall> sendAsync(const std::shared_ptr<CallerChannel>& chp, 
       // Registered before it is sent: the answer may come at once.
       std::lock_guard lock(ch.asyncMu);
       call->conn = ch.conn;
-      ch.pending.emplace(call->callId, call);
+      ch.pending.insert(call);
     }
     Status published = publishPending(ch);
     if (!published) {
       std::vector<std::shared_ptr<AsyncCall>> completed;
       {
         std::lock_guard lock(ch.asyncMu);
-        auto it = ch.pending.find(call->callId);
-        if (it != ch.pending.end() && it->second == call) ch.pending.erase(it);
+        auto* at = ch.pending.find(call->callId);
+        if (at && *at == call) ch.pending.erase(at);
         std::lock_guard cl(call->m);
         if (!call->done) {
           call->done = true;
@@ -707,13 +708,15 @@ std::shared_ptr<AsyncCall> sendAsync(const std::shared_ptr<CallerChannel>& chp, 
       return call;
     }
     ch.releaseLease();
-    bool track;
-    {
-      std::lock_guard cl(call->m);
-      track = call->callback && !call->done;
-    }
     // A callback's deadline is kept by the completion thread; a Future's by whoever waits on it.
-    if (track) completions.track(call);
+    if (hasCallback) {
+      bool track;
+      {
+        std::lock_guard cl(call->m);
+        track = call->callback && !call->done;
+      }
+      if (track) completions.track(call);
+    }
     return call;
   } catch (const std::exception& e) {
     if (ch.builder) abandonCall(ch);

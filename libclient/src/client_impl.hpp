@@ -13,6 +13,7 @@
 #include <deque>
 #include <functional>
 #include <future>
+#include <list>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -96,7 +97,9 @@ struct AsyncCall {
   uint64_t conn = 0;  // the channel connection it went out on
   int64_t deadlineNs = 0;
   bool stream = false;
-  std::string what;  // "service.method", for messages
+  std::string method;  // for messages (short names need no allocation)
+  // "service.method", for messages (built when one is written, not per call).
+  std::string what() const;
 
   mutable std::mutex m;
   std::condition_variable cv;
@@ -105,7 +108,8 @@ struct AsyncCall {
   bool cancelled = false;
   Status status;
   std::optional<AsyncMessage> result;   // unary: the reply
-  std::deque<AsyncMessage> items;       // stream: items not read yet
+  std::list<AsyncMessage> items;        // stream: items not read yet (an empty list allocates
+                                        // nothing, unlike a deque: most calls are not streams)
   std::optional<AsyncMessage> current;  // stream: the item the caller reads now
   kj::ArrayPtr<const capnp::word> segment[1];
   std::optional<capnp::SegmentArrayMessageReader> reader;
@@ -114,6 +118,40 @@ struct AsyncCall {
   uint32_t metricsFamily = 0;  // the series + 1 (0: uncounted), ended by whichever thread ends it
   int64_t startNs = 0;
   std::optional<Span> span;  // the client span, recorded when the call ends
+};
+
+// The calls in flight on one channel, by call id. A channel hands its ids out in order, so a
+// table indexed by an id's low bits holds them with no allocation per call (an unordered_map
+// made a node per call); it doubles when two ids in flight meet in one slot while it is a
+// quarter full or more, and otherwise (a long-lived stream among many short calls) the newcomer
+// goes to a small map beside it.
+class PendingCalls {
+ public:
+  std::shared_ptr<AsyncCall>* find(uint64_t id) noexcept {
+    if (slots_.empty()) return nullptr;
+    auto& s = slots_[id & (slots_.size() - 1)];
+    if (s && s->callId == id) return &s;
+    if (overflow_.empty()) return nullptr;
+    auto it = overflow_.find(id);
+    return it == overflow_.end() ? nullptr : &it->second;
+  }
+  void insert(std::shared_ptr<AsyncCall> call);
+  // Takes out the call `find` returned.
+  void erase(std::shared_ptr<AsyncCall>* at) noexcept;
+  template <class F>
+  void forEach(F&& f) {
+    for (auto& s : slots_) {
+      if (s) f(s);
+    }
+    for (auto& [id, c] : overflow_) f(c);
+  }
+  void clear() noexcept;
+  bool empty() const noexcept { return count_ == 0; }
+
+ private:
+  std::vector<std::shared_ptr<AsyncCall>> slots_;
+  std::unordered_map<uint64_t, std::shared_ptr<AsyncCall>> overflow_;
+  size_t count_ = 0;
 };
 
 // Records the client span of the call in progress on `ch` (if it has one) with its outcome.
@@ -333,8 +371,8 @@ class CallerChannel : public std::enable_shared_from_this<CallerChannel> {
   // closing; lock order: asyncMu before any AsyncCall::m.
   std::mutex asyncMu;
   std::atomic<bool> asyncMode{false};
-  uint64_t conn = 1;  // bumped on every open and close: which connection a record belongs to
-  std::unordered_map<uint64_t, std::shared_ptr<AsyncCall>> pending;  // by call id
+  uint64_t conn = 1;     // bumped on every open and close: which connection a record belongs to
+  PendingCalls pending;  // by call id
   std::deque<std::shared_ptr<AsyncCall>> unread;  // completed, reply still in the ring
   bool failedConn = false;              // pending calls of this connection were failed (peer gone)
   std::atomic<bool> brokenConn{false};  // the completion thread found the ring corrupt
