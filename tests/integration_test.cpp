@@ -629,7 +629,6 @@ size_t countOf(const std::string& text, const std::string& needle) {
   return n;
 }
 
-// No transport forced: each client picks shared memory unless it cannot map it.
 // CPU time (user + system, in clock ticks) of this process's thread named `name`; -1 if none.
 long threadTicks(const std::string& name) {
   for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
@@ -723,6 +722,53 @@ TEST_F(SharedMemoryOnly, WaitersReadTheirOwnReplies_TheCompletionThreadSleepsMea
   EXPECT_EQ(last->results().getSeq(), 5u);
 }
 
+// A thread that keeps collecting answers already there must not keep the completion thread from
+// delivering the answer another thread sleeps for (it gave up spinning): that answer is nobody
+// else's to read.
+TEST_F(SharedMemoryOnly, AWaiterAsleepGetsItsAnswer_WhileAnotherThreadCollectsFinishedCalls) {
+  auto svc = service();
+  auto client = connect();  // adaptive: a waiter spins 50 us, then sleeps on its call
+  auto stub = client->bind<TestService>("hms.test").valueOrThrow();
+  std::vector<Future<TestService::EchoResults>> finished;
+  for (uint64_t i = 0; i < 16; ++i) {
+    finished.push_back(
+        stub.callAsync<&TestService::Client::echoRequest>([&](auto p) { p.setSeq(i); }));
+  }
+  for (auto& f : finished) ASSERT_TRUE(f.waitFor(std::chrono::seconds(30)));
+  std::atomic<bool> stop{false};
+  std::atomic<uint64_t> looks{0};
+  std::thread collector([&] {
+    // Each wait finds its answer there at once, for as long as the other thread waits.
+    for (size_t i = 0; !stop.load(); i = (i + 1) % finished.size()) {
+      if (finished[i].waitFor(std::chrono::nanoseconds(0))) looks.fetch_add(1);
+    }
+  });
+  // The service takes 300 ms: the waiter sleeps well before the answer comes.
+  Status outcome(StatusCode::kUnknown, "not run");
+  std::thread waiter([&] {
+    auto r = stub.callAsync<&TestService::Client::sleepRequest>(
+                     [](auto p) { p.setMs(300); }, {.timeout = std::chrono::seconds(5)})
+                 .get();
+    outcome = r.ok() ? Status() : r.status();
+  });
+  // Meanwhile an answer nobody waits on (its Future is polled) wakes the completion thread,
+  // which then looks at the channel while the collector is busy on it.
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  auto polled = stub.callAsync<&TestService::Client::echoRequest>([](auto p) { p.setSeq(99); });
+  EXPECT_TRUE(waitUntil([&] { return polled.ready(); }, std::chrono::seconds(30)));
+  waiter.join();
+  stop = true;
+  collector.join();
+  EXPECT_TRUE(outcome.ok()) << outcome.toString();  // not DEADLINE_EXCEEDED: it was delivered
+  EXPECT_GT(looks.load(), 0u);
+  for (uint64_t i = 0; i < finished.size(); ++i) {
+    auto done = finished[i].get();
+    ASSERT_TRUE(done.ok()) << done.status().toString();
+    EXPECT_EQ(done->results().getSeq(), i);
+  }
+}
+
+// No transport forced: each client picks shared memory unless it cannot map it.
 class Fallback : public IntegrationBase {};
 
 TEST_F(Fallback, CallerWithoutSharedMemory_FallsBackToSockets_AndLogsWhyOnce) {

@@ -80,7 +80,8 @@ void PendingCalls::insert(std::shared_ptr<AsyncCall> call) {
 
 void PendingCalls::erase(std::shared_ptr<AsyncCall>* at) noexcept {
   --count_;
-  if (!slots_.empty() && at >= slots_.data() && at < slots_.data() + slots_.size()) {
+  const std::less<const std::shared_ptr<AsyncCall>*> before;
+  if (!slots_.empty() && !before(at, slots_.data()) && before(at, slots_.data() + slots_.size())) {
     at->reset();
     return;
   }
@@ -361,19 +362,32 @@ namespace {
 // there. On a socket channel each look is a non-blocking receive, as the socket transport's own
 // spin does. Returns false when it is not by the end of the spin budget (or at once for
 // blocking waits): the caller then sleeps on call.cv and the completion thread delivers.
+// A waiter that gave up spinning and sleeps on its call's condition variable: while one does, the
+// completion thread reads the channel (nobody else will), however busy other waiters on it are.
+struct Sleeper {
+  CallerChannel* ch = nullptr;
+  void arm(CallerChannel& c) noexcept {
+    if (ch) return;
+    ch = &c;
+    ch->sleepers.fetch_add(1, std::memory_order_acq_rel);
+  }
+  Sleeper() = default;
+  Sleeper(const Sleeper&) = delete;
+  Sleeper& operator=(const Sleeper&) = delete;
+  ~Sleeper() {
+    if (ch) ch->sleepers.fetch_sub(1, std::memory_order_acq_rel);
+  }
+};
+
 template <class Have>
-bool spinOnOwnChannel(AsyncCall& call, int64_t limit, Have&& have) {
+bool spinOnOwnChannel(AsyncCall& call, int64_t limit, Sleeper& sleeper, Have&& have) {
   CallerChannel* ch = call.ch.get();
   if (!ch || ch->client->policy.kind == WaitKind::kBlocking) return false;
   {
     std::lock_guard cl(call.m);
-    if (have()) {
-      // A waiter that finds its answer there is a waiter too: had it not been, this thread
-      // would have read the channel itself. Counted, or a completion thread that delivers
-      // ahead of the waiters would never give the reading back to them.
-      ch->spinEpoch.fetch_add(1, std::memory_order_relaxed);
-      return true;
-    }
+    // Found there: not counted as reading the channel (it read nothing), or a thread that only
+    // collects finished calls would keep the completion thread from delivering the rest.
+    if (have()) return true;
   }
   std::shared_ptr<Mapping> keep;  // the counters below stay mapped if the channel reopens
   const uint64_t* records = nullptr;
@@ -398,18 +412,22 @@ bool spinOnOwnChannel(AsyncCall& call, int64_t limit, Have&& have) {
   struct Cover {
     CallerChannel& ch;
     Completions& completions;
+    Sleeper& sleeper;
     bool got = false;
-    Cover(CallerChannel& c, Completions& cs) : ch(c), completions(cs) {
+    Cover(CallerChannel& c, Completions& cs, Sleeper& s) : ch(c), completions(cs), sleeper(s) {
       ch.spinners.fetch_add(1, std::memory_order_acq_rel);
     }
     ~Cover() {
+      // Counted as a sleeper before it stops counting as a spinner: the completion thread never
+      // sees a channel that nobody reads as covered.
+      if (!got) sleeper.arm(ch);
       ch.spinEpoch.fetch_add(1, std::memory_order_acq_rel);
       ch.spinners.fetch_sub(1, std::memory_order_acq_rel);
       if (!got) completions.uncover(ch);
     }
   };
   std::optional<Cover> cover;
-  if (!socket) cover.emplace(*ch, completions);
+  if (!socket) cover.emplace(*ch, completions, sleeper);
   auto found = [&] {
     if (cover) cover->got = true;
     return true;
@@ -450,7 +468,9 @@ bool awaitReady(AsyncCall& call, std::chrono::nanoseconds timeout) noexcept {
   const int64_t until = timeout.count() >= kNoDeadline - monotonicNs()
                             ? kNoDeadline
                             : monotonicNs() + timeout.count();
-  if (spinOnOwnChannel(call, std::min(until, call.deadlineNs), [&] { return call.done; })) {
+  Sleeper sleeper;
+  if (spinOnOwnChannel(call, std::min(until, call.deadlineNs), sleeper,
+                       [&] { return call.done; })) {
     return true;
   }
   {
@@ -513,6 +533,7 @@ uint64_t asyncCallId(const AsyncCall& call) noexcept {
 }
 
 void thenAsync(const std::shared_ptr<AsyncCall>& call, AsyncCallback cb) noexcept {
+  call->hasCallback.store(true, std::memory_order_relaxed);
   bool now = false;
   {
     std::lock_guard cl(call->m);
@@ -572,6 +593,7 @@ Status cancelAsync(const std::shared_ptr<AsyncCall>& call) noexcept {
 }
 
 bool streamNext(AsyncCall& call, capnp::MessageReader*& reader, Status& status) noexcept {
+  Sleeper sleeper;  // counted while this thread sleeps on the call
   std::unique_lock cl(call.m);
   call.reader.reset();
   std::optional<AsyncMessage> previous = std::move(call.current);
@@ -585,7 +607,8 @@ bool streamNext(AsyncCall& call, capnp::MessageReader*& reader, Status& status) 
   if (call.items.empty() && !call.done) {
     cl.unlock();
     givePreviousBack();
-    (void)spinOnOwnChannel(call, call.deadlineNs, [&] { return call.done || !call.items.empty(); });
+    (void)spinOnOwnChannel(call, call.deadlineNs, sleeper,
+                           [&] { return call.done || !call.items.empty(); });
     cl.lock();
   }
   bool got = false;
@@ -631,7 +654,9 @@ bool streamNext(AsyncCall& call, capnp::MessageReader*& reader, Status& status) 
 namespace {
 thread_local bool tOnCompletionThread = false;  // set for good by the completion threads
 // How long the shared-memory completion thread sleeps at a time while waiters read its channels
-// themselves: what a reply that comes just after the last of them stopped may wait at most.
+// themselves. A reply nobody waits on that comes just after the last of them stopped may wait up
+// to twice this (a look that saw it spin sleeps once more); never a callback's, nor that of a
+// waiter that gave up spinning (those end the cover at once).
 constexpr int64_t kCoverNs = 1'000'000;
 }  // namespace
 
@@ -819,8 +844,6 @@ void Completions::runShm() {
     uint64_t seen = 0;
     const uint32_t* serviceState = nullptr;
     const std::atomic<uint32_t>* spinners = nullptr;
-    const std::atomic<uint64_t>* spinEpoch = nullptr;
-    uint64_t epoch = 0;
   };
   std::vector<Watch> watches;
   // Spin mode is for the waits of the caller's threads (and they read their own replies). This
@@ -837,20 +860,31 @@ void Completions::runShm() {
     const uint64_t uncovers = uncovers_.load(std::memory_order_acquire);
     watches.clear();
     // Covered: every channel is read by a thread spinning on its own call, or was since the last
-    // look. Then this thread sleeps where the replies do not wake it, for up to kCoverNs at a
-    // time, instead of spinning beside them.
+    // look (see below). Then this thread sleeps where the replies do not wake it, for up to
+    // kCoverNs at a time, instead of spinning beside them.
     bool covered = true;
     for (auto& ch : chans) {
       std::lock_guard lock(ch->asyncMu);
       if (!ch->isOpen || ch->link || ch->failedConn) continue;
+      // Not covered: a waiter gave up since the last look, or one sleeps on its call; or nobody
+      // reads the channel now and, with a callback to deliver, nobody did since the last look
+      // either (a callback is this thread's to run, and soon).
+      const bool gaveUp = ch->spinnerGaveUp.exchange(false, std::memory_order_acq_rel);
       const uint64_t epoch = ch->spinEpoch.load(std::memory_order_acquire);
-      const bool spun = ch->spinners.load(std::memory_order_acquire) != 0 || epoch != ch->coverSeen;
+      const bool spinning = ch->spinners.load(std::memory_order_acquire) != 0;
+      bool callbacks = false;
+      if (!spinning) {
+        ch->pending.forEach([&](const std::shared_ptr<AsyncCall>& c) {
+          callbacks |= c->hasCallback.load(std::memory_order_relaxed);
+        });
+      }
+      const bool spun = spinning || (epoch != ch->coverSeen && !callbacks);
       ch->coverSeen = epoch;
-      if (ch->spinnerGaveUp.exchange(false, std::memory_order_acq_rel) || !spun) covered = false;
+      if (gaveUp || ch->sleepers.load(std::memory_order_acquire) != 0 || !spun) covered = false;
       const uint64_t* records = &ch->hdr_->response.records;
       watches.push_back(Watch{ch->segment, ch->responses.nextLength(), records,
                               loadAcquire(*const_cast<uint64_t*>(records)), &ch->hdr_->serviceState,
-                              &ch->spinners, &ch->spinEpoch, epoch});
+                              &ch->spinners});
     }
     if (covered && !watches.empty()) {
       chans.clear();
@@ -882,8 +916,7 @@ void Completions::runShm() {
       }
       // Waiters are back on every channel: leave the reading to them (the loop sleeps, covered).
       if (!watches.empty() && std::all_of(watches.begin(), watches.end(), [](const Watch& w) {
-            return w.spinners->load(std::memory_order_relaxed) != 0 ||
-                   w.spinEpoch->load(std::memory_order_relaxed) != w.epoch;
+            return w.spinners->load(std::memory_order_relaxed) != 0;
           })) {
         return true;
       }

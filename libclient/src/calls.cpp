@@ -663,6 +663,7 @@ std::shared_ptr<AsyncCall> sendAsync(const std::shared_ptr<CallerChannel>& chp, 
     call->stream = stream;
     call->method = ch.methodName;
     const bool hasCallback = cb != nullptr;
+    call->hasCallback.store(hasCallback, std::memory_order_relaxed);
     call->callback = std::move(cb);
     if (ch.metricsSlot) {
       // Begun on this thread's slot; ended on the slot of whichever thread ends it.

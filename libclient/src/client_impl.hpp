@@ -115,6 +115,7 @@ struct AsyncCall {
   std::optional<capnp::SegmentArrayMessageReader> reader;
   AsyncCallback callback;  // runs once on the completion thread
   bool callbackQueued = false;
+  std::atomic<bool> hasCallback{false};  // a callback (not a Future's waiter) takes the result
   uint32_t metricsFamily = 0;  // the series + 1 (0: uncounted), ended by whichever thread ends it
   int64_t startNs = 0;
   std::optional<Span> span;  // the client span, recorded when the call ends
@@ -147,6 +148,7 @@ class PendingCalls {
   }
   void clear() noexcept;
   bool empty() const noexcept { return count_ == 0; }
+  size_t slotCount() const noexcept { return slots_.size(); }  // the table's size (tests)
 
  private:
   std::vector<std::shared_ptr<AsyncCall>> slots_;
@@ -385,7 +387,8 @@ class CallerChannel : public std::enable_shared_from_this<CallerChannel> {
   std::atomic<uint32_t> spinners{0};
   std::atomic<uint64_t> spinEpoch{0};  // bumped when a spin begins and ends
   std::atomic<bool> spinnerGaveUp{false};
-  uint64_t coverSeen = 0;  // spinEpoch when the completion thread last looked (its own)
+  std::atomic<uint32_t> sleepers{0};  // waiters asleep on their call (they gave up spinning)
+  uint64_t coverSeen = 0;             // spinEpoch when the completion thread last looked (its own)
 
  private:
   std::mutex leaseMu_;
