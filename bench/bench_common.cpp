@@ -153,6 +153,27 @@ bool waitForLine(int fd, const char* needle, int timeoutMs) {
   return true;
 }
 
+// Reads the line starting with `prefix` from `fd`; empty on timeout or EOF.
+std::string readLineStarting(int fd, const char* prefix, int timeoutMs) {
+  std::string got;
+  const int64_t deadline = nowNs() + int64_t(timeoutMs) * 1'000'000;
+  for (;;) {
+    size_t at = got.find(prefix);
+    if (at != std::string::npos) {
+      const size_t end = got.find('\n', at);
+      if (end != std::string::npos) return got.substr(at, end - at);
+    }
+    const int left = int((deadline - nowNs()) / 1'000'000);
+    if (left <= 0) return "";
+    pollfd p{fd, POLLIN, 0};
+    if (poll(&p, 1, left) <= 0) continue;
+    char buf[256];
+    const ssize_t n = read(fd, buf, sizeof(buf));
+    if (n <= 0) return "";
+    got.append(buf, size_t(n));
+  }
+}
+
 EchoServer::EchoServer(const Options& o, const std::string& self, const std::string& socket,
                        const std::string& mode) {
   int pipeFd[2];

@@ -37,14 +37,15 @@ struct Options {
   bool json = false;
   std::vector<std::string> modes = {"spin", "adaptive", "blocking", "socket-blocking"};
   std::vector<size_t> sizes = {64, 1024, 65536, 1 << 20};
-  std::vector<std::string> patterns = {"rtt",   "sizes", "async",  "stream",
-                                       "setup", "idle",  "pubsub", "json"};
+  std::vector<std::string> patterns = {"rtt",  "sizes",  "async", "stream", "setup",
+                                       "idle", "pubsub", "json",  "callers"};
   std::vector<std::string> throughputModes = {"adaptive", "socket-blocking"};
   std::vector<unsigned> inFlight = {1, 16, 256};
   std::vector<size_t> streamSizes = {64, 65536};
   uint64_t streamItems = 0;  // --stream-items: items per stream (0: 1 GiB worth, 2 000 to 1 M)
   std::vector<unsigned> fanout = {1, 2, 4, 8};                  // pub/sub subscribers (P6)
   std::vector<std::string> pubsubModes = {"spin", "adaptive"};  // one subscriber (P5)
+  std::vector<unsigned> callers = {1, 2, 4, 8};                 // caller processes (P16)
   std::string brokerPath;
   // --binding-programs: each language's bench program (the `bindings` pattern, P13).
   std::vector<std::string> bindingPrograms;
@@ -125,6 +126,8 @@ int serveEcho(const std::string& socket, const std::string& mode, const Options&
 pid_t spawn(const std::vector<std::string>& argv, int stdoutFd = -1);
 
 bool waitForLine(int fd, const char* needle, int timeoutMs);
+// Reads the line starting with `prefix` from `fd`; empty on timeout or EOF.
+std::string readLineStarting(int fd, const char* prefix, int timeoutMs);
 
 // The echo service of one mode in a child process (this binary with --serve), stopped at the end.
 class EchoServer {

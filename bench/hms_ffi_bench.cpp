@@ -60,7 +60,7 @@ std::vector<std::string> splitList(const std::string& list) {
 int main(int argc, char** argv) {
   using namespace hms::ffi::bench_tool;
   Options o;
-  std::string serveMode, socket, subscribeTopic;
+  std::string serveMode, socket, subscribeTopic, callLoadMode, goFile;
   bool iterationsGiven = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -69,6 +69,10 @@ int main(int argc, char** argv) {
       serveMode = next();
     else if (a == "--subscribe")
       subscribeTopic = next();
+    else if (a == "--call-load")
+      callLoadMode = next();
+    else if (a == "--go-file")
+      goFile = next();
     else if (a == "--socket")
       socket = next();
     else if (a == "--iterations") {
@@ -128,11 +132,11 @@ int main(int argc, char** argv) {
       for (const auto& pat : o.patterns) {
         if (pat != "rtt" && pat != "sizes" && pat != "async" && pat != "stream" && pat != "setup" &&
             pat != "pubsub" && pat != "idle" && pat != "json" && pat != "bindings" &&
-            pat != "policy" && pat != "metrics") {
+            pat != "policy" && pat != "metrics" && pat != "callers") {
           std::fprintf(
               stderr,
               "hms-ffi-bench: --patterns takes rtt,sizes,async,stream,setup,idle,pubsub,json,"
-              "bindings,policy,metrics, not "
+              "callers,bindings,policy,metrics, not "
               "'%s'\n",
               pat.c_str());
           return 2;
@@ -146,6 +150,16 @@ int main(int argc, char** argv) {
       o.streamItems = std::strtoull(next().c_str(), nullptr, 10);
     } else if (a == "--pubsub-modes") {
       o.pubsubModes = splitList(next());
+    } else if (a == "--callers") {
+      o.callers.clear();
+      for (const auto& v : splitList(next())) {
+        const int n = std::atoi(v.c_str());
+        if (n < 1 || n > 64) {
+          std::fprintf(stderr, "hms-ffi-bench: --callers takes caller process counts 1 to 64\n");
+          return 2;
+        }
+        o.callers.push_back(unsigned(n));
+      }
     } else if (a == "--fanout") {
       o.fanout.clear();
       for (const auto& v : splitList(next())) {
@@ -158,7 +172,8 @@ int main(int argc, char** argv) {
       }
     } else if (a == "--help" || a == "-h") {
       std::puts(
-          "usage: hms-ffi-bench [--patterns rtt,sizes,async,stream,setup,idle,pubsub,json]\n"
+          "usage: hms-ffi-bench [--patterns "
+          "rtt,sizes,async,stream,setup,idle,pubsub,json,callers]\n"
           "                     [--iterations N] [--duration SECONDS] [--warmup N]\n"
           "                     [--modes spin,adaptive,blocking,socket-blocking,...]\n"
           "                     [--sizes 64,1024,65536,1048576 (0: none)]\n"
@@ -167,7 +182,9 @@ int main(int argc, char** argv) {
           "                     [--stream-sizes 64,65536] [--stream-items N] [--cpus 0,1 | "
           "--no-pin]\n"
           "                     [--json]\n"
-          "                     [--pubsub-modes spin,adaptive] [--fanout 1,2,4,8] [--broker PATH]\n"
+          "                     [--pubsub-modes spin,adaptive] [--fanout 1,2,4,8] [--callers "
+          "1,2,4,8]\n"
+          "                     [--broker PATH]\n"
           "                     [--binding-programs PATH,PATH]\n"
           "rtt:    64-byte round trips between two processes: HMS-FFI calls per wait mode\n"
           "        (--modes) beside raw shared-memory spin and futex ping-pongs, a raw UDS\n"
@@ -176,7 +193,8 @@ int main(int argc, char** argv) {
           "Unix-socket\n"
           "        transport and is compared with raw UDS slices taken between its own.\n"
           "sizes:  requests of --sizes bytes built in place, beside a raw in-place round trip.\n"
-          "async:  64-byte asynchronous calls, --in-flight deep, --iterations of them (calls/s).\n"
+          "async:  64-byte asynchronous calls, --in-flight deep, --iterations of them (calls/s),\n"
+          "        each just after synchronous calls of the same mode (P10).\n"
           "stream: one server stream per --stream-sizes item size (items/s, GB/s).\n"
           "        async and stream run per --throughput-modes, beside a raw SPSC ring between\n"
           "        two processes moving records of the same size one way.\n"
@@ -189,6 +207,9 @@ int main(int argc, char** argv) {
           "        CPU per message (P6).\n"
           "json:   a JSON-level 64-byte echo (JsonStub) in adaptive mode, in slices beside the\n"
           "        typed call of the same mode (P12).\n"
+          "callers: --callers counts (1,2,4,8) of caller processes calling one adaptive echo\n"
+          "        service at once, 64-byte calls back to back for --duration (1 s) each: the\n"
+          "        aggregate calls/s, the slowest caller's, the median p50 and worst p99 (P16).\n"
           "bindings (not run by default): each --binding-programs program (default: Go, Rust,\n"
           "        Python, Ruby and PHP ones of this build and tree) calls the echo service in\n"
           "        blocking and adaptive mode beside its language's own blocking UDS ping-pong\n"
@@ -217,6 +238,7 @@ int main(int argc, char** argv) {
   if (o.durationNs > 0 && !iterationsGiven) o.iterations = 5'000'000;
   if (!subscribeTopic.empty())
     return subscribeSamples(socket, serveMode, subscribeTopic, "block", o);
+  if (!callLoadMode.empty()) return callLoad(socket, callLoadMode, goFile, o);
   if (!serveMode.empty()) return serveEcho(socket, serveMode, o);
   if (std::thread::hardware_concurrency() < 2) o.pin = false;
 
@@ -257,7 +279,8 @@ int main(int argc, char** argv) {
   }
   // Throughput, one way or with many calls in flight, each beside the raw SPSC ring moving
   // records of the same size (measured just before the figures it is compared with).
-  std::vector<std::pair<Rate, Rate>> rates;    // (raw ring, hms-ffi)
+  std::vector<std::pair<Rate, Rate>> rates;  // (raw ring, hms-ffi)
+  std::vector<AsyncVsSync> asyncVsSync;
   constexpr size_t kRingBytes = 4u << 20;      // the echo service's rings
   std::vector<std::pair<Stats, Stats>> setup;  // (open, discover) per mode
   std::vector<IdleCpu> idle;
@@ -276,7 +299,12 @@ int main(int argc, char** argv) {
       const uint64_t calls = uint64_t(o.iterations);
       const Rate raw = rawRing(o, 64, std::min<uint64_t>(calls, 1'000'000), kRingBytes);
       for (unsigned n : o.inFlight) {
-        if (auto r = ffiAsync(socket, mode, n, calls, o.durationNs)) rates.emplace_back(raw, *r);
+        // Each asynchronous rate just after the synchronous one it is compared with (P10).
+        auto sync = ffiSyncRate(socket, mode, calls, o.durationNs);
+        auto r = ffiAsync(socket, mode, n, calls, o.durationNs);
+        if (sync) rates.emplace_back(raw, *sync);
+        if (r) rates.emplace_back(raw, *r);
+        if (sync && r) asyncVsSync.push_back({mode, n, raw, *sync, *r});
       }
     }
     for (size_t bytes : o.runs("stream") ? o.streamSizes : std::vector<size_t>{}) {
@@ -299,6 +327,20 @@ int main(int argc, char** argv) {
     for (unsigned n : o.fanout) {
       if (auto r = ffiPubSub(o, self, socket, "adaptive", n, count / 4)) fanout.push_back(*r);
     }
+  }
+  // N caller processes to one service (P16), adaptive: one echo service for all the counts.
+  std::vector<CallersResult> callersRows;
+  if (o.runs("callers") && !o.callers.empty()) {
+    EchoServer server(o, self, socket, "adaptive");
+    if (server.up()) {
+      const int64_t each = o.durationNs > 0 ? o.durationNs : 1'000'000'000;
+      for (unsigned n : o.callers) {
+        if (auto r = ffiCallers(o, self, socket, dir, "adaptive", n, each)) {
+          callersRows.push_back(*r);
+        }
+      }
+    }
+    pinCaller(o);
   }
   std::optional<JsonResult> jsonCall;
   if (o.runs("json")) jsonCall = ffiJson(o, self, socket, "adaptive");
@@ -377,6 +419,12 @@ int main(int argc, char** argv) {
           ",{\"name\":\"%s\",\"subscribers\":%u,\"msgs_per_s\":%.0f,"
           "\"publisher_cpu_ns_per_msg\":%.1f,\"publisher_wall_ns_per_msg\":%.1f}",
           f.rate.name.c_str(), f.subscribers, f.rate.msgsPerSec, f.pubCpuNs, f.pubWallNs);
+    }
+    for (const auto& r : callersRows) {
+      std::printf(
+          ",{\"name\":\"%u callers, %s\",\"callers\":%u,\"calls_per_s\":%.0f,"
+          "\"slowest_caller_calls_per_s\":%.0f,\"p50_us\":%.3f,\"p99_us\":%.3f}",
+          r.callers, r.mode.c_str(), r.callers, r.callsPerSec, r.minPerCaller, r.p50, r.p99);
     }
     for (const auto& r : idle) {
       std::printf(
@@ -527,6 +575,26 @@ int main(int argc, char** argv) {
                   f.rate.bytesPerSec / 1e9, "", f.pubCpuNs);
     }
   }
+  if (!callersRows.empty()) {
+    std::string where = "unpinned";
+    if (o.pin) {
+      where = "the callers share CPU " + std::to_string(o.callerCpu) + ", the service has CPU " +
+              std::to_string(o.peerCpu);
+    }
+    std::printf(
+        "\nN caller processes to one service, %s, 64 B calls back to back, all at once (%s):\n",
+        callersRows.front().mode.c_str(), where.c_str());
+    std::printf("%-44s %12s %9s %14s %9s %9s\n", "", "calls/s", "vs 1", "slowest caller", "p50 us",
+                "p99 us");
+    const double one = callersRows.front().callers == 1 ? callersRows.front().callsPerSec : 0;
+    for (const auto& r : callersRows) {
+      const std::string name = std::to_string(r.callers) + " caller" + (r.callers == 1 ? "" : "s");
+      char vsOne[16] = "-";
+      if (one > 0) std::snprintf(vsOne, sizeof(vsOne), "%.2fx", r.callsPerSec / one);
+      std::printf("%-44s %12.0f %9s %14.0f %9.2f %9.2f\n", name.c_str(), r.callsPerSec, vsOne,
+                  r.minPerCaller, r.p50, r.p99);
+    }
+  }
   if (!setup.empty()) {
     std::printf("\nsetup (us):\n");
     for (const auto& [openTime, discoverTime] : setup) {
@@ -624,11 +692,47 @@ int main(int argc, char** argv) {
         openTime.p50, verdict(openTime.p50 <= 200), discoverTime.p50,
         verdict(discoverTime.p50 <= 1));
   }
+  for (const auto& p : asyncVsSync) {
+    if (p.mode != "adaptive") continue;  // P10 is the default mode's
+    const double x = p.async.msgsPerSec / p.sync.msgsPerSec;
+    const double ring = p.async.msgsPerSec / p.raw.msgsPerSec;
+    if (p.inFlight != 16 && p.inFlight != 256) {
+      std::printf("  P10 async %s, %u in flight: %.2fx the synchronous rate just before it\n",
+                  p.mode.c_str(), p.inFlight, x);
+      continue;
+    }
+    std::printf(
+        "  P10 async %s, %u in flight: %.2fx the synchronous rate just before it (>= 3x): %s",
+        p.mode.c_str(), p.inFlight, x, verdict(x >= 3));
+    if (p.inFlight == 256) {
+      std::printf("; %.2fx the raw SPSC ring (>= 0.15x): %s", ring, verdict(ring >= 0.15));
+    }
+    std::printf("\n");
+  }
   for (const auto& [raw, f] : pubsubOne) {
     if (f.mode.rfind("socket", 0) == 0) continue;  // P5 is the shared-memory path
     const double r = f.rate.msgsPerSec / raw.msgsPerSec;
     std::printf("  P5 pub/sub one way, %s: %.2fx the raw SPSC ring (>= 0.7x): %s\n", f.mode.c_str(),
                 r, verdict(r >= 0.7));
+  }
+  if (callersRows.size() > 1 && callersRows.front().callers == 1) {
+    // "Does not fall as N grows": every N within 10% of the best smaller N (runs move more than
+    // that between placements, never within one).
+    double best = callersRows.front().callsPerSec, worst = 1;
+    unsigned worstN = 1;
+    for (size_t i = 1; i < callersRows.size(); ++i) {
+      const double x = callersRows[i].callsPerSec / best;
+      if (x < worst) {
+        worst = x;
+        worstN = callersRows[i].callers;
+      }
+      best = std::max(best, callersRows[i].callsPerSec);
+    }
+    std::printf(
+        "  P16 %zu caller counts to one service: the aggregate rate at its lowest %.2fx the best "
+        "with fewer callers (at %u; >= 0.9x): %s; p99 %.1f us with %u\n",
+        callersRows.size(), worst, worstN, verdict(worst >= 0.9), callersRows.back().p99,
+        callersRows.back().callers);
   }
   const PubSubResult* one = nullptr;
   for (const auto& f : fanout) {

@@ -65,6 +65,41 @@ Rate rawRing(const Options& o, size_t bytes, uint64_t count, size_t ringBytes);
 std::optional<Rate> ffiAsync(const std::string& socket, const std::string& mode, unsigned inFlight,
                              uint64_t calls, int64_t durationNs);
 
+// Synchronous 64-byte echo calls back to back on one Stub (calls/s): what P10 compares the
+// asynchronous rate with.
+std::optional<Rate> ffiSyncRate(const std::string& socket, const std::string& mode, uint64_t calls,
+                                int64_t durationNs);
+
+// An asynchronous rate and the synchronous one measured just before it, in the same mode, beside
+// the same raw ring (P10).
+struct AsyncVsSync {
+  std::string mode;
+  unsigned inFlight = 0;
+  Rate raw, sync, async;
+};
+
+// ---- callers.cpp: N caller processes to one service (P16) ---------------------------------------
+
+struct CallersResult {
+  std::string mode;
+  unsigned callers = 0;
+  double callsPerSec = 0;   // all the callers together
+  double minPerCaller = 0;  // the slowest caller's rate
+  double p50 = 0;           // the median of the callers' p50s, us
+  double p99 = 0;           // the worst of the callers' p99s, us
+};
+
+// The child (this binary with --call-load MODE --go-file F): warms up, says "ready", calls from
+// when F appears until the time F holds, then prints "done <calls> <ns> <p50> <p99> <failed>".
+int callLoad(const std::string& socket, const std::string& mode, const std::string& goFile,
+             const Options& o);
+// `callers` such children calling the echo service of `mode` (already serving) at once for
+// `durationNs`.
+std::optional<CallersResult> ffiCallers(const Options& o, const std::string& self,
+                                        const std::string& socket, const std::string& dir,
+                                        const std::string& mode, unsigned callers,
+                                        int64_t durationNs);
+
 // One server stream of `items` items of `bytes` each, built in place by the service and read
 // whole, in place, by the caller (sequence numbers checked).
 std::optional<Rate> ffiStream(const std::string& socket, const std::string& mode, size_t bytes,

@@ -15,27 +15,6 @@ namespace hms::ffi::bench_tool {
 
 namespace {
 
-// Reads the line starting with `prefix` from `fd`; empty on timeout or EOF.
-std::string readLineStarting(int fd, const char* prefix, int timeoutMs) {
-  std::string got;
-  const int64_t deadline = nowNs() + int64_t(timeoutMs) * 1'000'000;
-  for (;;) {
-    size_t at = got.find(prefix);
-    if (at != std::string::npos) {
-      const size_t end = got.find('\n', at);
-      if (end != std::string::npos) return got.substr(at, end - at);
-    }
-    const int left = int((deadline - nowNs()) / 1'000'000);
-    if (left <= 0) return "";
-    pollfd p{fd, POLLIN, 0};
-    if (poll(&p, 1, left) <= 0) continue;
-    char buf[256];
-    const ssize_t n = read(fd, buf, sizeof(buf));
-    if (n <= 0) return "";
-    got.append(buf, size_t(n));
-  }
-}
-
 int64_t threadCpuNs() {
   timespec ts;
   clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);

@@ -108,6 +108,32 @@ std::optional<Rate> ffiAsync(const std::string& socket, const std::string& mode,
                 ns);
 }
 
+std::optional<Rate> ffiSyncRate(const std::string& socket, const std::string& mode, uint64_t calls,
+                                int64_t durationNs) {
+  EchoCaller caller(socket, mode);
+  if (!caller.stub) return std::nullopt;
+  auto& stub = *caller.stub;
+  uint64_t failed = 0, done = 0;
+  auto once = [&] {
+    auto reply = stub.call<&Echo::Client::echoRequest>(
+        [&](auto p) { std::memset(p.initPayload(64).begin(), int(done & 0xff), 64); });
+    if (!reply || reply->results().getPayload()[63] != uint8_t(done & 0xff)) ++failed;
+    ++done;
+  };
+  for (uint64_t i = 0; i < std::min<uint64_t>(calls / 10, 20'000); ++i) once();  // warm-up
+  const uint64_t warm = done;
+  const int64_t t0 = nowNs();
+  const int64_t until = durationNs > 0 ? t0 + durationNs : INT64_MAX;
+  while (done - warm < calls && ((done & 1023) != 0 || nowNs() < until)) once();
+  const int64_t ns = nowNs() - t0;
+  if (failed) {
+    std::fprintf(stderr, "hms-ffi-bench: %llu synchronous calls failed\n",
+                 (unsigned long long)failed);
+    ++gChecksFailed;
+  }
+  return rateOf("sync 64 B, one at a time, " + mode, 64, done - warm, ns);
+}
+
 std::optional<Rate> ffiStream(const std::string& socket, const std::string& mode, size_t bytes,
                               uint64_t items) {
   EchoCaller caller(socket, mode);

@@ -604,6 +604,8 @@ class Dispatcher {
   moodycamel::ProducerToken postToken_{events_};
   // Events posted and not yet taken: the idle loop reads this one word instead of the queue.
   std::atomic<uint32_t> pendingEvents_{0};
+  // Calls in the channels' `running` maps (on workers and stream threads), all channels together.
+  std::atomic<uint32_t> runningCalls_{0};
   bool anyClosed_ = false;  // a channel was marked closed and awaits reaping (dispatcher thread)
   std::atomic<bool> stopping_{false};
   std::map<uint64_t, std::shared_ptr<Service>> services_;  // by tag; dispatcher thread only

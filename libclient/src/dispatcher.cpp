@@ -344,7 +344,8 @@ void Dispatcher::addService(uint64_t tag, const ServiceSpec& spec) {
           }
           {
             std::lock_guard lock(ch.runningMu);
-            ch.running.erase(w.item->rec.header.callId);
+            runningCalls_.fetch_sub(uint32_t(ch.running.erase(w.item->rec.header.callId)),
+                                    std::memory_order_relaxed);
           }
           w = Work{};
           const bool socket = ch.link != nullptr;
@@ -623,6 +624,9 @@ void Dispatcher::runWhatTheCallerLeft(Channel& ch) {
 }
 
 int64_t Dispatcher::sweepDeadlines(std::vector<std::unique_ptr<Channel>>& list) {
+  // Calls run in place (no workers, no stream) are not in `running`: with none there, nothing to
+  // look at (a lock per channel per loop otherwise, on the fast path of a busy service).
+  if (runningCalls_.load(std::memory_order_relaxed) == 0) return kNoDeadline;
   const int64_t now = monotonicNs();
   int64_t next = kNoDeadline;
   std::vector<std::shared_ptr<ServerCall>> due;
@@ -691,7 +695,9 @@ bool Dispatcher::dispatch(Channel& ch, int budget) {
       call->deadlineNs = h.deadlineNs > 0 ? h.deadlineNs : kNoDeadline;
       if (!ch.link) call->spaceWake = &ch.hdr->response.producerWake;
       std::lock_guard lock(ch.runningMu);
-      ch.running[h.callId] = call;
+      if (ch.running.insert_or_assign(h.callId, call).second) {
+        runningCalls_.fetch_add(1, std::memory_order_relaxed);
+      }
       return call;
     };
     if (h.flags & kRecordStream) {
@@ -1055,7 +1061,8 @@ void Dispatcher::runStream(Channel& ch, Queued& q, const std::shared_ptr<ServerC
   sink.end(status, svc.spec.id);
   {
     std::lock_guard lock(ch.runningMu);
-    ch.running.erase(q.rec.header.callId);
+    runningCalls_.fetch_sub(uint32_t(ch.running.erase(q.rec.header.callId)),
+                            std::memory_order_relaxed);
   }
   finish(ch, q);
 }
