@@ -209,7 +209,9 @@ std::vector<PolicyResult> measurePolicy(const Options& o, const std::string& sel
 // P14 for P5: one subscriber's rate, metrics off and on (both processes), best of two rounds.
 struct PubSubPair {
   std::string mode;
-  double off = 0, on = 0;  // messages per second
+  double off = 0, on = 0;        // messages per second, best round of each
+  double cpuOff = 0, cpuOn = 0;  // the publisher's CPU ns per message, least of each
+  int rounds = 0;
 };
 
 // P14: the same typed call with the call metrics on (the default) and off, both sides (the

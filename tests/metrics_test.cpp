@@ -178,6 +178,34 @@ TEST_P(Metrics, TopicsCountPublishedAndDeliveredMessages) {
   EXPECT_EQ(t.dropped, 0u);
 }
 
+// A publisher keeps the publishing thread's slot between messages (a lookup a message tipped
+// pub/sub into its slow regime): one used by one thread after another must still count each
+// message in the slot of the thread that published it, through more threads than a segment has
+// slots (the slots of threads that ended go to the next ones).
+TEST_P(Metrics, APublisherUsedByThreadAfterThread_CountsEveryMessage) {
+  auto client = connect();
+  auto pub = client->advertise<test::Tick>("hms.test.ticks").valueOrThrow();
+  auto sub = client->subscribe<test::Tick>("hms.test.ticks").valueOrThrow();
+  constexpr uint64_t kThreads = 3000;  // more than a segment's 2621 slots
+  for (uint64_t i = 0; i < kThreads; ++i) {
+    Status st;
+    std::thread t([&] { st = pub.publish([&](test::Tick::Builder m) { m.setSeq(i); }); });
+    t.join();
+    ASSERT_TRUE(st.ok()) << "message " << i << ": " << st.toString();
+    // Read by the next thread each time too: the subscription's cached slot moves with it.
+    Status got;
+    std::thread r([&] { got = sub.next(std::chrono::seconds(20)); });
+    r.join();
+    ASSERT_TRUE(got.ok()) << "message " << i << ": " << got.toString();
+  }
+  auto snap = client->metrics();
+  ASSERT_TRUE(snap.ok()) << snap.status().toString();
+  ASSERT_EQ(snap->topics.size(), 1u);
+  EXPECT_EQ(snap->topics[0].published, kThreads);
+  EXPECT_EQ(snap->topics[0].delivered, kThreads);
+  EXPECT_EQ(snap->gauges.metricsSlotsRefused, 0u);
+}
+
 // Thread churn: every thread that calls counts in a slot of its own, and the slots of threads
 // that ended are taken by the next ones, so that more threads over a client's life than its
 // segment has slots are all counted.

@@ -45,7 +45,14 @@ struct ThreadSlots {
 };
 thread_local std::vector<ThreadSlots> tThreadSlots;
 
+std::atomic<uint64_t> gThreadSerials{0};
+thread_local const uint64_t tThreadSerial = gThreadSerials.fetch_add(1) + 1;
+
 }  // namespace
+
+uint64_t metricsThreadSerial() noexcept {
+  return tThreadSerial;
+}
 
 Status MetricsWriter::attach(UniqueFd fd, uint64_t bytes) {
   if (bytes < sizeof(MetricsHeader) + sizeof(MetricsSlot) || bytes > (uint64_t(1) << 30)) {

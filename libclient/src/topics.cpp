@@ -636,8 +636,9 @@ class PublisherImpl final : public PublisherCore {
     }
     const uint64_t seq = loan_->seq;
     st_->pub->publish(*loan_, words);
-    if (MetricsSlot* m =
-            topicMetricsSlot(*st_->client, st_->metricsFamily, kMetricsPublisher, st_->id)) {
+    if (MetricsSlot* m = metrics_.get(st_->client->metrics, [&] {
+          return topicMetricsSlot(*st_->client, st_->metricsFamily, kMetricsPublisher, st_->id);
+        })) {
       bumpSingleWriter(m->started, uint64_t(1));
       bumpSingleWriter(m->sumNs, uint64_t(words) * 8);
     }
@@ -720,6 +721,7 @@ class PublisherImpl final : public PublisherCore {
   std::atomic<uint64_t> published_{0};
   std::vector<std::shared_ptr<CursorRef>> relayedBlocking_;  // reused by publish()
   std::unique_lock<std::mutex> held_;  // st_->mu, from loan() to publish() or abandon()
+  CachedMetricsSlot metrics_;          // the publishing thread's slot of this topic's series
 };
 
 // ---- the public Subscription's engine --------------------------------------------------
@@ -814,7 +816,9 @@ class SubscriptionImpl final : public SubscriptionCore {
     seq_ = seq;
     missed_ = missed;
     dropped_ += missed;
-    if (MetricsSlot* m = topicMetricsSlot(*client_, metricsFamily_, kMetricsSubscriber, id_)) {
+    if (MetricsSlot* m = metrics_.get(client_->metrics, [&] {
+          return topicMetricsSlot(*client_, metricsFamily_, kMetricsSubscriber, id_);
+        })) {
       bumpSingleWriter(m->started, uint64_t(1));
       if (missed) bumpSingleWriter(m->sumNs, missed);
       // Only when it grew (or the slot is another, after a reconnect): no division a message.
@@ -917,6 +921,7 @@ class SubscriptionImpl final : public SubscriptionCore {
   std::atomic<bool> interrupted_{false};
   bool closed_ = false;
   std::atomic<uint32_t> metricsFamily_{0};  // this topic's subscriber series
+  CachedMetricsSlot metrics_;               // the reading thread's slot of it
   uint64_t lagCounted_ = 0;                 // the lag last written to lagSlot_
   MetricsSlot* lagSlot_ = nullptr;
 };
