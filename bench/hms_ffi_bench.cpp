@@ -219,7 +219,7 @@ int main(int argc, char** argv) {
           "        same call with no policy, alternating rounds, best p50 of each (P15).\n"
           "metrics (not run by default): the typed call, spin and adaptive, with the call\n"
           "        metrics on (the default) and off ($HMS_FFI_METRICS=off in the caller and the\n"
-          "        service), alternating rounds, best p50 of each; and one subscriber's pub/sub\n"
+          "        service), four alternating rounds, best p50 of each; and one subscriber's pub/sub\n"
           "        rate in six alternating rounds, best rate and least publisher CPU per\n"
           "        message of each (P14).\n"
           "The measuring process on the first --cpus CPU, the other on the second (0,1), unless\n"

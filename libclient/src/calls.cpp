@@ -368,6 +368,10 @@ MetricsSlot* callerMetricsSlot(CallerChannel& ch, uint16_t ordinal, std::string_
     auto& cell = ordinal < ch.metricsFamilies.size() ? ch.metricsFamilies[ordinal] : spare;
     const uint32_t f = w.family(cell, kMetricsCaller, ch.serviceId, method);
     if (family) *family = f + 1;
+    // Under the channel's lease: one thread at a time uses the cache.
+    if (ordinal < ch.metricsSlots.size()) {
+      return ch.metricsSlots[ordinal].get(w, [&] { return w.slot(f); });
+    }
     return w.slot(f);
   } catch (const std::exception&) {
     return nullptr;  // out of memory: uncounted
@@ -379,7 +383,12 @@ MetricsSlot* callerMetricsSlot(CallerChannel& ch, uint16_t ordinal, std::string_
 MetricsSlot* endingSlot(CallerChannel& ch) noexcept {
   if (ch.metricsFamily == 0) return nullptr;
   try {
-    return ch.client->metrics.slot(ch.metricsFamily - 1);
+    MetricsWriter& w = ch.client->metrics;
+    const uint16_t ordinal = ch.pendingHeader.method;
+    if (ordinal < ch.metricsSlots.size()) {  // under the lease, as in callerMetricsSlot
+      return ch.metricsSlots[ordinal].get(w, [&] { return w.slot(ch.metricsFamily - 1); });
+    }
+    return w.slot(ch.metricsFamily - 1);
   } catch (const std::exception&) {
     return nullptr;
   }

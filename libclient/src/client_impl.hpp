@@ -358,6 +358,8 @@ class CallerChannel : public std::enable_shared_from_this<CallerChannel> {
   int64_t spanStartUnixNs = 0;
   // The metrics series of each method of this channel, by ordinal (0: not yet known).
   std::array<std::atomic<uint32_t>, 64> metricsFamilies{};
+  // The leasing thread's slot of each, kept between its calls (metrics_writer.hpp).
+  std::array<CachedMetricsSlot, 64> metricsSlots{};
   RingProducer::Slot slot;
   RecordHeader pendingHeader{};
   TraceContextWire trace{};
