@@ -40,6 +40,25 @@ TEST(PendingCalls, TenThousandInFlight_EachFoundByItsId_InAnyOrder) {
     ASSERT_EQ(p.find(id), nullptr);
   }
   EXPECT_TRUE(p.empty());
+  EXPECT_LE(p.slotCount(), 1024u);  // the burst's table is given back once empty
+}
+
+TEST(PendingCalls, CallbacksAreCounted_AsTheyComeAndGo) {
+  PendingCalls p;
+  auto future = callWithId(1);
+  auto withCallback = callWithId(2);
+  withCallback->hasCallback = true;
+  p.insert(future);
+  p.insert(withCallback);
+  EXPECT_EQ(p.callbacks(), 1u);
+  p.countCallback(*future);  // then() on a Future still in flight
+  p.countCallback(*future);  // once only
+  EXPECT_EQ(p.callbacks(), 2u);
+  p.erase(p.find(2));
+  EXPECT_EQ(p.callbacks(), 1u);
+  p.clear();
+  EXPECT_EQ(p.callbacks(), 0u);
+  EXPECT_FALSE(future->callbackCounted);
 }
 
 TEST(PendingCalls, ALongLivedCallAmongAMillionShortOnes_StaysFound_AndTheTableStaysSmall) {

@@ -56,7 +56,14 @@ void releaseMessage(CallerChannel& ch, AsyncMessage& m) {
 
 }  // namespace
 
+void PendingCalls::countCallback(AsyncCall& call) noexcept {
+  if (call.callbackCounted) return;
+  call.callbackCounted = true;
+  ++callbacks_;
+}
+
 void PendingCalls::insert(std::shared_ptr<AsyncCall> call) {
+  if (call->hasCallback.load(std::memory_order_relaxed)) countCallback(*call);
   if (slots_.empty()) slots_.resize(64);
   for (;;) {
     auto& s = slots_[call->callId & (slots_.size() - 1)];
@@ -80,18 +87,30 @@ void PendingCalls::insert(std::shared_ptr<AsyncCall> call) {
 
 void PendingCalls::erase(std::shared_ptr<AsyncCall>* at) noexcept {
   --count_;
+  if ((*at)->callbackCounted) {
+    (*at)->callbackCounted = false;
+    --callbacks_;
+  }
   const std::less<const std::shared_ptr<AsyncCall>*> before;
   if (!slots_.empty() && !before(at, slots_.data()) && before(at, slots_.data() + slots_.size())) {
     at->reset();
-    return;
+  } else {
+    overflow_.erase((*at)->callId);
   }
-  overflow_.erase((*at)->callId);
+  // A burst of many calls in flight leaves a large table behind: given back once it is empty.
+  if (count_ == 0 && slots_.size() > kKeptSlots) clear();
 }
 
 void PendingCalls::clear() noexcept {
-  for (auto& s : slots_) s.reset();
+  forEach([](const std::shared_ptr<AsyncCall>& c) { c->callbackCounted = false; });
+  if (slots_.size() > kKeptSlots) {
+    std::vector<std::shared_ptr<AsyncCall>>().swap(slots_);
+  } else {
+    for (auto& s : slots_) s.reset();
+  }
   overflow_.clear();
   count_ = 0;
+  callbacks_ = 0;
 }
 
 std::string AsyncCall::what() const {
@@ -534,6 +553,11 @@ uint64_t asyncCallId(const AsyncCall& call) noexcept {
 
 void thenAsync(const std::shared_ptr<AsyncCall>& call, AsyncCallback cb) noexcept {
   call->hasCallback.store(true, std::memory_order_relaxed);
+  if (call->ch) {  // still in flight: the completion thread must deliver it
+    std::lock_guard lock(call->ch->asyncMu);
+    auto* at = call->ch->pending.find(call->callId);
+    if (at && *at == call) call->ch->pending.countCallback(*call);
+  }
   bool now = false;
   {
     std::lock_guard cl(call->m);
@@ -872,13 +896,7 @@ void Completions::runShm() {
       const bool gaveUp = ch->spinnerGaveUp.exchange(false, std::memory_order_acq_rel);
       const uint64_t epoch = ch->spinEpoch.load(std::memory_order_acquire);
       const bool spinning = ch->spinners.load(std::memory_order_acquire) != 0;
-      bool callbacks = false;
-      if (!spinning) {
-        ch->pending.forEach([&](const std::shared_ptr<AsyncCall>& c) {
-          callbacks |= c->hasCallback.load(std::memory_order_relaxed);
-        });
-      }
-      const bool spun = spinning || (epoch != ch->coverSeen && !callbacks);
+      const bool spun = spinning || (epoch != ch->coverSeen && ch->pending.callbacks() == 0);
       ch->coverSeen = epoch;
       if (gaveUp || ch->sleepers.load(std::memory_order_acquire) != 0 || !spun) covered = false;
       const uint64_t* records = &ch->hdr_->response.records;

@@ -116,6 +116,7 @@ struct AsyncCall {
   AsyncCallback callback;  // runs once on the completion thread
   bool callbackQueued = false;
   std::atomic<bool> hasCallback{false};  // a callback (not a Future's waiter) takes the result
+  bool callbackCounted = false;          // in PendingCalls::callbacks() (the channel's asyncMu)
   uint32_t metricsFamily = 0;  // the series + 1 (0: uncounted), ended by whichever thread ends it
   int64_t startNs = 0;
   std::optional<Span> span;  // the client span, recorded when the call ends
@@ -149,11 +150,17 @@ class PendingCalls {
   void clear() noexcept;
   bool empty() const noexcept { return count_ == 0; }
   size_t slotCount() const noexcept { return slots_.size(); }  // the table's size (tests)
+  // Calls in it whose result goes to a callback (not to a Future's waiter): what the completion
+  // thread must deliver whoever else reads the channel. `call` must be in it.
+  void countCallback(AsyncCall& call) noexcept;
+  size_t callbacks() const noexcept { return callbacks_; }
 
  private:
   std::vector<std::shared_ptr<AsyncCall>> slots_;
   std::unordered_map<uint64_t, std::shared_ptr<AsyncCall>> overflow_;
+  static constexpr size_t kKeptSlots = 1024;  // a larger table goes once it is empty
   size_t count_ = 0;
+  size_t callbacks_ = 0;
 };
 
 // Records the client span of the call in progress on `ch` (if it has one) with its outcome.
