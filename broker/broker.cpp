@@ -370,12 +370,16 @@ void Broker::accept() {
     if (!fd) {
       const int err = errno;
       if (err == EINTR || err == ECONNABORTED) continue;  // that one connection, not the socket
-      if (err != EAGAIN && err != EWOULDBLOCK) pauseAccepting(err);
+      if (err != EAGAIN && err != EWOULDBLOCK) {
+        pauseAccepting(err);
+      } else if (fdShortage_) {
+        // The backlog is drained with a descriptor to spare: the shortage is over. (Not at the
+        // first accept after one: a client leaving lets the one waiting in, and the broker is
+        // full again; that is the same shortage, not a new one to log.)
+        fdShortage_ = false;
+        spdlog::info("accepting clients again");
+      }
       return;
-    }
-    if (fdShortage_) {
-      fdShortage_ = false;
-      spdlog::info("accepting clients again");
     }
     auto cred = detail::peerIdentity(fd.get());
     if (!cred.ok()) {

@@ -326,7 +326,7 @@ class Broker {
   uint64_t nextSubscriptionId_ = 0;
   bool socketCreated_ = false;
   bool acceptPaused_ = false;  // the listening socket is out of the epoll set
-  bool fdShortage_ = false;    // an episode logged and not yet over (no accept since)
+  bool fdShortage_ = false;    // an episode logged and not yet over (backlog not drained)
 };
 
 }  // namespace hms::ffi::broker

@@ -676,7 +676,8 @@ TEST(FdExhaustion, BrokerOutOfDescriptors_WaitsQuietly_AndServesWhenAClientLeave
   auto client = connectTo(broker.socket(), o);
   ASSERT_TRUE(client) << broker.process().errors();
   EXPECT_TRUE(client->discover("hms.test").ok());
-  EXPECT_EQ(countOf(broker.process().errors(), "Too many open files"), 1u);
+  EXPECT_EQ(countOf(broker.process().errors(), "Too many open files"), 1u)
+      << broker.process().errors();
   EXPECT_NE(broker.process().errors().find("accepting clients again"), std::string::npos);
 }
 
