@@ -94,8 +94,9 @@ void Broker::reload() {
   } else if (policy_) {
     // Dropping enforcement while clients hold grants is not something a reload should do by
     // omission: the policy stays until a restart.
-    spdlog::warn("SIGHUP: the configuration names no policy any more; the current one stays in "
-                 "force until hms-ffid restarts");
+    spdlog::warn(
+        "SIGHUP: the configuration names no policy any more; the current one stays in "
+        "force until hms-ffid restarts");
     next.policyPath = options_.policyPath;
     next.policyOverlay = options_.policyOverlay;
     policy = policy_;
@@ -315,7 +316,7 @@ Status Broker::authenticate(Conn& c, const std::string& token) {
 
 Broker::GrantDecision Broker::decideGrant(const Conn& caller, const Service& svc) const {
   GrantDecision d;
-  capnp::FlatArrayMessageReader reader(kj::arrayPtr(svc.descriptor.data(), svc.descriptor.size()),
+  capnp::FlatArrayMessageReader reader(detail::asWords(svc.descriptor),
                                        detail::controlReaderOptions());
   const auto methods = reader.getRoot<wire::ServiceDescriptor>().getMethods();
   size_t size = 0;
@@ -409,7 +410,8 @@ void Broker::audit(const std::string& event, const Conn* c, const Status& outcom
   for (const auto& f : fields) {
     if (f.key == "service" || f.key == "topic") message += " " + f.key + " " + f.value;
   }
-  if (c) message += " for uid " + std::to_string(c->cred.uid) + " pid " + std::to_string(c->cred.pid);
+  if (c)
+    message += " for uid " + std::to_string(c->cred.uid) + " pid " + std::to_string(c->cred.pid);
   if (!outcome.isOk()) message += ": " + outcome.message();
   audit_->record(message, all);
 }
@@ -422,7 +424,7 @@ Status Broker::applySocketAccess(const std::string& path, bool isDirectory) {
     if (end != g.c_str() && *end == '\0') {
       socketGid_ = gid_t(n);
     } else {
-      group grp {};
+      group grp{};
       group* found = nullptr;
       std::vector<char> buf(16384);
       if (::getgrnam_r(g.c_str(), &grp, buf.data(), buf.size(), &found) != 0 || !found) {
@@ -433,18 +435,17 @@ Status Broker::applySocketAccess(const std::string& path, bool isDirectory) {
     }
   }
   if (socketGid_ != gid_t(-1) && ::chown(path.c_str(), uid_t(-1), socketGid_) != 0) {
-    return Status(StatusCode::kFailedPrecondition,
-                  detail::errnoText(("cannot give " + path + " the group " + options_.socketGroup)
-                                        .c_str(),
-                                    errno) +
-                      "; the broker must run as root or be a member of that group");
+    return Status(
+        StatusCode::kFailedPrecondition,
+        detail::errnoText(("cannot give " + path + " the group " + options_.socketGroup).c_str(),
+                          errno) +
+            "; the broker must run as root or be a member of that group");
   }
   // The socket: the configured mode (connect() needs write). The directory: the owner's
   // everything, and a way in (r-x) for whoever the socket's mode lets connect (0660: 0750).
   const mode_t sock = mode_t(options_.socketMode);
-  const mode_t mode = isDirectory ? mode_t(0700 | ((sock & 0060) ? 0050 : 0) |
-                                           ((sock & 0006) ? 0005 : 0))
-                                  : sock;
+  const mode_t mode =
+      isDirectory ? mode_t(0700 | ((sock & 0060) ? 0050 : 0) | ((sock & 0006) ? 0005 : 0)) : sock;
   if (::chmod(path.c_str(), mode) != 0) {
     return Status(StatusCode::kFailedPrecondition,
                   detail::errnoText(("chmod " + path).c_str(), errno));

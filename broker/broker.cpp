@@ -80,9 +80,8 @@ int64_t unixMillis() {
 }
 
 // A reader over a flat message the broker made itself (a stored contract, a topic schema).
-capnp::FlatArrayMessageReader readFlat(const std::vector<capnp::word>& words) {
-  return capnp::FlatArrayMessageReader(kj::arrayPtr(words.data(), words.size()),
-                                       detail::controlReaderOptions());
+capnp::FlatArrayMessageReader readFlat(const detail::FlatWords& words) {
+  return capnp::FlatArrayMessageReader(detail::asWords(words), detail::controlReaderOptions());
 }
 
 template <class Grant>
@@ -93,9 +92,8 @@ std::string firstDenial(const Grant& g) {
   return "it has no methods";
 }
 
-std::vector<capnp::word> toFlat(capnp::MessageBuilder& mb) {
-  auto flat = capnp::messageToFlatArray(mb);
-  return std::vector<capnp::word>(flat.begin(), flat.end());
+detail::FlatWords toFlat(capnp::MessageBuilder& mb) {
+  return detail::toFlatWords(capnp::messageToFlatArray(mb));
 }
 
 }  // namespace
@@ -761,8 +759,7 @@ Status Broker::onRegister(Conn& c, uint64_t rid, wire::RegisterService::Reader r
   s.ringBytes = ring;
   capnp::MallocMessageBuilder copy;
   copy.setRoot(d);
-  auto flat = capnp::messageToFlatArray(copy);
-  s.descriptor.assign(flat.begin(), flat.end());
+  s.descriptor = detail::toFlatWords(capnp::messageToFlatArray(copy));
   c.services.insert(s.key);
   const uint64_t key = s.key;
   services_.emplace(key, std::move(s));
@@ -1395,7 +1392,7 @@ Status Broker::publishRegistry() {
   for (const auto& [key, s] : services_) {
     auto e = list[i++];
     e.setKey(key);
-    capnp::FlatArrayMessageReader d(kj::arrayPtr(s.descriptor.data(), s.descriptor.size()));
+    capnp::FlatArrayMessageReader d(detail::asWords(s.descriptor));
     e.setDescriptor(d.getRoot<wire::ServiceDescriptor>());
     const Conn& owner = *conns_.at(s.clientId);
     e.setProviderClientId(s.clientId);
@@ -1427,8 +1424,7 @@ Status Broker::publishRegistry() {
     spdlog::error("registry not published: {}", s.toString());
     return s;
   }
-  auto flat = capnp::messageToFlatArray(mb);
-  snapshot_.assign(flat.begin(), flat.end());
+  snapshot_ = detail::toFlatWords(capnp::messageToFlatArray(mb));
   return Status();
 }
 

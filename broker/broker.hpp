@@ -112,7 +112,7 @@ class Broker {
     uint64_t key = 0;
     uint64_t clientId = 0;
     uint64_t tag = 0;
-    std::vector<capnp::word> descriptor;  // flat wire::ServiceDescriptor, copied from the request
+    detail::FlatWords descriptor;  // flat wire::ServiceDescriptor, copied from the request
     std::string id;
     uint32_t major = 0, minor = 0, patch = 0;
     uint32_t ringBytes = 0;
@@ -300,8 +300,8 @@ class Broker {
   std::map<std::string, std::map<VersionKey, FlatContract>> contracts_;
   // The last message type of every topic advertised in this broker's life, flat
   // wire::TopicSchema, so that a JSON publisher can take over a topic whose publisher left.
-  std::map<std::string, std::vector<capnp::word>> topicSchemas_;
-  std::vector<capnp::word> snapshot_;  // the published snapshot, flat, for getRegistry
+  std::map<std::string, detail::FlatWords> topicSchemas_;
+  detail::FlatWords snapshot_;  // the published snapshot, flat, for getRegistry
   std::map<uint64_t, std::unique_ptr<Conn>> conns_;
   std::map<uint64_t, Service> services_;
   std::map<uint64_t, Channel> channels_;

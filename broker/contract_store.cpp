@@ -204,11 +204,10 @@ void bindText(sqlite3_stmt* stmt, int index, capnp::Text::Reader text) {
 std::string checkStoredContract(const FlatContract& flat, const std::string& id, int64_t major,
                                 int64_t minor, int64_t patch) {
   try {
-    capnp::FlatArrayMessageReader reader(kj::arrayPtr(flat.data(), flat.size()),
-                                         detail::controlReaderOptions());
-    if (reader.getEnd() != flat.data() + flat.size()) {
-      return "it has " + std::to_string(flat.data() + flat.size() - reader.getEnd()) +
-             " words after the message";
+    capnp::FlatArrayMessageReader reader(detail::asWords(flat), detail::controlReaderOptions());
+    const auto words = detail::asWords(flat);
+    if (reader.getEnd() != words.end()) {
+      return "it has " + std::to_string(words.end() - reader.getEnd()) + " words after the message";
     }
     auto contract = reader.getRoot<wire::Contract>();
     (void)contract.totalSize();  // walks every pointer: a bad one throws here, not later

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "codec.hpp"
 #include "hms/ffi/control.capnp.h"
 #include "hms/ffi/status.hpp"
 
@@ -19,7 +20,7 @@ struct sqlite3_stmt;
 namespace hms::ffi::broker {
 
 // One stored contract: a flat (single segment, segment table included) wire::Contract message.
-using FlatContract = std::vector<capnp::word>;
+using FlatContract = detail::FlatWords;
 
 class ContractStore {
  public:

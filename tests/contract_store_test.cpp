@@ -102,7 +102,7 @@ Status put(ContractStore& store, const Spec& spec) {
 // A loaded contract with the reader it needs kept alive.
 struct Loaded {
   explicit Loaded(const FlatContract& flat)
-      : reader(kj::arrayPtr(flat.data(), flat.size())),
+      : reader(detail::asWords(flat)),
         contract(reader.getRoot<wire::Contract>()) {}
   capnp::FlatArrayMessageReader reader;
   wire::Contract::Reader contract;

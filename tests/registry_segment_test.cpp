@@ -6,6 +6,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "codec.hpp"
 #include "hms/ffi/registry.capnp.h"
 
 namespace hms::ffi::detail {
@@ -31,11 +32,11 @@ TEST(RegistrySegment, ReaderSeesEachPublishedSnapshot) {
     fillSnapshot(mb, round);
     ASSERT_TRUE(writer->publish(mb).isOk());
     EXPECT_EQ(reader->generation(), uint64_t(round));
-    std::vector<capnp::word> words;
+    std::vector<uint64_t> words;
     auto gen = reader->copySnapshot(words);
     ASSERT_TRUE(gen.ok());
     EXPECT_EQ(*gen, uint64_t(round));
-    capnp::FlatArrayMessageReader r(kj::arrayPtr(words.data(), words.size()));
+    capnp::FlatArrayMessageReader r(detail::asWords(words));
     auto services = r.getRoot<wire::RegistrySnapshot>().getServices();
     ASSERT_EQ(services.size(), uint(round));
     EXPECT_EQ(std::string(services[uint(round - 1)].getDescriptor().getId().cStr()),

@@ -4,6 +4,8 @@
 #include <capnp/message.h>
 #include <capnp/serialize.h>
 
+#include <cstdint>
+#include <cstring>
 #include <memory>
 #include <optional>
 #include <vector>
@@ -11,6 +13,20 @@
 #include "hms/ffi/status.hpp"
 
 namespace hms::ffi::detail {
+
+// A flat message kept in a std::vector holds 64-bit integers, not capnp::word: Cap'n Proto deletes
+// word's copy constructor when built with clang (GCC keeps it), and a vector needs one to grow.
+using FlatWords = std::vector<uint64_t>;
+
+inline kj::ArrayPtr<const capnp::word> asWords(const FlatWords& w) noexcept {
+  return kj::arrayPtr(reinterpret_cast<const capnp::word*>(w.data()), w.size());
+}
+
+inline FlatWords toFlatWords(kj::ArrayPtr<const capnp::word> a) {
+  FlatWords out(a.size());
+  if (a.size() != 0) std::memcpy(out.data(), a.begin(), a.size() * sizeof(capnp::word));
+  return out;
+}
 
 inline capnp::ReaderOptions controlReaderOptions() {
   capnp::ReaderOptions o;

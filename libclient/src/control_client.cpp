@@ -45,9 +45,9 @@ ClientOptions withDefaults(ClientOptions o) {
   if (o.auditLog.empty()) {
     if (const char* t = std::getenv("HMS_FFI_AUDIT_LOG"); t && *t) o.auditLog = t;
   }
-  if (const char* m = std::getenv("HMS_FFI_METRICS"); m && (std::string_view(m) == "off" ||
-                                                           std::string_view(m) == "0" ||
-                                                           std::string_view(m) == "false")) {
+  if (const char* m = std::getenv("HMS_FFI_METRICS");
+      m && (std::string_view(m) == "off" || std::string_view(m) == "0" ||
+            std::string_view(m) == "false")) {
     o.metrics = false;
   }
   if (o.traceDir.empty()) {
@@ -162,7 +162,7 @@ ClientImpl::ClientImpl(ClientOptions o)
     : options(withDefaults(std::move(o))),
       policy(toWaitPolicy(options)),
       socketPath(resolveSocketPath(options.socketPath)),
-      spans(options.spanSink            ? options.spanSink
+      spans(options.spanSink           ? options.spanSink
             : options.traceDir.empty() ? nullptr
                                        : jsonLinesSpanSink(options.traceDir, options.name)) {}
 
@@ -583,8 +583,7 @@ Status ClientImpl::registerWith(int sock, uint64_t tag, Served& served, bool dir
     d.setDisplayName(spec.options.displayName);
     d.setDescription(spec.options.description);
     d.setRingBytes(spec.options.ringBytes);
-    capnp::FlatArrayMessageReader nodes(
-        kj::arrayPtr(spec.schemaNodes.data(), spec.schemaNodes.size()));
+    capnp::FlatArrayMessageReader nodes(asWords(spec.schemaNodes));
     r.setSchemaNodes(nodes.getRoot<capnp::schema::CodeGeneratorRequest>().getNodes());
   };
   Result<ControlReply> reply = Status(StatusCode::kInternal, "unreachable");
@@ -661,14 +660,12 @@ bool ClientImpl::reconnect() {
 
 namespace {
 
-Result<std::shared_ptr<RegistryView>> parseView(const std::vector<capnp::word>& words,
-                                                uint64_t generation) {
+Result<std::shared_ptr<RegistryView>> parseView(const FlatWords& words, uint64_t generation) {
   auto view = std::make_shared<RegistryView>();
   view->generation = generation;
   if (!words.empty()) {
     try {
-      capnp::FlatArrayMessageReader reader(kj::arrayPtr(words.data(), words.size()),
-                                           controlReaderOptions());
+      capnp::FlatArrayMessageReader reader(asWords(words), controlReaderOptions());
       auto snap = reader.getRoot<wire::RegistrySnapshot>();
       for (auto e : snap.getServices()) view->services.push_back(toServiceInfo(e));
       for (auto e : snap.getTopics()) {
@@ -707,7 +704,7 @@ Result<std::shared_ptr<const RegistryView>> ClientImpl::fetchRegistry(uint64_t k
   // Without shared memory the snapshot comes over the control socket, in chunks; a snapshot that
   // changes between chunks is fetched again.
   for (int attempt = 0; attempt < 8; ++attempt) {
-    std::vector<capnp::word> words;
+    FlatWords words;
     uint64_t generation = 0;
     uint64_t offset = 0;
     for (;;) {
@@ -729,7 +726,7 @@ Result<std::shared_ptr<const RegistryView>> ClientImpl::fetchRegistry(uint64_t k
         if (total % sizeof(capnp::word) != 0 || total > (64ull << 20)) {
           return Status(StatusCode::kDataLoss, "the broker's registry snapshot has a bad size");
         }
-        words.assign(total / sizeof(capnp::word), capnp::word{});
+        words.assign(total / sizeof(capnp::word), 0);
       } else if (chunk.getGeneration() != generation || total != words.size() * 8) {
         break;  // changed meanwhile: start again
       }
@@ -757,7 +754,7 @@ Result<std::shared_ptr<const RegistryView>> ClientImpl::registryView() {
   if (!registry_) return Status(StatusCode::kUnavailable, "not connected to the broker");
   const uint64_t gen = registry_->generation();
   if (view_ && view_->generation == gen) return view_;
-  std::vector<capnp::word> words;
+  FlatWords words;
   auto copied = registry_->copySnapshot(words);
   if (!copied.ok()) return copied.status();
   auto view = parseView(words, *copied);

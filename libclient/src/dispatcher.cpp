@@ -141,6 +141,9 @@ class ChannelSink final : public StreamSink {
         deadline_(rec.header.deadlineNs > 0 ? rec.header.deadlineNs : kNoDeadline),
         policy_(policy),
         limitHint_(limitHint) {}
+  // Cap'n Proto's builders may throw from their destructors (noexcept(false)); a StreamSink's
+  // destructor does not.
+  ~ChannelSink() noexcept override = default;
 
   Result<capnp::MessageBuilder*> beginItem() noexcept override { return reserve(true); }
 

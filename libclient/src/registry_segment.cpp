@@ -89,7 +89,7 @@ uint64_t RegistryReader::generation() const noexcept {
   return loadAcquire(mapping_.as<RegistryHeader>()->current);
 }
 
-Result<uint64_t> RegistryReader::copySnapshot(std::vector<capnp::word>& out) const {
+Result<uint64_t> RegistryReader::copySnapshot(std::vector<uint64_t>& out) const {
   auto* h = mapping_.as<RegistryHeader>();
   for (int attempt = 0; attempt < 1000; ++attempt) {
     const uint64_t gen = loadAcquire(h->current);

@@ -41,7 +41,7 @@ class RegistryReader {
 
   // Copies the current snapshot's words into `out` (a stable copy, consistent by the slot's
   // seqlock) and returns its generation. DATA_LOSS if the segment holds nonsense.
-  Result<uint64_t> copySnapshot(std::vector<capnp::word>& out) const;
+  Result<uint64_t> copySnapshot(std::vector<uint64_t>& out) const;
 
  private:
   UniqueFd fd_;

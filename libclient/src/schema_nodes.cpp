@@ -54,13 +54,12 @@ void copyNodes(const std::vector<capnp::Schema>& schemas,
   for (unsigned i = 0; i < schemas.size(); ++i) out.setWithCaveats(i, schemas[i].getProto());
 }
 
-std::vector<capnp::word> flatNodes(capnp::Schema root) {
+FlatWords flatNodes(capnp::Schema root) {
   const auto schemas = reachableSchemas(root);
   capnp::MallocMessageBuilder mb;
   copyNodes(schemas,
             mb.initRoot<capnp::schema::CodeGeneratorRequest>().initNodes(unsigned(schemas.size())));
-  auto flat = capnp::messageToFlatArray(mb);
-  return std::vector<capnp::word>(flat.begin(), flat.end());
+  return toFlatWords(capnp::messageToFlatArray(mb));
 }
 
 }  // namespace hms::ffi::detail

@@ -8,6 +8,8 @@
 
 #include <vector>
 
+#include "codec.hpp"
+
 namespace hms::ffi::detail {
 
 // `root` and every struct, group, enum and interface it reaches (field and list element types,
@@ -22,6 +24,6 @@ void copyNodes(const std::vector<capnp::Schema>& schemas,
 // The nodes of reachableSchemas(root) as one flat message (segment table included) whose root is
 // a CodeGeneratorRequest carrying only `nodes`: what a client keeps to send with every
 // registration or advertisement, also after a broker restart.
-std::vector<capnp::word> flatNodes(capnp::Schema root);
+FlatWords flatNodes(capnp::Schema root);
 
 }  // namespace hms::ffi::detail

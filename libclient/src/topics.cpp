@@ -289,7 +289,7 @@ class PublisherState final : public PublisherEvents,
     a.setTopicId(id);
     a.setTypeId(typeId);
     a.setTypeName(typeName);
-    capnp::FlatArrayMessageReader nodes(kj::arrayPtr(schemaNodes.data(), schemaNodes.size()));
+    capnp::FlatArrayMessageReader nodes(detail::asWords(schemaNodes));
     a.setSchemaNodes(nodes.getRoot<capnp::schema::CodeGeneratorRequest>().getNodes());
     a.setSlotCount(geometry.slotCount);
     a.setSlotBytes(geometry.slotBytes);
@@ -353,8 +353,8 @@ class PublisherState final : public PublisherEvents,
   const std::chrono::nanoseconds timeout;
   uint64_t typeId = 0;
   std::string typeName, displayName, description;
-  std::vector<capnp::word> schemaNodes;  // flatNodes(type), sent with every advertise
-  std::atomic<uint64_t> topicKey{0};     // the broker's; changes when it is advertised again
+  detail::FlatWords schemaNodes;      // flatNodes(type), sent with every advertise
+  std::atomic<uint64_t> topicKey{0};  // the broker's; changes when it is advertised again
   uint64_t tag = 0;
 
   UniqueFd logFd;
@@ -570,7 +570,7 @@ void Relay::run() {
 class PublisherImpl final : public PublisherCore {
  public:
   explicit PublisherImpl(std::shared_ptr<PublisherState> st) : st_(std::move(st)) {}
-  ~PublisherImpl() override { (void)close(); }
+  ~PublisherImpl() noexcept override { (void)close(); }
 
   Result<capnp::MessageBuilder*> loan() noexcept override {
     if (st_->closed.load()) {
@@ -733,7 +733,7 @@ class SubscriptionImpl final : public SubscriptionCore {
         id_(std::move(id)),
         subscriptionId_(subscriptionId),
         policy_(client_->policy) {}
-  ~SubscriptionImpl() override { (void)close(); }
+  ~SubscriptionImpl() noexcept override { (void)close(); }
 
   Status attachShm(UniqueFd logFd, UniqueFd cursorFd, uint64_t logBytes,
                    const TopicGeometry& claimed) {

@@ -131,7 +131,6 @@ struct ServiceOptions {
   unsigned streamThreads = 2;
 };
 
-
 struct CallOptions {
   // Zero: ClientOptions::defaultTimeout.
   std::chrono::nanoseconds timeout{0};
@@ -220,11 +219,11 @@ struct Caller {
 
 // The seed's §9.3 fields of a log line written inside a call: CallContext::logFields().
 struct LogFields {
-  std::string traceId;    // 32 hex, or empty outside a trace
-  std::string spanId;     // 16 hex: this call's server span if recorded, else the caller's span
+  std::string traceId;  // 32 hex, or empty outside a trace
+  std::string spanId;   // 16 hex: this call's server span if recorded, else the caller's span
   std::string serviceId;
   std::string method;
-  std::string userId;     // the caller's token subject, else "uid:<uid>"
+  std::string userId;  // the caller's token subject, else "uid:<uid>"
   // "trace_id=… span_id=… service_id=… method=… user_id=…" (the empty ones left out).
   std::string text() const;
   // {"trace_id": …, "span_id": …, "service_id": …, "method": …, "user_id": …} (no newline).
@@ -324,8 +323,8 @@ Transport boundTransport(const CallerChannel& ch) noexcept;
 struct ServiceSpec {
   std::string id;
   Version version;
-  capnp::InterfaceSchema schema;         // its nodes go with the registration (docs/contracts.md)
-  std::vector<capnp::word> schemaNodes;  // filled by the library from `schema`
+  capnp::InterfaceSchema schema;      // its nodes go with the registration (docs/contracts.md)
+  std::vector<uint64_t> schemaNodes;  // filled by the library: a flat message of its nodes
   uint64_t interfaceId = 0;
   std::string interfaceName;
   std::vector<MethodInfo> methods;
