@@ -6,7 +6,13 @@
 #include <capnp/message.h>
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <mutex>
+#include <thread>
 #include <vector>
 
 #include "hms/cdf/debate.capnp.h"
@@ -108,6 +114,74 @@ TEST(MessageCheck, BoundsTheWorkOfAliasingPointers) {
         (uint64_t(uint32_t(int32_t(off) << 2)) | 1) | (uint64_t(6) << 32) | (uint64_t(4000) << 35);
   }
   EXPECT_FALSE(valid(w));
+}
+
+// Ends the test binary if the scope is not left within `limit`: for a check that, broken, does
+// not fail but runs for hours. Correct code takes microseconds; the limit is generous.
+class Watchdog {
+ public:
+  explicit Watchdog(std::chrono::seconds limit)
+      : thread_([this, limit] {
+          std::unique_lock lock(mu_);
+          if (!cv_.wait_for(lock, limit, [this] { return done_; })) {
+            std::fprintf(stderr, "the check is still walking after %llds: unbounded work\n",
+                         static_cast<long long>(limit.count()));
+            std::abort();
+          }
+        }) {}
+  ~Watchdog() {
+    {
+      std::lock_guard lock(mu_);
+      done_ = true;
+    }
+    cv_.notify_one();
+    thread_.join();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  std::thread thread_;
+};
+
+uint64_t listPointer(int64_t from, int64_t to, uint64_t sizeTag, uint64_t n) {
+  const int64_t off = to - (from + 1);
+  return (uint64_t(uint32_t(int32_t(off) << 2)) | 1) | (sizeTag << 32) | (n << 35);
+}
+
+uint64_t structPointer(int64_t from, int64_t to, uint64_t dataWords, uint64_t ptrs) {
+  const int64_t off = to - (from + 1);
+  return uint64_t(uint32_t(int32_t(off) << 2)) | (dataWords << 32) | (ptrs << 48);
+}
+
+TEST(MessageCheck, ZeroSizedStructListsCostNothingToCheck_HoweverManyTheyClaim) {
+  // Found by fuzz/message_check_fuzz.cpp: a composite list's tag may claim 2^29 - 1 structs of no
+  // words in a single word. Cap'n Proto reads it (and charges its traversal limit for it); the
+  // check walked it element by element. Here 2 000 pointers name that list: a trillion steps.
+  const int64_t n = 2000;
+  std::vector<uint64_t> w(size_t(n + 3), 0);
+  w[0] = listPointer(0, 1, 6, uint64_t(n));
+  const int64_t tagAt = n + 1;
+  for (int64_t i = 1; i <= n; ++i) w[size_t(i)] = listPointer(i, tagAt, 7, 0);
+  w[size_t(tagAt)] = uint64_t((int64_t(1) << 29) - 1) << 2;  // the tag: elements, no words each
+  Watchdog watchdog(std::chrono::seconds(60));
+  EXPECT_TRUE(valid(w));
+}
+
+TEST(MessageCheck, BoundsTheWorkOfPointersThatNameOneWideStruct) {
+  // A list of 16 384 pointers, all to one struct of 16 384 null pointers: every bound holds and
+  // only 16 384 pointers are followed, but each one looks at every slot again: 2^28 steps for a
+  // 256 KiB message. The check's budget counts the slots it looks at, not just the pointers.
+  const int64_t n = 16384, slots = 16384;
+  std::vector<uint64_t> w(size_t(1 + n + slots), 0);
+  w[0] = listPointer(0, 1, 6, uint64_t(n));
+  const int64_t structAt = 1 + n;
+  for (int64_t i = 1; i <= n; ++i) w[size_t(i)] = structPointer(i, structAt, 0, uint64_t(slots));
+  EXPECT_FALSE(valid(w));
+  // One pointer to it is an ordinary message.
+  w[0] = listPointer(0, 1, 6, 1);
+  EXPECT_TRUE(valid(w));
 }
 
 TEST(MessageCheck, RefusesNestingDeeperThanTheLimit) {

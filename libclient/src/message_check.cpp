@@ -9,13 +9,21 @@ constexpr int kMaxDepth = 64;
 struct Walk {
   const uint64_t* words;
   int64_t count;
-  int64_t budget;  // pointers left to follow
+  // Work left: one for each pointer followed and each pointer slot looked at. A message
+  // without aliasing costs at most twice its words; one whose pointers alias each other stops
+  // here after a bounded walk instead of making it quadratic.
+  int64_t budget;
+
+  bool charge(int64_t n) noexcept {
+    budget -= n;
+    return budget >= 0;
+  }
 
   // `at` is the index of the pointer word; depth counts the structs and lists above it.
   bool pointer(int64_t at, int depth) noexcept {
     const uint64_t p = words[at];
     if (p == 0) return true;
-    if (--budget < 0 || depth > kMaxDepth) return false;
+    if (!charge(1) || depth > kMaxDepth) return false;
     const uint32_t kind = uint32_t(p & 3);
     const int64_t target = at + 1 + (int64_t(int32_t(uint32_t(p))) >> 2);
     const uint32_t hi = uint32_t(p >> 32);
@@ -41,7 +49,7 @@ struct Walk {
         case 5:
           return target + n <= count;  // 8-byte values
         case 6: {                      // pointers
-          if (target + n > count) return false;
+          if (target + n > count || !charge(n)) return false;
           for (int64_t i = 0; i < n; ++i) {
             if (!pointer(target + i, depth + 1)) return false;
           }
@@ -55,6 +63,9 @@ struct Walk {
           const uint32_t thi = uint32_t(tag >> 32);
           const int64_t data = thi & 0xffff, ptrs = thi >> 16;
           if (elements < 0 || elements * (data + ptrs) > n) return false;
+          // Elements without pointers hold nothing to follow: a list of zero-sized structs may
+          // claim 2^29 of them in one word, and is not walked element by element.
+          if (ptrs == 0) return true;
           for (int64_t e = 0; e < elements; ++e) {
             if (!structAt(target + 1 + e * (data + ptrs), data, ptrs, depth)) return false;
           }
@@ -66,7 +77,7 @@ struct Walk {
   }
 
   bool structAt(int64_t target, int64_t data, int64_t ptrs, int depth) noexcept {
-    if (target < 0 || target + data + ptrs > count) return false;
+    if (target < 0 || target + data + ptrs > count || !charge(ptrs)) return false;
     for (int64_t i = 0; i < ptrs; ++i) {
       if (!pointer(target + data + i, depth + 1)) return false;
     }
