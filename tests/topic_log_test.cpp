@@ -282,6 +282,26 @@ TEST(TopicLog, LateJoinerGetsTheHistoryItAskedFor) {
   EXPECT_EQ(m.seq, 41u);
 }
 
+// Found by fuzz/topic_log_fuzz.cpp: a publisher that writes a message count near 2^64 into its
+// log made a drop_oldest subscriber's next() loop forever (its position wrapped to 0 past the
+// count). A count no publisher can reach is a corrupt log, for either policy.
+TEST(TopicLog, AnImpossibleMessageCountIsACorruptLog_NotAnEndlessLoop) {
+  for (const auto policy : {SlowConsumerPolicy::kDropOldest, SlowConsumerPolicy::kBlockPublisher}) {
+    Topic t({4, 128});
+    TopicPublisher pub(t.writable.data(), t.geometry);
+    SubscriberCursor* c = t.cursor(policy);
+    pub.addSubscriber(c);
+    ASSERT_TRUE(publishOne(pub));
+    TopicSubscriber sub(t.readOnly.data(), t.geometry, c);
+    TopicSubscriber::Message m;
+    uint64_t missed = 0;
+    ASSERT_EQ(sub.next(m, missed), RingStatus::kOk);
+    sub.release();
+    reinterpret_cast<TopicHeader*>(t.writable.data())->published = ~uint64_t(0);
+    EXPECT_EQ(sub.next(m, missed), RingStatus::kCorrupt);
+  }
+}
+
 TEST(TopicLogDeathTest, ASubscriberCannotWriteTheLog) {
   Topic t({4, 128});
   EXPECT_DEATH(

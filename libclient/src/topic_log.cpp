@@ -260,6 +260,9 @@ RingStatus TopicSubscriber::next(Message& m, uint64_t& missed) {
   for (;;) {
     // SYNC POINT READ, pairs with the release store in TopicPublisher::publish().
     const uint64_t published = loadAcquire(const_cast<uint64_t&>(header_->published));
+    // No publisher gets near 2^63 messages (kSlotWriting): a count there is a hostile or broken
+    // log, and one near 2^64 would wrap next_ to 0 and keep this loop going forever.
+    if (published >= kSlotWriting) return done(RingStatus::kCorrupt);
     if (published < next_) {
       flush();  // caught up: the publisher may have everything back
       return done(RingStatus::kEmpty);
