@@ -6,9 +6,7 @@
 // points at the same data many times (its traversal limit counts every read), and the broker
 // drops that client as it drops one whose request fails checkRequest().
 //
-//   cmake --preset fuzz && cmake --build build/fuzz --target hms-ffi-fuzz-control-request
-//   mkdir -p /tmp/corpus
-//   build/fuzz/fuzz/hms-ffi-fuzz-control-request -max_len=65536 /tmp/corpus fuzz/corpus/control_request
+//   scripts/fuzz.sh control-request 600
 #include <kj/exception.h>
 
 #include <cstddef>

@@ -3,9 +3,7 @@
 // no sanitizer finding. A policy it accepts is then asked the questions the broker asks. Key files
 // resolve under a directory that does not exist, so that the input alone decides the outcome.
 //
-//   cmake --preset fuzz && cmake --build build/fuzz --target hms-ffi-fuzz-policy
-//   mkdir -p /tmp/corpus
-//   build/fuzz/fuzz/hms-ffi-fuzz-policy -max_len=16384 /tmp/corpus
+//   scripts/fuzz.sh policy 600
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
