@@ -6,8 +6,10 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "client_impl.hpp"
 #include "codec.hpp"
 #include "hms/ffi/registry.capnp.h"
+#include "os.hpp"
 
 namespace hms::ffi::detail {
 namespace {
@@ -70,6 +72,51 @@ TEST(RegistrySegment, OversizedSnapshot_IsResourceExhausted_AndKeepsThePreviousO
   auto reader = RegistryReader::attach(UniqueFd(::dup(writer->fd())), writer->segmentBytes());
   ASSERT_TRUE(reader.ok());
   EXPECT_EQ(reader->generation(), 1u);
+}
+
+// Found by fuzz/registry_snapshot_fuzz.cpp: a slot header whose word count or extent wraps 64
+// bits passed the check, and the copy asked for an exabyte (std::length_error thrown through
+// the client). A segment made by hand, as a broken broker could leave it.
+TEST(RegistrySegment, ASlotHeaderThatWraps_IsDataLoss_NotAnException) {
+  constexpr uint64_t kBytes = 16 << 10;
+  auto fd = createSegment("registry-test", kBytes);
+  ASSERT_TRUE(fd.ok());
+  auto m = Mapping::map(fd->get(), kBytes, true);
+  ASSERT_TRUE(m.ok());
+  auto* h = m->as<RegistryHeader>();
+  h->magic = kRegistryMagic;
+  h->layoutVersion = kRegistryLayoutVersion;
+  h->segmentBytes = kBytes;
+  h->current = 1;
+  RegistrySlotHeader& slot = h->slots[1];
+  auto reader = RegistryReader::attach(UniqueFd(::dup(fd->get())), kBytes);
+  ASSERT_TRUE(reader.ok()) << reader.status().toString();
+  std::vector<uint64_t> words;
+  slot = RegistrySlotHeader{0, (uint64_t(1) << 61) + 1, kPageBytes, 4096, {}};  // words * 8 wraps
+  EXPECT_EQ(reader->copySnapshot(words).status().code(), StatusCode::kDataLoss);
+  slot = RegistrySlotHeader{0, 1, kPageBytes, ~uint64_t(0) - 100, {}};  // offset + capacity wraps
+  EXPECT_EQ(reader->copySnapshot(words).status().code(), StatusCode::kDataLoss);
+  slot = RegistrySlotHeader{0, 0, kPageBytes, 4096, {}};  // empty: an empty snapshot
+  auto gen = reader->copySnapshot(words);
+  ASSERT_TRUE(gen.ok()) << gen.status().toString();
+  EXPECT_TRUE(words.empty());
+}
+
+// Found by the same fuzzer: a services list of empty structs takes no words, and may claim a
+// million entries; building their views took seconds and hundreds of MiB.
+TEST(RegistrySegment, ASnapshotClaimingMoreEntriesThanItHasWords_IsDataLoss) {
+  // Root pointer to a RegistrySnapshot (2 data words, 2 pointers), whose services pointer names a
+  // composite list of 1 000 000 structs of no words.
+  std::vector<uint64_t> w(6, 0);
+  w[0] = (uint64_t(2) << 32) | (uint64_t(2) << 48);     // struct at w[1]
+  w[3] = (uint64_t(1) << 2) | 1 | (uint64_t(7) << 32);  // list at w[5], 0 words
+  w[5] = uint64_t(1'000'000) << 2;                      // tag: 1 000 000 elements of 0 words
+  // As the segment holds it: flat, after its segment table (one segment of 6 words).
+  w.insert(w.begin(), uint64_t(6) << 32);
+  auto view = parseRegistryView(w, 1);
+  ASSERT_FALSE(view.ok());
+  EXPECT_EQ(view.status().code(), StatusCode::kDataLoss);
+  EXPECT_NE(view.status().message().find("more entries than it has words"), std::string::npos);
 }
 
 TEST(RegistrySegment, Attach_RefusesASizeThatDoesNotMatch) {

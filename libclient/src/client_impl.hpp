@@ -47,6 +47,11 @@ struct RegistryView {
   std::vector<TopicInfo> topics;
 };
 
+// Reads a snapshot copied out of the registry segment (or fetched over the control socket).
+// DATA_LOSS naming the problem when it is not a RegistrySnapshot Cap'n Proto can read.
+Result<std::shared_ptr<RegistryView>> parseRegistryView(const FlatWords& words,
+                                                        uint64_t generation);
+
 // What the broker tells a publisher about its subscribers (topics.cpp), on the control thread.
 struct SubscriberAddedEvent {
   uint64_t subscriptionId = 0;

@@ -658,15 +658,21 @@ bool ClientImpl::reconnect() {
   return false;
 }
 
-namespace {
-
-Result<std::shared_ptr<RegistryView>> parseView(const FlatWords& words, uint64_t generation) {
+Result<std::shared_ptr<RegistryView>> parseRegistryView(const FlatWords& words,
+                                                        uint64_t generation) {
   auto view = std::make_shared<RegistryView>();
   view->generation = generation;
   if (!words.empty()) {
     try {
       capnp::FlatArrayMessageReader reader(asWords(words), controlReaderOptions());
       auto snap = reader.getRoot<wire::RegistrySnapshot>();
+      // Every entry the broker writes takes words of its own; a list of empty structs takes
+      // none, and may claim a million of them (found by fuzz/registry_snapshot_fuzz.cpp: seconds
+      // and hundreds of MiB to build their views).
+      if (uint64_t(snap.getServices().size()) + snap.getTopics().size() > words.size()) {
+        return Status(StatusCode::kDataLoss,
+                      "registry snapshot is malformed: it claims more entries than it has words");
+      }
       for (auto e : snap.getServices()) view->services.push_back(toServiceInfo(e));
       for (auto e : snap.getTopics()) {
         TopicInfo t;
@@ -697,8 +703,6 @@ Result<std::shared_ptr<RegistryView>> parseView(const FlatWords& words, uint64_t
             [](const auto& a, const auto& b) { return a.id < b.id; });
   return view;
 }
-
-}  // namespace
 
 Result<std::shared_ptr<const RegistryView>> ClientImpl::fetchRegistry(uint64_t knownGeneration) {
   // Without shared memory the snapshot comes over the control socket, in chunks; a snapshot that
@@ -738,7 +742,7 @@ Result<std::shared_ptr<const RegistryView>> ClientImpl::fetchRegistry(uint64_t k
       std::memcpy(reinterpret_cast<uint8_t*>(words.data()) + offset, data.begin(), data.size());
       offset += data.size();
       if (offset == total) {
-        auto view = parseView(words, generation);
+        auto view = parseRegistryView(words, generation);
         if (!view.ok()) return view.status();
         view_ = std::move(*view);
         return std::shared_ptr<const RegistryView>(view_);
@@ -757,7 +761,7 @@ Result<std::shared_ptr<const RegistryView>> ClientImpl::registryView() {
   FlatWords words;
   auto copied = registry_->copySnapshot(words);
   if (!copied.ok()) return copied.status();
-  auto view = parseView(words, *copied);
+  auto view = parseRegistryView(words, *copied);
   if (!view.ok()) return view.status();
   view_ = std::move(*view);
   return std::shared_ptr<const RegistryView>(view_);

@@ -103,11 +103,14 @@ Result<uint64_t> RegistryReader::copySnapshot(std::vector<uint64_t>& out) const 
     const uint64_t words = loadRelaxed(slot.words);
     const uint64_t offset = slot.offset;
     const uint64_t capacity = slot.capacity;
-    if (offset < kPageBytes || offset + capacity > mapping_.size() || words * 8 > capacity) {
+    // Checked without a sum or a product that could wrap (found by the registry-snapshot fuzzer:
+    // a word count near 2^61 passed `words * 8 > capacity` and asked for an exabyte).
+    if (offset < kPageBytes || offset > mapping_.size() || capacity > mapping_.size() - offset ||
+        words > capacity / 8) {
       return Status(StatusCode::kDataLoss, "registry segment header is corrupt");
     }
     out.resize(words);
-    std::memcpy(out.data(), mapping_.data() + offset, words * 8);
+    if (words != 0) std::memcpy(out.data(), mapping_.data() + offset, words * 8);
     std::atomic_thread_fence(std::memory_order_acquire);
     if (loadRelaxed(slot.seq) == seq1) return gen;
   }
