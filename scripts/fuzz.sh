@@ -8,6 +8,9 @@
 #   scripts/fuzz.sh TARGET SECONDS     one target, e.g. scripts/fuzz.sh ring-consumer 600
 #   scripts/fuzz.sh all SECONDS        every target, SECONDS each
 #   scripts/fuzz.sh list               the targets
+#
+# HMS_FUZZ_SEED=N fixes libFuzzer's random seed (CI does, so that what it finds reproduces);
+# unset, each run draws its own.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 build="$here/build/fuzz"
@@ -55,7 +58,8 @@ for t in "${run[@]}"; do
   echo "fuzz.sh: $t for ${seconds}s (log: $log)"
   # One process, the time bounded; -timeout: an input that takes 10 s is a finding (a loop).
   if "$build/fuzz/hms-ffi-fuzz-$t" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=4096 \
-      -max_len=20000 -print_final_stats=1 -artifact_prefix="$findings/$t-" "${corpora[@]}" \
+      -max_len=20000 -seed="${HMS_FUZZ_SEED:-0}" -print_final_stats=1 \
+      -artifact_prefix="$findings/$t-" "${corpora[@]}" \
       >"$log" 2>&1; then
     runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || true)
     cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 || true)
