@@ -276,6 +276,38 @@ void registrySeeds() {
   }
 }
 
+// ---- socket-link: a script of datagrams to send (op (W << 2) | 2: 32 + 8W bytes) and receives
+// (op 0) ------------------------------------------------------------------------------------
+
+Bytes socketRecord(uint16_t kind, uint16_t status, const Bytes& message) {
+  RecordHeader h{};
+  h.kind = kind;
+  h.status = status;
+  h.callId = 5;
+  h.words = uint32_t(message.size() / 8);
+  h.length = uint32_t(sizeof(RecordHeader) + message.size());
+  Bytes b;
+  append(b, &h, sizeof h);
+  b.insert(b.end(), message.begin(), message.end());
+  return b;
+}
+
+void socketSeeds() {
+  capnp::MallocMessageBuilder mb;
+  fillError(mb.initRoot<wire::RpcError>(), 2);
+  const Bytes error = segmentOf(mb);
+  Bytes script;
+  for (const Bytes& rec : {socketRecord(kRecordResponse, uint16_t(StatusCode::kNotFound), error),
+                           socketRecord(kRecordStreamEnd, 0, {})}) {
+    script.push_back(uint8_t(((rec.size() - 32) / 8) << 2 | 2));
+    script.insert(script.end(), rec.begin(), rec.end());
+    script.push_back(0);
+  }
+  script.push_back(3);  // the peer closes
+  script.push_back(0);
+  write("socket-link", "records", script);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -288,5 +320,6 @@ int main(int argc, char** argv) {
   ringSeeds();
   topicSeeds();
   registrySeeds();
+  socketSeeds();
   return 0;
 }

@@ -14,8 +14,8 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 build="$here/build/fuzz"
-targets=(control-request policy message-check ring-consumer topic-log registry-snapshot json-codec
-         token config)
+targets=(control-request policy message-check ring-consumer topic-log registry-snapshot socket-link
+         json-codec token config)
 usage="usage: scripts/fuzz.sh TARGET|all SECONDS, or scripts/fuzz.sh list"
 
 if [ "${1:-}" = list ]; then
