@@ -25,7 +25,8 @@ fi
 [ $# -eq 2 ] || { echo "$usage" >&2; exit 2; }
 which=$1
 seconds=$2
-[[ "$seconds" =~ ^[0-9]+$ ]] || { echo "fuzz.sh: SECONDS must be a whole number: $usage" >&2; exit 2; }
+# (0 would be libFuzzer's "no limit".)
+[[ "$seconds" =~ ^[1-9][0-9]*$ ]] || { echo "fuzz.sh: SECONDS must be a whole number above 0: $usage" >&2; exit 2; }
 if [ "$which" = all ]; then
   run=("${targets[@]}")
 else
@@ -66,7 +67,9 @@ for t in "${run[@]}"; do
     echo "fuzz.sh: $t: ${runs:-?} executions, no finding ($cov)"
   else
     echo "fuzz.sh: $t FAILED; the end of its log:" >&2
-    grep -E 'ERROR|SUMMARY|property broken|runtime error|Test unit written' "$log" | head -20 >&2
+    # Whatever grep finds or not, the other targets still run (set -e, pipefail).
+    { grep -E 'ERROR|SUMMARY|property broken|runtime error|Test unit written' "$log" ||
+        tail -20 "$log"; } | head -20 >&2 || true
     failed+=("$t")
   fi
 done

@@ -666,15 +666,18 @@ Result<std::shared_ptr<RegistryView>> parseRegistryView(const FlatWords& words,
     try {
       capnp::FlatArrayMessageReader reader(asWords(words), controlReaderOptions());
       auto snap = reader.getRoot<wire::RegistrySnapshot>();
+      // Each list read once: every read counts against the traversal limit.
+      const auto services = snap.getServices();
+      const auto topics = snap.getTopics();
       // Every entry the broker writes takes words of its own; a list of empty structs takes
       // none, and may claim a million of them (found by fuzz/registry_snapshot_fuzz.cpp: seconds
       // and hundreds of MiB to build their views).
-      if (uint64_t(snap.getServices().size()) + snap.getTopics().size() > words.size()) {
+      if (uint64_t(services.size()) + topics.size() > words.size()) {
         return Status(StatusCode::kDataLoss,
                       "registry snapshot is malformed: it claims more entries than it has words");
       }
-      for (auto e : snap.getServices()) view->services.push_back(toServiceInfo(e));
-      for (auto e : snap.getTopics()) {
+      for (auto e : services) view->services.push_back(toServiceInfo(e));
+      for (auto e : topics) {
         TopicInfo t;
         t.key = e.getKey();
         t.id = e.getId().cStr();
