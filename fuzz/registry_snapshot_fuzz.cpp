@@ -1,5 +1,5 @@
 // libFuzzer target: the registry segment as a client reads it (libclient/src/registry_segment.hpp
-// and parseRegistryView in control_client.cpp): the broker writes it, every client maps it
+// and registry_view.hpp): the broker writes it, every client maps it
 // read-only and reads the current snapshot without a round trip. The input is the first 256 bytes
 // of the header page, then the bytes of the slots from the start of the second page, in a sealed
 // 16 KiB segment. Whatever the bytes, attaching, copying the snapshot and parsing it answer with a
@@ -17,9 +17,9 @@
 #include <cstring>
 #include <vector>
 
-#include "client_impl.hpp"
 #include "os.hpp"
 #include "registry_segment.hpp"
+#include "registry_view.hpp"
 
 namespace {
 

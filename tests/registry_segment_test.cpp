@@ -6,10 +6,10 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "client_impl.hpp"
 #include "codec.hpp"
 #include "hms/ffi/registry.capnp.h"
 #include "os.hpp"
+#include "registry_view.hpp"
 
 namespace hms::ffi::detail {
 namespace {

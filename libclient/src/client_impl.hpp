@@ -29,6 +29,7 @@
 #include "metrics_writer.hpp"
 #include "os.hpp"
 #include "registry_segment.hpp"
+#include "registry_view.hpp"
 #include "ring.hpp"
 #include "ring_message.hpp"
 #include "socket_link.hpp"
@@ -38,19 +39,6 @@
 namespace hms::ffi::detail {
 
 WaitPolicy toWaitPolicy(const ClientOptions& o);
-
-// A registry snapshot parsed once per generation: services sorted by id, then version descending;
-// topics by id.
-struct RegistryView {
-  uint64_t generation = 0;
-  std::vector<ServiceInfo> services;
-  std::vector<TopicInfo> topics;
-};
-
-// Reads a snapshot copied out of the registry segment (or fetched over the control socket).
-// DATA_LOSS naming the problem when it is not a RegistrySnapshot Cap'n Proto can read.
-Result<std::shared_ptr<RegistryView>> parseRegistryView(const FlatWords& words,
-                                                        uint64_t generation);
 
 // What the broker tells a publisher about its subscribers (topics.cpp), on the control thread.
 struct SubscriberAddedEvent {
