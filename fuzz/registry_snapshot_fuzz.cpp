@@ -17,6 +17,7 @@
 #include <cstring>
 #include <vector>
 
+#include "fuzz_support.hpp"
 #include "os.hpp"
 #include "registry_segment.hpp"
 #include "registry_view.hpp"
@@ -28,14 +29,6 @@ using namespace hms::ffi::detail;
 
 constexpr uint64_t kSegment = 4 * kPageBytes;  // the smallest the broker makes
 constexpr size_t kHeaderInput = 256;
-
-#define CHECK(cond)                                                              \
-  do {                                                                           \
-    if (!(cond)) {                                                               \
-      std::fprintf(stderr, "property broken at line %d: %s\n", __LINE__, #cond); \
-      std::abort();                                                              \
-    }                                                                            \
-  } while (false)
 
 }  // namespace
 
@@ -63,18 +56,19 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto generation = reader->copySnapshot(words);
   if (!generation.ok()) {
     const StatusCode c = generation.status().code();
-    CHECK(c == StatusCode::kDataLoss || c == StatusCode::kUnavailable);
+    HMS_FUZZ_CHECK(c == StatusCode::kDataLoss || c == StatusCode::kUnavailable);
     return 0;
   }
-  CHECK(words.size() * 8 <= kSegment);
+  HMS_FUZZ_CHECK(words.size() * 8 <= kSegment);
   auto view = parseRegistryView(words, *generation);
   if (!view.ok()) {
-    CHECK(view.status().code() == StatusCode::kDataLoss && !view.status().message().empty());
+    HMS_FUZZ_CHECK(view.status().code() == StatusCode::kDataLoss &&
+                   !view.status().message().empty());
     return 0;
   }
   const auto& services = (*view)->services;
-  for (size_t i = 1; i < services.size(); ++i) CHECK(services[i - 1].id <= services[i].id);
+  for (size_t i = 1; i < services.size(); ++i) HMS_FUZZ_CHECK(services[i - 1].id <= services[i].id);
   const auto& topics = (*view)->topics;
-  for (size_t i = 1; i < topics.size(); ++i) CHECK(topics[i - 1].id <= topics[i].id);
+  for (size_t i = 1; i < topics.size(); ++i) HMS_FUZZ_CHECK(topics[i - 1].id <= topics[i].id);
   return 0;
 }

@@ -23,10 +23,9 @@
 #include <cstring>
 #include <vector>
 
+#include "fuzz_support.hpp"
 #include "hms/ffi/error.capnp.h"
-#include "message_check.hpp"
 #include "ring.hpp"
-#include "ring_message.hpp"
 
 namespace {
 
@@ -43,23 +42,10 @@ struct Input {
   uint8_t byte() { return at < size ? data[at++] : 0; }
 };
 
-// A property broken: says which, for the report libFuzzer writes.
-#define CHECK(cond)                                                              \
-  do {                                                                           \
-    if (!(cond)) {                                                               \
-      std::fprintf(stderr, "property broken at line %d: %s\n", __LINE__, #cond); \
-      std::abort();                                                              \
-    }                                                                            \
-  } while (false)
-
-// As the library reads a reply or a request it has validated: in place, every field reachable.
+// As the library reads a reply or a request it has validated: an error reply as an RpcError,
+// anything else whole.
 void readAsTheLibraryDoes(const RingConsumer::Record& rec) {
-  if (!validSingleSegmentMessage(rec.words, rec.header.words)) return;
-  kj::ArrayPtr<const capnp::word> segment[1] = {
-      kj::arrayPtr(reinterpret_cast<const capnp::word*>(rec.words), rec.header.words)};
-  capnp::SegmentArrayMessageReader reader(kj::arrayPtr(segment, 1),
-                                          ringReaderOptions(rec.header.words));
-  try {
+  fuzz::readInPlace(rec.words, rec.header.words, [&](capnp::MessageReader& reader) {
     if (rec.header.kind == kRecordResponse && rec.header.status != 0) {
       auto err = reader.getRoot<wire::RpcError>();
       (void)err.getMessage().size();
@@ -67,10 +53,7 @@ void readAsTheLibraryDoes(const RingConsumer::Record& rec) {
     } else {
       (void)reader.getRoot<capnp::AnyPointer>().targetSize();
     }
-  } catch (const kj::Exception&) {
-    // Cap'n Proto refuses what it cannot read (a type mismatch, its traversal limit): the
-    // library turns that into an error for the call.
-  }
+  });
 }
 
 }  // namespace
@@ -96,20 +79,21 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         const RingStatus s = consumer.next(rec);
         if (s == RingStatus::kCorrupt) return 0;
         if (s != RingStatus::kOk) {
-          CHECK(s == RingStatus::kEmpty);
+          HMS_FUZZ_CHECK(s == RingStatus::kEmpty);
           break;
         }
         const uint8_t* end = ring + kCapacity;
-        CHECK(rec.base >= ring && rec.base < end);
-        CHECK(rec.header.length % kRecordAlign == 0 && rec.header.length >= sizeof(RecordHeader));
-        CHECK(rec.base + rec.header.length <= end);
-        CHECK(rec.header.kind >= kRecordRequest && rec.header.kind <= kRecordKindLast);
+        HMS_FUZZ_CHECK(rec.base >= ring && rec.base < end);
+        HMS_FUZZ_CHECK(rec.header.length % kRecordAlign == 0 &&
+                       rec.header.length >= sizeof(RecordHeader));
+        HMS_FUZZ_CHECK(rec.base + rec.header.length <= end);
+        HMS_FUZZ_CHECK(rec.header.kind >= kRecordRequest && rec.header.kind <= kRecordKindLast);
         const auto* words = reinterpret_cast<const uint8_t*>(rec.words);
-        CHECK(words >= rec.base + sizeof(RecordHeader));
-        CHECK(words + uint64_t(rec.header.words) * 8 <= rec.base + rec.header.length);
+        HMS_FUZZ_CHECK(words >= rec.base + sizeof(RecordHeader));
+        HMS_FUZZ_CHECK(words + uint64_t(rec.header.words) * 8 <= rec.base + rec.header.length);
         if (rec.trace) {
           const auto* t = reinterpret_cast<const uint8_t*>(rec.trace);
-          CHECK(t >= rec.base && t + sizeof(TraceContextWire) <= words);
+          HMS_FUZZ_CHECK(t >= rec.base && t + sizeof(TraceContextWire) <= words);
         }
         readAsTheLibraryDoes(rec);
         if (held.size() < 64) {
@@ -129,8 +113,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       case 4:  // the cheap checks a waiting thread makes
         (void)consumer.hasData();
         if (const uint32_t* len = consumer.nextLength()) {
-          CHECK(reinterpret_cast<const uint8_t*>(len) >= ring &&
-                reinterpret_cast<const uint8_t*>(len) < ring + kCapacity);
+          HMS_FUZZ_CHECK(reinterpret_cast<const uint8_t*>(len) >= ring &&
+                         reinterpret_cast<const uint8_t*>(len) < ring + kCapacity);
         }
         break;
       case 5:
@@ -143,8 +127,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       }
     }
     const uint64_t head = control.head;
-    CHECK(head >= lastHead);  // never goes back
-    CHECK(consumer.heldBytes() <= kCapacity);
+    HMS_FUZZ_CHECK(head >= lastHead);  // never goes back
+    HMS_FUZZ_CHECK(consumer.heldBytes() <= kCapacity);
     lastHead = head;
   }
   for (const auto& rec : held) consumer.release(rec);

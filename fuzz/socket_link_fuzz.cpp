@@ -19,9 +19,8 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "message_check.hpp"
+#include "fuzz_support.hpp"
 #include "os.hpp"
-#include "ring_message.hpp"
 #include "socket_link.hpp"
 
 namespace {
@@ -30,26 +29,6 @@ using namespace hms::ffi;
 using namespace hms::ffi::detail;
 
 constexpr uint32_t kMaxMessageBytes = 4096;
-
-#define CHECK(cond)                                                              \
-  do {                                                                           \
-    if (!(cond)) {                                                               \
-      std::fprintf(stderr, "property broken at line %d: %s\n", __LINE__, #cond); \
-      std::abort();                                                              \
-    }                                                                            \
-  } while (false)
-
-void read(const RingConsumer::Record& rec) {
-  if (!validSingleSegmentMessage(rec.words, rec.header.words)) return;
-  kj::ArrayPtr<const capnp::word> segment[1] = {
-      kj::arrayPtr(reinterpret_cast<const capnp::word*>(rec.words), rec.header.words)};
-  capnp::SegmentArrayMessageReader reader(kj::arrayPtr(segment, 1),
-                                          ringReaderOptions(rec.header.words));
-  try {
-    (void)reader.getRoot<capnp::AnyPointer>().targetSize();
-  } catch (const kj::Exception&) {
-  }
-}
 
 }  // namespace
 
@@ -75,19 +54,19 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
     RingConsumer::Record rec;
     const SocketLink::Recv r = link.tryReceive(rec);
-    if (ended) CHECK(r == SocketLink::Recv::kClosed || r == SocketLink::Recv::kCorrupt);
+    if (ended) HMS_FUZZ_CHECK(r == SocketLink::Recv::kClosed || r == SocketLink::Recv::kCorrupt);
     if (r == SocketLink::Recv::kClosed || r == SocketLink::Recv::kCorrupt) {
       ended = true;
       continue;
     }
     if (r != SocketLink::Recv::kRecord) continue;
-    CHECK(rec.header.kind >= kRecordRequest && rec.header.kind <= kRecordKindLast);
-    CHECK(uint64_t(rec.header.words) * 8 <= kMaxMessageBytes);
+    HMS_FUZZ_CHECK(rec.header.kind >= kRecordRequest && rec.header.kind <= kRecordKindLast);
+    HMS_FUZZ_CHECK(uint64_t(rec.header.words) * 8 <= kMaxMessageBytes);
     const auto* base = rec.base;
     const auto* words = reinterpret_cast<const uint8_t*>(rec.words);
-    CHECK(words == base + payloadOffset(rec.header.flags));
-    CHECK(words + uint64_t(rec.header.words) * 8 == base + rec.header.length);
-    read(rec);
+    HMS_FUZZ_CHECK(words == base + payloadOffset(rec.header.flags));
+    HMS_FUZZ_CHECK(words + uint64_t(rec.header.words) * 8 == base + rec.header.length);
+    fuzz::readInPlace(rec.words, rec.header.words);
   }
   return 0;
 }

@@ -23,8 +23,7 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "message_check.hpp"
-#include "ring_message.hpp"
+#include "fuzz_support.hpp"
 #include "topic_log.hpp"
 
 namespace {
@@ -51,26 +50,6 @@ struct Input {
   }
 };
 
-// A property broken: says which, for the report libFuzzer writes.
-#define CHECK(cond)                                                              \
-  do {                                                                           \
-    if (!(cond)) {                                                               \
-      std::fprintf(stderr, "property broken at line %d: %s\n", __LINE__, #cond); \
-      std::abort();                                                              \
-    }                                                                            \
-  } while (false)
-
-void read(const uint64_t* words, uint32_t count) {
-  if (!validSingleSegmentMessage(words, count)) return;
-  kj::ArrayPtr<const capnp::word> segment[1] = {
-      kj::arrayPtr(reinterpret_cast<const capnp::word*>(words), count)};
-  capnp::SegmentArrayMessageReader reader(kj::arrayPtr(segment, 1), ringReaderOptions(count));
-  try {
-    (void)reader.getRoot<capnp::AnyPointer>().targetSize();
-  } catch (const kj::Exception&) {
-  }
-}
-
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -87,7 +66,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
 
   auto g = checkTopicLog(log, kMapped);
   if (!g.ok()) return 0;
-  CHECK(g->segmentBytes() <= kMapped && g->slotCount >= 2 && g->slotBytes % 64 == 0);
+  HMS_FUZZ_CHECK(g->segmentBytes() <= kMapped && g->slotCount >= 2 && g->slotBytes % 64 == 0);
   initCursor(&cursor, drop ? SlowConsumerPolicy::kDropOldest : SlowConsumerPolicy::kBlockPublisher,
              start);
   TopicSubscriber sub(log, *g, &cursor);
@@ -107,18 +86,19 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         if (s == RingStatus::kCorrupt) return 0;  // the library ends the subscription
         missedSince += missed;
         if (s != RingStatus::kOk) {
-          CHECK(s == RingStatus::kEmpty);
+          HMS_FUZZ_CHECK(s == RingStatus::kEmpty);
           break;
         }
-        CHECK(m.wordCount <= g->maxWords());
+        HMS_FUZZ_CHECK(m.wordCount <= g->maxWords());
         const auto* w = reinterpret_cast<const uint8_t*>(m.words);
         if (!drop) {
-          CHECK(w >= slots + sizeof(TopicSlotHeader) && w + uint64_t(m.wordCount) * 8 <= slotsEnd);
-          CHECK(missed == 0);
+          HMS_FUZZ_CHECK(w >= slots + sizeof(TopicSlotHeader) &&
+                         w + uint64_t(m.wordCount) * 8 <= slotsEnd);
+          HMS_FUZZ_CHECK(missed == 0);
         }
-        CHECK(m.seq != 0 && m.seq > lastSeq);
-        if (drop && lastSeq != 0) CHECK(m.seq == lastSeq + 1 + missedSince);
-        read(m.words, m.wordCount);
+        HMS_FUZZ_CHECK(m.seq != 0 && m.seq > lastSeq);
+        if (drop && lastSeq != 0) HMS_FUZZ_CHECK(m.seq == lastSeq + 1 + missedSince);
+        fuzz::readInPlace(m.words, m.wordCount);
         lastSeq = m.seq;
         missedSince = 0;
         reading = true;
@@ -157,7 +137,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         break;
       }
     }
-    CHECK(sub.dropped() == cursor.dropped || !drop);
+    HMS_FUZZ_CHECK(sub.dropped() == cursor.dropped || !drop);
   }
   sub.close();
   return 0;
