@@ -559,6 +559,10 @@ TEST_P(Integration, BrokerRestart_OpenChannelsKeepWorking_AndServicesRegisterAga
   broker.kill9();
   // The data path does not need the broker.
   for (uint64_t i = 0; i < 1000; ++i) ASSERT_TRUE(echo(*stub, i, 8).ok()) << i;
+  // The registry does: the dead broker's (still mapped) no longer says what is live.
+  EXPECT_TRUE(waitUntil([&] {
+    return client->discover("hms.test").status().code() == StatusCode::kUnavailable;
+  })) << "discover() answered from the dead broker's registry";
   broker.start();
   auto fresh = connect();
   ASSERT_TRUE(waitUntil([&] {

@@ -186,8 +186,10 @@ class ClientImpl : public std::enable_shared_from_this<ClientImpl> {
   using BuildRequest = std::function<void(wire::Request::Builder)>;
   // Sends a request and waits (ClientOptions::controlTimeout) for its reply. A non-OK reply status
   // becomes the returned Status.
+  // `onlySession`, if not 0: sent only on that connection (session()); on a later one, the
+  // request is UNAVAILABLE unsent (it names what an earlier broker gave).
   Result<ControlReply> roundTrip(const BuildRequest& build, const int* fds = nullptr,
-                                 size_t fdCount = 0);
+                                 size_t fdCount = 0, uint64_t onlySession = 0);
   // The same on a socket the control thread is not reading yet (while it reconnects).
   Result<ControlReply> directRequest(int sock, const BuildRequest& build, const int* fds = nullptr,
                                      size_t fdCount = 0);
@@ -205,6 +207,13 @@ class ClientImpl : public std::enable_shared_from_this<ClientImpl> {
   // Publishers of this client, by the tag their advertise carried, for the broker's events.
   uint64_t addPublisher(std::weak_ptr<PublisherEvents> p);
   void removePublisher(uint64_t tag);
+
+  // What this client registered (services, topics) is repeated to each new broker by
+  // reconnect(), which holds this lock from its hello to the new connection's first use. A
+  // registration is recorded, and a withdrawal taken out of the record together with the
+  // session() it goes to, under this lock: so each is repeated by reconnect() or made on the new
+  // connection by its caller, never both and never neither.
+  std::mutex& registrationsMu() noexcept { return registrationsMu_; }
 
   bool closing() const noexcept { return closing_.load(std::memory_order_acquire); }
   // The word the dispatcher sleeps on: in the doorbell segment callers ring, or (without shared
@@ -258,7 +267,8 @@ class ClientImpl : public std::enable_shared_from_this<ClientImpl> {
   void handleMessage(std::vector<uint8_t> bytes, std::vector<UniqueFd> fds);
   void failAllPending(const Status& why);
   bool reconnect();
-  Status registerWith(int sock, uint64_t tag, Served& served, bool direct);
+  Status registerWith(int sock, uint64_t tag, Served& served, bool direct,
+                      uint64_t* session = nullptr);
 
   std::mutex sendMu_;  // guards sock_ writes and its replacement
   UniqueFd sock_;
@@ -287,6 +297,7 @@ class ClientImpl : public std::enable_shared_from_this<ClientImpl> {
   std::once_flag auditOnce_;
   std::unique_ptr<AuditLog> audit_;
 
+  std::mutex registrationsMu_;  // before servedMu_, publishersMu_, sendMu_
   std::mutex servedMu_;
   std::map<uint64_t, Served> served_;  // by tag
   uint64_t nextTag_ = 1;

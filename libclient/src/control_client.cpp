@@ -354,7 +354,7 @@ void ClientImpl::shutdown() {
 }
 
 Result<ControlReply> ClientImpl::roundTrip(const BuildRequest& build, const int* fds,
-                                           size_t fdCount) {
+                                           size_t fdCount, uint64_t onlySession) {
   if (closing_.load()) return Status(StatusCode::kUnavailable, "the client is shutting down");
   capnp::MallocMessageBuilder mb;
   auto req = mb.initRoot<wire::ClientMessage>().initRequest();
@@ -371,8 +371,13 @@ Result<ControlReply> ClientImpl::roundTrip(const BuildRequest& build, const int*
   Status sent;
   {
     std::lock_guard lock(sendMu_);
-    sent = sock_ ? sendDatagram(sock_.get(), flat.begin(), flat.size() * 8, fds, fdCount)
-                 : Status(StatusCode::kUnavailable, "not connected to the broker (reconnecting)");
+    if (!sock_) {
+      sent = Status(StatusCode::kUnavailable, "not connected to the broker (reconnecting)");
+    } else if (onlySession != 0 && session() != onlySession) {
+      sent = Status(StatusCode::kUnavailable, "the broker this request was for is gone");
+    } else {
+      sent = sendDatagram(sock_.get(), flat.begin(), flat.size() * 8, fds, fdCount);
+    }
   }
   if (sent) {
     std::unique_lock lock(pending->m);
@@ -530,13 +535,21 @@ void ClientImpl::controlLoop() {
         std::lock_guard lock(sendMu_);
         sock_.reset();
       }
+      {
+        // The dead broker's registry stays mapped but no longer says what is live: discover()
+        // and bind() are UNAVAILABLE until the next broker answers, as without shared memory.
+        std::lock_guard lock(registryMu_);
+        registry_.reset();
+        view_.reset();
+      }
       failAllPending(Status(StatusCode::kUnavailable, "lost the connection to the broker"));
       if (!options.reconnect || !reconnect()) return;
     }
   }
 }
 
-Status ClientImpl::registerWith(int sock, uint64_t tag, Served& served, bool direct) {
+Status ClientImpl::registerWith(int sock, uint64_t tag, Served& served, bool direct,
+                                uint64_t* session) {
   const ServiceSpec& spec = served.spec;
   auto fill = [&](wire::Request::Builder req) {
     auto r = req.initRegister();
@@ -575,6 +588,7 @@ Status ClientImpl::registerWith(int sock, uint64_t tag, Served& served, bool dir
   }
   if (!reply.ok()) return reply.status();
   served.brokerKey = reply->reply().getRegister().getServiceKey();
+  if (session) *session = reply->session;
   return Status();
 }
 
@@ -584,6 +598,8 @@ bool ClientImpl::reconnect() {
     pollfd p{stopFd_.get(), POLLIN, 0};
     (void)::poll(&p, 1, int(backoff.count()));
     if (closing_.load()) return false;
+    // Held until the new connection is in use (see registrationsMu()).
+    std::unique_lock registrations(registrationsMu_);
     UniqueFd sock;
     std::shared_ptr<RegistryReader> registry;
     Status s = connectAndHello(sock, registry);
@@ -686,7 +702,9 @@ Result<std::shared_ptr<const RegistryView>> ClientImpl::fetchRegistry(uint64_t k
 Result<std::shared_ptr<const RegistryView>> ClientImpl::registryView() {
   std::lock_guard lock(registryMu_);
   if (!sharedMemory()) return fetchRegistry(view_ ? view_->generation : 0);
-  if (!registry_) return Status(StatusCode::kUnavailable, "not connected to the broker");
+  if (!registry_) {
+    return Status(StatusCode::kUnavailable, "not connected to the broker (reconnecting)");
+  }
   const uint64_t gen = registry_->generation();
   if (view_ && view_->generation == gen) return view_;
   FlatWords words;
@@ -715,19 +733,31 @@ Result<ServiceHandle> ClientImpl::serve(ServiceSpec spec) {
     dispatcher_->addService(tag, spec);
   }
   Served served{std::move(spec), 0};
-  if (auto s = registerWith(-1, tag, served, false); !s) {
+  // A registration answered by a broker that has been replaced since (the reconnect that
+  // followed did not know of it) is made again with the new one.
+  for (int attempt = 0;; ++attempt) {
+    uint64_t answeredOn = 0;
+    Status s = registerWith(-1, tag, served, false, &answeredOn);
+    if (s && attempt < 3) {
+      std::lock_guard registrations(registrationsMu_);
+      if (answeredOn != session()) continue;
+      ServiceHandle h;
+      h.client_ = weak_from_this();
+      h.localKey_ = tag;
+      h.id_ = served.spec.id;
+      h.version_ = served.spec.version;
+      std::lock_guard lock(servedMu_);
+      served_.emplace(tag, std::move(served));
+      return h;
+    }
+    if (s) {
+      s = Status(StatusCode::kUnavailable, "the broker kept restarting while " + served.spec.id +
+                                               " registered; serve it again");
+    }
     std::lock_guard lock(servedMu_);
     dispatcher_->removeService(tag);
     return s;
   }
-  ServiceHandle h;
-  h.client_ = weak_from_this();
-  h.localKey_ = tag;
-  h.id_ = served.spec.id;
-  h.version_ = served.spec.version;
-  std::lock_guard lock(servedMu_);
-  served_.emplace(tag, std::move(served));
-  return h;
 }
 
 AuditLog* ClientImpl::auditLog() {
@@ -744,18 +774,25 @@ AuditLog* ClientImpl::auditLog() {
 }
 
 Status ClientImpl::unregister(uint64_t tag) {
-  uint64_t key;
+  uint64_t key, on;
   {
+    std::lock_guard registrations(registrationsMu_);
     std::lock_guard lock(servedMu_);
     auto it = served_.find(tag);
     if (it == served_.end()) return Status();
     key = it->second.brokerKey;
+    on = session();
     served_.erase(it);
   }
-  auto reply = roundTrip([&](wire::Request::Builder req) { req.setUnregister(key); });
+  // The key is that broker's: a later one may have given it to another registration.
+  auto reply =
+      roundTrip([&](wire::Request::Builder req) { req.setUnregister(key); }, nullptr, 0, on);
   std::lock_guard lock(servedMu_);
   if (dispatcher_) dispatcher_->removeService(tag);
-  return reply.ok() ? Status() : reply.status();
+  // UNAVAILABLE: the connection it was registered on is gone, and the registration with it (no
+  // later broker hears of it).
+  if (!reply.ok() && reply.status().code() != StatusCode::kUnavailable) return reply.status();
+  return Status();
 }
 
 }  // namespace hms::ffi::detail

@@ -3,9 +3,11 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -187,6 +189,21 @@ Result<PeerCredentials> peerIdentity(int socketFd) {
 bool pidfdAlive(int pidfd) {
   pollfd p{pidfd, POLLIN, 0};
   return ::poll(&p, 1, 0) == 0;
+}
+
+bool processGone(pid_t pid, UniqueFd& pidfd) {
+  if (!pidfd) {
+    const long fd = ::syscall(SYS_pidfd_open, pid, 0);
+    if (fd >= 0) {
+      pidfd.reset(int(fd));
+      ::fcntl(int(fd), F_SETFD, FD_CLOEXEC);
+    } else if (errno == ESRCH) {
+      return true;
+    } else {
+      return ::kill(pid, 0) != 0 && errno == ESRCH;
+    }
+  }
+  return !pidfdAlive(pidfd.get());
 }
 
 Status sendDatagram(int socketFd, const void* data, size_t size, const int* fds, size_t fdCount,

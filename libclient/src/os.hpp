@@ -101,6 +101,10 @@ Result<PeerCredentials> peerCredentials(int socketFd);
 Result<PeerCredentials> peerIdentity(int socketFd);
 // True while the process `pidfd` names is alive (its pidfd is not yet readable).
 bool pidfdAlive(int pidfd);
+// Whether process `pid` is gone, asked once and then of a pidfd kept in `pidfd` (opened at the
+// first ask, so that a later process given the same pid is not taken for it; where pidfd_open
+// is missing, kill(pid, 0) answers each time, and cannot see another user's process die).
+bool processGone(pid_t pid, UniqueFd& pidfd);
 
 // One datagram with its file descriptors. `fds` are owned by the receiver.
 struct Datagram {

@@ -45,6 +45,9 @@ constexpr uint32_t kMaxTopicMessageBytes = 64u << 20;
 constexpr int64_t kRelayRestNs = 5'000'000'000;
 // The publishing thread re-takes queued cursor changes at least this often while it waits.
 constexpr int64_t kLoanSliceNs = 20'000'000;
+// A shared-memory subscriber attached under an earlier broker looks this often, while it waits,
+// for its publisher's process.
+constexpr int64_t kOrphanCheckNs = 100'000'000;
 
 int64_t deadlineAfter(std::chrono::nanoseconds timeout) {
   const int64_t now = monotonicNs();
@@ -299,7 +302,8 @@ class PublisherState final : public PublisherEvents,
   }
 
   Status advertiseAgain(ClientImpl& c, int sock) override {
-    if (closed.load()) return Status();
+    // Not yet advertised: its own advertise goes to the new broker (advertiseTopic()).
+    if (closed.load() || advertisedOn.load() == 0) return Status();
     // Subscribers attached under the old broker keep reading; the new broker counts only those
     // that come now (and cannot close a cursor of the old one for a subscriber that dies).
     const int fd = logFd.get();
@@ -308,6 +312,7 @@ class PublisherState final : public PublisherEvents,
         fd >= 0 ? 1 : 0);
     if (!reply.ok()) return Status(reply.status().code(), id + ": " + reply.status().message());
     topicKey.store(reply->reply().getAdvertise().getTopicKey());
+    advertisedOn.store(c.session());
     brokerEpoch.fetch_add(1);
     return Status();
   }
@@ -355,6 +360,9 @@ class PublisherState final : public PublisherEvents,
   std::string typeName, displayName, description;
   detail::FlatWords schemaNodes;      // flatNodes(type), sent with every advertise
   std::atomic<uint64_t> topicKey{0};  // the broker's; changes when it is advertised again
+  // The connection (ClientImpl::session()) topicKey is of; 0 until the first advertise is
+  // answered. Written under ClientImpl::registrationsMu().
+  std::atomic<uint64_t> advertisedOn{0};
   uint64_t tag = 0;
 
   UniqueFd logFd;
@@ -700,9 +708,18 @@ class PublisherImpl final : public PublisherCore {
       (void)relay->flush(published(), deadlineAfter(st_->timeout));
       relay->stop();
     }
-    st_->client->removePublisher(st_->tag);
+    uint64_t key, on;
+    {
+      // Either the reconnect that repeats advertisements has passed (the key and session are
+      // the new broker's), or it will not repeat this one.
+      std::lock_guard registrations(st_->client->registrationsMu());
+      st_->client->removePublisher(st_->tag);
+      key = st_->topicKey.load();
+      on = st_->advertisedOn.load();
+    }
+    // UNAVAILABLE: the connection it was advertised on is gone, and the topic with it.
     auto reply = st_->client->roundTrip(
-        [&](wire::Request::Builder req) { req.setUnadvertise(st_->topicKey.load()); });
+        [&](wire::Request::Builder req) { req.setUnadvertise(key); }, nullptr, 0, on);
     if (!reply.ok() && reply.status().code() != StatusCode::kUnavailable) return reply.status();
     return Status();
   }
@@ -761,6 +778,10 @@ class SubscriptionImpl final : public SubscriptionCore {
     cursor_ = std::move(*cursor);
     sub_ = std::make_unique<TopicSubscriber>(log_.data(), *g, cursor_.as<SubscriberCursor>());
     return Status();
+  }
+  void attachedBy(uint64_t session, pid_t publisherPid) {
+    attachedSession_ = session;
+    publisherPid_ = publisherPid;
   }
   void attachSocket(UniqueFd fd, uint32_t maxMessageBytes) {
     link_ = std::make_unique<SocketLink>(std::move(fd), maxMessageBytes);
@@ -835,9 +856,10 @@ class SubscriptionImpl final : public SubscriptionCore {
 
   Status ended() {
     if (interrupted_.load()) return Status(StatusCode::kCancelled, "the subscription was stopped");
-    const char* how = !sub_                                ? "gone (closed the topic or died)"
-                      : sub_->publisherState() == kEndDead ? "died"
-                                                           : "closed the topic";
+    const char* how = !sub_ ? "gone (closed the topic or died)"
+                      : publisherVanished_ || sub_->publisherState() == kEndDead
+                          ? "died"
+                          : "closed the topic";
     return Status(StatusCode::kUnavailable, "the publisher of " + id_ + " has " + how +
                                                 "; every message it published has been read");
   }
@@ -865,10 +887,21 @@ class SubscriptionImpl final : public SubscriptionCore {
         continue;
       }
       if (deadline == 0) deadline = deadlineAfter(timeout);
-      const bool ready = waitFor(sub_->wake(), policy_, deadline, [&] {
+      // Attached under a broker that is gone, nobody will mark the publisher's death in the
+      // cursor: the wait comes up for air to look for its process (as the publisher looks for
+      // orphaned subscribers, reapOrphansLocked()).
+      const bool orphaned = publisherPid_ > 0 && client_->session() != attachedSession_;
+      const int64_t until =
+          orphaned ? std::min(deadline, monotonicNs() + kOrphanCheckNs) : deadline;
+      const bool ready = waitFor(sub_->wake(), policy_, until, [&] {
         return sub_->hasNext() || sub_->publisherClosed() || interrupted_.load();
       });
-      if (!ready) return timedOut();
+      if (ready) continue;
+      if (until == deadline) return timedOut();
+      if (processGone(publisherPid_, publisherPidfd_)) {
+        publisherVanished_ = true;  // one more look: what it published before it died is read
+        over = true;
+      }
     }
   }
 
@@ -920,6 +953,12 @@ class SubscriptionImpl final : public SubscriptionCore {
   std::optional<capnp::SegmentArrayMessageReader> reader_;
   std::atomic<bool> interrupted_{false};
   bool closed_ = false;
+  // The publisher's process, and the connection (ClientImpl::session()) of the broker that
+  // attached this subscription and marks the publisher's death in the cursor.
+  pid_t publisherPid_ = 0;
+  uint64_t attachedSession_ = 0;
+  UniqueFd publisherPidfd_;                 // opened when first looked for
+  bool publisherVanished_ = false;          // found gone by this subscriber itself
   std::atomic<uint32_t> metricsFamily_{0};  // this topic's subscriber series
   CachedMetricsSlot metrics_;               // the reading thread's slot of it
   uint64_t lagCounted_ = 0;                 // the lag last written to lagSlot_
@@ -952,16 +991,26 @@ Result<std::unique_ptr<PublisherCore>> advertiseTopic(const std::shared_ptr<Clie
   st->schemaNodes = flatNodes(type);
   st->displayName = std::move(options.displayName);
   st->description = std::move(options.description);
+  // Known before the broker can send an event for it; repeated to a new broker once answered.
   st->tag = client->addPublisher(st);
   const int fd = st->logFd.get();
-  auto reply = client->roundTrip([&](wire::Request::Builder req) { st->fillAdvertise(req); },
-                                 fd >= 0 ? &fd : nullptr, fd >= 0 ? 1 : 0);
-  if (!reply.ok()) {
+  for (int attempt = 0;; ++attempt) {
+    auto reply = client->roundTrip([&](wire::Request::Builder req) { st->fillAdvertise(req); },
+                                   fd >= 0 ? &fd : nullptr, fd >= 0 ? 1 : 0);
+    if (reply.ok() && attempt < 3) {
+      std::lock_guard registrations(client->registrationsMu());
+      // Answered by a broker replaced since, whose successor was not told: advertised again.
+      if (reply->session != client->session()) continue;
+      st->topicKey = reply->reply().getAdvertise().getTopicKey();
+      st->advertisedOn = reply->session;
+      return std::unique_ptr<PublisherCore>(std::make_unique<PublisherImpl>(std::move(st)));
+    }
     client->removePublisher(st->tag);
-    return reply.status();
+    if (!reply.ok()) return reply.status();
+    return Status(StatusCode::kUnavailable, "the broker kept restarting while topic " + st->id +
+                                                " was advertised; "
+                                                "advertise it again");
   }
-  st->topicKey = reply->reply().getAdvertise().getTopicKey();
-  return std::unique_ptr<PublisherCore>(std::make_unique<PublisherImpl>(std::move(st)));
 }
 
 Result<std::unique_ptr<SubscriptionCore>> subscribeTopic(const std::shared_ptr<ClientImpl>& client,
@@ -996,6 +1045,7 @@ Result<std::unique_ptr<SubscriptionCore>> subscribeTopic(const std::shared_ptr<C
   if (!reply.ok()) return reply.status();
   auto r = reply->reply().getSubscribe();
   auto sub = std::make_unique<SubscriptionImpl>(client, std::string(id), r.getSubscriptionId());
+  sub->attachedBy(reply->session, pid_t(r.getPublisherPid()));
   const TopicGeometry g{r.getSlotCount(), r.getSlotBytes()};
   Status s;
   if (auto v = g.validate(); !v) {
