@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -588,6 +589,119 @@ TEST(ClientLimits, RegistrationThatDoesNotFitTheRegistry_IsRefusedNamingRegistry
   ASSERT_TRUE(served.back().stop().isOk());
   served.pop_back();
   EXPECT_TRUE(serveEcho(*provider, "hms.big.again", big).ok());
+}
+
+// 10 000 registrations from one client (issue 21): past its limit each is refused at once,
+// naming the flag, and the broker serves everyone meanwhile; with the limit lifted (and a
+// registry large enough) all are live and callable. Lifted, each registration republishes the
+// whole registry, so the run grows with the square of the count: 2 000 here,
+// HMS_FFI_LIFTED_REGISTRATIONS=10000 for the long form (docs/testing.md).
+TEST(ClientLimits, TenThousandRegistrationsFromOneClient_AreRefusedPastTheLimit_OrAllServed) {
+  constexpr int kRegistrations = 10'000;
+  const char* env = std::getenv("HMS_FFI_LIFTED_REGISTRATIONS");
+  const int liftedRegistrations = env && *env ? std::atoi(env) : 2'000;
+  for (const bool lifted : {false, true}) {
+    const int attempts = lifted ? liftedRegistrations : kRegistrations;
+    SCOPED_TRACE(lifted ? "limit lifted" : "default limit");
+    std::vector<std::string> args = {"--log-level", "warn"};
+    if (lifted)
+      args.insert(args.end(), {"--max-services-per-client", "0", "--registry-bytes", "67108864"});
+    BrokerFixture broker(args);
+    auto provider = connectTo(broker.socket());
+    auto other = connectTo(broker.socket());
+    ASSERT_TRUE(provider && other);
+    std::vector<ServiceHandle> served;
+    served.reserve(size_t(attempts));
+    int refused = 0;
+    for (int i = 0; i < attempts; ++i) {
+      auto h = serveEcho(*provider, "hms.many.s" + std::to_string(i));
+      if (h.ok()) {
+        served.push_back(std::move(*h));
+        continue;
+      }
+      ++refused;
+      ASSERT_FALSE(lifted) << i << ": " << h.status().toString();
+      ASSERT_TRUE(exhaustedNaming(h.status(), "--max-services-per-client")) << i;
+    }
+    EXPECT_EQ(served.size(), lifted ? size_t(attempts) : size_t(1024));
+    EXPECT_EQ(refused, lifted ? 0 : attempts - 1024);
+    // Another client sees every live one, and calls the last.
+    auto found = other->discoverPrefix("hms.many.");
+    ASSERT_TRUE(found.ok()) << found.status().toString();
+    EXPECT_EQ(found->size(), served.size());
+    const std::string last = "hms.many.s" + std::to_string(served.size() - 1);
+    auto stub = other->bind<TestService>(last);
+    ASSERT_TRUE(stub.ok()) << stub.status().toString();
+    EXPECT_TRUE(echo(*stub, 5).ok());
+    EXPECT_TRUE(broker.process().running());
+  }
+}
+
+// 1 000 connected clients (issue 21): each is served (a registry read and a call), a newcomer
+// among them too, and when they leave the broker holds what it held before. Each client holds
+// a descriptor or two here and in the broker, so the test raises its RLIMIT_NOFILE (and the
+// broker's, which it inherits) to the hard limit.
+TEST(ClientLimits, AThousandConnectedClients_AreEachServed_AndLeaveNothingBehind) {
+  constexpr size_t kClients = 1000;
+  rlimit lim{};
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &lim), 0);
+  if (lim.rlim_max != RLIM_INFINITY && lim.rlim_max < 16 * kClients) {
+    GTEST_SKIP() << "RLIMIT_NOFILE's hard limit is " << lim.rlim_max << "; 1 000 clients in one "
+                 << "process need " << 16 * kClients << " (raise it with ulimit -Hn)";
+  }
+  const rlim_t before = lim.rlim_cur;
+  lim.rlim_cur = lim.rlim_max;
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &lim), 0);
+  struct Restore {
+    rlim_t soft;
+    ~Restore() {
+      rlimit l{};
+      ::getrlimit(RLIMIT_NOFILE, &l);
+      l.rlim_cur = soft;
+      ::setrlimit(RLIMIT_NOFILE, &l);
+    }
+  } restore{before};
+
+  BrokerFixture broker({"--log-level", "warn"});
+  Subprocess service = testing::startTestService(broker.socket(), {"--id", "hms.crowd"});
+  auto probe = connectTo(broker.socket());
+  ASSERT_TRUE(probe);
+  ASSERT_TRUE(probe->discover("hms.crowd").ok());
+  const size_t baseline = clientFds(broker.process().pid());
+  {
+    std::vector<std::unique_ptr<Client>> crowd;
+    for (size_t i = 0; i < kClients; ++i) {
+      ClientOptions o;
+      o.name = "crowd-" + std::to_string(i);
+      auto c = connectTo(broker.socket(), o);
+      ASSERT_TRUE(c) << "client " << i;
+      crowd.push_back(std::move(c));
+    }
+    // Every one of them is served: a registry read, and (every tenth) a channel and a call.
+    for (size_t i = 0; i < kClients; ++i) {
+      auto found = crowd[i]->discover("hms.crowd");
+      ASSERT_TRUE(found.ok() && found->size() == 1)
+          << "client " << i << ": " << found.status().toString();
+      if (i % 10 != 0) continue;
+      auto stub = crowd[i]->bind<TestService>("hms.crowd");
+      ASSERT_TRUE(stub.ok()) << "client " << i << ": " << stub.status().toString();
+      auto r = echo(*stub, i);
+      ASSERT_TRUE(r.ok()) << "client " << i << ": " << r.status().toString();
+      EXPECT_EQ(r->results().getSeq(), i);
+    }
+    auto newcomer = connectTo(broker.socket());
+    ASSERT_TRUE(newcomer);
+    auto stub = newcomer->bind<TestService>("hms.crowd");
+    ASSERT_TRUE(stub.ok()) << stub.status().toString();
+    EXPECT_TRUE(echo(*stub, 1).ok());
+    EXPECT_GE(clientFds(broker.process().pid()), baseline + kClients);
+  }
+  EXPECT_TRUE(waitUntil([&] { return clientFds(broker.process().pid()) <= baseline; },
+                        std::chrono::seconds(60)))
+      << clientFds(broker.process().pid()) << " sockets and segments open, " << baseline
+      << " before";
+  EXPECT_TRUE(broker.process().running());
+  EXPECT_TRUE(service.running());
 }
 
 // ---- item 6: out of descriptors -----------------------------------------------------------
