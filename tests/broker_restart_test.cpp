@@ -36,13 +36,9 @@ namespace {
 
 using test::TestService;
 using testing::BrokerFixture;
+using testing::envOr;
 using testing::Subprocess;
 using testing::waitUntil;
-
-uint64_t envOr(const char* name, uint64_t fallback) {
-  const char* v = std::getenv(name);
-  return v && *v ? std::strtoull(v, nullptr, 10) : fallback;
-}
 
 ServiceDefinition<TestService> echoService() {
   ServiceDefinition<TestService> def;

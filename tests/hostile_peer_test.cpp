@@ -40,6 +40,8 @@ namespace {
 
 using test::TestService;
 using testing::BrokerFixture;
+using testing::fdTargets;
+using testing::openFds;
 using testing::startTestService;
 using testing::Subprocess;
 using testing::waitUntil;
@@ -456,27 +458,6 @@ size_t clientFds(pid_t pid) {
   return n;
 }
 
-size_t openFds(pid_t pid) {
-  size_t n = 0;
-  for ([[maybe_unused]] const auto& e :
-       std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd")) {
-    ++n;
-  }
-  return n;
-}
-
-// What each descriptor of `pid` is, for a failure message.
-std::string fdTargets(pid_t pid) {
-  std::string out;
-  std::error_code ec;
-  for (const auto& e :
-       std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd", ec)) {
-    out += e.path().filename().string() + " -> " +
-           std::filesystem::read_symlink(e.path(), ec).string() + "\n";
-  }
-  return out;
-}
-
 Result<ServiceHandle> serveEcho(Client& client, const std::string& id,
                                 const std::string& description = {}) {
   ServiceDefinition<TestService> def;
@@ -557,8 +538,7 @@ TEST(ClientLimits, EachPerClientLimit_IsResourceExhaustedNamingItsFlag_AndALeave
   observer.reset();
   EXPECT_TRUE(waitUntil([&] { return clientFds(broker.process().pid()) == baseline; }))
       << clientFds(broker.process().pid()) << " sockets and segments open, " << baseline
-      << " before:\n"
-      << fdTargets(broker.process().pid());
+      << " before:" << fdTargets(broker.process().pid());
 }
 
 // A registration that does not fit the registry segment is refused (and the registry stays

@@ -36,45 +36,12 @@ namespace {
 
 using test::TestService;
 using testing::BrokerFixture;
+using testing::envOr;
+using testing::fdTargets;
+using testing::mappedSegments;
+using testing::openFds;
 using testing::Subprocess;
 using testing::waitUntil;
-
-uint64_t envOr(const char* name, uint64_t fallback) {
-  const char* v = std::getenv(name);
-  return v && *v ? std::strtoull(v, nullptr, 10) : fallback;
-}
-
-size_t openFds(pid_t pid) {
-  size_t n = 0;
-  std::error_code ec;
-  for (const auto& e :
-       std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd", ec)) {
-    (void)e;
-    ++n;
-  }
-  return n;
-}
-
-// Mappings of shared-memory segments (memfds) in `pid`.
-size_t mappedSegments(pid_t pid) {
-  std::ifstream maps("/proc/" + std::to_string(pid) + "/maps");
-  size_t n = 0;
-  for (std::string line; std::getline(maps, line);) {
-    if (line.find("/memfd:") != std::string::npos) ++n;
-  }
-  return n;
-}
-
-std::string describe(pid_t pid) {
-  std::string out;
-  std::error_code ec;
-  for (const auto& e :
-       std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd", ec)) {
-    out += "\n  " + e.path().filename().string() + " -> " +
-           std::filesystem::read_symlink(e.path(), ec).string();
-  }
-  return out;
-}
 
 class KillStorm : public ::testing::TestWithParam<std::string> {};
 
@@ -233,7 +200,7 @@ TEST_P(KillStorm, ProcessesKilledAtRandom_LeaveNothingBehind_AndNoCallHangs) {
       std::chrono::seconds(60)))
       << "the broker holds " << openFds(brokerPid) << " descriptors (" << baseFds
       << " before the storm) and maps " << mappedSegments(brokerPid) << " segments ("
-      << baseSegments << " before):" << describe(brokerPid);
+      << baseSegments << " before):" << fdTargets(brokerPid);
   EXPECT_TRUE(broker.process().running());
 }
 

@@ -10,8 +10,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <stdexcept>
 #include <thread>
 #include <utility>
@@ -219,6 +221,41 @@ Subprocess startTestService(const std::string& socket, const std::vector<std::st
     throw std::runtime_error("test service did not become ready: " + p.output() + p.errors());
   }
   return p;
+}
+
+uint64_t envOr(const char* name, uint64_t fallback) {
+  const char* v = std::getenv(name);
+  return v && *v ? std::strtoull(v, nullptr, 10) : fallback;
+}
+
+size_t openFds(pid_t pid) {
+  size_t n = 0;
+  std::error_code ec;
+  for (auto it = std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd", ec);
+       !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
+    ++n;
+  }
+  return n;
+}
+
+size_t mappedSegments(pid_t pid) {
+  std::ifstream maps("/proc/" + std::to_string(pid) + "/maps");
+  size_t n = 0;
+  for (std::string line; std::getline(maps, line);) {
+    if (line.find("/memfd:") != std::string::npos) ++n;
+  }
+  return n;
+}
+
+std::string fdTargets(pid_t pid) {
+  std::string out;
+  std::error_code ec;
+  for (auto it = std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd", ec);
+       !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
+    out += "\n  " + it->path().filename().string() + " -> " +
+           std::filesystem::read_symlink(it->path(), ec).string();
+  }
+  return out;
 }
 
 }  // namespace hms::ffi::testing

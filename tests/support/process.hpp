@@ -5,6 +5,8 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <string>
 #include <vector>
@@ -81,5 +83,13 @@ Subprocess startTestService(const std::string& socket, const std::vector<std::st
                             const std::vector<std::string>& env = {});
 std::string testCallerBinary();
 std::string testTopicBinary();  // hms-ffi-test-topic
+
+// A whole number from the environment (a test's rounds, seed), or `fallback` if unset or empty.
+uint64_t envOr(const char* name, uint64_t fallback);
+// What process `pid` holds, from /proc: its open descriptors; its mappings of shared-memory
+// segments (memfds); and, for a failure message, what each descriptor is.
+size_t openFds(pid_t pid);
+size_t mappedSegments(pid_t pid);
+std::string fdTargets(pid_t pid);
 
 }  // namespace hms::ffi::testing
