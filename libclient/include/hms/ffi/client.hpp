@@ -741,7 +741,8 @@ class ServiceHandle {
 
   const std::string& id() const noexcept { return id_; }
   const Version& version() const noexcept { return version_; }
-  // Leaves the registry; calls already queued are answered UNAVAILABLE.
+  // Leaves the registry; calls already queued are answered UNAVAILABLE. OK also while no broker
+  // runs: the registration ended with the connection, and no later broker hears of it.
   Status stop();
 
  private:
