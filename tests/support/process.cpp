@@ -195,9 +195,21 @@ void BrokerFixture::start() {
                                    "debug",        "--state-dir", dir_ + "/state"};
   argv.insert(argv.end(), extraArgs_.begin(), extraArgs_.end());
   broker_ = Subprocess(argv);
-  if (!waitUntil([&] { return socketAccepts(socket_) || !broker_.running(); }) ||
-      !broker_.running()) {
-    throw std::runtime_error("hms-ffid did not start: " + broker_.errors());
+  const bool up = waitUntil([&] { return socketAccepts(socket_) || !broker_.running(); },
+                            std::chrono::seconds(60));
+  if (!up || !broker_.running()) {
+    std::string how;
+    if (broker_.running()) {
+      std::ifstream st("/proc/" + std::to_string(broker_.pid()) + "/wchan");
+      std::string wchan;
+      std::getline(st, wchan);
+      how = "still running after 60 s without accepting (waiting in " + wchan + ")";
+    } else {
+      const int status = broker_.wait(std::chrono::seconds(1));
+      how = WIFSIGNALED(status) ? "killed by signal " + std::to_string(WTERMSIG(status))
+                                : "exit status " + std::to_string(WEXITSTATUS(status));
+    }
+    throw std::runtime_error("hms-ffid did not start (" + how + "): " + broker_.errors());
   }
 }
 
