@@ -738,19 +738,21 @@ Result<ServiceHandle> ClientImpl::serve(ServiceSpec spec) {
   for (int attempt = 0;; ++attempt) {
     uint64_t answeredOn = 0;
     Status s = registerWith(-1, tag, served, false, &answeredOn);
-    if (s && attempt < 3) {
-      std::lock_guard registrations(registrationsMu_);
-      if (answeredOn != session()) continue;
-      ServiceHandle h;
-      h.client_ = weak_from_this();
-      h.localKey_ = tag;
-      h.id_ = served.spec.id;
-      h.version_ = served.spec.version;
-      std::lock_guard lock(servedMu_);
-      served_.emplace(tag, std::move(served));
-      return h;
-    }
     if (s) {
+      std::lock_guard registrations(registrationsMu_);
+      // Answered by the broker connected now: registered, however many attempts it took (giving
+      // up on it here would leave the broker with a registration nobody serves).
+      if (answeredOn == session()) {
+        ServiceHandle h;
+        h.client_ = weak_from_this();
+        h.localKey_ = tag;
+        h.id_ = served.spec.id;
+        h.version_ = served.spec.version;
+        std::lock_guard lock(servedMu_);
+        served_.emplace(tag, std::move(served));
+        return h;
+      }
+      if (attempt < 3) continue;
       s = Status(StatusCode::kUnavailable, "the broker kept restarting while " + served.spec.id +
                                                " registered; serve it again");
     }

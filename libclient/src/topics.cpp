@@ -997,13 +997,15 @@ Result<std::unique_ptr<PublisherCore>> advertiseTopic(const std::shared_ptr<Clie
   for (int attempt = 0;; ++attempt) {
     auto reply = client->roundTrip([&](wire::Request::Builder req) { st->fillAdvertise(req); },
                                    fd >= 0 ? &fd : nullptr, fd >= 0 ? 1 : 0);
-    if (reply.ok() && attempt < 3) {
+    if (reply.ok()) {
       std::lock_guard registrations(client->registrationsMu());
+      if (reply->session == client->session()) {
+        st->topicKey = reply->reply().getAdvertise().getTopicKey();
+        st->advertisedOn = reply->session;
+        return std::unique_ptr<PublisherCore>(std::make_unique<PublisherImpl>(std::move(st)));
+      }
       // Answered by a broker replaced since, whose successor was not told: advertised again.
-      if (reply->session != client->session()) continue;
-      st->topicKey = reply->reply().getAdvertise().getTopicKey();
-      st->advertisedOn = reply->session;
-      return std::unique_ptr<PublisherCore>(std::make_unique<PublisherImpl>(std::move(st)));
+      if (attempt < 3) continue;
     }
     client->removePublisher(st->tag);
     if (!reply.ok()) return reply.status();
