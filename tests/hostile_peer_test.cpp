@@ -31,6 +31,7 @@
 #include "hms/ffi/client.hpp"
 #include "hms/ffi/control.capnp.h"
 #include "os.hpp"
+#include "ring_message.hpp"
 #include "shm_layout.hpp"
 #include "support/process.hpp"
 #include "test.capnp.h"
@@ -434,6 +435,128 @@ TEST(HostileProviders, ProviderThatStopsReading_IsDropped_AndItsCallersGetUnavai
   opener->shutdown();
   svc.signal(SIGCONT);
 }
+
+// ---- a caller that never reads its replies ----------------------------------------------------
+
+// Writes echo(seq) into a channel's request ring by hand, as a caller that is not this library
+// would, with a far deadline. RESOURCE_EXHAUSTED when the request ring has no room.
+Status writeEcho(detail::CallerChannel& ch, uint64_t seq) {
+  const uint32_t offset = detail::payloadOffset(0);
+  detail::RingProducer::Slot slot;
+  const auto st = ch.requests.tryReserve(offset + 64, offset + ch.maxMessageBytes, slot);
+  if (st == detail::RingStatus::kFull) {
+    return Status(StatusCode::kResourceExhausted, "the request ring is full");
+  }
+  if (st != detail::RingStatus::kOk) return Status(StatusCode::kDataLoss, "corrupt request ring");
+  detail::RingMessageBuilder mb(kj::arrayPtr(reinterpret_cast<capnp::word*>(slot.record + offset),
+                                             (slot.bytes - offset) / sizeof(capnp::word)));
+  mb.initRoot<TestService::EchoParams>().setSeq(seq);
+  detail::RecordHeader h{};
+  h.kind = detail::kRecordRequest;
+  h.callId = seq;
+  h.method = 0;  // echo
+  h.deadlineNs = detail::monotonicNs() + std::chrono::nanoseconds(std::chrono::minutes(5)).count();
+  return detail::publishRecord(ch.requests, slot, mb, h, nullptr, ch.maxMessageBytes, "",
+                               [](uint32_t) { return Status(StatusCode::kResourceExhausted, ""); });
+}
+
+// The seq an echo reply record carries.
+uint64_t repliedSeq(const detail::RingConsumer::Record& rec) {
+  // One segment, no segment table: the record's words are the message.
+  kj::ArrayPtr<const capnp::word> segment[1] = {
+      kj::arrayPtr(reinterpret_cast<const capnp::word*>(rec.words), rec.header.words)};
+  capnp::SegmentArrayMessageReader reader(kj::arrayPtr(segment, 1));
+  return reader.getRoot<TestService::EchoResults>().getSeq();
+}
+
+// The parameter: the service's ServiceOptions::workerThreads (0: calls run on its dispatcher).
+class HostileCallers : public ::testing::TestWithParam<unsigned> {};
+
+TEST_P(HostileCallers, CallerThatNeverReadsItsReplies_HoldsUpOnlyItsOwnCalls_AndLosesNone) {
+  BrokerFixture broker;
+  auto server = connectTo(broker.socket());
+  ASSERT_TRUE(server);
+  ServiceDefinition<TestService> def;
+  def.on<&TestService::Client::echoRequest>(
+      [](CallContext&, TestService::EchoParams::Reader p, TestService::EchoResults::Builder r) {
+        r.setSeq(p.getSeq());
+        return Status();
+      });
+  auto served = server->serve("hms.test", {1, 0, 0}, std::move(def),
+                              {.ringBytes = 4096, .workerThreads = GetParam()});
+  ASSERT_TRUE(served.ok()) << served.status().toString();
+
+  // The caller: the library's channel, written and read by hand.
+  ClientOptions o;
+  o.socketPath = broker.socket();
+  auto impl = std::make_shared<detail::ClientImpl>(o);
+  ASSERT_TRUE(impl->start().isOk());
+  auto ch = std::make_shared<detail::CallerChannel>(impl, "hms.test", VersionRange::any(),
+                                                    capnp::typeId<TestService>(), "TestService");
+  ASSERT_TRUE(ch->open(true).isOk());
+  ASSERT_EQ(ch->transport, Transport::kSharedMemory);
+  auto nextReply = [&](detail::RingConsumer::Record& rec) {
+    return waitUntil([&] { return ch->responses.next(rec) == detail::RingStatus::kOk; });
+  };
+
+  // It reads its replies and keeps them all (taken, never released), until the next one would
+  // not fit: nothing was released, so the free space is the ring's end, contiguous.
+  const uint32_t need = detail::roundUpRecord(detail::payloadOffset(0) + 64);
+  std::vector<detail::RingConsumer::Record> held;
+  uint64_t seq = 1;
+  while (ch->ringBytes - ch->responses.heldBytes() >= need) {
+    ASSERT_TRUE(writeEcho(*ch, seq).isOk());
+    detail::RingConsumer::Record rec;
+    ASSERT_TRUE(nextReply(rec)) << "no reply to call " << seq;
+    ASSERT_EQ(rec.header.callId, seq);
+    held.push_back(rec);
+    ++seq;
+  }
+  // The next calls' replies have no room. It sends calls until its request ring is full: the
+  // service holds them in place (no copy: what it keeps is bounded by that ring).
+  const uint64_t unanswered = seq;
+  for (;; ++seq) {
+    const Status s = writeEcho(*ch, seq);
+    if (!s.isOk()) {
+      ASSERT_EQ(s.code(), StatusCode::kResourceExhausted) << s.toString();
+      break;
+    }
+    ASSERT_LT(seq, unanswered + 4096) << "the request ring never filled";
+  }
+  ASSERT_GT(seq, unanswered + 1);
+
+  // Another caller of the same service is answered at once, call after call (each turn of the
+  // service's loop passes the channel of the first one, whose call waits for 5 minutes).
+  auto other = connectTo(broker.socket());
+  ASSERT_TRUE(other);
+  auto stub = other->bind<TestService>("hms.test");
+  ASSERT_TRUE(stub.ok()) << stub.status().toString();
+  CallOptions opts;
+  opts.timeout = std::chrono::seconds(10);
+  for (uint64_t i = 0; i < 20; ++i) {
+    auto r = echo(*stub, 1'000'000 + i, opts);
+    ASSERT_TRUE(r.ok()) << "call " << i << " of another caller: " << r.status().toString();
+    EXPECT_EQ(r->results().getSeq(), 1'000'000 + i);
+  }
+
+  // The first caller reads on: every call it sent is answered, in order, none lost.
+  for (auto& rec : held) ch->responses.release(rec);
+  held.clear();
+  for (uint64_t want = unanswered; want < seq; ++want) {
+    detail::RingConsumer::Record rec;
+    ASSERT_TRUE(nextReply(rec)) << "call " << want << " was never answered";
+    EXPECT_EQ(rec.header.callId, want);
+    EXPECT_EQ(rec.header.status, 0);
+    EXPECT_EQ(repliedSeq(rec), want);
+    ch->responses.release(rec);
+  }
+  ch->closeChannel(detail::kEndClosed);
+  impl->shutdown();
+}
+
+INSTANTIATE_TEST_SUITE_P(Workers, HostileCallers, ::testing::Values(0u, 1u), [](const auto& info) {
+  return info.param == 0 ? std::string("OnTheDispatcher") : std::string("OnOneWorker");
+});
 
 // ---- item 8: what one client may hold ------------------------------------------------------
 

@@ -348,6 +348,7 @@ Status CallerChannel::open(bool initial) {
     uint8_t* base = segment->data() + kPageBytes;
     requests = RingProducer(&hdr_->request, base, ring, &doorbellMap.as<DoorbellSegment>()->wake);
     responses = RingConsumer(&hdr_->response, base + ring, ring);
+    responses.setSpaceWakeAlso(&doorbellMap.as<DoorbellSegment>()->wake);
     if (client->metrics.enabled()) {
       if (!ringMetrics) {
         ringMetrics =

@@ -531,7 +531,8 @@ class Dispatcher {
   struct Queued {
     RingConsumer::Record rec{};
     std::unique_ptr<uint64_t[]> copy;
-    bool dropped = false;  // cancelled before it ran
+    bool dropped = false;     // cancelled before it ran
+    int64_t parkedUntil = 0;  // parked (replyRoom()): given up at this time; 0: never parked
   };
   struct Work {
     Channel* channel = nullptr;
@@ -574,6 +575,11 @@ class Dispatcher {
   bool dispatch(Channel& ch, int budget);
   // Runs a plain or one-way call at once if nothing is ahead of it; false: it must be queued.
   bool runInPlace(Channel& ch, const RingConsumer::Record& rec);
+  // Whether the caller's response ring has room for a reply now (shared memory). A call whose
+  // reply has none is parked at the front of its channel's queue (its request stays in the ring)
+  // instead of waited for in place, so that a caller that does not read its replies holds up only
+  // its own channel. `arm`: from the idle wait, which the caller's next release must wake.
+  bool replyRoom(Channel& ch, bool arm);
   void runUnary(Channel& ch, Queued& q, const std::shared_ptr<ServerCall>& call);
   void runOneWay(Channel& ch, Queued& q);
   void runStream(Channel& ch, Queued& q, const std::shared_ptr<ServerCall>& call);
@@ -620,6 +626,9 @@ class Dispatcher {
   // Calls in the channels' `running` maps (on workers and stream threads), all channels together.
   std::atomic<uint32_t> runningCalls_{0};
   bool anyClosed_ = false;  // a channel was marked closed and awaits reaping (dispatcher thread)
+  // The earliest time a parked call must be looked at again (dispatcher thread): its deadline,
+  // or the next re-check (kParkedRecheckNs) while any is parked.
+  int64_t parkedWake_ = kNoDeadline;
   std::atomic<bool> stopping_{false};
   std::map<uint64_t, std::shared_ptr<Service>> services_;  // by tag; dispatcher thread only
   std::vector<std::unique_ptr<Channel>> channels_;         // dispatcher thread only

@@ -8,6 +8,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <stdexcept>
 
@@ -90,6 +91,7 @@ struct Dispatcher::Channel {
   std::atomic<bool> busy{false};     // a worker runs the channel's current call: the next waits
   std::atomic<int> active{0};        // streams running on stream threads
   bool closed = false;               // dispatcher/socket thread
+  bool parked = false;               // queued.front() waits for room for its reply (dispatcher)
   std::unique_ptr<SocketLink> link;  // socket channels (served by the socket thread)
   bool armed = false;                // in the socket thread's epoll set
   std::mutex inMu;                   // see lockRequests()
@@ -123,6 +125,11 @@ void buildError(capnp::MessageBuilder& mb, const Status& status, const std::stri
 int64_t replyDeadlineOf(const RingConsumer::Record& rec) {
   return rec.header.deadlineNs > 0 ? rec.header.deadlineNs : monotonicNs() + 1'000'000'000;
 }
+
+// While a call is parked, the dispatcher looks at its caller's ring at least this often, woken or
+// not: a stream thread of the channel that waited for room too may have cleared the word the
+// caller's release reads (waitFor() does when its wait ends).
+constexpr int64_t kParkedRecheckNs = 20'000'000;
 
 }  // namespace
 
@@ -680,10 +687,42 @@ bool Dispatcher::take(Channel& ch, const RingConsumer::Record& rec,
   return true;
 }
 
+bool Dispatcher::replyRoom(Channel& ch, bool arm) {
+  // Stream threads build their items in the same ring, under outMu: never wait for one here.
+  std::unique_lock<std::mutex> out;
+  if (ch.service->work || ch.service->streams) {
+    out = std::unique_lock(ch.outMu, std::try_to_lock);
+    if (!out.owns_lock()) return false;
+  }
+  if (arm) {
+    // The caller's next release sees it and rings the doorbell too (RingConsumer::release()):
+    // set before `head` is read, so that either this read sees its release or it sees this.
+    storeRelaxed(ch.responses.spaceWake().sleeping, 1u);
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+  }
+  return ch.responses.hasSpaceFor(payloadOffset(0) + 64);
+}
+
 bool Dispatcher::dispatch(Channel& ch, int budget) {
   bool did = false;
+  ch.parked = false;
   while (budget-- > 0 && !ch.closed && !ch.busy.load(std::memory_order_acquire) &&
          !ch.queued.empty()) {
+    if (Queued& front = *ch.queued.front();
+        !ch.link && !front.dropped && !(front.rec.header.flags & (kRecordStream | kRecordOneWay)) &&
+        !replyRoom(ch, false)) {
+      // The caller has not read enough of its replies for this one: park the call, its request
+      // in place, and serve the other channels; their callers do not wait for this one.
+      const int64_t now = monotonicNs();
+      if (front.parkedUntil == 0) front.parkedUntil = replyDeadlineOf(front.rec);
+      if (now < front.parkedUntil) {
+        ch.parked = true;
+        parkedWake_ = std::min({parkedWake_, front.parkedUntil, now + kParkedRecheckNs});
+        break;
+      }
+      // Its deadline passed unanswered: the caller has given up on it (DEADLINE_EXCEEDED).
+      front.dropped = true;
+    }
     std::shared_ptr<Queued> q = std::move(ch.queued.front());
     ch.queued.pop_front();
     did = true;
@@ -736,6 +775,8 @@ bool Dispatcher::runInPlace(Channel& ch, const RingConsumer::Record& rec) {
       !ch.queued.empty() || ch.service->work || ch.busy.load(std::memory_order_relaxed)) {
     return false;
   }
+  // No room for the reply: queued, where dispatch() parks it.
+  if (!ch.link && !(rec.header.flags & kRecordOneWay) && !replyRoom(ch, false)) return false;
   Queued q;
   q.rec = rec;
   if (rec.header.flags & kRecordOneWay) {
@@ -761,6 +802,7 @@ void Dispatcher::finish(Channel& ch, Queued& q) {
 
 bool Dispatcher::pollChannels() {
   bool did = false;
+  parkedWake_ = kNoDeadline;  // dispatch() lowers it for each channel it parks
   for (auto& chp : channels_) {
     Channel& ch = *chp;
     if (ch.closed) continue;
@@ -1206,7 +1248,7 @@ void Dispatcher::run() {
     const bool did = pollChannels();
     if (nextDeadline <= monotonicNs() || did) nextDeadline = sweepDeadlines(channels_);
     if (events || did) continue;
-    waitFor(*doorbell_, client_.policy, nextDeadline, [&] {
+    waitFor(*doorbell_, client_.policy, std::min(nextDeadline, parkedWake_), [&] {
       if (pendingEvents_.load(std::memory_order_relaxed) != 0 ||
           stopping_.load(std::memory_order_relaxed)) {
         return true;
@@ -1214,8 +1256,11 @@ void Dispatcher::run() {
       for (auto& ch : channels_) {
         if (ch->closed) continue;
         if (ch->requests.hasData()) return true;
-        // Acquire: pairs with a worker's release of `busy`.
-        if (!ch->queued.empty() && !ch->busy.load(std::memory_order_acquire)) return true;
+        // Acquire: pairs with a worker's release of `busy`. A parked call waits for room.
+        if (!ch->queued.empty() && !ch->busy.load(std::memory_order_acquire) &&
+            (!ch->parked || replyRoom(*ch, true))) {
+          return true;
+        }
       }
       return false;
     });

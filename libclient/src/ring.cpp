@@ -161,7 +161,7 @@ void RingConsumer::advancePast() noexcept {
   }
   if (head_ == before) return;
   storeRelease(control_->head, head_);  // SYNC POINT WRITE, pairs with RingProducer::refreshHead()
-  wakeIfSleeping(control_->producerWake);
+  if (wakeIfSleeping(control_->producerWake) && spaceWakeAlso_) wakeAlways(*spaceWakeAlso_);
 }
 
 }  // namespace hms::ffi::detail

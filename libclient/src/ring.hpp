@@ -152,6 +152,11 @@ class RingConsumer {
 
   bool attached() const noexcept { return data_ != nullptr; }
 
+  // A second word to wake when a release finds the producer waiting for space: the service's
+  // doorbell, on a caller's response ring. A service parks a call whose reply has no room and
+  // sleeps on its doorbell, not on this ring (Dispatcher::replyRoom()).
+  void setSpaceWakeAlso(WakeWord* w) noexcept { spaceWakeAlso_ = w; }
+
  private:
   struct Taken {
     uint64_t pos;     // absolute byte position
@@ -168,6 +173,7 @@ class RingConsumer {
   uint64_t head_ = 0;        // bytes handed back; published in control_->head
   uint64_t read_ = 0;        // bytes taken (head_ <= read_ <= head_ + capacity_)
   std::deque<Taken> taken_;  // in ring order
+  WakeWord* spaceWakeAlso_ = nullptr;
 };
 
 }  // namespace hms::ffi::detail

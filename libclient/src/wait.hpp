@@ -39,12 +39,15 @@ inline void cpuRelax() noexcept {
 }
 
 // Called by a producer after it published (committed a record, advanced an index, changed a state).
-inline void wakeIfSleeping(WakeWord& w) noexcept {
+// Returns whether a sleeper had announced itself (and was woken).
+inline bool wakeIfSleeping(WakeWord& w) noexcept {
   std::atomic_thread_fence(std::memory_order_seq_cst);  // pairs with the fence in waitFor()
   if (loadRelaxed(w.sleeping) != 0 && exchangeAcqRel(w.sleeping, 0u) != 0) {
     addRelaxed(w.wakes, uint64_t{1});
     futexWakeAll(&w.sleeping);
+    return true;
   }
+  return false;
 }
 
 // The same for two words, with one fence: a reply wakes both a synchronous caller waiting on its
