@@ -33,6 +33,7 @@
 #include "os.hpp"
 #include "ring_message.hpp"
 #include "shm_layout.hpp"
+#include "socket_link.hpp"
 #include "support/process.hpp"
 #include "test.capnp.h"
 
@@ -549,6 +550,90 @@ TEST_P(HostileCallers, CallerThatNeverReadsItsReplies_HoldsUpOnlyItsOwnCalls_And
     EXPECT_EQ(rec.header.status, 0);
     EXPECT_EQ(repliedSeq(rec), want);
     ch->responses.release(rec);
+  }
+  ch->closeChannel(detail::kEndClosed);
+  impl->shutdown();
+}
+
+// The same caller over the socket fallback: it sends calls and reads nothing until the service
+// stops taking them (its replies fill the caller's socket; the parked call's channel is not read).
+TEST_P(HostileCallers, SocketCallerThatNeverReadsItsReplies_HoldsUpOnlyItsOwnCalls_AndLosesNone) {
+  BrokerFixture broker;
+  auto server = connectTo(broker.socket());
+  ASSERT_TRUE(server);
+  ServiceDefinition<TestService> def;
+  def.on<&TestService::Client::echoRequest>(
+      [](CallContext&, TestService::EchoParams::Reader p, TestService::EchoResults::Builder r) {
+        r.setSeq(p.getSeq());
+        return Status();
+      });
+  auto served = server->serve("hms.test", {1, 0, 0}, std::move(def),
+                              {.ringBytes = 4096, .workerThreads = GetParam()});
+  ASSERT_TRUE(served.ok()) << served.status().toString();
+
+  ClientOptions o;
+  o.socketPath = broker.socket();
+  o.transport = Transport::kSocket;
+  auto impl = std::make_shared<detail::ClientImpl>(o);
+  ASSERT_TRUE(impl->start().isOk());
+  auto ch = std::make_shared<detail::CallerChannel>(impl, "hms.test", VersionRange::any(),
+                                                    capnp::typeId<TestService>(), "TestService");
+  ASSERT_TRUE(ch->open(true).isOk());
+  ASSERT_EQ(ch->transport, Transport::kSocket);
+  const detail::WaitPolicy blocking{detail::WaitKind::kBlocking, 0};
+
+  // It sends until a send finds no room for 2 s: the service has stopped reading its socket.
+  // (Were the service only slow, the other caller below would pass without proving anything;
+  // it cannot fail for that.)
+  uint64_t seq = 1;
+  for (;; ++seq) {
+    detail::RingMessageBuilder mb(ch->link->scratch());
+    mb.initRoot<TestService::EchoParams>().setSeq(seq);
+    detail::RecordHeader h{};
+    h.kind = detail::kRecordRequest;
+    h.callId = seq;
+    h.method = 0;  // echo
+    const int64_t now = detail::monotonicNs();
+    h.deadlineNs = now + std::chrono::nanoseconds(std::chrono::minutes(5)).count();
+    const Status s = ch->link->send(h, nullptr, mb, blocking, now + 2'000'000'000, "");
+    if (!s.isOk()) {
+      ASSERT_EQ(s.code(), StatusCode::kDeadlineExceeded) << s.toString();
+      break;
+    }
+    ASSERT_LT(seq, 1'000'000u) << "the service never stopped taking calls";
+  }
+  const uint64_t sent = seq - 1;
+  ASSERT_GT(sent, 1u);
+
+  // Another caller over a socket (served by the same thread of the service) is answered.
+  ClientOptions viaSocket;
+  viaSocket.transport = Transport::kSocket;
+  auto other = connectTo(broker.socket(), viaSocket);
+  ASSERT_TRUE(other);
+  auto stub = other->bind<TestService>("hms.test");
+  ASSERT_TRUE(stub.ok()) << stub.status().toString();
+  CallOptions opts;
+  opts.timeout = std::chrono::seconds(10);
+  for (uint64_t i = 0; i < 20; ++i) {
+    auto r = echo(*stub, 1'000'000 + i, opts);
+    ASSERT_TRUE(r.ok()) << "call " << i << " of another caller: " << r.status().toString();
+    EXPECT_EQ(r->results().getSeq(), 1'000'000 + i);
+    EXPECT_EQ(stub->transport(), Transport::kSocket);
+  }
+
+  // It reads on: every call it sent is answered, in order.
+  for (uint64_t want = 1; want <= sent; ++want) {
+    detail::RingConsumer::Record rec;
+    ASSERT_TRUE(waitUntil([&] {
+      const auto got = ch->link->tryReceive(rec);
+      EXPECT_NE(got, detail::SocketLink::Recv::kClosed);
+      EXPECT_NE(got, detail::SocketLink::Recv::kCorrupt);
+      return got != detail::SocketLink::Recv::kEmpty;
+    })) << "call "
+        << want << " of " << sent << " was never answered";
+    ASSERT_EQ(rec.header.callId, want);
+    EXPECT_EQ(rec.header.status, 0);
+    EXPECT_EQ(repliedSeq(rec), want);
   }
   ch->closeChannel(detail::kEndClosed);
   impl->shutdown();

@@ -575,10 +575,11 @@ class Dispatcher {
   bool dispatch(Channel& ch, int budget);
   // Runs a plain or one-way call at once if nothing is ahead of it; false: it must be queued.
   bool runInPlace(Channel& ch, const RingConsumer::Record& rec);
-  // Whether the caller's response ring has room for a reply now (shared memory). A call whose
-  // reply has none is parked at the front of its channel's queue (its request stays in the ring)
-  // instead of waited for in place, so that a caller that does not read its replies holds up only
-  // its own channel. `arm`: from the idle wait, which the caller's next release must wake.
+  // Whether the caller's response ring (or socket) has room for a reply now. A call whose reply
+  // has none is parked at the front of its channel's queue (its request stays in the ring; a
+  // socket channel is not read while parked) instead of waited for in place, so that a caller
+  // that does not read its replies holds up only its own channel. `arm`: from the idle wait,
+  // which the caller's next release must wake (shared memory).
   bool replyRoom(Channel& ch, bool arm);
   void runUnary(Channel& ch, Queued& q, const std::shared_ptr<ServerCall>& call);
   void runOneWay(Channel& ch, Queued& q);
@@ -629,6 +630,7 @@ class Dispatcher {
   // The earliest time a parked call must be looked at again (dispatcher thread): its deadline,
   // or the next re-check (kParkedRecheckNs) while any is parked.
   int64_t parkedWake_ = kNoDeadline;
+  int64_t socketParkedWake_ = kNoDeadline;  // the same for socket channels (socket thread)
   std::atomic<bool> stopping_{false};
   std::map<uint64_t, std::shared_ptr<Service>> services_;  // by tag; dispatcher thread only
   std::vector<std::unique_ptr<Channel>> channels_;         // dispatcher thread only

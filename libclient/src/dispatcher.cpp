@@ -94,6 +94,7 @@ struct Dispatcher::Channel {
   bool parked = false;               // queued.front() waits for room for its reply (dispatcher)
   std::unique_ptr<SocketLink> link;  // socket channels (served by the socket thread)
   bool armed = false;                // in the socket thread's epoll set
+  uint32_t watching = EPOLLIN;       // what the socket thread's epoll set waits for on it
   std::mutex inMu;                   // see lockRequests()
   std::mutex outMu;                  // one record at a time is built for the caller
   std::deque<std::shared_ptr<Queued>> queued;  // dispatcher/socket thread
@@ -130,6 +131,10 @@ int64_t replyDeadlineOf(const RingConsumer::Record& rec) {
 // not: a stream thread of the channel that waited for room too may have cleared the word the
 // caller's release reads (waitFor() does when its wait ends).
 constexpr int64_t kParkedRecheckNs = 20'000'000;
+
+// Calls a socket channel may have queued (copied out of its socket) before the socket thread
+// stops reading it until they have run.
+constexpr size_t kSocketBacklog = 64;
 
 }  // namespace
 
@@ -688,6 +693,7 @@ bool Dispatcher::take(Channel& ch, const RingConsumer::Record& rec,
 }
 
 bool Dispatcher::replyRoom(Channel& ch, bool arm) {
+  if (ch.link) return ch.link->writable();
   // Stream threads build their items in the same ring, under outMu: never wait for one here.
   std::unique_lock<std::mutex> out;
   if (ch.service->work || ch.service->streams) {
@@ -709,7 +715,7 @@ bool Dispatcher::dispatch(Channel& ch, int budget) {
   while (budget-- > 0 && !ch.closed && !ch.busy.load(std::memory_order_acquire) &&
          !ch.queued.empty()) {
     if (Queued& front = *ch.queued.front();
-        !ch.link && !front.dropped && !(front.rec.header.flags & (kRecordStream | kRecordOneWay)) &&
+        !front.dropped && !(front.rec.header.flags & (kRecordStream | kRecordOneWay)) &&
         !replyRoom(ch, false)) {
       // The caller has not read enough of its replies for this one: park the call, its request
       // in place, and serve the other channels; their callers do not wait for this one.
@@ -717,7 +723,8 @@ bool Dispatcher::dispatch(Channel& ch, int budget) {
       if (front.parkedUntil == 0) front.parkedUntil = replyDeadlineOf(front.rec);
       if (now < front.parkedUntil) {
         ch.parked = true;
-        parkedWake_ = std::min({parkedWake_, front.parkedUntil, now + kParkedRecheckNs});
+        int64_t& wake = ch.link ? socketParkedWake_ : parkedWake_;
+        wake = std::min({wake, front.parkedUntil, now + kParkedRecheckNs});
         break;
       }
       // Its deadline passed unanswered: the caller has given up on it (DEADLINE_EXCEEDED).
@@ -776,7 +783,7 @@ bool Dispatcher::runInPlace(Channel& ch, const RingConsumer::Record& rec) {
     return false;
   }
   // No room for the reply: queued, where dispatch() parks it.
-  if (!ch.link && !(rec.header.flags & kRecordOneWay) && !replyRoom(ch, false)) return false;
+  if (!(rec.header.flags & kRecordOneWay) && !replyRoom(ch, false)) return false;
   Queued q;
   q.rec = rec;
   if (rec.header.flags & kRecordOneWay) {
@@ -1341,6 +1348,7 @@ void Dispatcher::runSockets() {
   for (;;) {
     // Channels: close the finished, arm the new, run what is queued.
     bool did = false;
+    socketParkedWake_ = kNoDeadline;  // dispatch() lowers it for each channel it parks
     for (auto& ch : socketChannels_) {
       if (ch->closed) continue;
       if (ch->link->ended() && !ch->busy.load(std::memory_order_acquire)) {
@@ -1356,13 +1364,26 @@ void Dispatcher::runSockets() {
         ch->armed = true;
       }
       did |= dispatch(*ch, 64);
+      // The socket is not read while its call is parked (watched for room instead) or while a
+      // backlog waits for the channel's worker: what the caller sends meanwhile waits in the
+      // socket, not copied into this process. A hang-up is reported either way.
+      const uint32_t want = ch->parked                            ? uint32_t(EPOLLOUT)
+                            : ch->queued.size() >= kSocketBacklog ? 0u
+                                                                  : uint32_t(EPOLLIN);
+      if (want != ch->watching && !ch->closed) {
+        epoll_event ev{};
+        ev.events = want;
+        ev.data.ptr = ch.get();
+        ::epoll_ctl(epollFd_.get(), EPOLL_CTL_MOD, ch->link->fd(), &ev);
+        ch->watching = want;
+      }
     }
     std::erase_if(socketChannels_, [](const std::unique_ptr<Channel>& ch) {
       return ch->closed && !ch->busy.load(std::memory_order_acquire) &&
              ch->active.load(std::memory_order_acquire) == 0;
     });
     if (socketsStopping_) break;
-    nextDeadline = sweepDeadlines(socketChannels_);
+    nextDeadline = std::min(sweepDeadlines(socketChannels_), socketParkedWake_);
     int timeoutMs = -1;
     if (did) {
       timeoutMs = 0;
@@ -1384,8 +1405,9 @@ void Dispatcher::runSockets() {
         continue;
       }
       auto* ch = static_cast<Channel*>(events[i].data.ptr);
-      // Channels closed in this batch stay allocated until the reaping above.
-      if (!ch->closed) socketRead(*ch);
+      // Channels closed in this batch stay allocated until the reaping above. Room on a parked
+      // channel's socket: its call runs at the top of the loop.
+      if (!ch->closed && (events[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))) socketRead(*ch);
     }
   }
   for (auto& ch : socketChannels_) socketClose(*ch, "client stopped");

@@ -61,6 +61,11 @@ void SocketLink::shutdown() noexcept {
   eof_ = true;
 }
 
+bool SocketLink::writable() noexcept {
+  pollfd p{fd_.get(), POLLOUT, 0};
+  return ::poll(&p, 1, 0) != 0;  // POLLOUT, POLLERR or POLLHUP (or poll's own error)
+}
+
 Status SocketLink::sendDatagramV(const iovec* iov, int iovcnt, const WaitPolicy& policy,
                                  int64_t deadlineNs) {
   msghdr msg{};

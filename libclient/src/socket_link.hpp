@@ -67,6 +67,11 @@ class SocketLink {
   // corruptReason()); the link is shut down.
   Recv tryReceive(RingConsumer::Record& record) noexcept;
 
+  // Whether the socket takes more now (POLLOUT), or has failed (the next send says how). A
+  // Unix socket is writable while at most a quarter of its send buffer is taken by datagrams the
+  // peer has not read.
+  bool writable() noexcept;
+
   // Waits by the policy until a datagram or a hang-up is waiting, or the deadline passes (false).
   bool waitReadable(const WaitPolicy& policy, int64_t deadlineNs) noexcept;
 
