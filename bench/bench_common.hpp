@@ -45,7 +45,8 @@ struct Options {
   uint64_t streamItems = 0;  // --stream-items: items per stream (0: 1 GiB worth, 2 000 to 1 M)
   std::vector<unsigned> fanout = {1, 2, 4, 8};                  // pub/sub subscribers (P6)
   std::vector<std::string> pubsubModes = {"spin", "adaptive"};  // one subscriber (P5)
-  std::vector<unsigned> callers = {1, 2, 4, 8};                 // caller processes (P16)
+  unsigned publishBatch = 32;  // the P5 rows again with Publisher::publishBatch (1: not)
+  std::vector<unsigned> callers = {1, 2, 4, 8};  // caller processes (P16)
   std::string brokerPath;
   // --binding-programs: each language's bench program (the `bindings` pattern, P13).
   std::vector<std::string> bindingPrograms;

@@ -150,6 +150,13 @@ int main(int argc, char** argv) {
       o.streamItems = std::strtoull(next().c_str(), nullptr, 10);
     } else if (a == "--pubsub-modes") {
       o.pubsubModes = splitList(next());
+    } else if (a == "--publish-batch") {
+      const int n = std::atoi(next().c_str());
+      if (n < 1 || n > 4096) {
+        std::fprintf(stderr, "hms-ffi-bench: --publish-batch takes 1 (none) to 4096 messages\n");
+        return 2;
+      }
+      o.publishBatch = unsigned(n);
     } else if (a == "--callers") {
       o.callers.clear();
       for (const auto& v : splitList(next())) {
@@ -182,8 +189,9 @@ int main(int argc, char** argv) {
           "                     [--stream-sizes 64,65536] [--stream-items N] [--cpus 0,1 | "
           "--no-pin]\n"
           "                     [--json]\n"
-          "                     [--pubsub-modes spin,adaptive] [--fanout 1,2,4,8] [--callers "
+          "                     [--pubsub-modes spin,adaptive] [--publish-batch 32] [--fanout "
           "1,2,4,8]\n"
+          "                     [--callers 1,2,4,8]\n"
           "                     [--broker PATH]\n"
           "                     [--binding-programs PATH,PATH]\n"
           "rtt:    64-byte round trips between two processes: HMS-FFI calls per wait mode\n"
@@ -203,8 +211,9 @@ int main(int argc, char** argv) {
           "        --throughput-modes.\n"
           "pubsub: one publisher, block_publisher subscriber processes reading every byte of\n"
           "        64-byte messages: one subscriber per --pubsub-modes beside the raw SPSC ring\n"
-          "        (P5), then --fanout subscriber counts in adaptive mode, with the publisher's\n"
-          "        CPU per message (P6).\n"
+          "        (P5), again with publishBatch of --publish-batch messages (1: not), then\n"
+          "        --fanout subscriber counts in adaptive mode, with the publisher's CPU per\n"
+          "        message (P6).\n"
           "json:   a JSON-level 64-byte echo (JsonStub) in adaptive mode, in slices beside the\n"
           "        typed call of the same mode (P12).\n"
           "callers: --callers counts (1,2,4,8) of caller processes calling one adaptive echo\n"
@@ -219,7 +228,8 @@ int main(int argc, char** argv) {
           "        same call with no policy, alternating rounds, best p50 of each (P15).\n"
           "metrics (not run by default): the typed call, spin and adaptive, with the call\n"
           "        metrics on (the default) and off ($HMS_FFI_METRICS=off in the caller and the\n"
-          "        service), four alternating rounds, best p50 of each; and one subscriber's pub/sub\n"
+          "        service), four alternating rounds, best p50 of each; and one subscriber's "
+          "pub/sub\n"
           "        rate in six alternating rounds, best rate and least publisher CPU per\n"
           "        message of each (P14).\n"
           "The measuring process on the first --cpus CPU, the other on the second (0,1), unless\n"
@@ -324,6 +334,11 @@ int main(int argc, char** argv) {
     for (const auto& mode : o.pubsubModes) {
       const Rate raw = rawRing(o, 64, count, 4u << 20);
       if (auto r = ffiPubSub(o, self, socket, mode, 1, count)) pubsubOne.emplace_back(raw, *r);
+      if (o.publishBatch > 1) {
+        if (auto r = ffiPubSub(o, self, socket, mode, 1, count, o.publishBatch)) {
+          pubsubOne.emplace_back(raw, *r);
+        }
+      }
     }
     for (unsigned n : o.fanout) {
       if (auto r = ffiPubSub(o, self, socket, "adaptive", n, count / 4)) fanout.push_back(*r);
@@ -713,8 +728,10 @@ int main(int argc, char** argv) {
   for (const auto& [raw, f] : pubsubOne) {
     if (f.mode.rfind("socket", 0) == 0) continue;  // P5 is the shared-memory path
     const double r = f.rate.msgsPerSec / raw.msgsPerSec;
-    std::printf("  P5 pub/sub one way, %s: %.2fx the raw SPSC ring (>= 0.7x): %s\n", f.mode.c_str(),
-                r, verdict(r >= 0.7));
+    const std::string how =
+        f.mode + (f.batch > 1 ? ", batches of " + std::to_string(f.batch) : std::string());
+    std::printf("  P5 pub/sub one way, %s: %.2fx the raw SPSC ring (>= 0.7x): %s\n", how.c_str(), r,
+                verdict(r >= 0.7));
   }
   if (callersRows.size() > 1 && callersRows.front().callers == 1) {
     // "Does not fall as N grows": every N within 10% of the best smaller N (runs move more than

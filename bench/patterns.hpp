@@ -140,14 +140,16 @@ struct PubSubResult {
   double pubWallNs = 0;  // publisher wall time per message
   unsigned subscribers = 0;
   std::string mode;
+  unsigned batch = 1;  // messages per publishBatch (1: publish())
 };
 
 // One publisher (this process) and `subscribers` subscriber processes, block_publisher: `count`
-// messages of 64 B built in place, each read whole by every subscriber. The rate runs from the
+// messages of 64 B built in place (in publishBatch()es of `batch` when above 1), each read whole
+// by every subscriber. The rate runs from the
 // first publish to the last subscriber's last message.
 std::optional<PubSubResult> ffiPubSub(const Options& o, const std::string& self,
                                       const std::string& socket, const std::string& mode,
-                                      unsigned subscribers, uint64_t count);
+                                      unsigned subscribers, uint64_t count, unsigned batch = 1);
 
 // ---- json.cpp: the JSON-level call (P12) --------------------------------------------------------
 

@@ -67,7 +67,7 @@ int subscribeSamples(const std::string& socket, const std::string& mode, const s
 
 std::optional<PubSubResult> ffiPubSub(const Options& o, const std::string& self,
                                       const std::string& socket, const std::string& mode,
-                                      unsigned subscribers, uint64_t count) {
+                                      unsigned subscribers, uint64_t count, unsigned batch) {
   static int topicNo = 0;
   const std::string topic = "hms.bench.samples." + std::to_string(++topicNo);
   const bool pin = o.pin && subscribers == 1;
@@ -113,12 +113,24 @@ std::optional<PubSubResult> ffiPubSub(const Options& o, const std::string& self,
     const int64_t cpu0 = threadCpuNs();
     const int64_t t0 = nowNs();
     uint64_t failed = 0;
-    for (uint64_t i = 1; i <= count; ++i) {
-      auto s = pub->publish([&](Sample::Builder m) {
-        m.setSeq(i);
-        std::memset(m.initPayload(64).begin(), int(i & 0xff), 64);
-      });
-      if (!s) ++failed;
+    if (batch <= 1) {
+      for (uint64_t i = 1; i <= count; ++i) {
+        auto s = pub->publish([&](Sample::Builder m) {
+          m.setSeq(i);
+          std::memset(m.initPayload(64).begin(), int(i & 0xff), 64);
+        });
+        if (!s) ++failed;
+      }
+    } else {
+      for (uint64_t first = 1; first <= count; first += batch) {
+        const size_t n = size_t(std::min<uint64_t>(batch, count - first + 1));
+        auto s = pub->publishBatch(n, [&](size_t k, Sample::Builder m) {
+          const uint64_t i = first + k;
+          m.setSeq(i);
+          std::memset(m.initPayload(64).begin(), int(i & 0xff), 64);
+        });
+        if (!s) ++failed;
+      }
     }
     const int64_t t1 = nowNs();
     const int64_t cpu1 = threadCpuNs();
@@ -146,12 +158,14 @@ std::optional<PubSubResult> ffiPubSub(const Options& o, const std::string& self,
     } else {
       PubSubResult r;
       r.rate = rateOf("pub/sub 64 B, " + std::to_string(subscribers) + " subscriber" +
-                          (subscribers == 1 ? "" : "s") + ", " + mode,
+                          (subscribers == 1 ? "" : "s") + ", " + mode +
+                          (batch > 1 ? ", batches of " + std::to_string(batch) : ""),
                       64, count, lastNs - t0);
       r.pubCpuNs = double(cpu1 - cpu0) / double(count);
       r.pubWallNs = double(t1 - t0) / double(count);
       r.subscribers = subscribers;
       r.mode = mode;
+      r.batch = batch;
       result = r;
     }
   }

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <future>
 #include <mutex>
+#include <stdexcept>
 #include <thread>
 #include <vector>
 
@@ -111,6 +112,87 @@ TEST_P(PubSub, BlockPublisher_EightSubscriberProcesses_EachSeesEveryMessageOnceI
     EXPECT_EQ(sum.last, kMessages);
     EXPECT_EQ(sum.end, int(StatusCode::kUnavailable));
   }
+}
+
+// Fills a Tick of `bytes` for sequence number seq (as publishTick does).
+void fillTick(Tick::Builder t, uint64_t seq, size_t bytes) {
+  t.setSeq(seq);
+  auto p = t.initPayload(uint(bytes));
+  for (size_t i = 0; i < bytes; ++i) p[i] = tickByte(seq, i);
+}
+
+TEST_P(PubSub, PublishBatch_LargerThanTheLog_ReachesBlockingSubscribersWholeAndInOrder) {
+  auto client = connect();
+  TopicOptions o;
+  o.slots = 16;  // batches of 100 and more: published in parts as the subscribers read
+  auto pub = client->advertise<Tick>("hms.test.ticks", o);
+  ASSERT_TRUE(pub.ok()) << pub.status().toString();
+  std::vector<Subprocess> subs;
+  for (int i = 0; i < 2; ++i) subs.push_back(topicProcess({"subscribe", "hms.test.ticks"}));
+  for (auto& s : subs) ASSERT_TRUE(s.waitForLine("subscribed")) << s.output() << s.errors();
+  ASSERT_TRUE(waitUntil([&] { return pub->subscribers() == 2; }));
+
+  uint64_t total = 0;
+  for (size_t batch : {1, 7, 16, 100, 1000, 3}) {
+    const uint64_t first = pub->published() + 1;
+    auto s = pub->publishBatch(
+        batch, [&](size_t i, Tick::Builder t) { fillTick(t, first + i, (first + i) % 300); });
+    ASSERT_TRUE(s) << "a batch of " << batch << ": " << s.toString();
+    total += batch;
+    ASSERT_EQ(pub->published(), total);
+  }
+  ASSERT_TRUE(pub->close());
+  for (auto& s : subs) {
+    const int status = finish(s);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << s.output() << s.errors();
+    const Summary sum = summaryOf(s.output());
+    EXPECT_EQ(sum.got, total) << s.output();
+    EXPECT_EQ(sum.missed, 0u);
+    EXPECT_EQ(sum.last, total);
+  }
+}
+
+TEST_P(PubSub, PublishBatch_StoppedByATooLargeMessageOrAThrow_PublishesWhatCameBefore) {
+  auto client = connect();
+  TopicOptions o;
+  o.maxMessageBytes = 256;
+  auto pub = client->advertise<Tick>("hms.test.ticks", o);
+  ASSERT_TRUE(pub.ok()) << pub.status().toString();
+  auto sub = client->subscribe<Tick>("hms.test.ticks");
+  ASSERT_TRUE(sub.ok()) << sub.status().toString();
+  ASSERT_TRUE(waitUntil([&] { return pub->subscribers() == 1; }));
+
+  // The sixth message of ten does not fit: five are published, and the status says so.
+  auto s = pub->publishBatch(
+      10, [&](size_t i, Tick::Builder t) { fillTick(t, i + 1, i == 5 ? 1000 : 100); });
+  EXPECT_EQ(s.code(), StatusCode::kResourceExhausted) << s.toString();
+  EXPECT_NE(s.message().find("5 of the batch's 10 messages were published"), std::string::npos)
+      << s.toString();
+  EXPECT_EQ(pub->published(), 5u);
+  // The fill throws at the third: two more are published, the exception reaches the caller.
+  EXPECT_THROW((void)pub->publishBatch(4,
+                                       [&](size_t i, Tick::Builder t) {
+                                         if (i == 2) throw std::runtime_error("fill failed");
+                                         fillTick(t, 6 + i, 64);
+                                       }),
+               std::runtime_error);
+  EXPECT_EQ(pub->published(), 7u);
+  // The topic goes on: the next message is the eighth.
+  ASSERT_TRUE(publishTick(*pub, 32));
+  for (uint64_t want = 1; want <= 8; ++want) {
+    ASSERT_TRUE(sub->next(std::chrono::seconds(20))) << "message " << want;
+    EXPECT_EQ(sub->sequence(), want);
+    EXPECT_EQ(sub->message().getSeq(), want);
+    EXPECT_TRUE(tickIntact(sub->message()));
+    EXPECT_EQ(sub->missed(), 0u);
+  }
+  EXPECT_EQ(sub->next(std::chrono::milliseconds(50)).code(), StatusCode::kDeadlineExceeded);
+  // A batch of none publishes nothing; a batch on a closed publisher is refused.
+  EXPECT_TRUE(pub->publishBatch(0, [](size_t, Tick::Builder) {}));
+  EXPECT_EQ(pub->published(), 8u);
+  ASSERT_TRUE(pub->close());
+  EXPECT_EQ(pub->publishBatch(1, [](size_t, Tick::Builder) {}).code(),
+            StatusCode::kFailedPrecondition);
 }
 
 TEST_P(PubSub, DropOldest_TheIdleSubscriberIsToldExactlyHowManyItMissed) {
@@ -473,7 +555,8 @@ TEST_P(PubSub, BrokerRestart_ThenASubscriberDies_ThePublisherIsNotHeldBack) {
   EXPECT_TRUE(waitUntil([&] {
     if (auto s = publishTick(*pub); !s) return false;
     return pub->subscribers() == 0u;
-  })) << pub->subscribers() << " subscriber(s) left";
+  })) << pub->subscribers()
+      << " subscriber(s) left";
 }
 
 INSTANTIATE_TEST_SUITE_P(Transports, PubSub,

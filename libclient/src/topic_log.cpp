@@ -94,7 +94,8 @@ TopicPublisher::TopicPublisher(uint8_t* log, const TopicGeometry& g) noexcept
     : header_(reinterpret_cast<TopicHeader*>(log)),
       slots_(log + kTopicHeaderBytes),
       g_(g),
-      published_(loadRelaxed(header_->published)) {}
+      published_(loadRelaxed(header_->published)),
+      announced_(published_) {}
 
 void TopicPublisher::addSubscriber(SubscriberCursor* c) {
   cursors_.push_back({c, c->policy == uint32_t(SlowConsumerPolicy::kBlockPublisher), 0});
@@ -168,11 +169,16 @@ Status TopicPublisher::loan(const WaitPolicy& policy, int64_t deadlineNs, Loan& 
   return Status();
 }
 
-void TopicPublisher::publish(const Loan& loan, uint32_t words) noexcept {
+void TopicPublisher::commit(const Loan& loan, uint32_t words) noexcept {
   TopicSlotHeader* slot = slotAt(slots_, g_, loan.seq);
   storeRelaxed(slot->words, std::min(words, g_.maxWords()));  // drop_oldest readers read it racing
   storeRelease(slot->seq, loan.seq);  // SYNC POINT WRITE: the slot's message is whole
   published_ = loan.seq;
+}
+
+void TopicPublisher::announce() noexcept {
+  if (announced_ == published_) return;
+  announced_ = published_;
   // SYNC POINT WRITE, pairs with the acquire loads in TopicSubscriber::next()/hasNext().
   storeRelease(header_->published, published_);
   // One fence for all the subscribers (pairs with the fence in waitFor()); a syscall only for
@@ -194,6 +200,7 @@ void TopicPublisher::abandon(const Loan& loan) noexcept {
 }
 
 void TopicPublisher::close() noexcept {
+  announce();  // what was committed is published: subscribers read it before the end
   storeRelease(header_->publisherState, uint32_t(kEndClosed));
   for (const Attached& a : cursors_) wakeAlways(a.cursor->subscriberWake);
 }

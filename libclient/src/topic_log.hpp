@@ -68,8 +68,18 @@ class TopicPublisher {
   // count it as missed). The next loan() hands out the same sequence again.
   void abandon(const Loan& loan) noexcept;
   // Publishes the loaned message of `words` words (SYNC POINT WRITE) and wakes the subscribers
-  // that sleep (each on its own cursor page).
-  void publish(const Loan& loan, uint32_t words) noexcept;
+  // that sleep (each on its own cursor page): commit() then announce().
+  void publish(const Loan& loan, uint32_t words) noexcept {
+    commit(loan, words);
+    announce();
+  }
+  // Makes the loaned message whole in its slot and takes the next sequence, telling nobody yet:
+  // the next loan follows it. Subscribers read up to the last announce().
+  void commit(const Loan& loan, uint32_t words) noexcept;
+  // Makes every message committed so far visible at once: one store of the count, one fence,
+  // one wake per subscriber that sleeps. Before any wait for a block_publisher subscriber (it
+  // can only free the slots of messages it sees).
+  void announce() noexcept;
 
   // Marks the log closed (subscribers read what is left, then see the end) and wakes them all.
   void close() noexcept;
@@ -89,7 +99,8 @@ class TopicPublisher {
   TopicHeader* header_;
   uint8_t* slots_;
   TopicGeometry g_;
-  uint64_t published_ = 0;  // own copy of header_->published
+  uint64_t published_ = 0;  // committed: the last sequence handed out and made whole
+  uint64_t announced_ = 0;  // own copy of header_->published
   std::vector<Attached> cursors_;
 };
 

@@ -581,31 +581,14 @@ class PublisherImpl final : public PublisherCore {
   ~PublisherImpl() noexcept override { (void)close(); }
 
   Result<capnp::MessageBuilder*> loan() noexcept override {
-    if (st_->closed.load()) {
-      return Status(StatusCode::kFailedPrecondition, "the publisher of " + st_->id + " is closed");
-    }
-    if (loan_) {
-      return Status(StatusCode::kFailedPrecondition,
-                    "a message of " + st_->id + " is on loan: publish or drop it first");
-    }
+    if (auto s = mayLoan(); !s) return s;
     TopicPublisher::Loan out;
     {
       std::unique_lock lock(st_->mu);
-      int64_t deadline = 0;  // read the clock only when there is a wait
-      for (;;) {
-        if (st_->hasPending.load()) st_->applyPendingLocked();
-        if (st_->pub->tryLoan(out)) break;
-        if (deadline == 0) deadline = deadlineAfter(st_->timeout);
-        const int64_t slice = std::min(deadline, monotonicNs() + kLoanSliceNs);
-        Status s = st_->pub->loan(st_->policy, slice, out);
-        if (s) break;
-        if (s.code() == StatusCode::kDeadlineExceeded && monotonicNs() < deadline) {
-          if (st_->brokerEpoch.load() != 0) st_->reapOrphansLocked();
-          continue;
-        }
+      if (auto s = loanLocked(out); !s) {
         lock.unlock();
         st_->drain();
-        return Status(s.code(), "publishing to " + st_->id + ": " + s.message());
+        return s;
       }
       // The loan keeps the lock until publish() or abandon(): one lock per message. The control
       // thread never waits for it (cursor changes queue up and are applied when it is let go).
@@ -618,57 +601,66 @@ class PublisherImpl final : public PublisherCore {
 
   Status publish() noexcept override {
     if (!loan_) return Status(StatusCode::kFailedPrecondition, "no message is on loan");
-    uint32_t words = 0;
-    try {
-      if (builder_->inPlace()) {
-        words = uint32_t(builder_->inPlaceWords().size());
-      } else {
-        // It outgrew the slot's first segment: flattened into the slot if it fits.
-        size_t total = 0;
-        for (auto seg : builder_->getSegmentsForOutput()) total += seg.size();
-        capnp::MallocMessageBuilder flat(uint(total + 16), capnp::AllocationStrategy::FIXED_SIZE);
-        flat.setRoot(builder_->getRoot<capnp::AnyPointer>().asReader());
-        auto segs = flat.getSegmentsForOutput();
-        if (segs.size() != 1 || segs[0].size() > loan_->capacityWords) {
-          abandon();
-          return tooLarge(total * 8);
-        }
-        std::memset(loan_->words, 0, size_t(loan_->capacityWords) * 8);
-        std::memcpy(loan_->words, segs[0].begin(), segs[0].size() * 8);
-        words = uint32_t(segs[0].size());
-      }
-    } catch (const kj::Exception& e) {
+    auto words = wordsOf(*builder_, *loan_);
+    if (!words.ok()) {
       abandon();
-      return Status(StatusCode::kInternal,
-                    std::string("building a message: ") + e.getDescription().cStr());
+      return words.status();
     }
     const uint64_t seq = loan_->seq;
-    st_->pub->publish(*loan_, words);
-    if (MetricsSlot* m = metrics_.get(st_->client->metrics, [&] {
-          return topicMetricsSlot(*st_->client, st_->metricsFamily, kMetricsPublisher, st_->id);
-        })) {
-      bumpSingleWriter(m->started, uint64_t(1));
-      bumpSingleWriter(m->sumNs, uint64_t(words) * 8);
-    }
-    published_.store(seq, std::memory_order_relaxed);
-    if (!st_->relayedBlocking.empty()) relayedBlocking_ = st_->relayedBlocking;
+    st_->pub->publish(*loan_, *words);
+    countPublished(seq, 1, uint64_t(*words) * 8);
     held_.unlock();
     builder_.reset();
     loan_.reset();
-    if (Relay* r = st_->relayRaw.load()) r->notify();
-    st_->drain();
-    // A block_publisher subscriber over a socket has the message once it is in its socket: wait
-    // for the relay to put it there, so that it survives this process (as the log does for
-    // shared-memory subscribers). Past the publish timeout the relay still sends it, later.
-    const int64_t deadline = relayedBlocking_.empty() ? 0 : deadlineAfter(st_->timeout);
-    for (const auto& ref : relayedBlocking_) {
-      SubscriberCursor* c = ref->cursor;
-      (void)waitFor(c->publisherWake, st_->policy, deadline, [&] {
-        return loadAcquire(c->next) > seq || loadAcquire(c->state) != kEndOpen;
-      });
+    return afterPublish(seq);
+  }
+
+  Status publishBatch(size_t n,
+                      kj::FunctionParam<void(size_t, capnp::MessageBuilder&)> fill) override {
+    if (auto s = mayLoan(); !s) return s;
+    if (n == 0) return Status();
+    std::unique_lock lock(st_->mu);
+    uint64_t last = 0, bytes = 0;
+    size_t done = 0;
+    // Whatever happens, what was committed is published, and counted.
+    auto finish = [&](Status s) {
+      st_->pub->announce();
+      if (done) countPublished(last, done, bytes);
+      lock.unlock();
+      if (done) {
+        if (Status relayed = afterPublish(last); s) s = relayed;
+      } else {
+        st_->drain();
+      }
+      if (!s && done) {
+        s = Status(s.code(), s.message() + " (" + std::to_string(done) + " of the batch's " +
+                                 std::to_string(n) + " messages were published)");
+      }
+      return s;
+    };
+    for (size_t i = 0; i < n; ++i) {
+      TopicPublisher::Loan out;
+      if (auto s = loanLocked(out); !s) return finish(s);
+      RingMessageBuilder builder(
+          kj::arrayPtr(reinterpret_cast<capnp::word*>(out.words), out.capacityWords));
+      try {
+        fill(i, builder);
+      } catch (...) {
+        st_->pub->abandon(out);
+        (void)finish(Status());
+        throw;
+      }
+      auto words = wordsOf(builder, out);
+      if (!words.ok()) {
+        st_->pub->abandon(out);
+        return finish(words.status());
+      }
+      st_->pub->commit(out, *words);
+      last = out.seq;
+      bytes += uint64_t(*words) * 8;
+      ++done;
     }
-    relayedBlocking_.clear();
-    return Status();
+    return finish(Status());
   }
 
   void abandon() noexcept override {
@@ -725,6 +717,90 @@ class PublisherImpl final : public PublisherCore {
   }
 
  private:
+  Status mayLoan() const {
+    if (st_->closed.load()) {
+      return Status(StatusCode::kFailedPrecondition, "the publisher of " + st_->id + " is closed");
+    }
+    if (loan_) {
+      return Status(StatusCode::kFailedPrecondition,
+                    "a message of " + st_->id + " is on loan: publish or drop it first");
+    }
+    return Status();
+  }
+
+  // The next slot, under st_->mu: waits while a block_publisher subscriber still reads the
+  // message it holds, up to the publish timeout (the wait is in slices, to reap subscribers an
+  // earlier broker attached and that died). Committed messages are announced before any wait.
+  Status loanLocked(TopicPublisher::Loan& out) {
+    int64_t deadline = 0;  // read the clock only when there is a wait
+    for (;;) {
+      if (st_->hasPending.load()) st_->applyPendingLocked();
+      if (st_->pub->tryLoan(out)) return Status();
+      // A batch's messages so far, to the subscribers (and the relay to those over sockets).
+      st_->pub->announce();
+      if (Relay* r = st_->relayRaw.load()) r->notify();
+      if (deadline == 0) deadline = deadlineAfter(st_->timeout);
+      const int64_t slice = std::min(deadline, monotonicNs() + kLoanSliceNs);
+      Status s = st_->pub->loan(st_->policy, slice, out);
+      if (s) return s;
+      if (s.code() == StatusCode::kDeadlineExceeded && monotonicNs() < deadline) {
+        if (st_->brokerEpoch.load() != 0) st_->reapOrphansLocked();
+        continue;
+      }
+      return Status(s.code(), "publishing to " + st_->id + ": " + s.message());
+    }
+  }
+
+  // The words of the message built over the loaned slot: in place, or flattened into the slot
+  // when it spilled out of it. RESOURCE_EXHAUSTED when it does not fit.
+  Result<uint32_t> wordsOf(RingMessageBuilder& builder, const TopicPublisher::Loan& loan) {
+    try {
+      if (builder.inPlace()) return uint32_t(builder.inPlaceWords().size());
+      size_t total = 0;
+      for (auto seg : builder.getSegmentsForOutput()) total += seg.size();
+      capnp::MallocMessageBuilder flat(uint(total + 16), capnp::AllocationStrategy::FIXED_SIZE);
+      flat.setRoot(builder.getRoot<capnp::AnyPointer>().asReader());
+      auto segs = flat.getSegmentsForOutput();
+      if (segs.size() != 1 || segs[0].size() > loan.capacityWords) return tooLarge(total * 8);
+      std::memset(loan.words, 0, size_t(loan.capacityWords) * 8);
+      std::memcpy(loan.words, segs[0].begin(), segs[0].size() * 8);
+      return uint32_t(segs[0].size());
+    } catch (const kj::Exception& e) {
+      return Status(StatusCode::kInternal,
+                    std::string("building a message: ") + e.getDescription().cStr());
+    }
+  }
+
+  // Under st_->mu, once messages up to `seq` are published: the metrics and the count.
+  void countPublished(uint64_t seq, size_t count, uint64_t bytes) {
+    if (MetricsSlot* m = metrics_.get(st_->client->metrics, [&] {
+          return topicMetricsSlot(*st_->client, st_->metricsFamily, kMetricsPublisher, st_->id);
+        })) {
+      bumpSingleWriter(m->started, uint64_t(count));
+      bumpSingleWriter(m->sumNs, bytes);
+    }
+    published_.store(seq, std::memory_order_relaxed);
+    if (!st_->relayedBlocking.empty()) relayedBlocking_ = st_->relayedBlocking;
+  }
+
+  // After st_->mu is let go: the relay to socket subscribers is told.
+  Status afterPublish(uint64_t seq) {
+    if (Relay* r = st_->relayRaw.load()) r->notify();
+    st_->drain();
+    // A block_publisher subscriber over a socket has the message once it is in its socket: wait
+    // for the relay to put it there, so that it survives this process (as the log does for
+    // shared-memory subscribers). Past the publish timeout the relay still sends it, later.
+    const int64_t deadline = relayedBlocking_.empty() ? 0 : deadlineAfter(st_->timeout);
+    for (const auto& ref : relayedBlocking_) {
+      SubscriberCursor* c = ref->cursor;
+      (void)waitFor(c->publisherWake, st_->policy, deadline, [&] {
+        return loadAcquire(c->next) > seq || loadAcquire(c->state) != kEndOpen;
+      });
+    }
+    relayedBlocking_.clear();
+    return Status();
+  }
+
   Status tooLarge(size_t bytes) {
     return Status(StatusCode::kResourceExhausted,
                   "message of about " + std::to_string(bytes) + " bytes exceeds the limit of " +
