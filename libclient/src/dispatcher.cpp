@@ -700,9 +700,11 @@ bool Dispatcher::replyRoom(Channel& ch, bool arm) {
     out = std::unique_lock(ch.outMu, std::try_to_lock);
     if (!out.owns_lock()) return false;
   }
-  if (arm) {
-    // The caller's next release sees it and rings the doorbell too (RingConsumer::release()):
-    // set before `head` is read, so that either this read sees its release or it sees this.
+  if (arm && loadRelaxed(doorbell_->sleeping) != 0) {
+    // About to sleep (waitFor() announced it on the doorbell; while it spins, nothing is armed,
+    // so that the caller's releases cost no wake-ups then). The caller's next release sees this
+    // and rings the doorbell too (RingConsumer::release()): set before `head` is read, so that
+    // either this read sees its release or it sees this.
     storeRelaxed(ch.responses.spaceWake().sleeping, 1u);
     std::atomic_thread_fence(std::memory_order_seq_cst);
   }
