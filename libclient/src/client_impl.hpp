@@ -581,7 +581,10 @@ class Dispatcher {
   // that does not read its replies holds up only its own channel. `arm`: from the idle wait,
   // which the caller's next release must wake (shared memory).
   bool replyRoom(Channel& ch, bool arm);
-  void runUnary(Channel& ch, Queued& q, const std::shared_ptr<ServerCall>& call);
+  // `mayPark` (in place on the dispatcher thread): false, having done nothing, when the caller's
+  // response ring has no room for the reply; the call is then queued, and dispatch() parks it.
+  bool runUnary(Channel& ch, Queued& q, const std::shared_ptr<ServerCall>& call,
+                bool mayPark = false);
   void runOneWay(Channel& ch, Queued& q);
   void runStream(Channel& ch, Queued& q, const std::shared_ptr<ServerCall>& call);
   void finish(Channel& ch, Queued& q);  // gives the request back

@@ -784,16 +784,16 @@ bool Dispatcher::runInPlace(Channel& ch, const RingConsumer::Record& rec) {
       !ch.queued.empty() || ch.service->work || ch.busy.load(std::memory_order_relaxed)) {
     return false;
   }
-  // No room for the reply: queued, where dispatch() parks it.
-  if (!(rec.header.flags & kRecordOneWay) && !replyRoom(ch, false)) return false;
   Queued q;
   q.rec = rec;
   if (rec.header.flags & kRecordOneWay) {
     runOneWay(ch, q);
-  } else {
-    runUnary(ch, q, nullptr);
+    return true;
   }
-  return true;
+  // No room for the reply: queued, where dispatch() parks it. (Over shared memory runUnary()
+  // finds out when it reserves, at no cost on the fast path; a socket is asked first.)
+  if (ch.link && !replyRoom(ch, false)) return false;
+  return runUnary(ch, q, nullptr, true);
 }
 
 std::unique_lock<std::mutex> Dispatcher::Channel::lockRequests() {
@@ -1121,7 +1121,8 @@ void Dispatcher::runStream(Channel& ch, Queued& q, const std::shared_ptr<ServerC
   finish(ch, q);
 }
 
-void Dispatcher::runUnary(Channel& ch, Queued& q, const std::shared_ptr<ServerCall>& callp) {
+bool Dispatcher::runUnary(Channel& ch, Queued& q, const std::shared_ptr<ServerCall>& callp,
+                          bool mayPark) {
   const RingConsumer::Record& rec = q.rec;
   Service& svc = *ch.service;
   const std::shared_ptr<ServerCall>* call = callp ? &callp : nullptr;
@@ -1155,7 +1156,7 @@ void Dispatcher::runUnary(Channel& ch, Queued& q, const std::shared_ptr<ServerCa
           if (sent.code() != StatusCode::kResourceExhausted) {
             out.unlock();
             finish(ch, q);
-            return;  // sent, or nobody to tell
+            return true;  // sent, or nobody to tell
           }
           status = sent;
         } else {
@@ -1173,7 +1174,7 @@ void Dispatcher::runUnary(Channel& ch, Queued& q, const std::shared_ptr<ServerCa
     (void)ch.link->send(header, nullptr, error, client_.policy, replyDeadline, svc.limitHint);
     out.unlock();
     finish(ch, q);
-    return;
+    return true;
   }
 
   const uint32_t offset = payloadOffset(0);
@@ -1183,18 +1184,19 @@ void Dispatcher::runUnary(Channel& ch, Queued& q, const std::shared_ptr<ServerCa
   for (;;) {
     const RingStatus st = ch.responses.tryReserve(offset + 64, offset + ch.maxMessageBytes, slot);
     if (st == RingStatus::kOk) break;
+    if (st == RingStatus::kFull && mayPark) return false;  // nothing done: to be parked
     if (st == RingStatus::kCorrupt) {
       out.unlock();
       closeChannelLocal(ch, kEndCorrupt, "the caller's response-ring index is impossible");
       finish(ch, q);
-      return;
+      return true;
     }
     const bool ok = waitFor(ch.responses.spaceWake(), client_.policy, replyDeadline,
                             [&] { return ch.responses.hasSpaceFor(offset + 64) || callerGone(); });
     if (!ok || callerGone()) {
       out.unlock();
       finish(ch, q);  // nobody is left to read the reply
-      return;
+      return true;
     }
   }
 
@@ -1226,7 +1228,7 @@ void Dispatcher::runUnary(Channel& ch, Queued& q, const std::shared_ptr<ServerCa
           RingStatus::kOk) {
         out.unlock();
         finish(ch, q);
-        return;
+        return true;
       }
       results.emplace(kj::arrayPtr(reinterpret_cast<capnp::word*>(slot.record + offset),
                                    (slot.bytes - offset) / sizeof(capnp::word)));
@@ -1246,6 +1248,7 @@ void Dispatcher::runUnary(Channel& ch, Queued& q, const std::shared_ptr<ServerCa
   }
   out.unlock();
   finish(ch, q);
+  return true;
 }
 
 void Dispatcher::run() {
