@@ -176,6 +176,11 @@ void TopicPublisher::commit(const Loan& loan, uint32_t words) noexcept {
   published_ = loan.seq;
 }
 
+void TopicPublisher::publish(const Loan& loan, uint32_t words) noexcept {
+  commit(loan, words);
+  announce();
+}
+
 void TopicPublisher::announce() noexcept {
   if (announced_ == published_) return;
   announced_ = published_;

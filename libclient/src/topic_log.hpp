@@ -69,10 +69,7 @@ class TopicPublisher {
   void abandon(const Loan& loan) noexcept;
   // Publishes the loaned message of `words` words (SYNC POINT WRITE) and wakes the subscribers
   // that sleep (each on its own cursor page): commit() then announce().
-  void publish(const Loan& loan, uint32_t words) noexcept {
-    commit(loan, words);
-    announce();
-  }
+  void publish(const Loan& loan, uint32_t words) noexcept;
   // Makes the loaned message whole in its slot and takes the next sequence, telling nobody yet:
   // the next loan follows it. Subscribers read up to the last announce().
   void commit(const Loan& loan, uint32_t words) noexcept;
