@@ -470,32 +470,71 @@ uint64_t repliedSeq(const detail::RingConsumer::Record& rec) {
   return reader.getRoot<TestService::EchoResults>().getSeq();
 }
 
-// The parameter: the service's ServiceOptions::workerThreads (0: calls run on its dispatcher).
-class HostileCallers : public ::testing::TestWithParam<unsigned> {};
+// An echo service with 4 KiB rings and a hand-written caller of it. The parameter: the service's
+// ServiceOptions::workerThreads (0: calls run on its dispatcher).
+class HostileCallers : public ::testing::TestWithParam<unsigned> {
+ protected:
+  void SetUp() override {
+    server_ = connectTo(broker_.socket());
+    ASSERT_TRUE(server_);
+    ServiceDefinition<TestService> def;
+    def.on<&TestService::Client::echoRequest>(
+        [](CallContext&, TestService::EchoParams::Reader p, TestService::EchoResults::Builder r) {
+          r.setSeq(p.getSeq());
+          return Status();
+        });
+    auto served = server_->serve("hms.test", {1, 0, 0}, std::move(def),
+                                 {.ringBytes = 4096, .workerThreads = GetParam()});
+    ASSERT_TRUE(served.ok()) << served.status().toString();
+    served_ = std::move(*served);  // served while the handle lives
+  }
+  void TearDown() override {
+    if (ch_) ch_->closeChannel(detail::kEndClosed);
+    if (impl_) impl_->shutdown();
+  }
+
+  // The caller: a channel the library opens over `transport`, then written and read by hand.
+  void openRawChannel(Transport transport) {
+    ClientOptions o;
+    o.socketPath = broker_.socket();
+    o.transport = transport;
+    impl_ = std::make_shared<detail::ClientImpl>(o);
+    ASSERT_TRUE(impl_->start().isOk());
+    ch_ = std::make_shared<detail::CallerChannel>(impl_, "hms.test", VersionRange::any(),
+                                                  capnp::typeId<TestService>(), "TestService");
+    const Status opened = ch_->open(true);
+    ASSERT_TRUE(opened.isOk()) << opened.toString();
+    ASSERT_EQ(ch_->transport, transport);
+  }
+
+  // Another caller of the service, over `transport`, gets 20 answers in a row, each within 10 s.
+  void anotherCallerIsAnswered(Transport transport) {
+    ClientOptions o;
+    o.transport = transport;
+    auto other = connectTo(broker_.socket(), o);
+    ASSERT_TRUE(other);
+    auto stub = other->bind<TestService>("hms.test");
+    ASSERT_TRUE(stub.ok()) << stub.status().toString();
+    CallOptions opts;
+    opts.timeout = std::chrono::seconds(10);
+    for (uint64_t i = 0; i < 20; ++i) {
+      auto r = echo(*stub, 1'000'000 + i, opts);
+      ASSERT_TRUE(r.ok()) << "call " << i << " of another caller: " << r.status().toString();
+      EXPECT_EQ(r->results().getSeq(), 1'000'000 + i);
+      EXPECT_EQ(stub->transport(), transport);
+    }
+  }
+
+  BrokerFixture broker_;
+  std::unique_ptr<Client> server_;
+  ServiceHandle served_;
+  std::shared_ptr<detail::ClientImpl> impl_;
+  std::shared_ptr<detail::CallerChannel> ch_;
+};
 
 TEST_P(HostileCallers, CallerThatNeverReadsItsReplies_HoldsUpOnlyItsOwnCalls_AndLosesNone) {
-  BrokerFixture broker;
-  auto server = connectTo(broker.socket());
-  ASSERT_TRUE(server);
-  ServiceDefinition<TestService> def;
-  def.on<&TestService::Client::echoRequest>(
-      [](CallContext&, TestService::EchoParams::Reader p, TestService::EchoResults::Builder r) {
-        r.setSeq(p.getSeq());
-        return Status();
-      });
-  auto served = server->serve("hms.test", {1, 0, 0}, std::move(def),
-                              {.ringBytes = 4096, .workerThreads = GetParam()});
-  ASSERT_TRUE(served.ok()) << served.status().toString();
-
-  // The caller: the library's channel, written and read by hand.
-  ClientOptions o;
-  o.socketPath = broker.socket();
-  auto impl = std::make_shared<detail::ClientImpl>(o);
-  ASSERT_TRUE(impl->start().isOk());
-  auto ch = std::make_shared<detail::CallerChannel>(impl, "hms.test", VersionRange::any(),
-                                                    capnp::typeId<TestService>(), "TestService");
-  ASSERT_TRUE(ch->open(true).isOk());
-  ASSERT_EQ(ch->transport, Transport::kSharedMemory);
+  ASSERT_NO_FATAL_FAILURE(openRawChannel(Transport::kSharedMemory));
+  auto& ch = ch_;
   auto nextReply = [&](detail::RingConsumer::Record& rec) {
     return waitUntil([&] { return ch->responses.next(rec) == detail::RingStatus::kOk; });
   };
@@ -528,17 +567,7 @@ TEST_P(HostileCallers, CallerThatNeverReadsItsReplies_HoldsUpOnlyItsOwnCalls_And
 
   // Another caller of the same service is answered at once, call after call (each turn of the
   // service's loop passes the channel of the first one, whose call waits for 5 minutes).
-  auto other = connectTo(broker.socket());
-  ASSERT_TRUE(other);
-  auto stub = other->bind<TestService>("hms.test");
-  ASSERT_TRUE(stub.ok()) << stub.status().toString();
-  CallOptions opts;
-  opts.timeout = std::chrono::seconds(10);
-  for (uint64_t i = 0; i < 20; ++i) {
-    auto r = echo(*stub, 1'000'000 + i, opts);
-    ASSERT_TRUE(r.ok()) << "call " << i << " of another caller: " << r.status().toString();
-    EXPECT_EQ(r->results().getSeq(), 1'000'000 + i);
-  }
+  ASSERT_NO_FATAL_FAILURE(anotherCallerIsAnswered(Transport::kSharedMemory));
 
   // The first caller reads on: every call it sent is answered, in order, none lost.
   for (auto& rec : held) ch->responses.release(rec);
@@ -551,35 +580,13 @@ TEST_P(HostileCallers, CallerThatNeverReadsItsReplies_HoldsUpOnlyItsOwnCalls_And
     EXPECT_EQ(repliedSeq(rec), want);
     ch->responses.release(rec);
   }
-  ch->closeChannel(detail::kEndClosed);
-  impl->shutdown();
 }
 
 // The same caller over the socket fallback: it sends calls and reads nothing until the service
 // stops taking them (its replies fill the caller's socket; the parked call's channel is not read).
 TEST_P(HostileCallers, SocketCallerThatNeverReadsItsReplies_HoldsUpOnlyItsOwnCalls_AndLosesNone) {
-  BrokerFixture broker;
-  auto server = connectTo(broker.socket());
-  ASSERT_TRUE(server);
-  ServiceDefinition<TestService> def;
-  def.on<&TestService::Client::echoRequest>(
-      [](CallContext&, TestService::EchoParams::Reader p, TestService::EchoResults::Builder r) {
-        r.setSeq(p.getSeq());
-        return Status();
-      });
-  auto served = server->serve("hms.test", {1, 0, 0}, std::move(def),
-                              {.ringBytes = 4096, .workerThreads = GetParam()});
-  ASSERT_TRUE(served.ok()) << served.status().toString();
-
-  ClientOptions o;
-  o.socketPath = broker.socket();
-  o.transport = Transport::kSocket;
-  auto impl = std::make_shared<detail::ClientImpl>(o);
-  ASSERT_TRUE(impl->start().isOk());
-  auto ch = std::make_shared<detail::CallerChannel>(impl, "hms.test", VersionRange::any(),
-                                                    capnp::typeId<TestService>(), "TestService");
-  ASSERT_TRUE(ch->open(true).isOk());
-  ASSERT_EQ(ch->transport, Transport::kSocket);
+  ASSERT_NO_FATAL_FAILURE(openRawChannel(Transport::kSocket));
+  auto& ch = ch_;
   const detail::WaitPolicy blocking{detail::WaitKind::kBlocking, 0};
 
   // It sends until a send finds no room for 2 s: the service has stopped reading its socket.
@@ -606,20 +613,7 @@ TEST_P(HostileCallers, SocketCallerThatNeverReadsItsReplies_HoldsUpOnlyItsOwnCal
   ASSERT_GT(sent, 1u);
 
   // Another caller over a socket (served by the same thread of the service) is answered.
-  ClientOptions viaSocket;
-  viaSocket.transport = Transport::kSocket;
-  auto other = connectTo(broker.socket(), viaSocket);
-  ASSERT_TRUE(other);
-  auto stub = other->bind<TestService>("hms.test");
-  ASSERT_TRUE(stub.ok()) << stub.status().toString();
-  CallOptions opts;
-  opts.timeout = std::chrono::seconds(10);
-  for (uint64_t i = 0; i < 20; ++i) {
-    auto r = echo(*stub, 1'000'000 + i, opts);
-    ASSERT_TRUE(r.ok()) << "call " << i << " of another caller: " << r.status().toString();
-    EXPECT_EQ(r->results().getSeq(), 1'000'000 + i);
-    EXPECT_EQ(stub->transport(), Transport::kSocket);
-  }
+  ASSERT_NO_FATAL_FAILURE(anotherCallerIsAnswered(Transport::kSocket));
 
   // It reads on: every call it sent is answered, in order.
   for (uint64_t want = 1; want <= sent; ++want) {
@@ -635,8 +629,6 @@ TEST_P(HostileCallers, SocketCallerThatNeverReadsItsReplies_HoldsUpOnlyItsOwnCal
     EXPECT_EQ(rec.header.status, 0);
     EXPECT_EQ(repliedSeq(rec), want);
   }
-  ch->closeChannel(detail::kEndClosed);
-  impl->shutdown();
 }
 
 INSTANTIATE_TEST_SUITE_P(Workers, HostileCallers, ::testing::Values(0u, 1u), [](const auto& info) {
