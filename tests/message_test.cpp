@@ -98,6 +98,41 @@ TEST(InPlaceMessage, ThatOutgrowsTheReservation_IsCopiedIntoTheRingOnce) {
   for (int i = 0; i < 1000; ++i) ASSERT_EQ(got.getPayload()[i], uint8_t(i * 3));
 }
 
+// A message exactly at the limit that outgrew its reservation (the ring's free space was short
+// of it, or split at the ring's end): its spilled segments hold a far pointer's landing pad that
+// the flat copy does without. It is sent, not refused for the pad.
+TEST(InPlaceMessage, AtTheLimit_ThatOutgrowsTheReservation_IsSentNotRefused) {
+  Ring ring(1 << 16);
+  RingProducer p(ring.control, ring.data, ring.capacity, ring.wake);
+  RingConsumer c(ring.control, ring.data, ring.capacity);
+  RingProducer::Slot slot;
+  const uint32_t offset = payloadOffset(0);
+  ASSERT_EQ(p.tryReserve(offset + 64, offset + 64, slot), RingStatus::kOk);
+  RingMessageBuilder b(kj::arrayPtr(reinterpret_cast<capnp::word*>(slot.record + offset),
+                                    (slot.bytes - offset) / 8));
+  auto params = b.initRoot<test::TestService::EchoParams>();
+  params.setSeq(11);
+  auto payload = params.initPayload(1000);
+  for (int i = 0; i < 1000; ++i) payload[i] = uint8_t(i * 7);
+  ASSERT_FALSE(b.inPlace());
+  // Flat: the root pointer, the struct (one data word, one pointer) and 125 words of payload.
+  const uint32_t limit = (1 + 2 + 125) * 8;
+  RecordHeader h{};
+  h.kind = kRecordRequest;
+  auto sent = publishRecord(p, slot, b, h, nullptr, limit, "hint", noWait);
+  ASSERT_TRUE(sent.isOk()) << sent.toString();
+  RingConsumer::Record r;
+  ASSERT_EQ(c.next(r), RingStatus::kOk);
+  EXPECT_EQ(r.header.words * 8u, limit);
+  kj::ArrayPtr<const capnp::word> seg[1] = {
+      kj::arrayPtr(reinterpret_cast<const capnp::word*>(r.words), r.header.words)};
+  capnp::SegmentArrayMessageReader reader(kj::arrayPtr(seg, 1));
+  auto got = reader.getRoot<test::TestService::EchoParams>();
+  EXPECT_EQ(got.getSeq(), 11u);
+  ASSERT_EQ(got.getPayload().size(), 1000u);
+  for (int i = 0; i < 1000; ++i) ASSERT_EQ(got.getPayload()[i], uint8_t(i * 7));
+}
+
 TEST(InPlaceMessage, OverTheLimit_IsResourceExhausted_NamingTheLimitAndTheSetting) {
   Ring ring(1 << 16);
   RingProducer p(ring.control, ring.data, ring.capacity, ring.wake);
