@@ -126,9 +126,12 @@ Status publishRecord(RingProducer& ring, const RingProducer::Slot& slot,
   }
   // Slow path: flatten to one heap segment, give the slot back, reserve exactly, copy.
   size_t total = 0;
-  for (auto seg : builder.getSegmentsForOutput()) total += seg.size();
+  const auto spilled = builder.getSegmentsForOutput();
+  for (auto seg : spilled) total += seg.size();
   const size_t touched = builder.ringWordsTouched();
-  if (total * 8 > maxMessageBytes) {
+  // The segments hold a far pointer's landing pad (two words at most) per segment that one
+  // points into, which the flat copy below does without: only more than that is surely over.
+  if ((total - 2 * (spilled.size() - 1)) * 8 > maxMessageBytes) {
     ring.abort(slot, uint32_t(std::min<size_t>(offset + touched * 8, slot.bytes)));
     return Status(StatusCode::kResourceExhausted,
                   "message of about " + std::to_string(total * 8) + " bytes exceeds the limit of " +

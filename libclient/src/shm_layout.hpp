@@ -23,10 +23,12 @@
 //   [ TraceContext, 32 bytes, if flags & kRecordHasTrace ]
 //   [ Cap'n Proto message: one segment of `words` words, built and read in place ]
 //
-// `length` is the record's size in bytes (a multiple of 32), written last with release order; 0
-// means "not committed yet". Free ring space is always zero: the consumer zeroes a record before
-// it hands the space back, which is what lets the producer hand the space to Cap'n Proto as an
-// already-zeroed segment.
+// `length` is the record's size in bytes (a multiple of 32) with, in its low 5 bits, the lap of the
+// ring the record was written in (position / ring size, mod 32); written last with release order.
+// A record is committed when its word is not 0 and carries the lap the consumer expects: the
+// consumer never writes the ring's data, so its cursor may rest on last lap's record. The producer
+// zeroes what it wrote before it reuses the space, which is what lets it hand the space to Cap'n
+// Proto as an already-zeroed segment.
 #pragma once
 
 #include <cstddef>
@@ -86,7 +88,7 @@ inline constexpr uint16_t kRecordOneWay = 1u << 1;  // request: answer nothing
 inline constexpr uint16_t kRecordStream = 1u << 2;  // request: answer with a stream
 
 struct RecordHeader {
-  uint32_t length;     // writer: producer, last, release. Bytes of the whole record, 0 = none.
+  uint32_t length;     // writer: producer, last, release. Bytes of the whole record | lap tag.
   uint16_t kind;       // RecordKind
   uint16_t flags;      // kRecordHasTrace, kRecordOneWay, kRecordStream
   uint64_t callId;     // chosen by the caller, echoed by the response
