@@ -127,6 +127,9 @@ void RingProducer::scrub(uint64_t upTo, uint32_t readerAt) noexcept {
     }
     dirty_ += bytes;
   }
+  // Drain the streaming stores now, off the critical path: left in the write-combining buffers
+  // (a record's end is rarely a line's), the fence before the next commit would wait for them.
+  if (streaming) fenceZeroes();
 }
 
 void RingProducer::commit(const Slot& slot, uint32_t usedBytes) noexcept {
