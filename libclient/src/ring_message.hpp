@@ -131,7 +131,8 @@ Status publishRecord(RingProducer& ring, const RingProducer::Slot& slot,
   const size_t touched = builder.ringWordsTouched();
   // The segments hold a far pointer's landing pad (two words at most) per segment that one
   // points into, which the flat copy below does without: only more than that is surely over.
-  if ((total - 2 * (spilled.size() - 1)) * 8 > maxMessageBytes) {
+  const size_t pads = 2 * (spilled.size() - 1);
+  if ((total > pads ? total - pads : 0) * 8 > maxMessageBytes) {
     ring.abort(slot, uint32_t(std::min<size_t>(offset + touched * 8, slot.bytes)));
     return Status(StatusCode::kResourceExhausted,
                   "message of about " + std::to_string(total * 8) + " bytes exceeds the limit of " +
