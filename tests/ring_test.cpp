@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <csignal>
 #include <atomic>
 #include <cstring>
 #include <memory>
@@ -441,6 +442,16 @@ TEST(Ring, TwoProcesses_MillionRecords_SequenceChecked) {
     produceSequence(ring, kCount);
     ::_exit(gDirtySlot ? 1 : 0);  // 1: a reservation was not zero
   }
+  // A failed assertion returns early: the producer must not outlive the test.
+  struct Reap {
+    pid_t pid;
+    ~Reap() {
+      if (pid > 0 && ::waitpid(pid, nullptr, WNOHANG) == 0) {
+        ::kill(pid, SIGKILL);
+        ::waitpid(pid, nullptr, 0);
+      }
+    }
+  } reap{child};
   auto c = ring.consumer();
   uint64_t bad = 0;
   for (uint64_t seq = 0; seq < kCount; ++seq) {
@@ -457,6 +468,7 @@ TEST(Ring, TwoProcesses_MillionRecords_SequenceChecked) {
   }
   int status = 0;
   ASSERT_EQ(::waitpid(child, &status, 0), child);
+  reap.pid = 0;
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
   EXPECT_EQ(bad, 0u);
 }
