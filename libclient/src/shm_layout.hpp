@@ -5,13 +5,16 @@
 // and an explicit memory order (see atomics.hpp). Each field's comment names its single writer.
 // Bump the layout version of a segment on any incompatible change: attach refuses a mismatch.
 //
-// Channel segment (one per caller<->service pair, created by the broker with memfd_create):
+// A channel (one per caller<->service pair) is three memfds:
 //
-//   0            4096                       4096+R                     4096+2R
-//   +------------+--------------------------+--------------------------+
-//   | Channel-   | request ring data (R)    | response ring data (R)   |
-//   | Header     | caller -> service        | service -> caller        |
-//   +------------+--------------------------+--------------------------+
+//   control page (4096), made by the broker, mapped writable by both ends:
+//     ChannelHeader: sizes, end states, and each ring's RingControl (head, wake words)
+//   request ring data (R bytes), made by the caller, its producer: writable there only; sealed
+//     (F_SEAL_FUTURE_WRITE) before the service gets it, which maps it read-only
+//   response ring data (R bytes), made by the service, its producer: the same the other way
+//
+// So no process ever builds into memory its peer can write; what a consumer must write (its
+// head, its wake word) is on the control page, and every producer checks what it reads there.
 //
 // A ring is a byte ring of records, single producer / single consumer. A record starts on a
 // 32-byte boundary and never wraps; the producer writes a padding record to skip the tail end.
@@ -118,7 +121,7 @@ inline constexpr uint32_t kRecordOverhead = sizeof(RecordHeader) + sizeof(TraceC
 // ---- channel segment ----------------------------------------------------------------------
 
 inline constexpr uint64_t kChannelMagic = 0x4e48'4346'4653'4d48ULL;  // "HMSFFCHN"
-inline constexpr uint32_t kChannelLayoutVersion = 1;
+inline constexpr uint32_t kChannelLayoutVersion = 2;
 
 enum EndState : uint32_t {
   kEndOpen = 0,     // zero-initialised: open
@@ -131,7 +134,7 @@ struct ChannelHeader {
   // Written once by the broker before any client sees the segment; read-only afterwards.
   uint64_t magic;
   uint32_t layoutVersion;
-  uint32_t headerBytes;  // offset of the request ring
+  uint32_t headerBytes;  // bytes of the control page (the rings are memfds of their own)
   uint64_t channelId;
   uint64_t segmentBytes;
   uint32_t ringBytes;        // each ring; a power of two
@@ -162,8 +165,9 @@ inline constexpr uint32_t kDefaultRingBytes = 1u << 20;
 constexpr uint32_t maxMessageBytesForRing(uint32_t ringBytes) {
   return (ringBytes / 2 - kRecordOverhead) & ~7u;
 }
-constexpr uint64_t channelSegmentBytes(uint32_t ringBytes) {
-  return kPageBytes + 2ull * ringBytes;
+// The control page; each ring's data is a memfd of ringBytes of its own.
+constexpr uint64_t channelSegmentBytes(uint32_t) {
+  return kPageBytes;
 }
 
 // ---- doorbell segment (one per serving client) --------------------------------------------
