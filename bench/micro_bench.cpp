@@ -40,7 +40,7 @@ struct Ring {
 };
 
 // One record of `state.range(0)` payload bytes through the ring: reserve, write, commit, peek,
-// release (which zeroes it).
+// release (the producer zeroes the space when it reuses it).
 void BM_RingRecord(benchmark::State& state) {
   Ring ring(1 << 20);
   RingProducer p(ring.control, ring.data, ring.capacity, ring.wake);

@@ -578,7 +578,9 @@ Status Broker::handle(Conn& c, const std::vector<uint8_t>& bytes, std::vector<Un
     case wire::Request::UNREGISTER:
       return onUnregister(c, rid, req.getUnregister());
     case wire::Request::OPEN_CHANNEL:
-      return onOpen(c, rid, req.getOpenChannel().getServiceKey());
+      return onOpen(c, rid, req.getOpenChannel().getServiceKey(), fds);
+    case wire::Request::ATTACH_CHANNEL:
+      return onAttach(c, rid, req.getAttachChannel().getChannelId(), fds);
     case wire::Request::CLOSE_CHANNEL:
       return onClose(c, rid, req.getCloseChannel());
     case wire::Request::GET_REGISTRY:
@@ -1131,7 +1133,7 @@ Result<wire::Transport> Broker::channelTransport(const Conn& caller, const Conn&
   return wire::Transport::SOCKET;
 }
 
-Status Broker::onOpen(Conn& c, uint64_t rid, uint64_t key) {
+Status Broker::onOpen(Conn& c, uint64_t rid, uint64_t key, std::vector<UniqueFd>& fds) {
   auto it = services_.find(key);
   if (it == services_.end()) {
     return replyError(c, rid,
@@ -1171,7 +1173,24 @@ Status Broker::onOpen(Conn& c, uint64_t rid, uint64_t key) {
   ch.serviceKey = key;
   uint64_t bytes = 0;
   UniqueFd callerEnd, serviceEnd;  // socket channels
+  UniqueFd requestRing;  // shared memory: the caller's, checked, for the service
   if (*transport == wire::Transport::SHARED_MEMORY) {
+    if (fds.size() != 1) {
+      return replyError(c, rid,
+                        Status(StatusCode::kInvalidArgument,
+                               "an open over shared memory carries the request ring (fd 0); "
+                               "use a libhmsffi of the broker's release"));
+    }
+    if (auto st = detail::checkSealedReadOnly(fds[0].get()); !st) return replyError(c, rid, st);
+    auto size = detail::segmentSize(fds[0].get());
+    if (!size.ok()) return replyError(c, rid, size.status());
+    if (*size != svc.ringBytes) {
+      return replyError(c, rid,
+                        Status(StatusCode::kInvalidArgument,
+                               "the request ring is " + std::to_string(*size) + " bytes, not " +
+                                   svc.id + "'s " + std::to_string(svc.ringBytes)));
+    }
+    requestRing = std::move(fds[0]);
     bytes = detail::channelSegmentBytes(svc.ringBytes);
     auto fd = detail::createSegment("hms-ffi-channel", bytes);
     if (!fd.ok()) return replyError(c, rid, fd.status());
@@ -1217,10 +1236,12 @@ Status Broker::onOpen(Conn& c, uint64_t rid, uint64_t key) {
     o.setTransport(*transport);
     o.setMaxMessageBytes(maxMessage);
     fillGrant(o.initGrant(), c, grant);
-    // With shared memory, fd 1 is the caller's doorbell: the service wakes the caller's
-    // completion thread through it when it answers asynchronous calls.
-    const int out[2] = {shm ? ch.fd.get() : serviceEnd.get(), c.doorbellFd.get()};
-    const size_t outCount = shm && c.doorbellFd ? 2 : 1;
+    // With shared memory, fd 1 is the caller's request ring (read-only to the service) and fd 2
+    // the caller's doorbell: the service wakes the caller's completion thread through it when it
+    // answers asynchronous calls.
+    const int out[3] = {shm ? ch.fd.get() : serviceEnd.get(), requestRing.get(),
+                        c.doorbellFd.get()};
+    const size_t outCount = shm ? (c.doorbellFd ? 3 : 2) : 1;
     if (!sendOrDrop(provider, mb, out, outCount)) {
       // A provider that cannot take the channel is gone (dropped with its services once this
       // request is done: sendOrDrop()); the channel was never known to anyone.
@@ -1231,17 +1252,6 @@ Status Broker::onOpen(Conn& c, uint64_t rid, uint64_t key) {
                                    "socket, or it is gone); discover the service again"));
     }
   }
-  capnp::MallocMessageBuilder mb;
-  auto r = mb.initRoot<wire::BrokerMessage>().initReply();
-  r.setId(rid);
-  r.initStatus().setCode(0);
-  auto o = r.initOpenChannel();
-  o.setChannelId(ch.id);
-  o.setSegmentBytes(bytes);
-  o.setTransport(*transport);
-  o.setMaxMessageBytes(maxMessage);
-  const int shmFds[2] = {ch.fd.get(), provider.doorbellFd.get()};
-  const int sockFds[1] = {callerEnd.get()};
   c.channels.insert(ch.id);
   ++c.callerChannels;
   provider.channels.insert(ch.id);
@@ -1249,6 +1259,9 @@ Status Broker::onOpen(Conn& c, uint64_t rid, uint64_t key) {
   const uint64_t id = ch.id;
   ch.allowed = grant.allowed;
   ch.audit = grant.audit;
+  ch.ringBytes = svc.ringBytes;
+  ch.maxMessageBytes = maxMessage;
+  if (shm) ch.pendingRid = rid;  // answered when the service attaches its response ring
   channels_.emplace(id, std::move(ch));
   spdlog::debug("channel {}: client {} -> {} (key {}) over {}", id, c.id, svc.id, key,
                 shm ? "shared memory" : "a socketpair");
@@ -1264,7 +1277,73 @@ Status Broker::onOpen(Conn& c, uint64_t rid, uint64_t key) {
         "open", &c, Status(),
         {{"service", svc.id}, {"channel", std::to_string(id), true}, {"methods_allowed", allowed}});
   }
-  return shm ? reply(c, mb, shmFds, 2) : reply(c, mb, sockFds, 1);
+  if (shm) return Status();
+  capnp::MallocMessageBuilder mb;
+  auto r = mb.initRoot<wire::BrokerMessage>().initReply();
+  r.setId(rid);
+  r.initStatus().setCode(0);
+  auto o = r.initOpenChannel();
+  o.setChannelId(id);
+  o.setSegmentBytes(0);
+  o.setTransport(*transport);
+  o.setMaxMessageBytes(maxMessage);
+  const int sockFds[1] = {callerEnd.get()};
+  return reply(c, mb, sockFds, 1);
+}
+
+Status Broker::onAttach(Conn& c, uint64_t rid, uint64_t channelId, std::vector<UniqueFd>& fds) {
+  auto it = channels_.find(channelId);
+  if (it == channels_.end() || it->second.serviceClient != c.id || it->second.pendingRid == 0) {
+    return replyError(c, rid,
+                      Status(StatusCode::kNotFound,
+                             "no channel " + std::to_string(channelId) +
+                                 " waits for this client's response ring (its caller left, or "
+                                 "it is attached already)"));
+  }
+  Channel& ch = it->second;
+  Status st;
+  if (fds.size() != 1) {
+    st = Status(StatusCode::kInvalidArgument, "an attach carries the response ring (fd 0)");
+  } else if (st = detail::checkSealedReadOnly(fds[0].get()); st) {
+    auto size = detail::segmentSize(fds[0].get());
+    if (!size.ok()) {
+      st = size.status();
+    } else if (*size != ch.ringBytes) {
+      st = Status(StatusCode::kInvalidArgument, "the response ring is " + std::to_string(*size) +
+                                                    " bytes, not the channel's " +
+                                                    std::to_string(ch.ringBytes));
+    }
+  }
+  const uint64_t callerRid = ch.pendingRid;
+  auto caller = conns_.find(ch.callerClient);
+  if (!st) {
+    // The caller hears why its open failed; the channel never served anything.
+    if (caller != conns_.end() && !caller->second->dropping) {
+      Status failed(StatusCode::kUnavailable, "the provider's response ring was refused: " +
+                                                  std::string(st.message()));
+      (void)replyError(*caller->second, callerRid, failed);
+    }
+    ch.pendingRid = 0;
+    endChannel(channelId, false, detail::kEndClosed, "the response ring was refused");
+    return replyError(c, rid, st);
+  }
+  ch.pendingRid = 0;
+  if (auto s = replyOk(c, rid); !s) return s;
+  if (caller == conns_.end() || caller->second->dropping) {
+    endChannel(channelId, true, detail::kEndClosed, "its caller left before it was attached");
+    return Status();
+  }
+  capnp::MallocMessageBuilder mb;
+  auto r = mb.initRoot<wire::BrokerMessage>().initReply();
+  r.setId(callerRid);
+  r.initStatus().setCode(0);
+  auto o = r.initOpenChannel();
+  o.setChannelId(channelId);
+  o.setSegmentBytes(detail::channelSegmentBytes(ch.ringBytes));
+  o.setTransport(wire::Transport::SHARED_MEMORY);
+  o.setMaxMessageBytes(ch.maxMessageBytes);
+  const int shmFds[3] = {ch.fd.get(), fds[0].get(), c.doorbellFd.get()};
+  return reply(*caller->second, mb, shmFds, 3);
 }
 
 Status Broker::onClose(Conn& c, uint64_t rid, uint64_t channelId) {
@@ -1281,6 +1360,15 @@ void Broker::endChannel(uint64_t channelId, bool callerSide, uint32_t state, con
   if (it == channels_.end()) return;
   Channel ch = std::move(it->second);
   channels_.erase(it);
+  if (ch.pendingRid != 0) {
+    // Its service never attached: the caller's open fails with why.
+    if (auto pc = conns_.find(ch.callerClient); pc != conns_.end() && !pc->second->dropping) {
+      (void)replyError(*pc->second, ch.pendingRid,
+                       Status(StatusCode::kUnavailable,
+                              std::string("the service did not attach the channel: ") + why +
+                                  "; discover the service again"));
+    }
+  }
   if (auto* h = ch.map.as<detail::ChannelHeader>()) {
     uint32_t& mine = callerSide ? h->callerState : h->serviceState;
     if (detail::loadAcquire(mine) == detail::kEndOpen) detail::storeRelease(mine, state);

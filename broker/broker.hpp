@@ -123,8 +123,14 @@ class Broker {
     uint64_t callerClient = 0;
     uint64_t serviceClient = 0;
     uint64_t serviceKey = 0;
-    detail::UniqueFd fd;  // shared memory only; a socket channel's ends belong to the clients
+    detail::UniqueFd fd;  // shared memory only: the control page; a socket channel's ends
+                          // belong to the clients
     detail::Mapping map;
+    // Shared memory, until the service attaches its response ring: the caller's open request,
+    // answered then (0: answered).
+    uint64_t pendingRid = 0;
+    uint32_t ringBytes = 0;
+    uint32_t maxMessageBytes = 0;
     // The grant sent to the service (by ordinal), to see on reload whether the policy changed it.
     std::vector<bool> allowed;
     std::vector<AuditLevel> audit;
@@ -190,7 +196,8 @@ class Broker {
                  std::vector<detail::UniqueFd>& fds);
   Status onRegister(Conn& c, uint64_t rid, wire::RegisterService::Reader reg);
   Status onUnregister(Conn& c, uint64_t rid, uint64_t key);
-  Status onOpen(Conn& c, uint64_t rid, uint64_t key);
+  Status onOpen(Conn& c, uint64_t rid, uint64_t key, std::vector<detail::UniqueFd>& fds);
+  Status onAttach(Conn& c, uint64_t rid, uint64_t channelId, std::vector<detail::UniqueFd>& fds);
   Status onClose(Conn& c, uint64_t rid, uint64_t channelId);
   Status onGetRegistry(Conn& c, uint64_t rid, wire::GetRegistry::Reader get);
   Status onAdvertise(Conn& c, uint64_t rid, wire::Advertise::Reader adv,

@@ -49,6 +49,9 @@ void check(wire::Request::Reader req) {
     case wire::Request::OPEN_CHANNEL:
       (void)req.getOpenChannel().getServiceKey();
       break;
+    case wire::Request::ATTACH_CHANNEL:
+      (void)req.getAttachChannel().getChannelId();
+      break;
     case wire::Request::GET_REGISTRY:
       (void)req.getGetRegistry().getOffset();
       break;

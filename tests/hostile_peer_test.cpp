@@ -334,6 +334,70 @@ TEST(HostileDescriptors, DoorbellAnEarlierBrokerMade_IsTakenBack) {
   EXPECT_TRUE(okReply(helloWithDoorbell(broker.socket(), sealed.get())));
 }
 
+// ---- item 3: rings a peer can write -------------------------------------------------------
+
+// What a caller can do to its service's response ring, given the fd the broker hands it: map it,
+// read it. Not write it by any way the kernel offers (a writable mapping, mprotect, a reopen
+// through /proc, write(), truncation), so it cannot put into ring space what the service's
+// builder would trip on. And a caller cannot hand the service a request ring it could still
+// write behind the service's back: an unsealed one is refused.
+TEST(HostileCallers, CannotWriteTheServicesResponseRing_NorHandItAnUnsealedRequestRing) {
+  BrokerFixture broker;
+  auto svc = startTestService(broker.socket(), {"--ring-bytes", "65536"});
+  auto client = connectTo(broker.socket());
+  ASSERT_TRUE(client);
+  auto info = client->resolve("hms.test");
+  ASSERT_TRUE(info.ok()) << info.status().toString();
+  ClientOptions o;
+  o.socketPath = broker.socket();
+  auto raw = std::make_shared<detail::ClientImpl>(o);
+  ASSERT_TRUE(raw->start().isOk());
+  auto open = [&](int fd) {
+    return raw->roundTrip(
+        [&](wire::Request::Builder req) { req.initOpenChannel().setServiceKey(info->key); }, &fd,
+        1);
+  };
+
+  // A request ring the caller could still map writable after the service maps it: refused.
+  auto unsealed = detail::createSegment("unsealed-request-ring", info->ringBytes);
+  ASSERT_TRUE(unsealed.ok());
+  auto refused = open(unsealed->get());
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), StatusCode::kInvalidArgument) << refused.status().toString();
+  EXPECT_NE(refused.status().message().find("F_SEAL_FUTURE_WRITE"), std::string::npos);
+
+  auto own = detail::makeOwnRing(info->ringBytes, "request-ring");
+  ASSERT_TRUE(own.ok()) << own.status().toString();
+  auto opened = open(own->fd.get());
+  ASSERT_TRUE(opened.ok()) << opened.status().toString();
+  ASSERT_GE(opened->fds.size(), 3u);
+  const int ring = opened->fds[1].get();
+  const size_t bytes = info->ringBytes;
+  errno = 0;
+  EXPECT_EQ(::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, ring, 0), MAP_FAILED);
+  EXPECT_EQ(errno, EPERM);
+  void* ro = ::mmap(nullptr, bytes, PROT_READ, MAP_SHARED, ring, 0);
+  ASSERT_NE(ro, MAP_FAILED);
+  EXPECT_NE(::mprotect(ro, bytes, PROT_READ | PROT_WRITE), 0);
+  ::munmap(ro, bytes);
+  const std::string path = "/proc/self/fd/" + std::to_string(ring);
+  detail::UniqueFd reopened(::open(path.c_str(), O_RDWR | O_CLOEXEC));
+  if (reopened) {  // the kernel may allow the open; never a way to write through it
+    EXPECT_EQ(::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, reopened.get(), 0),
+              MAP_FAILED);
+    const char junk[64] = {1};
+    EXPECT_LT(::pwrite(reopened.get(), junk, sizeof junk, 0), 0);
+    EXPECT_NE(::ftruncate(reopened.get(), 0), 0);
+  }
+  EXPECT_NE(::ftruncate(ring, 0), 0);
+
+  // The service goes on serving.
+  auto stub = client->bind<TestService>("hms.test");
+  ASSERT_TRUE(stub.ok()) << stub.status().toString();
+  for (uint64_t i = 0; i < 10; ++i) ASSERT_TRUE(echo(*stub, i).ok());
+  raw->shutdown();
+}
+
 // ---- item 4: ids across broker lives -----------------------------------------------------
 
 // A channel opened under one broker keeps working after a restart. The new broker must not give
@@ -406,17 +470,24 @@ TEST(HostileProviders, ProviderThatStopsReading_IsDropped_AndItsCallersGetUnavai
   auto info = client->resolve("hms.test");
   ASSERT_TRUE(info.ok()) << info.status().toString();
   // Callers open channels: each is an event queued on the provider's socket, until its queue is
-  // full (a few hundred; the bound is only a guard).
+  // full (a few hundred; the bound is only a guard). An open over shared memory is answered once
+  // the provider attaches its response ring, which a stopped one never does: the opener does not
+  // wait for those (DEADLINE_EXCEEDED after 20 ms), only for the refusal.
   ClientOptions o;
   o.socketPath = broker.socket();
+  o.controlTimeout = std::chrono::milliseconds(20);
   auto opener = std::make_shared<detail::ClientImpl>(o);
   ASSERT_TRUE(opener->start().isOk());
   Status refused;
   int opened = 0;
   for (; opened < 200'000 && refused.isOk(); ++opened) {
+    auto ring = detail::makeOwnRing(info->ringBytes, "request-ring");
+    ASSERT_TRUE(ring.ok()) << ring.status().toString();
+    const int fd = ring->fd.get();
     auto r = opener->roundTrip(
-        [&](wire::Request::Builder req) { req.initOpenChannel().setServiceKey(info->key); });
-    if (!r.ok()) refused = r.status();
+        [&](wire::Request::Builder req) { req.initOpenChannel().setServiceKey(info->key); }, &fd,
+        1);
+    if (!r.ok() && r.status().code() != StatusCode::kDeadlineExceeded) refused = r.status();
   }
   ASSERT_FALSE(refused.isOk()) << "the provider's queue never filled in " << opened << " opens";
   EXPECT_EQ(refused.code(), StatusCode::kUnavailable) << refused.toString();

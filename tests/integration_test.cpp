@@ -482,15 +482,24 @@ struct RawChannel {
     EXPECT_TRUE(ch.control->start().isOk());
     auto info = client.resolve(serviceId);
     EXPECT_TRUE(info.ok()) << info.status().toString();
+    // The request ring is the caller's own (made and sealed here, as libhmsffi does).
+    auto own = detail::makeOwnRing(info->ringBytes, "raw-request-ring");
+    EXPECT_TRUE(own.ok()) << own.status().toString();
+    const int ownFd = own->fd.get();
     auto reply = ch.control->roundTrip(
-        [&](wire::Request::Builder req) { req.initOpenChannel().setServiceKey(info->key); });
+        [&](wire::Request::Builder req) { req.initOpenChannel().setServiceKey(info->key); },
+        &ownFd, 1);
     EXPECT_TRUE(reply.ok()) << reply.status().toString();
     ch.segment =
         std::move(detail::Mapping::map(reply->fds[0].get(),
                                        reply->reply().getOpenChannel().getSegmentBytes(), true)
                       .valueOrThrow());
+    ch.requests = std::move(own->map);
+    ch.responses = std::move(
+        detail::attachPeerRing(reply->fds[1].get(), info->ringBytes, "the response ring")
+            .valueOrThrow());
     ch.doorbell = std::move(
-        detail::Mapping::map(reply->fds[1].get(), detail::kDoorbellBytes, true).valueOrThrow());
+        detail::Mapping::map(reply->fds[2].get(), detail::kDoorbellBytes, true).valueOrThrow());
     return ch;
   }
   RawChannel() = default;
@@ -499,8 +508,8 @@ struct RawChannel {
     if (control) control->shutdown();
   }
   detail::ChannelHeader* header() { return segment.as<detail::ChannelHeader>(); }
-  uint8_t* requestRing() { return segment.data() + detail::kPageBytes; }
-  uint8_t* responseRing() { return requestRing() + header()->ringBytes; }
+  uint8_t* requestRing() { return requests.data(); }
+  uint8_t* responseRing() { return responses.data(); }  // mapped read-only
   // Publishes what was written at the start of the request ring and rings the service.
   void commitFirstRecord(uint32_t length) {
     detail::storeRelease(reinterpret_cast<detail::RecordHeader*>(requestRing())->length, length);
@@ -508,7 +517,9 @@ struct RawChannel {
   }
 
   std::shared_ptr<detail::ClientImpl> control;
-  detail::Mapping segment;
+  detail::Mapping segment;    // the control page
+  detail::Mapping requests;   // ours, writable
+  detail::Mapping responses;  // the service's, read-only
   detail::Mapping doorbell;
 };
 

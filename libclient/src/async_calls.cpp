@@ -864,6 +864,7 @@ void Completions::runShm() {
   struct Watch {
     std::shared_ptr<Mapping> keep;
     const uint32_t* nextLength = nullptr;  // null while the ring is all taken
+    uint32_t nextLap = 0;                  // the lap bits of its commit word once committed
     const uint64_t* records = nullptr;     // the producer's count of records committed
     uint64_t seen = 0;
     const uint32_t* serviceState = nullptr;
@@ -900,9 +901,9 @@ void Completions::runShm() {
       ch->coverSeen = epoch;
       if (gaveUp || ch->sleepers.load(std::memory_order_acquire) != 0 || !spun) covered = false;
       const uint64_t* records = &ch->hdr_->response.records;
-      watches.push_back(Watch{ch->segment, ch->responses.nextLength(), records,
-                              loadAcquire(*const_cast<uint64_t*>(records)), &ch->hdr_->serviceState,
-                              &ch->spinners});
+      watches.push_back(Watch{ch->segment, ch->responses.nextLength(), ch->responses.nextLap(),
+                              records, loadAcquire(*const_cast<uint64_t*>(records)),
+                              &ch->hdr_->serviceState, &ch->spinners});
     }
     if (covered && !watches.empty()) {
       chans.clear();
@@ -941,7 +942,7 @@ void Completions::runShm() {
       for (const auto& w : watches) {
         // nextLength may be stale (the waiter itself reads the ring while it spins, and may have
         // wrapped it since): a hint only; `records` is what cannot miss a commit.
-        if ((w.nextLength && loadHint(*w.nextLength) != 0) ||
+        if ((w.nextLength && isCommitWord(loadHint(*w.nextLength), w.nextLap)) ||
             loadAcquire(*const_cast<uint64_t*>(w.records)) != w.seen ||
             loadAcquire(*const_cast<uint32_t*>(w.serviceState)) != kEndOpen) {
           return true;

@@ -89,7 +89,7 @@ Result<Mapping> attachChannel(int fd, uint64_t claimedBytes) {
   if (auto s = checkSealedAgainstShrink(fd, 0, "the channel segment"); !s) return s;
   auto actual = segmentSize(fd);
   if (!actual.ok()) return actual.status();
-  if (*actual != claimedBytes || claimedBytes < kPageBytes + 2 * kMinRingBytes) {
+  if (*actual != claimedBytes || claimedBytes != kPageBytes) {
     return Status(StatusCode::kDataLoss, "channel segment size does not match the broker's word");
   }
   auto map = Mapping::map(fd, claimedBytes, true);
@@ -108,6 +108,29 @@ Result<Mapping> attachChannel(int fd, uint64_t claimedBytes) {
     return Status(StatusCode::kDataLoss, "channel segment header is inconsistent");
   }
   return map;
+}
+
+Result<Mapping> attachPeerRing(int fd, uint32_t ringBytes, const char* what) {
+  if (auto s = checkSealedReadOnly(fd); !s) {
+    return Status(StatusCode::kDataLoss, std::string(what) + ": " + s.message());
+  }
+  auto size = segmentSize(fd);
+  if (!size.ok()) return size.status();
+  if (*size != ringBytes) {
+    return Status(StatusCode::kDataLoss, std::string(what) + " is " + std::to_string(*size) +
+                                             " bytes, not the channel's " +
+                                             std::to_string(ringBytes));
+  }
+  return Mapping::map(fd, ringBytes, false);
+}
+
+Result<OwnRing> makeOwnRing(uint32_t ringBytes, const char* name) {
+  auto fd = createSegment(name, ringBytes);
+  if (!fd.ok()) return fd.status();
+  auto map = Mapping::map(fd->get(), ringBytes, true);
+  if (!map.ok()) return map.status();
+  if (auto s = sealForReaders(fd->get()); !s) return s;
+  return OwnRing{std::move(*fd), std::move(*map)};
 }
 
 // ---- method reflection ---------------------------------------------------------------------
@@ -284,8 +307,19 @@ Status CallerChannel::open(bool initial) {
                       "; bind it with the interface its provider registered");
   }
   ServiceInfo info = *best;
+  // Over shared memory the request ring is ours: made, mapped writable and sealed here, so that
+  // the service can only read it. (If the broker picks sockets, it is dropped unused.)
+  std::optional<OwnRing> own;
+  if (client->sharedMemory() && info.ringBytes >= kMinRingBytes &&
+      info.ringBytes <= kMaxRingBytes && (info.ringBytes & (info.ringBytes - 1)) == 0) {
+    auto made = makeOwnRing(info.ringBytes, "hms-ffi-request-ring");
+    if (!made.ok()) return made.status();
+    own.emplace(std::move(*made));
+  }
+  const int ownFd = own ? own->fd.get() : -1;
   auto reply = client->roundTrip(
-      [&](wire::Request::Builder req) { req.initOpenChannel().setServiceKey(info.key); });
+      [&](wire::Request::Builder req) { req.initOpenChannel().setServiceKey(info.key); },
+      own ? &ownFd : nullptr, own ? 1 : 0);
   if (!reply.ok()) return reply.status();
   auto r = reply->reply();
   // What both transports record once their end is attached.
@@ -322,17 +356,22 @@ Status CallerChannel::open(bool initial) {
     maxMessageBytes = link->maxMessageBytes();
     return bound(Transport::kSocket, info.ringBytes);
   }
-  if (!r.isOpenChannel() || reply->fds.size() < 2) {
+  if (!r.isOpenChannel() || reply->fds.size() < 3 || !own) {
     return Status(StatusCode::kInternal, "the broker's open reply lacks the channel's segments");
   }
   auto seg = attachChannel(reply->fds[0].get(), r.getOpenChannel().getSegmentBytes());
   if (!seg.ok()) return seg.status();
+  if (seg->as<ChannelHeader>()->ringBytes != info.ringBytes) {
+    return Status(StatusCode::kDataLoss, "the channel's rings are not the size the registry gives");
+  }
+  auto responseRing = attachPeerRing(reply->fds[1].get(), info.ringBytes, "the response ring");
+  if (!responseRing.ok()) return responseRing.status();
   if (auto s =
-          checkSealedAgainstShrink(reply->fds[1].get(), kDoorbellBytes, "the service's doorbell");
+          checkSealedAgainstShrink(reply->fds[2].get(), kDoorbellBytes, "the service's doorbell");
       !s) {
     return s;
   }
-  auto db = Mapping::map(reply->fds[1].get(), kDoorbellBytes, true);
+  auto db = Mapping::map(reply->fds[2].get(), kDoorbellBytes, true);
   if (!db.ok()) return db.status();
   if (db->as<DoorbellSegment>()->magic != kDoorbellMagic) {
     return Status(StatusCode::kDataLoss, "the service's doorbell segment is not one");
@@ -340,14 +379,18 @@ Status CallerChannel::open(bool initial) {
   uint32_t ring;
   {
     std::lock_guard lock(asyncMu);  // the completion thread reads `responses`
-    segment = std::make_shared<Mapping>(std::move(*seg));
+    // One owner for the three mappings; `segment` (the control page) keeps them all, for every
+    // reply still read in place.
+    auto maps = std::make_shared<ChannelMaps>(
+        ChannelMaps{std::move(*seg), std::move(own->map), std::move(*responseRing)});
+    segment = std::shared_ptr<Mapping>(maps, &maps->control);
     doorbellMap = std::move(*db);
     hdr_ = segment->as<ChannelHeader>();
     ring = hdr_->ringBytes;
     maxMessageBytes = hdr_->maxMessageBytes;
-    uint8_t* base = segment->data() + kPageBytes;
-    requests = RingProducer(&hdr_->request, base, ring, &doorbellMap.as<DoorbellSegment>()->wake);
-    responses = RingConsumer(&hdr_->response, base + ring, ring);
+    requests = RingProducer(&hdr_->request, maps->requestRing.data(), ring,
+                            &doorbellMap.as<DoorbellSegment>()->wake);
+    responses = RingConsumer(&hdr_->response, maps->responseRing.data(), ring);
     responses.setSpaceWakeAlso(&doorbellMap.as<DoorbellSegment>()->wake);
     if (client->metrics.enabled()) {
       if (!ringMetrics) {

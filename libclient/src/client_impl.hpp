@@ -471,6 +471,22 @@ void failPendingLocked(CallerChannel& ch, const Status& why,
 Status sendCancel(CallerChannel& ch, uint64_t callId, uint64_t conn) noexcept;
 
 Result<Mapping> attachChannel(int fd, uint64_t claimedBytes);
+// The data of a ring this process consumes, made by its peer: a memfd of `ringBytes` sealed for
+// readers (anything else is refused), mapped read-only.
+Result<Mapping> attachPeerRing(int fd, uint32_t ringBytes, const char* what);
+// The data of a ring this process produces: a new memfd of `ringBytes`, mapped writable here and
+// then sealed for readers, so that the peer it is handed to can map it read-only only.
+struct OwnRing {
+  UniqueFd fd;
+  Mapping map;
+};
+// A shared-memory channel's mappings: the broker's control page and the two rings' data.
+struct ChannelMaps {
+  Mapping control;
+  Mapping requestRing;   // writable by the caller, read-only to the service
+  Mapping responseRing;  // writable by the service, read-only to the caller
+};
+Result<OwnRing> makeOwnRing(uint32_t ringBytes, const char* name);
 
 // A call a service is running where it can be cancelled: a stream, or a call on a worker.
 struct ServerCall {
@@ -510,6 +526,7 @@ class Dispatcher {
     std::shared_ptr<const ChannelGrant> grant;
     std::shared_ptr<UniqueFd> fd;
     bool socket = false;  // fd is the service's end of a socketpair, not a segment
+    std::shared_ptr<UniqueFd> requestRing;     // shared memory: the caller's, to map read-only
     std::shared_ptr<UniqueFd> callerDoorbell;  // shared memory: wakes the caller's completions
     uint32_t maxMessageBytes = 0;
   };

@@ -81,7 +81,9 @@ struct Dispatcher::Channel {
   uint64_t session = 0;  // the broker connection that opened it; (session, id) names it
   uint64_t id = 0;
   std::shared_ptr<Service> service;
-  Mapping segment;
+  Mapping segment;       // the broker's control page
+  Mapping requestRing;   // the caller's, read-only here
+  Mapping responseRing;  // ours, read-only to the caller
   ChannelHeader* hdr = nullptr;
   RingConsumer requests;   // next(): dispatcher/socket thread; release(): any, under inMu
   RingProducer responses;  // under outMu
@@ -530,15 +532,41 @@ void Dispatcher::attach(const ChannelOpenedEvent& ev) {
     log().error("hms-ffi: refusing channel {}: {}", ev.channelId, map.status().toString());
     return;
   }
+  const uint32_t ring = map->as<ChannelHeader>()->ringBytes;
+  auto requestRing = ev.requestRing ? attachPeerRing(ev.requestRing->get(), ring, "the request ring")
+                                    : Result<Mapping>(Status(StatusCode::kDataLoss,
+                                                             "the caller sent no request ring"));
+  if (!requestRing.ok()) {
+    log().error("hms-ffi: refusing channel {}: {}", ev.channelId,
+                requestRing.status().toString());
+    return;
+  }
+  // The response ring is ours: made and sealed here, handed to the broker for the caller, whose
+  // open the broker answers only now.
+  auto own = makeOwnRing(ring, "hms-ffi-response-ring");
+  if (!own.ok()) {
+    log().error("hms-ffi: cannot make the response ring of channel {}: {}", ev.channelId,
+                own.status().toString());
+    return;
+  }
+  const int ownFd = own->fd.get();
+  auto attached = client_.roundTrip(
+      [&](wire::Request::Builder req) { req.initAttachChannel().setChannelId(ev.channelId); },
+      &ownFd, 1, ev.session);
+  if (!attached.ok()) {
+    log().warn("hms-ffi: channel {} not attached: {}", ev.channelId,
+               attached.status().toString());
+    return;
+  }
   auto ch = newChannel(ev);
   ch->segment = std::move(*map);
+  ch->requestRing = std::move(*requestRing);
+  ch->responseRing = std::move(own->map);
   ch->hdr = ch->segment.as<ChannelHeader>();
-  const uint32_t ring = ch->hdr->ringBytes;
   ch->maxMessageBytes = ch->hdr->maxMessageBytes;
-  uint8_t* base = ch->segment.data() + kPageBytes;
-  ch->requests = RingConsumer(&ch->hdr->request, base, ring);
-  ch->responses =
-      RingProducer(&ch->hdr->response, base + ring, ring, &ch->hdr->response.consumerWake);
+  ch->requests = RingConsumer(&ch->hdr->request, ch->requestRing.data(), ring);
+  ch->responses = RingProducer(&ch->hdr->response, ch->responseRing.data(), ring,
+                               &ch->hdr->response.consumerWake);
   if (client_.metrics.enabled()) ch->responses.setWatch(ch->service->ringMetrics.get());
   if (ev.callerDoorbell) {
     const Status sealed =

@@ -5,13 +5,16 @@
 // and an explicit memory order (see atomics.hpp). Each field's comment names its single writer.
 // Bump the layout version of a segment on any incompatible change: attach refuses a mismatch.
 //
-// Channel segment (one per caller<->service pair, created by the broker with memfd_create):
+// A channel (one per caller<->service pair) is three memfds:
 //
-//   0            4096                       4096+R                     4096+2R
-//   +------------+--------------------------+--------------------------+
-//   | Channel-   | request ring data (R)    | response ring data (R)   |
-//   | Header     | caller -> service        | service -> caller        |
-//   +------------+--------------------------+--------------------------+
+//   control page (4096), made by the broker, mapped writable by both ends:
+//     ChannelHeader: sizes, end states, and each ring's RingControl (head, wake words)
+//   request ring data (R bytes), made by the caller, its producer: writable there only; sealed
+//     (F_SEAL_FUTURE_WRITE) before the service gets it, which maps it read-only
+//   response ring data (R bytes), made by the service, its producer: the same the other way
+//
+// So no process ever builds into memory its peer can write; what a consumer must write (its
+// head, its wake word) is on the control page, and every producer checks what it reads there.
 //
 // A ring is a byte ring of records, single producer / single consumer. A record starts on a
 // 32-byte boundary and never wraps; the producer writes a padding record to skip the tail end.
@@ -23,10 +26,12 @@
 //   [ TraceContext, 32 bytes, if flags & kRecordHasTrace ]
 //   [ Cap'n Proto message: one segment of `words` words, built and read in place ]
 //
-// `length` is the record's size in bytes (a multiple of 32), written last with release order; 0
-// means "not committed yet". Free ring space is always zero: the consumer zeroes a record before
-// it hands the space back, which is what lets the producer hand the space to Cap'n Proto as an
-// already-zeroed segment.
+// `length` is the record's size in bytes (a multiple of 32) with, in its low 5 bits, the lap of the
+// ring the record was written in (position / ring size, mod 32); written last with release order.
+// A record is committed when its word is not 0 and carries the lap the consumer expects: the
+// consumer never writes the ring's data, so its cursor may rest on last lap's record. The producer
+// zeroes what it wrote before it reuses the space, which is what lets it hand the space to Cap'n
+// Proto as an already-zeroed segment.
 #pragma once
 
 #include <cstddef>
@@ -86,7 +91,7 @@ inline constexpr uint16_t kRecordOneWay = 1u << 1;  // request: answer nothing
 inline constexpr uint16_t kRecordStream = 1u << 2;  // request: answer with a stream
 
 struct RecordHeader {
-  uint32_t length;     // writer: producer, last, release. Bytes of the whole record, 0 = none.
+  uint32_t length;     // writer: producer, last, release. Bytes of the whole record | lap tag.
   uint16_t kind;       // RecordKind
   uint16_t flags;      // kRecordHasTrace, kRecordOneWay, kRecordStream
   uint64_t callId;     // chosen by the caller, echoed by the response
@@ -116,7 +121,7 @@ inline constexpr uint32_t kRecordOverhead = sizeof(RecordHeader) + sizeof(TraceC
 // ---- channel segment ----------------------------------------------------------------------
 
 inline constexpr uint64_t kChannelMagic = 0x4e48'4346'4653'4d48ULL;  // "HMSFFCHN"
-inline constexpr uint32_t kChannelLayoutVersion = 1;
+inline constexpr uint32_t kChannelLayoutVersion = 2;
 
 enum EndState : uint32_t {
   kEndOpen = 0,     // zero-initialised: open
@@ -129,7 +134,7 @@ struct ChannelHeader {
   // Written once by the broker before any client sees the segment; read-only afterwards.
   uint64_t magic;
   uint32_t layoutVersion;
-  uint32_t headerBytes;  // offset of the request ring
+  uint32_t headerBytes;  // bytes of the control page (the rings are memfds of their own)
   uint64_t channelId;
   uint64_t segmentBytes;
   uint32_t ringBytes;        // each ring; a power of two
@@ -160,8 +165,9 @@ inline constexpr uint32_t kDefaultRingBytes = 1u << 20;
 constexpr uint32_t maxMessageBytesForRing(uint32_t ringBytes) {
   return (ringBytes / 2 - kRecordOverhead) & ~7u;
 }
-constexpr uint64_t channelSegmentBytes(uint32_t ringBytes) {
-  return kPageBytes + 2ull * ringBytes;
+// The control page; each ring's data is a memfd of ringBytes of its own.
+constexpr uint64_t channelSegmentBytes(uint32_t) {
+  return kPageBytes;
 }
 
 // ---- doorbell segment (one per serving client) --------------------------------------------

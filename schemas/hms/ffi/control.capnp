@@ -54,7 +54,8 @@ struct Request {
     hello @1 :Hello;
     register @2 :RegisterService;
     unregister @3 :UInt64;     # service key
-    openChannel @4 :OpenChannel;
+    openChannel @4 :OpenChannel;  # shared memory: fd 0 the request ring's data, made by the
+                                  # caller and sealed for readers (see OpenChannel)
     closeChannel @5 :UInt64;   # channel id
     getRegistry @6 :GetRegistry;
     advertise @7 :Advertise;   # shared memory: fd 0 the topic's log, sealed (see Advertise)
@@ -65,6 +66,7 @@ struct Request {
     listContracts @12 :ListContracts;
     getTopicSchema @13 :Text;  # topic id
     getMetrics @14 :GetMetrics;
+    attachChannel @15 :AttachChannel;  # fd 0: the response ring's data (see AttachChannel)
   }
 }
 
@@ -157,8 +159,20 @@ struct RegisterService {
   schemaNodes @2 :List(Schema.Node);  # the interface's node and every node it reaches
 }
 
+# A channel over shared memory is three memfds: the broker's control page (header, end states,
+# each ring's head and wake words; both ends map it writable) and one per ring, made and written
+# only by that ring's producer, sealed against new writable mappings (F_SEAL_FUTURE_WRITE, and
+# against resizing) before anyone else sees it, and mapped read-only by its consumer. The caller
+# sends its request ring with OpenChannel (ServiceDescriptor.ringBytes long); the service sends
+# its response ring with AttachChannel once ChannelOpened reached it; the broker answers the
+# caller's OpenChannel only then. Without fd 0 the channel is a socket one, or refused if it
+# must be shared memory.
 struct OpenChannel {
   serviceKey @0 :UInt64;
+}
+
+struct AttachChannel {
+  channelId @0 :UInt64;        # of a ChannelOpened this client received, not attached yet
 }
 
 struct Reply {
@@ -169,7 +183,8 @@ struct Reply {
     hello @3 :HelloReply;      # fd 0: registry segment (read-only), fd 1: this client's doorbell,
                                # then (when metricsBytes > 0) this client's metrics segment
     register @4 :RegisterReply;
-    openChannel @5 :OpenChannelReply;  # shm: fd 0 channel segment, fd 1 the service's doorbell;
+    openChannel @5 :OpenChannelReply;  # shm: fd 0 the control page, fd 1 the response ring
+                                       # (read-only), fd 2 the service's doorbell;
                                        # socket: fd 0 the caller's end of the socketpair
     registry @6 :RegistryChunk;
     advertise @7 :AdvertiseReply;
@@ -306,9 +321,10 @@ struct OpenChannelReply {
 # Sent by the broker unprompted.
 struct Event {
   union {
-    channelOpened @0 :ChannelOpened;   # fd 0: channel segment (to the service's client), or
-                                       # its end of the socketpair; fd 1 (shared memory, if the
-                                       # caller has one): the caller's doorbell
+    channelOpened @0 :ChannelOpened;   # shared memory: fd 0 the control page, fd 1 the request
+                                       # ring (read-only), fd 2 (if the caller has one) the
+                                       # caller's doorbell; answer with AttachChannel. Socket:
+                                       # fd 0 the service's end of the socketpair
     channelClosed @1 :ChannelClosed;
     subscriberAdded @2 :SubscriberAdded;      # to the publisher. fd 0: the cursor page (shm)
                                               # or the publisher's end of the socketpair
