@@ -1173,7 +1173,7 @@ Status Broker::onOpen(Conn& c, uint64_t rid, uint64_t key, std::vector<UniqueFd>
   ch.serviceKey = key;
   uint64_t bytes = 0;
   UniqueFd callerEnd, serviceEnd;  // socket channels
-  UniqueFd requestRing;  // shared memory: the caller's, checked, for the service
+  UniqueFd requestRing;            // shared memory: the caller's, checked, for the service
   if (*transport == wire::Transport::SHARED_MEMORY) {
     if (fds.size() != 1) {
       return replyError(c, rid,
@@ -1181,14 +1181,10 @@ Status Broker::onOpen(Conn& c, uint64_t rid, uint64_t key, std::vector<UniqueFd>
                                "an open over shared memory carries the request ring (fd 0); "
                                "use a libhmsffi of the broker's release"));
     }
-    if (auto st = detail::checkSealedReadOnly(fds[0].get()); !st) return replyError(c, rid, st);
-    auto size = detail::segmentSize(fds[0].get());
-    if (!size.ok()) return replyError(c, rid, size.status());
-    if (*size != svc.ringBytes) {
-      return replyError(c, rid,
-                        Status(StatusCode::kInvalidArgument,
-                               "the request ring is " + std::to_string(*size) + " bytes, not " +
-                                   svc.id + "'s " + std::to_string(svc.ringBytes)));
+    if (auto st = detail::checkSealedSegment(fds[0].get(), svc.ringBytes,
+                                             "the request ring of a channel to " + svc.id);
+        !st) {
+      return replyError(c, rid, st);
     }
     requestRing = std::move(fds[0]);
     bytes = detail::channelSegmentBytes(svc.ringBytes);
@@ -1277,18 +1273,24 @@ Status Broker::onOpen(Conn& c, uint64_t rid, uint64_t key, std::vector<UniqueFd>
         "open", &c, Status(),
         {{"service", svc.id}, {"channel", std::to_string(id), true}, {"methods_allowed", allowed}});
   }
-  if (shm) return Status();
+  if (shm) return Status();  // answered once the service attaches its response ring (onAttach)
+  const int sockFds[1] = {callerEnd.get()};
+  return replyOpened(c, rid, id, 0, *transport, maxMessage, sockFds, 1);
+}
+
+Status Broker::replyOpened(Conn& c, uint64_t rid, uint64_t channelId, uint64_t segmentBytes,
+                           wire::Transport transport, uint32_t maxMessage, const int* fds,
+                           size_t n) {
   capnp::MallocMessageBuilder mb;
   auto r = mb.initRoot<wire::BrokerMessage>().initReply();
   r.setId(rid);
   r.initStatus().setCode(0);
   auto o = r.initOpenChannel();
-  o.setChannelId(id);
-  o.setSegmentBytes(0);
-  o.setTransport(*transport);
+  o.setChannelId(channelId);
+  o.setSegmentBytes(segmentBytes);
+  o.setTransport(transport);
   o.setMaxMessageBytes(maxMessage);
-  const int sockFds[1] = {callerEnd.get()};
-  return reply(c, mb, sockFds, 1);
+  return reply(c, mb, fds, n);
 }
 
 Status Broker::onAttach(Conn& c, uint64_t rid, uint64_t channelId, std::vector<UniqueFd>& fds) {
@@ -1301,26 +1303,17 @@ Status Broker::onAttach(Conn& c, uint64_t rid, uint64_t channelId, std::vector<U
                                  "it is attached already)"));
   }
   Channel& ch = it->second;
-  Status st;
-  if (fds.size() != 1) {
-    st = Status(StatusCode::kInvalidArgument, "an attach carries the response ring (fd 0)");
-  } else if (st = detail::checkSealedReadOnly(fds[0].get()); st) {
-    auto size = detail::segmentSize(fds[0].get());
-    if (!size.ok()) {
-      st = size.status();
-    } else if (*size != ch.ringBytes) {
-      st = Status(StatusCode::kInvalidArgument, "the response ring is " + std::to_string(*size) +
-                                                    " bytes, not the channel's " +
-                                                    std::to_string(ch.ringBytes));
-    }
-  }
+  const Status st =
+      fds.size() != 1
+          ? Status(StatusCode::kInvalidArgument, "an attach carries the response ring (fd 0)")
+          : detail::checkSealedSegment(fds[0].get(), ch.ringBytes, "the response ring");
   const uint64_t callerRid = ch.pendingRid;
   auto caller = conns_.find(ch.callerClient);
   if (!st) {
     // The caller hears why its open failed; the channel never served anything.
     if (caller != conns_.end() && !caller->second->dropping) {
-      Status failed(StatusCode::kUnavailable, "the provider's response ring was refused: " +
-                                                  std::string(st.message()));
+      Status failed(StatusCode::kUnavailable,
+                    "the provider's response ring was refused: " + std::string(st.message()));
       (void)replyError(*caller->second, callerRid, failed);
     }
     ch.pendingRid = 0;
@@ -1333,17 +1326,10 @@ Status Broker::onAttach(Conn& c, uint64_t rid, uint64_t channelId, std::vector<U
     endChannel(channelId, true, detail::kEndClosed, "its caller left before it was attached");
     return Status();
   }
-  capnp::MallocMessageBuilder mb;
-  auto r = mb.initRoot<wire::BrokerMessage>().initReply();
-  r.setId(callerRid);
-  r.initStatus().setCode(0);
-  auto o = r.initOpenChannel();
-  o.setChannelId(channelId);
-  o.setSegmentBytes(detail::channelSegmentBytes(ch.ringBytes));
-  o.setTransport(wire::Transport::SHARED_MEMORY);
-  o.setMaxMessageBytes(ch.maxMessageBytes);
   const int shmFds[3] = {ch.fd.get(), fds[0].get(), c.doorbellFd.get()};
-  return reply(*caller->second, mb, shmFds, 3);
+  return replyOpened(*caller->second, callerRid, channelId,
+                     detail::channelSegmentBytes(ch.ringBytes), wire::Transport::SHARED_MEMORY,
+                     ch.maxMessageBytes, shmFds, 3);
 }
 
 Status Broker::onClose(Conn& c, uint64_t rid, uint64_t channelId) {
@@ -1363,10 +1349,10 @@ void Broker::endChannel(uint64_t channelId, bool callerSide, uint32_t state, con
   if (ch.pendingRid != 0) {
     // Its service never attached: the caller's open fails with why.
     if (auto pc = conns_.find(ch.callerClient); pc != conns_.end() && !pc->second->dropping) {
-      (void)replyError(*pc->second, ch.pendingRid,
-                       Status(StatusCode::kUnavailable,
-                              std::string("the service did not attach the channel: ") + why +
-                                  "; discover the service again"));
+      (void)replyError(
+          *pc->second, ch.pendingRid,
+          Status(StatusCode::kUnavailable, std::string("the service did not attach the channel: ") +
+                                               why + "; discover the service again"));
     }
   }
   if (auto* h = ch.map.as<detail::ChannelHeader>()) {

@@ -198,6 +198,9 @@ class Broker {
   Status onUnregister(Conn& c, uint64_t rid, uint64_t key);
   Status onOpen(Conn& c, uint64_t rid, uint64_t key, std::vector<detail::UniqueFd>& fds);
   Status onAttach(Conn& c, uint64_t rid, uint64_t channelId, std::vector<detail::UniqueFd>& fds);
+  // The OK reply to an openChannel request, with the channel's fds.
+  Status replyOpened(Conn& c, uint64_t rid, uint64_t channelId, uint64_t segmentBytes,
+                     wire::Transport transport, uint32_t maxMessage, const int* fds, size_t n);
   Status onClose(Conn& c, uint64_t rid, uint64_t channelId);
   Status onGetRegistry(Conn& c, uint64_t rid, wire::GetRegistry::Reader get);
   Status onAdvertise(Conn& c, uint64_t rid, wire::Advertise::Reader adv,

@@ -487,17 +487,17 @@ struct RawChannel {
     EXPECT_TRUE(own.ok()) << own.status().toString();
     const int ownFd = own->fd.get();
     auto reply = ch.control->roundTrip(
-        [&](wire::Request::Builder req) { req.initOpenChannel().setServiceKey(info->key); },
-        &ownFd, 1);
+        [&](wire::Request::Builder req) { req.initOpenChannel().setServiceKey(info->key); }, &ownFd,
+        1);
     EXPECT_TRUE(reply.ok()) << reply.status().toString();
     ch.segment =
         std::move(detail::Mapping::map(reply->fds[0].get(),
                                        reply->reply().getOpenChannel().getSegmentBytes(), true)
                       .valueOrThrow());
     ch.requests = std::move(own->map);
-    ch.responses = std::move(
-        detail::attachPeerRing(reply->fds[1].get(), info->ringBytes, "the response ring")
-            .valueOrThrow());
+    ch.responses =
+        std::move(detail::attachPeerRing(reply->fds[1].get(), info->ringBytes, "the response ring")
+                      .valueOrThrow());
     ch.doorbell = std::move(
         detail::Mapping::map(reply->fds[2].get(), detail::kDoorbellBytes, true).valueOrThrow());
     return ch;

@@ -111,15 +111,8 @@ Result<Mapping> attachChannel(int fd, uint64_t claimedBytes) {
 }
 
 Result<Mapping> attachPeerRing(int fd, uint32_t ringBytes, const char* what) {
-  if (auto s = checkSealedReadOnly(fd); !s) {
-    return Status(StatusCode::kDataLoss, std::string(what) + ": " + s.message());
-  }
-  auto size = segmentSize(fd);
-  if (!size.ok()) return size.status();
-  if (*size != ringBytes) {
-    return Status(StatusCode::kDataLoss, std::string(what) + " is " + std::to_string(*size) +
-                                             " bytes, not the channel's " +
-                                             std::to_string(ringBytes));
+  if (auto s = checkSealedSegment(fd, ringBytes, what); !s) {
+    return Status(StatusCode::kDataLoss, s.message());
   }
   return Mapping::map(fd, ringBytes, false);
 }

@@ -456,7 +456,8 @@ void ClientImpl::handleMessage(std::vector<uint8_t> bytes, std::vector<UniqueFd>
     e.fd = std::make_shared<UniqueFd>(std::move(fds[0]));
     e.socket = o.getTransport() == wire::Transport::SOCKET;
     if (!e.socket && fds.size() > 1) e.requestRing = std::make_shared<UniqueFd>(std::move(fds[1]));
-    if (!e.socket && fds.size() > 2) e.callerDoorbell = std::make_shared<UniqueFd>(std::move(fds[2]));
+    if (!e.socket && fds.size() > 2)
+      e.callerDoorbell = std::make_shared<UniqueFd>(std::move(fds[2]));
     e.maxMessageBytes = o.getMaxMessageBytes();
     std::lock_guard lock(servedMu_);
     if (dispatcher_) dispatcher_->channelOpened(std::move(e));

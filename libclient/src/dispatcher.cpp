@@ -533,12 +533,12 @@ void Dispatcher::attach(const ChannelOpenedEvent& ev) {
     return;
   }
   const uint32_t ring = map->as<ChannelHeader>()->ringBytes;
-  auto requestRing = ev.requestRing ? attachPeerRing(ev.requestRing->get(), ring, "the request ring")
-                                    : Result<Mapping>(Status(StatusCode::kDataLoss,
-                                                             "the caller sent no request ring"));
+  auto requestRing =
+      ev.requestRing
+          ? attachPeerRing(ev.requestRing->get(), ring, "the request ring")
+          : Result<Mapping>(Status(StatusCode::kDataLoss, "the caller sent no request ring"));
   if (!requestRing.ok()) {
-    log().error("hms-ffi: refusing channel {}: {}", ev.channelId,
-                requestRing.status().toString());
+    log().error("hms-ffi: refusing channel {}: {}", ev.channelId, requestRing.status().toString());
     return;
   }
   // The response ring is ours: made and sealed here, handed to the broker for the caller, whose
@@ -554,8 +554,7 @@ void Dispatcher::attach(const ChannelOpenedEvent& ev) {
       [&](wire::Request::Builder req) { req.initAttachChannel().setChannelId(ev.channelId); },
       &ownFd, 1, ev.session);
   if (!attached.ok()) {
-    log().warn("hms-ffi: channel {} not attached: {}", ev.channelId,
-               attached.status().toString());
+    log().warn("hms-ffi: channel {} not attached: {}", ev.channelId, attached.status().toString());
     return;
   }
   auto ch = newChannel(ev);

@@ -120,6 +120,19 @@ Status checkSealedReadOnly(int fd) {
   return Status();
 }
 
+Status checkSealedSegment(int fd, uint64_t bytes, const std::string& what) {
+  if (auto s = checkSealedReadOnly(fd); !s) {
+    return Status(StatusCode::kInvalidArgument, what + ": " + s.message());
+  }
+  auto size = segmentSize(fd);
+  if (!size.ok()) return size.status();
+  if (*size != bytes) {
+    return Status(StatusCode::kInvalidArgument,
+                  what + " is " + std::to_string(*size) + " bytes, not " + std::to_string(bytes));
+  }
+  return Status();
+}
+
 Result<uint64_t> segmentSize(int fd) {
   struct stat st;
   if (::fstat(fd, &st) != 0) return Status(StatusCode::kInternal, errnoText("fstat", errno));

@@ -78,6 +78,9 @@ Status sealReadOnlyForOthers(int fd);
 Status sealForReaders(int fd);
 // INVALID_ARGUMENT unless `fd` is a memfd sealed as sealForReaders() leaves it.
 Status checkSealedReadOnly(int fd);
+// checkSealedReadOnly() and exactly `bytes` long: a segment another process writes and this one
+// (or the one it is passed to) only reads. INVALID_ARGUMENT naming `what` otherwise.
+Status checkSealedSegment(int fd, uint64_t bytes, const std::string& what);
 // The segment's size, checked against what the peer claimed.
 Result<uint64_t> segmentSize(int fd);
 // INVALID_ARGUMENT (naming `what` and the seal) unless `fd` is a memfd sealed against shrinking
