@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "audit.hpp"
+#include "yaml_reader.hpp"
 
 namespace hms::ffi::broker {
 namespace {
@@ -25,106 +26,14 @@ const std::map<std::string, std::string>& notOnOneHost() {
       {"ffi.registry.cache_ttl", "clients read the registry segment live; nothing is cached"},
       {"ffi.registry.refresh_interval", "clients see registry changes at once; nothing is polled"},
       {"ffi.transport.in_process", "in-process calls are plain function calls, not the broker's"},
-      {"ffi.transport.grpc", "calls between hosts go through the gRPC gateway (not built yet)"},
       {"ffi.security.token_validation_endpoint",
        "the broker verifies tokens itself against ffi.security.token_issuers' public keys"},
   };
   return m;
 }
 
-// ":line:column" of a mark (1-based), as compilers print positions.
-std::string position(const YAML::Mark& mark) {
-  std::string out = ":";
-  out += std::to_string(mark.line + 1);
-  out += ':';
-  out += std::to_string(mark.column + 1);
-  return out;
-}
-
-class Reader {
- public:
-  explicit Reader(std::string path) : path_(std::move(path)) {}
-
-  Status error(const YAML::Node& at, const std::string& key, const std::string& what) const {
-    std::string where = path_;
-    if (at.IsDefined() && at.Mark().line >= 0) where += position(at.Mark());
-    where += ": ";
-    where += key;
-    where += ": ";
-    where += what;
-    return Status(StatusCode::kInvalidArgument, where);
-  }
-
-  // A mapping whose keys are all in `allowed` (in the file's order) or refused with the reason.
-  Status keys(const YAML::Node& map, const std::string& path,
-              const std::vector<std::string>& allowed) const {
-    if (map.IsNull()) return Status();  // a section with every key commented out: defaults
-    if (!map.IsMap()) return error(map, path, "expected a mapping of " + list(allowed));
-    for (const auto& kv : map) {
-      const std::string key = kv.first.as<std::string>();
-      const std::string full = path.empty() ? key : path + "." + key;
-      bool known = false;
-      for (const auto& a : allowed) known = known || a == key;
-      if (known) continue;
-      if (auto why = notOnOneHost().find(full); why != notOnOneHost().end()) {
-        return error(kv.first, full, "not on one host: " + why->second);
-      }
-      return error(kv.first, full,
-                   "unknown key; " + (path.empty() ? std::string("the top level") : path) +
-                       " takes " + list(allowed));
-    }
-    return Status();
-  }
-
-  Status text(const YAML::Node& n, const std::string& key, std::string& out) const {
-    if (!n.IsScalar()) return error(n, key, "expected a string");
-    out = n.as<std::string>();
-    return Status();
-  }
-
-  Status choice(const YAML::Node& n, const std::string& key,
-                const std::vector<std::string>& allowed, std::string& out) const {
-    if (Status s = text(n, key, out); !s) return s;
-    for (const auto& a : allowed) {
-      if (a == out) return Status();
-    }
-    return error(n, key, "'" + out + "' is not one of " + list(allowed));
-  }
-
-  Status count(const YAML::Node& n, const std::string& key, uint64_t max, uint64_t& out) const {
-    std::string s;
-    if (!n.IsScalar() || (s = n.as<std::string>()).empty() ||
-        s.find_first_not_of("0123456789") != std::string::npos || s.size() > 19) {
-      return error(n, key, "expected a whole number from 0 to " + std::to_string(max));
-    }
-    out = std::stoull(s);
-    if (out > max) return error(n, key, std::to_string(out) + " is above " + std::to_string(max));
-    return Status();
-  }
-
-  Status texts(const YAML::Node& n, const std::string& key, std::vector<std::string>& out) const {
-    if (!n.IsSequence()) return error(n, key, "expected a list of strings");
-    for (size_t i = 0; i < n.size(); ++i) {
-      std::string v;
-      if (Status s = text(n[i], key + "[" + std::to_string(i) + "]", v); !s) return s;
-      out.push_back(v);
-    }
-    return Status();
-  }
-
-  static std::string list(const std::vector<std::string>& items) {
-    std::string out;
-    for (size_t i = 0; i < items.size(); ++i) {
-      out += (i == 0 ? "" : i + 1 == items.size() ? " or " : ", ") + items[i];
-    }
-    return out;
-  }
-
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using Reader = detail::YamlReader;
+using detail::position;
 
 void appendJsonList(std::string& out, const std::vector<std::string>& items) {
   out += '[';
@@ -246,7 +155,8 @@ Status readConfig(const Reader& r, const YAML::Node& root, BrokerOptions& o,
     }
   }
   if (const YAML::Node t = ffi["transport"]) {
-    if (Status s = r.keys(t, "ffi.transport", {"default", "local_socket"}); !s) return s;
+    // ffi.transport.grpc is hms-ffi-gateway's section (docs/gateway.md), read and checked there.
+    if (Status s = r.keys(t, "ffi.transport", {"default", "local_socket", "grpc"}); !s) return s;
     if (t["default"]) {
       std::string v;
       if (Status s = r.choice(t["default"], "ffi.transport.default", {"auto", "shm", "socket"}, v);
@@ -352,7 +262,7 @@ Result<BrokerOptions> loadConfig(const std::string& path, BrokerOptions base) {
   text << in.rdbuf();
   const std::string dir = std::filesystem::path(path).parent_path().string();
   const std::string baseDir = dir.empty() ? "." : dir;
-  Reader reader(path);
+  Reader reader(path, &notOnOneHost());
   try {
     const YAML::Node root = YAML::Load(text.str());
     if (Status s = readConfig(reader, root, base, baseDir); !s) return s;

@@ -143,10 +143,21 @@ TEST(ConfigFileError, SeedKeysThatDoNotApplyOnOneHostSayWhy) {
                    "shared memory"),
             std::string::npos)
       << m;
-  m = refusal(dir, "ffi:\n  transport:\n    grpc:\n      enabled: true\n");
-  EXPECT_NE(m.find("ffi.transport.grpc: not on one host"), std::string::npos) << m;
+  m = refusal(dir, "ffi:\n  transport:\n    in_process:\n      enabled: true\n");
+  EXPECT_NE(m.find("ffi.transport.in_process: not on one host"), std::string::npos) << m;
   m = refusal(dir, "ffi:\n  security:\n    token_validation_endpoint: http://auth:8080/validate\n");
   EXPECT_NE(m.find("verifies tokens itself"), std::string::npos) << m;
+}
+
+// One file per host: the gateway's section (docs/gateway.md) sits beside the broker's, which
+// leaves it to hms-ffi-gateway.
+TEST(ConfigFile, TheGatewaysSectionIsLeftToTheGateway) {
+  TempDir dir;
+  auto o = load(dir,
+                "ffi:\n  transport:\n    default: socket\n    grpc:\n      listen: "
+                "127.0.0.1:7443\n      export:\n        - service: hms.emr.patient\n");
+  ASSERT_TRUE(o.ok()) << o.status().toString();
+  EXPECT_EQ(o->transport, wire::Transport::SOCKET);
 }
 
 TEST(ConfigFileError, BadValuesNameTheAllowedOnes) {
