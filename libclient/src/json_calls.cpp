@@ -1,7 +1,9 @@
 // Contracts from the broker (getSchema, listContracts, getTopicSchema) and the JSON level built
 // on them: JsonStub, JsonStream, JsonPublisher, JsonSubscription (hms/ffi/json.hpp).
+#include <capnp/any.h>
 #include <capnp/dynamic.h>
 #include <capnp/schema-loader.h>
+#include <kj/exception.h>
 
 #include <thread>
 
@@ -425,6 +427,10 @@ Result<RawReply> JsonStub::sendRaw(size_t words) {
     return s;
   }
   raw_ = nullptr;
+  return sendAndWait();
+}
+
+Result<RawReply> JsonStub::sendAndWait() {
   auto segment = [](capnp::MessageReader& r) {
     return r.getSegment(0);  // ring messages are one segment
   };
@@ -437,6 +443,51 @@ Result<RawReply> JsonStub::sendRaw(size_t words) {
   auto reader = detail::finishCall(*ch_);
   if (!reader.ok()) return reader.status();
   return RawReply(ch_, nullptr, segment(**reader));
+}
+
+Status JsonStub::copy(const Method& m, kj::ArrayPtr<const capnp::word> params,
+                      const CallOptions& options) {
+  auto builder = detail::beginCall(*ch_, m.ref, options);
+  if (!builder.ok()) return builder.status();
+  Status st;
+  KJ_IF_MAYBE (e, kj::runCatchingExceptions([&]() {
+                 kj::ArrayPtr<const capnp::word> segments[1] = {params};
+                 capnp::SegmentArrayMessageReader reader(kj::arrayPtr(segments, 1));
+                 (*builder)->setRoot(reader.getRoot<capnp::AnyStruct>());
+               })) {
+    st = Status(StatusCode::kInvalidArgument,
+                std::string("the params are not a valid message: ") + e->getDescription().cStr());
+    detail::abandonCall(*ch_);
+  }
+  return st;
+}
+
+Result<RawReply> JsonStub::callSegment(std::string_view name,
+                                       kj::ArrayPtr<const capnp::word> params,
+                                       const CallOptions& options) {
+  auto m = method(name);
+  if (!m.ok()) return m.status();
+  if (m->stream) {
+    return Status(StatusCode::kFailedPrecondition,
+                  "method " + std::string(name) + " of " + contract_->id +
+                      " is a server stream; open it with openStreamSegment");
+  }
+  if (auto s = copy(*m, params, options); !s) return s;
+  return sendAndWait();
+}
+
+Result<JsonStream> JsonStub::openStreamSegment(std::string_view name,
+                                               kj::ArrayPtr<const capnp::word> params,
+                                               const CallOptions& options) {
+  auto m = method(name);
+  if (!m.ok()) return m.status();
+  if (!m->stream) {
+    return Status(StatusCode::kFailedPrecondition,
+                  "method " + std::string(name) + " of " + contract_->id +
+                      " is not a server stream; call it with callSegment");
+  }
+  if (auto s = copy(*m, params, options); !s) return s;
+  return JsonStream(detail::sendAsync(ch_, true, nullptr), m->results, false, contract_);
 }
 
 RawReply::~RawReply() {
@@ -489,6 +540,7 @@ JsonStream::JsonStream(JsonStream&& o) noexcept
       pretty_(o.pretty_),
       contract_(std::move(o.contract_)),
       item_(std::move(o.item_)),
+      rawItem_(o.rawItem_),
       status_(std::move(o.status_)),
       ended_(o.ended_) {}
 
@@ -510,6 +562,18 @@ bool JsonStream::next() {
   }
   ended_ = true;
   item_.clear();
+  return false;
+}
+
+bool JsonStream::nextRaw() {
+  if (ended_ || !call_) return false;
+  capnp::MessageReader* reader = nullptr;
+  if (detail::streamNext(*call_, reader, status_)) {
+    rawItem_ = reader->getSegment(0);  // ring messages are one segment
+    return true;
+  }
+  ended_ = true;
+  rawItem_ = nullptr;
   return false;
 }
 

@@ -42,6 +42,10 @@ class JsonStream {
   // the service finished the stream).
   bool next();
   const std::string& item() const noexcept { return item_; }
+  // next() without the JSON: the item's one segment (root pointer at word 0), read in place in
+  // the channel's ring and valid until the next call.
+  bool nextRaw();
+  kj::ArrayPtr<const capnp::word> rawItem() const noexcept { return rawItem_; }
   const Status& status() const noexcept { return status_; }
   Status cancel();
 
@@ -54,6 +58,7 @@ class JsonStream {
   bool pretty_ = false;
   std::shared_ptr<const ContractInfo> contract_;  // keeps itemType_'s loader alive
   std::string item_;
+  kj::ArrayPtr<const capnp::word> rawItem_;
   Status status_;
   bool ended_ = false;
 };
@@ -128,6 +133,15 @@ class JsonStub {
                                             const CallOptions& options = {});
   Result<RawReply> sendRaw(size_t words);
   void abandonRaw();
+  // Params given as one Cap'n Proto segment (root pointer at word 0) that the library copies into
+  // the channel, of any size up to the channel's limit: what a gateway forwards from another
+  // host. callSegment waits for the reply like sendRaw; openStreamSegment opens a server stream,
+  // read with JsonStream::nextRaw. A segment that is not a valid message is INVALID_ARGUMENT.
+  Result<RawReply> callSegment(std::string_view method, kj::ArrayPtr<const capnp::word> params,
+                               const CallOptions& options = {});
+  Result<JsonStream> openStreamSegment(std::string_view method,
+                                       kj::ArrayPtr<const capnp::word> params,
+                                       const CallOptions& options = {});
   // Opens a server stream (a method the service serves with onStream).
   Result<JsonStream> openStream(std::string_view method, std::string_view params,
                                 const JsonCallOptions& options = {});
@@ -144,6 +158,10 @@ class JsonStub {
   Result<Method> method(std::string_view name) const;
   // Begins a call of `m` on the channel with the JSON params built in the ring.
   Status build(const Method& m, std::string_view params, const CallOptions& options);
+  // The same with the params copied from a segment.
+  Status copy(const Method& m, kj::ArrayPtr<const capnp::word> params, const CallOptions& options);
+  // Sends the call begun and waits for its reply, read in place.
+  Result<RawReply> sendAndWait();
 
   std::shared_ptr<detail::CallerChannel> ch_;
   std::shared_ptr<const ContractInfo> contract_;
