@@ -38,6 +38,10 @@ endif()
 # The broker's configuration file (docs/operations.md).
 hms_ffi_require_package(yaml-cpp "libyaml-cpp-dev" CONFIG)
 
+# The gateway between hosts (docs/gateway.md): gRPC with mutual TLS, its messages in protobuf.
+hms_ffi_require_package(Protobuf "libprotobuf-dev protobuf-compiler")
+hms_ffi_require_package(gRPC "libgrpc++-dev protobuf-compiler-grpc" CONFIG)
+
 # Security (docs/security.md): JWT verification in the broker (libjwt on OpenSSL), and audit
 # records to journald from the broker and from services (libsystemd).
 find_package(PkgConfig QUIET)

@@ -5,7 +5,7 @@ set -euo pipefail
 packages=(build-essential cmake ninja-build pkg-config git
           capnproto libcapnp-dev libconcurrentqueue-dev libspdlog-dev libfmt-dev
           libbenchmark-dev libgtest-dev libgmock-dev libzmq3-dev
-          libsqlite3-dev libjwt-dev libssl-dev libsystemd-dev libyaml-cpp-dev openssl systemd util-linux
+          libsqlite3-dev libjwt-dev libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libssl-dev libsystemd-dev libyaml-cpp-dev openssl systemd util-linux
           prometheus curl clang libclang-rt-14-dev llvm-14
           golang-go rustc cargo
           php8.2-cli phpunit python3-pytest ruby ruby-ffi ruby-minitest)

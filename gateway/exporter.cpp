@@ -1,0 +1,290 @@
+#include "exporter.hpp"
+
+#include <cstdlib>
+
+#include "log.hpp"
+#include "wire.hpp"
+
+namespace hms::ffi::gateway {
+namespace {
+
+std::string keyOf(const std::string& id, const std::string& version) {
+  return id + "@" + version;
+}
+
+}  // namespace
+
+Exporter::Exporter(Client& client, const GatewayConfig& config) : client_(client), config_(config) {
+  exports_.set_host(config_.host);
+  refresh();
+  refresher_ = std::thread([this] { refreshLoop(); });
+}
+
+Exporter::~Exporter() {
+  stop();
+}
+
+void Exporter::stop() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  changed_.notify_all();
+  if (refresher_.joinable()) refresher_.join();
+}
+
+void Exporter::refreshLoop() {
+  std::unique_lock lock(mu_);
+  while (!stopping_) {
+    changed_.wait_for(lock, config_.refreshInterval);
+    if (stopping_) break;
+    lock.unlock();
+    refresh();
+    lock.lock();
+  }
+}
+
+bool Exporter::refresh() {
+  v1::Exports next;
+  next.set_host(config_.host);
+  std::map<std::string, Exported> byKey;
+  std::map<uint64_t, std::string> nodes;
+  {
+    std::lock_guard lock(mu_);
+    nodes = nodesByRegistration_;  // contracts already fetched (a registration never changes)
+  }
+  std::map<uint64_t, std::string> kept;
+  for (const auto& rule : config_.exports) {
+    auto range = VersionRange::parse(rule.range);
+    auto found = client_.discover(rule.service);
+    if (!range.ok() || !found.ok()) continue;  // NOT_FOUND: not running now
+    for (const ServiceInfo& s : *found) {
+      // A proxy of another host's service is not passed on: hosts import from the host that
+      // runs it, and two gateways importing from each other would loop.
+      if (s.providerName.rfind("hms-ffi-gateway:", 0) == 0) continue;
+      if (!range->contains(s.version)) continue;
+      const std::string version = s.version.toString();
+      if (byKey.count(keyOf(s.id, version)) != 0) continue;  // an older registration of it
+      auto it = nodes.find(s.key);
+      if (it == nodes.end()) {
+        auto contract = client_.contract(s.id, s.version);
+        if (!contract.ok() || !contract->loader) {
+          logLine("export " + keyOf(s.id, version) +
+                  ": its contract cannot be read: " + contract.status().toString());
+          continue;
+        }
+        it = nodes.emplace(s.key, schemaNodesBytes(*contract->loader)).first;
+      }
+      kept.emplace(s.key, it->second);
+      Exported e;
+      auto& w = e.wire;
+      w.set_id(s.id);
+      w.set_version(version);
+      w.set_interface_id(s.interfaceId);
+      w.set_schema_nodes(it->second);
+      w.set_display_name(s.displayName);
+      w.set_description(s.description);
+      w.set_ring_bytes(s.ringBytes);
+      for (const MethodInfo& m : s.methods) {
+        auto* wm = w.add_methods();
+        wm->set_name(m.name);
+        wm->set_ordinal(m.ordinal);
+        wm->set_stream(m.stream);
+        e.methods[m.ordinal] = {m.name, m.stream};
+      }
+      *next.add_services() = w;
+      byKey.emplace(keyOf(s.id, version), std::move(e));
+    }
+  }
+  std::lock_guard lock(mu_);
+  nodesByRegistration_ = std::move(kept);
+  if (next.SerializeAsString() == exports_.SerializeAsString()) return false;
+  for (const auto& [key, e] : byKey_) {
+    if (byKey.count(key) == 0) {
+      logLine("export " + key + ": gone from the local registry");
+      stubs_.erase(key);
+    }
+  }
+  for (const auto& [key, e] : byKey) {
+    if (byKey_.count(key) == 0) logLine("export " + key + ": offered to peers");
+  }
+  exports_ = std::move(next);
+  byKey_ = std::move(byKey);
+  ++generation_;
+  changed_.notify_all();
+  return true;
+}
+
+grpc::Status Exporter::Watch(grpc::ServerContext* ctx, const v1::WatchRequest* request,
+                             grpc::ServerWriter<v1::Exports>* writer) {
+  logLine("peer " + request->host() + " (" + ctx->peer() + ") is watching the exports");
+  uint64_t sent = 0;
+  bool first = true;
+  std::unique_lock lock(mu_);
+  while (!stopping_ && !ctx->IsCancelled()) {
+    if (first || generation_ != sent) {
+      first = false;
+      sent = generation_;
+      v1::Exports copy = exports_;
+      lock.unlock();
+      if (!writer->Write(copy)) {
+        lock.lock();
+        break;
+      }
+      lock.lock();
+      continue;
+    }
+    // Woken by a change or stop; the timeout only notices a peer that left.
+    changed_.wait_for(lock, std::chrono::milliseconds(200));
+  }
+  const bool stopping = stopping_;
+  lock.unlock();
+  logLine("peer " + request->host() + " stopped watching");
+  if (stopping) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the gateway is stopping");
+  return grpc::Status::OK;
+}
+
+Result<Exporter::Exported> Exporter::find(const std::string& id, const std::string& version) const {
+  std::lock_guard lock(mu_);
+  auto it = byKey_.find(keyOf(id, version));
+  if (it == byKey_.end()) {
+    return Status(StatusCode::kUnavailable,
+                  id + "@" + version + " is not exported by " + config_.host +
+                      " now (its provider has gone, or no export rule names it)",
+                  id);
+  }
+  return it->second;
+}
+
+Result<std::unique_ptr<JsonStub>> Exporter::takeStub(const std::string& id,
+                                                     const std::string& version) {
+  {
+    std::lock_guard lock(mu_);
+    auto& pool = stubs_[keyOf(id, version)];
+    if (!pool.empty()) {
+      auto stub = std::move(pool.back());
+      pool.pop_back();
+      return stub;
+    }
+  }
+  auto stub = client_.bindJson(id, "=" + version);
+  if (stub.status().code() == StatusCode::kNotFound) {
+    // Exported a moment ago: its provider has just gone, as for a call already in its channel.
+    return Status(StatusCode::kUnavailable,
+                  id + "@" + version + " stopped running on " + config_.host, id);
+  }
+  if (!stub.ok()) return stub.status();
+  return std::make_unique<JsonStub>(std::move(*stub));
+}
+
+void Exporter::giveBack(const std::string& id, const std::string& version,
+                        std::unique_ptr<JsonStub> stub) {
+  std::lock_guard lock(mu_);
+  if (byKey_.count(keyOf(id, version)) == 0) return;  // no longer exported: close it
+  stubs_[keyOf(id, version)].push_back(std::move(stub));
+}
+
+Result<CallOptions> Exporter::callOptions(const grpc::ServerContext& ctx) const {
+  CallOptions o;
+  const auto deadline = ctx.deadline();
+  if (deadline != std::chrono::system_clock::time_point::max()) {
+    const auto left = deadline - std::chrono::system_clock::now();
+    if (left <= std::chrono::nanoseconds::zero()) {
+      return Status(StatusCode::kDeadlineExceeded, "the deadline passed on the way between hosts");
+    }
+    o.timeout = std::chrono::duration_cast<std::chrono::nanoseconds>(left);
+  }
+  const auto& md = ctx.client_metadata();
+  if (auto it = md.find("hms-timeout-ns"); it != md.end() && o.timeout.count() > 0) {
+    // The caller's exact budget (gRPC's own deadline is rounded up).
+    const std::string text(it->second.data(), it->second.size());
+    char* end = nullptr;
+    const long long ns = std::strtoll(text.c_str(), &end, 10);
+    if (end != text.c_str() && *end == '\0' && ns > 0 && ns < o.timeout.count()) {
+      o.timeout = std::chrono::nanoseconds(ns);
+    }
+  }
+  if (auto it = md.find("traceparent"); it != md.end()) {
+    auto trace = TraceContext::parse(std::string_view(it->second.data(), it->second.size()));
+    if (trace.ok()) o.trace = *trace;
+  }
+  return o;
+}
+
+grpc::Status Exporter::Call(grpc::ServerContext* ctx, const v1::CallRequest* request,
+                            v1::CallReply* reply) {
+  auto e = find(request->service_id(), request->version());
+  if (!e.ok()) return toGrpc(e.status(), *ctx);
+  auto m = e->methods.find(request->ordinal());
+  if (m == e->methods.end() || m->second.second) {
+    return toGrpc(
+        Status(StatusCode::kUnimplemented, "method @" + std::to_string(request->ordinal()) +
+                                               " of " + request->service_id() + " is not a call"),
+        *ctx);
+  }
+  auto options = callOptions(*ctx);
+  if (!options.ok()) return toGrpc(options.status(), *ctx);
+  auto params = wordsOf(request->params(), "params");
+  if (!params.ok()) return toGrpc(params.status(), *ctx);
+  auto stub = takeStub(request->service_id(), request->version());
+  if (!stub.ok()) return toGrpc(stub.status(), *ctx);
+  {
+    auto result = (*stub)->callSegment(m->second.first, *params, *options);
+    if (!result.ok()) {
+      // A stub is pooled again only after an answer. Its channel is closed with it when the
+      // provider went (UNAVAILABLE), or when the call may still be running there (deadline,
+      // cancel): the service answers one channel's calls in order, so the next call on that
+      // channel would wait behind it.
+      const StatusCode code = result.status().code();
+      if (code != StatusCode::kUnavailable && code != StatusCode::kDeadlineExceeded &&
+          code != StatusCode::kCancelled) {
+        giveBack(request->service_id(), request->version(), std::move(*stub));
+      }
+      return toGrpc(result.status(), *ctx);
+    }
+    reply->set_results(segmentBytes(result->words()));
+  }  // the reply is released before the stub goes back to the pool
+  giveBack(request->service_id(), request->version(), std::move(*stub));
+  return grpc::Status::OK;
+}
+
+grpc::Status Exporter::OpenStream(grpc::ServerContext* ctx, const v1::CallRequest* request,
+                                  grpc::ServerWriter<v1::StreamItem>* writer) {
+  auto e = find(request->service_id(), request->version());
+  if (!e.ok()) return toGrpc(e.status(), *ctx);
+  auto m = e->methods.find(request->ordinal());
+  if (m == e->methods.end() || !m->second.second) {
+    return toGrpc(Status(StatusCode::kUnimplemented,
+                         "method @" + std::to_string(request->ordinal()) + " of " +
+                             request->service_id() + " is not a server stream"),
+                  *ctx);
+  }
+  auto options = callOptions(*ctx);
+  if (!options.ok()) return toGrpc(options.status(), *ctx);
+  auto params = wordsOf(request->params(), "params");
+  if (!params.ok()) return toGrpc(params.status(), *ctx);
+  auto stub = takeStub(request->service_id(), request->version());
+  if (!stub.ok()) return toGrpc(stub.status(), *ctx);
+  auto stream = (*stub)->openStreamSegment(m->second.first, *params, *options);
+  if (!stream.ok()) {
+    if (stream.status().code() != StatusCode::kUnavailable) {
+      giveBack(request->service_id(), request->version(), std::move(*stub));
+    }
+    return toGrpc(stream.status(), *ctx);
+  }
+  // The stream runs on its own; the stub may carry other calls meanwhile.
+  giveBack(request->service_id(), request->version(), std::move(*stub));
+  // One item at a time: the next is read from the ring only once the link took this one, so a
+  // slow importer holds the local service back through the ring (back-pressure end to end).
+  v1::StreamItem item;
+  while (stream->nextRaw()) {
+    item.set_item(segmentBytes(stream->rawItem()));
+    if (ctx->IsCancelled() || !writer->Write(item)) {
+      (void)stream->cancel();
+      return grpc::Status(grpc::StatusCode::CANCELLED, "the importing gateway went away");
+    }
+  }
+  return toGrpc(stream->status(), *ctx);
+}
+
+}  // namespace hms::ffi::gateway

@@ -1,0 +1,70 @@
+// The exporting half of a gateway (docs/gateway.md): serves gateway.proto's Gateway service to
+// peer gateways, for the local services that the config's `export` rules name. Calls arrive as
+// Cap'n Proto bytes and go into the local service's channel through the raw level of JsonStub;
+// no schema is compiled in.
+#pragma once
+
+#include <condition_variable>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "config.hpp"
+#include "gateway.grpc.pb.h"
+#include "hms/ffi/json.hpp"
+
+namespace hms::ffi::gateway {
+
+class Exporter final : public v1::Gateway::Service {
+ public:
+  // `client` is connected to the local broker and outlives the Exporter.
+  Exporter(Client& client, const GatewayConfig& config);
+  ~Exporter() override;
+  Exporter(const Exporter&) = delete;
+  Exporter& operator=(const Exporter&) = delete;
+
+  // Ends the open watches (their peers see the link end) and the refresher; before the server's
+  // Shutdown, which waits for them.
+  void stop();
+
+  grpc::Status Watch(grpc::ServerContext* ctx, const v1::WatchRequest* request,
+                     grpc::ServerWriter<v1::Exports>* writer) override;
+  grpc::Status Call(grpc::ServerContext* ctx, const v1::CallRequest* request,
+                    v1::CallReply* reply) override;
+  grpc::Status OpenStream(grpc::ServerContext* ctx, const v1::CallRequest* request,
+                          grpc::ServerWriter<v1::StreamItem>* writer) override;
+
+ private:
+  struct Exported {
+    v1::ExportedService wire;
+    std::map<uint32_t, std::pair<std::string, bool>> methods;  // ordinal -> name, stream
+  };
+  // Reads the registry and the contracts of what the rules name; false if nothing changed.
+  bool refresh();
+  void refreshLoop();
+  // The export `id`@`version`, or NOT_FOUND saying that this host does not export it.
+  Result<Exported> find(const std::string& id, const std::string& version) const;
+  // A stub bound to exactly id@version: one from the pool, else a new one.
+  Result<std::unique_ptr<JsonStub>> takeStub(const std::string& id, const std::string& version);
+  void giveBack(const std::string& id, const std::string& version, std::unique_ptr<JsonStub> stub);
+  // Deadline and trace of an incoming call, as CallOptions; DEADLINE_EXCEEDED if already past.
+  Result<CallOptions> callOptions(const grpc::ServerContext& ctx) const;
+
+  Client& client_;
+  const GatewayConfig& config_;
+
+  mutable std::mutex mu_;
+  std::condition_variable changed_;
+  bool stopping_ = false;
+  uint64_t generation_ = 0;  // bumped by each change of exports_
+  v1::Exports exports_;
+  std::map<std::string, Exported> byKey_;                // "id@version"
+  std::map<uint64_t, std::string> nodesByRegistration_;  // ServiceInfo::key -> schema_nodes
+  std::map<std::string, std::vector<std::unique_ptr<JsonStub>>> stubs_;  // "id@version"
+  std::thread refresher_;
+};
+
+}  // namespace hms::ffi::gateway

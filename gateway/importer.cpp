@@ -1,0 +1,314 @@
+#include "importer.hpp"
+
+#include <set>
+
+#include "log.hpp"
+#include "wire.hpp"
+
+namespace hms::ffi::gateway {
+
+// The gRPC calls the proxies of one link have in flight.
+struct InFlight {
+  std::mutex mu;
+  std::set<std::shared_ptr<grpc::ClientContext>> calls;
+  bool closed = false;
+
+  // Tracks `ctx` until `done`; false (nothing tracked) when the link is closing.
+  bool add(const std::shared_ptr<grpc::ClientContext>& ctx) {
+    std::lock_guard lock(mu);
+    if (closed) return false;
+    calls.insert(ctx);
+    return true;
+  }
+  void done(const std::shared_ptr<grpc::ClientContext>& ctx) {
+    std::lock_guard lock(mu);
+    calls.erase(ctx);
+  }
+  void cancelAll(bool close) {
+    std::lock_guard lock(mu);
+    closed = closed || close;
+    for (const auto& c : calls) c->TryCancel();
+  }
+  void reopen() {
+    std::lock_guard lock(mu);
+    closed = false;
+  }
+};
+
+namespace {
+
+// What a proxy's handlers need; shared by the handlers of one proxy.
+struct Route {
+  std::shared_ptr<v1::Gateway::Stub> stub;
+  std::shared_ptr<InFlight> inFlight;
+  std::string peer;      // the peer's host name
+  std::string thisHost;  // ours, for the exporter's log and policy
+  std::string serviceId;
+  std::string version;
+};
+
+// The gRPC context of one forwarded call: the caller's deadline, trace and identity, cancelled
+// when the local call is.
+Result<std::shared_ptr<grpc::ClientContext>> prepare(const Route& r, CallContext& ctx) {
+  auto g = std::make_shared<grpc::ClientContext>();
+  if (ctx.deadlineNs() != INT64_MAX) {
+    const auto left = ctx.timeLeft();
+    if (left <= std::chrono::nanoseconds::zero()) {
+      return Status(StatusCode::kDeadlineExceeded, "the call's deadline passed before it left");
+    }
+    g->set_deadline(std::chrono::system_clock::now() +
+                    std::chrono::duration_cast<std::chrono::system_clock::duration>(left));
+    // gRPC rounds the timeout it sends up to three digits (5 s may arrive as 5.009 s); the
+    // exact budget goes along, so that the remote service never gets more time than the caller.
+    g->AddMetadata("hms-timeout-ns", std::to_string(left.count()));
+  }
+  if (auto tp = traceparentOf(ctx); !tp.empty()) g->AddMetadata("traceparent", tp);
+  g->AddMetadata("hms-caller-bin", callerInfo(ctx.caller(), r.thisHost).SerializeAsString());
+  if (!r.inFlight->add(g)) {
+    return Status(StatusCode::kUnavailable, "the link to " + r.peer + " is closing", r.serviceId);
+  }
+  ctx.onCancel([g] { g->TryCancel(); });
+  return g;
+}
+
+v1::CallRequest request(const Route& r, const CallContext& ctx, capnp::MessageReader& params) {
+  v1::CallRequest req;
+  req.set_service_id(r.serviceId);
+  req.set_version(r.version);
+  req.set_ordinal(ctx.methodOrdinal());
+  req.set_params(canonicalBytes(params));
+  return req;
+}
+
+Handler callForwarder(std::shared_ptr<const Route> route) {
+  return [route](CallContext& ctx, capnp::MessageReader& params,
+                 capnp::MessageBuilder& results) -> Status {
+    auto g = prepare(*route, ctx);
+    if (!g.ok()) return g.status();
+    v1::CallReply reply;
+    const grpc::Status gs = route->stub->Call(g->get(), request(*route, ctx, params), &reply);
+    route->inFlight->done(*g);
+    if (!gs.ok()) return fromGrpc(gs, **g, route->peer);
+    auto words = wordsOf(reply.results(), "the results");
+    if (!words.ok()) return words.status();
+    return copyInto(*words, results);
+  };
+}
+
+StreamHandler streamForwarder(std::shared_ptr<const Route> route) {
+  return
+      [route](CallContext& ctx, capnp::MessageReader& params, detail::StreamSink& sink) -> Status {
+        auto g = prepare(*route, ctx);
+        if (!g.ok()) return g.status();
+        auto reader = route->stub->OpenStream(g->get(), request(*route, ctx, params));
+        v1::StreamItem item;
+        Status failed;
+        // An item is read from the link only once the caller's ring took the last one: a slow
+        // caller stops the reads, gRPC's flow control stops the peer's writes, and the peer stops
+        // reading its service's ring.
+        while (failed.isOk() && reader->Read(&item)) {
+          auto words = wordsOf(item.item(), "a stream item");
+          if (!words.ok()) {
+            failed = words.status();
+            break;
+          }
+          auto b = sink.beginItem();
+          if (!b.ok()) {
+            failed = b.status();
+            break;
+          }
+          if (Status s = copyInto(*words, **b); !s) {
+            sink.abortItem();
+            failed = s;
+            break;
+          }
+          failed = sink.commitItem();
+        }
+        if (!failed.isOk()) (*g)->TryCancel();
+        const grpc::Status gs = reader->Finish();
+        route->inFlight->done(*g);
+        if (!failed.isOk()) return failed;
+        return fromGrpc(gs, **g, route->peer);
+      };
+}
+
+}  // namespace
+
+PeerLink::PeerLink(const GatewayConfig& config, PeerConfig peer,
+                   std::shared_ptr<grpc::ChannelCredentials> credentials)
+    : config_(config), peer_(std::move(peer)), inFlight_(std::make_shared<InFlight>()) {
+  grpc::ChannelArguments args;
+  args.SetSslTargetNameOverride(peer_.tlsName.empty() ? peer_.host : peer_.tlsName);
+  args.SetMaxReceiveMessageSize(64 << 20);
+  args.SetMaxSendMessageSize(64 << 20);
+  // A peer host that vanishes without closing its connections is noticed within ~15 s.
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 10000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 5000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  // Reconnecting is this link's business (its own back-off), not the channel's.
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, int(config_.backoffMin.count()));
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, int(config_.backoffMax.count()));
+  stub_ = v1::Gateway::NewStub(grpc::CreateCustomChannel(peer_.address, credentials, args));
+  thread_ = std::thread([this] { run(); });
+}
+
+PeerLink::~PeerLink() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+    if (watch_ != nullptr) watch_->TryCancel();
+  }
+  wake_.notify_all();
+  inFlight_->cancelAll(true);
+  if (thread_.joinable()) thread_.join();
+}
+
+bool PeerLink::sleepFor(std::chrono::milliseconds d) {
+  std::unique_lock lock(mu_);
+  wake_.wait_for(lock, d, [this] { return stopping_; });
+  return !stopping_;
+}
+
+bool PeerLink::connectLocal() {
+  if (client_) return true;
+  ClientOptions o;
+  o.socketPath = config_.brokerSocket;
+  o.name = "hms-ffi-gateway:" + peer_.host;
+  auto c = Client::connect(o);
+  if (!c.ok()) {
+    logLine("peer " + peer_.host +
+            ": the local broker cannot be reached: " + c.status().toString());
+    return false;
+  }
+  client_ = std::move(*c);
+  return true;
+}
+
+void PeerLink::run() {
+  auto backoff = config_.backoffMin;
+  std::string lastFailure;
+  while (true) {
+    {
+      std::lock_guard lock(mu_);
+      if (stopping_) break;
+    }
+    if (connectLocal()) {
+      grpc::ClientContext ctx;
+      {
+        std::lock_guard lock(mu_);
+        if (stopping_) break;
+        watch_ = &ctx;
+      }
+      v1::WatchRequest req;
+      req.set_host(config_.host);
+      inFlight_->reopen();
+      auto reader = stub_->Watch(&ctx, req);
+      v1::Exports exports;
+      bool connected = false;
+      while (reader->Read(&exports)) {
+        if (!connected) {
+          connected = true;
+          lastFailure.clear();
+          backoff = config_.backoffMin;
+          logLine("peer " + peer_.host + ": connected to " + peer_.address + " (" + exports.host() +
+                  ")");
+        }
+        reconcile(exports);
+      }
+      const grpc::Status st = reader->Finish();
+      {
+        std::lock_guard lock(mu_);
+        watch_ = nullptr;
+      }
+      const std::string why = std::to_string(int(st.error_code())) + " " + st.error_message();
+      if (connected) {
+        dropAll("the link ended (" + st.error_message() + ")");
+      } else if (why != lastFailure) {
+        // Logged once per distinct failure, not at every retry.
+        logLine("peer " + peer_.host + ": cannot connect to " + peer_.address + ": " +
+                std::string(statusCodeName(statusCodeFromWire(uint32_t(st.error_code())))) + ": " +
+                st.error_message());
+        lastFailure = why;
+      }
+    }
+    if (!sleepFor(backoff)) break;
+    backoff = std::min(backoff * 2, config_.backoffMax);
+  }
+  dropAll("the gateway is stopping");
+}
+
+void PeerLink::reconcile(const v1::Exports& exports) {
+  std::set<std::string> seen;
+  for (const auto& s : exports.services()) {
+    const std::string key = s.id() + "@" + s.version();
+    seen.insert(key);
+    if (proxies_.count(key) != 0) continue;
+    auto p = makeProxy(s);
+    if (!p.ok()) {
+      logLine("peer " + peer_.host + ": cannot import " + key + ": " + p.status().toString());
+      continue;
+    }
+    proxies_.emplace(key, std::move(*p));
+    logLine("peer " + peer_.host + ": imported " + key);
+  }
+  for (auto it = proxies_.begin(); it != proxies_.end();) {
+    if (seen.count(it->first) != 0) {
+      ++it;
+      continue;
+    }
+    (void)it->second.handle.stop();
+    logLine("peer " + peer_.host + ": withdrew " + it->first);
+    it = proxies_.erase(it);
+  }
+}
+
+Result<PeerLink::Proxy> PeerLink::makeProxy(const v1::ExportedService& s) {
+  auto version = Version::parse(s.version());
+  if (!version.ok()) return version.status();
+  Proxy p;
+  p.loader = std::make_shared<capnp::SchemaLoader>();
+  if (Status st = loadSchemaNodes(s.schema_nodes(), *p.loader); !st) return st;
+  capnp::InterfaceSchema schema;
+  KJ_IF_MAYBE (found, p.loader->tryGet(s.interface_id())) {
+    if (found->getProto().which() != capnp::schema::Node::INTERFACE) {
+      return Status(StatusCode::kInvalidArgument, "its interface id names no interface");
+    }
+    schema = found->asInterface();
+  } else {
+    return Status(StatusCode::kInvalidArgument, "its schema nodes lack its interface");
+  }
+  std::map<uint16_t, Handler> calls;
+  std::map<uint16_t, StreamHandler> streams;
+  auto route = std::make_shared<Route>(
+      Route{stub_, inFlight_, peer_.host, config_.host, s.id(), s.version()});
+  for (const auto& m : s.methods()) {
+    if (m.stream()) {
+      streams[uint16_t(m.ordinal())] = streamForwarder(route);
+    } else {
+      calls[uint16_t(m.ordinal())] = callForwarder(route);
+    }
+  }
+  ServiceOptions o;
+  o.displayName = s.display_name();
+  o.description = s.description();
+  if (s.ring_bytes() != 0) o.ringBytes = s.ring_bytes();
+  // Each call holds a worker for a round trip between hosts: several run at once.
+  o.workerThreads = 4;
+  o.streamThreads = 4;
+  auto handle =
+      client_->serveDynamic(s.id(), *version, schema, std::move(calls), std::move(streams), o);
+  if (!handle.ok()) return handle.status();
+  p.handle = std::move(*handle);
+  return p;
+}
+
+void PeerLink::dropAll(const std::string& why) {
+  inFlight_->cancelAll(false);
+  for (auto& [key, p] : proxies_) {
+    (void)p.handle.stop();
+    logLine("peer " + peer_.host + ": withdrew " + key + ": " + why);
+  }
+  proxies_.clear();
+}
+
+}  // namespace hms::ffi::gateway
