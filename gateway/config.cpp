@@ -90,13 +90,22 @@ Status readGrpc(const Reader& r, const YAML::Node& g, GatewayConfig& c) {
   }
   if (const YAML::Node ex = g["export"]) {
     if (!ex.IsSequence()) {
-      return r.error(ex, at + ".export", "expected a list of {service, range}");
+      return r.error(ex, at + ".export", "expected a list of {service, range} or {topic}");
     }
     for (size_t i = 0; i < ex.size(); ++i) {
       const std::string key = at + ".export[" + std::to_string(i) + "]";
-      if (Status s = r.keys(ex[i], key, {"service", "range"}); !s) return s;
+      if (Status s = r.keys(ex[i], key, {"service", "range", "topic"}); !s) return s;
       ExportRule rule;
-      if (!ex[i]["service"]) return r.error(ex[i], key, "needs service (a service id)");
+      if (bool(ex[i]["service"]) == bool(ex[i]["topic"])) {
+        return r.error(ex[i], key, "needs service (a service id) or topic (a topic id)");
+      }
+      if (const YAML::Node n = ex[i]["topic"]) {
+        if (ex[i]["range"])
+          return r.error(ex[i]["range"], key + ".range", "a topic has no versions");
+        if (Status s = r.text(n, key + ".topic", rule.topic); !s) return s;
+        c.exports.push_back(std::move(rule));
+        continue;
+      }
       if (Status s = r.text(ex[i]["service"], key + ".service", rule.service); !s) return s;
       if (const YAML::Node n = ex[i]["range"]) {
         if (Status s = r.text(n, key + ".range", rule.range); !s) return s;

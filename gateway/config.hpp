@@ -13,10 +13,12 @@
 
 namespace hms::ffi::gateway {
 
-// A service this host offers to its peers: every live version of `service` inside `range`.
+// What this host offers to its peers: every live version of `service` inside `range`, or the
+// topic `topic` (one of the two is set).
 struct ExportRule {
   std::string service;
   std::string range = "*";
+  std::string topic;
 };
 
 // A peer gateway whose exports this host imports as local proxies.

@@ -54,7 +54,38 @@ bool Exporter::refresh() {
     nodes = nodesByRegistration_;  // contracts already fetched (a registration never changes)
   }
   std::map<uint64_t, std::string> kept;
+  std::map<std::string, v1::ExportedTopic> topics;
   for (const auto& rule : config_.exports) {
+    if (!rule.topic.empty()) {
+      auto found = client_.discoverTopics(rule.topic);
+      if (!found.ok()) continue;
+      for (const TopicInfo& t : *found) {
+        // Exact ids only (discoverTopics takes a prefix), and not a topic relayed from a peer.
+        if (t.id != rule.topic || t.publisherName.rfind("hms-ffi-gateway:", 0) == 0) continue;
+        auto it = nodes.find(t.key);
+        if (it == nodes.end()) {
+          auto type = client_.topicSchema(t.id);
+          if (!type.ok() || !type->loader) {
+            logLine("export topic " + t.id +
+                    ": its message type cannot be read: " + type.status().toString());
+            continue;
+          }
+          it = nodes.emplace(t.key, schemaNodesBytes(*type->loader)).first;
+        }
+        kept.emplace(t.key, it->second);
+        v1::ExportedTopic w;
+        w.set_id(t.id);
+        w.set_type_id(t.typeId);
+        w.set_schema_nodes(it->second);
+        w.set_display_name(t.displayName);
+        w.set_description(t.description);
+        w.set_slots(t.slots);
+        w.set_max_message_bytes(t.maxMessageBytes);
+        *next.add_topics() = w;
+        topics.emplace(t.id, std::move(w));
+      }
+      continue;
+    }
     auto range = VersionRange::parse(rule.range);
     auto found = client_.discover(rule.service);
     if (!range.ok() || !found.ok()) continue;  // NOT_FOUND: not running now
@@ -108,8 +139,15 @@ bool Exporter::refresh() {
   for (const auto& [key, e] : byKey) {
     if (byKey_.count(key) == 0) logLine("export " + key + ": offered to peers");
   }
+  for (const auto& [id, t] : topics_) {
+    if (topics.count(id) == 0) logLine("export topic " + id + ": gone from the local registry");
+  }
+  for (const auto& [id, t] : topics) {
+    if (topics_.count(id) == 0) logLine("export topic " + id + ": offered to peers");
+  }
   exports_ = std::move(next);
   byKey_ = std::move(byKey);
+  topics_ = std::move(topics);
   ++generation_;
   changed_.notify_all();
   return true;
@@ -285,6 +323,47 @@ grpc::Status Exporter::OpenStream(grpc::ServerContext* ctx, const v1::CallReques
     }
   }
   return toGrpc(stream->status(), *ctx);
+}
+
+grpc::Status Exporter::Subscribe(grpc::ServerContext* ctx, const v1::SubscribeRequest* request,
+                                 grpc::ServerWriter<v1::TopicMessage>* writer) {
+  {
+    std::lock_guard lock(mu_);
+    if (topics_.count(request->topic_id()) == 0) {
+      return toGrpc(Status(StatusCode::kUnavailable, "topic " + request->topic_id() +
+                                                         " is not exported by " + config_.host +
+                                                         " now (no publisher, or no export rule)"),
+                    *ctx);
+    }
+  }
+  // Drops the oldest when the link falls behind: the local publisher never waits for a peer.
+  SubscribeOptions o;
+  o.policy = SlowConsumer::kDropOldest;
+  auto sub = client_.subscribeJson(request->topic_id(), o);
+  if (!sub.ok()) {
+    Status s = sub.status();
+    if (s.code() == StatusCode::kNotFound) {
+      s = Status(StatusCode::kUnavailable,
+                 "topic " + request->topic_id() + " has no publisher now");
+    }
+    return toGrpc(s, *ctx);
+  }
+  logLine("peer " + request->host() + " subscribed to topic " + request->topic_id());
+  v1::TopicMessage m;
+  while (true) {
+    {
+      std::lock_guard lock(mu_);
+      if (stopping_) break;
+    }
+    if (ctx->IsCancelled()) break;
+    Status s = sub->nextRaw(std::chrono::milliseconds(200));
+    if (s.code() == StatusCode::kDeadlineExceeded) continue;  // nothing yet: look at the peer
+    if (!s.isOk()) return toGrpc(s, *ctx);  // the publisher has gone (UNAVAILABLE)
+    m.set_message(segmentBytes(sub->rawMessage()));
+    m.set_missed(sub->missed());
+    if (!writer->Write(m)) break;
+  }
+  return grpc::Status(grpc::StatusCode::CANCELLED, "the subscription ended");
 }
 
 }  // namespace hms::ffi::gateway

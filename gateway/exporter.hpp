@@ -36,6 +36,8 @@ class Exporter final : public v1::Gateway::Service {
                     v1::CallReply* reply) override;
   grpc::Status OpenStream(grpc::ServerContext* ctx, const v1::CallRequest* request,
                           grpc::ServerWriter<v1::StreamItem>* writer) override;
+  grpc::Status Subscribe(grpc::ServerContext* ctx, const v1::SubscribeRequest* request,
+                         grpc::ServerWriter<v1::TopicMessage>* writer) override;
 
  private:
   struct Exported {
@@ -61,8 +63,10 @@ class Exporter final : public v1::Gateway::Service {
   bool stopping_ = false;
   uint64_t generation_ = 0;  // bumped by each change of exports_
   v1::Exports exports_;
-  std::map<std::string, Exported> byKey_;                // "id@version"
-  std::map<uint64_t, std::string> nodesByRegistration_;  // ServiceInfo::key -> schema_nodes
+  std::map<std::string, Exported> byKey_;            // "id@version"
+  std::map<std::string, v1::ExportedTopic> topics_;  // by topic id
+  // ServiceInfo::key or TopicInfo::key -> schema_nodes (a registration never changes)
+  std::map<uint64_t, std::string> nodesByRegistration_;
   std::map<std::string, std::vector<std::unique_ptr<JsonStub>>> stubs_;  // "id@version"
   std::thread refresher_;
 };

@@ -1,5 +1,6 @@
 #include "importer.hpp"
 
+#include <cstring>
 #include <set>
 
 #include "log.hpp"
@@ -251,6 +252,28 @@ void PeerLink::reconcile(const v1::Exports& exports) {
     proxies_.emplace(key, std::move(*p));
     logLine("peer " + peer_.host + ": imported " + key);
   }
+  std::set<std::string> seenTopics;
+  for (const auto& t : exports.topics()) {
+    seenTopics.insert(t.id());
+    if (topics_.count(t.id()) != 0) continue;
+    auto imported = importTopic(t);
+    if (!imported.ok()) {
+      logLine("peer " + peer_.host + ": cannot import topic " + t.id() + ": " +
+              imported.status().toString());
+      continue;
+    }
+    topics_.emplace(t.id(), std::move(*imported));
+    logLine("peer " + peer_.host + ": imported topic " + t.id());
+  }
+  for (auto it = topics_.begin(); it != topics_.end();) {
+    if (seenTopics.count(it->first) != 0) {
+      ++it;
+      continue;
+    }
+    withdrawTopic(*it->second);
+    logLine("peer " + peer_.host + ": withdrew topic " + it->first);
+    it = topics_.erase(it);
+  }
   for (auto it = proxies_.begin(); it != proxies_.end();) {
     if (seen.count(it->first) != 0) {
       ++it;
@@ -302,7 +325,95 @@ Result<PeerLink::Proxy> PeerLink::makeProxy(const v1::ExportedService& s) {
   return p;
 }
 
+Result<std::unique_ptr<PeerLink::Topic>> PeerLink::importTopic(const v1::ExportedTopic& t) {
+  TopicSchemaInfo type;
+  type.topicId = t.id();
+  type.typeId = t.type_id();
+  auto loader = std::make_shared<capnp::SchemaLoader>();
+  if (Status st = loadSchemaNodes(t.schema_nodes(), *loader); !st) return st;
+  KJ_IF_MAYBE (found, loader->tryGet(t.type_id())) {
+    if (found->getProto().which() != capnp::schema::Node::STRUCT) {
+      return Status(StatusCode::kInvalidArgument, "its type id names no struct");
+    }
+    type.schema = found->asStruct();
+  } else {
+    return Status(StatusCode::kInvalidArgument, "its schema nodes lack its message type");
+  }
+  type.loader = std::move(loader);
+  TopicOptions o;
+  if (t.slots() != 0) o.slots = t.slots();
+  if (t.max_message_bytes() != 0) o.maxMessageBytes = t.max_message_bytes();
+  o.displayName = t.display_name();
+  o.description = t.description();
+  // A subscriber here that blocks the publisher holds the relay (and through the link's flow
+  // control, the peer's drop-oldest subscription) at most this long per message.
+  o.publishTimeout = std::chrono::seconds(5);
+  auto publisher = client_->advertiseJson(t.id(), std::move(type), o);
+  if (!publisher.ok()) return publisher.status();
+  auto topic = std::make_unique<Topic>();
+  topic->publisher = std::make_unique<JsonPublisher>(std::move(*publisher));
+  topic->subscription = std::make_shared<grpc::ClientContext>();
+  Topic* raw = topic.get();
+  topic->relay = std::thread([this, raw, id = t.id()] { relay(*raw, id); });
+  return topic;
+}
+
+void PeerLink::relay(Topic& topic, const std::string& id) {
+  v1::SubscribeRequest req;
+  req.set_topic_id(id);
+  req.set_host(config_.host);
+  auto reader = stub_->Subscribe(topic.subscription.get(), req);
+  v1::TopicMessage m;
+  uint64_t lost = 0;
+  // Blocking publishes (a block_publisher subscriber here) stop the reads, and gRPC's flow
+  // control then the peer's writes; the peer's own subscription drops rather than wait.
+  while (reader->Read(&m)) {
+    lost += m.missed();
+    auto words = wordsOf(m.message(), "a topic message");
+    if (!words.ok()) {
+      logLine("topic " + id + " from " + peer_.host + ": " + words.status().toString());
+      continue;
+    }
+    auto space = topic.publisher->loanRaw();
+    if (!space.ok()) {
+      logLine("topic " + id + " from " + peer_.host + ": " + space.status().toString());
+      break;
+    }
+    if (words->size() > space->size()) {
+      topic.publisher->abandonRaw();
+      logLine("topic " + id + " from " + peer_.host + ": a message of " +
+              std::to_string(words->size() * sizeof(capnp::word)) +
+              " bytes does not fit the topic's slots; dropped");
+      continue;
+    }
+    std::memcpy(space->begin(), words->begin(), words->size() * sizeof(capnp::word));
+    if (Status s = topic.publisher->publishRaw(words->size()); !s) {
+      logLine("topic " + id + " from " + peer_.host + ": " + s.toString());
+    }
+  }
+  const grpc::Status st = reader->Finish();
+  if (lost != 0) {
+    logLine("topic " + id + " from " + peer_.host + ": " + std::to_string(lost) +
+            " messages were dropped on the way (the link was slower than the publisher)");
+  }
+  if (!st.ok() && st.error_code() != grpc::StatusCode::CANCELLED) {
+    logLine("topic " + id + " from " + peer_.host +
+            ": the subscription ended: " + st.error_message());
+  }
+}
+
+void PeerLink::withdrawTopic(Topic& topic) {
+  topic.subscription->TryCancel();
+  if (topic.relay.joinable()) topic.relay.join();
+  (void)topic.publisher->close();
+}
+
 void PeerLink::dropAll(const std::string& why) {
+  for (auto& [id, t] : topics_) {
+    withdrawTopic(*t);
+    logLine("peer " + peer_.host + ": withdrew topic " + id + ": " + why);
+  }
+  topics_.clear();
   inFlight_->cancelAll(false);
   for (auto& [key, p] : proxies_) {
     (void)p.handle.stop();

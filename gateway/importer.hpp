@@ -20,6 +20,7 @@
 #include "config.hpp"
 #include "gateway.grpc.pb.h"
 #include "hms/ffi/client.hpp"
+#include "hms/ffi/json.hpp"
 
 namespace hms::ffi::gateway {
 
@@ -36,12 +37,21 @@ class PeerLink {
     std::shared_ptr<capnp::SchemaLoader> loader;  // the schema the handle serves
     ServiceHandle handle;
   };
+  // A peer's topic published here: `relay` subscribes at the peer and publishes each message.
+  struct Topic {
+    std::unique_ptr<JsonPublisher> publisher;  // used by `relay` only, closed after it ends
+    std::shared_ptr<grpc::ClientContext> subscription;
+    std::thread relay;
+  };
   void run();
   // Connects the local client if needed; false (logged) when the broker cannot be reached.
   bool connectLocal();
   // Makes the proxies match `exports`.
   void reconcile(const v1::Exports& exports);
   Result<Proxy> makeProxy(const v1::ExportedService& service);
+  Result<std::unique_ptr<Topic>> importTopic(const v1::ExportedTopic& topic);
+  void relay(Topic& topic, const std::string& id);
+  void withdrawTopic(Topic& topic);
   void dropAll(const std::string& why);
   bool sleepFor(std::chrono::milliseconds d);  // false when stopping
 
@@ -50,6 +60,7 @@ class PeerLink {
   std::shared_ptr<v1::Gateway::Stub> stub_;
   std::unique_ptr<Client> client_;        // the local broker, as "hms-ffi-gateway:<peer>"
   std::map<std::string, Proxy> proxies_;  // "id@version" -> proxy; the run thread's own
+  std::map<std::string, std::unique_ptr<Topic>> topics_;  // by topic id; the run thread's own
 
   std::mutex mu_;
   std::condition_variable wake_;

@@ -18,6 +18,7 @@
 #include "hms/ffi/client.hpp"
 #include "hms/ffi/json.hpp"
 #include "support/process.hpp"
+#include "support/tick.hpp"
 #include "test.capnp.h"
 
 namespace hms::ffi {
@@ -97,7 +98,8 @@ class TwoHosts : public ::testing::Test {
                         tls("host-b") +
                         "      refresh_interval: 100ms\n"
                         "      export:\n        - service: hms.test\n"
-                        "        - service: hms.emr.patient\n          range: \"^1.0\"\n");
+                        "        - service: hms.emr.patient\n          range: \"^1.0\"\n"
+                        "        - topic: hms.test.ticks\n");
     Subprocess gw({gatewayBinary(), "--config", path});
     EXPECT_TRUE(gw.waitForLine("ready")) << gw.output() << gw.errors();
     const std::string& out = gw.output();
@@ -414,6 +416,47 @@ TEST_F(TwoHosts, ARestartedRemoteGateway_TakesItsProxiesAwayAndBack) {
   }
 }
 
+// A topic published on B reaches subscribers on A, every message intact and in order, and ends
+// there when its publisher on B does.
+TEST_F(TwoHosts, ATopicOfHostB_IsPublishedOnHostA_UntilItsPublisherGoes) {
+  auto gwB = startGatewayB();
+  auto gwA = startGatewayA();
+  // B's publisher waits for its one subscriber: gateway B's, which comes once A imported it.
+  Subprocess pub({testing::testTopicBinary(), "publish", hostB.socket(), "hms.test.ticks",
+                  "--count", "200", "--slots", "256", "--bytes", "100", "--wait-subscribers", "1"});
+  ASSERT_TRUE(pub.waitForLine("advertised")) << pub.errors();
+  auto a = connectA();
+  auto topicOnA = [&] {
+    auto t = a->discoverTopics("hms.test.ticks");
+    return t.ok() && !t->empty() ? (*t)[0] : TopicInfo{};
+  };
+  ASSERT_TRUE(waitUntil([&] { return !topicOnA().id.empty(); })) << gwA.output();
+  EXPECT_EQ(topicOnA().publisherName, "hms-ffi-gateway:host-b");
+  EXPECT_EQ(topicOnA().slots, 256u);
+
+  // History covers what A's gateway published before this subscription.
+  SubscribeOptions so;
+  so.history = 255;
+  auto sub = a->subscribe<test::Tick>("hms.test.ticks", so);
+  ASSERT_TRUE(sub.ok()) << sub.status().toString();
+  uint64_t expect = 1;
+  while (expect <= 200) {
+    Status s = sub->next(std::chrono::seconds(30));
+    ASSERT_TRUE(s.isOk()) << s.toString() << " after " << expect - 1 << gwA.output();
+    ASSERT_EQ(sub->message().getSeq(), expect);
+    ASSERT_TRUE(testing::tickIntact(sub->message())) << "message " << expect;
+    EXPECT_EQ(sub->missed(), 0u);
+    ++expect;
+  }
+  EXPECT_TRUE(pub.waitForLine("published 200"));
+
+  // The publisher on B goes: the topic ends on A too.
+  pub.stop();
+  Status end = sub->next(std::chrono::seconds(30));
+  EXPECT_EQ(end.code(), StatusCode::kUnavailable) << end.toString();
+  EXPECT_TRUE(waitUntil([&] { return topicOnA().id.empty(); })) << gwA.output();
+}
+
 // ---- The configuration (no processes) ----------------------------------------------------------
 
 class GatewayConfigFile : public ::testing::Test {
@@ -456,6 +499,7 @@ TEST_F(GatewayConfigFile, EveryKeyReachesItsSetting) {
         - service: hms.emr.patient
           range: "^1.0"
         - service: hms.test
+        - topic: hms.emr.vitals
       peers:
         - host: host-a
           address: 10.0.0.1:7443
@@ -470,7 +514,9 @@ TEST_F(GatewayConfigFile, EveryKeyReachesItsSetting) {
   EXPECT_EQ(c->backoffMax, std::chrono::minutes(1));
   EXPECT_EQ(c->caFile, "/c/ca.pem");
   EXPECT_EQ(c->keyFile, "/c/b.key");
-  ASSERT_EQ(c->exports.size(), 2u);
+  ASSERT_EQ(c->exports.size(), 3u);
+  EXPECT_EQ(c->exports[2].topic, "hms.emr.vitals");
+  EXPECT_TRUE(c->exports[2].service.empty());
   EXPECT_EQ(c->exports[0].range, "^1.0");
   EXPECT_EQ(c->exports[1].service, "hms.test");
   EXPECT_EQ(c->exports[1].range, "*");
@@ -495,6 +541,12 @@ TEST_F(GatewayConfigFile, MistakesAreRefusedWithWhereAndWhat) {
   m = refusal("ffi:\n  transport:\n    grpc:\n      listen: a:1\n" + tls +
               "      export: [{service: x, range: \"^^1\"}]\n");
   EXPECT_NE(m.find("ffi.transport.grpc.export[0].range"), std::string::npos) << m;
+  m = refusal("ffi:\n  transport:\n    grpc:\n      listen: a:1\n" + tls +
+              "      export: [{service: x, topic: y}]\n");
+  EXPECT_NE(m.find("export[0]: needs service (a service id) or topic"), std::string::npos) << m;
+  m = refusal("ffi:\n  transport:\n    grpc:\n      listen: a:1\n" + tls +
+              "      export: [{topic: y, range: \"1\"}]\n");
+  EXPECT_NE(m.find("export[0].range: a topic has no versions"), std::string::npos) << m;
   m = refusal("ffi:\n  transport:\n    grpc:\n" + tls + "      peers: [{host: b}]\n");
   EXPECT_NE(m.find("ffi.transport.grpc.peers[0]: needs host"), std::string::npos) << m;
   m = refusal("ffi:\n  transport:\n    grpc:\n" + tls +
