@@ -72,6 +72,20 @@ Result<std::shared_ptr<grpc::ClientContext>> prepare(const Route& r, CallContext
   return g;
 }
 
+// The status of a forwarded call that failed on the way. A call cut short because the caller's
+// deadline passed (its cancel reached gRPC first, or gRPC's own deadline did) is
+// DEADLINE_EXCEEDED, as the same call on one host would be.
+Status failure(const Route& r, const CallContext& ctx, const grpc::Status& gs,
+               const grpc::ClientContext& g) {
+  const bool cut = gs.error_code() == grpc::StatusCode::CANCELLED ||
+                   gs.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED;
+  if (cut && ctx.deadlineNs() != INT64_MAX && ctx.timeLeft() <= std::chrono::nanoseconds::zero()) {
+    return Status(StatusCode::kDeadlineExceeded,
+                  "the call's deadline passed while it was at " + r.peer, r.serviceId);
+  }
+  return fromGrpc(gs, g, r.peer);
+}
+
 v1::CallRequest request(const Route& r, const CallContext& ctx, capnp::MessageReader& params) {
   v1::CallRequest req;
   req.set_service_id(r.serviceId);
@@ -89,7 +103,7 @@ Handler callForwarder(std::shared_ptr<const Route> route) {
     v1::CallReply reply;
     const grpc::Status gs = route->stub->Call(g->get(), request(*route, ctx, params), &reply);
     route->inFlight->done(*g);
-    if (!gs.ok()) return fromGrpc(gs, **g, route->peer);
+    if (!gs.ok()) return failure(*route, ctx, gs, **g);
     auto words = wordsOf(reply.results(), "the results");
     if (!words.ok()) return words.status();
     return copyInto(*words, results);
@@ -129,7 +143,7 @@ StreamHandler streamForwarder(std::shared_ptr<const Route> route) {
         const grpc::Status gs = reader->Finish();
         route->inFlight->done(*g);
         if (!failed.isOk()) return failed;
-        return fromGrpc(gs, **g, route->peer);
+        return gs.ok() ? Status() : failure(*route, ctx, gs, **g);
       };
 }
 
@@ -149,7 +163,13 @@ PeerLink::PeerLink(const GatewayConfig& config, PeerConfig peer,
   // Reconnecting is this link's business (its own back-off), not the channel's.
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, int(config_.backoffMin.count()));
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, int(config_.backoffMax.count()));
+  // Two connections: the watch and the topic relays block in reads for as long as the link
+  // lives, and a thread blocked on a connection polls it for every call on it, so a call's reply
+  // would hop through that thread. Calls get a connection of their own (local subchannel pools
+  // keep gRPC from sharing one connection between the two channels).
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
   stub_ = v1::Gateway::NewStub(grpc::CreateCustomChannel(peer_.address, credentials, args));
+  callStub_ = v1::Gateway::NewStub(grpc::CreateCustomChannel(peer_.address, credentials, args));
   thread_ = std::thread([this] { run(); });
 }
 
@@ -175,6 +195,9 @@ bool PeerLink::connectLocal() {
   ClientOptions o;
   o.socketPath = config_.brokerSocket;
   o.name = "hms-ffi-gateway:" + peer_.host;
+  // Every call through the gateway waits on the network anyway: a thread that spun for the
+  // reply would only take a core from the gRPC threads and the services (two cores here).
+  o.waitMode = WaitMode::kBlocking;
   auto c = Client::connect(o);
   if (!c.ok()) {
     logLine("peer " + peer_.host +
@@ -303,7 +326,7 @@ Result<PeerLink::Proxy> PeerLink::makeProxy(const v1::ExportedService& s) {
   std::map<uint16_t, Handler> calls;
   std::map<uint16_t, StreamHandler> streams;
   auto route = std::make_shared<Route>(
-      Route{stub_, inFlight_, peer_.host, config_.host, s.id(), s.version()});
+      Route{callStub_, inFlight_, peer_.host, config_.host, s.id(), s.version()});
   for (const auto& m : s.methods()) {
     if (m.stream()) {
       streams[uint16_t(m.ordinal())] = streamForwarder(route);

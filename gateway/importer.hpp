@@ -57,7 +57,8 @@ class PeerLink {
 
   const GatewayConfig& config_;
   const PeerConfig peer_;
-  std::shared_ptr<v1::Gateway::Stub> stub_;
+  std::shared_ptr<v1::Gateway::Stub> stub_;      // Watch and Subscribe
+  std::shared_ptr<v1::Gateway::Stub> callStub_;  // Call and OpenStream
   std::unique_ptr<Client> client_;        // the local broker, as "hms-ffi-gateway:<peer>"
   std::map<std::string, Proxy> proxies_;  // "id@version" -> proxy; the run thread's own
   std::map<std::string, std::unique_ptr<Topic>> topics_;  // by topic id; the run thread's own

@@ -84,6 +84,9 @@ int main(int argc, char** argv) {
     ClientOptions o;
     o.socketPath = config->brokerSocket;
     o.name = "hms-ffi-gateway";
+    // Every call through the gateway waits on the network anyway: a thread that spun for the
+    // reply would only take a core from the gRPC threads and the services (two cores here).
+    o.waitMode = WaitMode::kBlocking;
     auto c = Client::connect(o);
     if (!c.ok()) return fail(c.status());
     exportClient = std::move(*c);
