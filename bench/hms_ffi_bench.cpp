@@ -60,7 +60,7 @@ std::vector<std::string> splitList(const std::string& list) {
 int main(int argc, char** argv) {
   using namespace hms::ffi::bench_tool;
   Options o;
-  std::string serveMode, socket, subscribeTopic, callLoadMode, goFile;
+  std::string serveMode, socket, subscribeTopic, callLoadMode, goFile, grpcPingDir;
   bool iterationsGiven = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -71,6 +71,8 @@ int main(int argc, char** argv) {
       subscribeTopic = next();
     else if (a == "--call-load")
       callLoadMode = next();
+    else if (a == "--grpc-ping")
+      grpcPingDir = next();
     else if (a == "--go-file")
       goFile = next();
     else if (a == "--socket")
@@ -132,11 +134,11 @@ int main(int argc, char** argv) {
       for (const auto& pat : o.patterns) {
         if (pat != "rtt" && pat != "sizes" && pat != "async" && pat != "stream" && pat != "setup" &&
             pat != "pubsub" && pat != "idle" && pat != "json" && pat != "bindings" &&
-            pat != "policy" && pat != "metrics" && pat != "callers") {
+            pat != "policy" && pat != "metrics" && pat != "callers" && pat != "gateway") {
           std::fprintf(
               stderr,
               "hms-ffi-bench: --patterns takes rtt,sizes,async,stream,setup,idle,pubsub,json,"
-              "callers,bindings,policy,metrics, not "
+              "callers,bindings,policy,metrics,gateway, not "
               "'%s'\n",
               pat.c_str());
           return 2;
@@ -232,6 +234,10 @@ int main(int argc, char** argv) {
           "pub/sub\n"
           "        rate in six alternating rounds, best rate and least publisher CPU per\n"
           "        message of each (P14).\n"
+          "gateway (not run by default): a 64-byte echo from a second broker (host A) through\n"
+          "        two hms-ffi-gateway processes over loopback gRPC with mutual TLS to the\n"
+          "        echo service (both ends blocking), in slices beside a raw gRPC unary\n"
+          "        ping-pong over the same TLS (issue 22: <= 1.3x). Needs openssl.\n"
           "The measuring process on the first --cpus CPU, the other on the second (0,1), unless\n"
           "--no-pin. --iterations (200000) is the samples per round-trip row and the async calls "
           "per\n"
@@ -250,6 +256,7 @@ int main(int argc, char** argv) {
   if (!subscribeTopic.empty())
     return subscribeSamples(socket, serveMode, subscribeTopic, "block", o);
   if (!callLoadMode.empty()) return callLoad(socket, callLoadMode, goFile, o);
+  if (!grpcPingDir.empty()) return serveGrpcPing(grpcPingDir, o);
   if (!serveMode.empty()) return serveEcho(socket, serveMode, o);
   if (std::thread::hardware_concurrency() < 2) o.pin = false;
 
@@ -368,6 +375,8 @@ int main(int argc, char** argv) {
   const std::vector<PubSubPair>& metricsPubSub = metrics.pubsub;
   std::vector<BindingResult> bindings;
   if (o.runs("bindings")) bindings = measureBindings(o, self, socket);
+  std::optional<GatewayResult> gatewayCall;
+  if (o.runs("gateway")) gatewayCall = measureGateway(o, self, socket, dir);
   const Stats floorEnd = rawSpin(o, "raw-spin (floor, end)");
   kill(broker, SIGTERM);
   waitpid(broker, nullptr, 0);
@@ -470,6 +479,14 @@ int main(int argc, char** argv) {
         std::printf(",");
         jsonRow(*jsonCall->cRaw, extra);
       }
+    }
+    if (gatewayCall) {
+      std::printf(",");
+      jsonRow(gatewayCall->grpc, "");
+      char extra[64];
+      std::snprintf(extra, sizeof(extra), ",\"ratio_p50_to_grpc\":%.3f", gatewayCall->ratioP50);
+      std::printf(",");
+      jsonRow(gatewayCall->gateway, extra);
     }
     for (const auto& b : bindings) {
       std::printf(",");
@@ -647,6 +664,14 @@ int main(int argc, char** argv) {
       row(r.policy);
     }
   }
+  if (gatewayCall) {
+    std::printf(
+        "\nbetween hosts: a 64-byte echo through two gateways (gRPC, mutual TLS, loopback) beside "
+        "a raw gRPC unary ping-pong over the same TLS, in slices (us):\n");
+    row(gatewayCall->grpc);
+    row(gatewayCall->gateway);
+    row(gatewayCall->exporterOnly);
+  }
   if (!metricsRows.empty()) {
     std::printf(
         "\ncall metrics: the typed call with them off and on (best p50 of two alternating rounds "
@@ -807,6 +832,12 @@ int main(int argc, char** argv) {
                     verdict(x <= 1.5));
       }
     }
+  }
+  if (gatewayCall) {
+    std::printf(
+        "  gateway: a call through two gateways p50 %.2fx (p99 %.2fx) a raw gRPC unary "
+        "ping-pong over the same TLS (<= 1.3x): %s\n",
+        gatewayCall->ratioP50, gatewayCall->ratioP99, verdict(gatewayCall->ratioP50 <= 1.3));
   }
   return checksExitStatus();
 }

@@ -225,4 +225,20 @@ struct MetricsResult {
 
 MetricsResult measureMetrics(const Options& o, const std::string& self, const std::string& socket);
 
+// ---- gateway.cpp: a call between hosts through two hms-ffi-gateway processes (issue 22) ---------
+
+struct GatewayResult {
+  Stats grpc, gateway;                // all samples of each
+  Stats exporterOnly;                 // the same gRPC client straight to gateway B
+  double ratioP50 = 0, ratioP99 = 0;  // medians over slices of gateway / raw gRPC
+};
+
+// A 64-byte echo through host A's proxy, gateway A, gRPC over loopback mutual TLS, gateway B and
+// the blocking echo service on the run's broker (host B), in slices beside a raw gRPC unary
+// ping-pong over the same TLS. Needs openssl to make the certificates.
+std::optional<GatewayResult> measureGateway(const Options& o, const std::string& self,
+                                            const std::string& socket, const std::string& dir);
+// The ping-pong's server (this binary with --grpc-ping DIR): prints "port N", serves until SIGTERM.
+int serveGrpcPing(const std::string& dir, const Options& o);
+
 }  // namespace hms::ffi::bench_tool
