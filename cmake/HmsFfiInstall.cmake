@@ -40,10 +40,12 @@ install(DIRECTORY schemas/hms DESTINATION ${HMS_FFI_INSTALL_SCHEMADIR} COMPONENT
 # the package's postinst copies it to /etc/hms-ffi/hms-ffid.yaml when there is none (an install
 # under a --prefix never writes /etc).
 install(FILES deploy/systemd/hms-ffid.socket deploy/systemd/hms-ffid.service
+              deploy/systemd/hms-ffi-gateway.service
         DESTINATION lib/systemd/system COMPONENT runtime)
 install(FILES deploy/sysusers.d/hms-ffi.conf DESTINATION lib/sysusers.d COMPONENT runtime)
 install(FILES deploy/hms-ffid.yaml DESTINATION ${CMAKE_INSTALL_DATADIR}/hms-ffi COMPONENT runtime)
-install(FILES docs/operations.md docs/security.md docs/c-abi.md docs/architecture.md README.md
+install(FILES docs/operations.md docs/security.md docs/c-abi.md docs/architecture.md
+              docs/gateway.md README.md
         DESTINATION ${CMAKE_INSTALL_DATADIR}/doc/hms-ffi COMPONENT runtime)
 
 # CPack: one .deb per component, with their Debian dependencies.

@@ -525,6 +525,30 @@ TEST_F(GatewayConfigFile, EveryKeyReachesItsSetting) {
   EXPECT_EQ(c->peers[0].tlsName, "a.example");
 }
 
+// The commented example in the shipped configuration works once uncommented.
+TEST_F(GatewayConfigFile, TheShippedExampleLoadsUncommented) {
+  std::ifstream in(std::string(HMS_FFI_SOURCE_DIR) + "/deploy/hms-ffid.yaml");
+  std::string text, line;
+  bool inBlock = false;
+  while (std::getline(in, line)) {
+    if (line == "    # grpc:") inBlock = true;
+    if (inBlock && line.rfind("    # ", 0) == 0) {
+      line = "    " + line.substr(6);
+    } else {
+      inBlock = false;
+    }
+    text += line + "\n";
+  }
+  ASSERT_NE(text.find("\n    grpc:\n"), std::string::npos) << "no grpc example in the file";
+  auto c = load(text);
+  ASSERT_TRUE(c.ok()) << c.status().toString();
+  EXPECT_EQ(c->host, "host-b");
+  EXPECT_EQ(c->brokerSocket, "/run/hms-ffi/broker.sock");
+  ASSERT_EQ(c->exports.size(), 2u);
+  EXPECT_EQ(c->exports[1].topic, "hms.emr.vitals");
+  ASSERT_EQ(c->peers.size(), 1u);
+}
+
 TEST_F(GatewayConfigFile, MistakesAreRefusedWithWhereAndWhat) {
   const std::string tls = "      tls: {ca: a, cert: b, key: c}\n";
   std::string m = refusal("ffi:\n  transport:\n    grpc:\n      lisen: 1.2.3.4:1\n");

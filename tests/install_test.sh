@@ -29,7 +29,8 @@ start_broker() {
 echo "== cmake --install --prefix $tmp/prefix"
 prefix=$tmp/prefix
 cmake --install "$build" --prefix "$prefix" >/dev/null
-for f in bin/hms-ffid bin/hms-ffi include/hms/ffi/client.hpp include/hms/ffi/hms_ffi.h \
+for f in bin/hms-ffid bin/hms-ffi bin/hms-ffi-gateway include/hms/ffi/client.hpp \
+         include/hms/ffi/hms_ffi.h lib/systemd/system/hms-ffi-gateway.service \
          share/hms-ffi/schemas/hms/emr/patient.capnp share/hms-ffi/schemas/hms/ffi/control.capnp \
          share/hms-ffi/hms-ffid.yaml lib/systemd/system/hms-ffid.socket \
          lib/systemd/system/hms-ffid.service lib/sysusers.d/hms-ffi.conf; do
@@ -110,7 +111,8 @@ echo "== cpack -G DEB"
 runtime=$(ls "$tmp"/deb/hms-ffi_*.deb)
 dev=$(ls "$tmp"/deb/hms-ffi-dev_*.deb)
 contents=$(dpkg-deb -c "$runtime")
-for f in ./usr/bin/hms-ffid ./usr/bin/hms-ffi ./usr/lib/systemd/system/hms-ffid.socket \
+for f in ./usr/bin/hms-ffid ./usr/bin/hms-ffi ./usr/bin/hms-ffi-gateway \
+         ./usr/lib/systemd/system/hms-ffid.socket ./usr/lib/systemd/system/hms-ffi-gateway.service \
          ./usr/lib/systemd/system/hms-ffid.service ./usr/lib/sysusers.d/hms-ffi.conf \
          ./usr/share/hms-ffi/hms-ffid.yaml ./usr/share/hms-ffi/schemas/hms/emr/patient.capnp \
          ./usr/share/doc/hms-ffi/operations.md; do
