@@ -31,16 +31,35 @@ void Exporter::stop() {
   }
   changed_.notify_all();
   if (refresher_.joinable()) refresher_.join();
+  reapStreams(true);  // the server's Shutdown waits for their handlers
 }
 
 void Exporter::refreshLoop() {
+  // Ticks of at most 100 ms: streams whose peer went are cancelled within one; the registry is
+  // read again every refreshInterval.
+  const auto tick =
+      std::min<std::chrono::milliseconds>(config_.refreshInterval, std::chrono::milliseconds(100));
+  auto lastRefresh = std::chrono::steady_clock::now();
   std::unique_lock lock(mu_);
   while (!stopping_) {
-    changed_.wait_for(lock, config_.refreshInterval);
+    changed_.wait_for(lock, tick);
     if (stopping_) break;
     lock.unlock();
-    refresh();
+    reapStreams(false);
+    if (std::chrono::steady_clock::now() - lastRefresh >= config_.refreshInterval) {
+      refresh();
+      lastRefresh = std::chrono::steady_clock::now();
+    }
     lock.lock();
+  }
+}
+
+void Exporter::reapStreams(bool all) {
+  // A stream handler waits in JsonStream::nextRaw for the local service's next item, where it
+  // cannot see its peer cancel; this does it for the handler.
+  std::lock_guard lock(streamsMu_);
+  for (const auto& [stream, ctx] : streams_) {
+    if (all || ctx->IsCancelled()) (void)stream->cancel();
   }
 }
 
@@ -309,6 +328,23 @@ grpc::Status Exporter::OpenStream(grpc::ServerContext* ctx, const v1::CallReques
       giveBack(request->service_id(), request->version(), std::move(*stub));
     }
     return toGrpc(stream.status(), *ctx);
+  }
+  {
+    std::lock_guard lock(streamsMu_);
+    streams_.emplace(&*stream, ctx);
+  }
+  struct Unlist {
+    Exporter& e;
+    JsonStream* s;
+    ~Unlist() {
+      std::lock_guard lock(e.streamsMu_);
+      e.streams_.erase(s);
+    }
+  } unlist{*this, &*stream};
+  {
+    // Stopping between the open and the listing: the reaper's last pass may have missed it.
+    std::lock_guard lock(mu_);
+    if (stopping_) (void)stream->cancel();
   }
   // The stream runs on its own; the stub may carry other calls meanwhile.
   giveBack(request->service_id(), request->version(), std::move(*stub));

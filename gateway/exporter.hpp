@@ -47,6 +47,8 @@ class Exporter final : public v1::Gateway::Service {
   // Reads the registry and the contracts of what the rules name; false if nothing changed.
   bool refresh();
   void refreshLoop();
+  // Cancels the streams whose peer cancelled them (or every one).
+  void reapStreams(bool all);
   // The export `id`@`version`, or NOT_FOUND saying that this host does not export it.
   Result<Exported> find(const std::string& id, const std::string& version) const;
   // A stub bound to exactly id@version: one from the pool, else a new one.
@@ -69,6 +71,9 @@ class Exporter final : public v1::Gateway::Service {
   std::map<uint64_t, std::string> nodesByRegistration_;
   std::map<std::string, std::vector<std::unique_ptr<JsonStub>>> stubs_;  // "id@version"
   std::thread refresher_;
+
+  std::mutex streamsMu_;                                 // never held with mu_
+  std::map<JsonStream*, grpc::ServerContext*> streams_;  // the OpenStream handlers' streams
 };
 
 }  // namespace hms::ffi::gateway

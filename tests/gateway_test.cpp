@@ -416,6 +416,33 @@ TEST_F(TwoHosts, ARestartedRemoteGateway_TakesItsProxiesAwayAndBack) {
   }
 }
 
+// A caller that cancels a stream whose service is between two slow items: B cancels it at once,
+// not when the next item comes (B's handler waits for that item, where it cannot see the cancel).
+TEST_F(TwoHosts, AStreamCancelledOnA_IsCancelledOnB_BeforeItsNextItem) {
+  auto svc = startTestService(hostB.socket(), {});
+  auto gwB = startGatewayB();
+  auto gwA = startGatewayA();
+  auto a = connectA();
+  ASSERT_TRUE(imported(*a, "hms.test")) << gwA.output();
+  auto stub = a->bind<TestService>("hms.test");
+  ASSERT_TRUE(stub.ok()) << stub.status().toString();
+  auto cancelCallbacks = [&] {
+    auto st = stub->call<&TestService::Client::statsRequest>([](auto) {});
+    return st.ok() ? st->results().getCancelCallbacks() : ~uint64_t(0);
+  };
+  ASSERT_EQ(cancelCallbacks(), 0u);
+  {
+    auto stream = stub->openStream<&TestService::Client::countRequest>([](auto p) {
+      p.setN(3);
+      p.setDelayUs(6'000'000);  // the second item would come 6 s after the first
+    });
+    ASSERT_TRUE(stream.next()) << stream.status().toString();
+    EXPECT_TRUE(stream.cancel().isOk());
+  }
+  EXPECT_TRUE(waitUntil([&] { return cancelCallbacks() == 1; }, std::chrono::seconds(3)))
+      << "the service on B saw no cancel within 3 s: " << cancelCallbacks();
+}
+
 // A topic published on B reaches subscribers on A, every message intact and in order, and ends
 // there when its publisher on B does.
 TEST_F(TwoHosts, ATopicOfHostB_IsPublishedOnHostA_UntilItsPublisherGoes) {
