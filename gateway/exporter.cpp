@@ -12,6 +12,19 @@ std::string keyOf(const std::string& id, const std::string& version) {
   return id + "@" + version;
 }
 
+// Who a peer is, for the log: the name its certificate carries (what the handshake checked),
+// the name it gave, and its address.
+std::string peerOf(const grpc::ServerContext& ctx, const std::string& said) {
+  std::string certified;
+  if (auto auth = ctx.auth_context()) {
+    for (const auto& id : auth->GetPeerIdentity()) {
+      if (!certified.empty()) certified += ',';
+      certified.append(id.data(), id.size());
+    }
+  }
+  return said + " (certificate " + (certified.empty() ? "?" : certified) + ", " + ctx.peer() + ")";
+}
+
 }  // namespace
 
 Exporter::Exporter(Client& client, const GatewayConfig& config) : client_(client), config_(config) {
@@ -174,7 +187,7 @@ bool Exporter::refresh() {
 
 grpc::Status Exporter::Watch(grpc::ServerContext* ctx, const v1::WatchRequest* request,
                              grpc::ServerWriter<v1::Exports>* writer) {
-  logLine("peer " + request->host() + " (" + ctx->peer() + ") is watching the exports");
+  logLine("peer " + peerOf(*ctx, request->host()) + " is watching the exports");
   uint64_t sent = 0;
   bool first = true;
   std::unique_lock lock(mu_);
@@ -384,7 +397,7 @@ grpc::Status Exporter::Subscribe(grpc::ServerContext* ctx, const v1::SubscribeRe
     }
     return toGrpc(s, *ctx);
   }
-  logLine("peer " + request->host() + " subscribed to topic " + request->topic_id());
+  logLine("peer " + peerOf(*ctx, request->host()) + " subscribed to topic " + request->topic_id());
   v1::TopicMessage m;
   while (true) {
     {
