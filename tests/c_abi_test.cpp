@@ -1023,6 +1023,33 @@ TEST_P(CAbi, RawCallsAreBuiltInTheLoanAndReadInPlace) {
     EXPECT_EQ(reply, nullptr);
   }
 
+  // A loan offers the channel's largest message, not only the space kept clean for the small
+  // ones sent before: a 256 KiB payload fits (the test service's rings are 1 MiB).
+  {
+    void* data = nullptr;
+    size_t capacity = 0;
+    ASSERT_EQ(hms_stub_loan_raw(stub, "echo", nullptr, &data, &capacity, &err), HMS_OK)
+        << err.message();
+    ASSERT_GE(capacity, size_t(400) << 10);  // the largest message is a little under 512 KiB
+    capnp::FlatMessageBuilder mb(
+        kj::arrayPtr(static_cast<capnp::word*>(data), capacity / sizeof(capnp::word)));
+    auto params = mb.initRoot<TestService::EchoParams>();
+    params.setSeq(9);
+    auto payload = params.initPayload(256 << 10);
+    for (size_t i = 0; i < payload.size(); ++i) payload[i] = uint8_t(i * 13);
+    const size_t size = mb.getSegmentsForOutput()[0].size() * sizeof(capnp::word);
+    hms_reply_t* reply = nullptr;
+    ASSERT_EQ(hms_stub_send_raw(stub, size, &reply, &err), HMS_OK) << err.message();
+    kj::ArrayPtr<const capnp::word> seg;
+    auto reader = readSegment(hms_reply_data(reply), hms_reply_size(reply), seg);
+    auto echoed = reader.getRoot<TestService::EchoResults>().getPayload();
+    ASSERT_EQ(echoed.size(), size_t(256 << 10));
+    bool same = true;
+    for (size_t i = 0; i < echoed.size(); ++i) same = same && echoed[i] == uint8_t(i * 13);
+    EXPECT_TRUE(same);
+    hms_reply_free(&reply);
+  }
+
   // Sizes that are not whole words, or beyond the loan, are refused and the loan given back.
   void* data = nullptr;
   size_t capacity = 0;

@@ -405,11 +405,25 @@ Result<kj::ArrayPtr<capnp::word>> JsonStub::loanRaw(std::string_view name,
                   "method " + std::string(name) + " of " + contract_->id +
                       " is a server stream; the raw level makes calls only");
   }
-  auto builder = detail::beginCall(*ch_, m->ref, options);
-  if (!builder.ok()) return builder.status();
-  // beginCall's builder is the channel's RingMessageBuilder (ring slot or socket scratch).
-  raw_ = static_cast<detail::RingMessageBuilder*>(*builder);
-  return raw_->loanRaw();
+  for (int attempt = 0;; ++attempt) {
+    auto builder = detail::beginCall(*ch_, m->ref, options);
+    if (!builder.ok()) return builder.status();
+    // beginCall's builder is the channel's RingMessageBuilder (ring slot or socket scratch).
+    raw_ = static_cast<detail::RingMessageBuilder*>(*builder);
+    auto space = raw_->loanRaw();
+    // A reservation gives what the ring keeps clean ahead of its tail, twice the largest message
+    // so far (a builder's message that outgrows it spills once, and the window grows). A raw
+    // loan cannot spill: the first one widens the window to the largest message, under the
+    // lease, and takes a new reservation.
+    const uint32_t want = ch_->maxMessageBytes + detail::payloadOffset(detail::kRecordHasTrace);
+    if (attempt > 0 || ch_->link != nullptr ||
+        space.size() * sizeof(capnp::word) >= ch_->maxMessageBytes ||
+        ch_->requests.reservationLimit() >= want) {
+      return space;
+    }
+    ch_->requests.widenReservations(want);
+    abandonRaw();
+  }
 }
 
 void JsonStub::abandonRaw() {

@@ -94,6 +94,14 @@ class RingProducer {
   // kFull when the consumer has not freed enough yet; kCorrupt when `head` is impossible.
   RingStatus tryReserve(uint32_t minBytes, uint32_t maxBytes, Slot& slot) noexcept;
 
+  // Lets every reservation from now on give up to `bytes` (at most half the ring): for code that
+  // writes a message into its reservation itself (the raw level), which cannot spill into a heap
+  // segment the way a builder does, and so would never widen the window by itself.
+  void widenReservations(uint32_t bytes) noexcept {
+    cleanAhead_ = std::min<uint32_t>(capacity_ / 2, std::max<uint32_t>(cleanAhead_, bytes));
+  }
+  uint32_t reservationLimit() const noexcept { return cleanAhead_; }
+
   // Publishes the record in `slot` (header fields other than `length` already written) whose
   // header, trace and message take `usedBytes`. SYNC POINT WRITE: the release store of `length`
   // pairs with the acquire load in RingConsumer::next().
