@@ -194,7 +194,12 @@ void Broker::applyPolicy(std::shared_ptr<const Policy> policy) {
     auto caller = conns_.find(ch.callerClient);
     auto svc = services_.find(ch.serviceKey);
     if (caller == conns_.end() || svc == services_.end()) continue;
-    const GrantDecision now = decideGrant(*caller->second, svc->second);
+    auto who = granteeOf(*caller->second, ch.remote.get());
+    if (!who.ok()) {  // its gateway may no longer speak for that host
+      channels.push_back(id);
+      continue;
+    }
+    const GrantDecision now = decideGrant(*who, svc->second);
     if (now.allowed != ch.allowed || now.audit != ch.audit ||
         rolesChanged.count(ch.callerClient) != 0) {
       channels.push_back(id);
@@ -314,7 +319,34 @@ Status Broker::authenticate(Conn& c, const std::string& token) {
   return Status();
 }
 
-Broker::GrantDecision Broker::decideGrant(const Conn& caller, const Service& svc) const {
+Result<Broker::Grantee> Broker::granteeOf(const Conn& opener, const RemoteCaller* remote) const {
+  Grantee g;
+  if (remote == nullptr) {
+    g.identity = opener.identity;
+    g.roles = opener.roles;
+    g.name = opener.name;
+    return g;
+  }
+  // No uid, gid or groups of this host: principals by kernel identity never match a remote
+  // caller, and a token it presented at home does not satisfy requires_mfa here.
+  g.identity.uid = uid_t(-1);
+  g.identity.gid = gid_t(-1);
+  g.identity.pid = pid_t(remote->pid);
+  g.identity.name = remote->name;
+  g.name = remote->name;
+  g.host = remote->host;
+  g.remote = remote;
+  if (!policy_) {
+    g.roles = remote->homeRoles;  // informative: nothing is enforced
+    return g;
+  }
+  auto roles = policy_->remoteRoles(opener.identity, opener.roles, remote->host, remote->homeRoles);
+  if (!roles.ok()) return roles.status();
+  g.roles = std::move(*roles);
+  return g;
+}
+
+Broker::GrantDecision Broker::decideGrant(const Grantee& caller, const Service& svc) const {
   GrantDecision d;
   capnp::FlatArrayMessageReader reader(detail::asWords(svc.descriptor),
                                        detail::controlReaderOptions());
@@ -343,7 +375,8 @@ Broker::GrantDecision Broker::decideGrant(const Conn& caller, const Service& svc
   return d;
 }
 
-void Broker::fillGrant(wire::Grant::Builder g, const Conn& caller, const GrantDecision& d) const {
+void Broker::fillGrant(wire::Grant::Builder g, const Grantee& caller,
+                       const GrantDecision& d) const {
   g.setEnforced(policy_ != nullptr);
   auto allowed = g.initAllowed(unsigned(d.allowed.size()));
   auto audit = g.initAudit(unsigned(d.audit.size()));
@@ -355,17 +388,29 @@ void Broker::fillGrant(wire::Grant::Builder g, const Conn& caller, const GrantDe
   }
   auto who = g.initCaller();
   const Identity& id = caller.identity;
-  who.setUid(uint32_t(id.uid));
-  who.setGid(uint32_t(id.gid));
-  who.setPid(uint32_t(id.pid));
-  auto groups = who.initGroups(unsigned(id.groups.size()));
-  for (size_t i = 0; i < id.groups.size(); ++i) groups.set(unsigned(i), uint32_t(id.groups[i]));
-  who.setName(caller.name);
-  who.setAuthenticated(id.hasToken);
-  if (id.hasToken) {
-    who.setSubject(id.token.subject);
-    who.setIssuer(id.token.issuer);
+  if (caller.remote != nullptr) {
+    // As the caller's own host knows it (its uid there, its token's claims there).
+    const RemoteCaller& r = *caller.remote;
+    who.setHost(r.host);
+    who.setUid(r.uid);
+    who.setGid(uint32_t(-1));
+    who.setPid(r.pid);
+    who.setAuthenticated(r.authenticated);
+    who.setSubject(r.subject);
+    who.setIssuer(r.issuer);
+  } else {
+    who.setUid(uint32_t(id.uid));
+    who.setGid(uint32_t(id.gid));
+    who.setPid(uint32_t(id.pid));
+    auto groups = who.initGroups(unsigned(id.groups.size()));
+    for (size_t i = 0; i < id.groups.size(); ++i) groups.set(unsigned(i), uint32_t(id.groups[i]));
+    who.setAuthenticated(id.hasToken);
+    if (id.hasToken) {
+      who.setSubject(id.token.subject);
+      who.setIssuer(id.token.issuer);
+    }
   }
+  who.setName(caller.name);
   auto roles = who.initRoles(unsigned(caller.roles.size()));
   for (size_t i = 0; i < caller.roles.size(); ++i) roles.set(unsigned(i), caller.roles[i]);
 }

@@ -578,7 +578,7 @@ Status Broker::handle(Conn& c, const std::vector<uint8_t>& bytes, std::vector<Un
     case wire::Request::UNREGISTER:
       return onUnregister(c, rid, req.getUnregister());
     case wire::Request::OPEN_CHANNEL:
-      return onOpen(c, rid, req.getOpenChannel().getServiceKey(), fds);
+      return onOpen(c, rid, req.getOpenChannel(), fds);
     case wire::Request::ATTACH_CHANNEL:
       return onAttach(c, rid, req.getAttachChannel().getChannelId(), fds);
     case wire::Request::CLOSE_CHANNEL:
@@ -1133,7 +1133,9 @@ Result<wire::Transport> Broker::channelTransport(const Conn& caller, const Conn&
   return wire::Transport::SOCKET;
 }
 
-Status Broker::onOpen(Conn& c, uint64_t rid, uint64_t key, std::vector<UniqueFd>& fds) {
+Status Broker::onOpen(Conn& c, uint64_t rid, wire::OpenChannel::Reader req,
+                      std::vector<UniqueFd>& fds) {
+  const uint64_t key = req.getServiceKey();
   auto it = services_.find(key);
   if (it == services_.end()) {
     return replyError(c, rid,
@@ -1153,14 +1155,46 @@ Status Broker::onOpen(Conn& c, uint64_t rid, uint64_t key, std::vector<UniqueFd>
                       Status(StatusCode::kUnavailable,
                              "the provider of " + svc.id + " is gone; discover the service again"));
   }
-  const GrantDecision grant = decideGrant(c, svc);
-  if (!grant.any) {
-    Status denied(StatusCode::kPermissionDenied, "uid " + std::to_string(c.cred.uid) + " (pid " +
-                                                     std::to_string(c.cred.pid) + ", '" + c.name +
-                                                     "') may call no method of " + svc.id + ": " +
-                                                     firstDenial(grant));
+  std::shared_ptr<const RemoteCaller> remote;
+  if (req.hasOnBehalfOf()) {
+    // A gateway opening the channel for a caller of another host (docs/gateway.md).
+    const auto r = req.getOnBehalfOf();
+    auto rc = std::make_shared<RemoteCaller>();
+    rc->host = r.getHost().cStr();
+    rc->name = r.getName().cStr();
+    rc->subject = r.getSubject().cStr();
+    rc->issuer = r.getIssuer().cStr();
+    rc->uid = r.getUid();
+    rc->pid = r.getPid();
+    rc->authenticated = r.getAuthenticated();
+    for (auto role : r.getRoles()) rc->homeRoles.emplace_back(role.cStr());
+    if (rc->host.empty()) {
+      return replyError(c, rid,
+                        Status(StatusCode::kInvalidArgument,
+                               "an open on behalf of a remote caller names its host"));
+    }
+    remote = std::move(rc);
+  }
+  auto who = granteeOf(c, remote.get());
+  if (!who.ok()) {
+    Status denied = who.status();
     denied.withSource(svc.id);
-    audit("open", &c, denied, {{"service", svc.id}});
+    audit("open", &c, denied, {{"service", svc.id}, {"remote_host", remote->host}});
+    return replyError(c, rid, denied);
+  }
+  const GrantDecision grant = decideGrant(*who, svc);
+  if (!grant.any) {
+    const std::string whom = remote ? "'" + remote->name + "' of host " + remote->host + " (uid " +
+                                          std::to_string(remote->uid) +
+                                          " there, through the gateway '" + c.name + "')"
+                                    : "uid " + std::to_string(c.cred.uid) + " (pid " +
+                                          std::to_string(c.cred.pid) + ", '" + c.name + "')";
+    Status denied(StatusCode::kPermissionDenied,
+                  whom + " may call no method of " + svc.id + ": " + firstDenial(grant));
+    denied.withSource(svc.id);
+    std::vector<detail::AuditField> fields = {{"service", svc.id}};
+    if (remote) fields.push_back({"remote_host", remote->host});
+    audit("open", &c, denied, std::move(fields));
     return replyError(c, rid, denied);
   }
   auto transport = channelTransport(c, provider, svc.id);
@@ -1171,6 +1205,7 @@ Status Broker::onOpen(Conn& c, uint64_t rid, uint64_t key, std::vector<UniqueFd>
   ch.callerClient = c.id;
   ch.serviceClient = svc.clientId;
   ch.serviceKey = key;
+  ch.remote = remote;
   uint64_t bytes = 0;
   UniqueFd callerEnd, serviceEnd;  // socket channels
   UniqueFd requestRing;            // shared memory: the caller's, checked, for the service
@@ -1231,7 +1266,7 @@ Status Broker::onOpen(Conn& c, uint64_t rid, uint64_t key, std::vector<UniqueFd>
     o.setCallerName(c.name);
     o.setTransport(*transport);
     o.setMaxMessageBytes(maxMessage);
-    fillGrant(o.initGrant(), c, grant);
+    fillGrant(o.initGrant(), *who, grant);
     // With shared memory, fd 1 is the caller's request ring (read-only to the service) and fd 2
     // the caller's doorbell: the service wakes the caller's completion thread through it when it
     // answers asynchronous calls.
@@ -1269,9 +1304,18 @@ Status Broker::onOpen(Conn& c, uint64_t rid, uint64_t key, std::vector<UniqueFd>
         allowed += (allowed.empty() ? "" : ",") + std::string(m.getName().cStr());
       }
     }
-    audit(
-        "open", &c, Status(),
-        {{"service", svc.id}, {"channel", std::to_string(id), true}, {"methods_allowed", allowed}});
+    std::vector<detail::AuditField> fields = {
+        {"service", svc.id}, {"channel", std::to_string(id), true}, {"methods_allowed", allowed}};
+    if (remote) {
+      // The gateway is the record's client; the caller it brought in is named here.
+      fields.push_back({"remote_host", remote->host});
+      fields.push_back({"remote_caller", remote->name});
+      if (!remote->subject.empty()) fields.push_back({"remote_sub", remote->subject});
+      std::string roles;
+      for (const auto& r : who->roles) roles += (roles.empty() ? "" : ",") + r;
+      fields.push_back({"remote_roles", roles});
+    }
+    audit("open", &c, Status(), std::move(fields));
   }
   if (shm) return Status();  // answered once the service attaches its response ring (onAttach)
   const int sockFds[1] = {callerEnd.get()};

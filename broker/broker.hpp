@@ -118,8 +118,26 @@ class Broker {
     uint32_t ringBytes = 0;
     std::set<uint64_t> channels;
   };
+  // A caller of another host for whom a gateway opened a channel (OpenChannel.onBehalfOf), as
+  // the gateway described it: informative but for `host` and `roles`, which decide its grant.
+  struct RemoteCaller {
+    std::string host, name, subject, issuer;
+    uint32_t uid = 0, pid = 0;
+    bool authenticated = false;
+    std::vector<std::string> homeRoles;  // its roles on its own host
+  };
+  // Who a grant is for: the opener itself, or the remote caller it opened the channel for.
+  struct Grantee {
+    Identity identity;  // a remote caller's has no kernel identity here (uid and gid -1)
+    std::vector<std::string> roles;
+    std::string name;
+    std::string host;  // empty: this host
+    const RemoteCaller* remote = nullptr;
+  };
+
   struct Channel {
     uint64_t id = 0;
+    std::shared_ptr<const RemoteCaller> remote;  // null: the caller is the opener
     uint64_t callerClient = 0;
     uint64_t serviceClient = 0;
     uint64_t serviceKey = 0;
@@ -196,7 +214,8 @@ class Broker {
                  std::vector<detail::UniqueFd>& fds);
   Status onRegister(Conn& c, uint64_t rid, wire::RegisterService::Reader reg);
   Status onUnregister(Conn& c, uint64_t rid, uint64_t key);
-  Status onOpen(Conn& c, uint64_t rid, uint64_t key, std::vector<detail::UniqueFd>& fds);
+  Status onOpen(Conn& c, uint64_t rid, wire::OpenChannel::Reader req,
+                std::vector<detail::UniqueFd>& fds);
   Status onAttach(Conn& c, uint64_t rid, uint64_t channelId, std::vector<detail::UniqueFd>& fds);
   // The OK reply to an openChannel request, with the channel's fds.
   Status replyOpened(Conn& c, uint64_t rid, uint64_t channelId, uint64_t segmentBytes,
@@ -270,8 +289,11 @@ class Broker {
     std::vector<std::string> denied;
     bool any = false;  // some method is allowed
   };
-  GrantDecision decideGrant(const Conn& caller, const Service& svc) const;
-  void fillGrant(wire::Grant::Builder g, const Conn& caller, const GrantDecision& d) const;
+  // The grantee of a channel `opener` opens, for itself or for `remote`: PERMISSION_DENIED when
+  // the policy does not let it speak for callers of that host.
+  Result<Grantee> granteeOf(const Conn& opener, const RemoteCaller* remote) const;
+  GrantDecision decideGrant(const Grantee& who, const Service& svc) const;
+  void fillGrant(wire::Grant::Builder g, const Grantee& who, const GrantDecision& d) const;
   Status mayProvide(const Conn& c, const std::string& serviceId) const;
   Status mayPublish(const Conn& c, const std::string& topicId) const;
   Status maySubscribe(const Conn& c, const std::string& topicId) const;

@@ -317,6 +317,34 @@ class Compiler {
     return Status();
   }
 
+  Status remoteCallers(capnp::List<wire::PolicyRemoteCallers>::Reader list,
+                       std::vector<Policy::RemoteCallers>& out) {
+    for (uint32_t i = 0; i < list.size(); ++i) {
+      const std::string path = "remote_callers[" + std::to_string(i) + "]";
+      auto entry = list[i];
+      Policy::RemoteCallers r;
+      if (!entry.hasGateways()) {
+        return error(path + ".gateways", "missing: who may open channels for remote callers");
+      }
+      if (Status s = principals(path + ".gateways", entry.getGateways(), r.gateways); !s) return s;
+      for (auto h : entry.getHosts()) {
+        const std::string host = text(h);
+        if (host.empty()) return error(path + ".hosts", "a host name is empty");
+        addUnique(r.hosts, host);
+      }
+      if (r.hosts.empty()) {
+        return error(path + ".hosts", "missing or empty: the hosts whose callers it may bring");
+      }
+      if (Status s = roleList(path + ".roles", entry.getRoles(), true, r.roles); !s) return s;
+      if (r.roles.empty()) {
+        return error(path + ".roles",
+                     "missing or empty: the roles remote callers may bring (\"*\": all)");
+      }
+      out.push_back(std::move(r));
+    }
+    return Status();
+  }
+
   Status rules(capnp::List<wire::PolicyRule>::Reader list, std::vector<Policy::Rule>& out) {
     for (uint32_t i = 0; i < list.size(); ++i) {
       const std::string path = "rules[" + std::to_string(i) + "]";
@@ -564,6 +592,7 @@ Result<std::shared_ptr<const Policy>> Policy::parse(std::string_view json,
     if (s) s = c.providers(file.getProviders(), policy->providers_);
     if (s) s = c.topics(file.getTopics(), policy->topics_);
     if (s) s = c.rules(file.getRules(), policy->rules_);
+    if (s) s = c.remoteCallers(file.getRemoteCallers(), policy->remoteCallers_);
     if (!s) return s;
     if (overlay != nullptr && !overlay->json.empty()) {
       capnp::MallocMessageBuilder overlayMessage;
@@ -575,7 +604,8 @@ Result<std::shared_ptr<const Policy>> Policy::parse(std::string_view json,
         return Status(StatusCode::kInvalidArgument, overlay->origin + ": " + bad.message());
       }
       const auto o = over.asReader();
-      if (o.hasRoleAssignments() || o.hasProviders() || o.hasTopics() || o.hasRules()) {
+      if (o.hasRoleAssignments() || o.hasProviders() || o.hasTopics() || o.hasRules() ||
+          o.hasRemoteCallers()) {
         return Status(StatusCode::kInvalidArgument,
                       overlay->origin +
                           ": only permission_policy, required_claims and token_issuers may be "
@@ -660,6 +690,32 @@ Status Policy::maySubscribe(const Identity& who, std::string_view topicId) const
       findBy(topics_, topicId, [](const TopicRule& e) -> const std::string& { return e.topic; });
   return mayAct(*this, who, t != nullptr ? &t->subscribe : nullptr, "subscribe to", "topics",
                 topicId);
+}
+
+Result<std::vector<std::string>> Policy::remoteRoles(
+    const Identity& gateway, const std::vector<std::string>& gatewayRoles, std::string_view host,
+    const std::vector<std::string>& homeRoles) const {
+  bool any = false;
+  std::vector<std::string> out;
+  for (const RemoteCallers& r : remoteCallers_) {
+    if (!r.gateways.matches(gateway, gatewayRoles)) continue;
+    if (!contains(r.hosts, "*") && !contains(r.hosts, std::string(host))) continue;
+    any = true;
+    for (const auto& role : homeRoles) {
+      if ((contains(r.roles, "*") || contains(r.roles, role)) && !contains(out, role)) {
+        out.push_back(role);
+      }
+    }
+  }
+  if (!any) {
+    return Status(StatusCode::kPermissionDenied,
+                  "uid " + std::to_string(gateway.uid) + " (pid " + std::to_string(gateway.pid) +
+                      ", '" + gateway.name + "') may not open channels for callers of host " +
+                      std::string(host) + ": " + origin_ +
+                      " has no remote_callers entry naming both");
+  }
+  std::sort(out.begin(), out.end());
+  return out;
 }
 
 MethodDecision Policy::decide(const Identity& who, const std::vector<std::string>& roles,

@@ -108,6 +108,15 @@ class Policy {
   Status mayPublish(const Identity& who, std::string_view topicId) const;
   Status maySubscribe(const Identity& who, std::string_view topicId) const;
 
+  // The roles on this host of a caller of `host` holding `homeRoles` there, for whom the client
+  // `gateway` (holding `gatewayRoles`) opens a channel: its home roles that the remote_callers
+  // entries naming both the gateway and the host accept (sorted, unique). PERMISSION_DENIED when
+  // no entry lets `gateway` speak for callers of `host`.
+  Result<std::vector<std::string>> remoteRoles(const Identity& gateway,
+                                               const std::vector<std::string>& gatewayRoles,
+                                               std::string_view host,
+                                               const std::vector<std::string>& homeRoles) const;
+
   // May `who` (holding `roles`, from rolesOf) call `method` of `serviceId`, and with what audit?
   MethodDecision decide(const Identity& who, const std::vector<std::string>& roles,
                         std::string_view serviceId, std::string_view method) const;
@@ -140,6 +149,11 @@ class Policy {
     std::string service;
     Principals who;
   };
+  struct RemoteCallers {
+    Principals gateways;
+    std::vector<std::string> hosts;  // "*": any
+    std::vector<std::string> roles;  // "*": every home role
+  };
 
  private:
   std::string origin_;
@@ -149,6 +163,7 @@ class Policy {
   std::vector<ProviderRule> providers_;
   std::vector<TopicRule> topics_;
   std::vector<Rule> rules_;
+  std::vector<RemoteCallers> remoteCallers_;
 };
 
 }  // namespace hms::ffi::broker

@@ -165,7 +165,10 @@ bool Exporter::refresh() {
   for (const auto& [key, e] : byKey_) {
     if (byKey.count(key) == 0) {
       logLine("export " + key + ": gone from the local registry");
-      stubs_.erase(key);
+      if (auto it = stubs_.find(key); it != stubs_.end()) {
+        for (const auto& [who, pool] : it->second) pooled_ -= pool.size();
+        stubs_.erase(it);
+      }
     }
   }
   for (const auto& [key, e] : byKey) {
@@ -226,18 +229,62 @@ Result<Exporter::Exported> Exporter::find(const std::string& id, const std::stri
   return it->second;
 }
 
+Caller Exporter::callerOf(const grpc::ServerContext& ctx) const {
+  Caller c;
+  const auto& md = ctx.client_metadata();
+  if (auto it = md.find("hms-caller-bin"); it != md.end()) {
+    v1::CallerInfo info;
+    if (info.ParseFromArray(it->second.data(), int(it->second.size()))) {
+      c.name = info.name();
+      c.uid = uid_t(info.uid());
+      c.pid = pid_t(info.pid());
+      c.authenticated = info.authenticated();
+      c.subject = info.subject();
+      c.issuer = info.issuer();
+      for (const auto& r : info.roles()) c.roles.push_back(r);
+    }
+  }
+  // The host is the one the handshake checked, never the one the peer states.
+  if (auto auth = ctx.auth_context()) {
+    const auto ids = auth->GetPeerIdentity();
+    if (!ids.empty()) c.host.assign(ids[0].data(), ids[0].size());
+  }
+  if (c.host.empty()) c.host = "unknown";
+  return c;
+}
+
+namespace {
+
+// The pool of stubs for one caller: every field that goes into its grant.
+std::string callerKey(const Caller& c) {
+  std::string k = c.host + '\n' + c.name + '\n' + std::to_string(c.uid) + '\n' +
+                  std::to_string(c.pid) + '\n' + c.subject + '\n' + c.issuer + '\n' +
+                  (c.authenticated ? "1" : "0");
+  for (const auto& r : c.roles) k += '\n' + r;
+  return k;
+}
+
+// Idle channels kept for reuse, over all callers and services.
+constexpr size_t kMaxPooledStubs = 64;
+
+}  // namespace
+
 Result<std::unique_ptr<JsonStub>> Exporter::takeStub(const std::string& id,
-                                                     const std::string& version) {
+                                                     const std::string& version,
+                                                     const Caller& caller) {
   {
     std::lock_guard lock(mu_);
-    auto& pool = stubs_[keyOf(id, version)];
+    auto& pool = stubs_[keyOf(id, version)][callerKey(caller)];
     if (!pool.empty()) {
       auto stub = std::move(pool.back());
       pool.pop_back();
+      --pooled_;
       return stub;
     }
   }
-  auto stub = client_.bindJson(id, "=" + version);
+  // A channel of its own per remote caller: this host's policy decides its grant for that
+  // caller (remote_callers), and its service sees that caller.
+  auto stub = client_.bindJsonFor(id, "=" + version, caller);
   if (stub.status().code() == StatusCode::kNotFound) {
     // Exported a moment ago: its provider has just gone, as for a call already in its channel.
     return Status(StatusCode::kUnavailable,
@@ -247,11 +294,17 @@ Result<std::unique_ptr<JsonStub>> Exporter::takeStub(const std::string& id,
   return std::make_unique<JsonStub>(std::move(*stub));
 }
 
-void Exporter::giveBack(const std::string& id, const std::string& version,
+void Exporter::giveBack(const std::string& id, const std::string& version, const Caller& caller,
                         std::unique_ptr<JsonStub> stub) {
   std::lock_guard lock(mu_);
   if (byKey_.count(keyOf(id, version)) == 0) return;  // no longer exported: close it
-  stubs_[keyOf(id, version)].push_back(std::move(stub));
+  if (pooled_ >= kMaxPooledStubs) {
+    // Many callers: start again rather than keep a channel per caller for ever.
+    stubs_.clear();
+    pooled_ = 0;
+  }
+  stubs_[keyOf(id, version)][callerKey(caller)].push_back(std::move(stub));
+  ++pooled_;
 }
 
 Result<CallOptions> Exporter::callOptions(const grpc::ServerContext& ctx) const {
@@ -296,7 +349,8 @@ grpc::Status Exporter::Call(grpc::ServerContext* ctx, const v1::CallRequest* req
   if (!options.ok()) return toGrpc(options.status(), *ctx);
   auto params = wordsOf(request->params(), "params");
   if (!params.ok()) return toGrpc(params.status(), *ctx);
-  auto stub = takeStub(request->service_id(), request->version());
+  const Caller caller = callerOf(*ctx);
+  auto stub = takeStub(request->service_id(), request->version(), caller);
   if (!stub.ok()) return toGrpc(stub.status(), *ctx);
   {
     auto result = (*stub)->callSegment(m->second.first, *params, *options);
@@ -308,13 +362,13 @@ grpc::Status Exporter::Call(grpc::ServerContext* ctx, const v1::CallRequest* req
       const StatusCode code = result.status().code();
       if (code != StatusCode::kUnavailable && code != StatusCode::kDeadlineExceeded &&
           code != StatusCode::kCancelled) {
-        giveBack(request->service_id(), request->version(), std::move(*stub));
+        giveBack(request->service_id(), request->version(), caller, std::move(*stub));
       }
       return toGrpc(result.status(), *ctx);
     }
     reply->set_results(segmentBytes(result->words()));
   }  // the reply is released before the stub goes back to the pool
-  giveBack(request->service_id(), request->version(), std::move(*stub));
+  giveBack(request->service_id(), request->version(), caller, std::move(*stub));
   return grpc::Status::OK;
 }
 
@@ -333,12 +387,13 @@ grpc::Status Exporter::OpenStream(grpc::ServerContext* ctx, const v1::CallReques
   if (!options.ok()) return toGrpc(options.status(), *ctx);
   auto params = wordsOf(request->params(), "params");
   if (!params.ok()) return toGrpc(params.status(), *ctx);
-  auto stub = takeStub(request->service_id(), request->version());
+  const Caller caller = callerOf(*ctx);
+  auto stub = takeStub(request->service_id(), request->version(), caller);
   if (!stub.ok()) return toGrpc(stub.status(), *ctx);
   auto stream = (*stub)->openStreamSegment(m->second.first, *params, *options);
   if (!stream.ok()) {
     if (stream.status().code() != StatusCode::kUnavailable) {
-      giveBack(request->service_id(), request->version(), std::move(*stub));
+      giveBack(request->service_id(), request->version(), caller, std::move(*stub));
     }
     return toGrpc(stream.status(), *ctx);
   }
@@ -360,7 +415,7 @@ grpc::Status Exporter::OpenStream(grpc::ServerContext* ctx, const v1::CallReques
     if (stopping_) (void)stream->cancel();
   }
   // The stream runs on its own; the stub may carry other calls meanwhile.
-  giveBack(request->service_id(), request->version(), std::move(*stub));
+  giveBack(request->service_id(), request->version(), caller, std::move(*stub));
   // One item at a time: the next is read from the ring only once the link took this one, so a
   // slow importer holds the local service back through the ring (back-pressure end to end).
   v1::StreamItem item;

@@ -52,8 +52,13 @@ class Exporter final : public v1::Gateway::Service {
   // The export `id`@`version`, or NOT_FOUND saying that this host does not export it.
   Result<Exported> find(const std::string& id, const std::string& version) const;
   // A stub bound to exactly id@version: one from the pool, else a new one.
-  Result<std::unique_ptr<JsonStub>> takeStub(const std::string& id, const std::string& version);
-  void giveBack(const std::string& id, const std::string& version, std::unique_ptr<JsonStub> stub);
+  Result<std::unique_ptr<JsonStub>> takeStub(const std::string& id, const std::string& version,
+                                             const Caller& caller);
+  void giveBack(const std::string& id, const std::string& version, const Caller& caller,
+                std::unique_ptr<JsonStub> stub);
+  // The caller of an incoming call: as its host described it (hms-caller-bin), from the host
+  // the peer's certificate names.
+  Caller callerOf(const grpc::ServerContext& ctx) const;
   // Deadline and trace of an incoming call, as CallOptions; DEADLINE_EXCEEDED if already past.
   Result<CallOptions> callOptions(const grpc::ServerContext& ctx) const;
 
@@ -69,7 +74,9 @@ class Exporter final : public v1::Gateway::Service {
   std::map<std::string, v1::ExportedTopic> topics_;  // by topic id
   // ServiceInfo::key or TopicInfo::key -> schema_nodes (a registration never changes)
   std::map<uint64_t, std::string> nodesByRegistration_;
-  std::map<std::string, std::vector<std::unique_ptr<JsonStub>>> stubs_;  // "id@version"
+  // Idle stubs by "id@version", then by caller (each remote caller has channels of its own).
+  std::map<std::string, std::map<std::string, std::vector<std::unique_ptr<JsonStub>>>> stubs_;
+  size_t pooled_ = 0;
   std::thread refresher_;
 
   std::mutex streamsMu_;                                 // never held with mu_

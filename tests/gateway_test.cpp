@@ -7,6 +7,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -19,6 +20,7 @@
 #include "hms/ffi/json.hpp"
 #include "support/process.hpp"
 #include "support/tick.hpp"
+#include "support/tokens.hpp"
 #include "test.capnp.h"
 
 namespace hms::ffi {
@@ -77,6 +79,11 @@ std::string gatewayBinary() {
 
 class TwoHosts : public ::testing::Test {
  protected:
+  TwoHosts() = default;
+  // Brokers started with these flags (e.g. --policy FILE).
+  TwoHosts(std::vector<std::string> aArgs, std::vector<std::string> bArgs)
+      : hostA(std::move(aArgs)), hostB(std::move(bArgs)) {}
+
   void SetUp() override {
     certs_ = hostB.dir() + "/certs";
     std::filesystem::create_directories(certs_);
@@ -121,10 +128,11 @@ class TwoHosts : public ::testing::Test {
     return gw;
   }
 
-  std::unique_ptr<Client> connectA() {
+  std::unique_ptr<Client> connectA(const std::string& token = "") {
     ClientOptions o;
     o.socketPath = hostA.socket();
     o.name = "caller-on-a";
+    o.token = token;
     auto c = Client::connect(o);
     EXPECT_TRUE(c.ok()) << c.status().toString();
     return std::move(c).valueOrThrow();
@@ -482,6 +490,118 @@ TEST_F(TwoHosts, ATopicOfHostB_IsPublishedOnHostA_UntilItsPublisherGoes) {
   Status end = sub->next(std::chrono::seconds(30));
   EXPECT_EQ(end.code(), StatusCode::kUnavailable) << end.toString();
   EXPECT_TRUE(waitUntil([&] { return topicOnA().id.empty(); })) << gwA.output();
+}
+
+// ---- Host B's policy decides on callers of host A ----------------------------------------------
+
+// Both hosts trust one token issuer. Host A lets anyone call its proxies (B decides); host B lets
+// this uid's gateway bring callers of host-a with their roles doctor and clerk: echo is for
+// doctors, whoami for both.
+struct PolicyFiles {
+  std::string dir;
+  testing::KeyPair issuer;
+  std::vector<std::string> aArgs, bArgs;
+};
+
+std::string policyB(const std::string& remoteHosts) {
+  const std::string uid = std::to_string(::getuid());
+  return R"({
+  "token_issuers": [{"issuer": "hms-auth", "public_key_file": "issuer.pub.pem"}],
+  "providers": [{"service": "hms.test", "uids": [)" +
+         uid + R"(]}],
+  "rules": [
+    {"service": "hms.test", "method": "echo", "allowed_roles": ["doctor"]},
+    {"service": "hms.test", "method": "whoami", "allowed_roles": ["doctor", "clerk"]}
+  ],
+  "remote_callers": [{"gateways": {"uids": [)" +
+         uid + R"(]}, "hosts": [)" + remoteHosts +
+         R"(], "roles": ["doctor", "clerk"]}]
+})";
+}
+
+PolicyFiles makePolicyFiles() {
+  PolicyFiles f;
+  char tmpl[] = "/tmp/hms-ffi-gwpolicy-XXXXXX";
+  if (::mkdtemp(tmpl) == nullptr) throw std::runtime_error("mkdtemp");
+  f.dir = tmpl;
+  f.issuer = testing::newKeyPair();
+  writeFile(f.dir + "/issuer.pub.pem", f.issuer.publicPem);
+  const std::string uid = std::to_string(::getuid());
+  writeFile(f.dir + "/a.json", R"({
+  "token_issuers": [{"issuer": "hms-auth", "public_key_file": "issuer.pub.pem"}],
+  "providers": [{"service": "hms.test", "uids": [)" +
+                                   uid + R"(]}],
+  "rules": [{"service": "hms.test", "method": "*", "allowed_roles": ["*"]}]
+})");
+  writeFile(f.dir + "/b.json", policyB(R"("host-a")"));
+  f.aArgs = {"--policy", f.dir + "/a.json"};
+  f.bArgs = {"--policy", f.dir + "/b.json"};
+  return f;
+}
+
+class RemotePolicy : public TwoHosts {
+ protected:
+  RemotePolicy() : RemotePolicy(makePolicyFiles()) {}
+  explicit RemotePolicy(PolicyFiles f) : TwoHosts(f.aArgs, f.bArgs), files_(std::move(f)) {}
+  ~RemotePolicy() override { std::filesystem::remove_all(files_.dir); }
+
+  std::string token(const std::string& sub, const std::string& role) const {
+    const int64_t now = int64_t(::time(nullptr));
+    return testing::mintToken(R"({"iss":"hms-auth","sub":")" + sub + R"(","role":")" + role +
+                                  R"(","iat":)" + std::to_string(now) + R"(,"exp":)" +
+                                  std::to_string(now + 3600) + "}",
+                              JWT_ALG_ES256, files_.issuer.privatePem);
+  }
+
+  PolicyFiles files_;
+};
+
+TEST_F(RemotePolicy, HostBsPolicyDecidesOnTheCallerOfHostA_NotOnTheGateway) {
+  auto svc = startTestService(hostB.socket(), {});
+  auto gwB = startGatewayB();
+  auto gwA = startGatewayA();
+  auto doctor = connectA(token("dr-alice", "doctor"));
+  auto clerk = connectA(token("bob", "clerk"));
+  ASSERT_TRUE(imported(*doctor, "hms.test")) << gwA.output() << gwB.output();
+
+  // The doctor may echo; B's service sees who called, and from where.
+  auto d = doctor->bind<TestService>("hms.test");
+  ASSERT_TRUE(d.ok()) << d.status().toString();
+  EXPECT_TRUE(echo(*d, 1, 10).ok());
+  {
+    auto who = d->call<&TestService::Client::whoamiRequest>([](auto) {});
+    ASSERT_TRUE(who.ok()) << who.status().toString();
+    EXPECT_EQ(std::string(who->results().getCallerHost().cStr()), "host-a");
+    ASSERT_EQ(who->results().getCallerRoles().size(), 1u);
+    EXPECT_EQ(std::string(who->results().getCallerRoles()[0].cStr()), "doctor");
+  }
+
+  // The clerk may not echo on B, whatever A allows; it may ask whoami.
+  auto c = clerk->bind<TestService>("hms.test");
+  ASSERT_TRUE(c.ok()) << c.status().toString();
+  auto denied = echo(*c, 2, 10);
+  ASSERT_FALSE(denied.ok());
+  EXPECT_EQ(denied.status().code(), StatusCode::kPermissionDenied) << denied.status().toString();
+  EXPECT_NE(denied.status().message().find("not allowed for a caller of host host-a"),
+            std::string::npos)
+      << denied.status().toString();
+  EXPECT_NE(denied.status().message().find("needs the role doctor; the caller has clerk"),
+            std::string::npos)
+      << denied.status().toString();
+  EXPECT_TRUE(c->call<&TestService::Client::whoamiRequest>([](auto) {}).ok());
+
+  // B stops trusting callers of host-a: its gateway may no longer speak for them.
+  writeFile(files_.dir + "/b.json", policyB(R"("host-c")"));
+  hostB.process().signal(SIGHUP);
+  Status refused;
+  EXPECT_TRUE(waitUntil([&] {
+    auto r = echo(*d, 3, 10);
+    refused = r.status();
+    return r.status().code() == StatusCode::kPermissionDenied;
+  })) << refused.toString();
+  EXPECT_NE(refused.message().find("may not open channels for callers of host host-a"),
+            std::string::npos)
+      << refused.toString();
 }
 
 // ---- The configuration (no processes) ----------------------------------------------------------

@@ -641,5 +641,60 @@ TEST(PolicyFuzz, MutatedFilesNeverCrash) {
           std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()));
 }
 
+// Callers of other hosts (docs/gateway.md): a gateway the policy names may bring them from the
+// hosts it names, with the home roles it accepts; nobody else may, from nowhere else.
+TEST(RemoteCallers, TheNamedGatewayBringsCallersOfTheNamedHosts_WithTheAcceptedRolesOnly) {
+  auto p = mustParse(R"({
+    "remote_callers": [
+      {"gateways": {"uids": [990]}, "hosts": ["host-a"], "roles": ["doctor", "nurse"]},
+      {"gateways": {"uids": [990]}, "hosts": ["*"], "roles": ["auditor"]},
+      {"gateways": {"uids": [991]}, "hosts": ["host-c"], "roles": ["*"]}
+    ],
+    "rules": [{"service": "hms.emr.patient", "method": "*", "allowed_roles": ["doctor"]}]
+  })");
+  ASSERT_NE(p, nullptr);
+  const Identity gateway = person(990);
+  auto roles = p->remoteRoles(gateway, {}, "host-a", {"doctor", "clerk", "auditor"});
+  ASSERT_TRUE(roles.ok()) << roles.status().toString();
+  EXPECT_EQ(*roles, (std::vector<std::string>{"auditor", "doctor"}));
+  // Another host: only what the "*" entry accepts.
+  roles = p->remoteRoles(gateway, {}, "host-b", {"doctor", "auditor"});
+  ASSERT_TRUE(roles.ok());
+  EXPECT_EQ(*roles, (std::vector<std::string>{"auditor"}));
+  // A client the policy does not name as a gateway, or a host its entries do not name.
+  auto denied = p->remoteRoles(person(1000), {}, "host-a", {"doctor"});
+  EXPECT_EQ(denied.status().code(), StatusCode::kPermissionDenied);
+  EXPECT_NE(denied.status().message().find("may not open channels for callers of host host-a"),
+            std::string::npos)
+      << denied.status().message();
+  EXPECT_EQ(p->remoteRoles(person(991), {}, "host-a", {"doctor"}).status().code(),
+            StatusCode::kPermissionDenied);
+  roles = p->remoteRoles(person(991), {}, "host-c", {"doctor", "clerk"});
+  ASSERT_TRUE(roles.ok());
+  EXPECT_EQ(*roles, (std::vector<std::string>{"clerk", "doctor"}));
+}
+
+TEST(RemoteCallers, WithoutAnEntry_NoGatewayMaySpeakForAnyone) {
+  auto p = mustParse(R"([{"service": "hms.emr.patient", "method": "*", "allowed_roles": ["*"]}])");
+  ASSERT_NE(p, nullptr);
+  EXPECT_EQ(p->remoteRoles(person(0), {}, "host-a", {"doctor"}).status().code(),
+            StatusCode::kPermissionDenied);
+}
+
+TEST(RemoteCallers, IncompleteEntriesAreRefused) {
+  EXPECT_NE(parseError(R"({"remote_callers": [{"hosts": ["a"], "roles": ["*"]}]})")
+                .message()
+                .find("remote_callers[0].gateways: missing"),
+            std::string::npos);
+  EXPECT_NE(parseError(R"({"remote_callers": [{"gateways": {"uids": [1]}, "roles": ["*"]}]})")
+                .message()
+                .find("remote_callers[0].hosts: missing or empty"),
+            std::string::npos);
+  EXPECT_NE(parseError(R"({"remote_callers": [{"gateways": {"uids": [1]}, "hosts": ["a"]}]})")
+                .message()
+                .find("remote_callers[0].roles: missing or empty"),
+            std::string::npos);
+}
+
 }  // namespace
 }  // namespace hms::ffi::broker

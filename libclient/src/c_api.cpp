@@ -1207,7 +1207,12 @@ const char* hms_request_caller_json(const hms_request_t* request) {
       if (i) out += ",";
       hms::ffi::detail::appendJsonString(out, c.roles[i]);
     }
-    out += "]}";
+    out += "]";
+    if (!c.host.empty()) {
+      out += ",\"host\":";
+      hms::ffi::detail::appendJsonString(out, c.host);
+    }
+    out += "}";
   }
   return r.callerJson.c_str();
 }

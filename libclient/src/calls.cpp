@@ -311,7 +311,24 @@ Status CallerChannel::open(bool initial) {
   }
   const int ownFd = own ? own->fd.get() : -1;
   auto reply = client->roundTrip(
-      [&](wire::Request::Builder req) { req.initOpenChannel().setServiceKey(info.key); },
+      [&](wire::Request::Builder req) {
+        auto open = req.initOpenChannel();
+        open.setServiceKey(info.key);
+        if (onBehalfOf) {
+          auto who = open.initOnBehalfOf();
+          who.setHost(onBehalfOf->host);
+          who.setName(onBehalfOf->name);
+          who.setUid(uint32_t(onBehalfOf->uid));
+          who.setPid(uint32_t(onBehalfOf->pid));
+          who.setSubject(onBehalfOf->subject);
+          who.setIssuer(onBehalfOf->issuer);
+          who.setAuthenticated(onBehalfOf->authenticated);
+          auto roles = who.initRoles(unsigned(onBehalfOf->roles.size()));
+          for (size_t i = 0; i < onBehalfOf->roles.size(); ++i) {
+            roles.set(unsigned(i), onBehalfOf->roles[i]);
+          }
+        }
+      },
       own ? &ownFd : nullptr, own ? 1 : 0);
   if (!reply.ok()) return reply.status();
   auto r = reply->reply();
@@ -1009,11 +1026,19 @@ Result<ServiceInfo> Client::resolve(std::string_view id, std::string_view range)
 Result<std::shared_ptr<detail::CallerChannel>> Client::bindImpl(std::string_view id,
                                                                 std::string_view range,
                                                                 uint64_t interfaceId,
-                                                                std::string interfaceName) {
+                                                                std::string interfaceName,
+                                                                const Caller* onBehalfOf) {
   auto r = VersionRange::parse(range);
   if (!r.ok()) return r.status();
   auto ch = std::make_shared<detail::CallerChannel>(impl_, std::string(id), std::move(*r),
                                                     interfaceId, std::move(interfaceName));
+  if (onBehalfOf != nullptr) {
+    if (onBehalfOf->host.empty()) {
+      return Status(StatusCode::kInvalidArgument,
+                    "bindJsonFor: the caller's host is empty (it is for callers of other hosts)");
+    }
+    ch->onBehalfOf = *onBehalfOf;
+  }
   if (auto s = ch->open(true); !s) return s;
   return ch;
 }

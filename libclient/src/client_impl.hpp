@@ -338,6 +338,10 @@ class CallerChannel : public std::enable_shared_from_this<CallerChannel> {
   const uint64_t interfaceId;
   const std::string interfaceName;
 
+  // Set before the first open by a gateway (Client::bindJsonFor): every open of this channel is
+  // for that caller of another host.
+  std::optional<Caller> onBehalfOf;
+
   // Channel (valid while isOpen).
   bool isOpen = false;
   uint64_t session = 0;  // the broker connection channelId belongs to

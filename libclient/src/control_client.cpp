@@ -118,6 +118,13 @@ std::shared_ptr<const ChannelGrant> readGrant(wire::ChannelOpened::Reader o) {
   for (auto a : w.getAudit()) g->audit.push_back(uint8_t(a));
   for (auto d : w.getDenied()) g->denied.emplace_back(d.cStr());
   auto c = w.getCaller();
+  if (c.getHost().size() > 0) {
+    // A caller of another host, for whom a gateway (the opener above) opened the channel.
+    who.host = c.getHost().cStr();
+    who.uid = uid_t(c.getUid());
+    who.pid = pid_t(c.getPid());
+    who.name = c.getName().cStr();
+  }
   who.gid = gid_t(c.getGid());
   for (uint32_t gid : c.getGroups()) who.groups.push_back(gid_t(gid));
   who.authenticated = c.getAuthenticated();

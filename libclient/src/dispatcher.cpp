@@ -969,9 +969,10 @@ Status Dispatcher::invokeChecked(
     const Caller& who = grant.caller;
     status =
         Status(StatusCode::kPermissionDenied,
-               svc.spec.id + "." + method + " is not allowed for uid " + std::to_string(who.uid) +
-                   " (pid " + std::to_string(who.pid) + ", '" + who.name + "'" +
-                   (who.subject.empty() ? "" : ", sub " + who.subject) + "): " + why,
+               svc.spec.id + "." + method + " is not allowed for " +
+                   (who.host.empty() ? "" : "a caller of host " + who.host + ", ") + "uid " +
+                   std::to_string(who.uid) + " (pid " + std::to_string(who.pid) + ", '" + who.name +
+                   "'" + (who.subject.empty() ? "" : ", sub " + who.subject) + "): " + why,
                svc.spec.id, {{"service", svc.spec.id}, {"method", method}, {"reason", why}});
   } else {
     status = invokeGranted(ch, rec, call, stream, run, results, nowNs);

@@ -262,9 +262,19 @@ Result<MetricsSnapshot> Client::metrics() const {
 // ---- JsonStub ---------------------------------------------------------------------------------
 
 Result<JsonStub> Client::bindJson(std::string_view id, std::string_view range) {
+  return bindJsonImpl(id, range, nullptr);
+}
+
+Result<JsonStub> Client::bindJsonFor(std::string_view id, std::string_view range,
+                                     const Caller& caller) {
+  return bindJsonImpl(id, range, &caller);
+}
+
+Result<JsonStub> Client::bindJsonImpl(std::string_view id, std::string_view range,
+                                      const Caller* onBehalfOf) {
   auto s = resolve(id, range);
   if (!s.ok()) return s.status();
-  auto ch = bindImpl(id, range, s->interfaceId, s->interfaceName);
+  auto ch = bindImpl(id, range, s->interfaceId, s->interfaceName, onBehalfOf);
   if (!ch.ok()) return ch.status();
   // The contract of exactly the version bound (a newer one may have come since resolve()).
   const ServiceInfo& bound = detail::boundService(**ch);

@@ -9,7 +9,8 @@ interface TestService {
   sleep @1 (ms :UInt32) -> (timeLeftMs :UInt64, calls :UInt64);
   fail @2 (code :UInt32, message :Text) -> ();
   blob @3 (size :UInt32) -> (data :Data);
-  whoami @4 () -> (pid :UInt32, version :Text, callerPid :UInt32);
+  whoami @4 () -> (pid :UInt32, version :Text, callerPid :UInt32, callerHost :Text,
+                   callerRoles :List(Text));
   # A server stream: n items, value = from + i, payload of payloadBytes derived from the value,
   # delayUs between items; failAt (if non-zero) ends the stream with ABORTED at that item.
   count @5 (from :UInt64, n :UInt64, payloadBytes :UInt32, delayUs :UInt32, failAt :UInt64)

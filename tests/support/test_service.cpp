@@ -168,6 +168,11 @@ int main(int argc, char** argv) {
       r.setPid(uint32_t(::getpid()));
       r.setVersion(vtext);
       r.setCallerPid(uint32_t(ctx.callerPid()));
+      r.setCallerHost(ctx.caller().host);
+      auto roles = r.initCallerRoles(unsigned(ctx.caller().roles.size()));
+      for (size_t i = 0; i < ctx.caller().roles.size(); ++i) {
+        roles.set(unsigned(i), ctx.caller().roles[i]);
+      }
       return Status();
     });
     auto version = hms::ffi::Version::parse(vtext);

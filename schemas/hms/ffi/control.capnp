@@ -169,6 +169,23 @@ struct RegisterService {
 # must be shared memory.
 struct OpenChannel {
   serviceKey @0 :UInt64;
+  # Set by a gateway (docs/gateway.md) opening the channel for a caller of another host: the
+  # broker decides the grant for that caller, if its policy lets this client speak for callers of
+  # that host (remote_callers), and the service sees that caller.
+  onBehalfOf @1 :RemoteCaller;
+}
+
+# A caller of another host as its own broker described it to the gateway there, and `host` the
+# name the link's TLS certificate carries.
+struct RemoteCaller {
+  host @0 :Text;
+  name @1 :Text;
+  uid @2 :UInt32;              # on its own host
+  pid @3 :UInt32;
+  subject @4 :Text;
+  issuer @5 :Text;
+  authenticated @6 :Bool;
+  roles @7 :List(Text);        # on its own host
 }
 
 struct AttachChannel {
@@ -391,6 +408,7 @@ struct CallerIdentity {
   roles @6 :List(Text);        # every role the policy gives the caller (token and assignments)
   authenticated @7 :Bool;      # a token was presented and verified
   issuer @8 :Text;
+  host @9 :Text;               # a caller of another host (through a gateway); empty: this host
 }
 
 struct ChannelClosed {

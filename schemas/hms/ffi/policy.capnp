@@ -16,6 +16,16 @@ struct PolicyFile {
   providers @4 :List(PolicyProvider);
   topics @5 :List(PolicyTopic);
   rules @6 :List(PolicyRule);
+  remoteCallers @7 :List(PolicyRemoteCallers);
+}
+
+# Callers of other hosts, whose calls a gateway of this host brings in (docs/gateway.md): the
+# gateways that may open channels for them, the hosts they may come from, and the roles they may
+# bring from their home host (the rest of their roles do not count here).
+struct PolicyRemoteCallers {
+  gateways @0 :PolicyPrincipals;
+  hosts @1 :List(Text);                   # "*": any host
+  roles @2 :List(Text);                   # "*": every role of the caller's home host
 }
 
 struct PolicyTokenIssuer {

@@ -214,6 +214,11 @@ struct Caller {
   std::string subject;             // the token's sub
   std::string issuer;              // the token's iss
   std::vector<std::string> roles;  // every role the broker's policy gives it (empty: no policy)
+  // A caller of another host, whose call a gateway brought in (docs/gateway.md): its host's name
+  // as the link's TLS certificate carries it. Then uid, pid, name, subject and issuer are as its
+  // own host knows them, gid and groups are unknown, and roles are those of its home roles this
+  // host's policy accepts (remote_callers). Empty: a caller of this host.
+  std::string host;
   bool hasRole(std::string_view role) const noexcept;
 };
 
@@ -855,6 +860,10 @@ class Client {
   // A stub that calls the highest live version of `id` in `range` with JSON
   // (hms/ffi/json.hpp): no generated code needed, the schema comes from the broker.
   Result<JsonStub> bindJson(std::string_view id, std::string_view range = "*");
+  // A gateway's (docs/gateway.md): binds for `caller`, a caller of another host (caller.host set),
+  // whose grant the broker decides from its policy's remote_callers: PERMISSION_DENIED when the
+  // policy does not let this client speak for callers of that host.
+  Result<JsonStub> bindJsonFor(std::string_view id, std::string_view range, const Caller& caller);
   // One call with JSON in and out, for a one-off (bindJson each time: a channel open and a
   // contract fetch; keep a JsonStub for repeated calls).
   Result<std::string> callJson(std::string_view id, std::string_view range, std::string_view method,
@@ -883,8 +892,11 @@ class Client {
   Result<std::shared_ptr<detail::CallerChannel>> bindImpl(std::string_view id,
                                                           std::string_view range,
                                                           uint64_t interfaceId,
-                                                          std::string interfaceName);
+                                                          std::string interfaceName,
+                                                          const Caller* onBehalfOf = nullptr);
   Result<ServiceHandle> serveImpl(detail::ServiceSpec spec);
+  Result<JsonStub> bindJsonImpl(std::string_view id, std::string_view range,
+                                const Caller* onBehalfOf);
 
   std::shared_ptr<detail::ClientImpl> impl_;
 };

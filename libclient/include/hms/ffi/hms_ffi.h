@@ -300,7 +300,9 @@ HMS_FFI_API const char* hms_request_caller_name(const hms_request_t* request);
  * lives: {"uid":1001,"gid":1001,"pid":4242,"groups":[1001,27],"name":"hms-api",
  * "authenticated":true,"subject":"alice","issuer":"hms-auth","roles":["doctor"]}. The kernel's
  * identity of the calling process and the claims of the token the broker verified; the caller
- * cannot alter any of it. "roles" are those the broker's policy gives it (empty: no policy). */
+ * cannot alter any of it. "roles" are those the broker's policy gives it (empty: no policy).
+ * A caller of another host, brought in by a gateway (docs/gateway.md), also has "host": its
+ * host's name; its uid, pid, name, subject and issuer are then as that host knows them. */
 HMS_FFI_API const char* hms_request_caller_json(const hms_request_t* request);
 /* Nanoseconds left until the caller's deadline (INT64_MAX: none, the caller gave no bound). */
 HMS_FFI_API int64_t hms_request_time_left_ns(const hms_request_t* request);
