@@ -334,26 +334,39 @@ Result<CallOptions> Exporter::callOptions(const grpc::ServerContext& ctx) const 
   return o;
 }
 
+Result<Exporter::Incoming> Exporter::incoming(const grpc::ServerContext& ctx,
+                                              const v1::CallRequest& request, bool stream) {
+  auto e = find(request.service_id(), request.version());
+  if (!e.ok()) return e.status();
+  auto m = e->methods.find(request.ordinal());
+  if (m == e->methods.end() || m->second.second != stream) {
+    return Status(StatusCode::kUnimplemented,
+                  "method @" + std::to_string(request.ordinal()) + " of " + request.service_id() +
+                      (stream ? " is not a server stream" : " is not a call"));
+  }
+  Incoming in;
+  in.method = m->second.first;
+  auto options = callOptions(ctx);
+  if (!options.ok()) return options.status();
+  in.options = std::move(*options);
+  auto params = wordsOf(request.params(), "params");
+  if (!params.ok()) return params.status();
+  in.params = std::move(*params);
+  in.caller = callerOf(ctx);
+  auto stub = takeStub(request.service_id(), request.version(), in.caller);
+  if (!stub.ok()) return stub.status();
+  in.stub = std::move(*stub);
+  return in;
+}
+
 grpc::Status Exporter::Call(grpc::ServerContext* ctx, const v1::CallRequest* request,
                             v1::CallReply* reply) {
-  auto e = find(request->service_id(), request->version());
-  if (!e.ok()) return toGrpc(e.status(), *ctx);
-  auto m = e->methods.find(request->ordinal());
-  if (m == e->methods.end() || m->second.second) {
-    return toGrpc(
-        Status(StatusCode::kUnimplemented, "method @" + std::to_string(request->ordinal()) +
-                                               " of " + request->service_id() + " is not a call"),
-        *ctx);
-  }
-  auto options = callOptions(*ctx);
-  if (!options.ok()) return toGrpc(options.status(), *ctx);
-  auto params = wordsOf(request->params(), "params");
-  if (!params.ok()) return toGrpc(params.status(), *ctx);
-  const Caller caller = callerOf(*ctx);
-  auto stub = takeStub(request->service_id(), request->version(), caller);
-  if (!stub.ok()) return toGrpc(stub.status(), *ctx);
+  auto in = incoming(*ctx, *request, false);
+  if (!in.ok()) return toGrpc(in.status(), *ctx);
+  const Caller& caller = in->caller;
+  auto& stub = in->stub;
   {
-    auto result = (*stub)->callSegment(m->second.first, *params, *options);
+    auto result = stub->callSegment(in->method, in->params, in->options);
     if (!result.ok()) {
       // A stub is pooled again only after an answer. Its channel is closed with it when the
       // provider went (UNAVAILABLE), or when the call may still be running there (deadline,
@@ -362,38 +375,25 @@ grpc::Status Exporter::Call(grpc::ServerContext* ctx, const v1::CallRequest* req
       const StatusCode code = result.status().code();
       if (code != StatusCode::kUnavailable && code != StatusCode::kDeadlineExceeded &&
           code != StatusCode::kCancelled) {
-        giveBack(request->service_id(), request->version(), caller, std::move(*stub));
+        giveBack(request->service_id(), request->version(), caller, std::move(stub));
       }
       return toGrpc(result.status(), *ctx);
     }
     reply->set_results(segmentBytes(result->words()));
   }  // the reply is released before the stub goes back to the pool
-  giveBack(request->service_id(), request->version(), caller, std::move(*stub));
+  giveBack(request->service_id(), request->version(), caller, std::move(stub));
   return grpc::Status::OK;
 }
 
 grpc::Status Exporter::OpenStream(grpc::ServerContext* ctx, const v1::CallRequest* request,
                                   grpc::ServerWriter<v1::StreamItem>* writer) {
-  auto e = find(request->service_id(), request->version());
-  if (!e.ok()) return toGrpc(e.status(), *ctx);
-  auto m = e->methods.find(request->ordinal());
-  if (m == e->methods.end() || !m->second.second) {
-    return toGrpc(Status(StatusCode::kUnimplemented,
-                         "method @" + std::to_string(request->ordinal()) + " of " +
-                             request->service_id() + " is not a server stream"),
-                  *ctx);
-  }
-  auto options = callOptions(*ctx);
-  if (!options.ok()) return toGrpc(options.status(), *ctx);
-  auto params = wordsOf(request->params(), "params");
-  if (!params.ok()) return toGrpc(params.status(), *ctx);
-  const Caller caller = callerOf(*ctx);
-  auto stub = takeStub(request->service_id(), request->version(), caller);
-  if (!stub.ok()) return toGrpc(stub.status(), *ctx);
-  auto stream = (*stub)->openStreamSegment(m->second.first, *params, *options);
+  auto in = incoming(*ctx, *request, true);
+  if (!in.ok()) return toGrpc(in.status(), *ctx);
+  const Caller& caller = in->caller;
+  auto stream = in->stub->openStreamSegment(in->method, in->params, in->options);
   if (!stream.ok()) {
     if (stream.status().code() != StatusCode::kUnavailable) {
-      giveBack(request->service_id(), request->version(), caller, std::move(*stub));
+      giveBack(request->service_id(), request->version(), caller, std::move(in->stub));
     }
     return toGrpc(stream.status(), *ctx);
   }
@@ -415,7 +415,7 @@ grpc::Status Exporter::OpenStream(grpc::ServerContext* ctx, const v1::CallReques
     if (stopping_) (void)stream->cancel();
   }
   // The stream runs on its own; the stub may carry other calls meanwhile.
-  giveBack(request->service_id(), request->version(), caller, std::move(*stub));
+  giveBack(request->service_id(), request->version(), caller, std::move(in->stub));
   // One item at a time: the next is read from the ring only once the link took this one, so a
   // slow importer holds the local service back through the ring (back-pressure end to end).
   v1::StreamItem item;

@@ -59,6 +59,17 @@ class Exporter final : public v1::Gateway::Service {
   // The caller of an incoming call: as its host described it (hms-caller-bin), from the host
   // the peer's certificate names.
   Caller callerOf(const grpc::ServerContext& ctx) const;
+  // What Call and OpenStream need of a request: its method (a call, or a stream), options, params,
+  // caller, and a stub bound for that caller.
+  struct Incoming {
+    std::string method;
+    CallOptions options;
+    kj::Array<capnp::word> params;
+    Caller caller;
+    std::unique_ptr<JsonStub> stub;
+  };
+  Result<Incoming> incoming(const grpc::ServerContext& ctx, const v1::CallRequest& request,
+                            bool stream);
   // Deadline and trace of an incoming call, as CallOptions; DEADLINE_EXCEEDED if already past.
   Result<CallOptions> callOptions(const grpc::ServerContext& ctx) const;
 

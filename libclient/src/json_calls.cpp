@@ -301,6 +301,18 @@ const ServiceInfo& JsonStub::service() const noexcept {
   return detail::boundService(*ch_);
 }
 
+Result<JsonStub::Method> JsonStub::method(std::string_view name, bool stream,
+                                          const char* otherwise) const {
+  auto m = method(name);
+  if (m.ok() && m->stream != stream) {
+    return Status(StatusCode::kFailedPrecondition,
+                  "method " + std::string(name) + " of " + contract_->id +
+                      (m->stream ? " is a server stream; " : " is not a server stream; ") +
+                      otherwise);
+  }
+  return m;
+}
+
 Result<JsonStub::Method> JsonStub::method(std::string_view name) const {
   const ContractInfo& c = *contract_;
   KJ_IF_MAYBE (m, c.schema.findMethodByName(kj::StringPtr(std::string(name).c_str()))) {
@@ -408,13 +420,8 @@ Result<kj::ArrayPtr<capnp::word>> JsonStub::loanRaw(std::string_view name,
                                                     const CallOptions& options) {
   // A loan holds the channel's lease: another thread's loan waits in beginCall for it, this
   // thread's second one is refused there (FAILED_PRECONDITION).
-  auto m = method(name);
+  auto m = method(name, false, "the raw level makes calls only");
   if (!m.ok()) return m.status();
-  if (m->stream) {
-    return Status(StatusCode::kFailedPrecondition,
-                  "method " + std::string(name) + " of " + contract_->id +
-                      " is a server stream; the raw level makes calls only");
-  }
   for (int attempt = 0;; ++attempt) {
     auto builder = detail::beginCall(*ch_, m->ref, options);
     if (!builder.ok()) return builder.status();
@@ -489,13 +496,8 @@ Status JsonStub::copy(const Method& m, kj::ArrayPtr<const capnp::word> params,
 Result<RawReply> JsonStub::callSegment(std::string_view name,
                                        kj::ArrayPtr<const capnp::word> params,
                                        const CallOptions& options) {
-  auto m = method(name);
+  auto m = method(name, false, "open it with openStreamSegment");
   if (!m.ok()) return m.status();
-  if (m->stream) {
-    return Status(StatusCode::kFailedPrecondition,
-                  "method " + std::string(name) + " of " + contract_->id +
-                      " is a server stream; open it with openStreamSegment");
-  }
   if (auto s = copy(*m, params, options); !s) return s;
   return sendAndWait();
 }
@@ -503,13 +505,8 @@ Result<RawReply> JsonStub::callSegment(std::string_view name,
 Result<JsonStream> JsonStub::openStreamSegment(std::string_view name,
                                                kj::ArrayPtr<const capnp::word> params,
                                                const CallOptions& options) {
-  auto m = method(name);
+  auto m = method(name, true, "call it with callSegment");
   if (!m.ok()) return m.status();
-  if (!m->stream) {
-    return Status(StatusCode::kFailedPrecondition,
-                  "method " + std::string(name) + " of " + contract_->id +
-                      " is not a server stream; call it with callSegment");
-  }
   if (auto s = copy(*m, params, options); !s) return s;
   return JsonStream(detail::sendAsync(ch_, true, nullptr), m->results, false, contract_);
 }

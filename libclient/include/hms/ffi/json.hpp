@@ -156,6 +156,9 @@ class JsonStub {
   JsonStub(std::shared_ptr<detail::CallerChannel> ch, std::shared_ptr<const ContractInfo> contract)
       : ch_(std::move(ch)), contract_(std::move(contract)) {}
   Result<Method> method(std::string_view name) const;
+  // The same, FAILED_PRECONDITION ("... is a server stream; <otherwise>") when it is not a
+  // server stream (`stream`) or not a call (`!stream`).
+  Result<Method> method(std::string_view name, bool stream, const char* otherwise) const;
   // Begins a call of `m` on the channel with the JSON params built in the ring.
   Status build(const Method& m, std::string_view params, const CallOptions& options);
   // The same with the params copied from a segment.
