@@ -12,16 +12,19 @@ std::string keyOf(const std::string& id, const std::string& version) {
   return id + "@" + version;
 }
 
-// Who a peer is, for the log: the name its certificate carries (what the handshake checked),
-// the name it gave, and its address.
-std::string peerOf(const grpc::ServerContext& ctx, const std::string& said) {
-  std::string certified;
+// The name the peer's certificate carries (its first, where it carries several): what the
+// handshake checked, unlike anything the peer states. Empty without one.
+std::string certifiedName(const grpc::ServerContext& ctx) {
   if (auto auth = ctx.auth_context()) {
-    for (const auto& id : auth->GetPeerIdentity()) {
-      if (!certified.empty()) certified += ',';
-      certified.append(id.data(), id.size());
-    }
+    const auto ids = auth->GetPeerIdentity();
+    if (!ids.empty()) return std::string(ids[0].data(), ids[0].size());
   }
+  return {};
+}
+
+// Who a peer is, for the log: its certified name, the name it gave, and its address.
+std::string peerOf(const grpc::ServerContext& ctx, const std::string& said) {
+  const std::string certified = certifiedName(ctx);
   return said + " (certificate " + (certified.empty() ? "?" : certified) + ", " + ctx.peer() + ")";
 }
 
@@ -140,7 +143,7 @@ bool Exporter::refresh() {
       }
       kept.emplace(s.key, it->second);
       Exported e;
-      auto& w = e.wire;
+      auto& w = *next.add_services();
       w.set_id(s.id);
       w.set_version(version);
       w.set_interface_id(s.interfaceId);
@@ -155,7 +158,6 @@ bool Exporter::refresh() {
         wm->set_stream(m.stream);
         e.methods[m.ordinal] = {m.name, m.stream};
       }
-      *next.add_services() = w;
       byKey.emplace(keyOf(s.id, version), std::move(e));
     }
   }
@@ -217,16 +219,22 @@ grpc::Status Exporter::Watch(grpc::ServerContext* ctx, const v1::WatchRequest* r
   return grpc::Status::OK;
 }
 
-Result<Exporter::Exported> Exporter::find(const std::string& id, const std::string& version) const {
+Result<std::string> Exporter::methodOf(const v1::CallRequest& request, bool stream) const {
   std::lock_guard lock(mu_);
-  auto it = byKey_.find(keyOf(id, version));
+  auto it = byKey_.find(keyOf(request.service_id(), request.version()));
   if (it == byKey_.end()) {
     return Status(StatusCode::kUnavailable,
-                  id + "@" + version + " is not exported by " + config_.host +
-                      " now (its provider has gone, or no export rule names it)",
-                  id);
+                  request.service_id() + "@" + request.version() + " is not exported by " +
+                      config_.host + " now (its provider has gone, or no export rule names it)",
+                  request.service_id());
   }
-  return it->second;
+  auto m = it->second.methods.find(request.ordinal());
+  if (m == it->second.methods.end() || m->second.second != stream) {
+    return Status(StatusCode::kUnimplemented,
+                  "method @" + std::to_string(request.ordinal()) + " of " + request.service_id() +
+                      (stream ? " is not a server stream" : " is not a call"));
+  }
+  return m->second.first;
 }
 
 Caller Exporter::callerOf(const grpc::ServerContext& ctx) const {
@@ -245,10 +253,7 @@ Caller Exporter::callerOf(const grpc::ServerContext& ctx) const {
     }
   }
   // The host is the one the handshake checked, never the one the peer states.
-  if (auto auth = ctx.auth_context()) {
-    const auto ids = auth->GetPeerIdentity();
-    if (!ids.empty()) c.host.assign(ids[0].data(), ids[0].size());
-  }
+  c.host = certifiedName(ctx);
   if (c.host.empty()) c.host = "unknown";
   return c;
 }
@@ -336,16 +341,10 @@ Result<CallOptions> Exporter::callOptions(const grpc::ServerContext& ctx) const 
 
 Result<Exporter::Incoming> Exporter::incoming(const grpc::ServerContext& ctx,
                                               const v1::CallRequest& request, bool stream) {
-  auto e = find(request.service_id(), request.version());
-  if (!e.ok()) return e.status();
-  auto m = e->methods.find(request.ordinal());
-  if (m == e->methods.end() || m->second.second != stream) {
-    return Status(StatusCode::kUnimplemented,
-                  "method @" + std::to_string(request.ordinal()) + " of " + request.service_id() +
-                      (stream ? " is not a server stream" : " is not a call"));
-  }
+  auto method = methodOf(request, stream);
+  if (!method.ok()) return method.status();
   Incoming in;
-  in.method = m->second.first;
+  in.method = std::move(*method);
   auto options = callOptions(ctx);
   if (!options.ok()) return options.status();
   in.options = std::move(*options);

@@ -41,7 +41,6 @@ class Exporter final : public v1::Gateway::Service {
 
  private:
   struct Exported {
-    v1::ExportedService wire;
     std::map<uint32_t, std::pair<std::string, bool>> methods;  // ordinal -> name, stream
   };
   // Reads the registry and the contracts of what the rules name; false if nothing changed.
@@ -49,8 +48,9 @@ class Exporter final : public v1::Gateway::Service {
   void refreshLoop();
   // Cancels the streams whose peer cancelled them (or every one).
   void reapStreams(bool all);
-  // The export `id`@`version`, or NOT_FOUND saying that this host does not export it.
-  Result<Exported> find(const std::string& id, const std::string& version) const;
+  // The name of the method a request names: UNAVAILABLE when its service is not exported now,
+  // UNIMPLEMENTED when the method is not of the kind asked (a call, or a stream if `stream`).
+  Result<std::string> methodOf(const v1::CallRequest& request, bool stream) const;
   // A stub bound to exactly id@version: one from the pool, else a new one.
   Result<std::unique_ptr<JsonStub>> takeStub(const std::string& id, const std::string& version,
                                              const Caller& caller);

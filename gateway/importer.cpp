@@ -91,7 +91,7 @@ v1::CallRequest request(const Route& r, const CallContext& ctx, capnp::MessageRe
   req.set_service_id(r.serviceId);
   req.set_version(r.version);
   req.set_ordinal(ctx.methodOrdinal());
-  req.set_params(canonicalBytes(params));
+  req.set_params(messageBytes(params));
   return req;
 }
 

@@ -37,8 +37,7 @@ Status fromGrpc(const grpc::Status& status, const grpc::ClientContext& ctx,
     }
   }
   // gRPC's own error: the link, the certificate, the deadline on the way.
-  Status s(code, "gateway of " + peer + ": " + status.error_message(), "gateway:" + peer);
-  return s;
+  return Status(code, "gateway of " + peer + ": " + status.error_message(), "gateway:" + peer);
 }
 
 std::string segmentBytes(kj::ArrayPtr<const capnp::word> words) {
@@ -46,9 +45,11 @@ std::string segmentBytes(kj::ArrayPtr<const capnp::word> words) {
                      words.size() * sizeof(capnp::word));
 }
 
-std::string canonicalBytes(capnp::MessageReader& message) {
-  auto words = message.getRoot<capnp::AnyStruct>().canonicalize();
-  return segmentBytes(words);
+std::string messageBytes(capnp::MessageReader& message) {
+  // A message read in place from a ring or a socket buffer is one segment, root pointer at word
+  // 0, already what the other end reads: one copy, into the string. Others are canonicalized.
+  if (message.getSegment(1) == nullptr) return segmentBytes(message.getSegment(0));
+  return segmentBytes(message.getRoot<capnp::AnyStruct>().canonicalize());
 }
 
 Result<kj::Array<capnp::word>> wordsOf(const std::string& bytes, const char* what) {

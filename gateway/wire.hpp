@@ -23,9 +23,10 @@ grpc::Status toGrpc(const Status& status, grpc::ServerContext& ctx);
 Status fromGrpc(const grpc::Status& status, const grpc::ClientContext& ctx,
                 const std::string& peer);
 
-// The canonical bytes of a message's root struct: one segment, root pointer at word 0, what the
-// raw level of JsonStub takes and gives (`words` is such a segment already).
-std::string canonicalBytes(capnp::MessageReader& message);
+// A message as one segment with its root pointer at word 0, what JsonStub's segment level takes
+// and gives: the message's own segment when it has one only, else its canonical form. (`words`
+// is such a segment already.)
+std::string messageBytes(capnp::MessageReader& message);
 std::string segmentBytes(kj::ArrayPtr<const capnp::word> words);
 // Bytes from the wire as aligned words (a protobuf string has no alignment), or INVALID_ARGUMENT
 // when their size is not whole words.
