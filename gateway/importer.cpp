@@ -106,7 +106,7 @@ Handler callForwarder(std::shared_ptr<const Route> route) {
     if (!gs.ok()) return failure(*route, ctx, gs, **g);
     auto words = wordsOf(reply.results(), "the results");
     if (!words.ok()) return words.status();
-    return copyInto(*words, results);
+    return copySegment(*words, results, "the results that came over the link");
   };
 }
 
@@ -132,7 +132,7 @@ StreamHandler streamForwarder(std::shared_ptr<const Route> route) {
             failed = b.status();
             break;
           }
-          if (Status s = copyInto(*words, **b); !s) {
+          if (Status s = copySegment(*words, **b, "a stream item that came over the link"); !s) {
             sink.abortItem();
             failed = s;
             break;

@@ -63,20 +63,6 @@ Result<kj::Array<capnp::word>> wordsOf(const std::string& bytes, const char* wha
   return words;
 }
 
-Status copyInto(kj::ArrayPtr<const capnp::word> words, capnp::MessageBuilder& into) {
-  Status st;
-  KJ_IF_MAYBE (e, kj::runCatchingExceptions([&]() {
-                 kj::ArrayPtr<const capnp::word> segments[1] = {words};
-                 capnp::SegmentArrayMessageReader reader(kj::arrayPtr(segments, 1));
-                 into.setRoot(reader.getRoot<capnp::AnyStruct>());
-               })) {
-    st = Status(
-        StatusCode::kInvalidArgument,
-        std::string("a malformed message came over the link: ") + e->getDescription().cStr());
-  }
-  return st;
-}
-
 std::string schemaNodesBytes(const capnp::SchemaLoader& loader) {
   auto all = loader.getAllLoaded();
   capnp::MallocMessageBuilder msg;

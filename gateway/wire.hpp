@@ -31,9 +31,6 @@ std::string segmentBytes(kj::ArrayPtr<const capnp::word> words);
 // Bytes from the wire as aligned words (a protobuf string has no alignment), or INVALID_ARGUMENT
 // when their size is not whole words.
 Result<kj::Array<capnp::word>> wordsOf(const std::string& bytes, const char* what);
-// Copies the root struct of the one-segment message `words` into `into` (limits as the library's
-// own checks: a malformed message is INVALID_ARGUMENT, nothing is copied).
-Status copyInto(kj::ArrayPtr<const capnp::word> words, capnp::MessageBuilder& into);
 
 // The nodes a loader holds, as a flat CodeGeneratorRequest message carrying only `nodes`.
 std::string schemaNodesBytes(const capnp::SchemaLoader& loader);

@@ -476,20 +476,26 @@ Result<RawReply> JsonStub::sendAndWait() {
   return RawReply(ch_, nullptr, segment(**reader));
 }
 
+Status copySegment(kj::ArrayPtr<const capnp::word> segment, capnp::MessageBuilder& into,
+                   std::string_view what) {
+  Status st;
+  KJ_IF_MAYBE (e, kj::runCatchingExceptions([&]() {
+                 kj::ArrayPtr<const capnp::word> segments[1] = {segment};
+                 capnp::SegmentArrayMessageReader reader(kj::arrayPtr(segments, 1));
+                 into.setRoot(reader.getRoot<capnp::AnyStruct>());
+               })) {
+    st = Status(StatusCode::kInvalidArgument,
+                std::string(what) + " is not a valid message: " + e->getDescription().cStr());
+  }
+  return st;
+}
+
 Status JsonStub::copy(const Method& m, kj::ArrayPtr<const capnp::word> params,
                       const CallOptions& options) {
   auto builder = detail::beginCall(*ch_, m.ref, options);
   if (!builder.ok()) return builder.status();
-  Status st;
-  KJ_IF_MAYBE (e, kj::runCatchingExceptions([&]() {
-                 kj::ArrayPtr<const capnp::word> segments[1] = {params};
-                 capnp::SegmentArrayMessageReader reader(kj::arrayPtr(segments, 1));
-                 (*builder)->setRoot(reader.getRoot<capnp::AnyStruct>());
-               })) {
-    st = Status(StatusCode::kInvalidArgument,
-                std::string("the params are not a valid message: ") + e->getDescription().cStr());
-    detail::abandonCall(*ch_);
-  }
+  Status st = copySegment(params, **builder, "the params");
+  if (!st) detail::abandonCall(*ch_);
   return st;
 }
 

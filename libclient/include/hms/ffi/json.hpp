@@ -171,6 +171,12 @@ class JsonStub {
   detail::RingMessageBuilder* raw_ = nullptr;  // the loan of loanRaw(), until sent or abandoned
 };
 
+// Copies the root struct of a one-segment message (root pointer at word 0, as the raw and segment
+// levels pass them) into `into`, which allocates as it needs (a ring builder spills). Nothing is
+// trusted: INVALID_ARGUMENT "<what> is not a valid message: ..." when the segment is malformed.
+Status copySegment(kj::ArrayPtr<const capnp::word> segment, capnp::MessageBuilder& into,
+                   std::string_view what);
+
 // The one publisher of a topic, publishing JSON messages of the topic's type (known to the
 // broker from an earlier publisher of the topic in its life). Client::advertiseJson.
 class JsonPublisher {
