@@ -658,6 +658,8 @@ class Dispatcher {
   std::atomic<bool> stopping_{false};
   std::map<uint64_t, std::shared_ptr<Service>> services_;  // by tag; dispatcher thread only
   std::vector<std::unique_ptr<Channel>> channels_;         // dispatcher thread only
+  // Where the last request came (an index into channels_): its scans begin there.
+  size_t lastServed_ = 0;
   std::vector<std::shared_ptr<Service>> retired_;          // removed; threads joined at stop
 
   std::thread thread_;
