@@ -1047,7 +1047,8 @@ Result<ServiceHandle> Client::serveDynamic(std::string_view id, Version version,
                                            capnp::InterfaceSchema schema,
                                            std::map<uint16_t, Handler> handlers,
                                            std::map<uint16_t, StreamHandler> streamHandlers,
-                                           ServiceOptions options) {
+                                           ServiceOptions options,
+                                           std::map<uint16_t, DeferredHandler> deferredHandlers) {
   detail::ServiceSpec spec;
   spec.id = std::string(id);
   spec.version = version;
@@ -1057,6 +1058,7 @@ Result<ServiceHandle> Client::serveDynamic(std::string_view id, Version version,
   spec.methods = detail::describeMethods(schema);
   spec.handlers = std::move(handlers);
   spec.streamHandlers = std::move(streamHandlers);
+  spec.deferredHandlers = std::move(deferredHandlers);
   spec.options = std::move(options);
   return serveImpl(std::move(spec));
 }

@@ -497,6 +497,9 @@ struct ServerCall {
   uint64_t callId = 0;
   int64_t deadlineNs = kNoDeadline;
   std::atomic<bool> cancelled{false};
+  // Answered later through a Responder: it leaves the channel's `running` when answered, not
+  // when its handler returns (guarded by the channel's runningMu).
+  bool deferred = false;
   WakeWord* spaceWake = nullptr;  // woken on cancel: a stream may sleep on a full ring
   std::mutex m;
   std::vector<std::function<void()>> onCancel;
@@ -594,6 +597,8 @@ class Dispatcher {
   bool take(Channel& ch, const RingConsumer::Record& rec, std::unique_ptr<uint64_t[]> copy);
   // Runs queued calls in order while the channel is free; returns whether any ran.
   bool dispatch(Channel& ch, int budget);
+  // Whether a call goes to the service's workers (else it runs on the thread serving the channel).
+  static bool onWorker(const Channel& ch, const RecordHeader& h);
   // Runs a plain or one-way call at once if nothing is ahead of it; false: it must be queued.
   bool runInPlace(Channel& ch, const RingConsumer::Record& rec);
   // Whether the caller's response ring (or socket) has room for a reply now. A call whose reply
@@ -608,6 +613,21 @@ class Dispatcher {
                 bool mayPark = false);
   void runOneWay(Channel& ch, Queued& q);
   void runStream(Channel& ch, Queued& q, const std::shared_ptr<ServerCall>& call);
+  // A deferred handler's call (Responder): the handler runs, the request is given back, and the
+  // answer goes out whenever (and from whichever thread) the Responder gives it.
+  void runDeferred(Channel& ch, Queued& q, const std::shared_ptr<ServerCall>& call,
+                   const DeferredHandler& handler);
+  friend class hms::ffi::Responder;
+  // The answer of a deferred call: the results `build` writes, or `status`. Any thread.
+  static Status answerDeferred(PendingReply& p, Status status,
+                               const std::function<Status(capnp::MessageBuilder&)>* build) noexcept;
+  // Writes a call's answer into the caller's ring or socket, `ch.outMu` held (or the channel
+  // alone): the results `build(MessageBuilder&)` makes, or the error it returns. Returns what
+  // the caller is told (OK also when nobody is left to tell); nothing, having done nothing, when
+  // `mayPark` and the ring has no room now. `corrupt`: the ring's index was impossible.
+  template <class Build>
+  std::optional<Status> writeAnswer(Channel& ch, RecordHeader header, int64_t replyDeadline,
+                                    bool mayPark, bool& corrupt, Build&& build);
   void finish(Channel& ch, Queued& q);  // gives the request back
   // Runs the unary handler into `results`, or (stream) `run`; the checks before it are shared.
   // First the channel's grant: a method it does not allow is PERMISSION_DENIED and no handler

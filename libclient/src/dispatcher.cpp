@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <set>
 #include <stdexcept>
 
 #include "client_impl.hpp"
@@ -66,6 +67,7 @@ struct Dispatcher::Service {
   std::string limitHint;
   std::vector<const Handler*> byOrdinal;
   std::vector<const StreamHandler*> streamByOrdinal;
+  std::vector<const DeferredHandler*> deferredByOrdinal;
   std::vector<std::string> methodNames;
   // The metrics series of each method as this service runs it (0: not yet known).
   std::unique_ptr<std::atomic<uint32_t>[]> metricsFamilies;
@@ -77,7 +79,49 @@ struct Dispatcher::Service {
   bool removed = false;
 };
 
+// A channel as its deferred calls' Responders see it: `ch` is cleared (under `m`) when the
+// channel is destroyed, so a Responder that outlives its channel, service or client finds
+// nobody. While `ch` is set, so is the dispatcher that owns it. `m` also guards every
+// PendingReply of the channel.
+struct ChannelRef {
+  std::mutex m;
+  Dispatcher::Channel* ch = nullptr;
+  Dispatcher* dispatcher = nullptr;
+  std::set<PendingReply*> pending;  // its calls not answered yet (each leaves as it is answered)
+};
+
+// One call of a deferred handler, to be answered (Responder).
+struct PendingReply {
+  std::shared_ptr<ChannelRef> ref;
+  std::shared_ptr<ServerCall> call;  // in the channel's `running` until answered
+  RecordHeader header{};             // of the answer: kind, call id, method
+  int64_t replyDeadline = 0;         // how long an answer may wait for room in the ring
+  std::mutex m;                      // guards what follows (never held while waiting)
+  bool answered = false;             // an answer was begun: the only one
+  bool handedOff = false;            // the handler returned; until then runDeferred() owns `timing`
+  bool done = false;                 // an answer ended before that, as `early`
+  bool timingEnded = false;
+  Status early;
+  MetricsTiming timing;  // the call's metrics and server span, ended once: by the answer's thread
+                         // if the handler had returned, else by runDeferred() when it does
+};
+
 struct Dispatcher::Channel {
+  ~Channel() {
+    std::lock_guard lock(ref->m);  // waits for an answer being written from another thread
+    ref->ch = nullptr;
+    // Deferred calls never answered: counted as cancelled now, while the client is sure to live
+    // (an answer may come after it is gone). Nothing else is left in `running` by now.
+    for (PendingReply* p : ref->pending) {
+      std::lock_guard pl(p->m);
+      if (p->handedOff && !p->timingEnded) {
+        p->timing.end(Status(StatusCode::kCancelled, "its channel closed before it was answered"));
+        p->timingEnded = true;
+      }
+    }
+    ref->pending.clear();
+    ref->dispatcher->runningCalls_.fetch_sub(uint32_t(running.size()), std::memory_order_relaxed);
+  }
   uint64_t session = 0;  // the broker connection that opened it; (session, id) names it
   uint64_t id = 0;
   std::shared_ptr<Service> service;
@@ -92,6 +136,8 @@ struct Dispatcher::Channel {
   Mapping callerDoorbell;
   std::atomic<bool> busy{false};     // a worker runs the channel's current call: the next waits
   std::atomic<int> active{0};        // streams running on stream threads
+  std::atomic<int> deferredOut{0};   // deferred calls not answered yet (Responder, any thread)
+  std::shared_ptr<ChannelRef> ref = std::make_shared<ChannelRef>();
   bool closed = false;               // dispatcher/socket thread
   bool parked = false;               // queued.front() waits for room for its reply (dispatcher)
   std::unique_ptr<SocketLink> link;  // socket channels (served by the socket thread)
@@ -105,14 +151,16 @@ struct Dispatcher::Channel {
 
   std::unique_lock<std::mutex> lockRequests();
 
-  // No other thread is using the channel's rings: no worker runs its call and none of its streams
-  // runs. Only the thread that serves the channel (dispatcher or socket thread) raises `busy` or
-  // `active`; a worker or stream thread lowers them (release) once it is done with the rings, and
-  // asks while its own is still raised. So when this holds, inMu and outMu guard nothing, and the
-  // fast path skips their locked instructions: each waits for the stores of the reply just written
-  // into lines the caller's CPU holds, which cost more than the rest of the lock in a pipelined run.
+  // No other thread is using the channel's rings: no worker runs its call, none of its streams
+  // runs and no deferred call waits for its answer. Only the thread that serves the channel
+  // (dispatcher or socket thread) raises `busy`, `active` or `deferredOut` (or a worker, while
+  // `busy`); the thread done with the rings lowers them (release), and asks while its own is
+  // still raised. So when this holds, inMu and outMu guard nothing, and the fast path skips
+  // their locked instructions: each waits for the stores of the reply just written into lines
+  // the caller's CPU holds, which cost more than the rest of the lock in a pipelined run.
   bool alone() const noexcept {
-    return !busy.load(std::memory_order_acquire) && active.load(std::memory_order_acquire) == 0;
+    return !busy.load(std::memory_order_acquire) && active.load(std::memory_order_acquire) == 0 &&
+           deferredOut.load(std::memory_order_acquire) == 0;
   }
 
   bool callerGone() const noexcept {
@@ -335,6 +383,7 @@ void Dispatcher::addService(uint64_t tag, const ServiceSpec& spec) {
   for (const auto& m : spec.methods) maxOrdinal = std::max(maxOrdinal, m.ordinal);
   s->byOrdinal.assign(size_t(maxOrdinal) + 1, nullptr);
   s->streamByOrdinal.assign(size_t(maxOrdinal) + 1, nullptr);
+  s->deferredByOrdinal.assign(size_t(maxOrdinal) + 1, nullptr);
   s->methodNames.assign(size_t(maxOrdinal) + 1, "");
   for (const auto& m : spec.methods) s->methodNames[m.ordinal] = m.name;
   s->metricsFamilies = std::make_unique<std::atomic<uint32_t>[]>(s->methodNames.size());
@@ -344,6 +393,9 @@ void Dispatcher::addService(uint64_t tag, const ServiceSpec& spec) {
   }
   for (const auto& [ordinal, h] : s->spec.streamHandlers) {
     if (ordinal < s->streamByOrdinal.size()) s->streamByOrdinal[ordinal] = &h;
+  }
+  for (const auto& [ordinal, h] : s->spec.deferredHandlers) {
+    if (ordinal < s->deferredByOrdinal.size()) s->deferredByOrdinal[ordinal] = &h;
   }
   // A worker (or stream thread) runs one call and hands the channel back to whichever thread
   // serves it: the dispatcher (shared memory) or the socket thread.
@@ -370,9 +422,12 @@ void Dispatcher::addService(uint64_t tag, const ServiceSpec& spec) {
             runUnary(ch, *w.item, w.call);
           }
           {
+            // A deferred call stays until it is answered (answerDeferred).
             std::lock_guard lock(ch.runningMu);
-            runningCalls_.fetch_sub(uint32_t(ch.running.erase(w.item->rec.header.callId)),
-                                    std::memory_order_relaxed);
+            if (!w.call->deferred) {
+              runningCalls_.fetch_sub(uint32_t(ch.running.erase(w.item->rec.header.callId)),
+                                      std::memory_order_relaxed);
+            }
           }
           w = Work{};
           const bool socket = ch.link != nullptr;
@@ -533,6 +588,8 @@ std::unique_ptr<Dispatcher::Channel> Dispatcher::newChannel(const ChannelOpenedE
   ch->id = ev.channelId;
   ch->service = services_.at(ev.tag);
   ch->grant = ev.grant ? ev.grant : std::make_shared<const ChannelGrant>();
+  ch->ref->ch = ch.get();
+  ch->ref->dispatcher = this;
   return ch;
 }
 
@@ -799,7 +856,7 @@ bool Dispatcher::dispatch(Channel& ch, int budget) {
       }
       continue;
     }
-    if (ch.service->work) {
+    if (onWorker(ch, h)) {
       auto call = cancellable();
       ch.busy.store(true, std::memory_order_relaxed);
       ch.service->work->enqueue(Work{&ch, std::move(q), std::move(call)});
@@ -818,7 +875,7 @@ bool Dispatcher::runInPlace(Channel& ch, const RingConsumer::Record& rec) {
   // The common case runs at once, in place: a plain or one-way call on an idle channel of a
   // service without workers.
   if (rec.header.kind != kRecordRequest || (rec.header.flags & kRecordStream) ||
-      !ch.queued.empty() || ch.service->work || ch.busy.load(std::memory_order_relaxed)) {
+      !ch.queued.empty() || onWorker(ch, rec.header) || ch.busy.load(std::memory_order_relaxed)) {
     return false;
   }
   Queued q;
@@ -831,6 +888,16 @@ bool Dispatcher::runInPlace(Channel& ch, const RingConsumer::Record& rec) {
   // finds out when it reserves, at no cost on the fast path; a socket is asked first.)
   if (ch.link && !replyRoom(ch, false)) return false;
   return runUnary(ch, q, nullptr, true);
+}
+
+bool Dispatcher::onWorker(const Channel& ch, const RecordHeader& h) {
+  const Service& svc = *ch.service;
+  if (!svc.work) return false;
+  // A deferred handler only starts its call, so it runs here (and the channel's next call does
+  // not wait for a worker); a one-way call to it runs where the others do, in their order.
+  if (h.flags & kRecordOneWay) return true;
+  return h.method >= svc.deferredByOrdinal.size() || svc.deferredByOrdinal[h.method] == nullptr ||
+         (h.method < svc.byOrdinal.size() && svc.byOrdinal[h.method] != nullptr);
 }
 
 std::unique_lock<std::mutex> Dispatcher::Channel::lockRequests() {
@@ -1054,6 +1121,8 @@ Status Dispatcher::invokeGranted(
   const Handler* unary = ordinal < svc.byOrdinal.size() ? svc.byOrdinal[ordinal] : nullptr;
   const StreamHandler* streamer =
       ordinal < svc.streamByOrdinal.size() ? svc.streamByOrdinal[ordinal] : nullptr;
+  const DeferredHandler* deferred =
+      ordinal < svc.deferredByOrdinal.size() ? svc.deferredByOrdinal[ordinal] : nullptr;
   auto label = [&] {
     return methodName.empty() ? "ordinal " + std::to_string(ordinal) : "'" + methodName + "'";
   };
@@ -1061,7 +1130,7 @@ Status Dispatcher::invokeGranted(
     return Status(StatusCode::kDeadlineExceeded,
                   "the deadline passed before " + svc.spec.id + "." + methodName + " started");
   }
-  if (!unary && !streamer) {
+  if (!unary && !streamer && !deferred) {
     return Status(StatusCode::kUnimplemented, "service '" + svc.spec.id + "' " +
                                                   svc.spec.version.toString() +
                                                   " has no handler for method " + label());
@@ -1072,7 +1141,7 @@ Status Dispatcher::invokeGranted(
                       " is not a stream method; make it a call (send or sendAsync, "
                       "hms_stub_call_json, or the binding's call)");
   }
-  if (!stream && !unary) {
+  if (!stream && !unary && !deferred) {
     return Status(
         StatusCode::kFailedPrecondition,
         svc.spec.id + "." + methodName +
@@ -1104,7 +1173,13 @@ Status Dispatcher::invokeGranted(
       t.flags = rec.trace->traceFlags;
       ctx.trace_ = t;
     }
-    if (stream) return (*run)(ctx, params);
+    if (stream || run) return (*run)(ctx, params);  // a stream, or runDeferred()'s call
+    if (!unary) {
+      // A one-way call to a deferred method: nobody reads its answer.
+      Responder none;
+      (*deferred)(ctx, params, none);
+      return Status();
+    }
     return (*unary)(ctx, params, *results);
   } catch (const Error& e) {
     return e.status();
@@ -1165,33 +1240,12 @@ void Dispatcher::runStream(Channel& ch, Queued& q, const std::shared_ptr<ServerC
   finish(ch, q);
 }
 
-bool Dispatcher::runUnary(Channel& ch, Queued& q, const std::shared_ptr<ServerCall>& callp,
-                          bool mayPark) {
-  const RingConsumer::Record& rec = q.rec;
-  Service& svc = *ch.service;
-  const std::shared_ptr<ServerCall>* call = callp ? &callp : nullptr;
-  const int64_t replyDeadline = replyDeadlineOf(rec);
-  RecordHeader header{};
-  header.kind = kRecordResponse;
-  header.callId = rec.header.callId;
-  header.method = rec.header.method;
-  // A worker holds the channel (`busy`), so it locks; the dispatcher only while a stream of the
-  // channel may be building an item in the same ring.
-  std::unique_lock out(ch.outMu, std::defer_lock);
-  if (!ch.alone()) out.lock();
-  auto unlockOut = [&] {
-    if (out.owns_lock()) out.unlock();
-  };
-  // The call's end is counted once its reply is out (or there is nobody to send it to), with
-  // the code the service answered.
-  MetricsTiming timing;
-  Status answered;
-  struct EndCount {
-    MetricsTiming& t;
-    const Status& s;
-    ~EndCount() { t.end(s); }
-  } endCount{timing, answered};
-
+template <class Build>
+std::optional<Status> Dispatcher::writeAnswer(Channel& ch, RecordHeader header,
+                                              int64_t replyDeadline, bool mayPark, bool& corrupt,
+                                              Build&& build) {
+  const Service& svc = *ch.service;
+  corrupt = false;
   if (ch.link) {
     Status status;
     {
@@ -1199,15 +1253,11 @@ bool Dispatcher::runUnary(Channel& ch, Queued& q, const std::shared_ptr<ServerCa
       // link's scratch, a separate buffer.
       RingMessageBuilder results(ch.link->scratch());
       try {
-        status = invoke(ch, rec, call, false, nullptr, &results, &timing);
+        status = build(static_cast<capnp::MessageBuilder&>(results));
         if (status) {
           const Status sent =
               ch.link->send(header, nullptr, results, client_.policy, replyDeadline, svc.limitHint);
-          if (sent.code() != StatusCode::kResourceExhausted) {
-            unlockOut();
-            finish(ch, q);
-            return true;  // sent, or nobody to tell
-          }
+          if (sent.code() != StatusCode::kResourceExhausted) return Status();  // sent, or nobody
           status = sent;
         } else {
           ch.link->discard(results);
@@ -1217,43 +1267,34 @@ bool Dispatcher::runUnary(Channel& ch, Queued& q, const std::shared_ptr<ServerCa
         status = Status(StatusCode::kInternal, e.getDescription().cStr());
       }
     }
-    answered = status;
     RingMessageBuilder error(ch.link->scratch());
     header.status = uint16_t(status.code());
     buildError(error, status, svc.spec.id);
     (void)ch.link->send(header, nullptr, error, client_.policy, replyDeadline, svc.limitHint);
-    unlockOut();
-    finish(ch, q);
-    return true;
+    return status;
   }
 
   const uint32_t offset = payloadOffset(0);
-  auto callerGone = [&] { return loadAcquire(ch.hdr->callerState) != kEndOpen; };
+  auto callerGone = [&] { return ch.callerGone(); };  // or this side closed it
   // Space for the reply first: the request stays in place (it is read in place) until answered.
   RingProducer::Slot slot;
   for (;;) {
     const RingStatus st = ch.responses.tryReserve(offset + 64, offset + ch.maxMessageBytes, slot);
     if (st == RingStatus::kOk) break;
-    if (st == RingStatus::kFull && mayPark) return false;  // nothing done: to be parked
+    if (st == RingStatus::kFull && mayPark) return std::nullopt;  // nothing done: to be parked
     if (st == RingStatus::kCorrupt) {
-      unlockOut();
-      closeChannelLocal(ch, kEndCorrupt, "the caller's response-ring index is impossible");
-      finish(ch, q);
-      return true;
+      corrupt = true;
+      return Status();
     }
     const bool ok = waitFor(ch.responses.spaceWake(), client_.policy, replyDeadline,
                             [&] { return ch.responses.hasSpaceFor(offset + 64) || callerGone(); });
-    if (!ok || callerGone()) {
-      unlockOut();
-      finish(ch, q);  // nobody is left to read the reply
-      return true;
-    }
+    if (!ok || callerGone()) return Status();  // nobody is left to read the reply
   }
 
   std::optional<RingMessageBuilder> results;
   results.emplace(kj::arrayPtr(reinterpret_cast<capnp::word*>(slot.record + offset),
                                (slot.bytes - offset) / sizeof(capnp::word)));
-  Status status = invoke(ch, rec, call, false, nullptr, &*results, &timing);
+  Status status = build(static_cast<capnp::MessageBuilder&>(*results));
 
   auto waitSpace = [&](uint32_t bytes) -> Status {
     const bool ok = waitFor(ch.responses.spaceWake(), client_.policy, replyDeadline,
@@ -1261,44 +1302,219 @@ bool Dispatcher::runUnary(Channel& ch, Queued& q, const std::shared_ptr<ServerCa
     if (!ok || callerGone()) return Status(StatusCode::kDeadlineExceeded, "caller is gone");
     return Status();
   };
-  Status published;
   if (status) {
+    Status published;
     try {
       published = publishRecord(ch.responses, slot, *results, header, nullptr, ch.maxMessageBytes,
                                 svc.limitHint, waitSpace);
     } catch (const kj::Exception& e) {
       published = Status(StatusCode::kInternal, e.getDescription().cStr());
     }
-    if (!published) {
-      // Tell the caller why there are no results (typically RESOURCE_EXHAUSTED); the slot was
-      // given back, so reserve again for the small error message.
-      status = published;
-      results.reset();
-      if (ch.responses.tryReserve(offset + 256, offset + ch.maxMessageBytes, slot) !=
-          RingStatus::kOk) {
-        unlockOut();
-        finish(ch, q);
-        return true;
-      }
-      results.emplace(kj::arrayPtr(reinterpret_cast<capnp::word*>(slot.record + offset),
-                                   (slot.bytes - offset) / sizeof(capnp::word)));
+    if (published) return Status();
+    // Tell the caller why there are no results (typically RESOURCE_EXHAUSTED); the slot was
+    // given back, so reserve again for the small error message.
+    status = published;
+    results.reset();
+    if (ch.responses.tryReserve(offset + 256, offset + ch.maxMessageBytes, slot) !=
+        RingStatus::kOk) {
+      return status;
     }
+    results.emplace(kj::arrayPtr(reinterpret_cast<capnp::word*>(slot.record + offset),
+                                 (slot.bytes - offset) / sizeof(capnp::word)));
   } else {
     ch.responses.abort(slot, uint32_t(offset + results->ringWordsTouched() * 8));
     results.reset();
     results.emplace(kj::arrayPtr(reinterpret_cast<capnp::word*>(slot.record + offset),
                                  (slot.bytes - offset) / sizeof(capnp::word)));
   }
-  if (!status) {
-    answered = status;
-    header.status = uint16_t(status.code());
-    buildError(*results, status, svc.spec.id);
-    (void)publishRecord(ch.responses, slot, *results, header, nullptr, ch.maxMessageBytes,
-                        svc.limitHint, waitSpace);
+  header.status = uint16_t(status.code());
+  buildError(*results, status, svc.spec.id);
+  (void)publishRecord(ch.responses, slot, *results, header, nullptr, ch.maxMessageBytes,
+                      svc.limitHint, waitSpace);
+  return status;
+}
+
+bool Dispatcher::runUnary(Channel& ch, Queued& q, const std::shared_ptr<ServerCall>& callp,
+                          bool mayPark) {
+  const RingConsumer::Record& rec = q.rec;
+  const Service& svc = *ch.service;
+  if (const uint16_t m = rec.header.method;
+      m < svc.deferredByOrdinal.size() && svc.deferredByOrdinal[m] != nullptr &&
+      (m >= svc.byOrdinal.size() || svc.byOrdinal[m] == nullptr)) {
+    runDeferred(ch, q, callp, *svc.deferredByOrdinal[m]);
+    return true;
   }
-  unlockOut();
+  const std::shared_ptr<ServerCall>* call = callp ? &callp : nullptr;
+  RecordHeader header{};
+  header.kind = kRecordResponse;
+  header.callId = rec.header.callId;
+  header.method = rec.header.method;
+  // A worker holds the channel (`busy`), so it locks; the dispatcher only while a stream of the
+  // channel may be building an item in the same ring, or a deferred call may be answered.
+  std::unique_lock out(ch.outMu, std::defer_lock);
+  if (!ch.alone()) out.lock();
+  // The call's end is counted once its reply is out (or there is nobody to send it to), with
+  // the code the service answered.
+  MetricsTiming timing;
+  Status answered;
+  struct EndCount {
+    MetricsTiming& t;
+    const Status& s;
+    ~EndCount() { t.end(s); }
+  } endCount{timing, answered};
+  bool corrupt = false;
+  const auto told = writeAnswer(ch, header, replyDeadlineOf(rec), mayPark, corrupt,
+                                [&](capnp::MessageBuilder& results) {
+                                  return invoke(ch, rec, call, false, nullptr, &results, &timing);
+                                });
+  if (!told) return false;  // no room: to be parked, nothing done
+  answered = *told;
+  if (out.owns_lock()) out.unlock();
+  if (corrupt) closeChannelLocal(ch, kEndCorrupt, "the caller's response-ring index is impossible");
   finish(ch, q);
   return true;
+}
+
+void Dispatcher::runDeferred(Channel& ch, Queued& q, const std::shared_ptr<ServerCall>& callp,
+                             const DeferredHandler& handler) {
+  const RingConsumer::Record& rec = q.rec;
+  auto p = std::make_shared<PendingReply>();
+  p->ref = ch.ref;
+  p->header.kind = kRecordResponse;
+  p->header.callId = rec.header.callId;
+  p->header.method = rec.header.method;
+  p->replyDeadline = replyDeadlineOf(rec);
+  p->call = callp;
+  {
+    // In `running` until answered: the caller's cancel, its deadline and the channel's end
+    // reach the call (and the handler's onCancel callbacks) after its handler returned.
+    std::lock_guard lock(ch.runningMu);
+    if (!p->call) {
+      p->call = std::make_shared<ServerCall>();
+      p->call->callId = rec.header.callId;
+      p->call->deadlineNs = rec.header.deadlineNs > 0 ? rec.header.deadlineNs : kNoDeadline;
+      if (!ch.link) p->call->spaceWake = &ch.hdr->response.producerWake;
+    }
+    p->call->deferred = true;
+    if (ch.running.insert_or_assign(rec.header.callId, p->call).second) {
+      runningCalls_.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
+  ch.deferredOut.fetch_add(1, std::memory_order_relaxed);
+  {
+    std::lock_guard lock(ch.ref->m);
+    ch.ref->pending.insert(p.get());
+  }
+  Responder responder(p);
+  const std::function<Status(CallContext&, capnp::MessageReader&)> run =
+      [&](CallContext& ctx, capnp::MessageReader& params) {
+        handler(ctx, params, responder);
+        return Status();
+      };
+  const Status status = invoke(ch, rec, &p->call, false, &run, nullptr, &p->timing);
+  finish(ch, q);  // the params are the handler's no more
+  if (!status) {
+    // Refused before the handler ran (policy, deadline, a malformed request), or it threw.
+    (void)answerDeferred(*p, status, nullptr);
+  } else if (responder) {
+    const Service& svc = *ch.service;
+    const uint16_t m = rec.header.method;
+    (void)answerDeferred(
+        *p,
+        Status(StatusCode::kInternal,
+               svc.spec.id + "." + (m < svc.methodNames.size() ? svc.methodNames[m] : "") +
+                   " returned without answering its call or keeping its Responder to answer "
+                   "later"),
+        nullptr);
+  }
+  std::lock_guard lock(p->m);
+  p->handedOff = true;
+  if (p->done && !p->timingEnded) {  // answered while the handler ran
+    p->timing.end(p->early);
+    p->timingEnded = true;
+  }
+}
+
+Status Dispatcher::answerDeferred(
+    PendingReply& p, Status status,
+    const std::function<Status(capnp::MessageBuilder&)>* build) noexcept {
+  {
+    std::lock_guard lock(p.m);
+    if (p.answered) {
+      return Status(StatusCode::kFailedPrecondition, "this call was answered already");
+    }
+    p.answered = true;
+  }
+  auto answer = [&](capnp::MessageBuilder& results) -> Status {
+    if (!build) {
+      return status.isOk() ? Status(StatusCode::kInternal, "the service failed the call with OK")
+                           : status;
+    }
+    try {
+      return (*build)(results);
+    } catch (const Error& e) {
+      return e.status();
+    } catch (const kj::Exception& e) {
+      return Status(StatusCode::kInternal,
+                    std::string("building the answer failed: ") + e.getDescription().cStr());
+    } catch (const std::exception& e) {
+      return Status(StatusCode::kInternal, std::string("building the answer threw: ") + e.what());
+    }
+  };
+  Status result;
+  Status told;                     // what the call's metrics count
+  std::lock_guard lock(p.ref->m);  // the channel stays while this holds
+  Channel* ch = p.ref->ch;
+  if (ch == nullptr) {
+    result = Status(StatusCode::kUnavailable,
+                    "the call's channel is closed: its caller went away or the service stopped");
+  } else if (p.call->cancelled.load(std::memory_order_acquire)) {
+    result = Status(StatusCode::kUnavailable,
+                    "nobody reads this answer: the caller cancelled the call, gave up at its "
+                    "deadline, or went away");
+    told = Status(StatusCode::kCancelled, "cancelled before it was answered");
+  } else {
+    Dispatcher& d = *p.ref->dispatcher;
+    bool corrupt = false;
+    try {
+      std::unique_lock out(ch->outMu);  // never alone while this call is out (deferredOut)
+      told = *d.writeAnswer(*ch, p.header, p.replyDeadline, false, corrupt, answer);
+    } catch (const std::exception& e) {
+      told = Status(StatusCode::kInternal, e.what());
+    }
+    if (corrupt) {
+      log().error(
+          "hms-ffi: closing channel {} of {}: the caller's response-ring index is impossible",
+          ch->id, ch->service->spec.id);
+      d.channelClosed(ch->session, ch->id);
+    }
+    // Results that could not go (too large for the ring, or `build` failed) went as an error.
+    if (build && !told) result = told;
+  }
+  {
+    std::lock_guard pl(p.m);
+    if (!p.handedOff) {
+      p.early = told;  // runDeferred() counts it when the handler returns
+      p.done = true;
+    } else if (ch != nullptr && !p.timingEnded) {  // (with no channel, ~Channel counted it)
+      p.timing.end(told);
+      p.timingEnded = true;
+    }
+  }
+  if (ch != nullptr) {
+    Dispatcher& d = *p.ref->dispatcher;
+    {
+      std::lock_guard rl(ch->runningMu);
+      if (auto it = ch->running.find(p.header.callId);
+          it != ch->running.end() && it->second == p.call) {
+        ch->running.erase(it);
+        d.runningCalls_.fetch_sub(1, std::memory_order_relaxed);
+      }
+    }
+    p.ref->pending.erase(&p);
+    ch->deferredOut.fetch_sub(1, std::memory_order_release);
+  }
+  return result;
 }
 
 void Dispatcher::run() {
@@ -1515,4 +1731,69 @@ void Dispatcher::socketRead(Channel& ch, size_t maxRecords) {
 }
 
 }  // namespace detail
+}  // namespace hms::ffi
+
+namespace hms::ffi {
+
+namespace {
+Status noCall() {
+  return Status(StatusCode::kFailedPrecondition,
+                "this Responder has no call to answer: it answered already, was moved from, or "
+                "belongs to a one-way call, whose answer nobody reads");
+}
+}  // namespace
+
+Responder& Responder::operator=(Responder&& o) noexcept {
+  if (this != &o) {
+    if (p_)
+      (void)fail(Status(StatusCode::kInternal,
+                        "the service replaced the call's Responder "
+                        "without answering"));
+    p_ = std::move(o.p_);
+  }
+  return *this;
+}
+
+Responder::~Responder() {
+  if (p_) {
+    (void)detail::Dispatcher::answerDeferred(
+        *p_,
+        Status(StatusCode::kInternal, "the service dropped the call's Responder without answering"),
+        nullptr);
+  }
+}
+
+Status Responder::reply(
+    const std::function<Status(capnp::MessageBuilder& results)>& build) noexcept {
+  if (!p_) return noCall();
+  const auto p = std::move(p_);
+  return detail::Dispatcher::answerDeferred(*p, Status(), &build);
+}
+
+Status Responder::fail(Status status) noexcept {
+  if (!p_) return noCall();
+  if (status.isOk()) status = Status(StatusCode::kInternal, "the service failed the call with OK");
+  const auto p = std::move(p_);
+  return detail::Dispatcher::answerDeferred(*p, std::move(status), nullptr);
+}
+
+bool Responder::cancelled() const noexcept {
+  if (!p_) return false;
+  const detail::ServerCall& c = *p_->call;
+  return c.cancelled.load(std::memory_order_relaxed) ||
+         (c.deadlineNs != detail::kNoDeadline && detail::monotonicNs() >= c.deadlineNs);
+}
+
+void Responder::onCancel(std::function<void()> fn) {
+  if (!p_) return;
+  detail::ServerCall& c = *p_->call;
+  std::unique_lock lock(c.m);
+  if (c.cancelled.load()) {
+    lock.unlock();
+    fn();
+    return;
+  }
+  c.onCancel.push_back(std::move(fn));
+}
+
 }  // namespace hms::ffi

@@ -197,6 +197,7 @@ class Dispatcher;
 struct ServerCall;
 struct AsyncCall;
 class StreamSink;
+struct PendingReply;
 }  // namespace detail
 
 // What a handler knows about the call it serves.
@@ -277,6 +278,46 @@ class CallContext {
 
 using Handler = std::function<Status(CallContext&, capnp::MessageReader& params,
                                      capnp::MessageBuilder& results)>;
+
+// The answer to one call of a deferred handler (ServiceDefinition::onDeferred, serveDynamic's
+// deferredHandlers), given later from any thread: the handler returns at once and the
+// dispatcher goes on to the channel's next call, so that calls which wait on something else
+// (another service, another host, a device) need no thread each and a caller's calls in flight
+// overlap. Answer exactly once; a Responder destroyed unanswered answers INTERNAL. After the
+// handler returns, its params are gone: keep a copy of what the answer needs.
+class Responder {
+ public:
+  Responder() = default;
+  Responder(Responder&&) noexcept = default;
+  Responder& operator=(Responder&& o) noexcept;
+  ~Responder();
+
+  // Answers with the results `build` writes (in place in the caller's ring; `build` runs once,
+  // on this thread), or, if it returns an error or throws, with that error. Returns OK once the
+  // answer is out; UNAVAILABLE when nobody is left to read it (the caller went away, cancelled
+  // or gave up at its deadline, or the service stopped); FAILED_PRECONDITION when this
+  // Responder has answered already (or never had a call).
+  Status reply(const std::function<Status(capnp::MessageBuilder& results)>& build) noexcept;
+  // Answers with an error (an OK status becomes INTERNAL: use reply() for results).
+  Status fail(Status status) noexcept;
+  // The call's cancellation, as CallContext::cancelled() and onCancel() report it; callbacks
+  // run on the thread that learns of it and must be quick.
+  bool cancelled() const noexcept;
+  void onCancel(std::function<void()> fn);
+  // Whether it still has a call to answer.
+  explicit operator bool() const noexcept { return p_ != nullptr; }
+
+ private:
+  friend class detail::Dispatcher;
+  explicit Responder(std::shared_ptr<detail::PendingReply> p) : p_(std::move(p)) {}
+  std::shared_ptr<detail::PendingReply> p_;
+};
+
+// A handler that answers through its Responder, now or later (see Responder). It may move the
+// Responder out to keep it; if it returns without answering or keeping it, the call is answered
+// INTERNAL; if it throws first, with the exception's status, as a Handler's would be.
+using DeferredHandler =
+    std::function<void(CallContext&, capnp::MessageReader& params, Responder& responder)>;
 using StreamHandler =
     std::function<Status(CallContext&, capnp::MessageReader& params, detail::StreamSink& sink)>;
 
@@ -335,6 +376,7 @@ struct ServiceSpec {
   std::vector<MethodInfo> methods;
   std::map<uint16_t, Handler> handlers;
   std::map<uint16_t, StreamHandler> streamHandlers;
+  std::map<uint16_t, DeferredHandler> deferredHandlers;
   ServiceOptions options;
 };
 
@@ -730,10 +772,28 @@ class ServiceDefinition {
     return *this;
   }
 
+  // A call answered later (see Responder): handler is void(CallContext&, Params::Reader,
+  // Responder&), and answers with responder.reply([](capnp::MessageBuilder& mb) {
+  // mb.initRoot<Results>()...; return Status(); }) now or from another thread.
+  template <auto RequestFn, class F>
+  ServiceDefinition& onDeferred(F handler) {
+    using T = detail::RequestFnTraits<decltype(RequestFn)>;
+    static_assert(std::is_same_v<typename T::Interface, Interface>,
+                  "the method belongs to another interface than this definition's");
+    const auto& ref = detail::methodRef<RequestFn>();
+    deferredHandlers_[ref.ordinal] = [h = std::move(handler)](CallContext& ctx,
+                                                              capnp::MessageReader& params,
+                                                              Responder& responder) {
+      h(ctx, params.getRoot<typename T::Params>(), responder);
+    };
+    return *this;
+  }
+
  private:
   friend class Client;
   std::map<uint16_t, Handler> handlers_;
   std::map<uint16_t, StreamHandler> streamHandlers_;
+  std::map<uint16_t, DeferredHandler> deferredHandlers_;
 };
 
 // A registration: the service stays in the registry until stop() or destruction.
@@ -799,6 +859,7 @@ class Client {
     spec.methods = detail::describeMethods(schema.asInterface());
     spec.handlers = std::move(definition.handlers_);
     spec.streamHandlers = std::move(definition.streamHandlers_);
+    spec.deferredHandlers = std::move(definition.deferredHandlers_);
     spec.options = std::move(options);
     return serveImpl(std::move(spec));
   }
@@ -806,12 +867,14 @@ class Client {
   // Serves an interface known only at run time (parsed from a schema file or loaded from schema
   // nodes), with handlers keyed by method ordinal: what the C ABI's hms_client_serve uses. C++
   // code with generated classes uses serve(). `schema` must stay valid while the service lives
-  // (keep its loader); a method without a handler answers UNIMPLEMENTED.
+  // (keep its loader); a method without a handler answers UNIMPLEMENTED. `deferredHandlers`
+  // answer through a Responder (see there).
   Result<ServiceHandle> serveDynamic(std::string_view id, Version version,
                                      capnp::InterfaceSchema schema,
                                      std::map<uint16_t, Handler> handlers,
                                      std::map<uint16_t, StreamHandler> streamHandlers = {},
-                                     ServiceOptions options = {});
+                                     ServiceOptions options = {},
+                                     std::map<uint16_t, DeferredHandler> deferredHandlers = {});
 
   // Becomes the one publisher of topic `id`, whose messages are T (a Cap'n Proto struct).
   // ALREADY_EXISTS when the topic has a publisher (docs/pubsub.md).
