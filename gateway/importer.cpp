@@ -73,13 +73,16 @@ Result<std::shared_ptr<grpc::ClientContext>> prepare(const Route& r, CallContext
 }
 
 // The status of a forwarded call that failed on the way. A call cut short because the caller's
-// deadline passed (its cancel reached gRPC first, or gRPC's own deadline did) is
-// DEADLINE_EXCEEDED, as the same call on one host would be.
-Status failure(const Route& r, const CallContext& ctx, const grpc::Status& gs,
+// deadline (CLOCK_MONOTONIC ns, INT64_MAX: none) passed (its cancel reached gRPC first, or
+// gRPC's own deadline did) is DEADLINE_EXCEEDED, as the same call on one host would be.
+Status failure(const Route& r, int64_t deadlineNs, const grpc::Status& gs,
                const grpc::ClientContext& g) {
   const bool cut = gs.error_code() == grpc::StatusCode::CANCELLED ||
                    gs.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED;
-  if (cut && ctx.deadlineNs() != INT64_MAX && ctx.timeLeft() <= std::chrono::nanoseconds::zero()) {
+  const int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                          std::chrono::steady_clock::now().time_since_epoch())
+                          .count();
+  if (cut && deadlineNs != INT64_MAX && now >= deadlineNs) {
     return Status(StatusCode::kDeadlineExceeded,
                   "the call's deadline passed while it was at " + r.peer, r.serviceId);
   }
@@ -95,18 +98,55 @@ v1::CallRequest request(const Route& r, const CallContext& ctx, capnp::MessageRe
   return req;
 }
 
-Handler callForwarder(std::shared_ptr<const Route> route) {
-  return [route](CallContext& ctx, capnp::MessageReader& params,
-                 capnp::MessageBuilder& results) -> Status {
-    auto g = prepare(*route, ctx);
-    if (!g.ok()) return g.status();
-    v1::CallReply reply;
-    const grpc::Status gs = route->stub->Call(g->get(), request(*route, ctx, params), &reply);
-    route->inFlight->done(*g);
-    if (!gs.ok()) return failure(*route, ctx, gs, **g);
-    auto words = wordsOf(reply.results(), "the results");
-    if (!words.ok()) return words.status();
+// One call on its way to the peer: what gRPC writes into and the Responder that answers it.
+struct Forwarded {
+  std::shared_ptr<grpc::ClientContext> g;
+  v1::CallRequest request;
+  v1::CallReply reply;
+  Responder responder;
+  int64_t deadlineNs = INT64_MAX;
+};
+
+// The answer of a forwarded call, once the peer's came (or the call failed on the way).
+void answer(const Route& r, Forwarded& f, const grpc::Status& gs) {
+  r.inFlight->done(f.g);
+  if (!gs.ok()) {
+    (void)f.responder.fail(failure(r, f.deadlineNs, gs, *f.g));
+    return;
+  }
+  auto words = wordsOf(f.reply.results(), "the results");
+  if (!words.ok()) {
+    (void)f.responder.fail(words.status());
+    return;
+  }
+  (void)f.responder.reply([&](capnp::MessageBuilder& results) {
     return copySegment(*words, results, "the results that came over the link");
+  });
+}
+
+// A call is started on the proxy's dispatcher and answered from gRPC's callback when the peer's
+// answer comes: no thread waits for the link, and a caller's calls in flight cross it together.
+// A one-way call (nobody reads its answer) is sent and waited for on the proxy's workers, one at
+// a time per caller, so that one-way calls arrive in the order they were sent.
+DeferredHandler callForwarder(std::shared_ptr<const Route> route) {
+  return [route](CallContext& ctx, capnp::MessageReader& params, Responder& responder) {
+    auto g = prepare(*route, ctx);
+    if (!g.ok()) {
+      (void)responder.fail(g.status());
+      return;
+    }
+    auto f = std::make_shared<Forwarded>();
+    f->g = std::move(*g);
+    f->request = request(*route, ctx, params);
+    f->deadlineNs = ctx.deadlineNs();
+    if (!responder) {
+      const grpc::Status gs = route->stub->Call(f->g.get(), f->request, &f->reply);
+      answer(*route, *f, gs);
+      return;
+    }
+    f->responder = std::move(responder);
+    route->stub->async()->Call(f->g.get(), &f->request, &f->reply,
+                               [route, f](grpc::Status gs) { answer(*route, *f, gs); });
   };
 }
 
@@ -143,7 +183,7 @@ StreamHandler streamForwarder(std::shared_ptr<const Route> route) {
         const grpc::Status gs = reader->Finish();
         route->inFlight->done(*g);
         if (!failed.isOk()) return failed;
-        return gs.ok() ? Status() : failure(*route, ctx, gs, **g);
+        return gs.ok() ? Status() : failure(*route, ctx.deadlineNs(), gs, **g);
       };
 }
 
@@ -323,7 +363,7 @@ Result<PeerLink::Proxy> PeerLink::makeProxy(const v1::ExportedService& s) {
   } else {
     return Status(StatusCode::kInvalidArgument, "its schema nodes lack its interface");
   }
-  std::map<uint16_t, Handler> calls;
+  std::map<uint16_t, DeferredHandler> calls;
   std::map<uint16_t, StreamHandler> streams;
   auto route = std::make_shared<Route>(
       Route{callStub_, inFlight_, peer_.host, config_.host, s.id(), s.version()});
@@ -338,11 +378,12 @@ Result<PeerLink::Proxy> PeerLink::makeProxy(const v1::ExportedService& s) {
   o.displayName = s.display_name();
   o.description = s.description();
   if (s.ring_bytes() != 0) o.ringBytes = s.ring_bytes();
-  // Each call holds a worker for a round trip between hosts: several run at once.
-  o.workerThreads = 4;
+  // Calls need no thread while they cross (callForwarder); the workers send one-way calls, and
+  // each stream holds a stream thread while it lasts.
+  o.workerThreads = 2;
   o.streamThreads = 4;
   auto handle =
-      client_->serveDynamic(s.id(), *version, schema, std::move(calls), std::move(streams), o);
+      client_->serveDynamic(s.id(), *version, schema, {}, std::move(streams), o, std::move(calls));
   if (!handle.ok()) return handle.status();
   p.handle = std::move(*handle);
   return p;

@@ -372,6 +372,33 @@ TEST_F(TwoHosts, ARemoteServiceThatDies_IsWithdrawn_AndItsCallsInFlightFailUnava
   EXPECT_TRUE(echo(*stub2, 3, 10).ok());
 }
 
+// A caller's calls in flight cross the link together, as on one host: none waits for the one
+// before it to come back (the proxy holds no thread per call, and its channel is not held).
+TEST_F(TwoHosts, ACallersCallsInFlight_CrossTheLinkTogether) {
+  auto svc = startTestService(hostB.socket(), {"--workers", "12"});
+  auto gwB = startGatewayB();
+  auto gwA = startGatewayA();
+  auto a = connectA();
+  ASSERT_TRUE(imported(*a, "hms.test")) << gwA.output();
+  auto stub = a->bind<TestService>("hms.test");
+  ASSERT_TRUE(stub.ok()) << stub.status().toString();
+  ASSERT_TRUE(echo(*stub, 1, 10).ok());
+  constexpr int kCalls = 12;
+  constexpr auto kSleep = std::chrono::milliseconds(500);
+  const auto t0 = std::chrono::steady_clock::now();
+  std::vector<Future<TestService::SleepResults>> calls;
+  for (int i = 0; i < kCalls; ++i) {
+    calls.push_back(stub->callAsync<&TestService::Client::sleepRequest>(
+        [&](auto p) { p.setMs(uint32_t(kSleep.count())); }));
+  }
+  for (auto& c : calls) {
+    auto r = c.get();
+    ASSERT_TRUE(r.ok()) << r.status().toString();
+  }
+  // One after another they take 6 s; together, one sleep and the link's own time.
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, kCalls * kSleep / 2) << gwA.output();
+}
+
 TEST_F(TwoHosts, APeerWhoseCertificateTheCADidNotSign_IsRefused) {
   makeCertificates(certs_, "rogue-ca", {"rogue"});
   auto svc = startTestService(hostB.socket(), {});
