@@ -438,6 +438,53 @@ TEST_P(Integration, WorkerPool_ServesCallersInParallelChannels) {
   EXPECT_EQ(failures.load(), 0) << svc.errors();
 }
 
+// One Stub shared by threads: their synchronous calls take turns (the Stub's lease), a thread
+// that still holds a Reply is told so instead of waiting for itself, and another thread waits
+// for the Reply's end or its own deadline.
+TEST_P(Integration, OneStubSharedByThreads_TakesTurns_AndItsHolderIsToldItHoldsIt) {
+  auto svc = service();
+  auto client = connect();
+  auto stub = client->bind<TestService>("hms.test").valueOrThrow();
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (uint64_t i = 0; i < 500; ++i) {
+        const uint64_t seq = i + uint64_t(t) * 10000;
+        auto r = echo(stub, seq, 16);
+        if (!r.ok() || r->results().getSeq() != seq) ++failures;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(failures.load(), 0);
+
+  auto held = echo(stub, 1, 8);
+  ASSERT_TRUE(held.ok()) << held.status().toString();
+  auto again = echo(stub, 2, 8);
+  EXPECT_EQ(again.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(again.status().message().find("still holds"), std::string::npos)
+      << again.status().toString();
+  CallOptions quick;
+  quick.timeout = std::chrono::milliseconds(100);
+  std::thread other([&] {
+    auto r = echo(stub, 3, 8, quick);
+    EXPECT_EQ(r.status().code(), StatusCode::kDeadlineExceeded) << r.status().toString();
+  });
+  other.join();
+  std::promise<void> waiting;
+  std::thread later([&] {
+    waiting.set_value();
+    auto r = echo(stub, 4, 8);  // waits for the Reply below to end
+    ASSERT_TRUE(r.ok()) << r.status().toString();
+    EXPECT_EQ(r->results().getSeq(), 4u);
+  });
+  waiting.get_future().wait();
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  { auto done = std::move(held); }
+  later.join();
+}
+
 TEST_P(Integration, IdleService_UsesNoCpuAfterItsSpinBudget) {
   auto svc = service();
   auto client = connect();

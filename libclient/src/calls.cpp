@@ -250,29 +250,40 @@ Status CallerChannel::peerGoneStatus() const {
 }
 
 Status CallerChannel::acquire(int64_t deadline) {
-  std::unique_lock lock(leaseMu_);
-  if (leased_ && owner_ == std::this_thread::get_id()) {
+  const auto self = std::this_thread::get_id();
+  uint32_t free = 0;
+  if (lease_.compare_exchange_strong(free, 1, std::memory_order_acquire)) {
+    owner_.store(self, std::memory_order_relaxed);
+    return Status();
+  }
+  // Only this thread stores its own id, and clears it before it gives the lease back.
+  if (owner_.load(std::memory_order_relaxed) == self) {
     return Status(StatusCode::kFailedPrecondition,
                   "this thread still holds a Call or Reply of the Stub for " + serviceId +
                       "; destroy it before the next call (or bind another Stub)");
   }
-  const auto left = std::chrono::nanoseconds(deadline - monotonicNs());
-  if (!leaseCv_.wait_for(lock, left, [&] { return !leased_; })) {
+  std::unique_lock lock(leaseMu_);
+  // Marked as waited for (2), so that the holder's release wakes a waiter; an exchange that
+  // finds it free takes it (leaving 2: at worst one wake-up that finds nobody).
+  const bool got = leaseCv_.wait_for(lock, std::chrono::nanoseconds(deadline - monotonicNs()), [&] {
+    return lease_.exchange(2, std::memory_order_acquire) == 0;
+  });
+  if (!got) {
     return Status(StatusCode::kDeadlineExceeded,
                   "the Stub for " + serviceId + " stayed busy with another thread's call");
   }
-  leased_ = true;
-  owner_ = std::this_thread::get_id();
+  owner_.store(self, std::memory_order_relaxed);
   return Status();
 }
 
 void CallerChannel::releaseLease() {
-  {
-    std::lock_guard lock(leaseMu_);
-    leased_ = false;
-    owner_ = {};
+  owner_.store(std::thread::id(), std::memory_order_relaxed);
+  if (lease_.exchange(0, std::memory_order_release) == 2) {
+    // A thread waits (or did): wake it under the lock it checks the lease under, so that the
+    // wake-up cannot fall between its check and its wait.
+    { std::lock_guard lock(leaseMu_); }
+    leaseCv_.notify_all();
   }
-  leaseCv_.notify_one();
 }
 
 Status CallerChannel::open(bool initial) {

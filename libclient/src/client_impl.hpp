@@ -408,10 +408,12 @@ class CallerChannel : public std::enable_shared_from_this<CallerChannel> {
   uint64_t coverSeen = 0;             // spinEpoch when the completion thread last looked (its own)
 
  private:
+  // The lease: 0 free, 1 held, 2 held while another thread waits for it (under leaseMu_, on
+  // leaseCv_). Taken and given back with one atomic each when nobody waits.
+  std::atomic<uint32_t> lease_{0};
+  std::atomic<std::thread::id> owner_{};
   std::mutex leaseMu_;
   std::condition_variable leaseCv_;
-  bool leased_ = false;
-  std::thread::id owner_;
 };
 
 // Completes asynchronous calls: reads the response side of every channel in async mode, routes
