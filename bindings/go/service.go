@@ -51,6 +51,11 @@ type Caller struct {
 	Subject       string   // the token's subject ("" when not authenticated)
 	Issuer        string   // the token's issuer ("" when not authenticated)
 	Roles         []string // the roles the broker's policy gives the caller (empty: no policy)
+
+	// Host is the name of the caller's host when a gateway brought the call in from another
+	// host (docs/gateway.md), as that link's TLS certificate names it; its UID, PID, Name,
+	// Subject and Issuer are then as that host knows them. "" for a caller of this host.
+	Host string
 }
 
 // HasRole reports whether the broker's policy gives the caller role.
@@ -71,6 +76,7 @@ type callerJSON struct {
 	Subject       string   `json:"subject"`
 	Issuer        string   `json:"issuer"`
 	Roles         []string `json:"roles"`
+	Host          string   `json:"host"`
 }
 
 // decodeCaller fills c's fields besides PID, UID and Name from hms_request_caller_json's text.
@@ -83,6 +89,7 @@ func decodeCaller(c *Caller, text string) {
 	c.GID, c.Groups = j.GID, j.Groups
 	c.Authenticated, c.Subject, c.Issuer = j.Authenticated, j.Subject, j.Issuer
 	c.Roles = j.Roles
+	c.Host = j.Host
 	if c.Groups == nil {
 		c.Groups = []uint32{}
 	}

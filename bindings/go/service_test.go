@@ -193,7 +193,7 @@ func TestGoService(t *testing.T) {
 				// The broker runs without an access policy: no token, no roles.
 				if c.PID != os.Getpid() || c.UID != uint32(os.Getuid()) || c.GID != uint32(os.Getegid()) ||
 					c.Name != "go-caller" || c.Authenticated || c.Subject != "" || c.Issuer != "" ||
-					len(c.Roles) != 0 || c.Roles == nil || c.HasRole("doctor") {
+					len(c.Roles) != 0 || c.Roles == nil || c.HasRole("doctor") || c.Host != "" {
 					t.Fatalf("the handler saw the caller %+v", c)
 				}
 			})

@@ -461,7 +461,10 @@ class Caller:
     """Who made a request (docs/security.md): the identity of the calling process as the kernel
     told the broker, its client name, and the claims of the token the broker verified. The caller
     cannot alter any of it. Without an access policy on the broker, ``authenticated`` is False,
-    ``subject`` and ``issuer`` are "" and ``roles`` is empty."""
+    ``subject`` and ``issuer`` are "" and ``roles`` is empty. ``host`` is the name of the caller's
+    host when a gateway brought the call in from another host (docs/gateway.md), as that link's
+    TLS certificate names it; its uid, pid, name, subject and issuer are then as that host knows
+    them. "" for a caller of this host."""
 
     uid: int
     gid: int
@@ -472,6 +475,7 @@ class Caller:
     subject: str
     issuer: str
     roles: Tuple[str, ...]
+    host: str = ""
 
     def has_role(self, role: str) -> bool:
         """Whether the broker's policy gives the caller ``role``."""
@@ -485,7 +489,8 @@ class Caller:
                    groups=tuple(int(g) for g in j.get("groups") or ()),
                    name=str(j.get("name", "")), authenticated=j.get("authenticated") is True,
                    subject=str(j.get("subject", "")), issuer=str(j.get("issuer", "")),
-                   roles=tuple(str(r) for r in j.get("roles") or ()))
+                   roles=tuple(str(r) for r in j.get("roles") or ()),
+                   host=str(j.get("host", "")))
 
 
 class RequestContext:

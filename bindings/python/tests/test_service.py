@@ -120,6 +120,9 @@ def test_python_caller(broker: Broker, py_service: hms_ffi.Service) -> None:
         b'{"uid":1001,"gid":1001,"pid":4242,"groups":[1001,27],"name":"hms-api",'
         b'"authenticated":true,"subject":"alice","issuer":"hms-auth","roles":["doctor"]}')
     assert parsed.groups == (1001, 27) and parsed.authenticated and parsed.has_role("doctor")
+    assert parsed.host == "" and caller.host == ""  # callers of this host
+    remote = hms_ffi.Caller.from_json(b'{"uid":1001,"pid":77,"name":"hms-api","host":"host-a"}')
+    assert remote.host == "host-a" and remote.pid == 77
 
 
 def test_python_errors(py_stub: hms_ffi.Stub) -> None:

@@ -45,6 +45,9 @@ class UnitTest < Minitest::Test
     assert_predicate c, :frozen?
     assert_predicate c.roles, :frozen?
     assert_raises(FrozenError) { c.uid = 0 }
+    assert_equal "", c.host # a caller of this host
+    remote = Hms::Ffi::Caller.from_json('{"uid":1001,"pid":77,"name":"hms-api","host":"host-a"}')
+    assert_equal ["host-a", 77], [remote.host, remote.pid]
   end
 
   def test_abi_version

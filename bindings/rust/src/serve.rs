@@ -519,6 +519,10 @@ pub struct Caller {
     pub issuer: String,
     /// The roles the broker's policy gives the caller (empty: no policy).
     pub roles: Vec<String>,
+    /// The name of the caller's host when a gateway brought the call in from another host
+    /// (docs/gateway.md), as that link's TLS certificate names it; `uid`, `pid`, `name`,
+    /// `subject` and `issuer` are then as that host knows them. Empty for a caller of this host.
+    pub host: String,
 }
 
 impl Caller {
@@ -550,6 +554,7 @@ impl Caller {
                     "subject" => c.subject = r.string()?,
                     "issuer" => c.issuer = r.string()?,
                     "roles" => c.roles = r.array(JsonReader::string)?,
+                    "host" => c.host = r.string()?,
                     _ => r.skip(0)?,
                 }
                 if r.peek() == Some(b',') {
@@ -755,6 +760,12 @@ mod caller_tests {
         assert_eq!((c.subject.as_str(), c.issuer.as_str()), ("alice", "hms-auth"));
         assert!(c.has_role("doctor"));
         assert!(!c.has_role("nurse"));
+        assert_eq!(c.host, "", "a caller of this host");
+        let remote = Caller::from_json(
+            br#"{"uid":1001,"pid":77,"name":"hms-api","roles":["doctor"],"host":"host-a"}"#,
+        )
+        .expect("parses");
+        assert_eq!((remote.host.as_str(), remote.pid), ("host-a", 77));
     }
 
     #[test]

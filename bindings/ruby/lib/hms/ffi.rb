@@ -484,9 +484,12 @@ module Hms
     # kernel told the broker (uid, gid, pid, groups), its client name, and the claims of the token
     # the broker verified (authenticated, subject, issuer) with the roles its access policy gives
     # the caller. The caller cannot alter any of it. Without a policy on the broker,
-    # authenticated is false, subject and issuer are "" and roles is empty.
+    # authenticated is false, subject and issuer are "" and roles is empty. host is the name of
+    # the caller's host when a gateway brought the call in from another host (docs/gateway.md), as
+    # that link's TLS certificate names it; uid, pid, name, subject and issuer are then as that
+    # host knows them. "" for a caller of this host.
     Caller = Struct.new(:uid, :gid, :pid, :groups, :name, :authenticated, :subject, :issuer, :roles,
-                        keyword_init: true) do
+                        :host, keyword_init: true) do
       # Whether the broker's policy gives the caller the role `name` (a String or Symbol).
       def role?(name)
         roles.include?(name.to_s)
@@ -500,7 +503,8 @@ module Hms
         new(uid: j["uid"].to_i, gid: j["gid"].to_i, pid: j["pid"].to_i,
             groups: Array(j["groups"]).map(&:to_i).freeze, name: j["name"].to_s.freeze,
             authenticated: j["authenticated"] == true, subject: j["subject"].to_s.freeze,
-            issuer: j["issuer"].to_s.freeze, roles: Array(j["roles"]).map { |r| r.to_s.freeze }.freeze).freeze
+            issuer: j["issuer"].to_s.freeze, roles: Array(j["roles"]).map { |r| r.to_s.freeze }.freeze,
+            host: j["host"].to_s.freeze).freeze
       end
     end
 
