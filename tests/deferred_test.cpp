@@ -170,6 +170,18 @@ TEST_P(Deferred, CallsOverlapOnOneChannel_AndAnswersFromAnotherThreadInAnyOrderR
   one.join();
   ASSERT_TRUE(r.ok()) << r.status().toString();
   EXPECT_EQ(r->results().getSeq(), 7u);
+  // The service's metrics count each call once it is answered, whichever thread answered it.
+  const auto counted = [&] {
+    auto m = caller->metrics();
+    if (!m.ok()) return false;
+    for (const auto& method : m->methods) {
+      if (method.service == "hms.test" && method.method == "echo") {
+        return method.handled[0] == kCalls + 1 && method.inFlight == 0;
+      }
+    }
+    return false;
+  };
+  EXPECT_TRUE(waitUntil(counted));
 }
 
 TEST_P(Deferred, FailuresAndMistakes_ReachTheCallerAsClearErrors) {

@@ -599,6 +599,8 @@ class Dispatcher {
   bool take(Channel& ch, const RingConsumer::Record& rec, std::unique_ptr<uint64_t[]> copy);
   // Runs queued calls in order while the channel is free; returns whether any ran.
   bool dispatch(Channel& ch, int budget);
+  // This thread's metrics slot of a method of `svc` (null: metrics off, or a method unnamed).
+  MetricsSlot* metricsSlot(const Service& svc, uint16_t ordinal) noexcept;
   // Whether a call goes to the service's workers (else it runs on the thread serving the channel).
   static bool onWorker(const Channel& ch, const RecordHeader& h);
   // Runs a plain or one-way call at once if nothing is ahead of it; false: it must be queued.

@@ -971,6 +971,19 @@ void MetricsTiming::end(const Status& answered) noexcept {
   span.reset();
 }
 
+MetricsSlot* Dispatcher::metricsSlot(const Service& svc, uint16_t ordinal) noexcept {
+  MetricsWriter& w = client_.metrics;
+  if (!w.enabled() || ordinal >= svc.methodNames.size() || svc.methodNames[ordinal].empty()) {
+    return nullptr;
+  }
+  try {
+    return w.slot(w.family(svc.metricsFamilies[ordinal], kMetricsService, svc.spec.id,
+                           svc.methodNames[ordinal]));
+  } catch (const std::exception&) {
+    return nullptr;
+  }
+}
+
 Status Dispatcher::invoke(Channel& ch, const RingConsumer::Record& rec,
                           const std::shared_ptr<ServerCall>* call, bool stream,
                           const std::function<Status(CallContext&, capnp::MessageReader&)>* run,
@@ -978,15 +991,7 @@ Status Dispatcher::invoke(Channel& ch, const RingConsumer::Record& rec,
   const uint16_t ordinal = rec.header.method;
   const Service& svc = *ch.service;
   const bool named = ordinal < svc.methodNames.size() && !svc.methodNames[ordinal].empty();
-  MetricsSlot* m = nullptr;
-  MetricsWriter& w = client_.metrics;
-  if (w.enabled() && named) {
-    try {
-      m = w.slot(w.family(svc.metricsFamilies[ordinal], kMetricsService, svc.spec.id,
-                          svc.methodNames[ordinal]));
-    } catch (const std::exception&) {
-    }
-  }
+  MetricsSlot* m = metricsSlot(svc, ordinal);
   if (!m && !rec.trace) return invokeChecked(ch, rec, call, stream, run, results);
   // The trace the handler runs in, which the calls it makes inherit: the caller's, or (spans
   // being recorded, the trace sampled) this call's server span, a child of the caller's span.
@@ -1497,6 +1502,10 @@ Status Dispatcher::answerDeferred(
       p.early = told;  // runDeferred() counts it when the handler returns
       p.done = true;
     } else if (ch != nullptr && !p.timingEnded) {  // (with no channel, ~Channel counted it)
+      // A slot has one writer, its thread: this thread counts the end in its own (the series
+      // sums its slots).
+      if (p.timing.slot)
+        p.timing.slot = p.ref->dispatcher->metricsSlot(*ch->service, p.header.method);
       p.timing.end(told);
       p.timingEnded = true;
     }
