@@ -850,8 +850,12 @@ std::vector<std::shared_ptr<CallerChannel>> Completions::channels(bool socket) {
   std::vector<std::shared_ptr<CallerChannel>> out;
   std::erase_if(list, [&](const std::weak_ptr<CallerChannel>& w) {
     auto ch = w.lock();
+    if (!ch) return true;
     // A channel that moved to the other transport leaves this list (relink added it there).
-    if (!ch || (ch->isOpen && (ch->link != nullptr) != socket)) return true;
+    // isOpen and link change under asyncMu (a reopen); one busy now is looked at next time.
+    std::unique_lock busy(ch->asyncMu, std::try_to_lock);
+    if (busy.owns_lock() && ch->isOpen && (ch->link != nullptr) != socket) return true;
+    busy = {};
     out.push_back(std::move(ch));
     return false;
   });
