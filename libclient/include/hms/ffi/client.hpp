@@ -743,12 +743,9 @@ class ServiceDefinition {
   template <auto RequestFn, class F>
   ServiceDefinition& on(F handler) {
     using T = detail::RequestFnTraits<decltype(RequestFn)>;
-    static_assert(std::is_same_v<typename T::Interface, Interface>,
-                  "the method belongs to another interface than this definition's");
-    const auto& ref = detail::methodRef<RequestFn>();
-    handlers_[ref.ordinal] = [h = std::move(handler)](CallContext& ctx,
-                                                      capnp::MessageReader& params,
-                                                      capnp::MessageBuilder& results) -> Status {
+    handlers_[ordinalOf<RequestFn>()] = [h = std::move(handler)](
+                                            CallContext& ctx, capnp::MessageReader& params,
+                                            capnp::MessageBuilder& results) -> Status {
       return h(ctx, params.getRoot<typename T::Params>(), results.initRoot<typename T::Results>());
     };
     return *this;
@@ -760,12 +757,9 @@ class ServiceDefinition {
   template <auto RequestFn, class F>
   ServiceDefinition& onStream(F handler) {
     using T = detail::RequestFnTraits<decltype(RequestFn)>;
-    static_assert(std::is_same_v<typename T::Interface, Interface>,
-                  "the method belongs to another interface than this definition's");
-    const auto& ref = detail::methodRef<RequestFn>();
-    streamHandlers_[ref.ordinal] = [h = std::move(handler)](CallContext& ctx,
-                                                            capnp::MessageReader& params,
-                                                            detail::StreamSink& sink) -> Status {
+    streamHandlers_[ordinalOf<RequestFn>()] = [h = std::move(handler)](
+                                                  CallContext& ctx, capnp::MessageReader& params,
+                                                  detail::StreamSink& sink) -> Status {
       StreamWriter<typename T::Results> writer(sink);
       return h(ctx, params.getRoot<typename T::Params>(), writer);
     };
@@ -778,12 +772,9 @@ class ServiceDefinition {
   template <auto RequestFn, class F>
   ServiceDefinition& onDeferred(F handler) {
     using T = detail::RequestFnTraits<decltype(RequestFn)>;
-    static_assert(std::is_same_v<typename T::Interface, Interface>,
-                  "the method belongs to another interface than this definition's");
-    const auto& ref = detail::methodRef<RequestFn>();
-    deferredHandlers_[ref.ordinal] = [h = std::move(handler)](CallContext& ctx,
-                                                              capnp::MessageReader& params,
-                                                              Responder& responder) {
+    deferredHandlers_[ordinalOf<RequestFn>()] = [h = std::move(handler)](
+                                                    CallContext& ctx, capnp::MessageReader& params,
+                                                    Responder& responder) {
       h(ctx, params.getRoot<typename T::Params>(), responder);
     };
     return *this;
@@ -791,6 +782,14 @@ class ServiceDefinition {
 
  private:
   friend class Client;
+  // The ordinal of RequestFn, which must be a method of this definition's interface.
+  template <auto RequestFn>
+  static uint16_t ordinalOf() {
+    static_assert(
+        std::is_same_v<typename detail::RequestFnTraits<decltype(RequestFn)>::Interface, Interface>,
+        "the method belongs to another interface than this definition's");
+    return detail::methodRef<RequestFn>().ordinal;
+  }
   std::map<uint16_t, Handler> handlers_;
   std::map<uint16_t, StreamHandler> streamHandlers_;
   std::map<uint16_t, DeferredHandler> deferredHandlers_;
