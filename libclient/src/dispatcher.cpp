@@ -81,8 +81,8 @@ struct Dispatcher::Service {
 
 // A channel as its deferred calls' Responders see it: `ch` is cleared (under `m`) when the
 // channel is destroyed, so a Responder that outlives its channel, service or client finds
-// nobody. While `ch` is set, so is the dispatcher that owns it. `m` also guards every
-// PendingReply of the channel.
+// nobody. While `ch` is set, so is the dispatcher that owns it. `m` is held while an answer is
+// written, and guards `pending`.
 struct ChannelRef {
   std::mutex m;
   Dispatcher::Channel* ch = nullptr;
