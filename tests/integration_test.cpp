@@ -485,6 +485,89 @@ TEST_P(Integration, OneStubSharedByThreads_TakesTurns_AndItsHolderIsToldItHoldsI
   later.join();
 }
 
+// The threads of this process named `name`.
+int threadsNamed(const std::string& name) {
+  int n = 0;
+  for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
+    std::ifstream comm(task.path() / "comm");
+    std::string got;
+    std::getline(comm, got);
+    n += got == name ? 1 : 0;
+  }
+  return n;
+}
+
+// A service's workers and stream threads start as its calls need them, never more than its
+// options allow: a process serving many services that few call holds few threads.
+TEST_P(Integration, WorkersAndStreamThreads_StartOnlyWhenCallsNeedThem) {
+  auto svcClient = connect();
+  ServiceDefinition<TestService> def;
+  def.on<&TestService::Client::echoRequest>(
+      [](CallContext&, TestService::EchoParams::Reader p, TestService::EchoResults::Builder r) {
+        r.setSeq(p.getSeq());
+        return Status();
+      });
+  def.onStream<&TestService::Client::countRequest>(
+      [](CallContext&, TestService::CountParams::Reader p,
+         StreamWriter<TestService::CountResults>& out) {
+        for (uint64_t i = 0; i < p.getN(); ++i) {
+          if (Status s = out.write([&](auto item) { item.setValue(p.getFrom() + i); }); !s) {
+            return s;
+          }
+        }
+        return Status();
+      });
+  ServiceOptions o;
+  o.workerThreads = 3;
+  o.streamThreads = 4;
+  auto handle = svcClient->serve("hms.test.lazy", {1, 0, 0}, std::move(def), o);
+  ASSERT_TRUE(handle.ok()) << handle.status().toString();
+  EXPECT_EQ(threadsNamed("hms-worker"), 0);
+  EXPECT_EQ(threadsNamed("hms-stream"), 0);
+
+  auto caller = connect();
+  auto stub = caller->bind<TestService>("hms.test.lazy").valueOrThrow();
+  {
+    auto r = stub.call<&TestService::Client::echoRequest>([](auto p) { p.setSeq(5); });
+    ASSERT_TRUE(r.ok()) << r.status().toString();
+    EXPECT_EQ(r->results().getSeq(), 5u);
+  }
+  EXPECT_EQ(threadsNamed("hms-worker"), 1);
+  EXPECT_EQ(threadsNamed("hms-stream"), 0);
+  {
+    auto stream = stub.openStream<&TestService::Client::countRequest>([](auto p) {
+      p.setFrom(10);
+      p.setN(3);
+    });
+    uint64_t expect = 10;
+    while (stream.next()) EXPECT_EQ(stream.item().getValue(), expect++);
+    EXPECT_TRUE(stream.status().ok()) << stream.status().toString();
+    EXPECT_EQ(expect, 13u);
+  }
+  EXPECT_EQ(threadsNamed("hms-stream"), 1);
+  // Many calls, from three stubs at once: never more workers than the options allow.
+  std::vector<std::thread> callers;
+  std::atomic<int> failures{0};
+  for (int t = 0; t < 3; ++t) {
+    callers.emplace_back([&] {
+      auto s = caller->bind<TestService>("hms.test.lazy");
+      if (!s.ok()) {
+        ++failures;
+        return;
+      }
+      for (uint64_t i = 0; i < 200; ++i) {
+        auto r = s->call<&TestService::Client::echoRequest>([&](auto p) { p.setSeq(i); });
+        if (!r.ok() || r->results().getSeq() != i) ++failures;
+      }
+    });
+  }
+  for (auto& t : callers) t.join();
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_GE(threadsNamed("hms-worker"), 1);
+  EXPECT_LE(threadsNamed("hms-worker"), 3);
+  ASSERT_TRUE(handle->stop().ok());
+}
+
 TEST_P(Integration, IdleService_UsesNoCpuAfterItsSpinBudget) {
   auto svc = service();
   auto client = connect();

@@ -582,6 +582,13 @@ class Dispatcher {
   // epoll, since a thread cannot sleep on a futex and sockets at once.
   void startSocketThread();
   void runSockets();
+  void handBack(bool socket);
+  void workerLoop(Service* svc);
+  void streamLoop(Service* svc);
+  // Queues a call for the service's workers (or stream threads), starting one if none is idle
+  // and the pool is not full.
+  void enqueueWork(Service& svc, bool stream, Work w);
+  void retireThreads(Service& svc);
   void toSocketThread(std::function<void()> fn);
   void socketClose(Channel& ch, const char* why);
   // Reads and runs (or queues) up to `maxRecords` records from a socket channel: a batch of 64

@@ -76,6 +76,13 @@ struct Dispatcher::Service {
   std::vector<std::thread> workers;
   std::unique_ptr<moodycamel::BlockingConcurrentQueue<Work>> streams;
   std::vector<std::thread> streamWorkers;
+  // Workers and stream threads start as calls need them, up to the options' counts: a service
+  // nobody calls holds none. Spawned by the dispatcher and the socket thread, under threadsMu;
+  // none once the service is retired (its stop sentinels are counted then).
+  std::mutex threadsMu;
+  bool retired = false;
+  std::atomic<unsigned> idleWorkers{0};
+  std::atomic<unsigned> idleStreams{0};
   bool removed = false;
 };
 
@@ -397,65 +404,105 @@ void Dispatcher::addService(uint64_t tag, const ServiceSpec& spec) {
   for (const auto& [ordinal, h] : s->spec.deferredHandlers) {
     if (ordinal < s->deferredByOrdinal.size()) s->deferredByOrdinal[ordinal] = &h;
   }
-  // A worker (or stream thread) runs one call and hands the channel back to whichever thread
-  // serves it: the dispatcher (shared memory) or the socket thread.
-  // `socket` is read before the channel is handed back: after that it may be reaped at once.
-  auto handBack = [this](bool socket) {
-    if (socket) {
-      toSocketThread({});
-    } else {
-      wakeAlways(*doorbell_);
-    }
-  };
   if (spec.options.workerThreads > 0) {
     s->work = std::make_unique<moodycamel::BlockingConcurrentQueue<Work>>();
-    for (unsigned i = 0; i < spec.options.workerThreads; ++i) {
-      s->workers.emplace_back([this, svc = s.get(), handBack] {
-        Work w;
-        for (;;) {
-          svc->work->wait_dequeue(w);
-          if (w.channel == nullptr) return;  // stop
-          Channel& ch = *w.channel;
-          if (w.item->rec.header.flags & kRecordOneWay) {
-            runOneWay(ch, *w.item);
-          } else {
-            runUnary(ch, *w.item, w.call);
-          }
-          {
-            // A deferred call stays until it is answered (answerDeferred).
-            std::lock_guard lock(ch.runningMu);
-            if (!w.call->deferred) {
-              runningCalls_.fetch_sub(uint32_t(ch.running.erase(w.item->rec.header.callId)),
-                                      std::memory_order_relaxed);
-            }
-          }
-          w = Work{};
-          const bool socket = ch.link != nullptr;
-          ch.busy.store(false, std::memory_order_release);
-          handBack(socket);
-        }
-      });
-    }
   }
   if (!spec.streamHandlers.empty()) {
     s->streams = std::make_unique<moodycamel::BlockingConcurrentQueue<Work>>();
-    for (unsigned i = 0; i < std::max(1u, spec.options.streamThreads); ++i) {
-      s->streamWorkers.emplace_back([this, svc = s.get(), handBack] {
-        Work w;
-        for (;;) {
-          svc->streams->wait_dequeue(w);
-          if (w.channel == nullptr) return;  // stop
-          Channel& ch = *w.channel;
-          runStream(ch, *w.item, w.call);
-          w = Work{};
-          const bool socket = ch.link != nullptr;
-          ch.active.fetch_sub(1, std::memory_order_release);
-          handBack(socket);
-        }
-      });
-    }
   }
   post(Event{Event::kAddService, tag, std::move(s), {}});
+}
+
+// A worker (or stream thread) runs one call and hands the channel back to whichever thread
+// serves it: the dispatcher (shared memory) or the socket thread. `socket` is read before the
+// channel is handed back: after that it may be reaped at once.
+void Dispatcher::handBack(bool socket) {
+  if (socket) {
+    toSocketThread({});
+  } else {
+    wakeAlways(*doorbell_);
+  }
+}
+
+void Dispatcher::workerLoop(Service* svc) {
+  nameThisThread("hms-worker");
+  Work w;
+  for (;;) {
+    svc->idleWorkers.fetch_add(1, std::memory_order_release);
+    svc->work->wait_dequeue(w);
+    svc->idleWorkers.fetch_sub(1, std::memory_order_relaxed);
+    if (w.channel == nullptr) return;  // stop
+    Channel& ch = *w.channel;
+    if (w.item->rec.header.flags & kRecordOneWay) {
+      runOneWay(ch, *w.item);
+    } else {
+      runUnary(ch, *w.item, w.call);
+    }
+    {
+      // A deferred call stays until it is answered (answerDeferred).
+      std::lock_guard lock(ch.runningMu);
+      if (!w.call->deferred) {
+        runningCalls_.fetch_sub(uint32_t(ch.running.erase(w.item->rec.header.callId)),
+                                std::memory_order_relaxed);
+      }
+    }
+    w = Work{};
+    const bool socket = ch.link != nullptr;
+    ch.busy.store(false, std::memory_order_release);
+    handBack(socket);
+  }
+}
+
+void Dispatcher::streamLoop(Service* svc) {
+  nameThisThread("hms-stream");
+  Work w;
+  for (;;) {
+    svc->idleStreams.fetch_add(1, std::memory_order_release);
+    svc->streams->wait_dequeue(w);
+    svc->idleStreams.fetch_sub(1, std::memory_order_relaxed);
+    if (w.channel == nullptr) return;  // stop
+    Channel& ch = *w.channel;
+    runStream(ch, *w.item, w.call);
+    w = Work{};
+    const bool socket = ch.link != nullptr;
+    ch.active.fetch_sub(1, std::memory_order_release);
+    handBack(socket);
+  }
+}
+
+void Dispatcher::enqueueWork(Service& svc, bool stream, Work w) {
+  auto& pool = stream ? *svc.streams : *svc.work;
+  auto& idle = stream ? svc.idleStreams : svc.idleWorkers;
+  if (idle.load(std::memory_order_acquire) == 0) {
+    // Nobody waits for work: one more thread, if the pool is not full. (A thread about to wait
+    // again may make it one more than needed, never more than the options allow.)
+    std::lock_guard lock(svc.threadsMu);
+    auto& threads = stream ? svc.streamWorkers : svc.workers;
+    const size_t most =
+        stream ? std::max(1u, svc.spec.options.streamThreads) : svc.spec.options.workerThreads;
+    if (!svc.retired && threads.size() < most) {
+      Service* p = &svc;
+      if (stream) {
+        threads.emplace_back([this, p] { streamLoop(p); });
+      } else {
+        threads.emplace_back([this, p] { workerLoop(p); });
+      }
+    }
+  }
+  pool.enqueue(std::move(w));
+}
+
+// Stops the service's threads once they finished what they hold (one sentinel each); no thread
+// starts after this.
+void Dispatcher::retireThreads(Service& svc) {
+  std::lock_guard lock(svc.threadsMu);
+  svc.retired = true;
+  if (svc.work) {
+    for (size_t i = 0; i < svc.workers.size(); ++i) svc.work->enqueue(Work{});
+  }
+  if (svc.streams) {
+    for (size_t i = 0; i < svc.streamWorkers.size(); ++i) svc.streams->enqueue(Work{});
+  }
 }
 
 void Dispatcher::removeService(uint64_t tag) {
@@ -519,12 +566,7 @@ bool Dispatcher::drainEvents() {
         }
         // Its workers and stream threads finish what they hold, then stop; they are joined
         // when the dispatcher stops.
-        for (auto* pool : {&it->second->work, &it->second->streams}) {
-          if (!*pool) continue;
-          const size_t n = pool == &it->second->work ? it->second->workers.size()
-                                                     : it->second->streamWorkers.size();
-          for (size_t i = 0; i < n; ++i) (*pool)->enqueue(Work{});
-        }
+        retireThreads(*it->second);
         retired_.push_back(it->second);
         services_.erase(it);
         break;
@@ -849,7 +891,7 @@ bool Dispatcher::dispatch(Channel& ch, int budget) {
       auto call = cancellable();
       ch.active.fetch_add(1, std::memory_order_relaxed);
       if (ch.service->streams) {
-        ch.service->streams->enqueue(Work{&ch, std::move(q), std::move(call)});
+        enqueueWork(*ch.service, true, Work{&ch, std::move(q), std::move(call)});
       } else {
         runStream(ch, *q, call);  // no stream handler at all: it ends at once with the error
         ch.active.fetch_sub(1, std::memory_order_relaxed);
@@ -859,7 +901,7 @@ bool Dispatcher::dispatch(Channel& ch, int budget) {
     if (onWorker(ch, h)) {
       auto call = cancellable();
       ch.busy.store(true, std::memory_order_relaxed);
-      ch.service->work->enqueue(Work{&ch, std::move(q), std::move(call)});
+      enqueueWork(*ch.service, false, Work{&ch, std::move(q), std::move(call)});
       break;
     }
     if (h.flags & kRecordOneWay) {
@@ -1562,13 +1604,10 @@ void Dispatcher::run() {
     toSocketThread([this] { socketsStopping_ = true; });
     socketThread_.join();
   }
+  for (auto& [tag, svc] : services_) retireThreads(*svc);
   for (auto& [tag, svc] : services_) {
-    for (auto* pool : {&svc->work, &svc->streams}) {
-      if (!*pool) continue;
-      auto& threads = pool == &svc->work ? svc->workers : svc->streamWorkers;
-      for (size_t i = 0; i < threads.size(); ++i) (*pool)->enqueue(Work{});
-      for (auto& t : threads) t.join();
-    }
+    for (auto& t : svc->workers) t.join();
+    for (auto& t : svc->streamWorkers) t.join();
   }
   for (auto& svc : retired_) {
     for (auto& t : svc->workers) t.join();

@@ -123,11 +123,13 @@ struct ServiceOptions {
   // Size of each of the two rings of every channel to this service. The largest message is a
   // little under half of it (see Client::maxMessageBytes); raise it for larger messages.
   uint32_t ringBytes = 1u << 20;
-  // 0: handlers run on the client's dispatcher thread, one call at a time. N: on a pool of N
-  // worker threads (calls on different channels run in parallel; one channel stays in order).
+  // 0: handlers run on the client's dispatcher thread, one call at a time. N: on a pool of up to
+  // N worker threads (calls on different channels run in parallel; one channel stays in order),
+  // each started when a call finds no idle one.
   unsigned workerThreads = 0;
-  // Stream handlers (ServiceDefinition::onStream) run on a pool of this many threads, so that a
-  // stream waiting for a slow caller holds up nobody else; streams beyond it wait their turn.
+  // Stream handlers (ServiceDefinition::onStream) run on a pool of up to this many threads, so
+  // that a stream waiting for a slow caller holds up nobody else; streams beyond it wait their
+  // turn. Started as streams need them, like the workers.
   unsigned streamThreads = 2;
 };
 
