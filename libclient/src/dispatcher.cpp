@@ -12,6 +12,7 @@
 #include <cstring>
 #include <set>
 #include <stdexcept>
+#include <system_error>
 
 #include "client_impl.hpp"
 #include "hms/ffi/error.capnp.h"
@@ -482,10 +483,16 @@ void Dispatcher::enqueueWork(Service& svc, bool stream, Work w) {
         stream ? std::max(1u, svc.spec.options.streamThreads) : svc.spec.options.workerThreads;
     if (!svc.retired && threads.size() < most) {
       Service* p = &svc;
-      if (stream) {
-        threads.emplace_back([this, p] { streamLoop(p); });
-      } else {
-        threads.emplace_back([this, p] { workerLoop(p); });
+      try {
+        if (stream) {
+          threads.emplace_back([this, p] { streamLoop(p); });
+        } else {
+          threads.emplace_back([this, p] { workerLoop(p); });
+        }
+      } catch (const std::system_error& e) {
+        // Out of threads (RLIMIT_NPROC, memory): the call waits for one of those there are.
+        log().error("hms-ffi: {} could not start a {} thread ({} running): {}", svc.spec.id,
+                    stream ? "stream" : "worker", threads.size(), e.what());
       }
     }
   }
