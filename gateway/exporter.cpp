@@ -14,7 +14,7 @@ std::string keyOf(const std::string& id, const std::string& version) {
 
 // The name the peer's certificate carries (its first, where it carries several): what the
 // handshake checked, unlike anything the peer states. Empty without one.
-std::string certifiedName(const grpc::ServerContext& ctx) {
+std::string certifiedName(const grpc::ServerContextBase& ctx) {
   if (auto auth = ctx.auth_context()) {
     const auto ids = auth->GetPeerIdentity();
     if (!ids.empty()) return std::string(ids[0].data(), ids[0].size());
@@ -23,7 +23,7 @@ std::string certifiedName(const grpc::ServerContext& ctx) {
 }
 
 // Who a peer is, for the log: its certified name, the name it gave, and its address.
-std::string peerOf(const grpc::ServerContext& ctx, const std::string& said) {
+std::string peerOf(const grpc::ServerContextBase& ctx, const std::string& said) {
   const std::string certified = certifiedName(ctx);
   return said + " (certificate " + (certified.empty() ? "?" : certified) + ", " + ctx.peer() + ")";
 }
@@ -237,7 +237,7 @@ Result<std::string> Exporter::methodOf(const v1::CallRequest& request, bool stre
   return m->second.first;
 }
 
-Caller Exporter::callerOf(const grpc::ServerContext& ctx) const {
+Caller Exporter::callerOf(const grpc::ServerContextBase& ctx) const {
   Caller c;
   const auto& md = ctx.client_metadata();
   if (auto it = md.find("hms-caller-bin"); it != md.end()) {
@@ -312,7 +312,7 @@ void Exporter::giveBack(const std::string& id, const std::string& version, const
   ++pooled_;
 }
 
-Result<CallOptions> Exporter::callOptions(const grpc::ServerContext& ctx) const {
+Result<CallOptions> Exporter::callOptions(const grpc::ServerContextBase& ctx) const {
   CallOptions o;
   const auto deadline = ctx.deadline();
   if (deadline != std::chrono::system_clock::time_point::max()) {
@@ -339,7 +339,7 @@ Result<CallOptions> Exporter::callOptions(const grpc::ServerContext& ctx) const 
   return o;
 }
 
-Result<Exporter::Incoming> Exporter::incoming(const grpc::ServerContext& ctx,
+Result<Exporter::Incoming> Exporter::incoming(const grpc::ServerContextBase& ctx,
                                               const v1::CallRequest& request, bool stream) {
   auto method = methodOf(request, stream);
   if (!method.ok()) return method.status();
@@ -358,30 +358,90 @@ Result<Exporter::Incoming> Exporter::incoming(const grpc::ServerContext& ctx,
   return in;
 }
 
-grpc::Status Exporter::Call(grpc::ServerContext* ctx, const v1::CallRequest* request,
-                            v1::CallReply* reply) {
-  auto in = incoming(*ctx, *request, false);
-  if (!in.ok()) return toGrpc(in.status(), *ctx);
-  const Caller& caller = in->caller;
-  auto& stub = in->stub;
-  {
-    auto result = stub->callSegment(in->method, in->params, in->options);
-    if (!result.ok()) {
+// One call from a peer, from its arrival to gRPC's OnDone. The local call's callback answers it;
+// a cancel by the peer (or the server's shutdown) cancels the local call, and the local service
+// sees the cancel. The stub goes back to the pool before the answer goes out, so that the peer's
+// next call finds it there and does not open a channel of its own.
+class Exporter::CallReactor final : public grpc::ServerUnaryReactor {
+ public:
+  CallReactor(Exporter& exporter, grpc::CallbackServerContext& ctx, v1::CallReply& reply)
+      : exporter_(exporter), ctx_(ctx), reply_(reply) {}
+
+  // Sends the local call, or finishes with why it cannot be sent.
+  void start(const v1::CallRequest& request) {
+    auto in = exporter_.incoming(ctx_, request, false);
+    if (!in.ok()) {
+      Finish(toGrpc(in.status(), ctx_));
+      return;
+    }
+    id_ = request.service_id();
+    version_ = request.version();
+    caller_ = std::move(in->caller);
+    stub_ = std::move(in->stub);
+    auto handle = stub_->callSegmentAsync(
+        in->method, in->params, [this](Result<RawReply> r) { answer(std::move(r)); }, in->options);
+    if (!handle.ok()) {
+      answer(handle.status());
+      return;
+    }
+    std::lock_guard lock(m_);
+    handle_.emplace(std::move(*handle));
+    if (cancelled_) (void)handle_->cancel();  // the peer cancelled before the handle was kept
+  }
+
+  void OnCancel() override {
+    std::optional<JsonCallHandle> handle;
+    {
+      std::lock_guard lock(m_);
+      cancelled_ = true;
+      handle = handle_;
+    }
+    if (handle) (void)handle->cancel();  // the callback answers CANCELLED, outside m_
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  // On the client's completion thread (or in start). Nothing of this object is touched after
+  // Finish: OnDone may delete it at once.
+  void answer(Result<RawReply> r) {
+    grpc::Status status;
+    bool poolable = true;
+    if (r.ok()) {
+      RawReply reply = std::move(*r);  // released before the stub can go back to the pool
+      reply_.set_results(segmentBytes(reply.words()));
+    } else {
       // A stub is pooled again only after an answer. Its channel is closed with it when the
       // provider went (UNAVAILABLE), or when the call may still be running there (deadline,
       // cancel): the service answers one channel's calls in order, so the next call on that
       // channel would wait behind it.
-      const StatusCode code = result.status().code();
-      if (code != StatusCode::kUnavailable && code != StatusCode::kDeadlineExceeded &&
-          code != StatusCode::kCancelled) {
-        giveBack(request->service_id(), request->version(), caller, std::move(stub));
-      }
-      return toGrpc(result.status(), *ctx);
+      const StatusCode code = r.status().code();
+      poolable = code != StatusCode::kUnavailable && code != StatusCode::kDeadlineExceeded &&
+                 code != StatusCode::kCancelled;
+      status = toGrpc(r.status(), ctx_);
     }
-    reply->set_results(segmentBytes(result->words()));
-  }  // the reply is released before the stub goes back to the pool
-  giveBack(request->service_id(), request->version(), caller, std::move(stub));
-  return grpc::Status::OK;
+    std::unique_ptr<JsonStub> stub = std::move(stub_);  // set before the call was sent
+    if (poolable && stub) exporter_.giveBack(id_, version_, caller_, std::move(stub));
+    stub.reset();  // not pooled: its channel closes now
+    Finish(status);
+  }
+
+  Exporter& exporter_;
+  grpc::CallbackServerContext& ctx_;
+  v1::CallReply& reply_;
+  std::string id_, version_;
+  Caller caller_;
+  std::mutex m_;
+  std::unique_ptr<JsonStub> stub_;
+  std::optional<JsonCallHandle> handle_;
+  bool cancelled_ = false;
+};
+
+grpc::ServerUnaryReactor* Exporter::Call(grpc::CallbackServerContext* ctx,
+                                         const v1::CallRequest* request, v1::CallReply* reply) {
+  auto* reactor = new CallReactor(*this, *ctx, *reply);
+  reactor->start(*request);
+  return reactor;
 }
 
 grpc::Status Exporter::OpenStream(grpc::ServerContext* ctx, const v1::CallRequest* request,

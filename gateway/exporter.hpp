@@ -18,7 +18,10 @@
 
 namespace hms::ffi::gateway {
 
-class Exporter final : public v1::Gateway::Service {
+// Call is served with gRPC's callback API: no thread waits for the local service's answer, and a
+// cancel by the peer reaches the local call. The streams keep a thread each (they wait for the
+// peer to take each item: back-pressure).
+class Exporter final : public v1::Gateway::WithCallbackMethod_Call<v1::Gateway::Service> {
  public:
   // `client` is connected to the local broker and outlives the Exporter.
   Exporter(Client& client, const GatewayConfig& config);
@@ -32,14 +35,15 @@ class Exporter final : public v1::Gateway::Service {
 
   grpc::Status Watch(grpc::ServerContext* ctx, const v1::WatchRequest* request,
                      grpc::ServerWriter<v1::Exports>* writer) override;
-  grpc::Status Call(grpc::ServerContext* ctx, const v1::CallRequest* request,
-                    v1::CallReply* reply) override;
+  grpc::ServerUnaryReactor* Call(grpc::CallbackServerContext* ctx, const v1::CallRequest* request,
+                                 v1::CallReply* reply) override;
   grpc::Status OpenStream(grpc::ServerContext* ctx, const v1::CallRequest* request,
                           grpc::ServerWriter<v1::StreamItem>* writer) override;
   grpc::Status Subscribe(grpc::ServerContext* ctx, const v1::SubscribeRequest* request,
                          grpc::ServerWriter<v1::TopicMessage>* writer) override;
 
  private:
+  class CallReactor;
   struct Exported {
     std::map<uint32_t, std::pair<std::string, bool>> methods;  // ordinal -> name, stream
   };
@@ -58,7 +62,7 @@ class Exporter final : public v1::Gateway::Service {
                 std::unique_ptr<JsonStub> stub);
   // The caller of an incoming call: as its host described it (hms-caller-bin), from the host
   // the peer's certificate names.
-  Caller callerOf(const grpc::ServerContext& ctx) const;
+  Caller callerOf(const grpc::ServerContextBase& ctx) const;
   // What Call and OpenStream need of a request: its method (a call, or a stream), options, params,
   // caller, and a stub bound for that caller.
   struct Incoming {
@@ -68,10 +72,10 @@ class Exporter final : public v1::Gateway::Service {
     Caller caller;
     std::unique_ptr<JsonStub> stub;
   };
-  Result<Incoming> incoming(const grpc::ServerContext& ctx, const v1::CallRequest& request,
+  Result<Incoming> incoming(const grpc::ServerContextBase& ctx, const v1::CallRequest& request,
                             bool stream);
   // Deadline and trace of an incoming call, as CallOptions; DEADLINE_EXCEEDED if already past.
-  Result<CallOptions> callOptions(const grpc::ServerContext& ctx) const;
+  Result<CallOptions> callOptions(const grpc::ServerContextBase& ctx) const;
 
   Client& client_;
   const GatewayConfig& config_;

@@ -10,7 +10,7 @@
 
 namespace hms::ffi::gateway {
 
-grpc::Status toGrpc(const Status& status, grpc::ServerContext& ctx) {
+grpc::Status toGrpc(const Status& status, grpc::ServerContextBase& ctx) {
   if (status.isOk()) return grpc::Status::OK;
   v1::ErrorInfo info;
   info.set_source(status.source());

@@ -16,7 +16,7 @@ namespace hms::ffi::gateway {
 
 // An HMS-FFI status as gRPC's: the code as it is (both use gRPC's numbering), the source and
 // details as an ErrorInfo in the trailing metadata `hms-error-bin` of `ctx`.
-grpc::Status toGrpc(const Status& status, grpc::ServerContext& ctx);
+grpc::Status toGrpc(const Status& status, grpc::ServerContextBase& ctx);
 // The reverse, for a status that came back to `ctx`. A status that carries no ErrorInfo (gRPC's
 // own: a link that broke, a refused certificate) gets `peer` as its source, so that the caller
 // sees which host failed.

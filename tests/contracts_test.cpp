@@ -9,6 +9,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <optional>
 #include <string>
 #include <vector>
@@ -302,6 +303,87 @@ TEST_P(JsonCalls, OneWayCalls_RunInOrder) {
   auto stats = stub->call("stats", "{}");
   ASSERT_TRUE(stats.ok()) << stats.status().toString();
   EXPECT_NE(stats->find(R"("notes":["1","2","3"])"), std::string::npos) << *stats;
+}
+
+// The segment level (what a gateway forwards): Cap'n Proto bytes in and out, waited for or not,
+// and a cancel of the one not waited for reaches the service's handler.
+TEST_P(Contracts, SegmentCalls_CarryCapnpBytesBothWays_AndACancelReachesTheService) {
+  auto svc = startTestService(broker.socket(), {"--workers", "2"});
+  auto c = connect();
+  ASSERT_TRUE(live(*c, "hms.test", "1.0.0"));
+  auto stub = c->bindJson("hms.test", "^1.0");
+  ASSERT_TRUE(stub.ok()) << stub.status().toString();
+  // A segment as a peer sends it: root pointer at word 0, no segment table.
+  capnp::MallocMessageBuilder echo;
+  {
+    auto p = echo.initRoot<test::TestService::EchoParams>();
+    p.setSeq(77);
+    const char payload[] = "in and out";
+    p.setPayload(capnp::Data::Reader(reinterpret_cast<const kj::byte*>(payload), 10));
+  }
+  const auto echoWords = echo.getSegmentsForOutput()[0];
+  auto seqOf = [](kj::ArrayPtr<const capnp::word> reply) {
+    kj::ArrayPtr<const capnp::word> segments[1] = {reply};
+    capnp::SegmentArrayMessageReader r(kj::arrayPtr(segments, 1));
+    auto results = r.getRoot<test::TestService::EchoResults>();
+    EXPECT_EQ(results.getPayload().size(), 10u);
+    return results.getSeq();
+  };
+  {
+    auto waited = stub->callSegment("echo", echoWords);
+    ASSERT_TRUE(waited.ok()) << waited.status().toString();
+    EXPECT_EQ(seqOf(waited->words()), 77u);
+  }
+  std::promise<Result<uint64_t>> echoed;
+  auto handle = stub->callSegmentAsync("echo", echoWords, [&](Result<RawReply> r) {
+    if (!r.ok()) {
+      echoed.set_value(r.status());
+    } else {
+      echoed.set_value(seqOf(r->words()));
+    }
+  });
+  ASSERT_TRUE(handle.ok()) << handle.status().toString();
+  auto echoedResult = echoed.get_future();
+  ASSERT_EQ(echoedResult.wait_for(std::chrono::seconds(30)), std::future_status::ready);
+  auto seq = echoedResult.get();
+  ASSERT_TRUE(seq.ok()) << seq.status().toString();
+  EXPECT_EQ(*seq, 77u);
+
+  // Refused before anything is sent: no callback runs.
+  bool called = false;
+  auto noCallback = [&](Result<RawReply>) { called = true; };
+  EXPECT_EQ(stub->callSegmentAsync("count", echoWords, noCallback).status().code(),
+            StatusCode::kFailedPrecondition);
+  EXPECT_EQ(stub->callSegmentAsync("nope", echoWords, noCallback).status().code(),
+            StatusCode::kUnimplemented);
+  const uint64_t garbage[2] = {~uint64_t(0), ~uint64_t(0)};
+  EXPECT_EQ(
+      stub->callSegmentAsync("echo", kj::arrayPtr(reinterpret_cast<const capnp::word*>(garbage), 2),
+                             noCallback)
+          .status()
+          .code(),
+      StatusCode::kInvalidArgument);
+  EXPECT_FALSE(called);
+
+  // A long call cancelled while its handler runs: the callback says CANCELLED, and the handler
+  // was told (the service counts the cancels its handlers saw).
+  capnp::MallocMessageBuilder sleep;
+  sleep.initRoot<test::TestService::SleepParams>().setMs(60'000);
+  std::promise<Status> slept;
+  auto sleeping = stub->callSegmentAsync("sleep", sleep.getSegmentsForOutput()[0],
+                                         [&](Result<RawReply> r) { slept.set_value(r.status()); });
+  ASSERT_TRUE(sleeping.ok()) << sleeping.status().toString();
+  ASSERT_TRUE(svc.waitForLine("sleeping 60000")) << svc.output();
+  EXPECT_TRUE(sleeping->cancel().isOk());
+  auto sleptResult = slept.get_future();
+  ASSERT_EQ(sleptResult.wait_for(std::chrono::seconds(30)), std::future_status::ready);
+  EXPECT_EQ(sleptResult.get().code(), StatusCode::kCancelled);
+  EXPECT_TRUE(waitUntil([&] {
+    // On a channel of its own: the service answers one channel's calls in order.
+    auto stats = c->callJson("hms.test", "^1.0", "stats", "{}");
+    return stats.ok() && stats->find(R"("cancelCallbacks":"1")") != std::string::npos;
+  })) << "the handler on the service was not told of the cancel";
+  svc.signal(SIGKILL);  // its handler would sleep on for a minute
 }
 
 // ---- JSON topics -------------------------------------------------------------------------------

@@ -478,6 +478,33 @@ TEST_F(TwoHosts, AStreamCancelledOnA_IsCancelledOnB_BeforeItsNextItem) {
       << "the service on B saw no cancel within 3 s: " << cancelCallbacks();
 }
 
+// A call cancelled on A is cancelled on B: its handler there is told at once, not when the call
+// ends by itself (a minute later) or by its deadline.
+TEST_F(TwoHosts, ACallCancelledOnA_IsCancelledOnB_WhileItsHandlerRuns) {
+  auto svc = startTestService(hostB.socket(), {"--workers", "2"});
+  auto gwB = startGatewayB();
+  auto gwA = startGatewayA();
+  auto a = connectA();
+  ASSERT_TRUE(imported(*a, "hms.test")) << gwA.output();
+  auto stub = a->bind<TestService>("hms.test");
+  ASSERT_TRUE(stub.ok()) << stub.status().toString();
+  auto cancelCallbacks = [&] {
+    auto st = stub->call<&TestService::Client::statsRequest>([](auto) {});
+    return st.ok() ? st->results().getCancelCallbacks() : ~uint64_t(0);
+  };
+  ASSERT_EQ(cancelCallbacks(), 0u);
+  auto call = stub->callAsync<&TestService::Client::sleepRequest>([](auto p) { p.setMs(60'000); });
+  ASSERT_TRUE(svc.waitForLine("sleeping 60000")) << svc.output();
+  EXPECT_TRUE(call.cancel().isOk());
+  auto r = call.get();
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kCancelled) << r.status().toString();
+  EXPECT_TRUE(waitUntil([&] { return cancelCallbacks() == 1; }, std::chrono::seconds(20)))
+      << "the handler on B was not told of the cancel: " << cancelCallbacks() << "\n"
+      << gwB.output();
+  svc.signal(SIGKILL);  // its handler would sleep on for a minute
+}
+
 // A topic published on B reaches subscribers on A, every message intact and in order, and ends
 // there when its publisher on B does.
 TEST_F(TwoHosts, ATopicOfHostB_IsPublishedOnHostA_UntilItsPublisherGoes) {

@@ -508,6 +508,25 @@ Result<RawReply> JsonStub::callSegment(std::string_view name,
   return sendAndWait();
 }
 
+Result<JsonCallHandle> JsonStub::callSegmentAsync(std::string_view name,
+                                                  kj::ArrayPtr<const capnp::word> params,
+                                                  std::function<void(Result<RawReply>)> done,
+                                                  const CallOptions& options) {
+  auto m = method(name, false, "open it with openStreamSegment");
+  if (!m.ok()) return m.status();
+  if (auto s = copy(*m, params, options); !s) return s;
+  auto call = detail::sendAsync(
+      ch_, false, [done = std::move(done)](const std::shared_ptr<detail::AsyncCall>& c) {
+        capnp::MessageReader* reader = nullptr;
+        if (auto st = detail::takeAsync(*c, reader); !st) {
+          done(st);
+          return;
+        }
+        done(RawReply(nullptr, c, reader->getSegment(0)));  // ring messages are one segment
+      });
+  return JsonCallHandle(std::move(call));
+}
+
 Result<JsonStream> JsonStub::openStreamSegment(std::string_view name,
                                                kj::ArrayPtr<const capnp::word> params,
                                                const CallOptions& options) {

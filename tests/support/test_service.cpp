@@ -93,6 +93,8 @@ int main(int argc, char** argv) {
       // Counts the calls that ran, so that a test can tell a call was answered without running.
       static std::atomic<uint64_t> calls{0};
       r.setCalls(++calls);
+      // Counted with the streams' (stats), so that a test can tell a cancel reached the handler.
+      ctx.onCancel([] { ++gCancelCallbacks; });
       r.setTimeLeftMs(
           uint64_t(std::chrono::duration_cast<std::chrono::milliseconds>(ctx.timeLeft()).count()));
       std::printf("sleeping %u\n", p.getMs());

@@ -142,6 +142,14 @@ class JsonStub {
   Result<JsonStream> openStreamSegment(std::string_view method,
                                        kj::ArrayPtr<const capnp::word> params,
                                        const CallOptions& options = {});
+  // callSegment without the wait, as callAsync is call's: `done` runs exactly once, on the
+  // client's completion thread, with the reply (read in place until the RawReply is destroyed)
+  // or the error, unless this returns an error itself (nothing was sent). The handle cancels it,
+  // and the service sees the cancel: what lets a gateway pass on a cancel from another host.
+  Result<JsonCallHandle> callSegmentAsync(std::string_view method,
+                                          kj::ArrayPtr<const capnp::word> params,
+                                          std::function<void(Result<RawReply>)> done,
+                                          const CallOptions& options = {});
   // Opens a server stream (a method the service serves with onStream).
   Result<JsonStream> openStream(std::string_view method, std::string_view params,
                                 const JsonCallOptions& options = {});
