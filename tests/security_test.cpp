@@ -4,17 +4,17 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
-#include <sys/wait.h>
-
 #include <atomic>
-#include <cstring>
 #include <chrono>
+#include <condition_variable>
+#include <cstring>
 #include <ctime>
 #include <filesystem>
-#include <mutex>
 #include <fstream>
+#include <mutex>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -234,6 +234,79 @@ TEST_P(Security, PermittedRole_Calls_AndTheHandlerSeesTheVerifiedCaller) {
       auditLines(brokerAudit_, {R"("event":"open")", R"("outcome":"allowed")", "dr-house"})
           .empty())
       << readFile(brokerAudit_);
+}
+
+// A deferred handler's call is recorded when it is answered, with what its caller was told: not
+// as "ok" when the handler handed it off.
+TEST_P(Security, DeferredCalls_AreAuditedWithTheOutcomeOfTheirAnswer) {
+  ClientOptions o;
+  o.socketPath = broker_->socket();
+  o.name = "secure-service";
+  o.auditLog = serviceAudit_;
+  auto c = Client::connect(o);
+  ASSERT_TRUE(c.ok()) << c.status().toString();
+  service_ = std::move(*c);
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<Responder> kept;  // by seq - 1
+  std::atomic<int> cancels{0};
+  ServiceDefinition<TestService> def;
+  def.onDeferred<&TestService::Client::echoRequest>(
+      [&](CallContext& ctx, TestService::EchoParams::Reader p, Responder& r) {
+        ctx.onCancel([&] { ++cancels; });
+        std::lock_guard lock(mu);
+        if (kept.size() < p.getSeq()) kept.resize(p.getSeq());
+        kept[p.getSeq() - 1] = std::move(r);
+        cv.notify_all();
+      });
+  auto h = service_->serve("hms.test.secure", Version{1, 0, 0}, std::move(def));
+  ASSERT_TRUE(h.ok()) << h.status().toString();
+  handle_ = std::make_unique<ServiceHandle>(std::move(*h));
+  auto doctor = connect(token("dr-house", R"("doctor")"), "ward-app");
+  ASSERT_TRUE(doctor.ok()) << doctor.status().toString();
+  auto stub = (*doctor)->bind<TestService>("hms.test.secure");
+  ASSERT_TRUE(stub.ok()) << stub.status().toString();
+  auto answered = stub->callAsync<&TestService::Client::echoRequest>([](auto p) { p.setSeq(1); });
+  auto failed = stub->callAsync<&TestService::Client::echoRequest>([](auto p) { p.setSeq(2); });
+  auto cancelled = stub->callAsync<&TestService::Client::echoRequest>([](auto p) { p.setSeq(3); });
+  {
+    std::unique_lock lock(mu);
+    ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(30),
+                            [&] { return kept.size() == 3 && kept[0] && kept[1] && kept[2]; }));
+  }
+  // Handed off, not answered: nothing to record yet.
+  EXPECT_TRUE(auditLines(serviceAudit_, {R"("method":"echo")"}).empty()) << readFile(serviceAudit_);
+  EXPECT_TRUE(cancelled.cancel().isOk());
+  ASSERT_TRUE(waitUntil([&] { return cancels.load() == 1; }));
+  EXPECT_TRUE(kept[0].reply([](capnp::MessageBuilder& mb) {
+    mb.initRoot<TestService::EchoResults>().setSeq(1);
+    return Status();
+  }));
+  EXPECT_TRUE(kept[1].fail(Status(StatusCode::kNotFound, "no such patient")));
+  EXPECT_EQ(kept[2]
+                .reply([](capnp::MessageBuilder& mb) {
+                  mb.initRoot<TestService::EchoResults>().setSeq(3);
+                  return Status();
+                })
+                .code(),
+            StatusCode::kUnavailable);  // nobody reads it
+  EXPECT_TRUE(answered.get().ok());
+  EXPECT_EQ(failed.get().status().code(), StatusCode::kNotFound);
+  ASSERT_TRUE(waitUntil([&] {
+    return auditLines(serviceAudit_, {R"("event":"call")", R"("method":"echo")"}).size() == 3;
+  })) << readFile(serviceAudit_);
+  EXPECT_EQ(auditLines(serviceAudit_, {R"("outcome":"ok")", R"("code":"OK")", R"("duration_us":)"})
+                .size(),
+            1u)
+      << readFile(serviceAudit_);
+  EXPECT_EQ(auditLines(serviceAudit_, {R"("outcome":"error")", R"("code":"NOT_FOUND")",
+                                       R"("reason":"no such patient")", "dr-house"})
+                .size(),
+            1u)
+      << readFile(serviceAudit_);
+  EXPECT_EQ(auditLines(serviceAudit_, {R"("outcome":"error")", R"("code":"CANCELLED")"}).size(), 1u)
+      << readFile(serviceAudit_);
+  handle_.reset();  // its handler refers to this test's locals
 }
 
 TEST_P(Security, RoleWithoutPermission_PermissionDenied_AndTheHandlerNeverRuns) {

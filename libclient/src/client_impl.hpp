@@ -502,6 +502,9 @@ struct ServerCall {
   // Answered later through a Responder: it leaves the channel's `running` when answered, not
   // when its handler returns (guarded by the channel's runningMu).
   bool deferred = false;
+  // A deferred call's audit record, written with the outcome when it is answered (or its channel
+  // ends unanswered). Set by the dispatcher before the hand-off; then the PendingReply's.
+  std::function<void(const Status&)> auditLater;
   WakeWord* spaceWake = nullptr;  // woken on cancel: a stream may sleep on a full ring
   std::mutex m;
   std::vector<std::function<void()>> onCancel;
@@ -657,8 +660,10 @@ class Dispatcher {
                        const std::shared_ptr<ServerCall>* call, bool stream,
                        const std::function<Status(CallContext&, capnp::MessageReader&)>* run,
                        capnp::MessageBuilder* results, int64_t nowNs = 0);
-  void auditCall(Channel& ch, const RingConsumer::Record& rec, const Status& status, uint8_t level,
-                 int64_t startedNs);
+  // The audit record of a call, made from what the call arrived with and written with its
+  // outcome when called. Empty when the client keeps no audit log.
+  std::function<void(const Status&)> auditRecord(Channel& ch, const RingConsumer::Record& rec,
+                                                 uint8_t level, int64_t startedNs);
   void closeChannelLocal(Channel& ch, uint32_t myState, const char* why);
   // The caller left (closed the channel or died): the one-way calls it committed were
   // acknowledged when they entered the channel, so they still run, in order, on this thread;

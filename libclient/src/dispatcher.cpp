@@ -112,6 +112,16 @@ struct PendingReply {
   Status early;
   MetricsTiming timing;  // the call's metrics and server span, ended once: by the answer's thread
                          // if the handler had returned, else by runDeferred() when it does
+  // Ends the metrics, the span and the audit record with what the caller was told (under m).
+  void end(const Status& outcome) {
+    timing.end(outcome);
+    timingEnded = true;
+    if (call && call->auditLater) {
+      auto write = std::move(call->auditLater);
+      call->auditLater = nullptr;
+      write(outcome);
+    }
+  }
 };
 
 struct Dispatcher::Channel {
@@ -123,8 +133,7 @@ struct Dispatcher::Channel {
     for (PendingReply* p : ref->pending) {
       std::lock_guard pl(p->m);
       if (p->handedOff && !p->timingEnded) {
-        p->timing.end(Status(StatusCode::kCancelled, "its channel closed before it was answered"));
-        p->timingEnded = true;
+        p->end(Status(StatusCode::kCancelled, "its channel closed before it was answered"));
       }
     }
     ref->pending.clear();
@@ -1115,51 +1124,67 @@ Status Dispatcher::invokeChecked(
     status = invokeGranted(ch, rec, call, stream, run, results, nowNs);
   }
   // Denials are always recorded; allowed calls as the policy's audit level asks.
-  if (!allowed || level != 0) auditCall(ch, rec, status, level, started);
+  if (!allowed || level != 0) {
+    if (auto record = auditRecord(ch, rec, level, started)) {
+      // A deferred call handed off has no outcome yet: it is recorded when it is answered.
+      if (allowed && status.isOk() && call != nullptr && *call && (*call)->deferred) {
+        (*call)->auditLater = std::move(record);
+      } else {
+        record(status);
+      }
+    }
+  }
   return status;
 }
 
-void Dispatcher::auditCall(Channel& ch, const RingConsumer::Record& rec, const Status& status,
-                           uint8_t level, int64_t startedNs) {
+std::function<void(const Status&)> Dispatcher::auditRecord(Channel& ch,
+                                                           const RingConsumer::Record& rec,
+                                                           uint8_t level, int64_t startedNs) {
   AuditLog* log = client_.auditLog();
-  if (log == nullptr) return;
+  if (log == nullptr) return {};
   const Service& svc = *ch.service;
   const Caller& who = ch.grant->caller;
   const uint16_t ordinal = rec.header.method;
-  const std::string method =
+  std::string method =
       ordinal < svc.methodNames.size() ? svc.methodNames[ordinal] : std::to_string(ordinal);
   std::string roles;
   for (const auto& r : who.roles) roles += (roles.empty() ? "" : ",") + r;
-  std::vector<AuditField> f{
-      {"event", "call"},
-      {"service", svc.spec.id},
-      {"version", svc.spec.version.toString()},
-      {"method", method},
-      {"outcome", status.isOk() ? "ok" : "error"},
-      {"code", std::string(statusCodeName(status.code()))},
-      {"uid", std::to_string(who.uid), true},
-      {"gid", std::to_string(who.gid), true},
-      {"pid", std::to_string(who.pid), true},
-      {"caller_name", who.name},
-      {"roles", roles},
-  };
-  if (!who.subject.empty()) f.push_back({"sub", who.subject});
-  if (!status.isOk()) f.push_back({"reason", status.message()});
-  if (level >= uint8_t(wire::AuditLevel::DETAILED)) {
-    f.push_back({"duration_us", std::to_string((monotonicNs() - startedNs) / 1000), true});
-    if (rec.trace) {
-      static const char* hex = "0123456789abcdef";
-      std::string trace;
-      for (int i = 0; i < 16; ++i) {
-        trace += hex[rec.trace->traceId[i] >> 4];
-        trace += hex[rec.trace->traceId[i] & 15];
-      }
-      f.push_back({"trace_id", trace});
+  std::string trace;
+  if (level >= uint8_t(wire::AuditLevel::DETAILED) && rec.trace) {
+    static const char* hex = "0123456789abcdef";
+    for (int i = 0; i < 16; ++i) {
+      trace += hex[rec.trace->traceId[i] >> 4];
+      trace += hex[rec.trace->traceId[i] & 15];
     }
   }
-  log->record(svc.spec.id + "." + method + " called by uid " + std::to_string(who.uid) + " pid " +
-                  std::to_string(who.pid) + ": " + std::string(statusCodeName(status.code())),
-              f);
+  // Copies: a deferred call's record is written after the record and its channel are gone.
+  return [log, service = svc.spec.id, version = svc.spec.version.toString(),
+          method = std::move(method), uid = who.uid, gid = who.gid, pid = who.pid, name = who.name,
+          roles = std::move(roles), subject = who.subject, level, startedNs,
+          trace = std::move(trace)](const Status& status) {
+    std::vector<AuditField> f{
+        {"event", "call"},
+        {"service", service},
+        {"version", version},
+        {"method", method},
+        {"outcome", status.isOk() ? "ok" : "error"},
+        {"code", std::string(statusCodeName(status.code()))},
+        {"uid", std::to_string(uid), true},
+        {"gid", std::to_string(gid), true},
+        {"pid", std::to_string(pid), true},
+        {"caller_name", name},
+        {"roles", roles},
+    };
+    if (!subject.empty()) f.push_back({"sub", subject});
+    if (!status.isOk()) f.push_back({"reason", status.message()});
+    if (level >= uint8_t(wire::AuditLevel::DETAILED)) {
+      f.push_back({"duration_us", std::to_string((monotonicNs() - startedNs) / 1000), true});
+      if (!trace.empty()) f.push_back({"trace_id", trace});
+    }
+    log->record(service + "." + method + " called by uid " + std::to_string(uid) + " pid " +
+                    std::to_string(pid) + ": " + std::string(statusCodeName(status.code())),
+                f);
+  };
 }
 
 // Runs the handler with what a handler knows, catching what it throws.
@@ -1483,10 +1508,7 @@ void Dispatcher::runDeferred(Channel& ch, Queued& q, const std::shared_ptr<Serve
   }
   std::lock_guard lock(p->m);
   p->handedOff = true;
-  if (p->done && !p->timingEnded) {  // answered while the handler ran
-    p->timing.end(p->early);
-    p->timingEnded = true;
-  }
+  if (p->done && !p->timingEnded) p->end(p->early);  // answered while the handler ran
 }
 
 Status Dispatcher::answerDeferred(
@@ -1555,8 +1577,7 @@ Status Dispatcher::answerDeferred(
       // sums its slots).
       if (p.timing.slot)
         p.timing.slot = p.ref->dispatcher->metricsSlot(*ch->service, p.header.method);
-      p.timing.end(told);
-      p.timingEnded = true;
+      p.end(told);
     }
   }
   if (ch != nullptr) {
