@@ -146,6 +146,18 @@ class TwoHosts : public ::testing::Test {
   static bool withdrawn(Client& a, const std::string& id) {
     return waitUntil([&] { return !listed(a, id); }, std::chrono::seconds(30));
   }
+  // hms.test bound on A once A imported it (NOT_FOUND if that took over 30 s).
+  static Result<Stub<TestService>> bindImported(Client& a) {
+    if (!imported(a, "hms.test")) {
+      return Status(StatusCode::kNotFound, "hms.test was not imported on host A within 30 s");
+    }
+    return a.bind<TestService>("hms.test");
+  }
+  // How many cancels the handlers of the test service on B were told of (stats, through A).
+  static uint64_t cancelCallbacksOnB(Stub<TestService>& stub) {
+    auto st = stub.call<&TestService::Client::statsRequest>([](auto) {});
+    return st.ok() ? st->results().getCancelCallbacks() : ~uint64_t(0);
+  }
   static bool listed(Client& a, const std::string& id) {
     auto found = a.discover(id);
     return found.ok() && !found->empty();
@@ -212,9 +224,8 @@ TEST_F(TwoHosts, TypedCalls_Errors_Deadlines_Streams_AndTrace_CrossTheLink) {
   auto gwB = startGatewayB();
   auto gwA = startGatewayA();
   auto a = connectA();
-  ASSERT_TRUE(imported(*a, "hms.test")) << gwA.output();
-  auto stub = a->bind<TestService>("hms.test");
-  ASSERT_TRUE(stub.ok()) << stub.status().toString();
+  auto stub = bindImported(*a);
+  ASSERT_TRUE(stub.ok()) << stub.status().toString() << gwA.output();
 
   // Calls, small and large (a 200 KiB payload each way), all intact.
   for (uint64_t seq = 1; seq <= 50; ++seq) {
@@ -339,9 +350,8 @@ TEST_F(TwoHosts, ARemoteServiceThatDies_IsWithdrawn_AndItsCallsInFlightFailUnava
   auto gwB = startGatewayB();
   auto gwA = startGatewayA();
   auto a = connectA();
-  ASSERT_TRUE(imported(*a, "hms.test")) << gwA.output();
-  auto stub = a->bind<TestService>("hms.test");
-  ASSERT_TRUE(stub.ok()) << stub.status().toString();
+  auto stub = bindImported(*a);
+  ASSERT_TRUE(stub.ok()) << stub.status().toString() << gwA.output();
   ASSERT_TRUE(echo(*stub, 1, 10).ok());
 
   // A stream that is surely running on B (its first item came), and a call sent about when the
@@ -379,9 +389,8 @@ TEST_F(TwoHosts, ACallersCallsInFlight_CrossTheLinkTogether) {
   auto gwB = startGatewayB();
   auto gwA = startGatewayA();
   auto a = connectA();
-  ASSERT_TRUE(imported(*a, "hms.test")) << gwA.output();
-  auto stub = a->bind<TestService>("hms.test");
-  ASSERT_TRUE(stub.ok()) << stub.status().toString();
+  auto stub = bindImported(*a);
+  ASSERT_TRUE(stub.ok()) << stub.status().toString() << gwA.output();
   ASSERT_TRUE(echo(*stub, 1, 10).ok());
   constexpr int kCalls = 12;
   constexpr auto kSleep = std::chrono::milliseconds(500);
@@ -458,13 +467,9 @@ TEST_F(TwoHosts, AStreamCancelledOnA_IsCancelledOnB_BeforeItsNextItem) {
   auto gwB = startGatewayB();
   auto gwA = startGatewayA();
   auto a = connectA();
-  ASSERT_TRUE(imported(*a, "hms.test")) << gwA.output();
-  auto stub = a->bind<TestService>("hms.test");
-  ASSERT_TRUE(stub.ok()) << stub.status().toString();
-  auto cancelCallbacks = [&] {
-    auto st = stub->call<&TestService::Client::statsRequest>([](auto) {});
-    return st.ok() ? st->results().getCancelCallbacks() : ~uint64_t(0);
-  };
+  auto stub = bindImported(*a);
+  ASSERT_TRUE(stub.ok()) << stub.status().toString() << gwA.output();
+  auto cancelCallbacks = [&] { return cancelCallbacksOnB(*stub); };
   ASSERT_EQ(cancelCallbacks(), 0u);
   {
     auto stream = stub->openStream<&TestService::Client::countRequest>([](auto p) {
@@ -485,13 +490,9 @@ TEST_F(TwoHosts, ACallCancelledOnA_IsCancelledOnB_WhileItsHandlerRuns) {
   auto gwB = startGatewayB();
   auto gwA = startGatewayA();
   auto a = connectA();
-  ASSERT_TRUE(imported(*a, "hms.test")) << gwA.output();
-  auto stub = a->bind<TestService>("hms.test");
-  ASSERT_TRUE(stub.ok()) << stub.status().toString();
-  auto cancelCallbacks = [&] {
-    auto st = stub->call<&TestService::Client::statsRequest>([](auto) {});
-    return st.ok() ? st->results().getCancelCallbacks() : ~uint64_t(0);
-  };
+  auto stub = bindImported(*a);
+  ASSERT_TRUE(stub.ok()) << stub.status().toString() << gwA.output();
+  auto cancelCallbacks = [&] { return cancelCallbacksOnB(*stub); };
   ASSERT_EQ(cancelCallbacks(), 0u);
   auto call = stub->callAsync<&TestService::Client::sleepRequest>([](auto p) { p.setMs(60'000); });
   ASSERT_TRUE(svc.waitForLine("sleeping 60000")) << svc.output();

@@ -137,7 +137,8 @@ class Security : public ::testing::TestWithParam<const char*> {
 
   // The test service, served by this process (whose uid the policy lets provide it): echo counts
   // its runs and remembers who called.
-  void serve() {
+  // The service's client, with its audit log.
+  void connectService() {
     ClientOptions o;
     o.socketPath = broker_->socket();
     o.name = "secure-service";
@@ -145,6 +146,10 @@ class Security : public ::testing::TestWithParam<const char*> {
     auto c = Client::connect(o);
     ASSERT_TRUE(c.ok()) << c.status().toString();
     service_ = std::move(*c);
+  }
+  void serve() {
+    connectService();
+    ASSERT_TRUE(service_);
     ServiceDefinition<TestService> def;
     def.on<&TestService::Client::echoRequest>(
         [this](CallContext& ctx, TestService::EchoParams::Reader p,
@@ -239,13 +244,8 @@ TEST_P(Security, PermittedRole_Calls_AndTheHandlerSeesTheVerifiedCaller) {
 // A deferred handler's call is recorded when it is answered, with what its caller was told: not
 // as "ok" when the handler handed it off.
 TEST_P(Security, DeferredCalls_AreAuditedWithTheOutcomeOfTheirAnswer) {
-  ClientOptions o;
-  o.socketPath = broker_->socket();
-  o.name = "secure-service";
-  o.auditLog = serviceAudit_;
-  auto c = Client::connect(o);
-  ASSERT_TRUE(c.ok()) << c.status().toString();
-  service_ = std::move(*c);
+  connectService();
+  ASSERT_TRUE(service_);
   std::mutex mu;
   std::condition_variable cv;
   std::vector<Responder> kept;  // by seq - 1
