@@ -124,6 +124,7 @@ void Broker::reload() {
   options_.maxTopicsPerClient = next.maxTopicsPerClient;
   options_.maxChannelsPerClient = next.maxChannelsPerClient;
   options_.maxSubscriptionsPerClient = next.maxSubscriptionsPerClient;
+  options_.maxQueuedMessagesPerClient = next.maxQueuedMessagesPerClient;
   if (next.logFormat != options_.logFormat) {
     options_.logFormat = next.logFormat;
     setLogFormat(next.logFormat);

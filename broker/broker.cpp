@@ -99,6 +99,12 @@ detail::FlatWords toFlat(capnp::MessageBuilder& mb) {
 }  // namespace
 
 Broker::Broker(BrokerOptions options) : options_(std::move(options)) {
+  rlimit lim{};
+  if (::getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur != RLIM_INFINITY) {
+    maxQueuedFds_ = std::max<size_t>(64, size_t(lim.rlim_cur) / 2);
+  } else {
+    maxQueuedFds_ = size_t(1) << 20;
+  }
   socketPath_ = detail::resolveSocketPath(options_.socketPath);
   const uint64_t first = idEpoch();
   nextServiceKey_ = nextChannelId_ = nextTopicKey_ = nextSubscriptionId_ = first;
@@ -355,7 +361,8 @@ Status Broker::run() {
         notifier_.stopping();
         return Status();
       } else {
-        onReadable(tag);
+        if (events[i].events & EPOLLOUT) flushOutbox(tag);
+        if (events[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) onReadable(tag);
       }
       reapDropped();
     }
@@ -465,6 +472,7 @@ void Broker::onReadable(uint64_t connId) {
       s = Status(StatusCode::kInternal, std::string("handling its request threw: ") + e.what());
     }
     if (!s) {
+      if (c.dropping) return;  // found not reading: reapDropped() disconnects it, saying so
       if (s.code() == StatusCode::kUnavailable) {  // the reply found the client gone
         disconnect(connId, "connection closed");
         return;
@@ -477,8 +485,10 @@ void Broker::onReadable(uint64_t connId) {
 }
 
 Status Broker::reply(Conn& c, capnp::MessageBuilder& msg, const int* fds, size_t n) {
-  auto flat = detail::encodeMessage(msg);
-  return detail::sendDatagram(c.sock.get(), flat.begin(), flat.size() * 8, fds, n);
+  if (send(c, detail::encodeMessage(msg), fds, n)) return Status();
+  return Status(
+      StatusCode::kUnavailable,
+      "the client " + std::string(c.dropping ? "does not read its control socket" : "is gone"));
 }
 
 Status Broker::replyOk(Conn& c, uint64_t requestId) {
@@ -507,29 +517,104 @@ void Broker::sendEvent(uint64_t connId, capnp::MessageBuilder& msg, const int* f
 }
 
 bool Broker::sendOrDrop(Conn& to, capnp::MessageBuilder& msg, const int* fds, size_t n) {
+  return send(to, detail::encodeMessage(msg), fds, n);
+}
+
+bool Broker::send(Conn& to, kj::Array<capnp::word> flat, const int* fds, size_t n) {
   if (to.dropping) return false;
-  auto flat = detail::encodeMessage(msg);
-  int err = 0;
-  if (detail::sendDatagram(to.sock.get(), flat.begin(), flat.size() * 8, fds, n, &err)) return true;
-  // A client that does not read its control socket cannot be served, whatever it provides: it is
-  // treated as gone, as if it had died. One that has just closed it (its exit races the event)
-  // is only gone.
-  if (err == EAGAIN || err == EWOULDBLOCK) {
-    spdlog::warn(
-        "client {} '{}' (pid {}) does not read its control socket (its queue is full); "
-        "treating it as gone",
-        to.id, to.name, to.cred.pid);
-    dropLater(to.id, "not reading its control socket");
-  } else if (err == EPIPE || err == ECONNRESET || err == ENOTCONN) {
-    spdlog::debug("client {} closed its connection before an event reached it", to.id);
-    dropLater(to.id, "connection closed");
-  } else {
-    // Not the client's doing (ETOOMANYREFS: this broker's descriptors in flight to all clients
-    // reached its RLIMIT_NOFILE; ENOBUFS, ENOMEM): the event is lost, the client stays.
-    spdlog::warn("an event for client {} '{}' could not be sent: {}", to.id, to.name,
-                 std::strerror(err));
+  if (to.outbox.empty()) {
+    int err = 0;
+    if (detail::sendDatagram(to.sock.get(), flat.begin(), flat.size() * 8, fds, n, &err)) {
+      return true;
+    }
+    if (err == EPIPE || err == ECONNRESET || err == ENOTCONN) {
+      // It has just closed the connection (its exit races the message): only gone.
+      spdlog::debug("client {} closed its connection before a message reached it", to.id);
+      dropLater(to.id, "connection closed");
+      return false;
+    }
+    if (err != EAGAIN && err != EWOULDBLOCK) {
+      // Not the client's doing (ETOOMANYREFS: this broker's descriptors in flight to all clients
+      // reached its RLIMIT_NOFILE; ENOBUFS, ENOMEM): the message is lost, the client stays.
+      spdlog::warn("a message for client {} '{}' could not be sent: {}", to.id, to.name,
+                   std::strerror(err));
+      return false;
+    }
   }
-  return false;
+  // Its socket is full, or older messages wait: behind them, in order.
+  // Bounded by --max-queued-messages-per-client, and the descriptors of all clients' outboxes by
+  // maxQueuedFds_.
+  const uint32_t maxMessages = options_.maxQueuedMessagesPerClient;
+  if ((maxMessages != 0 && to.outbox.size() >= maxMessages) || queuedFds_ + n > maxQueuedFds_) {
+    // A client that does not read its control socket cannot be served, whatever it provides: it
+    // is treated as gone, as if it had died.
+    spdlog::warn(
+        "client {} '{}' (pid {}) does not read its control socket ({} messages and {} "
+        "descriptors wait for it); treating it as gone",
+        to.id, to.name, to.cred.pid, to.outbox.size(), to.outboxFds);
+    dropLater(to.id, "not reading its control socket");
+    return false;
+  }
+  Conn::Queued q;
+  q.flat = std::move(flat);
+  for (size_t i = 0; i < n; ++i) {
+    detail::UniqueFd copy(::fcntl(fds[i], F_DUPFD_CLOEXEC, 0));
+    if (!copy) {
+      // Without its descriptors the message would mislead the client: it goes as one that
+      // cannot be served.
+      spdlog::warn(
+          "client {} '{}' (pid {}): a message for it could not be kept ({}); treating it "
+          "as gone",
+          to.id, to.name, to.cred.pid, std::strerror(errno));
+      dropLater(to.id, "a message for it could not be kept");
+      return false;
+    }
+    q.fds.push_back(std::move(copy));
+  }
+  to.outboxFds += n;
+  queuedFds_ += n;
+  to.outbox.push_back(std::move(q));
+  if (to.outbox.size() == 1) {
+    spdlog::debug("client {} '{}': its control socket is full; queueing", to.id, to.name);
+    watchWritable(to, true);
+  }
+  return true;
+}
+
+void Broker::watchWritable(Conn& c, bool on) {
+  epoll_event ev{};
+  ev.events = EPOLLIN | (on ? EPOLLOUT : 0u);
+  ev.data.u64 = c.id;
+  ::epoll_ctl(epollFd_.get(), EPOLL_CTL_MOD, c.sock.get(), &ev);
+}
+
+void Broker::flushOutbox(uint64_t connId) {
+  auto it = conns_.find(connId);
+  if (it == conns_.end() || it->second->dropping) return;
+  Conn& c = *it->second;
+  while (!c.outbox.empty()) {
+    Conn::Queued& q = c.outbox.front();
+    int fds[detail::kMaxFdsPerMessage] = {};
+    for (size_t i = 0; i < q.fds.size() && i < detail::kMaxFdsPerMessage; ++i) {
+      fds[i] = q.fds[i].get();
+    }
+    int err = 0;
+    if (!detail::sendDatagram(c.sock.get(), q.flat.begin(), q.flat.size() * 8, fds, q.fds.size(),
+                              &err)) {
+      if (err == EAGAIN || err == EWOULDBLOCK) return;  // EPOLLOUT again when it reads more
+      if (err == EPIPE || err == ECONNRESET || err == ENOTCONN) {
+        dropLater(connId, "connection closed");
+        return;
+      }
+      spdlog::warn("a message for client {} '{}' could not be sent: {}", c.id, c.name,
+                   std::strerror(err));
+    }
+    c.outboxFds -= q.fds.size();
+    queuedFds_ -= q.fds.size();
+    c.outbox.pop_front();
+  }
+  spdlog::debug("client {} '{}': its queued messages are all sent", c.id, c.name);
+  watchWritable(c, false);
 }
 
 void Broker::dropLater(uint64_t connId, std::string why) {
@@ -1467,6 +1552,7 @@ void Broker::disconnect(uint64_t connId, const char* why) {
   if (it == conns_.end()) return;
   std::unique_ptr<Conn> c = std::move(it->second);
   conns_.erase(it);
+  queuedFds_ -= c->outboxFds;  // closed with it
   ::epoll_ctl(epollFd_.get(), EPOLL_CTL_DEL, c->sock.get(), nullptr);
   spdlog::info("client {} '{}' (pid {}) gone: {}", c->id, c->name, c->cred.pid, why);
   metricsBook_.retire(c->id);  // its counts stay counted

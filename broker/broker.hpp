@@ -6,6 +6,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -40,6 +41,9 @@ struct BrokerOptions {
   uint32_t maxTopicsPerClient = 1024;         // --max-topics-per-client
   uint32_t maxChannelsPerClient = 4096;       // --max-channels-per-client (as the caller)
   uint32_t maxSubscriptionsPerClient = 4096;  // --max-subscriptions-per-client
+  // Messages the broker keeps for a client whose control socket is full (a provider busy while
+  // many callers open channels to it); beyond, the client is treated as not reading, and gone.
+  uint32_t maxQueuedMessagesPerClient = 8192;  // --max-queued-messages-per-client
   // Where the contract store lives (docs/contracts.md); empty: defaultStateDir(); ":memory:"
   // keeps contracts for this broker's life only.
   std::string stateDir;
@@ -107,6 +111,16 @@ class Broker {
     // once the event being handled is done with it.
     bool dropping = false;
     std::string dropWhy;
+    // What its socket had no room for, in order: a SOCK_SEQPACKET socket holds only
+    // net.unix.max_dgram_qlen + 1 messages (11 by default), which a burst of channel opens from
+    // many callers exceeds while the client is busy for a moment. Sent as it reads (EPOLLOUT);
+    // past kMaxQueuedMessages or kMaxQueuedFds it is treated as not reading.
+    struct Queued {
+      kj::Array<capnp::word> flat;
+      std::vector<detail::UniqueFd> fds;  // copies: the originals may close before it goes
+    };
+    std::deque<Queued> outbox;
+    size_t outboxFds = 0;
   };
   struct Service {
     uint64_t key = 0;
@@ -198,9 +212,15 @@ class Broker {
   // between events.
   void dropLater(uint64_t connId, std::string why);
   void reapDropped();
-  // Sends an event to a client; a client that cannot take it is dropped (dropLater()). False if
-  // it was not sent.
+  // Sends a message to a client, or queues it behind those its socket had no room for (Conn::
+  // outbox). A client past the outbox's bounds is dropped (dropLater()). False if the message
+  // will not reach it.
+  bool send(Conn& to, kj::Array<capnp::word> flat, const int* fds, size_t n);
   bool sendOrDrop(Conn& to, capnp::MessageBuilder& msg, const int* fds, size_t n);
+  // Sends what waits in a client's outbox, as far as its socket takes it (on EPOLLOUT).
+  void flushOutbox(uint64_t connId);
+  // Whether the broker's epoll wakes it when `c`'s socket has room (its outbox is not empty).
+  void watchWritable(Conn& c, bool on);
   Status handle(Conn& c, const std::vector<uint8_t>& bytes, std::vector<detail::UniqueFd>& fds);
   Status reply(Conn& c, capnp::MessageBuilder& msg, const int* fds = nullptr, size_t n = 0);
   Status replyOk(Conn& c, uint64_t requestId);  // an empty OK reply
@@ -359,6 +379,11 @@ class Broker {
   bool socketCreated_ = false;
   bool acceptPaused_ = false;  // the listening socket is out of the epoll set
   bool fdShortage_ = false;    // an episode logged and not yet over (backlog not drained)
+  // Descriptors held in all clients' outboxes (Conn::outbox), and their bound: half the
+  // broker's RLIMIT_NOFILE at start, so that clients slow to read never take the descriptors
+  // the others' requests need.
+  size_t queuedFds_ = 0;
+  size_t maxQueuedFds_ = 512;
 };
 
 }  // namespace hms::ffi::broker

@@ -204,7 +204,8 @@ Status readConfig(const Reader& r, const YAML::Node& root, BrokerOptions& o,
         {"max_services_per_client", &o.maxServicesPerClient},
         {"max_topics_per_client", &o.maxTopicsPerClient},
         {"max_channels_per_client", &o.maxChannelsPerClient},
-        {"max_subscriptions_per_client", &o.maxSubscriptionsPerClient}};
+        {"max_subscriptions_per_client", &o.maxSubscriptionsPerClient},
+        {"max_queued_messages_per_client", &o.maxQueuedMessagesPerClient}};
     std::vector<std::string> names;
     for (const auto& [name, field] : limits) names.push_back(name);
     if (Status s = r.keys(lim, "ffi.limits", names); !s) return s;

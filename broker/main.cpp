@@ -23,6 +23,7 @@ void usage(FILE* out) {
       "                [--transport auto|shm|socket] [--state-dir DIR]\n"
       "                [--max-services-per-client N] [--max-topics-per-client N]\n"
       "                [--max-channels-per-client N] [--max-subscriptions-per-client N]\n"
+      "                [--max-queued-messages-per-client N]\n"
       "                [--policy FILE] [--audit-log journald|FILE|-]\n"
       "                [--socket-group GROUP] [--socket-mode MODE]\n"
       "                [--metrics HOST:PORT|unix:PATH]\n"
@@ -49,6 +50,8 @@ void usage(FILE* out) {
       "  --max-channels-per-client N       channels one client may have open as a caller\n"
       "                                    (default 4096)\n"
       "  --max-subscriptions-per-client N  subscriptions one client may hold (default 4096)\n"
+      "  --max-queued-messages-per-client N  messages kept for a client whose control socket\n"
+      "                                    is full; beyond, it is dropped (default 8192)\n"
       "                       0 lifts a limit. Beyond one, the request is RESOURCE_EXHAUSTED.\n"
       "  --policy FILE        access policy (docs/security.md): who may provide which service,\n"
       "                       call which method, publish and subscribe which topic; token\n"
@@ -118,6 +121,8 @@ int applyFlags(int argc, char** argv, hms::ffi::broker::BrokerOptions& o, bool& 
       o.maxChannelsPerClient = count("--max-channels-per-client", value(argv[i]));
     } else if (a == "--max-subscriptions-per-client") {
       o.maxSubscriptionsPerClient = count("--max-subscriptions-per-client", value(argv[i]));
+    } else if (a == "--max-queued-messages-per-client") {
+      o.maxQueuedMessagesPerClient = count("--max-queued-messages-per-client", value(argv[i]));
     } else if (a == "--transport") {
       const std::string_view t = value("--transport");
       if (t == "auto") {

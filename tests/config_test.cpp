@@ -74,6 +74,7 @@ TEST(ConfigFile, EveryKeyReachesItsOption) {
     max_topics_per_client: 8
     max_channels_per_client: 9
     max_subscriptions_per_client: 0
+    max_queued_messages_per_client: 10
   logging:
     level: debug
     format: json
@@ -93,6 +94,7 @@ TEST(ConfigFile, EveryKeyReachesItsOption) {
   EXPECT_EQ(r->maxTopicsPerClient, 8u);
   EXPECT_EQ(r->maxChannelsPerClient, 9u);
   EXPECT_EQ(r->maxSubscriptionsPerClient, 0u);
+  EXPECT_EQ(r->maxQueuedMessagesPerClient, 10u);
   EXPECT_EQ(r->logLevel, "debug");
   EXPECT_EQ(r->logFormat, "json");
   EXPECT_EQ(r->metricsListen, "unix:/run/x/metrics.sock");
@@ -117,6 +119,7 @@ TEST(ConfigFile, TheInstalledDefaultLoadsAsTheDefaults) {
   EXPECT_EQ(r->transport, d.transport);
   EXPECT_EQ(r->socketMode, d.socketMode);
   EXPECT_EQ(r->maxChannelsPerClient, d.maxChannelsPerClient);
+  EXPECT_EQ(r->maxQueuedMessagesPerClient, d.maxQueuedMessagesPerClient);
   EXPECT_EQ(r->logLevel, d.logLevel);
   EXPECT_TRUE(r->policyPath.empty());
 }

@@ -456,8 +456,10 @@ bool stopped(pid_t pid) {
 // be that stops reading its control socket, or its service stays in the registry, binds succeed
 // and every call times out. (SIGSTOP makes a real provider stop reading, as a hung one would.)
 TEST(HostileProviders, ProviderThatStopsReading_IsDropped_AndItsCallersGetUnavailable) {
-  // No limit on the opener's channels: it must be the provider's queue that fills first.
-  BrokerFixture broker({"--max-channels-per-client", "0"});
+  // No limit on the opener's channels: it must be the provider's queue that fills first, and
+  // what the broker keeps for it beyond its socket (16 messages here, 8192 by default).
+  BrokerFixture broker(
+      {"--max-channels-per-client", "0", "--max-queued-messages-per-client", "16"});
   auto svc = startTestService(broker.socket(), {"--ring-bytes", "4096"});
   auto client = connectTo(broker.socket());
   ASSERT_TRUE(client);
@@ -470,9 +472,9 @@ TEST(HostileProviders, ProviderThatStopsReading_IsDropped_AndItsCallersGetUnavai
   auto info = client->resolve("hms.test");
   ASSERT_TRUE(info.ok()) << info.status().toString();
   // Callers open channels: each is an event queued on the provider's socket, until its queue is
-  // full (a few hundred; the bound is only a guard). An open over shared memory is answered once
-  // the provider attaches its response ring, which a stopped one never does: the opener does not
-  // wait for those (DEADLINE_EXCEEDED after 20 ms), only for the refusal.
+  // full (a few hundred), then in the broker up to its bound. An open over shared memory is
+  // answered once the provider attaches its response ring, which a stopped one never does: the
+  // opener does not wait for those (DEADLINE_EXCEEDED after 20 ms), only for the refusal.
   ClientOptions o;
   o.socketPath = broker.socket();
   o.controlTimeout = std::chrono::milliseconds(20);
@@ -506,6 +508,67 @@ TEST(HostileProviders, ProviderThatStopsReading_IsDropped_AndItsCallersGetUnavai
   EXPECT_NE(broker.process().errors().find("does not read its control socket"), std::string::npos);
   opener->shutdown();
   svc.signal(SIGCONT);
+}
+
+// A provider busy for a moment while many callers open channels to it keeps its services: what
+// its control socket has no room for (a few hundred messages) waits in the broker, in order and
+// with its descriptors, and reaches it once it reads again. Only a provider that stays stopped
+// past the broker's bound is dropped (above).
+TEST(HostileProviders, ProviderBusyWhileCallersOpenChannels_KeepsItsServices) {
+  BrokerFixture broker({"--max-channels-per-client", "0", "--log-level", "debug"});
+  auto svc = startTestService(broker.socket(), {"--ring-bytes", "4096"});
+  auto client = connectTo(broker.socket());
+  ASSERT_TRUE(client);
+  auto stub = client->bind<TestService>("hms.test");
+  ASSERT_TRUE(stub.ok()) << stub.status().toString();
+  ASSERT_TRUE(echo(*stub, 1).ok());
+
+  svc.signal(SIGSTOP);
+  ASSERT_TRUE(waitUntil([&] { return stopped(svc.pid()); }));
+  auto info = client->resolve("hms.test");
+  ASSERT_TRUE(info.ok()) << info.status().toString();
+  ClientOptions o;
+  o.socketPath = broker.socket();
+  o.controlTimeout = std::chrono::milliseconds(20);  // opens of a stopped provider time out
+  auto opener = std::make_shared<detail::ClientImpl>(o);
+  ASSERT_TRUE(opener->start().isOk());
+  Status refused;
+  auto open = [&] {
+    auto ring = detail::makeOwnRing(info->ringBytes, "request-ring");
+    ASSERT_TRUE(ring.ok()) << ring.status().toString();
+    const int fd = ring->fd.get();
+    auto r = opener->roundTrip(
+        [&](wire::Request::Builder req) { req.initOpenChannel().setServiceKey(info->key); }, &fd,
+        1);
+    if (!r.ok() && r.status().code() != StatusCode::kDeadlineExceeded) refused = r.status();
+  };
+  // Until the provider's socket is full and the broker keeps the rest (its debug log says so),
+  // then a hundred more.
+  auto keeping = [&] {
+    return broker.process().errors().find("its control socket is full; queueing") !=
+           std::string::npos;
+  };
+  int opened = 0;
+  for (; opened < 20'000 && refused.isOk() && !keeping(); ++opened) open();
+  ASSERT_TRUE(refused.isOk()) << "after " << opened << " opens: " << refused.toString();
+  ASSERT_TRUE(keeping()) << "the provider's socket never filled in " << opened << " opens";
+  for (int i = 0; i < 100 && refused.isOk(); ++i) open();
+  EXPECT_TRUE(refused.isOk()) << refused.toString();
+
+  // It reads again: still registered, its channels all reached it, and it serves.
+  svc.signal(SIGCONT);
+  ASSERT_TRUE(waitUntil([&] {
+    return broker.process().errors().find("its queued messages are all sent") != std::string::npos;
+  })) << "the broker's queue for the provider never emptied";
+  auto found = client->discover("hms.test");
+  ASSERT_TRUE(found.ok());
+  EXPECT_EQ(found->size(), 1u) << "the busy provider left the registry";
+  EXPECT_TRUE(echo(*stub, 2).ok());
+  auto fresh = client->bind<TestService>("hms.test");
+  ASSERT_TRUE(fresh.ok()) << fresh.status().toString();
+  EXPECT_TRUE(echo(*fresh, 3).ok());
+  EXPECT_EQ(broker.process().errors().find("does not read its control socket"), std::string::npos);
+  opener->shutdown();
 }
 
 // ---- a caller that never reads its replies ----------------------------------------------------
