@@ -1456,9 +1456,17 @@ Status Broker::onAttach(Conn& c, uint64_t rid, uint64_t channelId, std::vector<U
     return Status();
   }
   const int shmFds[3] = {ch.fd.get(), fds[0].get(), c.doorbellFd.get()};
-  return replyOpened(*caller->second, callerRid, channelId,
-                     detail::channelSegmentBytes(ch.ringBytes), wire::Transport::SHARED_MEMORY,
-                     ch.maxMessageBytes, shmFds, 3);
+  // This handles the provider's request: a reply that cannot reach the caller is the caller's
+  // affair, never a reason to disconnect the provider. A caller that is gone (or dropped for
+  // not reading) ends the channel as it goes; one that stays without its reply (a message the
+  // kernel refused) gets the channel ended here, and times out its open.
+  Conn& opener = *caller->second;
+  if (!replyOpened(opener, callerRid, channelId, detail::channelSegmentBytes(ch.ringBytes),
+                   wire::Transport::SHARED_MEMORY, ch.maxMessageBytes, shmFds, 3) &&
+      !opener.dropping) {
+    endChannel(channelId, true, detail::kEndClosed, "its caller could not be told it opened");
+  }
+  return Status();
 }
 
 Status Broker::onClose(Conn& c, uint64_t rid, uint64_t channelId) {

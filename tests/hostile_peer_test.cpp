@@ -441,6 +441,53 @@ TEST(BrokerLives, OldCallersChannel_IsStillServed_AfterANewCallerClosesAChannel)
   }
 }
 
+// A caller that can no longer take its open's reply when the provider attaches the channel (it
+// shut its control socket for reading, as one that is exiting has): the broker's reply to it
+// fails, and that is the caller's affair. The provider, whose attach is being handled, stays.
+TEST(BrokerLives, ProviderStays_WhenTheCallerOfTheChannelItAttachesCannotTakeTheReply) {
+  BrokerFixture broker;
+  auto svc = startTestService(broker.socket(), {});
+  auto client = connectTo(broker.socket());
+  ASSERT_TRUE(client);
+  auto stub = client->bind<TestService>("hms.test");
+  ASSERT_TRUE(stub.ok()) << stub.status().toString();
+  ASSERT_TRUE(echo(*stub, 1).ok());
+  auto info = client->resolve("hms.test");
+  ASSERT_TRUE(info.ok()) << info.status().toString();
+
+  RawConn caller(broker.socket());
+  {
+    capnp::MallocMessageBuilder hello;
+    buildHello(hello, 1, "leaving-caller");
+    ASSERT_TRUE(caller.send(hello).isOk());
+    auto st = caller.replyStatus(1);
+    ASSERT_TRUE(st && st->isOk()) << (st ? st->toString() : "no reply");
+  }
+  auto ring = detail::makeOwnRing(info->ringBytes, "request-ring");
+  ASSERT_TRUE(ring.ok()) << ring.status().toString();
+  {
+    capnp::MallocMessageBuilder open;
+    auto req = open.initRoot<wire::ClientMessage>().initRequest();
+    req.setId(2);
+    req.initOpenChannel().setServiceKey(info->key);
+    const int fd = ring->fd.get();
+    ASSERT_TRUE(caller.send(open, &fd, 1).isOk());
+  }
+  ASSERT_EQ(::shutdown(caller.fd(), SHUT_RD), 0);
+
+  // A channel opened after that one is attached after it (the provider takes its events in
+  // order): once it serves, the broker has handled the first attach.
+  auto fresh = client->bind<TestService>("hms.test");
+  ASSERT_TRUE(fresh.ok()) << fresh.status().toString() << "\n" << broker.process().errors();
+  EXPECT_TRUE(echo(*fresh, 2).ok());
+  EXPECT_TRUE(echo(*stub, 3).ok());
+  auto found = client->discover("hms.test");
+  ASSERT_TRUE(found.ok());
+  EXPECT_EQ(found->size(), 1u) << broker.process().errors();
+  EXPECT_EQ(broker.process().errors().find("'test-service' (pid"), std::string::npos)
+      << "the provider was disconnected: " << broker.process().errors();
+}
+
 // ---- item 7: a provider that stops reading --------------------------------------------------
 
 // Whether process `pid` is stopped (state T in /proc/PID/stat).
