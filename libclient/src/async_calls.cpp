@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <tuple>
 
 #include "client_impl.hpp"
 #include "hms/ffi/error.capnp.h"
@@ -961,13 +962,16 @@ void Completions::runShm() {
 void Completions::runSockets() {
   tOnCompletionThread = true;
   nameThisThread("hms-compl-sock");
-  // fd registered per channel, and for which connection.
-  std::map<CallerChannel*, std::pair<uint64_t, int>> registered;
+  // fd registered per channel, and for which connection: (conn, broker's channel id, fd). The id
+  // tells a channel from a later one at the same address with the same fd number, which a
+  // closed channel's fd leaving the epoll set would otherwise leave unwatched.
+  using Registration = std::tuple<uint64_t, uint64_t, int>;
+  std::map<CallerChannel*, Registration> registered;
   epoll_event events[64];
   while (!stopping_.load(std::memory_order_acquire)) {
     runCallbacks();
     auto chans = channels(true);
-    std::map<CallerChannel*, std::pair<uint64_t, int>> now;
+    std::map<CallerChannel*, Registration> now;
     for (auto& ch : chans) {
       // Under the channel's lock: its link (and fd) cannot be closed meanwhile. A closed fd
       // leaves the epoll set by itself; only one still open is taken out by hand.
@@ -975,7 +979,8 @@ void Completions::runSockets() {
       if (!ch->isOpen || !ch->link) continue;
       const int fd = ch->link->fd();
       auto it = registered.find(ch.get());
-      const bool known = it != registered.end() && it->second == std::make_pair(ch->conn, fd);
+      const Registration what{ch->conn, ch->channelId, fd};
+      const bool known = it != registered.end() && it->second == what;
       if (ch->failedConn) {
         if (known) ::epoll_ctl(epollFd_.get(), EPOLL_CTL_DEL, fd, nullptr);
         continue;
@@ -988,7 +993,7 @@ void Completions::runSockets() {
           ::epoll_ctl(epollFd_.get(), EPOLL_CTL_MOD, fd, &ev);
         }
       }
-      now[ch.get()] = {ch->conn, fd};
+      now[ch.get()] = what;
     }
     registered.swap(now);
     bool did = false;
