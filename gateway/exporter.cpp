@@ -301,11 +301,16 @@ Result<std::unique_ptr<JsonStub>> Exporter::takeStub(const std::string& id,
 
 void Exporter::giveBack(const std::string& id, const std::string& version, const Caller& caller,
                         std::unique_ptr<JsonStub> stub) {
+  // What is let go of closes after mu_ (a channel's close reaches the broker).
+  decltype(stubs_) closing;
   std::lock_guard lock(mu_);
-  if (byKey_.count(keyOf(id, version)) == 0) return;  // no longer exported: close it
+  if (byKey_.count(keyOf(id, version)) == 0) {
+    closing[""][""].push_back(std::move(stub));  // no longer exported: close it
+    return;
+  }
   if (pooled_ >= kMaxPooledStubs) {
     // Many callers: start again rather than keep a channel per caller for ever.
-    stubs_.clear();
+    closing.swap(stubs_);
     pooled_ = 0;
   }
   stubs_[keyOf(id, version)][callerKey(caller)].push_back(std::move(stub));
@@ -407,6 +412,23 @@ class Exporter::CallReactor final : public grpc::ServerUnaryReactor {
   void answer(Result<RawReply> r) {
     grpc::Status status;
     bool poolable = true;
+    try {
+      answerWith(std::move(r), status, poolable);
+    } catch (const std::exception& e) {
+      // Finished whatever happened: an unfinished reactor would hold the call, and the
+      // server's shutdown, for ever.
+      status = grpc::Status(grpc::StatusCode::INTERNAL,
+                            std::string("the gateway could not pass the answer on: ") + e.what());
+      poolable = false;
+    }
+    std::unique_ptr<JsonStub> stub = std::move(stub_);  // set before the call was sent
+    if (poolable && stub) exporter_.giveBack(id_, version_, caller_, std::move(stub));
+    stub.reset();  // not pooled: let go of (its channel closes once the call's handle goes too)
+    Finish(status);
+  }
+
+  // The answer's results or error into the reply, and whether the stub may serve again.
+  void answerWith(Result<RawReply> r, grpc::Status& status, bool& poolable) {
     if (r.ok()) {
       RawReply reply = std::move(*r);  // released before the stub can go back to the pool
       reply_.set_results(segmentBytes(reply.words()));
@@ -420,10 +442,6 @@ class Exporter::CallReactor final : public grpc::ServerUnaryReactor {
                  code != StatusCode::kCancelled;
       status = toGrpc(r.status(), ctx_);
     }
-    std::unique_ptr<JsonStub> stub = std::move(stub_);  // set before the call was sent
-    if (poolable && stub) exporter_.giveBack(id_, version_, caller_, std::move(stub));
-    stub.reset();  // not pooled: its channel closes now
-    Finish(status);
   }
 
   Exporter& exporter_;
