@@ -119,7 +119,11 @@ struct PendingReply {
     if (call && call->auditLater) {
       auto write = std::move(call->auditLater);
       call->auditLater = nullptr;
-      write(outcome);
+      try {
+        write(outcome);  // from noexcept paths (the answer, ~Channel)
+      } catch (const std::exception& e) {
+        log().error("hms-ffi: an audit record could not be written: {}", e.what());
+      }
     }
   }
 };
