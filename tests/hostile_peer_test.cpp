@@ -499,123 +499,118 @@ bool stopped(pid_t pid) {
   return paren != std::string::npos && paren + 2 < line.size() && line[paren + 2] == 'T';
 }
 
-// A caller that floods the broker without reading its replies is dropped; so must a provider
-// be that stops reading its control socket, or its service stays in the registry, binds succeed
-// and every call times out. (SIGSTOP makes a real provider stop reading, as a hung one would.)
-TEST(HostileProviders, ProviderThatStopsReading_IsDropped_AndItsCallersGetUnavailable) {
-  // No limit on the opener's channels: it must be the provider's queue that fills first, and
-  // what the broker keeps for it beyond its socket (16 messages here, 8192 by default).
-  BrokerFixture broker(
-      {"--max-channels-per-client", "0", "--max-queued-messages-per-client", "16"});
-  auto svc = startTestService(broker.socket(), {"--ring-bytes", "4096"});
-  auto client = connectTo(broker.socket());
-  ASSERT_TRUE(client);
-  auto stub = client->bind<TestService>("hms.test");
-  ASSERT_TRUE(stub.ok()) << stub.status().toString();
-  ASSERT_TRUE(echo(*stub, 1).ok());
+// A provider (the test service) that stopped reading its control socket: SIGSTOP makes a real
+// one stop, as a hung or busy one does. And an opener of channels to it whose opens time out at
+// once: an open over shared memory is answered when the provider attaches its response ring,
+// which a stopped one does not, so the opener waits only for a refusal (DEADLINE_EXCEEDED after
+// 20 ms otherwise). Each open is an event for the provider: queued on its socket until that is
+// full (a few hundred), then in the broker up to its bound.
+struct StoppedProvider {
+  std::optional<BrokerFixture> broker;
+  Subprocess svc;
+  std::unique_ptr<Client> client;
+  std::optional<Stub<TestService>> stub;  // bound and called before the stop
+  ServiceInfo info;
+  std::shared_ptr<detail::ClientImpl> opener;
+  Status refused;  // the first open that failed other than by its timeout
 
-  svc.signal(SIGSTOP);
-  ASSERT_TRUE(waitUntil([&] { return stopped(svc.pid()); }));
-  auto info = client->resolve("hms.test");
-  ASSERT_TRUE(info.ok()) << info.status().toString();
-  // Callers open channels: each is an event queued on the provider's socket, until its queue is
-  // full (a few hundred), then in the broker up to its bound. An open over shared memory is
-  // answered once the provider attaches its response ring, which a stopped one never does: the
-  // opener does not wait for those (DEADLINE_EXCEEDED after 20 ms), only for the refusal.
-  ClientOptions o;
-  o.socketPath = broker.socket();
-  o.controlTimeout = std::chrono::milliseconds(20);
-  auto opener = std::make_shared<detail::ClientImpl>(o);
-  ASSERT_TRUE(opener->start().isOk());
-  Status refused;
-  int opened = 0;
-  for (; opened < 200'000 && refused.isOk(); ++opened) {
-    auto ring = detail::makeOwnRing(info->ringBytes, "request-ring");
+  // A broker with `args`, the service called once and stopped, and the opener.
+  void start(std::vector<std::string> args) {
+    broker.emplace(std::move(args));
+    svc = startTestService(broker->socket(), {"--ring-bytes", "4096"});
+    client = connectTo(broker->socket());
+    ASSERT_TRUE(client);
+    auto bound = client->bind<TestService>("hms.test");
+    ASSERT_TRUE(bound.ok()) << bound.status().toString();
+    stub.emplace(std::move(*bound));
+    ASSERT_TRUE(echo(*stub, 1).ok());
+    svc.signal(SIGSTOP);
+    ASSERT_TRUE(waitUntil([&] { return stopped(svc.pid()); }));
+    auto resolved = client->resolve("hms.test");
+    ASSERT_TRUE(resolved.ok()) << resolved.status().toString();
+    info = *resolved;
+    ClientOptions o;
+    o.socketPath = broker->socket();
+    o.controlTimeout = std::chrono::milliseconds(20);
+    opener = std::make_shared<detail::ClientImpl>(o);
+    ASSERT_TRUE(opener->start().isOk());
+  }
+  void open() {
+    auto ring = detail::makeOwnRing(info.ringBytes, "request-ring");
     ASSERT_TRUE(ring.ok()) << ring.status().toString();
     const int fd = ring->fd.get();
     auto r = opener->roundTrip(
-        [&](wire::Request::Builder req) { req.initOpenChannel().setServiceKey(info->key); }, &fd,
-        1);
+        [&](wire::Request::Builder req) { req.initOpenChannel().setServiceKey(info.key); }, &fd, 1);
     if (!r.ok() && r.status().code() != StatusCode::kDeadlineExceeded) refused = r.status();
   }
-  ASSERT_FALSE(refused.isOk()) << "the provider's queue never filled in " << opened << " opens";
-  EXPECT_EQ(refused.code(), StatusCode::kUnavailable) << refused.toString();
+  std::string brokerLog() { return broker->process().errors(); }
+  ~StoppedProvider() {
+    if (opener) opener->shutdown();
+    svc.signal(SIGCONT);
+  }
+};
+
+// A caller that floods the broker without reading its replies is dropped; so must a provider
+// be that stops reading its control socket, or its service stays in the registry, binds succeed
+// and every call times out.
+TEST(HostileProviders, ProviderThatStopsReading_IsDropped_AndItsCallersGetUnavailable) {
+  // No limit on the opener's channels: it must be the provider's queue that fills first, and
+  // what the broker keeps for it beyond its socket (16 messages here, 8192 by default).
+  StoppedProvider p;
+  p.start({"--max-channels-per-client", "0", "--max-queued-messages-per-client", "16"});
+  if (HasFatalFailure()) return;
+  int opened = 0;
+  for (; opened < 200'000 && p.refused.isOk(); ++opened) p.open();
+  ASSERT_FALSE(p.refused.isOk()) << "the provider's queue never filled in " << opened << " opens";
+  EXPECT_EQ(p.refused.code(), StatusCode::kUnavailable) << p.refused.toString();
 
   // The provider is gone: its service left the registry, its callers fail at once.
   EXPECT_TRUE(waitUntil([&] {
-    auto found = client->discover("hms.test");
+    auto found = p.client->discover("hms.test");
     return found.ok() && found->empty();
   })) << "the provider that stopped reading is still registered";
   CallOptions opts;
   opts.timeout = std::chrono::seconds(30);
   const auto before = std::chrono::steady_clock::now();
-  auto r = echo(*stub, 2, opts);
+  auto r = echo(*p.stub, 2, opts);
   EXPECT_EQ(r.status().code(), StatusCode::kUnavailable) << r.status().toString();
   EXPECT_LT(std::chrono::steady_clock::now() - before, std::chrono::seconds(20));
-  EXPECT_NE(broker.process().errors().find("does not read its control socket"), std::string::npos);
-  opener->shutdown();
-  svc.signal(SIGCONT);
+  EXPECT_NE(p.brokerLog().find("does not read its control socket"), std::string::npos);
 }
 
 // A provider busy for a moment while many callers open channels to it keeps its services: what
-// its control socket has no room for (a few hundred messages) waits in the broker, in order and
-// with its descriptors, and reaches it once it reads again. Only a provider that stays stopped
-// past the broker's bound is dropped (above).
+// its control socket has no room for waits in the broker, in order and with its descriptors, and
+// reaches it once it reads again. Only one that stays stopped past the broker's bound is dropped
+// (above).
 TEST(HostileProviders, ProviderBusyWhileCallersOpenChannels_KeepsItsServices) {
-  BrokerFixture broker({"--max-channels-per-client", "0", "--log-level", "debug"});
-  auto svc = startTestService(broker.socket(), {"--ring-bytes", "4096"});
-  auto client = connectTo(broker.socket());
-  ASSERT_TRUE(client);
-  auto stub = client->bind<TestService>("hms.test");
-  ASSERT_TRUE(stub.ok()) << stub.status().toString();
-  ASSERT_TRUE(echo(*stub, 1).ok());
-
-  svc.signal(SIGSTOP);
-  ASSERT_TRUE(waitUntil([&] { return stopped(svc.pid()); }));
-  auto info = client->resolve("hms.test");
-  ASSERT_TRUE(info.ok()) << info.status().toString();
-  ClientOptions o;
-  o.socketPath = broker.socket();
-  o.controlTimeout = std::chrono::milliseconds(20);  // opens of a stopped provider time out
-  auto opener = std::make_shared<detail::ClientImpl>(o);
-  ASSERT_TRUE(opener->start().isOk());
-  Status refused;
-  auto open = [&] {
-    auto ring = detail::makeOwnRing(info->ringBytes, "request-ring");
-    ASSERT_TRUE(ring.ok()) << ring.status().toString();
-    const int fd = ring->fd.get();
-    auto r = opener->roundTrip(
-        [&](wire::Request::Builder req) { req.initOpenChannel().setServiceKey(info->key); }, &fd,
-        1);
-    if (!r.ok() && r.status().code() != StatusCode::kDeadlineExceeded) refused = r.status();
-  };
+  StoppedProvider p;
+  p.start({"--max-channels-per-client", "0", "--log-level", "debug"});
+  if (HasFatalFailure()) return;
   // Until the provider's socket is full and the broker keeps the rest (its debug log says so),
   // then a hundred more.
   auto keeping = [&] {
-    return broker.process().errors().find("its control socket is full; queueing") !=
-           std::string::npos;
+    return p.brokerLog().find("its control socket is full; queueing") != std::string::npos;
   };
   int opened = 0;
-  for (; opened < 20'000 && refused.isOk() && !keeping(); ++opened) open();
-  ASSERT_TRUE(refused.isOk()) << "after " << opened << " opens: " << refused.toString();
+  for (; opened < 20'000 && p.refused.isOk() && !keeping(); ++opened) p.open();
+  ASSERT_TRUE(p.refused.isOk()) << "after " << opened << " opens: " << p.refused.toString();
   ASSERT_TRUE(keeping()) << "the provider's socket never filled in " << opened << " opens";
-  for (int i = 0; i < 100 && refused.isOk(); ++i) open();
-  EXPECT_TRUE(refused.isOk()) << refused.toString();
+  for (int i = 0; i < 100 && p.refused.isOk(); ++i) p.open();
+  EXPECT_TRUE(p.refused.isOk()) << p.refused.toString();
 
   // It reads again: still registered, its channels all reached it, and it serves.
-  svc.signal(SIGCONT);
+  p.svc.signal(SIGCONT);
   ASSERT_TRUE(waitUntil([&] {
-    return broker.process().errors().find("its queued messages are all sent") != std::string::npos;
+    return p.brokerLog().find("its queued messages are all sent") != std::string::npos;
   })) << "the broker's queue for the provider never emptied";
-  auto found = client->discover("hms.test");
+  auto found = p.client->discover("hms.test");
   ASSERT_TRUE(found.ok());
   EXPECT_EQ(found->size(), 1u) << "the busy provider left the registry";
-  EXPECT_TRUE(echo(*stub, 2).ok());
-  auto fresh = client->bind<TestService>("hms.test");
+  EXPECT_TRUE(echo(*p.stub, 2).ok());
+  auto fresh = p.client->bind<TestService>("hms.test");
   ASSERT_TRUE(fresh.ok()) << fresh.status().toString();
   EXPECT_TRUE(echo(*fresh, 3).ok());
-  EXPECT_EQ(broker.process().errors().find("does not read its control socket"), std::string::npos);
-  opener->shutdown();
+  EXPECT_EQ(p.brokerLog().find("does not read its control socket"), std::string::npos);
 }
 
 // ---- a caller that never reads its replies ----------------------------------------------------
