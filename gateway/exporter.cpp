@@ -301,11 +301,12 @@ Result<std::unique_ptr<JsonStub>> Exporter::takeStub(const std::string& id,
 
 void Exporter::giveBack(const std::string& id, const std::string& version, const Caller& caller,
                         std::unique_ptr<JsonStub> stub) {
-  // What is let go of closes after mu_ (a channel's close reaches the broker).
+  // What is let go of closes after mu_ is released (a channel's close reaches the broker):
+  // `stub` when its service is no longer exported, the whole pool when it is full.
   decltype(stubs_) closing;
-  std::lock_guard lock(mu_);
+  std::unique_lock lock(mu_);
   if (byKey_.count(keyOf(id, version)) == 0) {
-    closing[""][""].push_back(std::move(stub));  // no longer exported: close it
+    lock.unlock();
     return;
   }
   if (pooled_ >= kMaxPooledStubs) {
