@@ -57,6 +57,58 @@ void releaseMessage(CallerChannel& ch, AsyncMessage& m) {
 
 }  // namespace
 
+namespace {
+
+// An AsyncCall is about 900 bytes: glibc's per-thread cache keeps 7 blocks of a size, so with
+// more calls than that in flight nearly every allocation and free took malloc's slow path
+// (about 400 instructions a call, measured with callgrind). Each thread keeps the blocks it
+// frees, up to kMax, for the calls it makes next.
+struct CallBlockCache {
+  static constexpr size_t kMax = 64;
+  size_t bytes = 0;  // the one block size it holds (the control block with its AsyncCall)
+  size_t count = 0;
+  void* blocks[kMax];
+  void* take(size_t n) noexcept { return count != 0 && n == bytes ? blocks[--count] : nullptr; }
+  bool give(void* p, size_t n) noexcept {
+    if (bytes == 0) bytes = n;
+    if (n != bytes || count == kMax) return false;
+    blocks[count++] = p;
+    return true;
+  }
+  ~CallBlockCache() {
+    while (count != 0) ::operator delete(blocks[--count]);
+    bytes = ~size_t{0};  // a call freed later in this thread's exit goes back to the heap
+  }
+};
+thread_local CallBlockCache tCallBlocks;
+
+template <class T>
+struct CallBlockAllocator {
+  using value_type = T;
+  CallBlockAllocator() = default;
+  template <class U>
+  CallBlockAllocator(const CallBlockAllocator<U>&) noexcept {}
+  T* allocate(size_t n) {
+    if (n == 1) {
+      if (void* p = tCallBlocks.take(sizeof(T))) return static_cast<T*>(p);
+    }
+    return static_cast<T*>(::operator new(n * sizeof(T)));
+  }
+  void deallocate(T* p, size_t n) noexcept {
+    if (n != 1 || !tCallBlocks.give(p, sizeof(T))) ::operator delete(p);
+  }
+  template <class U>
+  bool operator==(const CallBlockAllocator<U>&) const noexcept {
+    return true;
+  }
+};
+
+}  // namespace
+
+std::shared_ptr<AsyncCall> newAsyncCall() {
+  return std::allocate_shared<AsyncCall>(CallBlockAllocator<AsyncCall>());
+}
+
 void PendingCalls::countCallback(AsyncCall& call) noexcept {
   if (call.callbackCounted) return;
   call.callbackCounted = true;
@@ -86,20 +138,24 @@ void PendingCalls::insert(std::shared_ptr<AsyncCall> call) {
   }
 }
 
-void PendingCalls::erase(std::shared_ptr<AsyncCall>* at) noexcept {
+std::shared_ptr<AsyncCall> PendingCalls::take(std::shared_ptr<AsyncCall>* at) noexcept {
   --count_;
   if ((*at)->callbackCounted) {
     (*at)->callbackCounted = false;
     --callbacks_;
   }
+  std::shared_ptr<AsyncCall> call;
   const std::less<const std::shared_ptr<AsyncCall>*> before;
   if (!slots_.empty() && !before(at, slots_.data()) && before(at, slots_.data() + slots_.size())) {
-    at->reset();
+    call = std::move(*at);
   } else {
-    overflow_.erase((*at)->callId);
+    auto it = overflow_.find((*at)->callId);
+    call = std::move(it->second);
+    overflow_.erase(it);
   }
   // A burst of many calls in flight leaves a large table behind: given back once it is empty.
   if (count_ == 0 && slots_.size() > kKeptSlots) clear();
+  return call;
 }
 
 void PendingCalls::clear() noexcept {
@@ -150,7 +206,8 @@ void completeLocked(AsyncCall& call, Status status, std::optional<AsyncMessage> 
   call.status = std::move(status);
   countAsyncEnd(call);
   call.result = std::move(result);
-  call.cv.notify_all();
+  call.finished.store(true, std::memory_order_release);
+  if (call.sleepers != 0) call.cv.notify_all();
 }
 
 void expire(const std::shared_ptr<AsyncCall>& call) {
@@ -220,7 +277,6 @@ static bool route(CallerChannel& ch, const RingConsumer::Record& rec, bool inRin
     drop();  // the late answer of a call that was cancelled or timed out
     return true;
   }
-  std::shared_ptr<AsyncCall> call = *at;
   auto message = [&] {
     AsyncMessage m;
     if (inRing) {
@@ -234,13 +290,14 @@ static bool route(CallerChannel& ch, const RingConsumer::Record& rec, bool inRin
     return m;
   };
   const bool valid = validSingleSegmentMessage(rec.words, rec.header.words);
-  if (rec.header.kind == kRecordStreamItem && call->stream && valid) {
-    std::lock_guard cl(call->m);
-    call->items.push_back(message());
-    call->cv.notify_all();
+  if (rec.header.kind == kRecordStreamItem && (*at)->stream && valid) {
+    AsyncCall& call = **at;
+    std::lock_guard cl(call.m);
+    call.items.push_back(message());
+    if (call.sleepers != 0) call.cv.notify_all();
     return true;
   }
-  ch.pending.erase(at);
+  std::shared_ptr<AsyncCall> call = ch.pending.take(at);
   Status status;
   std::optional<AsyncMessage> result;
   if (!valid) {
@@ -264,14 +321,17 @@ static bool route(CallerChannel& ch, const RingConsumer::Record& rec, bool inRin
     result = message();
   }
   std::lock_guard cl(call->m);
+  bool unread = false;
   if (result && call->taken) {
     drop();  // its Future was dropped unread
     result.reset();
   } else if (result && result->inRing) {
-    ch.unread.push_back(call);
+    call->resultInRing.store(true, std::memory_order_relaxed);
+    unread = true;
   }
   completeLocked(*call, std::move(status), std::move(result));
   if (call->callback) completed.push_back(call);
+  if (unread) ch.unread.push_back(std::move(call));  // (the list keeps it alive past the lock)
   return true;
 }
 
@@ -333,16 +393,19 @@ bool drainAsync(CallerChannel& ch, Completions& completions) {
       // them).
       while (!ch.unread.empty()) {
         auto& front = ch.unread.front();
-        std::unique_lock cl(front->m);
-        if (front->result && front->result->inRing && !front->taken &&
-            ch.responses.heldBytes() > ch.ringBytes / 2) {
-          AsyncMessage copy = copyRecord(front->result->rec);
-          ch.responses.release(front->result->rec);
-          front->result = std::move(copy);
-        } else if (front->result && front->result->inRing) {
-          break;  // still in the ring: either read now, or no need to move it yet
+        // Most were read and given back already: those leave the list without a lock.
+        if (front->resultInRing.load(std::memory_order_acquire)) {
+          std::unique_lock cl(front->m);
+          if (front->result && front->result->inRing && !front->taken &&
+              ch.responses.heldBytes() > ch.ringBytes / 2) {
+            AsyncMessage copy = copyRecord(front->result->rec);
+            ch.responses.release(front->result->rec);
+            front->result = std::move(copy);
+            front->resultInRing.store(false, std::memory_order_relaxed);
+          } else if (front->result && front->result->inRing) {
+            break;  // still in the ring: either read now, or no need to move it yet
+          }
         }
-        cl.unlock();
         ch.unread.pop_front();
       }
     }
@@ -354,9 +417,10 @@ bool drainAsync(CallerChannel& ch, Completions& completions) {
 // ---- the calls' side ---------------------------------------------------------------------------
 
 std::shared_ptr<AsyncCall> failedAsync(Status s, AsyncCallback cb) noexcept {
-  auto call = std::make_shared<AsyncCall>();
+  auto call = newAsyncCall();
   call->done = true;
   call->status = std::move(s);
+  call->finished.store(true, std::memory_order_relaxed);  // not shared yet
   call->callback = std::move(cb);
   // A callback runs on a completion thread like any other; there is none without a channel, so
   // run it here, with no lock held.
@@ -369,8 +433,7 @@ std::shared_ptr<AsyncCall> failedAsync(Status s, AsyncCallback cb) noexcept {
 }
 
 bool asyncReady(const AsyncCall& call) noexcept {
-  std::lock_guard cl(call.m);
-  return call.done;
+  return call.finished.load(std::memory_order_acquire);
 }
 
 namespace {
@@ -399,15 +462,28 @@ struct Sleeper {
   }
 };
 
+// `unary`: what it waits for is the call's end, which call.finished says without the lock.
 template <class Have>
-bool spinOnOwnChannel(AsyncCall& call, int64_t limit, Sleeper& sleeper, Have&& have) {
+bool spinOnOwnChannel(AsyncCall& call, int64_t limit, Sleeper& sleeper, bool unary, Have&& have) {
   CallerChannel* ch = call.ch.get();
   if (!ch || ch->client->policy.kind == WaitKind::kBlocking) return false;
-  {
+  auto there = [&] {
+    if (unary) return call.finished.load(std::memory_order_acquire);
     std::lock_guard cl(call.m);
-    // Found there: not counted as reading the channel (it read nothing), or a thread that only
-    // collects finished calls would keep the completion thread from delivering the rest.
-    if (have()) return true;
+    return have();
+  };
+  // Found there: not counted as reading the channel (it read nothing), or a thread that only
+  // collects finished calls would keep the completion thread from delivering the rest.
+  if (there()) return true;
+  Completions& completions = ch->client->completions();
+  // With calls pipelined the answer is usually in the ring already: one read first, before
+  // anything the spin below sets up. Found that way, it counts as reading the channel (the spin
+  // epoch), so that the completion thread goes on sleeping while callers read their own.
+  (void)drainAsync(*ch, completions);
+  if (there()) {
+    ch->spinEpoch.store(ch->spinEpoch.load(std::memory_order_relaxed) + 1,
+                        std::memory_order_release);
+    return true;
   }
   std::shared_ptr<Mapping> keep;  // the counters below stay mapped if the channel reopens
   const uint64_t* records = nullptr;
@@ -426,7 +502,6 @@ bool spinOnOwnChannel(AsyncCall& call, int64_t limit, Sleeper& sleeper, Have&& h
   const WaitPolicy& policy = ch->client->policy;
   const int64_t spinUntil =
       policy.kind == WaitKind::kSpin ? limit : std::min(limit, monotonicNs() + policy.spinNs);
-  Completions& completions = ch->client->completions();
   // While this thread reads the channel, the completion thread sleeps instead of spinning
   // beside it; if it stops without what it waits for, the completion thread takes over.
   struct Cover {
@@ -456,10 +531,7 @@ bool spinOnOwnChannel(AsyncCall& call, int64_t limit, Sleeper& sleeper, Have&& h
   for (uint32_t i = 1;; ++i) {
     if (socket) {  // a non-blocking receive is the look (the socket fallback's busy poll)
       (void)drainAsync(*ch, completions);
-      {
-        std::lock_guard cl(call.m);
-        if (have()) return true;
-      }
+      if (there()) return true;
       if (monotonicNs() >= spinUntil) return false;
       continue;
     }
@@ -472,10 +544,7 @@ bool spinOnOwnChannel(AsyncCall& call, int64_t limit, Sleeper& sleeper, Have&& h
     if (look) {
       seen = committed;
       (void)drainAsync(*ch, completions);
-      {
-        std::lock_guard cl(call.m);
-        if (have()) return found();
-      }
+      if (there()) return found();
       if (monotonicNs() >= spinUntil) return false;
     }
     cpuRelax();
@@ -488,8 +557,9 @@ bool awaitReady(AsyncCall& call, std::chrono::nanoseconds timeout) noexcept {
   const int64_t until = timeout.count() >= kNoDeadline - monotonicNs()
                             ? kNoDeadline
                             : monotonicNs() + timeout.count();
+  if (call.finished.load(std::memory_order_acquire)) return true;
   Sleeper sleeper;
-  if (spinOnOwnChannel(call, std::min(until, call.deadlineNs), sleeper,
+  if (spinOnOwnChannel(call, std::min(until, call.deadlineNs), sleeper, true,
                        [&] { return call.done; })) {
     return true;
   }
@@ -497,7 +567,9 @@ bool awaitReady(AsyncCall& call, std::chrono::nanoseconds timeout) noexcept {
     std::unique_lock cl(call.m);
     const int64_t limit = std::min(until, call.deadlineNs);
     while (!call.done && monotonicNs() < limit) {
+      ++call.sleepers;
       call.cv.wait_for(cl, std::chrono::nanoseconds(limit - monotonicNs()));
+      --call.sleepers;
     }
     if (call.done || until < call.deadlineNs) return call.done;
   }
@@ -535,6 +607,7 @@ void releaseAsync(AsyncCall& call) noexcept {
     call.reader.reset();
     m = std::move(call.result);
     call.result.reset();
+    call.resultInRing.store(false, std::memory_order_release);
   }
   if (m && call.ch) releaseMessage(*call.ch, *m);
 }
@@ -632,7 +705,7 @@ bool streamNext(AsyncCall& call, capnp::MessageReader*& reader, Status& status) 
   if (call.items.empty() && !call.done) {
     cl.unlock();
     givePreviousBack();
-    (void)spinOnOwnChannel(call, call.deadlineNs, sleeper,
+    (void)spinOnOwnChannel(call, call.deadlineNs, sleeper, false,
                            [&] { return call.done || !call.items.empty(); });
     cl.lock();
   }
@@ -664,10 +737,13 @@ bool streamNext(AsyncCall& call, capnp::MessageReader*& reader, Status& status) 
         call.done = true;
         call.status = Status(StatusCode::kDeadlineExceeded, "the stream's deadline passed");
         countAsyncEnd(call);
+        call.finished.store(true, std::memory_order_release);
       }
       continue;
     }
+    ++call.sleepers;
     call.cv.wait_for(cl, std::chrono::nanoseconds(call.deadlineNs - monotonicNs()));
+    --call.sleepers;
   }
   cl.unlock();
   givePreviousBack();

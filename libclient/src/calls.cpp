@@ -565,7 +565,10 @@ Result<capnp::MessageBuilder*> beginCall(CallerChannel& ch, const MethodRef& met
     }
     ch.callId = ch.nextCallId++;
     ch.deadlineNs = deadline;
-    ch.methodName = method.name;
+    if (ch.methodNameOrdinal != method.ordinal) {  // (a channel serves one interface)
+      ch.methodName = method.name;
+      ch.methodNameOrdinal = method.ordinal;
+    }
     ch.pendingHeader = RecordHeader{};
     ch.pendingHeader.kind = kRecordRequest;
     ch.pendingHeader.flags = flags;
@@ -729,7 +732,7 @@ std::shared_ptr<AsyncCall> sendAsync(const std::shared_ptr<CallerChannel>& chp, 
     return failedAsync(Status(StatusCode::kFailedPrecondition, "the call was sent already"),
                        std::move(cb));
   }
-  auto call = std::make_shared<AsyncCall>();
+  auto call = newAsyncCall();
   try {
     call->ch = chp;
     call->callId = ch.callId;
@@ -775,6 +778,7 @@ std::shared_ptr<AsyncCall> sendAsync(const std::shared_ptr<CallerChannel>& chp, 
           call->done = true;
           call->status = published;
           countAsyncEnd(*call);
+          call->finished.store(true, std::memory_order_release);
           if (call->callback) completed.push_back(call);
         }
       }

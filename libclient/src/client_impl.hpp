@@ -96,7 +96,14 @@ struct AsyncCall {
 
   mutable std::mutex m;
   std::condition_variable cv;
+  // Threads waiting on cv (under m): a completion that nobody sleeps on wakes nobody.
+  int sleepers = 0;
   bool done = false;   // the result, the stream's end, or an error is there
+  // `done`, readable without the lock: set (release) after everything done says is there.
+  std::atomic<bool> finished{false};
+  // Whether `result` is a reply in the ring still: the channel's list of unread replies skips the
+  // calls whose reply was read and given back without taking each one's lock.
+  std::atomic<bool> resultInRing{false};
   bool taken = false;  // get()/then()/streamNext() handed the result out
   bool cancelled = false;
   Status status;
@@ -131,8 +138,9 @@ class PendingCalls {
     return it == overflow_.end() ? nullptr : &it->second;
   }
   void insert(std::shared_ptr<AsyncCall> call);
-  // Takes out the call `find` returned.
-  void erase(std::shared_ptr<AsyncCall>* at) noexcept;
+  // Takes out the call `find` returned, and gives it (moved, not copied).
+  std::shared_ptr<AsyncCall> take(std::shared_ptr<AsyncCall>* at) noexcept;
+  void erase(std::shared_ptr<AsyncCall>* at) noexcept { (void)take(at); }
   template <class F>
   void forEach(F&& f) {
     for (auto& s : slots_) {
@@ -174,6 +182,8 @@ MetricsSlot* callerMetricsSlot(CallerChannel& ch, uint16_t ordinal, std::string_
                                uint32_t* family = nullptr) noexcept;
 // Ends an asynchronous call in the metrics, on the thread that ends it (call.m held).
 void countAsyncEnd(AsyncCall& call) noexcept;
+// A new AsyncCall, its block from the allocating thread's cache of blocks it freed before.
+std::shared_ptr<AsyncCall> newAsyncCall();
 
 class ClientImpl : public std::enable_shared_from_this<ClientImpl> {
  public:
@@ -363,6 +373,7 @@ class CallerChannel : public std::enable_shared_from_this<CallerChannel> {
   uint64_t callId = 0;
   int64_t deadlineNs = 0;
   std::string methodName;
+  uint32_t methodNameOrdinal = ~0u;    // the method methodName names
   int64_t startNs = 0;                 // when the call began (for the metrics)
   MetricsSlot* metricsSlot = nullptr;  // the beginning thread's
   uint32_t metricsFamily = 0;          // the call's series + 1 (0: uncounted)
