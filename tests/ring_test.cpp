@@ -202,12 +202,15 @@ TEST(Ring, DeliversRecordsInOrder_AcrossManyWraps) {
 
 // The largest reservations reuse the most of the last lap: records that fill their reservation,
 // after small ones, and a padding record on every lap. In a small ring (plain stores) and in one
-// large enough for the producer to zero with stores that bypass the cache.
-void checkEveryReservationIsZero(uint32_t capacity, uint64_t records) {
+// large enough for the producer to zero with stores that bypass the cache. `switchBursts`: the
+// producer is told every few records that a burst begins or ends (cached stores, then streaming
+// ones again), as a caller that mixes pipelined and synchronous calls is.
+void checkEveryReservationIsZero(uint32_t capacity, uint64_t records, bool switchBursts = false) {
   SharedRing ring(capacity);
   auto p = ring.producer();
   auto c = ring.consumer();
   for (uint64_t seq = 0; seq < records; ++seq) {
+    if (switchBursts) p.setBurst((seq / 3) % 2 == 0);
     RingProducer::Slot slot;
     const uint32_t minBytes = sizeof(RecordHeader) + uint32_t(seq % 7) * 8;
     // As a builder reserves: the least it needs, as much as the ring can give.
@@ -239,6 +242,10 @@ TEST(Ring, EveryReservationIsZero_ThoughTheConsumerNeverWritesTheData) {
 TEST(Ring, EveryReservationIsZero_InARingZeroedWithStoresThatBypassTheCache) {
   static_assert((1u << 20) >= kStreamingZeroRingBytes);
   checkEveryReservationIsZero(1u << 20, 3000);  // ~10 laps
+}
+
+TEST(Ring, EveryReservationIsZero_WhenBurstsSwitchBetweenCachedAndStreamingStores) {
+  checkEveryReservationIsZero(1u << 20, 3000, true);
 }
 
 TEST(Ring, ReportsFull_UntilTheConsumerReleases) {

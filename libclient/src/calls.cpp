@@ -688,8 +688,9 @@ static Status awaitSocketReply(CallerChannel& ch, RingConsumer::Record& rec) {
 }
 
 // Publishes the call built in ch.builder (the lease held). On error the channel is closed where
-// it can no longer be used.
-static Status publishPending(CallerChannel& ch) noexcept {
+// it can no longer be used. `awaited`: the caller waits for the answer next (a synchronous call),
+// rather than going on to send more (RingProducer::setBurst).
+static Status publishPending(CallerChannel& ch, bool awaited) noexcept {
   Status published;
   const TraceContextWire* trace = (ch.pendingHeader.flags & kRecordHasTrace) ? &ch.trace : nullptr;
   try {
@@ -698,6 +699,7 @@ static Status publishPending(CallerChannel& ch) noexcept {
                                 ch.deadlineNs, ch.limitHint);
       if (published.code() == StatusCode::kUnavailable) published = ch.peerGoneStatus();
     } else {
+      ch.requests.setBurst(!awaited);
       published = publishRecord(
           ch.requests, ch.slot, *ch.builder, ch.pendingHeader, trace, ch.maxMessageBytes,
           ch.limitHint, [&](uint32_t bytes) -> Status {
@@ -766,7 +768,8 @@ std::shared_ptr<AsyncCall> sendAsync(const std::shared_ptr<CallerChannel>& chp, 
       call->conn = ch.conn;
       ch.pending.insert(call);
     }
-    Status published = publishPending(ch);
+    // Sent asynchronously: most likely one of several in flight (RingProducer::setBurst).
+    Status published = publishPending(ch, false);
     if (!published) {
       std::vector<std::shared_ptr<AsyncCall>> completed;
       {
@@ -807,7 +810,7 @@ std::shared_ptr<AsyncCall> sendAsync(const std::shared_ptr<CallerChannel>& chp, 
 Status sendOneWay(CallerChannel& ch) noexcept {
   if (!ch.builder) return Status(StatusCode::kFailedPrecondition, "the call was sent already");
   ch.pendingHeader.flags |= kRecordOneWay;
-  Status s = publishPending(ch);
+  Status s = publishPending(ch, false);
   // A one-way call ends when it is in the channel.
   if (ch.metricsSlot) metricsEnd(endingSlot(ch), uint32_t(s.code()), monotonicNs() - ch.startNs);
   endClientSpan(ch, s);
@@ -878,7 +881,7 @@ Result<capnp::MessageReader*> finishCall(CallerChannel& ch) noexcept {
     ch.releaseLease();
     return s;
   };
-  if (Status published = publishPending(ch); !published) return fail(published);
+  if (Status published = publishPending(ch, true); !published) return fail(published);
 
   RingConsumer::Record rec;
   if (ch.link) {

@@ -158,6 +158,10 @@ struct Dispatcher::Channel {
   std::atomic<bool> busy{false};     // a worker runs the channel's current call: the next waits
   std::atomic<int> active{0};        // streams running on stream threads
   std::atomic<int> deferredOut{0};   // deferred calls not answered yet (Responder, any thread)
+  // The request answered now came right behind another in one look at the ring (the caller
+  // pipelines its calls): its reply is one of a burst (RingProducer::setBurst). A hint, set by
+  // the dispatcher, read by whichever thread writes the reply.
+  std::atomic<bool> burst{false};
   std::shared_ptr<ChannelRef> ref = std::make_shared<ChannelRef>();
   bool closed = false;               // dispatcher/socket thread
   bool parked = false;               // queued.front() waits for room for its reply (dispatcher)
@@ -335,6 +339,7 @@ class ChannelSink final : public StreamSink {
       if (ch_.link) {
         s = ch_.link->send(header, nullptr, *builder_, policy_, deadline, limitHint_);
       } else {
+        ch_.responses.setBurst(kind == kRecordStreamItem);  // items come back to back
         s = publishRecord(ch_.responses, slot_, *builder_, header, nullptr, ch_.maxMessageBytes,
                           limitHint_, [&](uint32_t bytes) -> Status {
                             const bool ok =
@@ -1006,6 +1011,7 @@ bool Dispatcher::pollChannels() {
         closeChannelLocal(ch, kEndCorrupt, "malformed record in the request ring");
         break;
       }
+      ch.burst.store(n > 0, std::memory_order_relaxed);
       if (runInPlace(ch, rec)) continue;
       if (!take(ch, rec, nullptr)) {
         closeChannelLocal(ch, kEndCorrupt, "a record other than a request or a cancel");
@@ -1361,6 +1367,7 @@ std::optional<Status> Dispatcher::writeAnswer(Channel& ch, RecordHeader header,
   auto callerGone = [&] { return ch.callerGone(); };  // or this side closed it
   // Space for the reply first: the request stays in place (it is read in place) until answered.
   RingProducer::Slot slot;
+  ch.responses.setBurst(ch.burst.load(std::memory_order_relaxed));
   for (;;) {
     const RingStatus st = ch.responses.tryReserve(offset + 64, offset + ch.maxMessageBytes, slot);
     if (st == RingStatus::kOk) break;

@@ -109,7 +109,7 @@ void RingProducer::scrub(uint64_t upTo, uint32_t readerAt) noexcept {
   // Streaming stores for the small pieces of a large ring (a record or so, reused only a clean
   // window later); plain ones for large pieces, which the next records build in at once.
   const bool streaming =
-      capacity_ >= kStreamingZeroRingBytes && upTo - dirty_ <= kStreamingZeroMaxBytes;
+      !burst_ && capacity_ >= kStreamingZeroRingBytes && upTo - dirty_ <= kStreamingZeroMaxBytes;
   while (dirty_ != upTo) {
     const uint32_t from = uint32_t(dirty_ & mask_);
     const uint32_t bytes = uint32_t(std::min<uint64_t>(upTo - dirty_, capacity_ - from));

@@ -52,7 +52,8 @@ inline constexpr uint32_t kPrefetchLines = 4;
 // The least space after its tail a producer keeps zeroed for its next records.
 inline constexpr uint32_t kCleanAheadMin = 16 * 1024;
 // From this ring size up, the producer zeroes space with stores that bypass the cache (x86), a
-// piece of up to kStreamingZeroMaxBytes at a time (larger pieces are built in at once: cached).
+// piece of up to kStreamingZeroMaxBytes at a time (larger pieces are built in at once: cached),
+// unless it is told that more records follow at once (RingProducer::setBurst).
 inline constexpr uint32_t kStreamingZeroRingBytes = 512 * 1024;
 inline constexpr uint32_t kStreamingZeroMaxBytes = 4096;
 
@@ -117,6 +118,12 @@ class RingProducer {
   WakeWord& spaceWake() noexcept { return control_->producerWake; }
   // The consumer's `head` word: a waiter for space may watch it without touching the producer.
   const uint64_t* headWord() const noexcept { return &control_->head; }
+  // Whether more records follow this one at once (calls pipelined, replies to them), or the
+  // producer waits for an answer next. Streaming stores keep a lap-old line out of the cache, and
+  // their fence is paid while the producer waits anyway: a round trip is faster for them. Records
+  // back to back pay that fence on each and then miss on lines the stores sent to memory:
+  // cached stores, ahead of the tail, run them at twice the rate (bench/RESULTS.md, 2026-12-02).
+  void setBurst(bool burst) noexcept { burst_ = burst; }
   // A second word to wake after each commit (the caller's completion thread).
   void setExtraWake(WakeWord* w) noexcept { extraWake_ = w; }
   // Where to report how full the ring is (null: nowhere). Called on the producer's thread.
@@ -141,6 +148,7 @@ class RingProducer {
   WakeWord* extraWake_ = nullptr;
   RingWatch* watch_ = nullptr;
   bool full_ = false;        // the last reservation that re-read `head` found the ring full
+  bool burst_ = false;       // see setBurst()
   uint64_t tail_ = 0;        // bytes published; private to the producer
   uint64_t cachedHead_ = 0;  // last `head` read; re-read only when it says the ring is full
   // Bytes at positions [dirty_, tail_) may hold what this producer wrote (tail_ - dirty_ is at
