@@ -177,7 +177,7 @@ std::string AsyncCall::what() const {
   return s;
 }
 
-void countAsyncEnd(AsyncCall& call) noexcept {
+void countAsyncEnd(AsyncCall& call, int64_t nowNs) noexcept {
   if (call.span && call.ch && call.ch->client->spans) {
     try {
       call.span->endUnixNs = realtimeNs();
@@ -193,18 +193,20 @@ void countAsyncEnd(AsyncCall& call) noexcept {
   call.metricsFamily = 0;  // once
   try {
     metricsEnd(call.ch->client->metrics.slot(family), uint32_t(call.status.code()),
-               uint64_t(monotonicNs() - call.startNs));
+               uint64_t((nowNs != 0 ? nowNs : monotonicNs()) - call.startNs));
   } catch (const std::exception&) {
   }
 }
 
 namespace {
 
-// Completes `call` (not yet done) under its lock; the caller posts the callback.
-void completeLocked(AsyncCall& call, Status status, std::optional<AsyncMessage> result) {
+// Completes `call` (not yet done) under its lock; the caller posts the callback. `nowNs`: as for
+// countAsyncEnd.
+void completeLocked(AsyncCall& call, Status status, std::optional<AsyncMessage> result,
+                    int64_t nowNs = 0) {
   call.done = true;
   call.status = std::move(status);
-  countAsyncEnd(call);
+  countAsyncEnd(call, nowNs);
   call.result = std::move(result);
   call.finished.store(true, std::memory_order_release);
   if (call.sleepers != 0) call.cv.notify_all();
@@ -261,9 +263,10 @@ void failPendingLocked(CallerChannel& ch, const Status& why,
   ch.pending.clear();
 }
 
-// Routes one record (asyncMu held). Returns false when the channel broke.
+// Routes one record (asyncMu held). Returns false when the channel broke. `now`: the clock,
+// read once for all the calls one drain completes (0 until it is read).
 static bool route(CallerChannel& ch, const RingConsumer::Record& rec, bool inRing,
-                  std::vector<std::shared_ptr<AsyncCall>>& completed) {
+                  std::vector<std::shared_ptr<AsyncCall>>& completed, int64_t& now) {
   auto drop = [&] {
     if (inRing) ch.responses.release(rec);
   };
@@ -329,7 +332,8 @@ static bool route(CallerChannel& ch, const RingConsumer::Record& rec, bool inRin
     call->resultInRing.store(true, std::memory_order_relaxed);
     unread = true;
   }
-  completeLocked(*call, std::move(status), std::move(result));
+  if (now == 0 && call->metricsFamily != 0) now = monotonicNs();
+  completeLocked(*call, std::move(status), std::move(result), now);
   if (call->callback) completed.push_back(call);
   if (unread) ch.unread.push_back(std::move(call));  // (the list keeps it alive past the lock)
   return true;
@@ -338,6 +342,7 @@ static bool route(CallerChannel& ch, const RingConsumer::Record& rec, bool inRin
 bool drainAsync(CallerChannel& ch, Completions& completions) {
   std::vector<std::shared_ptr<AsyncCall>> completed;
   bool did = false;
+  int64_t now = 0;
   {
     std::lock_guard lock(ch.asyncMu);
     if (!ch.isOpen || ch.failedConn) return false;
@@ -348,7 +353,7 @@ bool drainAsync(CallerChannel& ch, Completions& completions) {
         switch (ch.link->tryReceive(rec)) {
           case SocketLink::Recv::kRecord:
             did = true;
-            broken = !route(ch, rec, false, completed);
+            broken = !route(ch, rec, false, completed, now);
             break;
           case SocketLink::Recv::kEmpty:
             more = false;
@@ -369,7 +374,7 @@ bool drainAsync(CallerChannel& ch, Completions& completions) {
         const RingStatus st = ch.responses.next(rec);
         if (st == RingStatus::kEmpty) break;
         did = true;
-        if (st == RingStatus::kCorrupt || !route(ch, rec, true, completed)) {
+        if (st == RingStatus::kCorrupt || !route(ch, rec, true, completed, now)) {
           broken = true;
           break;
         }
@@ -463,8 +468,9 @@ struct Sleeper {
 };
 
 // `unary`: what it waits for is the call's end, which call.finished says without the lock.
-template <class Have>
-bool spinOnOwnChannel(AsyncCall& call, int64_t limit, Sleeper& sleeper, bool unary, Have&& have) {
+// `limit()`: when to stop waiting at the latest (the clock is read only once the spin begins).
+template <class Limit, class Have>
+bool spinOnOwnChannel(AsyncCall& call, Limit&& limit, Sleeper& sleeper, bool unary, Have&& have) {
   CallerChannel* ch = call.ch.get();
   if (!ch || ch->client->policy.kind == WaitKind::kBlocking) return false;
   auto there = [&] {
@@ -500,8 +506,9 @@ bool spinOnOwnChannel(AsyncCall& call, int64_t limit, Sleeper& sleeper, bool una
     }
   }
   const WaitPolicy& policy = ch->client->policy;
+  const int64_t until = limit();
   const int64_t spinUntil =
-      policy.kind == WaitKind::kSpin ? limit : std::min(limit, monotonicNs() + policy.spinNs);
+      policy.kind == WaitKind::kSpin ? until : std::min(until, monotonicNs() + policy.spinNs);
   // While this thread reads the channel, the completion thread sleeps instead of spinning
   // beside it; if it stops without what it waits for, the completion thread takes over.
   struct Cover {
@@ -554,15 +561,20 @@ bool spinOnOwnChannel(AsyncCall& call, int64_t limit, Sleeper& sleeper, bool una
 }  // namespace
 
 bool awaitReady(AsyncCall& call, std::chrono::nanoseconds timeout) noexcept {
-  const int64_t until = timeout.count() >= kNoDeadline - monotonicNs()
-                            ? kNoDeadline
-                            : monotonicNs() + timeout.count();
   if (call.finished.load(std::memory_order_acquire)) return true;
+  // Read the clock only when it is needed: a pipelined call's reply is usually there already.
+  std::optional<int64_t> untilAt;
+  auto limit = [&] {
+    if (!untilAt) {
+      const int64_t now = monotonicNs();
+      untilAt = timeout.count() >= kNoDeadline - now ? kNoDeadline : now + timeout.count();
+    }
+    return std::min(*untilAt, call.deadlineNs);
+  };
   Sleeper sleeper;
-  if (spinOnOwnChannel(call, std::min(until, call.deadlineNs), sleeper, true,
-                       [&] { return call.done; })) {
-    return true;
-  }
+  if (spinOnOwnChannel(call, limit, sleeper, true, [&] { return call.done; })) return true;
+  (void)limit();
+  const int64_t until = *untilAt;
   {
     std::unique_lock cl(call.m);
     const int64_t limit = std::min(until, call.deadlineNs);
@@ -705,8 +717,9 @@ bool streamNext(AsyncCall& call, capnp::MessageReader*& reader, Status& status) 
   if (call.items.empty() && !call.done) {
     cl.unlock();
     givePreviousBack();
-    (void)spinOnOwnChannel(call, call.deadlineNs, sleeper, false,
-                           [&] { return call.done || !call.items.empty(); });
+    (void)spinOnOwnChannel(
+        call, [&] { return call.deadlineNs; }, sleeper, false,
+        [&] { return call.done || !call.items.empty(); });
     cl.lock();
   }
   bool got = false;
@@ -969,17 +982,24 @@ void Completions::runShm() {
     // look (see below). Then this thread sleeps where the replies do not wake it, for up to
     // kCoverNs at a time, instead of spinning beside them.
     bool covered = true;
+    const int64_t now = monotonicNs();
     for (auto& ch : chans) {
       std::lock_guard lock(ch->asyncMu);
       if (!ch->isOpen || ch->link || ch->failedConn) continue;
       // Not covered: a waiter gave up since the last look, or one sleeps on its call; or nobody
-      // reads the channel now and, with a callback to deliver, nobody did since the last look
-      // either (a callback is this thread's to run, and soon).
+      // reads the channel now and, with a callback to deliver, nobody did in the last kCoverNs
+      // either (a callback is this thread's to run, and soon). Measured over kCoverNs, not
+      // since the last look: waiters that find their replies by one read each (calls pipelined)
+      // mark the epoch once per read of the ring, and this thread may look far more often.
       const bool gaveUp = ch->spinnerGaveUp.exchange(false, std::memory_order_acq_rel);
       const uint64_t epoch = ch->spinEpoch.load(std::memory_order_acquire);
       const bool spinning = ch->spinners.load(std::memory_order_acquire) != 0;
-      const bool spun = spinning || (epoch != ch->coverSeen && ch->pending.callbacks() == 0);
-      ch->coverSeen = epoch;
+      if (epoch != ch->coverSeen) {
+        ch->coverSeen = epoch;
+        ch->coverSeenNs = now;
+      }
+      const bool readLately = ch->coverSeenNs != 0 && now - ch->coverSeenNs < kCoverNs;
+      const bool spun = spinning || (readLately && ch->pending.callbacks() == 0);
       if (gaveUp || ch->sleepers.load(std::memory_order_acquire) != 0 || !spun) covered = false;
       const uint64_t* records = &ch->hdr_->response.records;
       watches.push_back(Watch{ch->segment, ch->responses.nextLength(), ch->responses.nextLap(),

@@ -181,7 +181,8 @@ struct MetricsTiming {
 MetricsSlot* callerMetricsSlot(CallerChannel& ch, uint16_t ordinal, std::string_view method,
                                uint32_t* family = nullptr) noexcept;
 // Ends an asynchronous call in the metrics, on the thread that ends it (call.m held).
-void countAsyncEnd(AsyncCall& call) noexcept;
+// `nowNs`: the end time if the caller read the clock already (0: read it here).
+void countAsyncEnd(AsyncCall& call, int64_t nowNs = 0) noexcept;
 // A new AsyncCall, its block from the allocating thread's cache of blocks it freed before.
 std::shared_ptr<AsyncCall> newAsyncCall();
 
@@ -413,10 +414,13 @@ class CallerChannel : public std::enable_shared_from_this<CallerChannel> {
   // (two spinning threads of one process on one core halve each other). A waiter that stops
   // spinning without its answer sets spinnerGaveUp, and the completion thread takes over at once.
   std::atomic<uint32_t> spinners{0};
-  std::atomic<uint64_t> spinEpoch{0};  // bumped when a spin begins and ends
+  // Bumped when a spin begins and ends, and when a waiter found its reply by one read.
+  std::atomic<uint64_t> spinEpoch{0};
   std::atomic<bool> spinnerGaveUp{false};
   std::atomic<uint32_t> sleepers{0};  // waiters asleep on their call (they gave up spinning)
-  uint64_t coverSeen = 0;             // spinEpoch when the completion thread last looked (its own)
+  // spinEpoch as the completion thread last saw it change, and when (its own).
+  uint64_t coverSeen = 0;
+  int64_t coverSeenNs = 0;
 
  private:
   // The lease: 0 free, 1 held, 2 held while another thread waits for it (under leaseMu_, on
