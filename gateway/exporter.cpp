@@ -302,13 +302,11 @@ Result<std::unique_ptr<JsonStub>> Exporter::takeStub(const std::string& id,
 void Exporter::giveBack(const std::string& id, const std::string& version, const Caller& caller,
                         std::unique_ptr<JsonStub> stub) {
   // What is let go of closes after mu_ is released (a channel's close reaches the broker):
-  // `stub` when its service is no longer exported, the whole pool when it is full.
-  decltype(stubs_) closing;
+  // `stub` when its service is no longer exported (a parameter outlives the lock), the whole
+  // pool when it is full.
   std::unique_lock lock(mu_);
-  if (byKey_.count(keyOf(id, version)) == 0) {
-    lock.unlock();
-    return;
-  }
+  if (byKey_.count(keyOf(id, version)) == 0) return;
+  decltype(stubs_) closing;
   if (pooled_ >= kMaxPooledStubs) {
     // Many callers: start again rather than keep a channel per caller for ever.
     closing.swap(stubs_);
@@ -316,6 +314,7 @@ void Exporter::giveBack(const std::string& id, const std::string& version, const
   }
   stubs_[keyOf(id, version)][callerKey(caller)].push_back(std::move(stub));
   ++pooled_;
+  lock.unlock();  // before `closing` goes
 }
 
 Result<CallOptions> Exporter::callOptions(const grpc::ServerContextBase& ctx) const {

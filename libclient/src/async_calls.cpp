@@ -11,6 +11,7 @@
 #include "hms/ffi/error.capnp.h"
 #include "log.hpp"
 #include "message_check.hpp"
+#include "wait.hpp"
 
 namespace hms::ffi::detail {
 
@@ -62,18 +63,71 @@ namespace {
 // An AsyncCall is about 900 bytes: glibc's per-thread cache keeps 7 blocks of a size, so with
 // more calls than that in flight nearly every allocation and free took malloc's slow path
 // (about 400 instructions a call, measured with callgrind). Each thread keeps the blocks it
-// frees, up to kMax, for the calls it makes next.
+// frees, up to kMax, for the calls it makes next. A call is often freed on another thread than
+// the one that made it (the completion thread drops the last reference of calls whose replies
+// it routed): a thread whose cache is full hands half of it to a pool the threads share, and one
+// whose cache is empty takes up to half a cache from there, one lock for kMax / 2 calls.
+struct CallBlockPool {
+  std::mutex mu;
+  size_t bytes = 0;  // the one block size it holds
+  std::vector<void*> blocks;
+  std::atomic<size_t> count{0};  // blocks.size(), for a look without the lock
+  // About a megabyte: a burst of calls freed by one thread and not made again is not kept.
+  static constexpr size_t kMaxBlocks = 1024;
+  static CallBlockPool& get() {
+    // Never destroyed: threads may give blocks back while the process exits. (What it holds
+    // stays reachable from here.)
+    static CallBlockPool* pool = new CallBlockPool;
+    return *pool;
+  }
+};
+
 struct CallBlockCache {
   static constexpr size_t kMax = 64;
   size_t bytes = 0;  // the one block size it holds (the control block with its AsyncCall)
   size_t count = 0;
   void* blocks[kMax];
-  void* take(size_t n) noexcept { return count != 0 && n == bytes ? blocks[--count] : nullptr; }
+  void* take(size_t n) noexcept {
+    if (count == 0) {
+      if (bytes == 0) bytes = n;
+      if (n == bytes) refill();
+    }
+    return count != 0 && n == bytes ? blocks[--count] : nullptr;
+  }
   bool give(void* p, size_t n) noexcept {
     if (bytes == 0) bytes = n;
-    if (n != bytes || count == kMax) return false;
+    if (n != bytes) return false;
+    if (count == kMax) spill();
     blocks[count++] = p;
     return true;
+  }
+  void refill() noexcept {
+    CallBlockPool& pool = CallBlockPool::get();
+    if (pool.count.load(std::memory_order_relaxed) == 0) return;  // (no lock while it is empty)
+    std::lock_guard lock(pool.mu);
+    if (pool.bytes != bytes) return;
+    while (count < kMax / 2 && !pool.blocks.empty()) {
+      blocks[count++] = pool.blocks.back();
+      pool.blocks.pop_back();
+    }
+    pool.count.store(pool.blocks.size(), std::memory_order_relaxed);
+  }
+  void spill() noexcept {
+    {
+      CallBlockPool& pool = CallBlockPool::get();
+      std::lock_guard lock(pool.mu);
+      if (pool.bytes == 0) pool.bytes = bytes;
+      try {
+        while (pool.bytes == bytes && count > kMax / 2 &&
+               pool.blocks.size() < CallBlockPool::kMaxBlocks) {
+          pool.blocks.push_back(blocks[count - 1]);
+          --count;
+        }
+      } catch (const std::bad_alloc&) {
+      }
+      pool.count.store(pool.blocks.size(), std::memory_order_relaxed);
+    }
+    while (count > kMax / 2) ::operator delete(blocks[--count]);
   }
   ~CallBlockCache() {
     while (count != 0) ::operator delete(blocks[--count]);
@@ -200,16 +254,40 @@ void countAsyncEnd(AsyncCall& call, int64_t nowNs) noexcept {
 
 namespace {
 
-// Completes `call` (not yet done) under its lock; the caller posts the callback. `nowNs`: as for
-// countAsyncEnd.
+static_assert(sizeof(std::atomic<uint32_t>) == sizeof(uint32_t) &&
+              std::atomic<uint32_t>::is_always_lock_free);
+uint32_t* futexWord(std::atomic<uint32_t>& a) noexcept {
+  return reinterpret_cast<uint32_t*>(&a);
+}
+
+// Wakes the threads asleep on `call`, its lock held, after the change they wait for.
+void notifySleepers(AsyncCall& call) noexcept {
+  if (call.sleepers == 0) return;
+  call.changes.fetch_add(1, std::memory_order_relaxed);
+  futexWakeAll(futexWord(call.changes));
+}
+
+// Sleeps until a change of `call` (notifySleepers) or `untilNs`, which may come early: the
+// caller checks again. `cl` holds the call's lock on entry and on return; a change made after
+// the count is read here is a different count, so the futex does not sleep through it.
+void sleepOnCall(AsyncCall& call, std::unique_lock<std::mutex>& cl, int64_t untilNs) noexcept {
+  ++call.sleepers;
+  const uint32_t seen = call.changes.load(std::memory_order_relaxed);
+  cl.unlock();
+  futexWait(futexWord(call.changes), seen, untilNs);
+  cl.lock();
+  --call.sleepers;
+}
+
+// Completes `call` (not yet finished) under its lock; the caller posts the callback. `nowNs`: as
+// for countAsyncEnd.
 void completeLocked(AsyncCall& call, Status status, std::optional<AsyncMessage> result,
                     int64_t nowNs = 0) {
-  call.done = true;
   call.status = std::move(status);
   countAsyncEnd(call, nowNs);
   call.result = std::move(result);
   call.finished.store(true, std::memory_order_release);
-  if (call.sleepers != 0) call.cv.notify_all();
+  notifySleepers(call);
 }
 
 void expire(const std::shared_ptr<AsyncCall>& call) {
@@ -297,7 +375,7 @@ static bool route(CallerChannel& ch, const RingConsumer::Record& rec, bool inRin
     AsyncCall& call = **at;
     std::lock_guard cl(call.m);
     call.items.push_back(message());
-    if (call.sleepers != 0) call.cv.notify_all();
+    notifySleepers(call);
     return true;
   }
   std::shared_ptr<AsyncCall> call = ch.pending.take(at);
@@ -401,7 +479,10 @@ bool drainAsync(CallerChannel& ch, Completions& completions) {
         // Most were read and given back already: those leave the list without a lock.
         if (front->resultInRing.load(std::memory_order_acquire)) {
           std::unique_lock cl(front->m);
-          if (front->result && front->result->inRing && !front->taken &&
+          // Taken: its taker reads it in place and gives it back without this lock (releaseAsync),
+          // so it is not looked at here.
+          if (front->taken) break;
+          if (front->result && front->result->inRing &&
               ch.responses.heldBytes() > ch.ringBytes / 2) {
             AsyncMessage copy = copyRecord(front->result->rec);
             ch.responses.release(front->result->rec);
@@ -423,7 +504,6 @@ bool drainAsync(CallerChannel& ch, Completions& completions) {
 
 std::shared_ptr<AsyncCall> failedAsync(Status s, AsyncCallback cb) noexcept {
   auto call = newAsyncCall();
-  call->done = true;
   call->status = std::move(s);
   call->finished.store(true, std::memory_order_relaxed);  // not shared yet
   call->callback = std::move(cb);
@@ -446,10 +526,11 @@ namespace {
 // While its wait policy lets it spin, a thread waiting on its own call reads the channel's
 // response ring itself, so the reply (or stream item) does not have to go through the completion
 // thread and a futex wake-up to reach it: the difference between about a microsecond and tens of
-// them per reply on these machines. `have` says, under call.m, whether what it waits for is
-// there. On a socket channel each look is a non-blocking receive, as the socket transport's own
-// spin does. Returns false when it is not by the end of the spin budget (or at once for
-// blocking waits): the caller then sleeps on call.cv and the completion thread delivers.
+// them per reply on these machines. `there()` says whether what it waits for is there (it takes
+// call.m itself if it needs it). On a socket channel each look is a non-blocking receive, as the
+// socket transport's own spin does. Returns false when it is not by the end of the spin budget
+// (or at once for blocking waits): the caller then sleeps on the call (sleepOnCall) and the
+// completion thread delivers.
 // A waiter that gave up spinning and sleeps on its call's condition variable: while one does, the
 // completion thread reads the channel (nobody else will), however busy other waiters on it are.
 struct Sleeper {
@@ -467,17 +548,11 @@ struct Sleeper {
   }
 };
 
-// `unary`: what it waits for is the call's end, which call.finished says without the lock.
 // `limit()`: when to stop waiting at the latest (the clock is read only once the spin begins).
-template <class Limit, class Have>
-bool spinOnOwnChannel(AsyncCall& call, Limit&& limit, Sleeper& sleeper, bool unary, Have&& have) {
+template <class Limit, class There>
+bool spinOnOwnChannel(AsyncCall& call, Limit&& limit, Sleeper& sleeper, There&& there) {
   CallerChannel* ch = call.ch.get();
   if (!ch || ch->client->policy.kind == WaitKind::kBlocking) return false;
-  auto there = [&] {
-    if (unary) return call.finished.load(std::memory_order_acquire);
-    std::lock_guard cl(call.m);
-    return have();
-  };
   // Found there: not counted as reading the channel (it read nothing), or a thread that only
   // collects finished calls would keep the completion thread from delivering the rest.
   if (there()) return true;
@@ -571,25 +646,19 @@ bool awaitReady(AsyncCall& call, std::chrono::nanoseconds timeout) noexcept {
     }
     return std::min(*untilAt, call.deadlineNs);
   };
+  auto finished = [&] { return call.finished.load(std::memory_order_acquire); };
   Sleeper sleeper;
-  if (spinOnOwnChannel(call, limit, sleeper, true, [&] { return call.done; })) return true;
-  (void)limit();
-  const int64_t until = *untilAt;
+  if (spinOnOwnChannel(call, limit, sleeper, finished)) return true;
+  const int64_t wakeAt = limit();  // the earlier of the wait's end and the call's deadline
   {
     std::unique_lock cl(call.m);
-    const int64_t limit = std::min(until, call.deadlineNs);
-    while (!call.done && monotonicNs() < limit) {
-      ++call.sleepers;
-      call.cv.wait_for(cl, std::chrono::nanoseconds(limit - monotonicNs()));
-      --call.sleepers;
-    }
-    if (call.done || until < call.deadlineNs) return call.done;
+    while (!finished() && monotonicNs() < wakeAt) sleepOnCall(call, cl, wakeAt);
+    if (finished() || *untilAt < call.deadlineNs) return finished();
   }
   // The call's deadline passed with no answer: complete it here (the completion thread does so
   // only for calls with callbacks).
   (void)expirePending(call);
-  std::lock_guard cl(call.m);
-  return call.done;
+  return finished();
 }
 
 Status takeAsync(AsyncCall& call, capnp::MessageReader*& reader) noexcept {
@@ -614,12 +683,20 @@ Status awaitAsync(AsyncCall& call, capnp::MessageReader*& reader) noexcept {
 
 void releaseAsync(AsyncCall& call) noexcept {
   std::optional<AsyncMessage> m;
-  {
-    std::lock_guard cl(call.m);
+  auto takeOut = [&] {
     call.reader.reset();
     m = std::move(call.result);
     call.result.reset();
     call.resultInRing.store(false, std::memory_order_release);
+  };
+  if (call.finished.load(std::memory_order_acquire)) {
+    // Its result was taken (or the Future dropped) under call.m before this, and it is finished:
+    // route() wrote the result before `finished`, and drainAsync's list of unread replies moves
+    // only results not taken. Nothing else touches it now, so no lock.
+    takeOut();
+  } else {
+    std::lock_guard cl(call.m);  // a dropped Future's call: its reply may be routed meanwhile
+    takeOut();
   }
   if (m && call.ch) releaseMessage(*call.ch, *m);
 }
@@ -648,7 +725,7 @@ void thenAsync(const std::shared_ptr<AsyncCall>& call, AsyncCallback cb) noexcep
   {
     std::lock_guard cl(call->m);
     call->callback = std::move(cb);
-    now = call->done;
+    now = call->finished.load(std::memory_order_relaxed);
   }
   if (!call->ch) {
     auto fn = std::move(call->callback);
@@ -666,7 +743,7 @@ void thenAsync(const std::shared_ptr<AsyncCall>& call, AsyncCallback cb) noexcep
   bool done;
   {
     std::lock_guard cl(call->m);
-    done = call->done && !call->callbackQueued;
+    done = call->finished.load(std::memory_order_relaxed) && !call->callbackQueued;
   }
   if (done) completions.post(call);
 }
@@ -714,12 +791,16 @@ bool streamNext(AsyncCall& call, capnp::MessageReader*& reader, Status& status) 
     if (previous && call.ch) releaseMessage(*call.ch, *previous);
     previous.reset();
   };
-  if (call.items.empty() && !call.done) {
+  auto ended = [&] { return call.finished.load(std::memory_order_relaxed); };  // (under m)
+  if (call.items.empty() && !ended()) {
     cl.unlock();
     givePreviousBack();
     (void)spinOnOwnChannel(
-        call, [&] { return call.deadlineNs; }, sleeper, false,
-        [&] { return call.done || !call.items.empty(); });
+        call, [&] { return call.deadlineNs; }, sleeper,
+        [&] {
+          std::lock_guard lock(call.m);
+          return ended() || !call.items.empty();
+        });
     cl.lock();
   }
   bool got = false;
@@ -735,7 +816,7 @@ bool streamNext(AsyncCall& call, capnp::MessageReader*& reader, Status& status) 
       got = true;
       break;
     }
-    if (call.done) {
+    if (ended()) {
       status = call.status;
       break;
     }
@@ -746,17 +827,14 @@ bool streamNext(AsyncCall& call, capnp::MessageReader*& reader, Status& status) 
         (void)sendCancel(*call.ch, call.callId, call.conn);  // the service stops too
       }
       cl.lock();
-      if (!call.done) {
-        call.done = true;
+      if (!ended()) {
         call.status = Status(StatusCode::kDeadlineExceeded, "the stream's deadline passed");
         countAsyncEnd(call);
         call.finished.store(true, std::memory_order_release);
       }
       continue;
     }
-    ++call.sleepers;
-    call.cv.wait_for(cl, std::chrono::nanoseconds(call.deadlineNs - monotonicNs()));
-    --call.sleepers;
+    sleepOnCall(call, cl, call.deadlineNs);
   }
   cl.unlock();
   givePreviousBack();
@@ -926,7 +1004,7 @@ void Completions::expireDeadlines(int64_t now) {
     bool open;
     {
       std::lock_guard cl(c->m);
-      open = !c->done;
+      open = !c->finished.load(std::memory_order_relaxed);
     }
     if (!open) continue;
     expire(c);

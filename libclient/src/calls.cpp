@@ -777,8 +777,7 @@ std::shared_ptr<AsyncCall> sendAsync(const std::shared_ptr<CallerChannel>& chp, 
         auto* at = ch.pending.find(call->callId);
         if (at && *at == call) ch.pending.erase(at);
         std::lock_guard cl(call->m);
-        if (!call->done) {
-          call->done = true;
+        if (!call->finished.load(std::memory_order_relaxed)) {
           call->status = published;
           countAsyncEnd(*call);
           call->finished.store(true, std::memory_order_release);
@@ -795,7 +794,7 @@ std::shared_ptr<AsyncCall> sendAsync(const std::shared_ptr<CallerChannel>& chp, 
       bool track;
       {
         std::lock_guard cl(call->m);
-        track = call->callback && !call->done;
+        track = call->callback && !call->finished.load(std::memory_order_relaxed);
       }
       if (track) completions.track(call);
     }

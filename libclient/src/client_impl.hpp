@@ -95,11 +95,15 @@ struct AsyncCall {
   std::string what() const;
 
   mutable std::mutex m;
-  std::condition_variable cv;
-  // Threads waiting on cv (under m): a completion that nobody sleeps on wakes nobody.
+  // Threads asleep waiting for a change of the call (under m): a completion that nobody sleeps
+  // on wakes nobody.
   int sleepers = 0;
-  bool done = false;   // the result, the stream's end, or an error is there
-  // `done`, readable without the lock: set (release) after everything done says is there.
+  // What sleepers sleep on, a futex word bumped under m at each change a sleeper waits for (a
+  // condition variable cost a construction and a destruction per call; most calls have no
+  // sleeper). See notifySleepers() and sleepUntil() in async_calls.cpp.
+  std::atomic<uint32_t> changes{0};
+  // The result, the stream's end, or an error is there. Set under m (release) after everything
+  // it says is there; read under m (relaxed) or without it (acquire).
   std::atomic<bool> finished{false};
   // Whether `result` is a reply in the ring still: the channel's list of unread replies skips the
   // calls whose reply was read and given back without taking each one's lock.
