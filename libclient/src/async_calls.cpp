@@ -341,10 +341,18 @@ void failPendingLocked(CallerChannel& ch, const Status& why,
   ch.pending.clear();
 }
 
+// A reader of the call's result (its lock held, or the call not finished yet).
+static void openResult(AsyncCall& call, const RingConsumer::Record& rec) {
+  call.segment[0] = kj::arrayPtr(reinterpret_cast<const capnp::word*>(rec.words), rec.header.words);
+  call.reader.emplace(kj::arrayPtr(call.segment, 1), ringReaderOptions(rec.header.words));
+}
+
 // Routes one record (asyncMu held). Returns false when the channel broke. `now`: the clock,
-// read once for all the calls one drain completes (0 until it is read).
+// read once for all the calls one drain completes (0 until it is read). `taker`: the call whose
+// get() drains, which takes its result here if this is it (AsyncCall::handedOver).
 static bool route(CallerChannel& ch, const RingConsumer::Record& rec, bool inRing,
-                  std::vector<std::shared_ptr<AsyncCall>>& completed, int64_t& now) {
+                  std::vector<std::shared_ptr<AsyncCall>>& completed, int64_t& now,
+                  AsyncCall* taker) {
   auto drop = [&] {
     if (inRing) ch.responses.release(rec);
   };
@@ -406,6 +414,12 @@ static bool route(CallerChannel& ch, const RingConsumer::Record& rec, bool inRin
   if (result && call->taken) {
     drop();  // its Future was dropped unread
     result.reset();
+  } else if (result && call.get() == taker) {
+    // Taken at once by the thread that waits for it: no lock to take it again, and not in the
+    // list of unread replies (a taken one is never moved out of the ring).
+    call->taken = true;
+    call->handedOver = true;
+    openResult(*call, result->rec);  // (the record's words stay where they are when it moves)
   } else if (result && result->inRing) {
     call->resultInRing.store(true, std::memory_order_relaxed);
     unread = true;
@@ -417,7 +431,7 @@ static bool route(CallerChannel& ch, const RingConsumer::Record& rec, bool inRin
   return true;
 }
 
-bool drainAsync(CallerChannel& ch, Completions& completions) {
+bool drainAsync(CallerChannel& ch, Completions& completions, AsyncCall* taker) {
   std::vector<std::shared_ptr<AsyncCall>> completed;
   bool did = false;
   int64_t now = 0;
@@ -431,7 +445,7 @@ bool drainAsync(CallerChannel& ch, Completions& completions) {
         switch (ch.link->tryReceive(rec)) {
           case SocketLink::Recv::kRecord:
             did = true;
-            broken = !route(ch, rec, false, completed, now);
+            broken = !route(ch, rec, false, completed, now, taker);
             break;
           case SocketLink::Recv::kEmpty:
             more = false;
@@ -452,7 +466,7 @@ bool drainAsync(CallerChannel& ch, Completions& completions) {
         const RingStatus st = ch.responses.next(rec);
         if (st == RingStatus::kEmpty) break;
         did = true;
-        if (st == RingStatus::kCorrupt || !route(ch, rec, true, completed, now)) {
+        if (st == RingStatus::kCorrupt || !route(ch, rec, true, completed, now, taker)) {
           broken = true;
           break;
         }
@@ -549,8 +563,10 @@ struct Sleeper {
 };
 
 // `limit()`: when to stop waiting at the latest (the clock is read only once the spin begins).
+// `taker`: as for drainAsync.
 template <class Limit, class There>
-bool spinOnOwnChannel(AsyncCall& call, Limit&& limit, Sleeper& sleeper, There&& there) {
+bool spinOnOwnChannel(AsyncCall& call, Limit&& limit, Sleeper& sleeper, There&& there,
+                      AsyncCall* taker = nullptr) {
   CallerChannel* ch = call.ch.get();
   if (!ch || ch->client->policy.kind == WaitKind::kBlocking) return false;
   // Found there: not counted as reading the channel (it read nothing), or a thread that only
@@ -560,7 +576,7 @@ bool spinOnOwnChannel(AsyncCall& call, Limit&& limit, Sleeper& sleeper, There&& 
   // With calls pipelined the answer is usually in the ring already: one read first, before
   // anything the spin below sets up. Found that way, it counts as reading the channel (the spin
   // epoch), so that the completion thread goes on sleeping while callers read their own.
-  (void)drainAsync(*ch, completions);
+  (void)drainAsync(*ch, completions, taker);
   if (there()) {
     ch->spinEpoch.store(ch->spinEpoch.load(std::memory_order_relaxed) + 1,
                         std::memory_order_release);
@@ -612,7 +628,7 @@ bool spinOnOwnChannel(AsyncCall& call, Limit&& limit, Sleeper& sleeper, There&& 
   uint64_t seen = ~uint64_t{0};  // a first read at once
   for (uint32_t i = 1;; ++i) {
     if (socket) {  // a non-blocking receive is the look (the socket fallback's busy poll)
-      (void)drainAsync(*ch, completions);
+      (void)drainAsync(*ch, completions, taker);
       if (there()) return true;
       if (monotonicNs() >= spinUntil) return false;
       continue;
@@ -625,7 +641,7 @@ bool spinOnOwnChannel(AsyncCall& call, Limit&& limit, Sleeper& sleeper, There&& 
                       (i & 63) == 0;
     if (look) {
       seen = committed;
-      (void)drainAsync(*ch, completions);
+      (void)drainAsync(*ch, completions, taker);
       if (there()) return found();
       if (monotonicNs() >= spinUntil) return false;
     }
@@ -633,9 +649,8 @@ bool spinOnOwnChannel(AsyncCall& call, Limit&& limit, Sleeper& sleeper, There&& 
   }
 }
 
-}  // namespace
-
-bool awaitReady(AsyncCall& call, std::chrono::nanoseconds timeout) noexcept {
+// awaitReady, for awaitAsync too (`take`: it takes the result next).
+bool awaitCall(AsyncCall& call, std::chrono::nanoseconds timeout, bool take) noexcept {
   if (call.finished.load(std::memory_order_acquire)) return true;
   // Read the clock only when it is needed: a pipelined call's reply is usually there already.
   std::optional<int64_t> untilAt;
@@ -648,7 +663,7 @@ bool awaitReady(AsyncCall& call, std::chrono::nanoseconds timeout) noexcept {
   };
   auto finished = [&] { return call.finished.load(std::memory_order_acquire); };
   Sleeper sleeper;
-  if (spinOnOwnChannel(call, limit, sleeper, finished)) return true;
+  if (spinOnOwnChannel(call, limit, sleeper, finished, take ? &call : nullptr)) return true;
   const int64_t wakeAt = limit();  // the earlier of the wait's end and the call's deadline
   {
     std::unique_lock cl(call.m);
@@ -661,21 +676,29 @@ bool awaitReady(AsyncCall& call, std::chrono::nanoseconds timeout) noexcept {
   return finished();
 }
 
+}  // namespace
+
+bool awaitReady(AsyncCall& call, std::chrono::nanoseconds timeout) noexcept {
+  return awaitCall(call, timeout, false);
+}
+
 Status takeAsync(AsyncCall& call, capnp::MessageReader*& reader) noexcept {
   std::lock_guard cl(call.m);
   if (call.taken) return Status(StatusCode::kFailedPrecondition, "the result was taken already");
   call.taken = true;
   if (!call.status) return call.status;
   if (!call.result) return Status(StatusCode::kInternal, "a completed call without a result");
-  const auto& rec = call.result->rec;
-  call.segment[0] = kj::arrayPtr(reinterpret_cast<const capnp::word*>(rec.words), rec.header.words);
-  call.reader.emplace(kj::arrayPtr(call.segment, 1), ringReaderOptions(rec.header.words));
+  openResult(call, call.result->rec);
   reader = &*call.reader;
   return Status();
 }
 
 Status awaitAsync(AsyncCall& call, capnp::MessageReader*& reader) noexcept {
-  (void)awaitReady(call, std::chrono::nanoseconds(kNoDeadline));
+  (void)awaitCall(call, std::chrono::nanoseconds(kNoDeadline), true);
+  if (call.handedOver) {  // routed by this thread's own drain, and taken there
+    reader = &*call.reader;
+    return Status();
+  }
   Status s = takeAsync(call, reader);
   if (!s) releaseAsync(call);
   return s;

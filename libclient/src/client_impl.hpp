@@ -109,6 +109,8 @@ struct AsyncCall {
   // calls whose reply was read and given back without taking each one's lock.
   std::atomic<bool> resultInRing{false};
   bool taken = false;  // get()/then()/streamNext() handed the result out
+  // Taken by the drain of the thread whose get() waits for it, on that thread (read only there).
+  bool handedOver = false;
   bool cancelled = false;
   Status status;
   std::optional<AsyncMessage> result;   // unary: the reply
@@ -487,8 +489,9 @@ class Completions {
 };
 
 // Routes the records waiting on `ch` (in async mode) to their calls; completed calls with
-// callbacks are posted. Returns whether anything was read. Called with nothing locked.
-bool drainAsync(CallerChannel& ch, Completions& completions);
+// callbacks are posted. Returns whether anything was read. Called with nothing locked. `taker`:
+// the call whose get() this thread waits in; if its reply is among them, it is taken here.
+bool drainAsync(CallerChannel& ch, Completions& completions, AsyncCall* taker = nullptr);
 // Fails every call pending on `ch` with `why` (its connection ended); asyncMu held.
 void failPendingLocked(CallerChannel& ch, const Status& why,
                        std::vector<std::shared_ptr<AsyncCall>>& completed);
