@@ -87,6 +87,9 @@ struct CallersResult {
   double minPerCaller = 0;  // the slowest caller's rate
   double p50 = 0;           // the median of the callers' p50s, us
   double p99 = 0;           // the worst of the callers' p99s, us
+  // N > 1: the mean rate of the one-caller runs just before and after it (0 if none), what it is
+  // judged against: the machine's speed drifts 10-40% within minutes, more than P16's margin.
+  double baseline = 0;
 };
 
 // The child (this binary with --call-load MODE --go-file F): warms up, says "ready", calls from
