@@ -302,11 +302,14 @@ Result<std::unique_ptr<JsonStub>> Exporter::takeStub(const std::string& id,
 void Exporter::giveBack(const std::string& id, const std::string& version, const Caller& caller,
                         std::unique_ptr<JsonStub> stub) {
   // What is let go of closes after mu_ is released (a channel's close reaches the broker):
-  // `stub` when its service is no longer exported (a parameter outlives the lock), the whole
-  // pool when it is full.
-  std::unique_lock lock(mu_);
-  if (byKey_.count(keyOf(id, version)) == 0) return;
+  // `stub` when its service is no longer exported, the whole pool when it is full. `closing` is
+  // declared before the lock so that it goes after it, an exception included.
   decltype(stubs_) closing;
+  std::unique_lock lock(mu_);
+  if (byKey_.count(keyOf(id, version)) == 0) {
+    lock.unlock();
+    return;
+  }
   if (pooled_ >= kMaxPooledStubs) {
     // Many callers: start again rather than keep a channel per caller for ever.
     closing.swap(stubs_);
@@ -314,7 +317,6 @@ void Exporter::giveBack(const std::string& id, const std::string& version, const
   }
   stubs_[keyOf(id, version)][callerKey(caller)].push_back(std::move(stub));
   ++pooled_;
-  lock.unlock();  // before `closing` goes
 }
 
 Result<CallOptions> Exporter::callOptions(const grpc::ServerContextBase& ctx) const {

@@ -101,11 +101,13 @@ struct CallBlockCache {
     blocks[count++] = p;
     return true;
   }
+  // Both take the pool's lock only if it is free: a busy pool is left alone (the heap serves),
+  // and a child forked while another thread held it never waits for it.
   void refill() noexcept {
     CallBlockPool& pool = CallBlockPool::get();
     if (pool.count.load(std::memory_order_relaxed) == 0) return;  // (no lock while it is empty)
-    std::lock_guard lock(pool.mu);
-    if (pool.bytes != bytes) return;
+    std::unique_lock lock(pool.mu, std::try_to_lock);
+    if (!lock || pool.bytes != bytes) return;
     while (count < kMax / 2 && !pool.blocks.empty()) {
       blocks[count++] = pool.blocks.back();
       pool.blocks.pop_back();
@@ -115,17 +117,17 @@ struct CallBlockCache {
   void spill() noexcept {
     {
       CallBlockPool& pool = CallBlockPool::get();
-      std::lock_guard lock(pool.mu);
-      if (pool.bytes == 0) pool.bytes = bytes;
+      std::unique_lock lock(pool.mu, std::try_to_lock);
+      if (lock && pool.bytes == 0) pool.bytes = bytes;
       try {
-        while (pool.bytes == bytes && count > kMax / 2 &&
+        while (lock && pool.bytes == bytes && count > kMax / 2 &&
                pool.blocks.size() < CallBlockPool::kMaxBlocks) {
           pool.blocks.push_back(blocks[count - 1]);
           --count;
         }
       } catch (const std::bad_alloc&) {
       }
-      pool.count.store(pool.blocks.size(), std::memory_order_relaxed);
+      if (lock) pool.count.store(pool.blocks.size(), std::memory_order_relaxed);
     }
     while (count > kMax / 2) ::operator delete(blocks[--count]);
   }
@@ -257,14 +259,14 @@ namespace {
 static_assert(sizeof(std::atomic<uint32_t>) == sizeof(uint32_t) &&
               std::atomic<uint32_t>::is_always_lock_free);
 uint32_t* futexWord(std::atomic<uint32_t>& a) noexcept {
-  return reinterpret_cast<uint32_t*>(&a);
+  return reinterpret_cast<uint32_t*>(&a);  // (a process-local word: the private futex calls)
 }
 
 // Wakes the threads asleep on `call`, its lock held, after the change they wait for.
 void notifySleepers(AsyncCall& call) noexcept {
   if (call.sleepers == 0) return;
   call.changes.fetch_add(1, std::memory_order_relaxed);
-  futexWakeAll(futexWord(call.changes));
+  futexWakeAllPrivate(futexWord(call.changes));
 }
 
 // Sleeps until a change of `call` (notifySleepers) or `untilNs`, which may come early: the
@@ -274,7 +276,7 @@ void sleepOnCall(AsyncCall& call, std::unique_lock<std::mutex>& cl, int64_t unti
   ++call.sleepers;
   const uint32_t seen = call.changes.load(std::memory_order_relaxed);
   cl.unlock();
-  futexWait(futexWord(call.changes), seen, untilNs);
+  futexWaitPrivate(futexWord(call.changes), seen, untilNs);
   cl.lock();
   --call.sleepers;
 }
@@ -537,15 +539,7 @@ bool asyncReady(const AsyncCall& call) noexcept {
 
 namespace {
 
-// While its wait policy lets it spin, a thread waiting on its own call reads the channel's
-// response ring itself, so the reply (or stream item) does not have to go through the completion
-// thread and a futex wake-up to reach it: the difference between about a microsecond and tens of
-// them per reply on these machines. `there()` says whether what it waits for is there (it takes
-// call.m itself if it needs it). On a socket channel each look is a non-blocking receive, as the
-// socket transport's own spin does. Returns false when it is not by the end of the spin budget
-// (or at once for blocking waits): the caller then sleeps on the call (sleepOnCall) and the
-// completion thread delivers.
-// A waiter that gave up spinning and sleeps on its call's condition variable: while one does, the
+// A waiter that gave up spinning and sleeps on its call (sleepOnCall): while one does, the
 // completion thread reads the channel (nobody else will), however busy other waiters on it are.
 struct Sleeper {
   CallerChannel* ch = nullptr;
@@ -562,6 +556,14 @@ struct Sleeper {
   }
 };
 
+// While its wait policy lets it spin, a thread waiting on its own call reads the channel's
+// response ring itself, so the reply (or stream item) does not have to go through the completion
+// thread and a futex wake-up to reach it: the difference between about a microsecond and tens of
+// them per reply on these machines. `there()` says whether what it waits for is there (it takes
+// call.m itself if it needs it). On a socket channel each look is a non-blocking receive, as the
+// socket transport's own spin does. Returns false when it is not by the end of the spin budget
+// (or at once for blocking waits): the caller then sleeps on the call (sleepOnCall) and the
+// completion thread delivers.
 // `limit(now)`: when to stop waiting at the latest, given the clock (read only once the spin
 // begins).
 // `taker`: as for drainAsync.
@@ -646,9 +648,10 @@ bool spinOnOwnChannel(AsyncCall& call, Limit&& limit, Sleeper& sleeper, There&& 
       (void)drainAsync(*ch, completions, taker);
       if (there()) return found();
     }
-    // The clock every 16 rounds, not after every look: with calls pipelined most looks find
-    // other calls' replies, and a clock read cost as much as the look.
-    if ((i & 15) == 0 && monotonicNs() >= spinUntil) return false;
+    // The clock after the first look (a wait with no time left ends there), then every 16
+    // rounds, not after every look: with calls pipelined most looks find other calls' replies,
+    // and a clock read cost as much as the look.
+    if (((i & 15) == 0 || i == 1) && monotonicNs() >= spinUntil) return false;
     cpuRelax();
   }
 }

@@ -100,15 +100,17 @@ struct AsyncCall {
   int sleepers = 0;
   // What sleepers sleep on, a futex word bumped under m at each change a sleeper waits for (a
   // condition variable cost a construction and a destruction per call; most calls have no
-  // sleeper). See notifySleepers() and sleepUntil() in async_calls.cpp.
+  // sleeper). See notifySleepers() and sleepOnCall() in async_calls.cpp.
   std::atomic<uint32_t> changes{0};
   // The result, the stream's end, or an error is there. Set under m (release) after everything
   // it says is there; read under m (relaxed) or without it (acquire).
   std::atomic<bool> finished{false};
-  // Whether `result` is a reply in the ring still: the channel's list of unread replies skips the
-  // calls whose reply was read and given back without taking each one's lock.
+  // For a call in the channel's list of unread replies: whether `result` is a reply in the ring
+  // still. The list skips the calls whose reply was read and given back without taking each
+  // one's lock. (A reply handed over in route() is never in the list, and this stays false.)
   std::atomic<bool> resultInRing{false};
-  bool taken = false;  // get()/then()/streamNext() handed the result out
+  // get()/then()/streamNext() handed the result out, or route() did to a waiting get().
+  bool taken = false;
   // Taken by the drain of the thread whose get() waits for it, on that thread (read only there).
   bool handedOver = false;
   bool cancelled = false;

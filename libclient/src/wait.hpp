@@ -29,6 +29,10 @@ struct WaitPolicy {
 void futexWait(uint32_t* word, uint32_t expected, int64_t deadlineNs) noexcept;
 // FUTEX_WAKE of every sleeper on a shared word.
 void futexWakeAll(uint32_t* word) noexcept;
+// The same two on a word no other process maps (FUTEX_PRIVATE_FLAG: the kernel keys it by
+// address alone, which is cheaper).
+void futexWaitPrivate(uint32_t* word, uint32_t expected, int64_t deadlineNs) noexcept;
+void futexWakeAllPrivate(uint32_t* word) noexcept;
 
 inline void cpuRelax() noexcept {
 #if defined(__x86_64__) || defined(__i386__)
