@@ -118,16 +118,18 @@ struct CallBlockCache {
     {
       CallBlockPool& pool = CallBlockPool::get();
       std::unique_lock lock(pool.mu, std::try_to_lock);
-      if (lock && pool.bytes == 0) pool.bytes = bytes;
-      try {
-        while (lock && pool.bytes == bytes && count > kMax / 2 &&
-               pool.blocks.size() < CallBlockPool::kMaxBlocks) {
-          pool.blocks.push_back(blocks[count - 1]);
-          --count;
+      if (lock) {
+        if (pool.bytes == 0) pool.bytes = bytes;
+        try {
+          while (pool.bytes == bytes && count > kMax / 2 &&
+                 pool.blocks.size() < CallBlockPool::kMaxBlocks) {
+            pool.blocks.push_back(blocks[count - 1]);
+            --count;
+          }
+        } catch (const std::bad_alloc&) {
         }
-      } catch (const std::bad_alloc&) {
+        pool.count.store(pool.blocks.size(), std::memory_order_relaxed);
       }
-      if (lock) pool.count.store(pool.blocks.size(), std::memory_order_relaxed);
     }
     while (count > kMax / 2) ::operator delete(blocks[--count]);
   }
@@ -670,8 +672,7 @@ bool awaitCall(AsyncCall& call, std::chrono::nanoseconds timeout, bool take) noe
   auto finished = [&] { return call.finished.load(std::memory_order_acquire); };
   Sleeper sleeper;
   if (spinOnOwnChannel(call, limit, sleeper, finished, take ? &call : nullptr)) return true;
-  // The earlier of the wait's end and the call's deadline.
-  const int64_t wakeAt = limit(untilAt ? 0 : monotonicNs());
+  const int64_t wakeAt = limit(monotonicNs());  // (the clock is used only if the spin did not)
   {
     std::unique_lock cl(call.m);
     while (!finished() && monotonicNs() < wakeAt) sleepOnCall(call, cl, wakeAt);
