@@ -727,7 +727,7 @@ bool inAsyncMode(const CallerChannel& ch) noexcept {
   return ch.asyncMode.load(std::memory_order_acquire);
 }
 
-std::shared_ptr<AsyncCall> sendAsync(const std::shared_ptr<CallerChannel>& chp, bool stream,
+std::shared_ptr<AsyncCall> sendAsync(std::shared_ptr<CallerChannel> chp, bool stream,
                                      AsyncCallback cb) noexcept {
   CallerChannel& ch = *chp;
   if (!ch.builder) {
@@ -736,7 +736,7 @@ std::shared_ptr<AsyncCall> sendAsync(const std::shared_ptr<CallerChannel>& chp, 
   }
   auto call = newAsyncCall();
   try {
-    call->ch = chp;
+    call->ch = std::move(chp);  // (`ch` stays valid: the call keeps it)
     call->callId = ch.callId;
     call->deadlineNs = ch.deadlineNs;
     call->stream = stream;
@@ -759,7 +759,7 @@ std::shared_ptr<AsyncCall> sendAsync(const std::shared_ptr<CallerChannel>& chp, 
       // From now on the completion thread reads this channel's replies. The lease is ours, so
       // no synchronous call is reading them now.
       ch.asyncMode.store(true, std::memory_order_release);
-      completions.watch(chp);
+      completions.watch(call->ch);
     }
     if (stream) ch.pendingHeader.flags |= kRecordStream;
     {

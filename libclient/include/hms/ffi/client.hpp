@@ -396,7 +396,8 @@ class StreamSink {
 using AsyncCallback = std::function<void(const std::shared_ptr<AsyncCall>&)>;
 // Asynchronous sends of the call begun on `ch` (see beginCall). sendAsync never fails: a send
 // that fails completes the call at once with the error.
-std::shared_ptr<AsyncCall> sendAsync(const std::shared_ptr<CallerChannel>& ch, bool stream,
+// `ch` is kept by the call (a Call moves its own reference in: no count to bump per call).
+std::shared_ptr<AsyncCall> sendAsync(std::shared_ptr<CallerChannel> ch, bool stream,
                                      AsyncCallback cb) noexcept;
 // Whether the channel's replies go through the completion thread (stable while a call is built).
 bool inAsyncMode(const CallerChannel& ch) noexcept;
@@ -577,7 +578,7 @@ class Call {
     if (detail::inAsyncMode(*ch)) {
       // On a Stub that also makes asynchronous calls, the reply comes through the completion
       // thread like theirs.
-      auto call = detail::sendAsync(ch, false, nullptr);
+      auto call = detail::sendAsync(std::move(ch), false, nullptr);
       capnp::MessageReader* reader = nullptr;
       if (auto s = detail::awaitAsync(*call, reader); !s) return s;
       return Reply<Results>(std::move(call), reader);
@@ -590,7 +591,7 @@ class Call {
   // Sends the call and returns at once; the Future holds the result to come.
   Future<Results> sendAsync() && {
     auto ch = std::move(ch_);
-    return Future<Results>(detail::sendAsync(ch, false, nullptr));
+    return Future<Results>(detail::sendAsync(std::move(ch), false, nullptr));
   }
   // Sends the call and returns at once; `fn(Result<Reply<Results>>)` runs exactly once on the
   // client's completion thread, with the results or the error (a send that failed included).
@@ -598,7 +599,8 @@ class Call {
   void sendAsync(F fn) && {
     auto ch = std::move(ch_);
     (void)detail::sendAsync(
-        ch, false, [fn = std::move(fn)](const std::shared_ptr<detail::AsyncCall>& c) mutable {
+        std::move(ch), false,
+        [fn = std::move(fn)](const std::shared_ptr<detail::AsyncCall>& c) mutable {
           fn(Future<Results>::resultOf(c));
         });
   }
@@ -612,7 +614,7 @@ class Call {
   // stream's item.
   Stream<Results> openStream() && {
     auto ch = std::move(ch_);
-    return Stream<Results>(detail::sendAsync(ch, true, nullptr));
+    return Stream<Results>(detail::sendAsync(std::move(ch), true, nullptr));
   }
 
  private:
