@@ -113,6 +113,38 @@ TEST_P(Metrics, CountsAreExactPerMethodAndCode_OnBothSides) {
   EXPECT_GE(snap.gauges.clients, 2u);
 }
 
+// A restarted broker hands out new metrics segments: a service's counts go to the new one, the
+// calls its dispatcher runs in place (which keep their slot between calls) included.
+TEST_P(Metrics, AfterABrokerRestart_TheServiceCountsInTheNewSegment) {
+  auto svc = startTestService(broker.socket(), {});
+  {
+    auto client = connect();
+    auto stub = client->bind<TestService>("hms.test").valueOrThrow();
+    for (uint64_t i = 0; i < 20; ++i) {
+      ASSERT_TRUE(stub.call<&TestService::Client::echoRequest>([&](auto p) { p.setSeq(i); }).ok());
+    }
+  }
+  broker.kill9();
+  broker.start();
+  auto client = connect();
+  ASSERT_TRUE(waitUntil([&] {
+    auto found = client->discover("hms.test");
+    return found.ok() && found->size() == 1;
+  })) << "the service did not register with the new broker";
+  auto stub = client->bind<TestService>("hms.test").valueOrThrow();
+  for (uint64_t i = 0; i < 30; ++i) {
+    ASSERT_TRUE(stub.call<&TestService::Client::echoRequest>([&](auto p) { p.setSeq(i); }).ok());
+  }
+  auto snap = metricsWhen(*client, [](const MetricsSnapshot& s) {
+    auto* e = find(s, "hms.test", "echo");
+    return e && e->calls[0] >= 30 && e->handled[0] == e->calls[0];
+  });
+  const MethodMetrics* echo = find(snap, "hms.test", "echo");
+  ASSERT_NE(echo, nullptr);
+  EXPECT_GE(echo->calls[0], 30u);
+  EXPECT_EQ(echo->handled[0], echo->calls[0]) << "the service counted into the old segment";
+}
+
 TEST_P(Metrics, CallsToNoProviderAreCountedAsTheCallerSawThem) {
   auto svc = startTestService(broker.socket(), {});
   auto client = connect();

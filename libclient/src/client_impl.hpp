@@ -635,6 +635,9 @@ class Dispatcher {
   bool dispatch(Channel& ch, int budget);
   // This thread's metrics slot of a method of `svc` (null: metrics off, or a method unnamed).
   MetricsSlot* metricsSlot(const Service& svc, uint16_t ordinal) noexcept;
+  // metricsThreadSerial() of the thread in run() (0 before it starts): the one thread that may
+  // use a Service's dispatcherSlots.
+  std::atomic<uint64_t> runSerial_{0};
   // Whether a call goes to the service's workers (else it runs on the thread serving the channel).
   static bool onWorker(const Channel& ch, const RecordHeader& h);
   // Runs a plain or one-way call at once if nothing is ahead of it; false: it must be queued.

@@ -72,6 +72,9 @@ struct Dispatcher::Service {
   std::vector<std::string> methodNames;
   // The metrics series of each method as this service runs it (0: not yet known).
   std::unique_ptr<std::atomic<uint32_t>[]> metricsFamilies;
+  // Each method's metrics slot as the dispatcher's own thread last found it (its other threads,
+  // workers and deferred answers, look theirs up): a call run in place pays two compares.
+  std::unique_ptr<CachedMetricsSlot[]> dispatcherSlots;
   std::unique_ptr<RingMetrics> ringMetrics;  // how full its channels' response rings get
   std::unique_ptr<moodycamel::BlockingConcurrentQueue<Work>> work;
   std::vector<std::thread> workers;
@@ -413,6 +416,7 @@ void Dispatcher::addService(uint64_t tag, const ServiceSpec& spec) {
   s->methodNames.assign(size_t(maxOrdinal) + 1, "");
   for (const auto& m : spec.methods) s->methodNames[m.ordinal] = m.name;
   s->metricsFamilies = std::make_unique<std::atomic<uint32_t>[]>(s->methodNames.size());
+  s->dispatcherSlots = std::make_unique<CachedMetricsSlot[]>(s->methodNames.size());
   s->ringMetrics = std::make_unique<RingMetrics>(client_.metrics, kMetricsResponseRing, s->spec.id);
   for (const auto& [ordinal, h] : s->spec.handlers) {
     if (ordinal < s->byOrdinal.size()) s->byOrdinal[ordinal] = &h;
@@ -1044,12 +1048,18 @@ MetricsSlot* Dispatcher::metricsSlot(const Service& svc, uint16_t ordinal) noexc
   if (!w.enabled() || ordinal >= svc.methodNames.size() || svc.methodNames[ordinal].empty()) {
     return nullptr;
   }
-  try {
-    return w.slot(w.family(svc.metricsFamilies[ordinal], kMetricsService, svc.spec.id,
-                           svc.methodNames[ordinal]));
-  } catch (const std::exception&) {
-    return nullptr;
+  auto lookup = [&]() -> MetricsSlot* {
+    try {
+      return w.slot(w.family(svc.metricsFamilies[ordinal], kMetricsService, svc.spec.id,
+                             svc.methodNames[ordinal]));
+    } catch (const std::exception&) {
+      return nullptr;
+    }
+  };
+  if (metricsThreadSerial() == runSerial_.load(std::memory_order_relaxed)) {
+    return svc.dispatcherSlots[ordinal].get(w, lookup);
   }
+  return lookup();
 }
 
 Status Dispatcher::invoke(Channel& ch, const RingConsumer::Record& rec,
@@ -1609,6 +1619,7 @@ Status Dispatcher::answerDeferred(
 
 void Dispatcher::run() {
   nameThisThread("hms-dispatch");
+  runSerial_.store(metricsThreadSerial(), std::memory_order_relaxed);
   int64_t nextDeadline = kNoDeadline;
   for (;;) {
     const bool events = drainEvents();
