@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -55,10 +56,13 @@ class RingMessageBuilder final : public capnp::MessageBuilder {
     return Status();
   }
 
-  // The message's one segment, when it is in place (see inPlace()).
-  kj::ArrayPtr<const capnp::word> inPlaceWords() {
-    if (raw_) return kj::arrayPtr(space_.begin(), rawWords_);
-    return getSegmentsForOutput()[0];
+  // The message's one segment when the whole message is that segment in the ring space; nullopt
+  // when it spilled (one look at the arena: a message is published once per look).
+  std::optional<kj::ArrayPtr<const capnp::word>> inPlaceWords() {
+    if (raw_) return kj::arrayPtr<const capnp::word>(space_.begin(), rawWords_);
+    auto segs = getSegmentsForOutput();
+    if (segs.size() == 1 && segs[0].begin() == space_.begin()) return segs[0];
+    return std::nullopt;
   }
 
   // Words of ring space the builder wrote into (to zero on abort).
@@ -71,11 +75,7 @@ class RingMessageBuilder final : public capnp::MessageBuilder {
   }
 
   // Whether the whole message is the one segment in the ring space.
-  bool inPlace() {
-    if (raw_) return true;
-    auto segs = getSegmentsForOutput();
-    return segs.size() == 1 && segs[0].begin() == space_.begin();
-  }
+  bool inPlace() { return inPlaceWords().has_value(); }
 
  private:
   kj::ArrayPtr<capnp::word> space_;
@@ -109,8 +109,8 @@ Status publishRecord(RingProducer& ring, const RingProducer::Slot& slot,
                      const TraceContextWire* trace, uint32_t maxMessageBytes,
                      const std::string& limitHint, WaitSpace&& waitSpace) {
   const uint32_t offset = payloadOffset(header.flags);
-  if (builder.inPlace()) {
-    const size_t words = builder.inPlaceWords().size();
+  if (const auto inPlace = builder.inPlaceWords()) {
+    const size_t words = inPlace->size();
     if (words * 8 > maxMessageBytes) {
       ring.abort(slot, uint32_t(offset + words * 8));
       return Status(StatusCode::kResourceExhausted,

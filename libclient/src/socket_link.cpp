@@ -117,8 +117,8 @@ Status SocketLink::send(RecordHeader header, const TraceContextWire* trace,
   };
   kj::ArrayPtr<const capnp::word> words;
   std::optional<capnp::MallocMessageBuilder> flat;
-  if (builder.inPlace()) {
-    words = builder.inPlaceWords();  // within the scratch, so within the limit
+  if (const auto inPlace = builder.inPlaceWords()) {
+    words = *inPlace;  // within the scratch, so within the limit
   } else {
     size_t total = 0;
     for (auto seg : builder.getSegmentsForOutput()) total += seg.size();

@@ -620,8 +620,8 @@ class PublisherImpl final : public PublisherCore {
     if (!loan_) return Status(StatusCode::kFailedPrecondition, "no message is on loan");
     uint32_t words = 0;
     try {
-      if (builder_->inPlace()) {
-        words = uint32_t(builder_->inPlaceWords().size());
+      if (const auto inPlace = builder_->inPlaceWords()) {
+        words = uint32_t(inPlace->size());
       } else {
         // It outgrew the slot's first segment: flattened into the slot if it fits.
         size_t total = 0;
@@ -814,7 +814,7 @@ class PublisherImpl final : public PublisherCore {
   // when it spilled out of it. RESOURCE_EXHAUSTED when it does not fit.
   Result<uint32_t> wordsOf(RingMessageBuilder& builder, const TopicPublisher::Loan& loan) {
     try {
-      if (builder.inPlace()) return uint32_t(builder.inPlaceWords().size());
+      if (const auto inPlace = builder.inPlaceWords()) return uint32_t(inPlace->size());
       size_t total = 0;
       for (auto seg : builder.getSegmentsForOutput()) total += seg.size();
       capnp::MallocMessageBuilder flat(uint(total + 16), capnp::AllocationStrategy::FIXED_SIZE);
