@@ -153,8 +153,9 @@ bool produce(Ring& r, uint16_t kind, uint16_t flags, uint16_t status, uint64_t c
     RingMessageBuilder b(kj::arrayPtr(reinterpret_cast<capnp::word*>(slot.record + offset),
                                       (slot.bytes - offset) / 8));
     build(b);
-    if (!b.inPlace()) return false;
-    words = uint32_t(b.inPlaceWords().size());
+    const auto inPlace = b.inPlaceWords();
+    if (!inPlace) return false;
+    words = uint32_t(inPlace->size());
   }
   h->words = words;
   r.producer.commit(slot, offset + words * 8);
@@ -236,7 +237,7 @@ void topicSeeds() {
       auto e = b.initRoot<wire::RpcError>();
       e.setMessage("bp " + std::to_string(i));
       e.setSource("vitals");
-      pub.publish(loan, uint32_t(b.inPlaceWords().size()));
+      pub.publish(loan, uint32_t(b.inPlaceWords().value().size()));  // a small message
     }
     Bytes b;
     b.push_back(drop ? 1 : 0);
